@@ -1,0 +1,179 @@
+"""Loading hooked models, and the one place that says where a model's MLP neurons live.
+
+DESIGN.md's hook table is encoded here and nowhere else:
+
+=============  ===================  =====================  =================================
+MLP kind       ``mlp.hook_pre``      ``mlp.hook_pre_linear``  ``mlp.hook_post``
+=============  ===================  =====================  =================================
+plain          ``x W_in + b_in``     --                     ``act_fn(hook_pre)``
+gated          ``x W_gate``          ``x W_up``             ``act_fn(hook_pre) * hook_pre_linear``
+=============  ===================  =====================  =================================
+
+A neuron *fires* when ``hook_pre > 0``; that equals the paper's ``act_fn(.) > 0`` only for
+activation functions with ``act(x) > 0  <=>  x > 0``, so every other function is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from lapelens.constants import EMBEDDED
+from lapelens.errors import LapelensError
+
+#: Activation functions (names as in ``transformers.activations.ACT2FN``) for which
+#: ``act(x) > 0`` holds exactly when ``x > 0``, so ``hook_pre > 0`` is the paper's firing test.
+SIGN_PRESERVING_ACTIVATIONS = frozenset(
+    {
+        "relu", "gelu", "gelu_new", "gelu_fast", "gelu_python", "gelu_pytorch_tanh",
+        "gelu_accurate", "quick_gelu", "silu", "swish", "relu2", "elu",
+    }
+)
+
+#: Model families whose HF config does not name the activation (the module hard-codes it).
+_HARDCODED_ACTIVATION = {"bloom": "gelu_pytorch_tanh"}
+
+
+@dataclass(frozen=True)
+class NeuronSpec:
+    """Where the MLP neurons of a model live and what each hook holds."""
+
+    n_layers: int
+    d_mlp: int
+    gated: bool
+    act_name: str
+
+    @property
+    def n_neurons(self) -> int:
+        return self.n_layers * self.d_mlp
+
+    @staticmethod
+    def hook_pre(layer: int) -> str:
+        """Pre-activation of the neuron (the gate for gated MLPs): fires iff > 0."""
+        return f"blocks.{layer}.mlp.hook_pre"
+
+    @staticmethod
+    def hook_pre_linear(layer: int) -> str:
+        """The up projection of a gated MLP (absent for plain MLPs)."""
+        return f"blocks.{layer}.mlp.hook_pre_linear"
+
+    @staticmethod
+    def hook_post(layer: int) -> str:
+        """What the down projection reads: act(pre) (plain) or act(gate) * up (gated)."""
+        return f"blocks.{layer}.mlp.hook_post"
+
+    def act_fn(self) -> Callable[[Tensor], Tensor]:
+        from transformers.activations import ACT2FN
+
+        return ACT2FN[self.act_name]
+
+    def activation(
+        self, pre: Float[Tensor, "*batch neuron"]
+    ) -> Float[Tensor, "*batch neuron"]:
+        """The neuron's activation value ``act_fn(hook_pre)`` (for gated MLPs: not ``hook_post``)."""
+        return self.act_fn()(pre)
+
+    def check_fits(self, n_layers: int, d_mlp: int, what: str = "neuron set") -> None:
+        """Refuse a neuron set (or statistics) made for a model of another shape."""
+        if (n_layers, d_mlp) != (self.n_layers, self.d_mlp):
+            raise LapelensError(
+                f"The {what} is for a model with {n_layers} layers x {d_mlp} neurons, but this model "
+                f"has {self.n_layers} layers x {self.d_mlp} neurons: use the {what} computed on this model."
+            )
+
+
+def _activation_name(hf_config: Any) -> str:
+    for attr in ("hidden_act", "activation_function", "hidden_activation"):
+        name = getattr(hf_config, attr, None)
+        if isinstance(name, str):
+            return name
+    model_type = getattr(hf_config, "model_type", None)
+    if model_type in _HARDCODED_ACTIVATION:
+        return _HARDCODED_ACTIVATION[model_type]
+    raise LapelensError(
+        f"Cannot tell the MLP activation function of model type {model_type!r} from its config "
+        "(no hidden_act / activation_function): add it to lapelens.models._HARDCODED_ACTIVATION."
+    )
+
+
+def neuron_spec(model: Any) -> NeuronSpec:
+    """Read a hooked model's MLP layout; fail clearly if it has no MLP hooks or an unsafe activation."""
+    cfg = model.cfg
+    hooks = getattr(model, "hook_dict", {})
+    if cfg.n_layers < 1 or NeuronSpec.hook_pre(0) not in hooks or NeuronSpec.hook_post(0) not in hooks:
+        raise LapelensError(
+            f"Model {cfg.model_name!r} exposes no MLP hooks (blocks.0.mlp.hook_pre / hook_post): "
+            "lapelens needs a TransformerLens model with dense MLP blocks (MoE and attention-only "
+            "models are not supported)."
+        )
+    gated = NeuronSpec.hook_pre_linear(0) in hooks
+    if gated != bool(getattr(cfg, "gated_mlp", gated)):
+        raise LapelensError(
+            f"Model {cfg.model_name!r}: the hooks and cfg.gated_mlp disagree on whether the MLP is gated."
+        )
+    hf_config = getattr(getattr(model, "original_model", None), "config", None)
+    act_name = _activation_name(hf_config) if hf_config is not None else str(cfg.act_fn)
+    if act_name not in SIGN_PRESERVING_ACTIVATIONS:
+        raise LapelensError(
+            f"Activation function {act_name!r} is not supported: LAPE counts a neuron as firing when "
+            "act(x) > 0, which lapelens reads as x > 0, and that is only true for "
+            f"{sorted(SIGN_PRESERVING_ACTIVATIONS)}."
+        )
+    return NeuronSpec(n_layers=cfg.n_layers, d_mlp=cfg.d_mlp, gated=gated, act_name=act_name)
+
+
+def embedded_model_dir() -> Path:
+    """Folder of the small multilingual model that ships inside the package."""
+    return Path(str(resources.files("lapelens") / "data" / "model"))
+
+
+def load_model(
+    name_or_path: str | Path = EMBEDDED,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Any:
+    """A TransformerLens ``TransformerBridge`` for a hub name, a local HF folder, or ``"embedded"``.
+
+    Weights are not processed (no LayerNorm folding, no centering), so the logits equal the
+    HF model's. The returned model is in eval mode; its neuron layout is checked at once.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
+    name = str(name_or_path)
+    if name == EMBEDDED:
+        path = embedded_model_dir()
+        if not (path / "config.json").is_file():
+            raise LapelensError(
+                f"The embedded model is missing from {path}: reinstall lapelens, or train one with "
+                "`lapelens train --out DIR` and load that folder."
+            )
+        name = str(path)
+    elif Path(name).expanduser().exists():
+        path = Path(name).expanduser()
+        if not (path / "config.json").is_file():
+            raise LapelensError(
+                f"{path} has no config.json: pass a folder written by `save_pretrained` (config, "
+                "weights and tokenizer), a hub name, or 'embedded'."
+            )
+        name = str(path)
+    elif name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise LapelensError(
+            f"Model folder {name!r} does not exist: check the path, or use 'embedded'."
+        )
+    try:
+        model = TransformerBridge.boot_transformers(name, device=device, dtype=dtype)
+    except OSError as exc:  # hub unreachable, unknown repo, or missing files
+        raise LapelensError(
+            f"Could not load model {name!r} ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
+            "For a hub model you need internet access (or a local copy: pass its folder); "
+            "offline, use load_model('embedded')."
+        ) from exc
+    model.eval()
+    neuron_spec(model)
+    return model

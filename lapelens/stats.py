@@ -1,0 +1,183 @@
+"""Per-language neuron statistics: additive, so streaming, resuming and sharding are just sums."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from jaxtyping import Float, Float64, Int64
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from lapelens._version import __version__
+from lapelens.constants import OFFICIAL_ACTIVATION, STATS_META, STATS_TENSORS
+from lapelens.errors import LapelensError
+
+
+@dataclass
+class ActivationStats:
+    """Counts and sums over the tokens of each language, per (layer, neuron).
+
+    ``count[i, j, k]``: tokens of language k on which neuron (i, j) fired (``hook_pre > 0``).
+    ``act_sum`` / ``act_sq_sum``: sums of the activation value ``act_fn(hook_pre)`` and of its square.
+    """
+
+    languages: tuple[str, ...]
+    n: Int64[Tensor, " lang"]
+    count: Int64[Tensor, "layer neuron lang"]
+    act_sum: Float64[Tensor, "layer neuron lang"]
+    act_sq_sum: Float64[Tensor, "layer neuron lang"]
+    #: model, seq_len, corpus and whatever else produced the numbers (saved as JSON).
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.languages = tuple(self.languages)
+        shape = self.count.shape
+        if len(shape) != 3 or shape[2] != len(self.languages) or self.n.shape != (len(self.languages),):
+            raise LapelensError(
+                f"ActivationStats shapes do not fit {len(self.languages)} languages: n {tuple(self.n.shape)}, "
+                f"count {tuple(shape)} (expected layer x neuron x lang)."
+            )
+        for name in ("act_sum", "act_sq_sum"):
+            if getattr(self, name).shape != shape:
+                raise LapelensError(f"ActivationStats.{name} has shape {tuple(getattr(self, name).shape)}, expected {tuple(shape)}.")
+
+    @classmethod
+    def zeros(cls, languages: Sequence[str], n_layers: int, d_mlp: int, meta: dict | None = None) -> "ActivationStats":
+        k = len(languages)
+        return cls(
+            languages=tuple(languages),
+            n=torch.zeros(k, dtype=torch.int64),
+            count=torch.zeros(n_layers, d_mlp, k, dtype=torch.int64),
+            act_sum=torch.zeros(n_layers, d_mlp, k, dtype=torch.float64),
+            act_sq_sum=torch.zeros(n_layers, d_mlp, k, dtype=torch.float64),
+            meta=dict(meta or {}),
+        )
+
+    @property
+    def n_layers(self) -> int:
+        return self.count.shape[0]
+
+    @property
+    def d_mlp(self) -> int:
+        return self.count.shape[1]
+
+    def lang_index(self, lang: str) -> int:
+        if lang not in self.languages:
+            raise LapelensError(f"Language {lang!r} is not in these statistics (they have {list(self.languages)}).")
+        return self.languages.index(lang)
+
+    def merge(self, other: "ActivationStats") -> "ActivationStats":
+        """Statistics of the union of two disjoint text sets: a sum, language by language.
+
+        Languages present in only one side are kept; the result lists ``self``'s languages first.
+        """
+        if (self.n_layers, self.d_mlp) != (other.n_layers, other.d_mlp):
+            raise LapelensError(
+                f"Cannot merge statistics of a {self.n_layers}x{self.d_mlp} model with a "
+                f"{other.n_layers}x{other.d_mlp} one: they come from different models."
+            )
+        for key in ("model",):
+            if key in self.meta and key in other.meta and self.meta[key] != other.meta[key]:
+                raise LapelensError(f"Cannot merge statistics of model {self.meta[key]!r} with model {other.meta[key]!r}.")
+        langs = self.languages + tuple(l for l in other.languages if l not in self.languages)
+        out = ActivationStats.zeros(langs, self.n_layers, self.d_mlp, meta={**other.meta, **self.meta})
+        for src in (self, other):
+            idx = torch.tensor([langs.index(l) for l in src.languages], dtype=torch.long)
+            out.n.index_add_(0, idx, src.n)
+            for name in ("count", "act_sum", "act_sq_sum"):
+                getattr(out, name).index_add_(2, idx, getattr(src, name))
+        return out
+
+    __add__ = merge
+
+    def select(self, languages: Sequence[str]) -> "ActivationStats":
+        """The same statistics restricted to (and reordered as) ``languages``."""
+        idx = [self.lang_index(l) for l in languages]
+        return ActivationStats(
+            tuple(languages), self.n[idx].clone(), self.count[..., idx].clone(),
+            self.act_sum[..., idx].clone(), self.act_sq_sum[..., idx].clone(), dict(self.meta),
+        )
+
+    def _check_tokens(self) -> None:
+        empty = [l for l, n in zip(self.languages, self.n.tolist()) if n == 0]
+        if empty:
+            raise LapelensError(f"No tokens were collected for {empty}: collect statistics on text in those languages first.")
+
+    def firing_probability(self) -> Float64[Tensor, "layer neuron lang"]:
+        """``p[i, j, k] = count / n``: the share of language-k tokens on which the neuron fires."""
+        self._check_tokens()
+        return self.count.double() / self.n.double()
+
+    def mean_activation(self) -> Float64[Tensor, "layer neuron lang"]:
+        """Mean activation value ``act_fn(hook_pre)`` per language."""
+        self._check_tokens()
+        return self.act_sum / self.n.double()
+
+    def std_activation(self) -> Float64[Tensor, "layer neuron lang"]:
+        mean = self.mean_activation()
+        return (self.act_sq_sum / self.n.double() - mean**2).clamp_min(0).sqrt()
+
+    # ---- persistence -------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write ``path/stats.safetensors`` and ``path/stats.json`` (a folder); returns the folder."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {"n": self.n, "count": self.count, "act_sum": self.act_sum, "act_sq_sum": self.act_sq_sum}
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(path / STATS_TENSORS))
+        meta = {"lapelens_version": __version__, **self.meta, "languages": list(self.languages)}
+        (path / STATS_META).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ActivationStats":
+        path = Path(path)
+        if not (path / STATS_TENSORS).is_file() or not (path / STATS_META).is_file():
+            raise LapelensError(
+                f"{path} is not a lapelens statistics folder (expected {STATS_TENSORS} and {STATS_META}); "
+                "make one with `lapelens collect`."
+            )
+        try:
+            tensors = load_file(str(path / STATS_TENSORS))
+            meta = json.loads((path / STATS_META).read_text())
+        except Exception as exc:
+            raise LapelensError(f"{path} is corrupt ({type(exc).__name__}: {exc}); collect the statistics again.") from exc
+        languages = tuple(meta.pop("languages"))
+        return cls(languages, tensors["n"], tensors["count"], tensors["act_sum"], tensors["act_sq_sum"], meta)
+
+    # ---- the official RUCAIBox/Language-Specific-Neurons format ------------------------------
+    def to_official(self, folder: str | Path, tag: str) -> list[Path]:
+        """One ``torch.save({"n": int, "over_zero": int32[layers, neurons]})`` file per language."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.count.max() > torch.iinfo(torch.int32).max:
+            raise LapelensError("Counts exceed int32, which the official format stores: split the statistics.")
+        paths = []
+        for k, lang in enumerate(self.languages):
+            p = folder / OFFICIAL_ACTIVATION.format(lang=lang, tag=tag)
+            torch.save({"n": int(self.n[k]), "over_zero": self.count[..., k].to(torch.int32).contiguous()}, p)
+            paths.append(p)
+        return paths
+
+    @classmethod
+    def from_official(cls, folder: str | Path, tag: str, languages: Sequence[str]) -> "ActivationStats":
+        """Read official activation files (counts only; the activation sums are left at zero)."""
+        folder = Path(folder)
+        ns, counts = [], []
+        for lang in languages:
+            p = folder / OFFICIAL_ACTIVATION.format(lang=lang, tag=tag)
+            if not p.is_file():
+                raise LapelensError(f"Missing official activation file {p}: check --tag and the language codes.")
+            try:
+                d = torch.load(p, weights_only=True)
+                ns.append(int(d["n"]))
+                counts.append(d["over_zero"].to(torch.int64))
+            except Exception as exc:
+                raise LapelensError(f"{p} is not an official activation file ({type(exc).__name__}: {exc}).") from exc
+        count = torch.stack(counts, dim=-1)
+        return cls(tuple(languages), torch.tensor(ns, dtype=torch.int64), count,
+                   torch.zeros(count.shape, dtype=torch.float64), torch.zeros(count.shape, dtype=torch.float64),
+                   {"source": f"official:{folder}:{tag}", "has_activation_sums": False})
