@@ -1,0 +1,36 @@
+"""lapelens: find language-specific neurons (LAPE and baselines) and intervene on them."""
+
+from importlib import import_module
+from typing import Any
+
+from lapelens._version import __version__
+
+# Public names -> the module that defines them. Imported on first use, so that
+# `import lapelens` stays cheap and has no side effects.
+_EXPORTS = {
+    "load_model": "lapelens.models",
+    "neuron_spec": "lapelens.models",
+    "NeuronSpec": "lapelens.models",
+    "ActivationStats": "lapelens.stats",
+    "LanguageNeurons": "lapelens.neurons",
+    "LapelensError": "lapelens.errors",
+    "collect": "lapelens.collect",
+    "collect_sentence_means": "lapelens.collect",
+    "load_corpus": "lapelens.corpus",
+    "load_parallel": "lapelens.corpus",
+    "identify": "lapelens.methods",
+    "METHODS": "lapelens.methods",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'lapelens' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*_EXPORTS, "__version__"])
+
+
+__all__ = [*_EXPORTS, "__version__"]

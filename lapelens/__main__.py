@@ -1,0 +1,5 @@
+import sys
+
+from lapelens.cli import main
+
+sys.exit(main())
