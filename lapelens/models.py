@@ -102,8 +102,31 @@ def _activation_name(hf_config: Any) -> str:
     )
 
 
+def _probe_widths(model: Any, n_layers: int) -> list[int]:
+    """MLP width of every layer, read off the hooks in one forward pass over a single token.
+
+    The configs are not trusted for this: TransformerLens 4.3 reports ``d_mlp = 4 * d_model`` for
+    OPT even when ``ffn_dim`` differs, and a hook that exists but never fires must be caught.
+    """
+    widths: dict[int, int] = {}
+
+    def grab(layer: int):
+        def hook(act: Tensor, hook: Any) -> None:
+            widths[layer] = act.shape[-1]
+        return hook
+
+    fwd = [(NeuronSpec.hook_pre(i), grab(i)) for i in range(n_layers)]
+    token = torch.zeros(1, 1, dtype=torch.long, device=next(model.parameters()).device)
+    with torch.no_grad():
+        model.run_with_hooks(token, fwd_hooks=fwd, return_type=None)
+    return [widths.get(i, 0) for i in range(n_layers)]
+
+
 def neuron_spec(model: Any) -> NeuronSpec:
     """Read a hooked model's MLP layout; fail clearly if it has no MLP hooks or an unsafe activation."""
+    cached = getattr(model, "_lapelens_neuron_spec", None)
+    if cached is not None:
+        return cached
     cfg = model.cfg
     hooks = getattr(model, "hook_dict", {})
     if cfg.n_layers < 1 or NeuronSpec.hook_pre(0) not in hooks or NeuronSpec.hook_post(0) not in hooks:
@@ -125,7 +148,15 @@ def neuron_spec(model: Any) -> NeuronSpec:
             "act(x) > 0, which lapelens reads as x > 0, and that is only true for "
             f"{sorted(SIGN_PRESERVING_ACTIVATIONS)}."
         )
-    return NeuronSpec(n_layers=cfg.n_layers, d_mlp=cfg.d_mlp, gated=gated, act_name=act_name)
+    widths = _probe_widths(model, cfg.n_layers)
+    if len(set(widths)) != 1 or widths[0] == 0:
+        raise LapelensError(
+            f"Model {cfg.model_name!r} has MLP widths {widths} per layer; lapelens needs every layer's "
+            "MLP hooks to fire with one common width."
+        )
+    spec = NeuronSpec(n_layers=cfg.n_layers, d_mlp=widths[0], gated=gated, act_name=act_name)
+    model._lapelens_neuron_spec = spec
+    return spec
 
 
 def embedded_model_dir() -> Path:

@@ -1,0 +1,76 @@
+"""Tiny random Hugging Face models, saved with ``save_pretrained`` like a real checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+#: Architectures the suite covers: plain MLPs (gpt2, bloom, opt) and gated ones (llama, mistral, qwen2).
+ARCHS = ("gpt2", "bloom", "opt", "llama", "mistral", "qwen2")
+GATED = {"llama", "mistral", "qwen2"}
+
+TEXTS = {
+    "en": "The quick brown fox jumps over the lazy dog. Open the file and save the document.",
+    "fr": "Le renard brun saute par-dessus le chien paresseux. Ouvrez le fichier et enregistrez.",
+    "zh": "敏捷的棕色狐狸跳过了懒狗。打开文件并保存文档。",
+    "ja": "素早い茶色の狐がのろまな犬を飛び越える。ファイルを開いて文書を保存します。",
+}
+
+
+def tiny_tokenizer(vocab_size: int = 320):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<s>", "</s>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(list(TEXTS.values()) * 4, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+
+
+def tiny_config(arch: str, vocab_size: int, n_layers: int = 2, d_model: int = 32, d_mlp: int = 64):
+    import transformers as tf
+
+    special = dict(bos_token_id=0, eos_token_id=1, pad_token_id=2)
+    if arch == "gpt2":
+        return tf.GPT2Config(vocab_size=vocab_size, n_embd=d_model, n_layer=n_layers, n_head=4,
+                             n_inner=d_mlp, n_positions=128, **special)
+    if arch == "bloom":  # BLOOM's MLP width is fixed at 4 * hidden
+        return tf.BloomConfig(vocab_size=vocab_size, hidden_size=d_model, n_layer=n_layers, n_head=4, **special)
+    if arch == "opt":
+        return tf.OPTConfig(vocab_size=vocab_size, hidden_size=d_model, num_hidden_layers=n_layers,
+                            num_attention_heads=4, ffn_dim=d_mlp, max_position_embeddings=128,
+                            word_embed_proj_dim=d_model, **special)
+    common = dict(vocab_size=vocab_size, hidden_size=d_model, intermediate_size=d_mlp,
+                  num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=2,
+                  max_position_embeddings=128, **special)
+    if arch == "llama":
+        return tf.LlamaConfig(**common)
+    if arch == "mistral":
+        return tf.MistralConfig(**common)
+    if arch == "qwen2":
+        return tf.Qwen2Config(**common)
+    raise ValueError(arch)
+
+
+def make_tiny_model(arch: str, folder: Path, seed: int = 0, **shape) -> Path:
+    """Save a random ``arch`` model and its tokenizer to ``folder``; returns the folder."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer()
+    model = AutoModelForCausalLM.from_config(tiny_config(arch, len(tok), **shape))
+    # Random init gives tiny weights; scale so that activations take both signs and vary.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 2:
+                p.normal_(0, 0.2)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
