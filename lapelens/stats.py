@@ -181,3 +181,44 @@ class ActivationStats:
         return cls(tuple(languages), torch.tensor(ns, dtype=torch.int64), count,
                    torch.zeros(count.shape, dtype=torch.float64), torch.zeros(count.shape, dtype=torch.float64),
                    {"source": f"official:{folder}:{tag}", "has_activation_sums": False})
+
+
+@dataclass
+class SentenceActivations:
+    """Per-sentence mean activation of every neuron, for Kojima et al.'s AP method.
+
+    ``means[s, i, j]`` is the mean over the tokens of sentence s of ``act_fn(hook_pre)`` of
+    neuron (i, j); ``labels[s]`` indexes ``languages``. Unlike ``ActivationStats`` this grows
+    with the number of sentences (AP needs every per-sentence value to rank them).
+    """
+
+    languages: tuple[str, ...]
+    labels: Int64[Tensor, " sentence"]
+    means: Float[Tensor, "sentence layer neuron"]
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.languages = tuple(self.languages)
+        if self.means.ndim != 3 or self.labels.shape != (self.means.shape[0],):
+            raise LapelensError(
+                f"SentenceActivations: means {tuple(self.means.shape)} must be (sentence, layer, neuron) "
+                f"and labels {tuple(self.labels.shape)} one per sentence."
+            )
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file({"labels": self.labels.contiguous(), "means": self.means.contiguous()}, str(path / "sentences.safetensors"))
+        meta = {"lapelens_version": __version__, **self.meta, "languages": list(self.languages)}
+        (path / "sentences.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SentenceActivations":
+        path = Path(path)
+        try:
+            t = load_file(str(path / "sentences.safetensors"))
+            meta = json.loads((path / "sentences.json").read_text())
+        except Exception as exc:
+            raise LapelensError(f"{path} is not a readable lapelens sentence-activation folder ({exc}).") from exc
+        return cls(tuple(meta.pop("languages")), t["labels"], t["means"], meta)
