@@ -10,6 +10,9 @@ STATS_TENSORS: Final = "stats.safetensors"
 STATS_META: Final = "stats.json"
 NEURONS_TENSORS: Final = "neurons.safetensors"
 NEURONS_META: Final = "neurons.json"
+#: Parameter masks (the PV method selects parameters, not neurons).
+PARAMS_TENSORS: Final = "params.safetensors"
+PARAMS_META: Final = "params.json"
 
 # Files of the official RUCAIBox/Language-Specific-Neurons scripts.
 OFFICIAL_ACTIVATION: Final = "activation.{lang}.train.{tag}"

@@ -1,15 +1,47 @@
-"""``LanguageNeurons``: which neurons belong to which language (a boolean mask per language)."""
+"""``LanguageNeurons``: which neurons belong to which language (a boolean mask per language).
+
+Besides the lapelens folder format (safetensors + JSON), a neuron set reads and writes the mask
+files of the official RUCAIBox/Language-Specific-Neurons code: ``torch.save`` of a list with one
+entry per language (in order), each a list with one entry per layer, each a sorted ``LongTensor``
+of neuron indices.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
+import pandas as pd
 import torch
 from jaxtyping import Bool, Float, Int64
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from lapelens._version import __version__
+from lapelens.constants import NEURONS_META, NEURONS_TENSORS, PAPER_LANGUAGES
 from lapelens.errors import LapelensError
+
+#: Keys of the JSON file that are attributes of the object, not free-form ``meta``.
+_RESERVED = ("lapelens_version", "method", "languages", "n_layers", "d_mlp", "values")
+
+
+def default_official_languages(n_entries: int) -> tuple[str, ...]:
+    """Language names for an official mask file with ``n_entries`` entries (the files carry none).
+
+    7 entries: the paper's ``en, zh, fr, es, vi, id, ja``; 6 entries: the same without ``ja``
+    (the models the paper ran on six languages, e.g. BLOOM, lack Japanese). Anything else must be
+    named by the caller.
+    """
+    if n_entries == len(PAPER_LANGUAGES):
+        return PAPER_LANGUAGES
+    if n_entries == len(PAPER_LANGUAGES) - 1:
+        return tuple(l for l in PAPER_LANGUAGES if l != "ja")
+    raise LapelensError(
+        f"The official mask file has {n_entries} language entries; only 7 (en, zh, fr, es, vi, id, ja) "
+        "or 6 (the same without ja) have a default: pass the language names in the file's order."
+    )
 
 
 @dataclass
@@ -21,6 +53,7 @@ class LanguageNeurons:
     passes the threshold); a language may have no neurons at all and still keeps its slot.
     ``values`` holds optional per-neuron numbers that interventions use (e.g. ``"median"`` for
     Kojima et al.'s pinning), each of the same shape as ``mask``.
+    ``meta`` records what produced the set: ``settings`` (the method's options), ``model``, ...
     """
 
     languages: tuple[str, ...]
@@ -36,6 +69,8 @@ class LanguageNeurons:
                 f"LanguageNeurons.mask must be a bool tensor of shape (lang={len(self.languages)}, layer, neuron); "
                 f"got {self.mask.dtype} {tuple(self.mask.shape)}."
             )
+        if len(set(self.languages)) != len(self.languages):
+            raise LapelensError(f"LanguageNeurons: duplicate language names in {list(self.languages)}.")
         for name, v in self.values.items():
             if v.shape != self.mask.shape:
                 raise LapelensError(f"LanguageNeurons.values[{name!r}] has shape {tuple(v.shape)}, expected {tuple(self.mask.shape)}.")
@@ -56,7 +91,8 @@ class LanguageNeurons:
     def layer_indices(self, lang: str) -> list[Int64[Tensor, " idx"]]:
         """Sorted neuron indices per layer for one language (the official mask layout)."""
         k = self.lang_index(lang)
-        return [torch.nonzero(self.mask[k, i], as_tuple=False).flatten() for i in range(self.n_layers)]
+        # clone: each tensor owns its storage, so torch.save writes exactly these values.
+        return [torch.nonzero(self.mask[k, i], as_tuple=False).flatten().clone() for i in range(self.n_layers)]
 
     def count(self, lang: str) -> int:
         return int(self.mask[self.lang_index(lang)].sum())
@@ -65,3 +101,222 @@ class LanguageNeurons:
         idx = [self.lang_index(l) for l in languages]
         return LanguageNeurons(tuple(languages), self.mask[idx].clone(), self.method, dict(self.meta),
                                {k: v[idx].clone() for k, v in self.values.items()})
+
+    # ---- summaries (DataFrames with named axes) ----------------------------------------------
+    def per_language(self) -> pd.DataFrame:
+        """Neurons per language (Table 3): ``neurons`` and ``share`` of all the model's neurons."""
+        counts = self.mask.sum(dim=(1, 2)).tolist()
+        total = self.n_layers * self.d_mlp
+        df = pd.DataFrame(
+            {"neurons": counts, "share": [c / total for c in counts]},
+            index=pd.Index(self.languages, name="language"),
+        )
+        df.columns.name = "summary"
+        return df
+
+    def per_layer(self) -> pd.DataFrame:
+        """Neurons per layer (rows) and language (columns): Fig. 5 and Tables 6, 8-10."""
+        counts = self.mask.sum(dim=2).T  # layer x lang
+        return pd.DataFrame(
+            counts.numpy(),
+            index=pd.RangeIndex(self.n_layers, name="layer"),
+            columns=pd.Index(self.languages, name="language"),
+        )
+
+    def _shared(self) -> Int64[Tensor, "lang other"]:
+        flat = self.mask.reshape(len(self.languages), -1).to(torch.int64)
+        return flat @ flat.T
+
+    def overlap(self) -> pd.DataFrame:
+        """Neurons shared by each pair of languages; the diagonal is each language's count."""
+        return pd.DataFrame(
+            self._shared().numpy(),
+            index=pd.Index(self.languages, name="language"),
+            columns=pd.Index(self.languages, name="other"),
+        )
+
+    def jaccard(self) -> pd.DataFrame:
+        """Jaccard index |A∩B| / |A∪B| between the neuron sets of each pair of languages.
+
+        NaN where both sets are empty (the index is undefined there).
+        """
+        inter = self._shared().to(torch.float64)
+        sizes = inter.diagonal()
+        union = sizes[:, None] + sizes[None, :] - inter
+        jac = inter / union  # 0/0 -> nan: both sets empty
+        return pd.DataFrame(
+            jac.numpy(),
+            index=pd.Index(self.languages, name="language"),
+            columns=pd.Index(self.languages, name="other"),
+        )
+
+    def compare(self, other: "LanguageNeurons") -> pd.DataFrame:
+        """Per language, how two neuron sets of the same model agree (e.g. LAPE vs AP).
+
+        Columns: ``self`` and ``other`` counts, ``shared`` and ``jaccard`` (NaN if both are empty).
+        Only languages present in both are compared, in ``self``'s order.
+        """
+        if (self.n_layers, self.d_mlp) != (other.n_layers, other.d_mlp):
+            raise LapelensError(
+                f"Cannot compare neuron sets of a {self.n_layers}x{self.d_mlp} model and a "
+                f"{other.n_layers}x{other.d_mlp} model: they come from different models."
+            )
+        langs = [l for l in self.languages if l in other.languages]
+        if not langs:
+            raise LapelensError(f"The two neuron sets share no language ({list(self.languages)} vs {list(other.languages)}).")
+        rows = []
+        for lang in langs:
+            a, b = self.mask[self.lang_index(lang)], other.mask[other.lang_index(lang)]
+            inter, union = int((a & b).sum()), int((a | b).sum())
+            rows.append((int(a.sum()), int(b.sum()), inter, inter / union if union else float("nan")))
+        df = pd.DataFrame(rows, columns=["self", "other", "shared", "jaccard"], index=pd.Index(langs, name="language"))
+        df.columns.name = "summary"
+        return df
+
+    def summary(self) -> str:
+        """The summary tables as text (what ``lapelens neurons show`` prints)."""
+        head = (f"method: {self.method}   model: {self.meta.get('model', '?')}   "
+                f"shape: {self.n_layers} layers x {self.d_mlp} neurons   languages: {', '.join(self.languages)}")
+        parts = [head]
+        if self.meta.get("settings"):
+            parts.append("settings: " + json.dumps(self.meta["settings"]))
+        parts += [
+            "Neurons per language:\n" + self.per_language().to_string(),
+            "Neurons per layer:\n" + self.per_layer().to_string(),
+            "Shared neurons between languages:\n" + self.overlap().to_string(),
+            "Jaccard between languages:\n" + self.jaccard().round(3).to_string(),
+        ]
+        return "\n\n".join(parts)
+
+    # ---- persistence -------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write ``path/neurons.safetensors`` (mask and values) and ``path/neurons.json``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {"mask": self.mask.contiguous()}
+        tensors.update({f"values.{k}": v.contiguous() for k, v in self.values.items()})
+        save_file(tensors, str(path / NEURONS_TENSORS))
+        meta = {
+            "lapelens_version": __version__,
+            "method": self.method,
+            "languages": list(self.languages),
+            "n_layers": self.n_layers,
+            "d_mlp": self.d_mlp,
+            "values": sorted(self.values),
+            **{k: v for k, v in self.meta.items() if k not in _RESERVED},
+        }
+        (path / NEURONS_META).write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LanguageNeurons":
+        path = Path(path)
+        if not (path / NEURONS_TENSORS).is_file() or not (path / NEURONS_META).is_file():
+            raise LapelensError(
+                f"{path} is not a lapelens neuron folder (expected {NEURONS_TENSORS} and {NEURONS_META}); "
+                "make one with `lapelens identify`, or read an official .pth mask file with from_official."
+            )
+        try:
+            tensors = load_file(str(path / NEURONS_TENSORS))
+            meta = json.loads((path / NEURONS_META).read_text())
+            languages = tuple(meta["languages"])
+            mask = tensors["mask"]
+            values = {k[len("values."):]: v for k, v in tensors.items() if k.startswith("values.")}
+        except Exception as exc:
+            raise LapelensError(f"{path} is corrupt ({type(exc).__name__}: {exc}); run `lapelens identify` again.") from exc
+        if mask.dtype != torch.bool or mask.ndim != 3 or (meta.get("n_layers"), meta.get("d_mlp")) != tuple(mask.shape[1:]):
+            raise LapelensError(f"{path} is corrupt: mask {mask.dtype} {tuple(mask.shape)} does not match its JSON.")
+        method = meta.get("method", "unknown")
+        rest = {k: v for k, v in meta.items() if k not in _RESERVED}
+        return cls(languages, mask, method, rest, values)
+
+    # ---- the official RUCAIBox/Language-Specific-Neurons mask format --------------------------
+    def to_official(self, path: str | Path) -> Path:
+        """``torch.save`` the official layout: ``[language][layer] -> sorted LongTensor``.
+
+        Every language keeps its slot, also one without neurons (a list of empty LongTensors);
+        the official ``identify.py`` drops trailing empty languages, which shifts nothing here
+        but would make such a file ambiguous to read back.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save([self.layer_indices(lang) for lang in self.languages], path)
+        return path
+
+    @classmethod
+    def from_official(
+        cls,
+        path: str | Path,
+        languages: Sequence[str] | None = None,
+        d_mlp: int | None = None,
+        method: str = "lape",
+    ) -> "LanguageNeurons":
+        """Read an official mask file (loaded with ``torch.load(weights_only=True)``).
+
+        The file holds neither language names nor the MLP width:
+
+        - ``languages`` default by the number of entries: 7 -> en, zh, fr, es, vi, id, ja (the
+          paper's order); 6 -> the same without ja. Other lengths need explicit names.
+          ``meta["languages_assumed"]`` says whether the default was used.
+        - ``d_mlp`` defaults to the largest neuron index in the file + 1, which is only a lower
+          bound of the true width: pass it when known. ``meta["d_mlp_inferred"]`` records which.
+
+        Indices must be strictly increasing per layer (as ``identify.py`` writes them), so that
+        ``to_official`` gives back exactly the same tensors.
+        """
+        path = Path(path)
+        try:
+            obj = torch.load(path, weights_only=True, map_location="cpu")
+        except Exception as exc:
+            raise LapelensError(
+                f"{path} is not an official neuron mask file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})."
+            ) from exc
+        where = f"{path} is not an official neuron mask file"
+        if not isinstance(obj, (list, tuple)) or not obj or not all(isinstance(e, (list, tuple)) for e in obj):
+            raise LapelensError(f"{where}: expected a non-empty list (languages) of lists (layers) of LongTensors, got {type(obj).__name__}.")
+        n_layers = len(obj[0])
+        if n_layers == 0 or any(len(e) != n_layers for e in obj):
+            raise LapelensError(f"{where}: its languages have {[len(e) for e in obj]} layers; all must have the same number (> 0).")
+        assumed = languages is None
+        langs = default_official_languages(len(obj)) if assumed else tuple(languages)
+        if len(langs) != len(obj):
+            raise LapelensError(f"{path} has {len(obj)} language entries but {len(langs)} language names were given ({list(langs)}).")
+        max_index = -1
+        for k, layers in enumerate(obj):
+            for i, idx in enumerate(layers):
+                if not isinstance(idx, Tensor) or idx.ndim != 1 or idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
+                    raise LapelensError(f"{where}: entry [{langs[k]}][layer {i}] is not a 1-D integer tensor.")
+                if idx.numel():
+                    if int(idx.min()) < 0:
+                        raise LapelensError(f"{where}: entry [{langs[k]}][layer {i}] has a negative neuron index.")
+                    if idx.numel() > 1 and not bool((idx[1:] > idx[:-1]).all()):
+                        raise LapelensError(f"{where}: the indices of [{langs[k]}][layer {i}] are not strictly increasing.")
+                    max_index = max(max_index, int(idx.max()))
+        inferred = d_mlp is None
+        if not inferred and int(d_mlp) < 1:
+            raise LapelensError(f"d_mlp must be a positive MLP width, got {d_mlp}.")
+        if inferred:
+            if max_index < 0:
+                raise LapelensError(f"{path} selects no neuron at all, so the MLP width cannot be inferred: pass d_mlp.")
+            d_mlp = max_index + 1
+        elif max_index >= d_mlp:
+            raise LapelensError(f"{path} has neuron index {max_index}, which does not fit d_mlp={d_mlp}.")
+        mask = torch.zeros(len(langs), n_layers, d_mlp, dtype=torch.bool)
+        for k, layers in enumerate(obj):
+            for i, idx in enumerate(layers):
+                mask[k, i, idx.long()] = True
+        meta = {"source": f"official:{path}", "d_mlp_inferred": inferred, "languages_assumed": assumed}
+        return cls(langs, mask, method, meta)
+
+
+def load_neurons(path: str | Path, languages: Sequence[str] | None = None, d_mlp: int | None = None) -> LanguageNeurons:
+    """A lapelens neuron folder, or an official mask file (any file: ``from_official``).
+
+    ``languages`` and ``d_mlp`` only apply to official files (a lapelens folder records both).
+    """
+    path = Path(path)
+    if path.is_dir():
+        return LanguageNeurons.load(path)
+    if not path.exists():
+        raise LapelensError(f"{path} does not exist: pass a lapelens neuron folder or an official .pth mask file.")
+    return LanguageNeurons.from_official(path, languages=languages, d_mlp=d_mlp)

@@ -1,0 +1,238 @@
+"""PV, parameter variation (Tang et al., 2024, §3.1, after Zhao et al., 2023).
+
+Tune the base model on each language alone; a parameter is specific to the languages on which it
+changed little while it changed a lot on the others. For every parameter ``θ`` and language k
+with tuned value ``θ_k``:
+
+1. change ratio ``r_k = |θ_k - θ| / |θ|``;
+2. ``s_k = max_j r_j - r_k`` (large where language k changed it *least*);
+3. LAPE's selection on ``s`` in place of firing probabilities (``entropy_select``): ``s`` is
+   L1-normalised over languages, its entropy taken, parameters with no ``s_k`` above the
+   ``filter_rate`` quantile dropped, the ``top_rate`` (1%) lowest-entropy parameters kept and
+   assigned to every language with ``s_k`` above the ``activation_bar_ratio`` quantile.
+
+Only the weight matrices inside transformer blocks are considered, i.e. the attention and MLP
+projections (2-D ``*.weight`` tensors whose name has a block index such as ``.layers.3.``
+or ``.h.3.``): embeddings, the LM head, norms and biases are left out. Entries with ``θ = 0``
+have no defined ratio and are never selected. Ties in entropy go to the earlier entry in
+checkpoint order, then flat index.
+
+It selects *parameters*, so the result is a ``ParameterMask`` (per HF parameter name, a boolean
+tensor ``lang x *shape``), which interventions zero.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import pandas as pd
+import torch
+from jaxtyping import Bool
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from lapelens._version import __version__
+from lapelens.constants import PARAMS_META, PARAMS_TENSORS
+from lapelens.errors import LapelensError
+from lapelens.methods._common import settings
+from lapelens.methods.lape import entropy_select
+
+#: A parameter inside a numbered transformer block (LLaMA/Mistral/Qwen ``model.layers.3.``,
+#: GPT-2/BLOOM ``transformer.h.3.``, OPT ``model.decoder.layers.3.``, GPT-NeoX ``layers.3.``).
+_BLOCK = re.compile(r"(^|\.)(layers|h|blocks|layer)\.\d+\.")
+
+
+def is_block_matrix(name: str, tensor: Tensor) -> bool:
+    """Attention or MLP weight matrix of a transformer block (what PV considers)."""
+    return tensor.ndim == 2 and name.endswith("weight") and _BLOCK.search(name) is not None
+
+
+@dataclass
+class ParameterMask:
+    """Parameters selected for each language: ``masks[name][k]`` is a bool tensor shaped like
+    the HF parameter ``name`` (e.g. ``"model.layers.0.mlp.gate_proj.weight"``), True where the
+    entry belongs to ``languages[k]``. Parameters that PV did not consider have no key."""
+
+    languages: tuple[str, ...]
+    masks: dict[str, Bool[Tensor, "lang *shape"]]
+    method: str = "pv"
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.languages = tuple(self.languages)
+        for name, m in self.masks.items():
+            if m.dtype != torch.bool or m.ndim < 1 or m.shape[0] != len(self.languages):
+                raise LapelensError(
+                    f"ParameterMask.masks[{name!r}] must be a bool tensor (lang={len(self.languages)}, *shape); "
+                    f"got {m.dtype} {tuple(m.shape)}."
+                )
+
+    def lang_index(self, lang: str) -> int:
+        if lang not in self.languages:
+            raise LapelensError(f"Language {lang!r} has no parameter set here (languages: {list(self.languages)}).")
+        return self.languages.index(lang)
+
+    def for_language(self, lang: str) -> dict[str, Bool[Tensor, "*shape"]]:
+        """``{parameter name: bool mask shaped like the parameter}`` for one language."""
+        k = self.lang_index(lang)
+        return {name: m[k] for name, m in self.masks.items()}
+
+    def count(self, lang: str) -> int:
+        k = self.lang_index(lang)
+        return int(sum(int(m[k].sum()) for m in self.masks.values()))
+
+    def per_language(self) -> pd.DataFrame:
+        """Selected parameters per language and their share of the parameters considered."""
+        total = sum(m[0].numel() for m in self.masks.values())
+        counts = [self.count(l) for l in self.languages]
+        df = pd.DataFrame({"parameters": counts, "share": [c / total if total else float("nan") for c in counts]},
+                          index=pd.Index(self.languages, name="language"))
+        df.columns.name = "summary"
+        return df
+
+    def per_tensor(self) -> pd.DataFrame:
+        """Selected entries per parameter tensor (rows) and language (columns)."""
+        rows = {name: [int(m[k].sum()) for k in range(len(self.languages))] for name, m in self.masks.items()}
+        return pd.DataFrame.from_dict(rows, orient="index", columns=pd.Index(self.languages, name="language")).rename_axis("parameter")
+
+    def summary(self) -> str:
+        head = f"method: {self.method}   model: {self.meta.get('model', '?')}   languages: {', '.join(self.languages)}"
+        return "\n\n".join([head, "Parameters per language:\n" + self.per_language().to_string(),
+                            "Parameters per tensor:\n" + self.per_tensor().to_string()])
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.masks.items()}, str(path / PARAMS_TENSORS))
+        meta = {"lapelens_version": __version__, "method": self.method, "languages": list(self.languages),
+                **{k: v for k, v in self.meta.items() if k not in ("lapelens_version", "method", "languages")}}
+        (path / PARAMS_META).write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ParameterMask":
+        path = Path(path)
+        if not (path / PARAMS_TENSORS).is_file() or not (path / PARAMS_META).is_file():
+            raise LapelensError(f"{path} is not a lapelens parameter-mask folder (expected {PARAMS_TENSORS} and {PARAMS_META}).")
+        try:
+            masks = load_file(str(path / PARAMS_TENSORS))
+            meta = json.loads((path / PARAMS_META).read_text())
+            languages = tuple(meta.pop("languages"))
+        except Exception as exc:
+            raise LapelensError(f"{path} is corrupt ({type(exc).__name__}: {exc}); run `lapelens identify --method pv` again.") from exc
+        meta.pop("lapelens_version", None)
+        return cls(languages, masks, meta.pop("method", "pv"), meta)
+
+
+def load_weights(source: str | Path | Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The block weight matrices of an HF model folder (``*.safetensors``) or of a state dict."""
+    if isinstance(source, Mapping):
+        return {k: v for k, v in source.items() if isinstance(v, Tensor) and is_block_matrix(k, v)}
+    folder = Path(source)
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    if not files:
+        raise LapelensError(
+            f"{folder} is not a model folder with safetensors weights: pass a folder written by "
+            "save_pretrained (safe_serialization, the default)."
+        )
+    out: dict[str, Tensor] = {}
+    try:
+        for f in files:
+            with safe_open(str(f), framework="pt") as fh:
+                for name in fh.keys():
+                    if name.endswith("weight") and _BLOCK.search(name):
+                        t = fh.get_tensor(name)
+                        if t.ndim == 2:
+                            out[name] = t
+    except Exception as exc:
+        raise LapelensError(f"Cannot read the weights in {folder} ({type(exc).__name__}: {exc}).") from exc
+    if not out:
+        raise LapelensError(f"{folder} has no attention or MLP weight matrices inside numbered blocks.")
+    return out
+
+
+def pv(
+    base: str | Path | Mapping[str, Tensor],
+    *,
+    tuned: Mapping[str, str | Path | Mapping[str, Tensor]],
+    top_rate: float = 0.01,
+    filter_rate: float = 0.95,
+    activation_bar_ratio: float = 0.95,
+) -> ParameterMask:
+    """Parameter variation between ``base`` and one tuned copy per language (``{lang: folder}``).
+
+    Models are HF folders (safetensors) or state dicts. Memory grows with parameters x languages.
+    """
+    if not tuned or len(tuned) < 2:
+        raise LapelensError("PV compares languages: give a tuned model for at least two languages.")
+    languages = tuple(tuned)
+    theta = load_weights(base)
+    if not theta:
+        raise LapelensError("The base model has no attention or MLP weight matrices inside numbered blocks.")
+    tuned_w = {lang: load_weights(src) for lang, src in tuned.items()}
+    names = list(theta)
+    for lang, w in tuned_w.items():
+        missing = [n for n in names if n not in w]
+        if missing:
+            raise LapelensError(f"The {lang} model lacks {missing[:3]}{'...' if len(missing) > 3 else ''}: it is not a tuned copy of the base.")
+        bad = [n for n in names if w[n].shape != theta[n].shape]
+        if bad:
+            raise LapelensError(f"The {lang} model has other shapes for {bad[:3]}: it is not a tuned copy of the base.")
+
+    scores = []
+    for name in names:
+        base_t = theta[name].to(torch.float32).flatten()
+        ratios = torch.stack([(tuned_w[l][name].to(torch.float32).flatten() - base_t).abs() for l in languages], dim=-1)
+        ratios = ratios / base_t.abs().unsqueeze(-1)
+        s = ratios.max(dim=-1, keepdim=True).values - ratios
+        s[base_t == 0] = 0  # ratio undefined: such entries are never selected
+        scores.append(s)
+    flat = torch.cat(scores)
+    if not bool(torch.isfinite(flat).all()):
+        raise LapelensError("The tuned weights contain NaN or inf: the tuning run diverged.")
+    mask, info = entropy_select(flat, top_rate=top_rate, filter_rate=filter_rate, activation_bar_ratio=activation_bar_ratio)
+    masks, start = {}, 0
+    for name in names:
+        n = theta[name].numel()
+        masks[name] = mask[:, start:start + n].reshape(len(languages), *theta[name].shape).clone()
+        start += n
+    meta = {
+        "settings": settings(top_rate=top_rate, filter_rate=filter_rate, activation_bar_ratio=activation_bar_ratio),
+        **info,
+        "model": str(base) if not isinstance(base, Mapping) else None,
+        "tuned": {l: (str(s) if not isinstance(s, Mapping) else None) for l, s in tuned.items()},
+    }
+    return ParameterMask(languages, masks, "pv", meta)
+
+
+def tune_per_language(
+    base_dir: str | Path,
+    texts: Mapping[str, Sequence[str]],
+    out_dir: str | Path,
+    *,
+    steps: int = 200,
+    lr: float = 1e-4,
+    seq_len: int = 128,
+    batch_size: int = 8,
+    seed: int = 0,
+) -> dict[str, Path]:
+    """One short continued-training run of ``base_dir`` per language (``out_dir/<lang>``), for PV.
+
+    Uses ``lapelens.train.continue_training`` with the same settings and seed for every language,
+    so the copies differ only by their text.
+    """
+    try:
+        from lapelens.train import continue_training
+    except ImportError as exc:
+        raise LapelensError("lapelens.train.continue_training is not available in this build: pass tuned model folders.") from exc
+    out_dir = Path(out_dir)
+    return {
+        lang: Path(continue_training(base_dir, list(lang_texts), out_dir / lang, steps=steps, lr=lr,
+                                     seq_len=seq_len, batch_size=batch_size, seed=seed))
+        for lang, lang_texts in texts.items()
+    }
