@@ -1,0 +1,341 @@
+"""Train a small multilingual LLaMA-architecture model from scratch (the embedded default).
+
+Two stages, both seeded and logged:
+
+1. a byte-level BPE tokenizer (``tokenizers``), trained on the same number of characters of every
+   language, with ``<s>``/``</s>``/``<pad>`` inside the vocabulary and NFC normalisation;
+2. a ``transformers`` ``LlamaForCausalLM`` (gated SiLU MLP, RMSNorm, rotary), trained with a plain
+   PyTorch loop: AdamW, linear warmup + cosine decay, languages mixed uniformly (every sequence of a
+   batch is drawn from a language picked uniformly at random), every document starting with BOS so
+   that generation from BOS alone has to pick a language.
+
+``continue_training`` reuses the loop for short monolingual tuning runs (the PV baseline).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Int64
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from lapelens._version import __version__
+from lapelens.constants import EMBEDDED, PAPER_LANGUAGES
+from lapelens.errors import LapelensError
+
+SPECIAL_TOKENS = ("<s>", "</s>", "<pad>")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run (saved next to the model)."""
+
+    out: str
+    """Folder to write the model, tokenizer, model card and log to."""
+    corpus: str = EMBEDDED
+    """Corpus name or folder (see ``lapelens.load_corpus``); its train and valid splits are used."""
+    languages: tuple[str, ...] = PAPER_LANGUAGES
+    vocab_size: int = 8192
+    tokenizer_chars_per_language: int = 600_000
+    """Characters of each language the tokenizer is trained on (equal amounts: a balanced vocabulary)."""
+    n_layers: int = 8
+    d_model: int = 192
+    d_mlp: int = 1024
+    n_heads: int = 6
+    seq_len: int = 256
+    batch_size: int = 16
+    steps: int = 1000
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    bf16: bool = False
+    """bf16 autocast. Off by default: on CPUs without native bf16 (AVX2 only) it is ~10x slower."""
+    eval_every: int = 100
+    eval_chunks_per_language: int = 16
+    checkpoint_minutes: float = 10.0
+    seed: int = 0
+    threads: int = 0
+    """torch threads (0: leave torch's default)."""
+
+
+# ---- tokenizer -------------------------------------------------------------------------------
+def train_tokenizer(texts_by_language: Mapping[str, Sequence[str]], vocab_size: int, chars_per_language: int) -> Any:
+    """Byte-level BPE on an equal number of characters per language (whole documents, in order)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    sample: list[str] = []
+    for lang, docs in texts_by_language.items():
+        taken = 0
+        for doc in docs:
+            if taken >= chars_per_language:
+                break
+            sample.append(doc)
+            taken += len(doc)
+        if taken == 0:
+            raise LapelensError(f"No training text for {lang!r}: the tokenizer needs text in every language.")
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(sample, trainer)
+    bos, eos, pad = SPECIAL_TOKENS
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad,
+                                   add_bos_token=False)
+
+
+# ---- data ------------------------------------------------------------------------------------
+def pack_languages(tokenizer: Any, texts_by_language: Mapping[str, Sequence[str]], seq_len: int) -> dict[str, Tensor]:
+    """Every language's documents as BOS-separated ``seq_len`` chunks (see ``lapelens.collect``)."""
+    from lapelens.collect import pack_chunks
+
+    return {lang: pack_chunks(tokenizer, docs, seq_len) for lang, docs in texts_by_language.items()}
+
+
+class UniformMixture:
+    """Batches whose rows come from languages drawn uniformly, each row a random chunk of it."""
+
+    def __init__(self, chunks: Mapping[str, Tensor], batch_size: int, seed: int):
+        self.langs = list(chunks)
+        self.chunks = [chunks[l] for l in self.langs]
+        self.batch_size = batch_size
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def __call__(self) -> Int64[Tensor, "batch pos"]:
+        lang_idx = torch.randint(len(self.chunks), (self.batch_size,), generator=self.gen)
+        rows = [self.chunks[k][torch.randint(len(self.chunks[k]), (1,), generator=self.gen)][0] for k in lang_idx.tolist()]
+        return torch.stack(rows)
+
+
+# ---- model -----------------------------------------------------------------------------------
+def llama_config(cfg: TrainConfig, tokenizer: Any) -> Any:
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=cfg.d_model, intermediate_size=cfg.d_mlp,
+        num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_heads,
+        max_position_embeddings=max(1024, cfg.seq_len), hidden_act="silu", rms_norm_eps=1e-5,
+        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def lr_schedule(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """Multiplier of the peak learning rate: linear warmup, then cosine down to ``min_ratio``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@torch.inference_mode()
+def mean_nll(model: Any, chunks: Tensor, batch_size: int = 16) -> float:
+    """Mean next-token NLL (nats) of an HF causal LM over all predicted positions of ``chunks``."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(chunks), batch_size):
+        x = chunks[start:start + batch_size]
+        logits = model(x).logits[:, :-1].float()
+        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="sum")
+        total += float(nll)
+        count += x[:, 1:].numel()
+    model.train(was_training)
+    return total / count
+
+
+def unigram_nll(train_chunks: Sequence[Tensor], valid_chunks: Tensor, vocab_size: int) -> float:
+    """Mean NLL of an add-one-smoothed unigram model fitted on ``train_chunks`` (same predicted positions)."""
+    counts = torch.ones(vocab_size, dtype=torch.float64)
+    for c in train_chunks:
+        counts += torch.bincount(c.flatten(), minlength=vocab_size).double()
+    logp = (counts / counts.sum()).log()
+    return float(-logp[valid_chunks[:, 1:].flatten()].mean())
+
+
+@dataclass
+class _LoopResult:
+    log: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    tokens: int = 0
+
+
+def _train_loop(
+    model: Any, next_batch: Callable[[], Tensor], *, steps: int, lr: float, warmup: int, min_lr_ratio: float,
+    weight_decay: float, grad_clip: float, bf16: bool, evaluate: Callable[[], dict] | None = None,
+    eval_every: int = 0, on_checkpoint: Callable[[int], None] | None = None, checkpoint_seconds: float = 0,
+    desc: str = "train",
+) -> _LoopResult:
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=lr, betas=(0.9, 0.95), eps=1e-8)
+    model.train()
+    res = _LoopResult()
+    start = last_ckpt = time.time()
+    bar = tqdm(range(steps), desc=desc, unit="step")
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = lr * lr_schedule(step, steps, warmup, min_lr_ratio)
+        x = next_batch()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x).logits
+        loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        res.tokens += x.numel()
+        entry = {"step": step + 1, "tokens": res.tokens, "train_loss": float(loss), "lr": opt.param_groups[0]["lr"],
+                 "seconds": round(time.time() - start, 1)}
+        if evaluate is not None and eval_every and ((step + 1) % eval_every == 0 or step + 1 == steps):
+            entry.update(evaluate())
+            model.train()
+        res.log.append(entry)
+        bar.set_postfix(loss=f"{float(loss):.3f}")
+        if on_checkpoint is not None and checkpoint_seconds and time.time() - last_ckpt > checkpoint_seconds:
+            on_checkpoint(step + 1)
+            last_ckpt = time.time()
+    res.seconds = time.time() - start
+    return res
+
+
+def _save_hf(model: Any, tokenizer: Any, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
+    model.to(torch.float32)
+    tokenizer.save_pretrained(out)
+
+
+# ---- the full run ----------------------------------------------------------------------------
+def train(cfg: TrainConfig) -> Path:
+    """Train tokenizer and model on ``cfg.corpus``; write an HF folder with a model card to ``cfg.out``."""
+    from transformers import LlamaForCausalLM
+
+    from lapelens.corpus import load_corpus
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    train_docs = load_corpus(cfg.corpus, split="train", languages=list(cfg.languages))
+    valid_docs = load_corpus(cfg.corpus, split="valid", languages=list(cfg.languages))
+    tokenizer = train_tokenizer(train_docs, cfg.vocab_size, cfg.tokenizer_chars_per_language)
+    train_chunks = pack_languages(tokenizer, train_docs, cfg.seq_len)
+    valid_chunks = pack_languages(tokenizer, valid_docs, cfg.seq_len)
+    data_summary = {l: {"train_tokens": int(train_chunks[l].numel()), "valid_tokens": int(valid_chunks[l].numel())}
+                    for l in cfg.languages}
+    print("tokens per language:", json.dumps(data_summary))
+
+    model = LlamaForCausalLM(llama_config(cfg, tokenizer))
+    n_params = sum(p.numel() for p in model.parameters())
+    eval_sets = {l: c[: cfg.eval_chunks_per_language] for l, c in valid_chunks.items()}
+
+    def evaluate() -> dict:
+        return {f"valid_loss_{l}": round(mean_nll(model, c), 4) for l, c in eval_sets.items()}
+
+    log_path = out / "train_log.jsonl"
+
+    def checkpoint(step: int) -> None:
+        _save_hf(model, tokenizer, out)
+        (out / "checkpoint.json").write_text(json.dumps({"step": step}))
+
+    result = _train_loop(
+        model, UniformMixture(train_chunks, cfg.batch_size, cfg.seed), steps=cfg.steps, lr=cfg.lr,
+        warmup=cfg.warmup_steps, min_lr_ratio=cfg.min_lr_ratio, weight_decay=cfg.weight_decay,
+        grad_clip=cfg.grad_clip, bf16=cfg.bf16, evaluate=evaluate, eval_every=cfg.eval_every,
+        on_checkpoint=checkpoint, checkpoint_seconds=cfg.checkpoint_minutes * 60, desc="train",
+    )
+    with log_path.open("w") as f:
+        for entry in result.log:
+            f.write(json.dumps(entry) + "\n")
+
+    # Final evaluation on the whole valid split, in the saved (bf16) precision.
+    _save_hf(model, tokenizer, out)
+    saved = LlamaForCausalLM.from_pretrained(out, torch_dtype=torch.float32).eval()
+    final = {}
+    for lang in cfg.languages:
+        nll = mean_nll(saved, valid_chunks[lang])
+        uni = unigram_nll([train_chunks[lang]], valid_chunks[lang], len(tokenizer))
+        final[lang] = {"valid_ppl": math.exp(nll), "unigram_ppl": math.exp(uni), "ratio": math.exp(nll - uni),
+                       **data_summary[lang]}
+    summary = {"lapelens_version": __version__, "config": asdict(cfg), "parameters": n_params,
+               "tokens_seen": result.tokens, "wall_seconds": round(result.seconds), "per_language": final}
+    (out / "training_summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "checkpoint.json").unlink(missing_ok=True)
+    (out / "README.md").write_text(model_card(summary, result.log))
+    print(json.dumps(final, indent=1))
+    return out
+
+
+def model_card(summary: dict, log: list[dict]) -> str:
+    cfg = summary["config"]
+    lines = [
+        "# lapelens embedded model", "",
+        "A small multilingual LLaMA-architecture causal LM trained from scratch by `lapelens train` "
+        f"(lapelens {summary['lapelens_version']}) on the embedded corpus (LibreOffice help, MPL-2.0). "
+        "It exists so that the whole lapelens pipeline runs offline; it is a research toy, not a useful LM.", "",
+        "## Architecture", "",
+        f"`LlamaForCausalLM`: {cfg['n_layers']} layers, d_model {cfg['d_model']}, {cfg['n_heads']} heads, "
+        f"gated SiLU MLP with {cfg['d_mlp']} neurons per layer ({cfg['n_layers'] * cfg['d_mlp']} in all), RMSNorm, "
+        f"rotary positions, tied embeddings, byte-level BPE vocabulary of {cfg['vocab_size']} (NFC, `<s>` `</s>` `<pad>`). "
+        f"{summary['parameters']:,} parameters, stored in bf16.", "",
+        "## Training", "",
+        f"Languages {', '.join(cfg['languages'])}, mixed uniformly; {cfg['steps']} steps of {cfg['batch_size']} x "
+        f"{cfg['seq_len']} tokens = {summary['tokens_seen']:,} tokens seen; AdamW (lr {cfg['lr']}, warmup "
+        f"{cfg['warmup_steps']}, cosine to {cfg['min_lr_ratio']} x), weight decay {cfg['weight_decay']}, "
+        f"seed {cfg['seed']}, bf16 autocast {'on' if cfg['bf16'] else 'off'}; wall time "
+        f"{summary['wall_seconds'] / 60:.1f} minutes on 2 CPU cores.", "",
+        "## Validation perplexity (valid split; unigram = add-one unigram model fitted on the train split)", "",
+        "| language | valid tokens | model PPL | unigram PPL | model / unigram |", "|---|---|---|---|---|",
+    ]
+    for lang, r in summary["per_language"].items():
+        lines.append(f"| {lang} | {r['valid_tokens']:,} | {r['valid_ppl']:.2f} | {r['unigram_ppl']:.1f} | {r['ratio']:.4f} |")
+    lines += ["", "## Loss curve", "", "| step | tokens | train loss | mean valid loss |", "|---|---|---|---|"]
+    for e in log:
+        valid = [v for k, v in e.items() if k.startswith("valid_loss_")]
+        if valid:
+            lines.append(f"| {e['step']} | {e['tokens']:,} | {e['train_loss']:.3f} | {sum(valid) / len(valid):.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+# ---- monolingual continued training (PV baseline) --------------------------------------------
+def continue_training(
+    model_dir: str | Path, texts: Sequence[str], out_dir: str | Path, *, steps: int, lr: float = 5e-4,
+    seq_len: int = 256, batch_size: int = 8, seed: int = 0, warmup: int = 10,
+) -> Path:
+    """Tune an HF causal LM on one language's ``texts`` for ``steps`` steps; save it to ``out_dir``.
+
+    Same loop as :func:`train` (AdamW, warmup + cosine to 10%, grad clip 1, no weight decay so
+    that untouched parameters stay put). Seeded: the same call gives the same weights.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lapelens.collect import pack_chunks
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
+    chunks = pack_chunks(tokenizer, texts, seq_len)
+    _train_loop(model, UniformMixture({"text": chunks}, batch_size, seed), steps=steps, lr=lr, warmup=warmup,
+                min_lr_ratio=0.1, weight_decay=0.0, grad_clip=1.0, bf16=False, desc=f"tune {Path(out_dir).name}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out

@@ -1,0 +1,93 @@
+import json
+import math
+
+import pytest
+import torch
+
+from lapelens import load_model, neuron_spec
+from lapelens.train import TrainConfig, continue_training, lr_schedule, train, unigram_nll
+
+DOCS = {
+    "en": ["Choose Format - Cells and open the Numbers tab.", "Select the text you want to copy.",
+           "The function returns the sum of all numbers.", "Click the icon to open the dialog."],
+    "fr": ["Choisissez Format - Cellules et ouvrez l'onglet Nombres.", "Sélectionnez le texte à copier.",
+           "La fonction renvoie la somme de tous les nombres.", "Cliquez sur l'icône pour ouvrir la boîte."],
+    "zh": ["选择格式 - 单元格并打开数字选项卡。", "选择要复制的文本。", "此函数返回所有数字之和。", "单击图标打开对话框。"],
+}
+
+
+@pytest.fixture
+def folder_corpus(tmp_path):
+    root = tmp_path / "corpus"
+    root.mkdir()
+    for lang, docs in DOCS.items():
+        (root / f"{lang}.train.txt").write_text("\n".join(docs * 8) + "\n")
+        (root / f"{lang}.valid.txt").write_text("\n".join(docs * 2) + "\n")
+    return root
+
+
+def _cfg(corpus, out, **kw):
+    base = dict(out=str(out), corpus=str(corpus), languages=("en", "fr", "zh"), vocab_size=400,
+                tokenizer_chars_per_language=5000, n_layers=2, d_model=32, d_mlp=64, n_heads=2, seq_len=32,
+                batch_size=4, steps=30, lr=5e-3, warmup_steps=3, eval_every=10, eval_chunks_per_language=2, seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_short_training_run_learns_and_loads(folder_corpus, tmp_path):
+    out = train(_cfg(folder_corpus, tmp_path / "m"))
+    log = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 30
+    # The text repeats, so a working loop must cut the loss well below its start.
+    assert log[-1]["train_loss"] < log[0]["train_loss"] - 1.0
+    assert "valid_loss_zh" in log[9] and "valid_loss_zh" not in log[8]
+    summary = json.loads((out / "training_summary.json").read_text())
+    for lang in ("en", "fr", "zh"):
+        r = summary["per_language"][lang]
+        assert r["ratio"] == pytest.approx(r["valid_ppl"] / r["unigram_ppl"], rel=1e-6)
+    assert "| zh |" in (out / "README.md").read_text()
+
+    model = load_model(out)  # the same TransformerBridge path as a hub model
+    spec = neuron_spec(model)
+    assert (spec.n_layers, spec.d_mlp, spec.gated, spec.act_name) == (2, 64, True, "silu")
+    tok = model.tokenizer
+    assert tok.bos_token_id is not None and tok.pad_token_id is not None and tok.eos_token_id is not None
+    assert {tok.bos_token, tok.eos_token, tok.pad_token} == {"<s>", "</s>", "<pad>"}
+    toks = model.to_tokens("选择要复制的文本。")
+    assert toks[0, 0].item() == tok.bos_token_id
+    assert model.tokenizer.decode(toks[0, 1:]) == "选择要复制的文本。"
+
+
+def test_training_is_seeded(folder_corpus, tmp_path):
+    a = train(_cfg(folder_corpus, tmp_path / "a", steps=5, eval_every=0))
+    b = train(_cfg(folder_corpus, tmp_path / "b", steps=5, eval_every=0))
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_continue_training_moves_weights(folder_corpus, tmp_path):
+    base = train(_cfg(folder_corpus, tmp_path / "base", steps=3, eval_every=0))
+    tuned = continue_training(base, DOCS["fr"] * 8, tmp_path / "fr", steps=4, lr=1e-3, seq_len=32, batch_size=2)
+    from safetensors.torch import load_file
+
+    w0, w1 = load_file(str(base / "model.safetensors")), load_file(str(tuned / "model.safetensors"))
+    changed = [k for k in w0 if not torch.equal(w0[k].float(), w1[k].float())]
+    assert "model.layers.0.mlp.gate_proj.weight" in changed
+
+
+def test_lr_schedule_golden():
+    # warmup 10: step 0 -> 1/10; end of warmup -> 1; halfway through the cosine -> (1 + 0.1) / 2; end -> 0.1
+    assert lr_schedule(0, 110, 10, 0.1) == pytest.approx(0.1)
+    assert lr_schedule(10, 110, 10, 0.1) == pytest.approx(1.0)
+    assert lr_schedule(60, 110, 10, 0.1) == pytest.approx(0.55)
+    assert lr_schedule(110, 110, 10, 0.1) == pytest.approx(0.1)
+
+
+def test_unigram_nll_golden():
+    # vocab 3, train tokens [0, 0, 1] -> add-one counts [3, 2, 1] / 6; valid predicts tokens 1 and 2
+    train_chunks = [torch.tensor([[0, 0, 1]])]
+    valid = torch.tensor([[0, 1, 2]])
+    expected = -(math.log(2 / 6) + math.log(1 / 6)) / 2
+    assert unigram_nll(train_chunks, valid, 3) == pytest.approx(expected)
