@@ -175,7 +175,7 @@ class LanguageNeurons:
 
     def summary(self) -> str:
         """The summary tables as text (what ``lapelens neurons show`` prints)."""
-        head = (f"method: {self.method}   model: {self.meta.get('model', '?')}   "
+        head = (f"method: {self.method}   model: {self.meta.get('model') or '?'}   "
                 f"shape: {self.n_layers} layers x {self.d_mlp} neurons   languages: {', '.join(self.languages)}")
         parts = [head]
         if self.meta.get("settings"):

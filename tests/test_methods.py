@@ -217,7 +217,7 @@ def test_pv_golden():
     assert m2.per_language()["parameters"].tolist() == [1, 1, 0]
 
 
-def test_pv_from_folders_and_save_load(tmp_path):
+def test_pv_from_folders_and_save_load(tmp_path, capsys):
     for name, w in [("base", PV_BASE), *PV_TUNED.items()]:
         (tmp_path / name).mkdir()
         save_file({k: v.contiguous() for k, v in state(w).items()}, str(tmp_path / name / "model.safetensors"))
@@ -232,6 +232,13 @@ def test_pv_from_folders_and_save_load(tmp_path):
                  "--top-rate", "0.5", "--filter-rate", "0.8", "--activation-bar-ratio", "0.8",
                  "--out", str(tmp_path / "cli")]) == 0
     assert ParameterMask.load(tmp_path / "cli").per_language()["parameters"].tolist() == [1, 2, 1]
+    capsys.readouterr()
+    assert main(["neurons", "show", str(tmp_path / "cli")]) == 0
+    out = capsys.readouterr().out
+    assert "method: pv" in out and "Parameters per language" in out
+    assert main(["identify", "--method", "pv", "--base", str(tmp_path / "base"), "--tuned", "en=" + str(tmp_path / "en"),
+                 "--out", str(tmp_path / "x.pth")]) == 2
+    assert "at least two" in capsys.readouterr().err
 
 
 def test_pv_bad_inputs(tmp_path):
@@ -360,3 +367,18 @@ def test_pv_on_hf_folders_keys_are_model_parameter_names(tmp_path):
         selected = gate[k].nonzero()[:, 0].unique().tolist()
         assert selected == [k]  # only row k, only for language k
     assert m.per_language()["parameters"].sum() == sum(int(v.sum()) for v in m.masks.values())
+
+
+def test_ap_chunking_gives_the_same_result(monkeypatch):
+    import lapelens.methods.ap as ap_module
+
+    g = torch.Generator().manual_seed(1)
+    sa = SentenceActivations(("en", "zh", "fr"), torch.randint(0, 3, (30,), generator=g) % 3,
+                             torch.randn(30, 3, 7, generator=g))
+    sa.labels[:3] = torch.tensor([0, 1, 2])
+    whole = identify(sa, "ap", k=4)
+    monkeypatch.setattr(ap_module, "_CHUNK_ENTRIES", 7 * 30)  # 7 neurons at a time, 3 chunks
+    chunked = identify(sa, "ap", k=4)
+    assert torch.equal(whole.mask, chunked.mask)
+    for key in ("ap", "median", "sign"):
+        assert torch.equal(whole.values[key], chunked.values[key])

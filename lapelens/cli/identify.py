@@ -24,13 +24,15 @@ _OPTION_FLAGS = {
 def add_parser(subparsers) -> argparse.ArgumentParser:
     from lapelens.methods import METHODS
 
-    methods_help = "; ".join(
-        f"{m.name} [{m.source}{': ' + ', '.join(m.options) if m.options else ''}] {m.summary}" for m in METHODS.values()
+    methods_help = "\n".join(
+        f"  {m.name:7} reads {m.source}; options: {', '.join(m.options) or 'none'}\n          {m.summary}"
+        for m in METHODS.values()
     )
     parser = subparsers.add_parser(
         "identify",
         help="Select language-specific neurons from statistics.",
-        description=f"Methods: {methods_help}",
+        description=f"Select language-specific neurons (or, for pv, parameters).\n\nmethods:\n{methods_help}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--method", choices=list(METHODS), default="lape", help="Selection method (default: lape).")
     parser.add_argument("--out", required=True, type=Path,

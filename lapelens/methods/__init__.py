@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, Sequence
 
 from lapelens.errors import LapelensError
-from lapelens.methods.ap import ap, select_sentences
-from lapelens.methods.lap import lap
-from lapelens.methods.lape import lape, lave
-from lapelens.methods.pv import ParameterMask, pv
-from lapelens.methods.rs import random_neurons
+# The submodules stay reachable as attributes (``lapelens.methods.lape.entropy``): import the
+# modules here, not their same-named functions.
+from lapelens.methods import ap, lap, lape, pv, rs
+from lapelens.methods.pv import ParameterMask
 from lapelens.neurons import LanguageNeurons
 from lapelens.stats import ActivationStats, SentenceActivations
 
@@ -42,12 +41,12 @@ class Method:
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("lape", lape, "stats", "Language activation probability entropy (Tang et al., 2024)."),
-        Method("lap", lap, "stats", "Firing probability above a threshold on a language (Tang et al. §3.1)."),
-        Method("lave", lave, "stats", "LAPE on mean activation values (Tang et al. §3.1)."),
-        Method("random", random_neurons, "stats", "Random neurons, as many per language as a reference set."),
-        Method("ap", ap, "sentences", "Top/bottom-k average precision of sentence-mean activations (Kojima et al., 2024)."),
-        Method("pv", pv, "models", "Parameter variation after per-language tuning (Tang et al. §3.1); returns a ParameterMask."),
+        Method("lape", lape.lape, "stats", "Language activation probability entropy (Tang et al., 2024)."),
+        Method("lap", lap.lap, "stats", "Firing probability above a threshold on a language (Tang et al. §3.1)."),
+        Method("lave", lape.lave, "stats", "LAPE on mean activation values (Tang et al. §3.1)."),
+        Method("random", rs.random_neurons, "stats", "Random neurons, as many per language as a reference set."),
+        Method("ap", ap.ap, "sentences", "Top/bottom-k average precision of sentence-mean activations (Kojima et al., 2024)."),
+        Method("pv", pv.pv, "models", "Parameter variation after per-language tuning (Tang et al. §3.1); returns a ParameterMask."),
     )
 }
 
@@ -56,7 +55,7 @@ def _restrict(source: Any, languages: Sequence[str]) -> Any:
     if isinstance(source, ActivationStats):
         return source.select(languages)
     if isinstance(source, SentenceActivations):
-        return select_sentences(source, languages)
+        return ap.select_sentences(source, languages)
     if isinstance(source, LanguageNeurons):
         return source.subset(languages)
     return source
@@ -110,4 +109,4 @@ def identify(
     return spec.function(source, **options)
 
 
-__all__ = ["METHODS", "Method", "identify", "lape", "lap", "lave", "random_neurons", "ap", "pv", "ParameterMask"]
+__all__ = ["METHODS", "Method", "ParameterMask", "identify"]

@@ -101,7 +101,7 @@ class ParameterMask:
         return pd.DataFrame.from_dict(rows, orient="index", columns=pd.Index(self.languages, name="language")).rename_axis("parameter")
 
     def summary(self) -> str:
-        head = f"method: {self.method}   model: {self.meta.get('model', '?')}   languages: {', '.join(self.languages)}"
+        head = f"method: {self.method}   model: {self.meta.get('model') or '?'}   languages: {', '.join(self.languages)}"
         return "\n\n".join([head, "Parameters per language:\n" + self.per_language().to_string(),
                             "Parameters per tensor:\n" + self.per_tensor().to_string()])
 
