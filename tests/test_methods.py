@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-import types
-
 import pytest
 import torch
 from safetensors.torch import save_file
 
+import lapelens.train
 from lapelens import METHODS, identify
 from lapelens.cli import main
 from lapelens.errors import LapelensError
@@ -260,7 +258,7 @@ def test_tune_per_language_calls_continue_training(tmp_path, monkeypatch):
         calls.append((model_dir, texts, out_dir, steps, lr, seq_len, batch_size, seed))
         return out_dir
 
-    monkeypatch.setitem(sys.modules, "lapelens.train", types.SimpleNamespace(continue_training=continue_training))
+    monkeypatch.setattr(lapelens.train, "continue_training", continue_training)
     out = tune_per_language("base", {"en": ["a b"], "zh": ["c"]}, tmp_path, steps=5, lr=0.1, seq_len=8, batch_size=2, seed=7)
     assert out == {"en": tmp_path / "en", "zh": tmp_path / "zh"}
     assert calls == [("base", ["a b"], tmp_path / "en", 5, 0.1, 8, 2, 7), ("base", ["c"], tmp_path / "zh", 5, 0.1, 8, 2, 7)]
@@ -382,3 +380,48 @@ def test_ap_chunking_gives_the_same_result(monkeypatch):
     assert torch.equal(whole.mask, chunked.mask)
     for key in ("ap", "median", "sign"):
         assert torch.equal(whole.values[key], chunked.values[key])
+
+
+def test_pv_with_real_tuning_runs(tmp_path):
+    pytest.importorskip("lapelens.train")
+    pytest.importorskip("lapelens.collect")  # continue_training packs text with it
+    from tiny import TEXTS, make_tiny_model
+
+    base = make_tiny_model("llama", tmp_path / "base", n_layers=1, d_model=16, d_mlp=32)
+    tuned = tune_per_language(base, {l: [TEXTS[l]] * 8 for l in ("en", "fr", "zh")}, tmp_path / "tuned",
+                              steps=2, seq_len=16, batch_size=2)
+    assert tuned == {l: tmp_path / "tuned" / l for l in ("en", "fr", "zh")}
+    m = pv(base, tuned=tuned)
+    # 2304 block-matrix entries (see above); 1% -> round(23.04) = 23 selected, each given to at
+    # least one language since bar = thr.
+    assert m.meta["budget"] == 23 and m.meta["selected"] == 23 and m.meta["unassigned"] == 0
+    selected = torch.zeros(1, dtype=torch.int64)
+    for mask in m.masks.values():
+        selected += mask.any(dim=0).sum()
+    assert selected.item() == 23
+
+
+def test_cli_pv_tunes_from_text_files(tmp_path, monkeypatch):
+    # The CLI reads one text per line and hands each language's texts to continue_training; the
+    # fake "tuning" writes the golden PV_TUNED weights, so the result is test_pv_golden's.
+    seen = {}
+
+    def continue_training(model_dir, texts, out_dir, *, steps, seed, **kw):
+        lang = out_dir.name
+        seen[lang] = (texts, steps)
+        out_dir.mkdir(parents=True)
+        save_file({k: v.contiguous() for k, v in state(PV_TUNED[lang]).items()}, str(out_dir / "model.safetensors"))
+        return out_dir
+
+    monkeypatch.setattr(lapelens.train, "continue_training", continue_training)
+    (tmp_path / "base").mkdir()
+    save_file({k: v.contiguous() for k, v in state(PV_BASE).items()}, str(tmp_path / "base" / "model.safetensors"))
+    for lang in PV_TUNED:
+        (tmp_path / f"{lang}.txt").write_text(f"first {lang}\n\nsecond {lang}\n", encoding="utf-8")
+    spec = ",".join(f"{l}={tmp_path / (l + '.txt')}" for l in PV_TUNED)
+    assert main(["identify", "--method", "pv", "--base", str(tmp_path / "base"), "--train-texts", spec,
+                 "--train-steps", "3", "--top-rate", "0.5", "--filter-rate", "0.8", "--activation-bar-ratio", "0.8",
+                 "--out", str(tmp_path / "pv")]) == 0
+    assert seen == {l: ([f"first {l}", f"second {l}"], 3) for l in PV_TUNED}
+    assert (tmp_path / "pv.tuned" / "en" / "model.safetensors").is_file()
+    assert ParameterMask.load(tmp_path / "pv").per_language()["parameters"].tolist() == [1, 2, 1]

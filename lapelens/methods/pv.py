@@ -216,23 +216,24 @@ def tune_per_language(
     out_dir: str | Path,
     *,
     steps: int = 200,
-    lr: float = 1e-4,
-    seq_len: int = 128,
-    batch_size: int = 8,
+    lr: float | None = None,
+    seq_len: int | None = None,
+    batch_size: int | None = None,
     seed: int = 0,
 ) -> dict[str, Path]:
     """One short continued-training run of ``base_dir`` per language (``out_dir/<lang>``), for PV.
 
     Uses ``lapelens.train.continue_training`` with the same settings and seed for every language,
-    so the copies differ only by their text.
+    so the copies differ only by their text. Options left at None take ``continue_training``'s
+    defaults.
     """
     try:
         from lapelens.train import continue_training
     except ImportError as exc:
         raise LapelensError("lapelens.train.continue_training is not available in this build: pass tuned model folders.") from exc
     out_dir = Path(out_dir)
+    given = {k: v for k, v in dict(lr=lr, seq_len=seq_len, batch_size=batch_size).items() if v is not None}
     return {
-        lang: Path(continue_training(base_dir, list(lang_texts), out_dir / lang, steps=steps, lr=lr,
-                                     seq_len=seq_len, batch_size=batch_size, seed=seed))
+        lang: Path(continue_training(base_dir, list(lang_texts), out_dir / lang, steps=steps, seed=seed, **given))
         for lang, lang_texts in texts.items()
     }
