@@ -21,6 +21,7 @@ COMMANDS = {
     "sweep": "sweep",
     "steer": "steer",
     "generate": "generate",
+    "ses": "ses",
     "reproduce": "reproduce",
 }
 
