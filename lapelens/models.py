@@ -129,7 +129,9 @@ def neuron_spec(model: Any) -> NeuronSpec:
         return cached
     cfg = model.cfg
     hooks = getattr(model, "hook_dict", {})
-    if cfg.n_layers < 1 or NeuronSpec.hook_pre(0) not in hooks or NeuronSpec.hook_post(0) not in hooks:
+    # An MoE block also has mlp.hook_pre/hook_post (router and expert mix), but no dense neurons.
+    moe = (getattr(cfg, "num_experts", None) or 0) > 1
+    if moe or cfg.n_layers < 1 or NeuronSpec.hook_pre(0) not in hooks or NeuronSpec.hook_post(0) not in hooks:
         raise LapelensError(
             f"Model {cfg.model_name!r} exposes no MLP hooks (blocks.0.mlp.hook_pre / hook_post): "
             "lapelens needs a TransformerLens model with dense MLP blocks (MoE and attention-only "
