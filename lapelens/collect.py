@@ -1,0 +1,392 @@
+"""Stream per-language neuron statistics out of a hooked model.
+
+Text is tokenized lazily and packed into full ``seq_len`` chunks (:func:`iter_chunks`), the chunks
+run through the model with one hook per layer on ``mlp.hook_pre``, and constant-memory running sums
+(:class:`NeuronAccumulator`) become an :class:`~lapelens.stats.ActivationStats`. Nothing that grows
+with the corpus is kept: not the activations, not the token ids.
+
+Because the statistics are sums, ``collect_chunks(a) + collect_chunks(b)`` equals
+``collect_chunks(a ++ b)`` (counts exactly, float sums up to rounding): that is how to stream,
+resume or shard a collection.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import torch
+from jaxtyping import Float, Int64
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from lapelens._version import __version__
+from lapelens.errors import LapelensError
+from lapelens.models import NeuronSpec, neuron_spec
+from lapelens.stats import ActivationStats, SentenceActivations
+
+DEFAULT_SEQ_LEN = 512
+DEFAULT_BATCH_SIZE = 8
+DEFAULT_SENTENCE_TOKENS = 128
+
+#: Documents tokenized per call to the (fast, batched) tokenizer while streaming.
+_TOKENIZE_GROUP = 64
+#: Most rows of a hook's activation reduced at once. Few large operations beat many small
+#: ones (each multi-threaded op waits for all threads, which is costly on a busy machine);
+#: the cap only bounds the one reusable buffer.
+_BLOCK_BYTES = 1 << 26
+
+
+# ---- tokenizing and packing ------------------------------------------------------------------
+def separator_id(tokenizer: Any) -> int:
+    """The token put before every document: BOS, or EOS when the tokenizer has no BOS."""
+    for name in ("bos_token_id", "eos_token_id"):
+        tid = getattr(tokenizer, name, None)
+        if tid is not None:
+            return int(tid)
+    raise LapelensError(
+        "The tokenizer has neither a BOS nor an EOS token, so documents cannot be separated: "
+        "set tokenizer.bos_token (or eos_token) before collecting."
+    )
+
+
+def _tokenize(tokenizer: Any, texts: Iterable[str]) -> Iterator[list[int]]:
+    it = iter(texts)
+    while group := list(itertools.islice(it, _TOKENIZE_GROUP)):
+        if not all(isinstance(t, str) for t in group):
+            raise LapelensError("Texts must be strings, one document each.")
+        yield from tokenizer(group, add_special_tokens=False, verbose=False)["input_ids"]
+
+
+def iter_chunks(
+    tokenizer: Any, texts: Iterable[str], seq_len: int, max_tokens: int | None = None
+) -> Iterator[Int64[Tensor, " pos"]]:
+    """Yield ``seq_len``-token chunks of ``texts``, tokenizing lazily.
+
+    Each document becomes ``[sep] + tokens`` (``sep`` from :func:`separator_id`), documents are
+    concatenated, and the stream is cut into full chunks: no padding, the incomplete tail is
+    dropped. At most ``max_tokens // seq_len`` chunks are yielded. Empty documents are skipped.
+    Raises :class:`LapelensError` if the texts do not fill a single chunk.
+    """
+    if seq_len < 1:
+        raise LapelensError(f"seq_len must be a positive number of tokens, got {seq_len}.")
+    max_chunks = None if max_tokens is None else max_tokens // seq_len
+    if max_chunks is not None and max_chunks < 1:
+        raise LapelensError(
+            f"max_tokens={max_tokens} is less than one chunk of seq_len={seq_len}: ask for more tokens."
+        )
+    sep = separator_id(tokenizer)
+    buffer: list[int] = []
+    n_chunks = n_tokens = 0
+    for ids in _tokenize(tokenizer, texts):
+        if not ids:
+            continue
+        buffer.append(sep)
+        buffer.extend(ids)
+        n_tokens += len(ids) + 1
+        start = 0
+        while len(buffer) - start >= seq_len:
+            yield torch.tensor(buffer[start:start + seq_len], dtype=torch.long)
+            start += seq_len
+            n_chunks += 1
+            if n_chunks == max_chunks:
+                return
+        del buffer[:start]
+    if n_chunks == 0:
+        what = "no text (0 tokens)" if n_tokens == 0 else f"only {n_tokens} tokens"
+        raise LapelensError(
+            f"The texts give {what}, less than one chunk of seq_len={seq_len}: "
+            "give more text or use a smaller seq_len."
+        )
+
+
+def pack_chunks(
+    tokenizer: Any, texts: Iterable[str], seq_len: int, max_tokens: int | None = None
+) -> Int64[Tensor, "chunk pos"]:
+    """All chunks of :func:`iter_chunks` as one tensor (for evaluation sets that fit in memory)."""
+    return torch.stack(list(iter_chunks(tokenizer, texts, seq_len, max_tokens)))
+
+
+# ---- the accumulator -------------------------------------------------------------------------
+class NeuronAccumulator:
+    """Running per-language sums over tokens; memory is fixed by (languages, layers, neurons).
+
+    ``update(k, layer, pre)`` adds one batch of ``hook_pre`` values of layer ``layer`` for language
+    index ``k``; ``add_tokens(k, n)`` counts the batch's tokens once. Counts are accumulated as
+    float64, which is exact for integers below 2**53, and cast to int64 by :meth:`result`.
+    """
+
+    def __init__(self, spec: NeuronSpec, languages: Sequence[str]):
+        self.spec = spec
+        self.languages = tuple(languages)
+        shape = (len(self.languages), spec.n_layers, spec.d_mlp)
+        self.n = torch.zeros(len(self.languages), dtype=torch.int64)
+        # [lang, layer, neuron] so that the slice one update writes to is contiguous.
+        self._count = torch.zeros(shape, dtype=torch.float64)
+        self._sum = torch.zeros(shape, dtype=torch.float64)
+        self._sq = torch.zeros(shape, dtype=torch.float64)
+        self._act = spec.act_fn()
+        self._max_rows = max(1, _BLOCK_BYTES // (4 * spec.d_mlp))
+        # Reused across updates, sized to the largest block seen (at most _BLOCK_BYTES).
+        self._ones = self._pos = torch.empty(0)
+
+    def _buffers(self, rows: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        if self._pos.shape[0] < rows or self._pos.device != device:
+            self._ones = torch.ones(1, rows, device=device)
+            self._pos = torch.empty(rows, self.spec.d_mlp, device=device)
+        return self._ones[:, :rows], self._pos[:rows]
+
+    def update(self, k: int, layer: int, pre: Float[Tensor, "*tokens neuron"]) -> None:
+        x = pre.reshape(-1, pre.shape[-1])
+        if x.shape[-1] != self.spec.d_mlp:
+            raise LapelensError(f"hook_pre of layer {layer} has {x.shape[-1]} neurons, expected {self.spec.d_mlp}.")
+        if self._count.device != x.device:  # keep the totals where the model runs
+            self._count, self._sum, self._sq = (t.to(x.device) for t in (self._count, self._sum, self._sq))
+        count, total, sq = self._count[k, layer], self._sum[k, layer], self._sq[k, layer]
+        for r in range(0, x.shape[0], self._max_rows):
+            block = x[r:r + self._max_rows].float()
+            ones, pos = self._buffers(block.shape[0], block.device)
+            # Sums over tokens as (1 x rows) @ (rows x neurons) products: one BLAS call each, in
+            # float32 (exact for the 0/1 counts below 2**24 rows), then added to float64 totals.
+            torch.gt(block, 0, out=pos)
+            count += (ones @ pos)[0]
+            act = self._act(block)
+            total += (ones @ act)[0]
+            sq += (ones @ act.mul_(act))[0]
+
+    def add_tokens(self, k: int, n_tokens: int) -> None:
+        self.n[k] += n_tokens
+
+    def result(self, meta: dict | None = None) -> ActivationStats:
+        return ActivationStats(
+            self.languages,
+            self.n.clone(),
+            self._count.permute(1, 2, 0).round().to(torch.int64).cpu().contiguous(),
+            self._sum.permute(1, 2, 0).cpu().contiguous(),
+            self._sq.permute(1, 2, 0).cpu().contiguous(),
+            meta=dict(meta or {}),
+        )
+
+
+class _Done(Exception):
+    """Raised by the last layer's hook: nothing after it (last down-projection, unembedding) is needed."""
+
+
+def _run_to_last_mlp(model: Any, tokens: Tensor, **kwargs: Any) -> None:
+    try:
+        model(tokens, return_type=None, **kwargs)
+    except _Done:
+        return
+    raise RuntimeError("The last layer's hook_pre never fired; the model's hooks are not wired as expected.")
+
+
+def _hooks(spec: NeuronSpec, fn: Any) -> list[tuple[str, Any]]:
+    def make(layer: int):
+        last = layer == spec.n_layers - 1
+
+        def hook(pre: Tensor, hook: Any) -> None:
+            fn(layer, pre)
+            if last:
+                raise _Done
+        return hook
+
+    return [(spec.hook_pre(i), make(i)) for i in range(spec.n_layers)]
+
+
+def _device(model: Any) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _check_seq_len(model: Any, seq_len: int) -> None:
+    n_ctx = getattr(model.cfg, "n_ctx", None)
+    if n_ctx and seq_len > n_ctx:
+        raise LapelensError(f"seq_len={seq_len} exceeds the model's context of {n_ctx} tokens: use --seq-len {n_ctx} or less.")
+
+
+def _batches(chunks: Tensor | Iterable[Tensor], batch_size: int) -> Iterator[Tensor]:
+    if isinstance(chunks, Tensor):
+        yield from chunks.split(batch_size)
+        return
+    it = iter(chunks)
+    while group := list(itertools.islice(it, batch_size)):
+        yield torch.stack(group)
+
+
+# ---- collection ------------------------------------------------------------------------------
+def collect_chunks(
+    model: Any,
+    chunks_by_language: Mapping[str, Int64[Tensor, "chunk pos"] | Iterable[Int64[Tensor, " pos"]]],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = True,
+    meta: dict | None = None,
+) -> ActivationStats:
+    """Statistics of already packed chunks: a ``[chunk, pos]`` tensor or an iterable of chunks per language.
+
+    This is the exact unit of streaming: statistics of two disjoint sets of chunks merge
+    (:meth:`ActivationStats.merge`) into the statistics of their union.
+    """
+    totals = {lang: c.numel() if isinstance(c, Tensor) else None for lang, c in chunks_by_language.items()}
+    return _collect(model, chunks_by_language, batch_size, progress, meta or {}, totals)
+
+
+def _collect(model: Any, chunks_by_language: Mapping[str, Any], batch_size: int, progress: bool,
+             meta: dict, totals: Mapping[str, int | None]) -> ActivationStats:
+    spec = neuron_spec(model)
+    if batch_size < 1:
+        raise LapelensError(f"batch_size must be at least 1, got {batch_size}.")
+    if not chunks_by_language:
+        raise LapelensError("No languages given: pass at least one language with text.")
+    acc = NeuronAccumulator(spec, list(chunks_by_language))
+    k_now = 0
+    device = _device(model)
+    seq_lens: set[int] = set()
+
+    def take(layer: int, pre: Tensor) -> None:
+        acc.update(k_now, layer, pre)
+
+    with torch.inference_mode(), model.hooks(fwd_hooks=_hooks(spec, take)):
+        for k_now, (lang, chunks) in enumerate(chunks_by_language.items()):
+            bar = tqdm(total=totals.get(lang), desc=f"collect {lang}", unit="tok", unit_scale=True, disable=not progress)
+            for batch in _batches(chunks, batch_size):
+                if batch.ndim != 2 or batch.shape[1] == 0:
+                    raise LapelensError(f"Chunks for {lang!r} must be token ids of shape [chunk, pos]; got {tuple(batch.shape)}.")
+                _check_seq_len(model, batch.shape[1])
+                seq_lens.add(batch.shape[1])
+                _run_to_last_mlp(model, batch.to(device), use_cache=False)
+                acc.add_tokens(k_now, batch.numel())
+                bar.update(batch.numel())
+            bar.close()
+    empty = [lang for lang, n in zip(acc.languages, acc.n.tolist()) if n == 0]
+    if empty:
+        raise LapelensError(f"No chunks for {empty}: give at least one chunk of text per language.")
+    seq_len = seq_lens.pop() if len(seq_lens) == 1 else sorted(seq_lens)
+    return acc.result({"model": str(model.cfg.model_name), "seq_len": seq_len, "lapelens_version": __version__, **meta})
+
+
+def collect(
+    model: Any,
+    texts_by_language: Mapping[str, Iterable[str]],
+    tokens_per_language: int | None = None,
+    seq_len: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = True,
+    corpus: str | None = None,
+) -> ActivationStats:
+    """Per-language firing counts and activation sums of every MLP neuron of ``model``.
+
+    Each language's texts are packed into ``seq_len`` chunks (:func:`iter_chunks`; default
+    ``DEFAULT_SEQ_LEN`` or the model's context if shorter), at most ``tokens_per_language`` tokens
+    (rounded down to whole chunks; all the text if None), and run in batches of ``batch_size``
+    chunks. Memory does not grow with the amount of text. ``corpus`` is recorded in the meta.
+    """
+    neuron_spec(model)  # refuse a model without MLP hooks before tokenizing anything
+    if seq_len is None:
+        n_ctx = getattr(model.cfg, "n_ctx", None)
+        seq_len = min(DEFAULT_SEQ_LEN, n_ctx) if n_ctx else DEFAULT_SEQ_LEN
+    _check_seq_len(model, seq_len)
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise LapelensError("The model has no tokenizer: load it with lapelens.load_model, or pack chunks yourself and call collect_chunks.")
+    if tokens_per_language is not None and tokens_per_language < seq_len:
+        raise LapelensError(
+            f"tokens_per_language={tokens_per_language} is less than one chunk of seq_len={seq_len}: ask for more tokens."
+        )
+    streams = {}
+    for lang, texts in texts_by_language.items():
+        if isinstance(texts, str):
+            raise LapelensError(f"Texts for {lang!r} must be a list of documents, not one string.")
+        # Check every language up front (tokenizing only its first chunk) rather than fail hours in.
+        it = iter_chunks(tokenizer, texts, seq_len, tokens_per_language)
+        try:
+            first = next(it)
+        except LapelensError as exc:
+            raise LapelensError(f"Language {lang!r}: {exc}") from None
+        streams[lang] = _warn_if_short(lang, itertools.chain([first], it), seq_len, tokens_per_language)
+    meta = {"seq_len": seq_len, "tokens_per_language": tokens_per_language}
+    if corpus is not None:
+        meta["corpus"] = corpus
+    totals = {lang: None if tokens_per_language is None else tokens_per_language // seq_len * seq_len for lang in streams}
+    return _collect(model, streams, batch_size, progress, meta, totals)
+
+
+def _warn_if_short(lang: str, chunks: Iterator[Tensor], seq_len: int, wanted: int | None) -> Iterator[Tensor]:
+    n = 0
+    for chunk in chunks:
+        n += 1
+        yield chunk
+    if wanted is not None and n * seq_len < (wanted // seq_len) * seq_len:
+        warnings.warn(f"Language {lang!r} has only {n * seq_len} tokens in full chunks, fewer than the {wanted} asked for.",
+                      stacklevel=2)
+
+
+# ---- per-sentence means (Kojima et al.'s AP) -------------------------------------------------
+def collect_sentence_means(
+    model: Any,
+    sentences_by_language: Mapping[str, Sequence[str]],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_tokens_per_sentence: int = DEFAULT_SENTENCE_TOKENS,
+    progress: bool = True,
+) -> SentenceActivations:
+    """For every sentence, the mean over its tokens of ``act_fn(hook_pre)`` of every neuron.
+
+    Each sentence runs as ``[sep] + tokens``, truncated to ``max_tokens_per_sentence`` tokens
+    (and to the model's context).
+    The separator position is left out of the mean: in a causal model its activations are the
+    same for every sentence, so it carries no language and would only add a length-dependent
+    offset. Sentences are sorted by length and right-padded within a batch; padded positions
+    are masked out of attention and out of the means.
+    """
+    spec = neuron_spec(model)
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise LapelensError("The model has no tokenizer: load it with lapelens.load_model.")
+    if max_tokens_per_sentence < 1 or batch_size < 1:
+        raise LapelensError("batch_size and max_tokens_per_sentence must be at least 1.")
+    n_ctx = getattr(model.cfg, "n_ctx", None)
+    keep = min(max_tokens_per_sentence, n_ctx - 1) if n_ctx else max_tokens_per_sentence
+    sep = separator_id(tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else sep
+    ids, labels = [], []
+    for k, (lang, sentences) in enumerate(sentences_by_language.items()):
+        if isinstance(sentences, str) or len(sentences) == 0:
+            raise LapelensError(f"Language {lang!r} has no sentences: give a list of sentences for every language.")
+        for s, toks in enumerate(_tokenize(tokenizer, sentences)):
+            if not toks:
+                raise LapelensError(f"Sentence {s} of {lang!r} is empty: remove empty sentences.")
+            ids.append([sep] + toks[:keep])
+            labels.append(k)
+    if not ids:
+        raise LapelensError("No languages given: pass at least one language with sentences.")
+    means = torch.empty(len(ids), spec.n_layers, spec.d_mlp)
+    order = sorted(range(len(ids)), key=lambda s: len(ids[s]))
+    device = _device(model)
+    act_fn = spec.act_fn()
+    current: dict[str, Tensor] = {}
+
+    def take(layer: int, pre: Tensor) -> None:
+        weights = current["weights"]
+        act = act_fn(pre.float()).reshape(*weights.shape, -1)  # [batch, pos, neuron]
+        summed = torch.bmm(weights.unsqueeze(1), act).squeeze(1)
+        means[current["rows"], layer] = (summed / current["lengths"][:, None]).to(means.device)
+
+    with torch.inference_mode(), model.hooks(fwd_hooks=_hooks(spec, take)):
+        for b in tqdm(range(0, len(order), batch_size), desc="sentence means", disable=not progress):
+            rows = order[b:b + batch_size]
+            width = max(len(ids[s]) for s in rows)
+            tokens = torch.full((len(rows), width), pad, dtype=torch.long)
+            mask = torch.zeros(len(rows), width, dtype=torch.long)
+            for r, s in enumerate(rows):
+                tokens[r, :len(ids[s])] = torch.tensor(ids[s])
+                mask[r, :len(ids[s])] = 1
+            weights = mask.float()
+            weights[:, 0] = 0  # the separator
+            current.update(rows=torch.tensor(rows), weights=weights.to(device),
+                           lengths=weights.sum(1).to(device))
+            kwargs = {"attention_mask": mask.to(device)} if bool((mask == 0).any()) else {}
+            _run_to_last_mlp(model, tokens.to(device), use_cache=False, **kwargs)
+    return SentenceActivations(
+        tuple(sentences_by_language), torch.tensor(labels, dtype=torch.int64), means,
+        meta={"model": str(model.cfg.model_name), "max_tokens_per_sentence": keep,
+              "separator_in_mean": False, "lapelens_version": __version__},
+    )

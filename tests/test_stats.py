@@ -1,0 +1,105 @@
+"""ActivationStats: merging, the derived quantities, and the round trips through disk."""
+
+import json
+
+import pytest
+import torch
+
+from lapelens import LapelensError, __version__
+from lapelens.constants import OFFICIAL_ACTIVATION, STATS_META, STATS_TENSORS
+from lapelens.stats import ActivationStats, SentenceActivations
+
+
+def _random_stats(languages, n_layers=3, d_mlp=5, seed=0, meta=None):
+    g = torch.Generator().manual_seed(seed)
+    k = len(languages)
+    n = torch.randint(50, 100, (k,), generator=g)
+    count = torch.stack([torch.randint(0, int(n[i]) + 1, (n_layers, d_mlp), generator=g) for i in range(k)], -1)
+    act_sum = torch.randn(n_layers, d_mlp, k, generator=g, dtype=torch.float64) * 10
+    act_sq = act_sum.abs() * 3 + torch.rand(n_layers, d_mlp, k, generator=g, dtype=torch.float64)
+    return ActivationStats(tuple(languages), n, count, act_sum, act_sq, meta=dict(meta or {"model": "m"}))
+
+
+def test_save_load_round_trip(tmp_path):
+    stats = _random_stats(["en", "zh", "fr"], meta={"model": "m", "seq_len": 512, "corpus": "wiki:train"})
+    folder = stats.save(tmp_path / "s")
+    assert (folder / STATS_TENSORS).is_file()
+    meta = json.loads((folder / STATS_META).read_text())
+    assert meta["languages"] == ["en", "zh", "fr"] and meta["lapelens_version"] == __version__
+    back = ActivationStats.load(folder)
+    assert back.languages == stats.languages
+    for name in ("n", "count", "act_sum", "act_sq_sum"):
+        a, b = getattr(back, name), getattr(stats, name)
+        assert a.dtype == b.dtype and torch.equal(a, b), name
+    assert back.meta["seq_len"] == 512 and back.meta["corpus"] == "wiki:train" and back.meta["model"] == "m"
+
+
+def test_load_refuses_a_non_stats_folder(tmp_path):
+    with pytest.raises(LapelensError, match="lapelens collect"):
+        ActivationStats.load(tmp_path)
+
+
+def test_official_round_trip(tmp_path):
+    stats = _random_stats(["en", "zh", "ja"], n_layers=4, d_mlp=6, seed=1)
+    paths = stats.to_official(tmp_path, "tiny-7b")
+    assert [p.name for p in paths] == [OFFICIAL_ACTIVATION.format(lang=l, tag="tiny-7b") for l in ("en", "zh", "ja")]
+    assert paths[0].name == "activation.en.train.tiny-7b"
+    for k, p in enumerate(paths):  # the exact object the official identify.py reads
+        d = torch.load(p, weights_only=True)
+        assert set(d) == {"n", "over_zero"} and type(d["n"]) is int and d["n"] == int(stats.n[k])
+        assert d["over_zero"].dtype == torch.int32 and d["over_zero"].shape == (4, 6)
+        assert torch.equal(d["over_zero"].long(), stats.count[..., k])
+    back = ActivationStats.from_official(tmp_path, "tiny-7b", ["ja", "en"])  # any order, any subset
+    assert back.languages == ("ja", "en")
+    assert torch.equal(back.n, stats.n[[2, 0]]) and torch.equal(back.count, stats.count[..., [2, 0]])
+    assert back.count.dtype == torch.int64
+    torch.testing.assert_close(back.firing_probability(), stats.firing_probability()[..., [2, 0]])
+    assert back.meta["has_activation_sums"] is False and not back.act_sum.any()
+    with pytest.raises(LapelensError, match="Missing official activation file"):
+        ActivationStats.from_official(tmp_path, "tiny-7b", ["fr"])
+
+
+def test_official_format_refuses_counts_beyond_int32(tmp_path):
+    stats = _random_stats(["en"])
+    stats.count[0, 0, 0] = 2**31
+    with pytest.raises(LapelensError, match="int32"):
+        stats.to_official(tmp_path, "big")
+
+
+def test_merge_sums_language_by_language():
+    a = _random_stats(["en", "fr"], seed=2)
+    b = _random_stats(["fr", "zh"], seed=3)
+    m = a.merge(b)
+    assert m.languages == ("en", "fr", "zh")
+    assert m.n.tolist() == [int(a.n[0]), int(a.n[1] + b.n[0]), int(b.n[1])]
+    assert torch.equal(m.count[..., 0], a.count[..., 0])
+    assert torch.equal(m.count[..., 1], a.count[..., 1] + b.count[..., 0])
+    assert torch.equal(m.count[..., 2], b.count[..., 1])
+    torch.testing.assert_close(m.act_sq_sum[..., 1], a.act_sq_sum[..., 1] + b.act_sq_sum[..., 0])
+    assert torch.equal((a + b).count, m.count)
+    with pytest.raises(LapelensError, match="different models"):
+        a.merge(_random_stats(["en"], n_layers=2))
+    with pytest.raises(LapelensError, match="model 'm'"):
+        a.merge(_random_stats(["en"], meta={"model": "other"}))
+
+
+def test_derived_quantities():
+    s = _random_stats(["en", "zh"], seed=4)
+    p = s.firing_probability()
+    assert p.dtype == torch.float64
+    assert p[1, 2, 1] == s.count[1, 2, 1].item() / s.n[1].item()
+    mean = s.mean_activation()
+    assert mean[0, 3, 0] == s.act_sum[0, 3, 0] / s.n[0]
+    var = (s.act_sq_sum / s.n.double() - mean**2).clamp_min(0)
+    torch.testing.assert_close(s.std_activation(), var.sqrt())
+    assert torch.equal(s.select(["zh"]).count[..., 0], s.count[..., 1])
+    empty = ActivationStats.zeros(["en"], 2, 3)
+    with pytest.raises(LapelensError, match="No tokens were collected"):
+        empty.firing_probability()
+
+
+def test_sentence_activations_round_trip(tmp_path):
+    acts = SentenceActivations(("en", "zh"), torch.tensor([0, 0, 1]), torch.randn(3, 2, 4), meta={"model": "m"})
+    back = SentenceActivations.load(acts.save(tmp_path / "sent"))
+    assert back.languages == ("en", "zh") and torch.equal(back.labels, acts.labels)
+    assert torch.equal(back.means, acts.means) and back.meta["model"] == "m"
