@@ -1,0 +1,60 @@
+"""``lapelens corpus build|show``: (re)build the embedded corpus, or count any corpus's text."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("corpus", help="build the embedded corpus or show a corpus's size")
+    sub = parser.add_subparsers(dest="corpus_command", required=True)
+
+    build = sub.add_parser(
+        "build",
+        help="download the LibreOffice help packages and write lapelens/data/corpus/",
+        description="Download libreoffice-help-* with apt-get, unpack, extract, clean, split and write "
+        "the embedded corpus; prints the counts it produced.",
+    )
+    build.add_argument("--work-dir", type=Path, default=None,
+                       help="where .deb files are downloaded and unpacked (reused if present; default: a temp dir)")
+    build.add_argument("--out", type=Path, default=None, help="output folder (default: the package's data/corpus)")
+    build.add_argument("--languages", nargs="+", default=None,
+                       help="lapelens codes (default: the paper's seven, then de ru ko pt it)")
+    build.set_defaults(func=run_build)
+
+    show = sub.add_parser("show", help="documents, paragraphs and characters per language and split")
+    show.add_argument("name", nargs="?", default="embedded", help="embedded, wikipedia or a folder")
+    show.add_argument("--languages", nargs="+", default=None)
+    show.add_argument("--splits", nargs="+", default=["train", "valid"])
+    show.add_argument("--max-chars", type=int, default=None, help="per-language budget (wikipedia)")
+    show.set_defaults(func=run_show)
+    parser.set_defaults(func=lambda args: parser.print_help())
+
+
+def run_build(args: argparse.Namespace) -> None:
+    from lapelens import corpus_build
+    from lapelens.constants import PAPER_LANGUAGES
+    from lapelens.corpus import CORPUS_DIR
+
+    out = args.out or CORPUS_DIR
+    languages = args.languages or [*PAPER_LANGUAGES, *corpus_build.EXTRA_LANGUAGES]
+    if args.work_dir is None:
+        with tempfile.TemporaryDirectory(prefix="lapelens-corpus-") as tmp:
+            counts = corpus_build.build(out, Path(tmp), languages)
+    else:
+        counts = corpus_build.build(out, args.work_dir, languages)
+    print(corpus_build.report(counts, out))
+
+
+def run_show(args: argparse.Namespace) -> None:
+    from lapelens.corpus import load_corpus
+
+    print(f"{'lang':6}{'split':7}{'docs':>8}{'paragraphs':>12}{'chars':>12}")
+    for split in args.splits:
+        corpus = load_corpus(args.name, split, args.languages, max_chars=args.max_chars)
+        for lang, docs in corpus.items():
+            paragraphs = sum(doc.count("\n") + 1 for doc in docs)
+            chars = sum(len(doc) for doc in docs)
+            print(f"{lang:6}{split:7}{len(docs):>8}{paragraphs:>12}{chars:>12}")

@@ -1,0 +1,15 @@
+#!/usr/bin/env python
+"""Build the embedded corpus (lapelens/data/corpus/) from the LibreOffice help Debian packages.
+
+    python scripts/build_corpus.py [--work-dir /tmp/lodeb] [--out lapelens/data/corpus] [--languages en zh ...]
+
+Same as ``lapelens corpus build``. Needs apt-get and dpkg-deb (Debian/Ubuntu) and the package
+registry; ends by printing the documents, paragraphs and characters it produced.
+"""
+
+import sys
+
+from lapelens.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["corpus", "build", *sys.argv[1:]]))
