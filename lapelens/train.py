@@ -178,7 +178,7 @@ def _train_loop(
     model: Any, next_batch: Callable[[], Tensor], *, steps: int, lr: float, warmup: int, min_lr_ratio: float,
     weight_decay: float, grad_clip: float, bf16: bool, evaluate: Callable[[], dict] | None = None,
     eval_every: int = 0, on_checkpoint: Callable[[int], None] | None = None, checkpoint_seconds: float = 0,
-    desc: str = "train",
+    desc: str = "train", log_path: Path | None = None,
 ) -> _LoopResult:
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
@@ -200,13 +200,16 @@ def _train_loop(
         opt.step()
         opt.zero_grad(set_to_none=True)
         res.tokens += x.numel()
-        entry = {"step": step + 1, "tokens": res.tokens, "train_loss": float(loss), "lr": opt.param_groups[0]["lr"],
+        entry = {"step": step + 1, "tokens": res.tokens, "train_loss": loss.item(), "lr": opt.param_groups[0]["lr"],
                  "seconds": round(time.time() - start, 1)}
         if evaluate is not None and eval_every and ((step + 1) % eval_every == 0 or step + 1 == steps):
             entry.update(evaluate())
             model.train()
         res.log.append(entry)
-        bar.set_postfix(loss=f"{float(loss):.3f}")
+        if log_path is not None:  # appended as we go, so a killed run keeps its curve
+            with log_path.open("a") as f:
+                f.write(json.dumps(entry) + "\n")
+        bar.set_postfix(loss=f"{entry['train_loss']:.3f}")
         if on_checkpoint is not None and checkpoint_seconds and time.time() - last_ckpt > checkpoint_seconds:
             on_checkpoint(step + 1)
             last_ckpt = time.time()
@@ -250,6 +253,7 @@ def train(cfg: TrainConfig) -> Path:
         return {f"valid_loss_{l}": round(mean_nll(model, c), 4) for l, c in eval_sets.items()}
 
     log_path = out / "train_log.jsonl"
+    log_path.unlink(missing_ok=True)
 
     def checkpoint(step: int) -> None:
         _save_hf(model, tokenizer, out)
@@ -259,15 +263,12 @@ def train(cfg: TrainConfig) -> Path:
         model, UniformMixture(train_chunks, cfg.batch_size, cfg.seed), steps=cfg.steps, lr=cfg.lr,
         warmup=cfg.warmup_steps, min_lr_ratio=cfg.min_lr_ratio, weight_decay=cfg.weight_decay,
         grad_clip=cfg.grad_clip, bf16=cfg.bf16, evaluate=evaluate, eval_every=cfg.eval_every,
-        on_checkpoint=checkpoint, checkpoint_seconds=cfg.checkpoint_minutes * 60, desc="train",
+        on_checkpoint=checkpoint, checkpoint_seconds=cfg.checkpoint_minutes * 60, desc="train", log_path=log_path,
     )
-    with log_path.open("w") as f:
-        for entry in result.log:
-            f.write(json.dumps(entry) + "\n")
 
     # Final evaluation on the whole valid split, in the saved (bf16) precision.
     _save_hf(model, tokenizer, out)
-    saved = LlamaForCausalLM.from_pretrained(out, torch_dtype=torch.float32).eval()
+    saved = LlamaForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     final = {}
     for lang in cfg.languages:
         nll = mean_nll(saved, valid_chunks[lang])
@@ -330,7 +331,7 @@ def continue_training(
 
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     chunks = pack_chunks(tokenizer, texts, seq_len)
     _train_loop(model, UniformMixture({"text": chunks}, batch_size, seed), steps=steps, lr=lr, warmup=warmup,
                 min_lr_ratio=0.1, weight_decay=0.0, grad_clip=1.0, bf16=False, desc=f"tune {Path(out_dir).name}")

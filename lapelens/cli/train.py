@@ -1,31 +1,19 @@
-"""`lapelens train`: tokenizer + LLaMA-architecture model from scratch on a lapelens corpus."""
+"""Train a tokenizer and a small LLaMA-architecture model from scratch on a lapelens corpus."""
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
 
+from lapelens.cli._config import add_config_arguments, config_from_args
 from lapelens.train import TrainConfig, train
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a small multilingual model from scratch (the embedded default)",
+    p = sub.add_parser("train", help="train a small multilingual model from scratch (how the embedded model was made)",
                        description=__doc__)
-    for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default
-        if f.name == "out":
-            p.add_argument(flag, required=True, help="output folder (HF format: config, weights, tokenizer, model card)")
-        elif isinstance(default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
-        elif isinstance(default, tuple):
-            p.add_argument(flag, default=",".join(default), help="comma-separated (default: %(default)s)")
-        else:
-            p.add_argument(flag, type=type(default), default=default, help="default: %(default)s")
+    add_config_arguments(p, TrainConfig)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> None:
-    kwargs = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
-    kwargs["languages"] = tuple(l.strip() for l in kwargs["languages"].split(",") if l.strip())
-    train(TrainConfig(**kwargs))
+    train(config_from_args(TrainConfig, args))
