@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from jaxtyping import Float, Float64, Int64
@@ -15,6 +15,9 @@ from torch import Tensor
 from lapelens._version import __version__
 from lapelens.constants import OFFICIAL_ACTIVATION, STATS_META, STATS_TENSORS
 from lapelens.errors import LapelensError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass
@@ -120,6 +123,28 @@ class ActivationStats:
     def std_activation(self) -> Float64[Tensor, "layer neuron lang"]:
         mean = self.mean_activation()
         return (self.act_sq_sum / self.n.double() - mean**2).clamp_min(0).sqrt()
+
+    def neuron_table(self) -> "pd.DataFrame":
+        """One row per neuron, indexed by ``(layer, neuron)``: for exploring single neurons.
+
+        Columns: ``p_<lang>`` (firing probability), ``mean_<lang>`` (mean activation, if the
+        statistics have activation sums), and ``entropy`` of the normalised firing probabilities
+        (LAPE's score before any filtering; 0/0 -> 0, 0 log 0 = 0). Sort by ``entropy`` and filter
+        on ``p_<lang>`` to find candidates, then look a neuron up with ``.loc[(layer, neuron)]``.
+        """
+        import pandas as pd
+
+        p = self.firing_probability()
+        total = p.sum(-1, keepdim=True)
+        q = torch.where(total > 0, p / total.clamp_min(1e-300), torch.zeros_like(p))
+        entropy = -(q * torch.where(q > 0, q.log(), torch.zeros_like(q))).sum(-1)
+        index = pd.MultiIndex.from_product([range(self.n_layers), range(self.d_mlp)], names=["layer", "neuron"])
+        columns = {f"p_{l}": p[..., k].flatten().numpy() for k, l in enumerate(self.languages)}
+        if self.meta.get("has_activation_sums", True):
+            mean = self.mean_activation()
+            columns.update({f"mean_{l}": mean[..., k].flatten().numpy() for k, l in enumerate(self.languages)})
+        columns["entropy"] = entropy.flatten().numpy()
+        return pd.DataFrame(columns, index=index)
 
     # ---- persistence -------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
