@@ -20,12 +20,37 @@ _EXPORTS = {
     "load_parallel": "lapelens.corpus",
     "identify": "lapelens.methods",
     "METHODS": "lapelens.methods",
+    "load_neurons": "lapelens.neurons",
+    # interventions (context managers)
+    "deactivate": "lapelens.interventions",
+    "set_activations": "lapelens.interventions",
+    "steer": "lapelens.interventions",
+    "pin_to_median": "lapelens.interventions",
+    "zero_parameters": "lapelens.interventions",
+    # experiments
+    "evaluation_chunks": "lapelens.evaluate.perplexity",
+    "perturbation_matrix": "lapelens.evaluate.perplexity",
+    "compare_perturbations": "lapelens.evaluate.perplexity",
+    "selection_ratio_sweep": "lapelens.evaluate.sweep",
+    "Sampling": "lapelens.evaluate.generation",
+    "unconditional_steering": "lapelens.evaluate.generation",
+    "prompted_steering": "lapelens.evaluate.generation",
+    "kojima_pinning": "lapelens.evaluate.generation",
+    "generation_under_deactivation": "lapelens.evaluate.generation",
+    "sentence_embeddings": "lapelens.similarity",
+    "reproduce": "lapelens.reproduce",
+    "ReproduceConfig": "lapelens.reproduce",
+    "train": "lapelens.train",
+    "TrainConfig": "lapelens.train",
 }
+
+#: Public names whose defining module calls them something else.
+_ALIASES = {"compare_perturbations": "compare"}
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
+        return getattr(import_module(_EXPORTS[name]), _ALIASES.get(name, name))
     raise AttributeError(f"module 'lapelens' has no attribute {name!r}")
 
 

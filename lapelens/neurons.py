@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 import torch
@@ -172,6 +172,17 @@ class LanguageNeurons:
         df = pd.DataFrame(rows, columns=["self", "other", "shared", "jaccard"], index=pd.Index(langs, name="language"))
         df.columns.name = "summary"
         return df
+
+    def figure(self) -> Any:
+        """Fig. 5: neurons per layer, one line per language (the paper's skewed U shape)."""
+        import plotly.graph_objects as go
+
+        table = self.per_layer()
+        fig = go.Figure([go.Scatter(x=list(table.index), y=table[lang].tolist(), mode="lines+markers", name=lang)
+                         for lang in table.columns])
+        fig.update_layout(title=f"Language-specific neurons per layer ({self.method})",
+                          xaxis_title="layer", yaxis_title="neurons", legend_title="language")
+        return fig
 
     def summary(self) -> str:
         """The summary tables as text (what ``lapelens neurons show`` prints)."""

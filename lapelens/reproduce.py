@@ -185,7 +185,7 @@ def reproduce(cfg: ReproduceConfig) -> dict:
             summary["jaccard_lape_vs"] = table.mean().round(4).to_dict()
         summary["lape_per_language"] = lape.per_language()["neurons"].to_dict()
         summary["lape_per_layer"] = lape.per_layer().sum(axis=1).to_dict()
-        _write_figure(_layer_figure(lape), figs / "fig5_layers.html")
+        _write_figure(lape.figure(), figs / "fig5_layers.html")
 
     # 4. perturbation matrices ----------------------------------------------------------------
     chunks = evaluation_chunks(model, cfg.corpus, langs, cfg.eval_tokens_per_language, cfg.seq_len)
@@ -249,15 +249,3 @@ def reproduce(cfg: ReproduceConfig) -> dict:
     summary["timings_seconds"] = stage.timings
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
     return summary
-
-
-def _layer_figure(neurons: Any) -> Any:
-    """Fig. 5: neurons per layer, one line per language (the skewed U shape)."""
-    import plotly.graph_objects as go
-
-    table = neurons.per_layer()
-    fig = go.Figure([go.Scatter(x=list(table.index), y=table[lang].tolist(), mode="lines+markers", name=lang)
-                     for lang in table.columns])
-    fig.update_layout(title=f"Language-specific neurons per layer ({neurons.method})",
-                      xaxis_title="layer", yaxis_title="neurons")
-    return fig
