@@ -6,7 +6,8 @@ from typing import Any
 from lapelens._version import __version__
 
 # Public names -> the module that defines them. Imported on first use, so that
-# `import lapelens` stays cheap and has no side effects.
+# `import lapelens` stays cheap and has no side effects. A public function must not share its
+# name with a submodule: importing the submodule would rebind the package attribute to it.
 _EXPORTS = {
     "load_model": "lapelens.models",
     "neuron_spec": "lapelens.models",
@@ -38,14 +39,14 @@ _EXPORTS = {
     "kojima_pinning": "lapelens.evaluate.generation",
     "generation_under_deactivation": "lapelens.evaluate.generation",
     "sentence_embeddings": "lapelens.similarity",
-    "reproduce": "lapelens.reproduce",
-    "ReproduceConfig": "lapelens.reproduce",
-    "train": "lapelens.train",
+    "reproduce": "lapelens.pipeline",
+    "ReproduceConfig": "lapelens.pipeline",
+    "train_model": "lapelens.train",
     "TrainConfig": "lapelens.train",
 }
 
 #: Public names whose defining module calls them something else.
-_ALIASES = {"compare_perturbations": "compare"}
+_ALIASES = {"compare_perturbations": "compare", "train_model": "train"}
 
 
 def __getattr__(name: str) -> Any:

@@ -22,3 +22,15 @@ def test_layer_figure_plots_per_layer_counts():
     fig = lapelens.LanguageNeurons(("en", "zh"), mask).figure()
     assert [tr.name for tr in fig.data] == ["en", "zh"]
     assert list(fig.data[0].y) == [1, 0, 0] and list(fig.data[1].y) == [0, 0, 3]
+
+
+def test_public_functions_are_not_shadowed_by_submodules():
+    import importlib
+    import pkgutil
+    import types
+
+    for info in pkgutil.walk_packages(lapelens.__path__, "lapelens."):
+        if not info.name.endswith("__main__"):
+            importlib.import_module(info.name)  # importing a submodule rebinds lapelens.<name>
+    for name in lapelens.__all__:
+        assert not isinstance(getattr(lapelens, name), types.ModuleType), name

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from lapelens.cli._config import add_config_arguments, config_from_args
-from lapelens.reproduce import ReproduceConfig, reproduce
+from lapelens.pipeline import ReproduceConfig, reproduce
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
