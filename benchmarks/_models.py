@@ -1,0 +1,34 @@
+"""Random models for the benchmarks, saved like real checkpoints and loaded through ``load_model``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from tiny import TEXTS, make_tiny_model, tiny_tokenizer  # noqa: E402,F401
+
+
+def make_llama(folder: Path, n_layers: int = 12, d_model: int = 768, d_mlp: int = 3072,
+               n_heads: int = 12, vocab_size: int | None = None, seed: int = 0) -> Path:
+    """A random LLaMA-architecture model (with the tiny test tokenizer) saved to ``folder``."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer()
+    cfg = LlamaConfig(vocab_size=vocab_size or len(tok), hidden_size=d_model, intermediate_size=d_mlp,
+                      num_hidden_layers=n_layers, num_attention_heads=n_heads, num_key_value_heads=n_heads,
+                      max_position_embeddings=2048, bos_token_id=0, eos_token_id=1, pad_token_id=2)
+    model = AutoModelForCausalLM.from_config(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def corpus(n_docs: int = 2000) -> list[str]:
+    """Documents cycling through the tiny multilingual texts (content is irrelevant to speed)."""
+    texts = list(TEXTS.values())
+    return [texts[i % len(texts)] for i in range(n_docs)]

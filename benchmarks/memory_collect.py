@@ -1,0 +1,83 @@
+"""Peak memory of ``collect`` for N and for 10N tokens: it must not grow with the corpus.
+
+Each measurement runs in a fresh process (peak RSS only ever rises within one), on a small
+random LLaMA-architecture model, with the documents streamed from a generator so that the
+text itself is not held in memory either. Prints the peak RSS of both runs, the ratio, and
+the growth above the RSS right after loading the model.
+
+    python benchmarks/memory_collect.py [--chunks 32] [--seq-len 128] [--batch-size 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _current_rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def child(folder: str, tokens: int, seq_len: int, batch_size: int) -> None:
+    from _models import TEXTS
+    from lapelens import load_model
+    from lapelens.collect import collect
+
+    model = load_model(folder)
+    texts = list(TEXTS.values())
+
+    def documents():  # endless stream; collect stops at `tokens`
+        i = 0
+        while True:
+            yield f"{texts[i % len(texts)]} {i}"
+            i += 1
+
+    base = _current_rss_mb()
+    stats = collect(model, {"mix": documents()}, tokens_per_language=tokens, seq_len=seq_len,
+                    batch_size=batch_size, progress=False)
+    print(json.dumps({"tokens": int(stats.n[0]), "peak_mb": _peak_rss_mb(), "after_load_mb": base}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--chunks", type=int, default=32, help="N = chunks x seq-len tokens (default 32)")
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--child", nargs=2, metavar=("FOLDER", "TOKENS"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child[0], int(args.child[1]), args.seq_len, args.batch_size)
+        return
+
+    from _models import make_llama
+
+    n = args.chunks * args.seq_len
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = make_llama(Path(tmp) / "llama", n_layers=4, d_model=256, d_mlp=1024, n_heads=4)
+        runs = []
+        for tokens in (n, 10 * n):
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", str(folder), str(tokens), "--seq-len", str(args.seq_len),
+                 "--batch-size", str(args.batch_size)],
+                check=True, capture_output=True, text=True, cwd=Path(__file__).parent,
+            ).stdout
+            runs.append(json.loads(out.strip().splitlines()[-1]))
+    for r in runs:
+        print(f"{r['tokens']:>8} tokens: peak RSS {r['peak_mb']:8.1f} MB  (after model load {r['after_load_mb']:.1f} MB, "
+              f"growth during collect {r['peak_mb'] - r['after_load_mb']:+.1f} MB)")
+    ratio = runs[1]["peak_mb"] / runs[0]["peak_mb"]
+    print(f"peak RSS 10N / N = {ratio:.3f} (target < 1.05)")
+
+
+if __name__ == "__main__":
+    main()
