@@ -2,7 +2,7 @@
 
 Model: random LLaMA architecture, 12 layers, d_model 768, d_mlp 3072 (see ``_models.make_llama``),
 loaded with ``load_model``. The two measurements are interleaved so that background load hits
-both alike; the best and median of the repeats are printed. Target: collect >= 0.95x bare forward.
+both alike (alternating which runs first); the best and median of the repeats are printed. Target: collect >= 0.95x bare forward.
 
     python benchmarks/bench_collect.py [--chunks 16] [--seq-len 256] [--batch-size 8] [--repeats 3]
 """
@@ -50,8 +50,10 @@ def main() -> None:
 
     times: dict[str, list[float]] = {"bare forward": [], "collect": []}
     bare(), coll()  # warm-up
-    for _ in range(args.repeats):
-        for name, fn in (("bare forward", bare), ("collect", coll)):
+    pair = [("bare forward", bare), ("collect", coll)]
+    for r in range(args.repeats):
+        # Alternate which goes first (ABBA...), so that a drifting background load favours neither.
+        for name, fn in (pair if r % 2 == 0 else pair[::-1]):
             t = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t)
