@@ -19,7 +19,7 @@ import torch
 
 from _models import corpus, make_llama
 from lapelens import load_model
-from lapelens.collect import collect_chunks, pack_chunks
+from lapelens.activations import collect_chunks, pack_chunks
 
 
 def main() -> None:

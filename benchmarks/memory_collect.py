@@ -31,7 +31,7 @@ def _current_rss_mb() -> float:
 def child(folder: str, tokens: int, seq_len: int, batch_size: int) -> None:
     from _models import TEXTS
     from lapelens import load_model
-    from lapelens.collect import collect
+    from lapelens.activations import collect
 
     model = load_model(folder)
     texts = list(TEXTS.values())

@@ -106,7 +106,7 @@ def reproduce(cfg: ReproduceConfig) -> dict:
     """Run the pipeline; returns the headline numbers (also written to ``summary.json``/``summary.md``)."""
     import torch
 
-    from lapelens.collect import collect, collect_sentence_means
+    from lapelens.activations import collect, collect_sentence_means
     from lapelens.corpus import load_corpus, load_parallel
     from lapelens.evaluate.generation import (GenerationResult, Sampling, generation_under_deactivation,
                                               kojima_pinning, prompted_steering, unconditional_steering)

@@ -213,7 +213,7 @@ def sentence_embeddings(
     masked out of attention and out of the means. Only the per-text means are kept:
     ``[lang, text, layer, d_model]`` floats, never per-token states beyond one batch.
     """
-    from lapelens.collect import separator_id
+    from lapelens.activations import separator_id
 
     langs = list(parallel.columns) if languages is None else list(dict.fromkeys(languages))
     missing = [lang for lang in langs if lang not in parallel.columns]

@@ -43,6 +43,8 @@ class TrainConfig:
     corpus: str = EMBEDDED
     """Corpus name or folder (see ``lapelens.load_corpus``); its train and valid splits are used."""
     languages: tuple[str, ...] = PAPER_LANGUAGES
+    init_from: str = ""
+    """Continue from this HF folder (or 'embedded'): its tokenizer and weights instead of new ones."""
     vocab_size: int = 8192
     tokenizer_chars_per_language: int = 600_000
     """Characters of each language the tokenizer is trained on (equal amounts: a balanced vocabulary)."""
@@ -100,8 +102,8 @@ def train_tokenizer(texts_by_language: Mapping[str, Sequence[str]], vocab_size: 
 
 # ---- data ------------------------------------------------------------------------------------
 def pack_languages(tokenizer: Any, texts_by_language: Mapping[str, Sequence[str]], seq_len: int) -> dict[str, Tensor]:
-    """Every language's documents as BOS-separated ``seq_len`` chunks (see ``lapelens.collect``)."""
-    from lapelens.collect import pack_chunks
+    """Every language's documents as BOS-separated ``seq_len`` chunks (see ``lapelens.activations``)."""
+    from lapelens.activations import pack_chunks
 
     return {lang: pack_chunks(tokenizer, docs, seq_len) for lang, docs in texts_by_language.items()}
 
@@ -238,14 +240,25 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     train_docs = load_corpus(cfg.corpus, split="train", languages=list(cfg.languages))
     valid_docs = load_corpus(cfg.corpus, split="valid", languages=list(cfg.languages))
-    tokenizer = train_tokenizer(train_docs, cfg.vocab_size, cfg.tokenizer_chars_per_language)
+    if cfg.init_from:
+        from transformers import AutoTokenizer
+
+        from lapelens.models import embedded_model_dir
+
+        source = embedded_model_dir() if cfg.init_from == EMBEDDED else Path(cfg.init_from)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    else:
+        tokenizer = train_tokenizer(train_docs, cfg.vocab_size, cfg.tokenizer_chars_per_language)
     train_chunks = pack_languages(tokenizer, train_docs, cfg.seq_len)
     valid_chunks = pack_languages(tokenizer, valid_docs, cfg.seq_len)
     data_summary = {l: {"train_tokens": int(train_chunks[l].numel()), "valid_tokens": int(valid_chunks[l].numel())}
                     for l in cfg.languages}
     print("tokens per language:", json.dumps(data_summary))
 
-    model = LlamaForCausalLM(llama_config(cfg, tokenizer))
+    if cfg.init_from:
+        model = LlamaForCausalLM.from_pretrained(source, dtype=torch.float32)
+    else:
+        model = LlamaForCausalLM(llama_config(cfg, tokenizer))
     n_params = sum(p.numel() for p in model.parameters())
     eval_sets = {l: c[: cfg.eval_chunks_per_language] for l, c in valid_chunks.items()}
 
@@ -327,7 +340,7 @@ def continue_training(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lapelens.collect import pack_chunks
+    from lapelens.activations import pack_chunks
 
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

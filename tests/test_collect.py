@@ -7,7 +7,7 @@ import torch
 
 from lapelens import LapelensError, load_model, neuron_spec
 from lapelens.cli import main
-from lapelens.collect import (
+from lapelens.activations import (
     NeuronAccumulator, collect, collect_chunks, collect_sentence_means, iter_chunks, pack_chunks, separator_id,
 )
 from tiny import ARCHS, TEXTS, tiny_tokenizer
@@ -185,7 +185,7 @@ def _state_bytes(obj):
 
 
 def test_accumulator_matches_direct_sums_and_holds_no_per_token_state(monkeypatch):
-    import lapelens.collect as lc
+    import lapelens.activations as lc
 
     monkeypatch.setattr(lc, "_BLOCK_BYTES", 4 * 64 * 50)  # 50 rows per block: exercise the block loop
     spec = lc.NeuronSpec(n_layers=2, d_mlp=64, gated=True, act_name="silu")

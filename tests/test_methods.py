@@ -384,7 +384,7 @@ def test_ap_chunking_gives_the_same_result(monkeypatch):
 
 def test_pv_with_real_tuning_runs(tmp_path):
     pytest.importorskip("lapelens.train")
-    pytest.importorskip("lapelens.collect")  # continue_training packs text with it
+    import lapelens.activations  # noqa: F401  (continue_training packs text with it)
     from tiny import TEXTS, make_tiny_model
 
     base = make_tiny_model("llama", tmp_path / "base", n_layers=1, d_model=16, d_mlp=32)

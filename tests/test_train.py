@@ -91,3 +91,13 @@ def test_unigram_nll_golden():
     valid = torch.tensor([[0, 1, 2]])
     expected = -(math.log(2 / 6) + math.log(1 / 6)) / 2
     assert unigram_nll(train_chunks, valid, 3) == pytest.approx(expected)
+
+
+def test_init_from_continues_an_existing_model(folder_corpus, tmp_path):
+    first = train(_cfg(folder_corpus, tmp_path / "first", steps=20, eval_every=0))
+    more = train(_cfg(folder_corpus, tmp_path / "more", steps=10, eval_every=0, init_from=str(first), lr=1e-3))
+    a = json.loads((first / "train_log.jsonl").read_text().splitlines()[0])
+    b = json.loads((more / "train_log.jsonl").read_text().splitlines()[0])
+    # The continued run starts from the trained weights, so its first loss is far below a fresh start's.
+    assert b["train_loss"] < a["train_loss"] - 1.0
+    assert (more / "tokenizer.json").read_text() == (first / "tokenizer.json").read_text()

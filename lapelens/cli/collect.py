@@ -12,7 +12,7 @@ _DTYPES = ("float32", "bfloat16", "float16")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from lapelens.collect import DEFAULT_BATCH_SIZE, DEFAULT_SENTENCE_TOKENS, DEFAULT_SEQ_LEN
+    from lapelens.activations import DEFAULT_BATCH_SIZE, DEFAULT_SENTENCE_TOKENS, DEFAULT_SEQ_LEN
 
     parser = subparsers.add_parser(
         "collect",
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> None:
 def _run(args: argparse.Namespace) -> None:
     import torch
 
-    from lapelens.collect import collect, collect_sentence_means
+    from lapelens.activations import collect, collect_sentence_means
     from lapelens.corpus import load_corpus
     from lapelens.models import load_model
 
