@@ -1,0 +1,85 @@
+"""Pieces shared by the evaluation commands (perturb, sweep, steer, generate)."""
+
+from __future__ import annotations
+
+import argparse
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from lapelens.constants import EMBEDDED, PARAMS_TENSORS
+from lapelens.errors import LapelensError
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=EMBEDDED, help="Hub name, local HF folder, or 'embedded' (default).")
+    parser.add_argument("--device", default="cpu", help="Torch device (default: cpu).")
+    parser.add_argument("--quiet", action="store_true", help="No progress bars.")
+
+
+def add_corpus_args(parser: argparse.ArgumentParser, tokens_default: int) -> None:
+    parser.add_argument("--corpus", default=EMBEDDED,
+                        help="Held-out text: 'embedded' (default), 'wikipedia', or a folder of {lang}.valid.txt files.")
+    parser.add_argument("--split", default="valid", help="Corpus split to evaluate on (default: valid).")
+    parser.add_argument("--languages", help="Comma-separated evaluation languages (default: those of the neuron set).")
+    parser.add_argument("--tokens-per-language", type=int, default=tokens_default,
+                        help=f"Evaluation tokens per language, rounded down to whole chunks (default: {tokens_default}).")
+    parser.add_argument("--seq-len", type=int, default=None, help="Tokens per chunk (default: as `lapelens collect`).")
+    parser.add_argument("--batch-size", type=int, default=None, help="Chunks per forward pass.")
+    parser.add_argument("--n-boot", type=int, default=1000, help="Bootstrap resamples for the 95%% intervals (1000).")
+    parser.add_argument("--seed", type=int, default=0, help="Bootstrap seed (0).")
+
+
+def split_list(text: str | None, flag: str) -> list[str] | None:
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise LapelensError(f"{flag} is empty: give comma-separated values.")
+    return items
+
+
+def positive(value: int | None, flag: str) -> None:
+    if value is not None and value < 1:
+        raise LapelensError(f"{flag} must be a positive number, got {value}.")
+
+
+def load_perturbation(path: Path, model: Any) -> Any:
+    """A PV parameter-mask folder, a lapelens neuron folder, or an official ``.pth`` mask file."""
+    from lapelens.models import neuron_spec
+    from lapelens.neurons import load_neurons
+
+    if path.is_dir() and (path / PARAMS_TENSORS).is_file():
+        from lapelens.methods.pv import ParameterMask
+
+        return ParameterMask.load(path)
+    return load_neurons(path, d_mlp=neuron_spec(model).d_mlp if not path.is_dir() else None)
+
+
+def load_model_quietly(args: argparse.Namespace) -> Any:
+    from lapelens.models import load_model
+
+    return load_model(args.model, device=args.device)
+
+
+@contextmanager
+def quiet_transformers(quiet: bool) -> Iterator[None]:
+    """Silence transformers' weight-loading bar with ``--quiet``."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    if quiet:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
+def print_frame(title: str, frame: Any, percent: bool = False) -> None:
+    import pandas as pd
+
+    with pd.option_context("display.width", 200, "display.max_columns", 50):
+        shown = (frame * 100).round(2) if percent else frame.round(4) if hasattr(frame, "round") else frame
+        print(f"\n{title}\n{shown.to_string()}")

@@ -1,0 +1,72 @@
+"""``lapelens generate``: generation in a language with its neurons deactivated (Tang et al., Tables 1-2)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lapelens.cli._evaluation import add_model_args, load_model_quietly, positive, print_frame, quiet_transformers, split_list
+from lapelens.cli.steer import add_sampling_args, sampling_from
+from lapelens.constants import EMBEDDED
+from lapelens.errors import LapelensError
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "generate",
+        help="Generate with a language's neurons deactivated: share in the prompt's language and PPL (Tables 1-2).",
+        description="For each language: the first --n-prompts rows of a parallel corpus, cut to --prompt-tokens, "
+        "continued normally, with the language's neurons deactivated, and with random neurons of the same sizes "
+        "deactivated (--random-neurons, or drawn with --random-seed from --stats). Reports the share of outputs "
+        "detected (langdetect) in the prompt's language and the perplexity of the outputs under the unperturbed model.",
+    )
+    parser.add_argument("--neurons", type=Path, required=True, help="Neuron folder or official .pth mask.")
+    parser.add_argument("--random-neurons", type=Path, help="Random baseline neuron set (e.g. `lapelens identify --method random`).")
+    parser.add_argument("--random-seed", type=int, default=None,
+                        help="Without --random-neurons: draw random neurons with the same counts, with this seed.")
+    parser.add_argument("--languages", help="Comma-separated languages (default: all of the neuron set).")
+    parser.add_argument("--parallel", default=EMBEDDED, help="Prompts: parallel corpus, 'embedded' (default) or 'flores'.")
+    parser.add_argument("--parallel-split", default="valid", help="Split of the parallel corpus (valid).")
+    parser.add_argument("--n-prompts", type=int, default=20, help="Prompts per language (20).")
+    parser.add_argument("--prompt-tokens", type=int, default=32, help="Tokens kept of each prompt (32).")
+    add_sampling_args(parser, greedy_default=True)
+    add_model_args(parser)
+    parser.add_argument("--out", type=Path, required=True, help="Folder for the result (summary.csv, samples.jsonl).")
+    parser.add_argument("--figure", type=Path, help="Also write a bar chart as HTML to this file.")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> None:
+    from lapelens.corpus import load_parallel
+    from lapelens.evaluate.generation import generation_under_deactivation
+    from lapelens.models import neuron_spec
+    from lapelens.neurons import load_neurons
+
+    sampling = sampling_from(args, greedy_default=True)
+    positive(args.n_prompts, "--n-prompts")
+    positive(args.prompt_tokens, "--prompt-tokens")
+    with quiet_transformers(args.quiet):
+        model = load_model_quietly(args)
+    d_mlp = neuron_spec(model).d_mlp
+    neurons = load_neurons(args.neurons, d_mlp=None if args.neurons.is_dir() else d_mlp)
+    random = None
+    if args.random_neurons is not None:
+        random = load_neurons(args.random_neurons, languages=neurons.languages if not args.random_neurons.is_dir() else None,
+                              d_mlp=None if args.random_neurons.is_dir() else d_mlp)
+    elif args.random_seed is not None:
+        from lapelens.methods import identify
+
+        random = identify(neurons, "random", seed=args.random_seed)
+    languages = split_list(args.languages, "--languages") or list(neurons.languages)
+    parallel = load_parallel(args.parallel, split=args.parallel_split, languages=languages)
+    if len(parallel) < args.n_prompts:
+        raise LapelensError(f"The parallel corpus has {len(parallel)} aligned rows, fewer than --n-prompts {args.n_prompts}.")
+    prompts = {lang: list(parallel[lang].iloc[:args.n_prompts]) for lang in languages}
+    result = generation_under_deactivation(model, neurons, prompts, random, args.prompt_tokens, sampling)
+    result.save(args.out)
+    print_frame(f"Generation with a language's {neurons.method} neurons deactivated", result.summary)
+    if args.figure:
+        args.figure.parent.mkdir(parents=True, exist_ok=True)
+        result.figure().write_html(str(args.figure))
+    print(f"\nwrote {args.out}")

@@ -1,0 +1,116 @@
+"""``lapelens steer``: steer the output language by activating a language's neurons."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lapelens.cli._evaluation import add_model_args, load_model_quietly, positive, print_frame, quiet_transformers, split_list
+from lapelens.constants import EMBEDDED
+from lapelens.errors import LapelensError
+
+MODES = ("unconditional", "prompted", "kojima")
+
+
+def add_sampling_args(parser: argparse.ArgumentParser, greedy_default: bool) -> None:
+    parser.add_argument("--max-new-tokens", type=int, default=48, help="Tokens generated per sample (48).")
+    if greedy_default:
+        parser.add_argument("--sample", action="store_true", help="Sample instead of greedy decoding (default: greedy, "
+                            "repetition penalty 1.1, as the official generation script).")
+    else:
+        parser.add_argument("--greedy", action="store_true", help="Greedy decoding (default: sampling).")
+    parser.add_argument("--temperature", type=float, default=1.0, help="Sampling temperature (1.0).")
+    parser.add_argument("--top-k", type=int, default=None, help="Sample from the top k tokens only.")
+    parser.add_argument("--top-p", type=float, default=None, help="Nucleus sampling mass.")
+    parser.add_argument("--repetition-penalty", type=float, default=None,
+                        help="HF-style repetition penalty (default: 1.1 greedy, 1.0 sampling).")
+    parser.add_argument("--seed", type=int, default=0, help="Sampling seed, the same for every condition (0).")
+    parser.add_argument("--batch-size", type=int, default=50, help="Sequences generated at once (50).")
+
+
+def sampling_from(args: argparse.Namespace, greedy_default: bool):
+    from lapelens.evaluate.generation import Sampling
+
+    greedy = (not args.sample) if greedy_default else args.greedy
+    positive(args.max_new_tokens, "--max-new-tokens")
+    positive(args.batch_size, "--batch-size")
+    penalty = args.repetition_penalty if args.repetition_penalty is not None else (1.1 if greedy else 1.0)
+    return Sampling(max_new_tokens=args.max_new_tokens, do_sample=not greedy, temperature=args.temperature,
+                    top_k=args.top_k, top_p=args.top_p, repetition_penalty=penalty, seed=args.seed,
+                    batch_size=args.batch_size)
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "steer",
+        help="Language of generations with a language's neurons activated (Tang et al., Tables 4-5; Kojima et al.).",
+        description="unconditional: --samples generations from BOS alone, before and with each target's neurons set "
+        "to their mean activation on that language (from --stats); share detected (langdetect) as the target. "
+        "prompted: prompts in each source language from a parallel corpus; share in the target language before, "
+        "steered, and with the source's neurons also deactivated. kojima: like unconditional, with AP neurons "
+        "pinned to their medians (no --stats needed).",
+    )
+    parser.add_argument("--mode", choices=MODES, default="unconditional", help="Setting (default: unconditional).")
+    parser.add_argument("--neurons", type=Path, required=True, help="Neuron folder or official .pth mask.")
+    parser.add_argument("--stats", type=Path, help="Statistics folder: the mean activations to set (unconditional, prompted).")
+    parser.add_argument("--languages", help="Comma-separated target languages (default: all of the neuron set).")
+    parser.add_argument("--scale", type=float, default=1.0, help="Multiply the mean activation by this (1.0: the paper).")
+    parser.add_argument("--samples", type=int, default=100, help="unconditional/kojima: generations per condition (100).")
+    parser.add_argument("--parallel", default=EMBEDDED, help="prompted: parallel corpus, 'embedded' (default) or 'flores'.")
+    parser.add_argument("--parallel-split", default="valid", help="prompted: split of the parallel corpus (valid).")
+    parser.add_argument("--sources", help="prompted: comma-separated source languages (default: --languages).")
+    parser.add_argument("--n-prompts", type=int, default=20, help="prompted: prompts per source language (20).")
+    parser.add_argument("--prompt-tokens", type=int, default=32, help="prompted: tokens kept of each prompt (32).")
+    add_sampling_args(parser, greedy_default=False)
+    add_model_args(parser)
+    parser.add_argument("--out", type=Path, required=True, help="Folder for the result (summary.csv, samples.jsonl).")
+    parser.add_argument("--figure", type=Path, help="Also write a bar chart as HTML to this file.")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> None:
+    from lapelens.evaluate import generation as gen
+    from lapelens.neurons import load_neurons
+
+    sampling = sampling_from(args, greedy_default=False)
+    positive(args.samples, "--samples")
+    positive(args.n_prompts, "--n-prompts")
+    positive(args.prompt_tokens, "--prompt-tokens")
+    stats = None
+    if args.mode != "kojima":
+        if args.stats is None:
+            raise LapelensError(f"--mode {args.mode} sets neurons to their mean activation: give --stats FOLDER.")
+        from lapelens.cli.identify import load_stats
+
+        stats = load_stats(args.stats)
+    with quiet_transformers(args.quiet):
+        model = load_model_quietly(args)
+    from lapelens.models import neuron_spec
+
+    neurons = load_neurons(args.neurons, d_mlp=None if args.neurons.is_dir() else neuron_spec(model).d_mlp)
+    languages = split_list(args.languages, "--languages") or list(neurons.languages)
+    if args.mode == "unconditional":
+        result = gen.unconditional_steering(model, neurons, stats, languages, args.samples, args.scale, sampling)
+    elif args.mode == "kojima":
+        result = gen.kojima_pinning(model, neurons, languages, args.samples, sampling)
+    else:
+        from lapelens.corpus import load_parallel
+
+        sources = split_list(args.sources, "--sources") or languages
+        parallel = load_parallel(args.parallel, split=args.parallel_split, languages=sorted(set(sources) | set(languages),
+                                                                                              key=(sources + languages).index))
+        result = gen.prompted_steering(model, neurons, stats, parallel, sources, languages, args.n_prompts,
+                                       args.prompt_tokens, args.scale, sampling)
+    result.save(args.out)
+    print_frame(f"{result.meta['experiment']} ({neurons.method} neurons): share of outputs in the target language",
+                result.summary)
+    if args.mode != "prompted":
+        counts = result.samples.groupby("condition")["detected"].value_counts().unstack(fill_value=0)
+        print_frame("Detected languages per condition (counts)", counts)
+        reached = int((result.summary["after"] >= 0.8).sum())
+        print(f"\ntargets with share >= 0.8 after the intervention: {reached} of {len(result.summary)}")
+    if args.figure:
+        args.figure.parent.mkdir(parents=True, exist_ok=True)
+        result.figure().write_html(str(args.figure))
+    print(f"\nwrote {args.out}")

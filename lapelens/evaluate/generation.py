@@ -1,0 +1,379 @@
+"""Generation under interventions, scored by the language of the output.
+
+- :func:`unconditional_steering` — Kojima et al.'s setting: samples from BOS alone, before and
+  after activating a target language's neurons; share of outputs detected as the target.
+- :func:`kojima_pinning` — the same with AP neurons pinned to their target-language medians.
+- :func:`prompted_steering` — Tang et al., Tables 4 and 5: prompts in a source language (from a
+  parallel corpus), the target language's neurons activated (optionally the source's
+  deactivated); share of outputs in the target language.
+- :func:`generation_under_deactivation` — Tang et al., Tables 1 and 2: prompts in a language,
+  normally / with its neurons deactivated / with random neurons of the same sizes deactivated;
+  share of outputs in the prompt's language and their perplexity under the unperturbed model.
+
+The language of a text is :func:`lapelens.langid.detect_language` (langdetect, the paper's tool).
+Sampling is seeded, and every condition of an experiment uses the same seed, so conditions differ
+by the intervention and not by the random draws.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from lapelens._compat import fix_bridge_kv_cache
+from lapelens._version import __version__
+from lapelens.errors import LapelensError
+from lapelens.interventions import deactivate, neuron_mask, pin_to_median, steer
+from lapelens.neurons import LanguageNeurons
+from lapelens.stats import ActivationStats
+
+BEFORE = "before"
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to generate. The defaults sample (Kojima et al.'s unconditional setting);
+    ``Sampling.greedy()`` is the official generation script's (greedy, repetition penalty 1.1)."""
+
+    max_new_tokens: int = 48
+    do_sample: bool = True
+    temperature: float | int = 1.0
+    top_k: int | None = None
+    top_p: float | int | None = None
+    repetition_penalty: float | int = 1.0
+    seed: int = 0
+    batch_size: int = 50
+
+    @classmethod
+    def greedy(cls, **kw: Any) -> "Sampling":
+        return cls(**{"do_sample": False, "repetition_penalty": 1.1, **kw})
+
+
+# ---- generating --------------------------------------------------------------------------------
+def _special_ids(tokenizer: Any) -> tuple[int, int | None, int]:
+    from lapelens.activations import separator_id
+
+    bos = separator_id(tokenizer)
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos if eos is not None else bos)
+    return bos, eos, pad
+
+
+def encode_prompts(model: Any, prompts: Sequence[str], max_tokens: int | None = None) -> list[list[int]]:
+    """BOS + the first ``max_tokens`` tokens of each prompt (``[BOS]`` alone for an empty prompt)."""
+    bos, _, _ = _special_ids(model.tokenizer)
+    ids = model.tokenizer(list(prompts), add_special_tokens=False)["input_ids"] if prompts else []
+    return [[bos] + (list(i)[:max_tokens] if max_tokens else list(i)) for i in ids]
+
+
+@torch.inference_mode()
+def generate_ids(model: Any, prompts: Sequence[Sequence[int]], sampling: Sampling = Sampling()) -> list[list[int]]:
+    """New token ids for each prompt (token ids), up to and excluding the first EOS.
+
+    Prompts are left-padded into batches of ``sampling.batch_size`` (with an attention mask);
+    whatever interventions are active on ``model`` apply. The global torch RNG is left as it was.
+    """
+    fix_bridge_kv_cache()  # without it cached decoding ignores the context (lapelens._compat)
+    _, eos, pad = _special_ids(model.tokenizer)
+    device = next(model.parameters()).device
+    out: list[list[int]] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(sampling.seed)
+        for start in range(0, len(prompts), sampling.batch_size):
+            group = [list(p) for p in prompts[start:start + sampling.batch_size]]
+            if any(not p for p in group):
+                raise LapelensError("Every prompt needs at least one token (BOS).")
+            width = max(len(p) for p in group)
+            tokens = torch.full((len(group), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(group), width), dtype=torch.long)
+            for row, p in enumerate(group):
+                tokens[row, width - len(p):] = torch.tensor(p)
+                mask[row, width - len(p):] = 1
+            kwargs = {"attention_mask": mask.to(device)} if not bool(mask.all()) else {}
+            result = model.generate(
+                tokens.to(device), max_new_tokens=sampling.max_new_tokens, do_sample=sampling.do_sample,
+                temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p,
+                repetition_penalty=sampling.repetition_penalty, stop_at_eos=eos is not None, eos_token_id=eos,
+                verbose=False, **kwargs,
+            )
+            for row in result[:, width:].tolist():
+                out.append(row[:row.index(eos)] if eos is not None and eos in row else row)
+    return out
+
+
+def _decode(model: Any, ids: Sequence[Sequence[int]]) -> list[str]:
+    return [model.tokenizer.decode(i, skip_special_tokens=True).strip() for i in ids]
+
+
+@torch.inference_mode()
+def continuation_nll(model: Any, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]],
+                     batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Summed NLL and token count of each continuation given its prompt, under ``model`` as it is
+    now (call it outside any intervention for the unperturbed model)."""
+    _, _, pad = _special_ids(model.tokenizer)
+    device = next(model.parameters()).device
+    nll, count = np.zeros(len(prompts)), np.zeros(len(prompts), dtype=np.int64)
+    for start in range(0, len(prompts), batch_size):
+        group = list(zip(prompts[start:start + batch_size], continuations[start:start + batch_size]))
+        width = max(len(p) + len(c) for p, c in group)
+        # Right padding needs no attention mask: real tokens never attend to later positions.
+        tokens = torch.full((len(group), width), pad, dtype=torch.long)
+        targets = torch.full((len(group), width), -100, dtype=torch.long)
+        for row, (p, c) in enumerate(group):
+            seq = list(p) + list(c)
+            tokens[row, :len(seq)] = torch.tensor(seq)
+            if c:  # position t predicts token t + 1: the continuation's tokens are predicted from len(p) - 1 on
+                targets[row, len(p) - 1:len(seq) - 1] = torch.tensor(list(c))
+        logits = model(tokens.to(device), return_type="logits", use_cache=False)
+        token_nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.to(device).reshape(-1),
+                                    reduction="none").view(targets.shape)
+        nll[start:start + len(group)] = token_nll.double().sum(dim=1).cpu().numpy()
+        count[start:start + len(group)] = (targets != -100).sum(dim=1).numpy()
+    return nll, count
+
+
+def _run(model: Any, condition: Callable[[], AbstractContextManager], prompts: list[list[int]],
+         sampling: Sampling) -> tuple[list[list[int]], list[str], list[str]]:
+    from lapelens.langid import detect_languages
+
+    with condition():
+        ids = generate_ids(model, prompts, sampling)
+    texts = _decode(model, ids)
+    return ids, texts, detect_languages(texts)
+
+
+# ---- results -----------------------------------------------------------------------------------
+@dataclass
+class GenerationResult:
+    """A summary table (rows named, e.g. by target language) and every generated text."""
+
+    summary: pd.DataFrame
+    samples: pd.DataFrame
+    meta: dict = field(default_factory=dict)
+
+    def figure(self, columns: Sequence[Any] | None = None) -> Any:
+        """Grouped bars of the share columns (``meta["share_columns"]``, or ``columns``), one group per row."""
+        import plotly.graph_objects as go
+
+        cols = list(columns) if columns is not None else [tuple(c) if isinstance(c, list) else c for c in self.meta.get("share_columns", [])]
+        index = [" → ".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in self.summary.index]
+        bars = [go.Bar(name=" / ".join(map(str, c)) if isinstance(c, tuple) else str(c), x=index, y=self.summary[c]) for c in cols]
+        fig = go.Figure(bars)
+        fig.update_layout(barmode="group", title=self.meta.get("experiment", "generation"),
+                          yaxis_title="share of outputs", yaxis_range=[0, 1])
+        return fig
+
+    def save(self, path: str | Path) -> Path:
+        """A folder: ``summary.csv``, ``samples.jsonl`` (one generated text per line), ``generation.json``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.summary.to_csv(path / "summary.csv", float_format="%.10g")
+        self.samples.to_json(path / "samples.jsonl", orient="records", lines=True, force_ascii=False)
+        meta = {"lapelens_version": __version__, **self.meta,
+                "index": list(self.summary.index.names), "header_rows": self.summary.columns.nlevels}
+        (path / "generation.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "GenerationResult":
+        path = Path(path)
+        if not (path / "generation.json").is_file():
+            raise LapelensError(f"{path} is not a generation result (no generation.json).")
+        meta = json.loads((path / "generation.json").read_text())
+        index, header = meta.pop("index"), meta.pop("header_rows")
+        summary = pd.read_csv(path / "summary.csv", index_col=list(range(len(index))), header=list(range(header)),
+                              keep_default_na=False, na_values=[""])
+        samples = pd.read_json(path / "samples.jsonl", orient="records", lines=True, dtype=False)
+        return cls(summary, samples, meta)
+
+
+def _sampling_meta(model: Any, sampling: Sampling, **kw: Any) -> dict:
+    return {"model": str(getattr(model.cfg, "model_name", "?")), "sampling": dataclasses.asdict(sampling), **kw}
+
+
+# ---- unconditional (Kojima et al.) ---------------------------------------------------------------
+def unconditional_shares(
+    model: Any,
+    conditions: Mapping[str, Callable[[], AbstractContextManager]],
+    n_samples: int = 100,
+    sampling: Sampling = Sampling(),
+    experiment: str = "unconditional",
+    meta: dict | None = None,
+) -> GenerationResult:
+    """``n_samples`` generations from BOS alone without intervention and under each condition
+    (keyed by its target language); share of outputs detected as the target, before and after."""
+    if n_samples < 1:
+        raise LapelensError(f"n_samples must be at least 1, got {n_samples}.")
+    prompts = encode_prompts(model, [""] * n_samples)
+    _, base_texts, base_langs = _run(model, nullcontext, prompts, sampling)
+    rows, samples = [], []
+    samples += [{"condition": BEFORE, "sample": i, "text": t, "detected": d} for i, (t, d) in enumerate(zip(base_texts, base_langs))]
+    for target, condition in conditions.items():
+        _, texts, langs = _run(model, condition, prompts, sampling)
+        samples += [{"condition": target, "sample": i, "text": t, "detected": d} for i, (t, d) in enumerate(zip(texts, langs))]
+        rows.append({"target": target, BEFORE: float(np.mean([l == target for l in base_langs])),
+                     "after": float(np.mean([l == target for l in langs])), "n_samples": n_samples})
+    summary = pd.DataFrame(rows).set_index("target")
+    summary.columns.name = "share in target"
+    return GenerationResult(summary, pd.DataFrame(samples),
+                            _sampling_meta(model, sampling, experiment=experiment, n_samples=n_samples,
+                                           share_columns=[BEFORE, "after"], **(meta or {})))
+
+
+def unconditional_steering(
+    model: Any,
+    neurons: LanguageNeurons,
+    stats: ActivationStats,
+    languages: Sequence[str] | None = None,
+    n_samples: int = 100,
+    scale: float | int = 1.0,
+    sampling: Sampling = Sampling(),
+) -> GenerationResult:
+    """Generations from BOS with each target's neurons set to their mean activation (``steer``)."""
+    langs = list(languages or neurons.languages)
+    for lang in langs:
+        neuron_mask(model, neurons, lang)
+        stats.lang_index(lang)
+    conditions = {l: (lambda l=l: steer(model, neurons, l, stats, scale)) for l in langs}
+    return unconditional_shares(model, conditions, n_samples, sampling, "unconditional steering",
+                                {"method": neurons.method, "scale": scale, "neurons": {l: neurons.count(l) for l in langs}})
+
+
+def kojima_pinning(
+    model: Any,
+    ap_neurons: LanguageNeurons,
+    languages: Sequence[str] | None = None,
+    n_samples: int = 100,
+    sampling: Sampling = Sampling(),
+) -> GenerationResult:
+    """Kojima et al.: each target's top-k and bottom-k AP neurons pinned to their medians."""
+    langs = list(languages or ap_neurons.languages)
+    if "median" not in ap_neurons.values:
+        raise LapelensError("kojima_pinning needs AP neurons with 'median' values (identify(sentences, 'ap')).")
+    for lang in langs:
+        neuron_mask(model, ap_neurons, lang)
+    conditions = {l: (lambda l=l: pin_to_median(model, ap_neurons, l)) for l in langs}
+    return unconditional_shares(model, conditions, n_samples, sampling, "Kojima median pinning",
+                                {"method": ap_neurons.method, "neurons": {l: ap_neurons.count(l) for l in langs}})
+
+
+# ---- prompted steering (Tang et al., Tables 4 and 5) ----------------------------------------------
+def prompted_steering(
+    model: Any,
+    neurons: LanguageNeurons,
+    stats: ActivationStats,
+    parallel: pd.DataFrame,
+    sources: Sequence[str] | None = None,
+    targets: Sequence[str] | None = None,
+    n_prompts: int = 20,
+    prompt_tokens: int = 32,
+    scale: float | int = 1.0,
+    sampling: Sampling = Sampling(),
+) -> GenerationResult:
+    """For each (source, target): the share of outputs in the target language when prompting in
+    the source language ``before`` any intervention, ``steered`` (target's neurons activated) and
+    ``deactivated_and_steered`` (source's neurons also deactivated, the cross-lingual setting).
+
+    ``parallel`` has one column per language (``load_parallel``); the first ``n_prompts`` rows,
+    cut to ``prompt_tokens`` tokens, are the prompts, so every source uses the same content.
+    """
+    langs = [l for l in parallel.columns if l in neurons.languages]
+    sources = list(sources or langs)
+    targets = list(targets or langs)
+    for lang in set(sources) | set(targets):
+        if lang not in parallel.columns:
+            raise LapelensError(f"The parallel corpus has no {lang!r} column (it has {list(parallel.columns)}).")
+        neuron_mask(model, neurons, lang)
+        stats.lang_index(lang)
+    if len(parallel) < 1 or n_prompts < 1:
+        raise LapelensError("No prompts: the parallel corpus is empty or n_prompts < 1.")
+    rows, samples = [], []
+    for src in sources:
+        texts_in = list(parallel[src].iloc[:n_prompts])
+        prompts = encode_prompts(model, texts_in, prompt_tokens)
+        _, base_texts, base_langs = _run(model, nullcontext, prompts, sampling)
+        samples += [{"source": src, "target": None, "condition": BEFORE, "prompt": p, "text": t, "detected": d}
+                    for p, t, d in zip(texts_in, base_texts, base_langs)]
+        for tgt in targets:
+            if tgt == src:
+                continue
+            row = {"source": src, "target": tgt, BEFORE: float(np.mean([l == tgt for l in base_langs]))}
+            conditions = {
+                "steered": lambda: steer(model, neurons, tgt, stats, scale),
+                "deactivated_and_steered": lambda: _both(deactivate(model, neurons, src), steer(model, neurons, tgt, stats, scale)),
+            }
+            for name, cond in conditions.items():
+                _, texts, detected = _run(model, cond, prompts, sampling)
+                row[name] = float(np.mean([l == tgt for l in detected]))
+                row[f"{name}_in_source"] = float(np.mean([l == src for l in detected]))
+                samples += [{"source": src, "target": tgt, "condition": name, "prompt": p, "text": t, "detected": d}
+                            for p, t, d in zip(texts_in, texts, detected)]
+            row["before_in_source"] = float(np.mean([l == src for l in base_langs]))
+            row["n_prompts"] = len(prompts)
+            rows.append(row)
+    summary = pd.DataFrame(rows).set_index(["source", "target"])
+    summary.columns.name = "share"
+    return GenerationResult(summary, pd.DataFrame(samples), _sampling_meta(
+        model, sampling, experiment="prompted steering", method=neurons.method, scale=scale,
+        n_prompts=n_prompts, prompt_tokens=prompt_tokens, share_columns=[BEFORE, "steered", "deactivated_and_steered"]))
+
+
+@contextmanager
+def _both(first: AbstractContextManager, second: AbstractContextManager) -> Iterator[None]:
+    """Both contexts, in order: the second's hooks act on the output of the first's."""
+    with first, second:
+        yield
+
+
+# ---- generation with a language deactivated (Tang et al., Tables 1 and 2) -------------------------
+def generation_under_deactivation(
+    model: Any,
+    neurons: LanguageNeurons,
+    prompts: Mapping[str, Sequence[str]],
+    random_neurons: LanguageNeurons | None = None,
+    prompt_tokens: int = 32,
+    sampling: Sampling = Sampling.greedy(),
+) -> GenerationResult:
+    """For each language: prompts in it, generated ``normal``-ly, with its neurons ``deactivated``,
+    and (if given) with ``random`` neurons of the same sizes deactivated. Reports the share of
+    outputs detected in the prompt's language and the perplexity of the outputs (token-weighted
+    over all outputs) under the unperturbed model."""
+    conditions: dict[str, Callable[[str], AbstractContextManager]] = {
+        "normal": lambda lang: nullcontext(),
+        "deactivated": lambda lang: deactivate(model, neurons, lang),
+    }
+    if random_neurons is not None:
+        conditions["random"] = lambda lang: deactivate(model, random_neurons, lang)
+    for lang in prompts:
+        neuron_mask(model, neurons, lang)
+        if random_neurons is not None:
+            neuron_mask(model, random_neurons, lang)
+    rows, samples = {}, []
+    for lang, texts_in in prompts.items():
+        ids_in = encode_prompts(model, list(texts_in), prompt_tokens)
+        row = {}
+        for name, make in conditions.items():
+            ids, texts, detected = _run(model, lambda: make(lang), ids_in, sampling)
+            nll, count = continuation_nll(model, ids_in, ids)  # outside the intervention: unperturbed model
+            row[(name, "share_in_language")] = float(np.mean([d == lang for d in detected]))
+            row[(name, "ppl")] = float(np.exp(nll.sum() / count.sum())) if count.sum() else float("nan")
+            row[(name, "tokens")] = int(count.sum())
+            samples += [{"language": lang, "condition": name, "prompt": p, "text": t, "detected": d, "nll": n, "tokens": int(c)}
+                        for p, t, d, n, c in zip(texts_in, texts, detected, nll, count)]
+        rows[lang] = row
+    summary = pd.DataFrame.from_dict(rows, orient="index")
+    summary.index.name = "language"
+    summary.columns = pd.MultiIndex.from_tuples(summary.columns, names=["condition", "metric"])
+    return GenerationResult(summary, pd.DataFrame(samples), _sampling_meta(
+        model, sampling, experiment="generation under deactivation", method=neurons.method,
+        random=random_neurons is not None, prompt_tokens=prompt_tokens,
+        share_columns=[(name, "share_in_language") for name in conditions]))

@@ -1,0 +1,435 @@
+"""Perplexity when a language's neurons are deactivated: Tang et al., Fig. 2, 3 and 8.
+
+Rows are what is perturbed (``"none"``, then each language whose neurons are deactivated, or
+whose PV parameters are zeroed), columns the language of the held-out text. For each (row,
+column) the model runs once over the column's chunks and keeps every chunk's summed next-token
+NLL; everything else (perplexities, changes, bootstrap intervals, summaries) is computed from
+those numbers, which are what a result saves.
+
+- ``PPL = exp(sum of token NLLs / number of predicted tokens)`` over the chunks of a column
+  (each chunk of ``pos`` tokens predicts its last ``pos - 1``); with equal-length chunks this is
+  the official ``ppl.py``'s mean of per-chunk mean log-probabilities.
+- change = perturbed PPL - unperturbed PPL; relative change = change / unperturbed PPL.
+- 95% intervals: percentile bootstrap over chunks (seeded), resampling the *same* chunks for
+  every row of a column, so the interval of a change is that of a paired difference.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float64, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from lapelens._version import __version__
+from lapelens.constants import EMBEDDED
+from lapelens.errors import LapelensError
+from lapelens.interventions import deactivate, neuron_mask, zero_parameters, _parameters
+from lapelens.neurons import LanguageNeurons
+
+#: Row label of the unperturbed model.
+NONE = "none"
+#: Default evaluation size per language: 32 chunks of 256. A full 7 x (7 + 1) matrix is then
+#: 458,752 token forward passes, about 3 minutes for the embedded model on 2 CPU cores. Changes
+#: are paired (same chunks in every row), so their intervals are much tighter than the PPLs'.
+DEFAULT_EVAL_TOKENS = 8_192
+#: Chunks per forward pass: few large operations beat many small ones on a CPU.
+DEFAULT_BATCH_SIZE = 16
+DEFAULT_N_BOOT = 1000
+
+Value = Literal["ppl", "change", "relative"]
+RowContexts = Mapping[str, Callable[[], AbstractContextManager]]
+
+# File names inside a saved result folder.
+CHUNKS_CSV = "chunks.csv"
+TABLE_CSV = "table.csv"
+RESULT_JSON = "perturbation.json"
+
+
+# ---- the measurement -------------------------------------------------------------------------
+@torch.inference_mode()
+def chunk_nll(
+    model: Any,
+    chunks: Int[Tensor, "chunk pos"],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> Float64[Tensor, " chunk"]:
+    """Summed next-token NLL (nats) of each chunk: tokens 1..pos-1 predicted from their prefix.
+
+    Runs under whatever interventions are active on ``model``.
+    """
+    if chunks.ndim != 2 or chunks.shape[1] < 2:
+        raise LapelensError(f"Chunks must be token ids of shape [chunk, pos] with pos >= 2; got {tuple(chunks.shape)}.")
+    if batch_size < 1:
+        raise LapelensError(f"batch_size must be at least 1, got {batch_size}.")
+    device = next(model.parameters()).device
+    out = []
+    for batch in chunks.split(batch_size):
+        batch = batch.to(device)
+        logits = model(batch, return_type="logits", use_cache=False)
+        # Targets shifted left; the last position predicts nothing (ignore_index), which avoids
+        # copying logits[:, :-1] (the largest tensor of the pass).
+        targets = batch.roll(-1, dims=1)
+        targets[:, -1] = -100
+        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), reduction="none")
+        out.append(nll.view(batch.shape).double().sum(dim=1).cpu())
+    return torch.cat(out)
+
+
+def row_contexts(model: Any, perturbation: Any, rows: Sequence[str] | None = None) -> dict[str, Callable[[], AbstractContextManager]]:
+    """Row label -> a factory of the context that perturbs ``model`` for that row.
+
+    ``perturbation``: a ``LanguageNeurons`` (deactivate each language's neurons), a
+    ``ParameterMask`` (zero each language's parameters), or such a mapping already. Everything is
+    checked against the model here, before any forward pass.
+    """
+    if isinstance(perturbation, Mapping):
+        return dict(perturbation)
+    if isinstance(perturbation, LanguageNeurons):
+        rows = list(perturbation.languages if rows is None else rows)
+        for lang in rows:
+            neuron_mask(model, perturbation, lang)
+        return {lang: (lambda lang=lang: deactivate(model, perturbation, lang)) for lang in rows}
+    if hasattr(perturbation, "for_language"):  # a PV ParameterMask
+        rows = list(perturbation.languages if rows is None else rows)
+        for lang in rows:
+            _parameters(model, perturbation.for_language(lang))
+        return {lang: (lambda lang=lang: zero_parameters(model, perturbation, lang)) for lang in rows}
+    raise LapelensError(
+        f"Cannot perturb with a {type(perturbation).__name__}: pass LanguageNeurons, a ParameterMask, "
+        "or a mapping from row label to a context-manager factory."
+    )
+
+
+def describe(perturbation: Any) -> dict:
+    """Method and per-row size of a perturbation, for a result's metadata."""
+    if isinstance(perturbation, LanguageNeurons):
+        return {"method": perturbation.method, "unit": "neurons",
+                "sizes": {l: perturbation.count(l) for l in perturbation.languages}}
+    if hasattr(perturbation, "for_language"):
+        return {"method": getattr(perturbation, "method", "pv"), "unit": "parameters",
+                "sizes": {l: perturbation.count(l) for l in perturbation.languages}}
+    return {"method": "custom", "unit": None, "sizes": {}}
+
+
+def evaluate_rows(
+    model: Any,
+    contexts: RowContexts,
+    chunks: Mapping[str, Int[Tensor, "chunk pos"]],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Per-chunk NLL sums for the unperturbed model and every row: a long DataFrame with columns
+    ``perturbed, evaluated, chunk, nll, tokens``."""
+    if not chunks:
+        raise LapelensError("No evaluation text: pass at least one language's chunks.")
+    if NONE in contexts:
+        raise LapelensError(f"{NONE!r} is reserved for the unperturbed row; rename that row.")
+    rows = [NONE, *contexts]
+    frames = []
+    bar = tqdm(total=len(rows) * sum(int(c.numel()) for c in chunks.values()), unit="tok", unit_scale=True,
+               desc="perplexity", disable=not progress)
+    for lang, c in chunks.items():
+        for row in rows:
+            if row == NONE:
+                nll = chunk_nll(model, c, batch_size)
+            else:
+                with contexts[row]():
+                    nll = chunk_nll(model, c, batch_size)
+            frames.append(pd.DataFrame({"perturbed": row, "evaluated": lang, "chunk": np.arange(len(c)),
+                                        "nll": nll.numpy(), "tokens": c.shape[1] - 1}))
+            bar.update(int(c.numel()))
+    bar.close()
+    return pd.concat(frames, ignore_index=True)
+
+
+def evaluation_chunks(
+    model: Any,
+    corpus: str | Path = EMBEDDED,
+    languages: Sequence[str] | None = None,
+    tokens_per_language: int | None = DEFAULT_EVAL_TOKENS,
+    seq_len: int | None = None,
+    split: str = "valid",
+) -> dict[str, Int[Tensor, "chunk pos"]]:
+    """Held-out text of each language packed into ``seq_len`` chunks (as ``lapelens collect`` does)."""
+    from lapelens.activations import DEFAULT_SEQ_LEN, pack_chunks
+    from lapelens.corpus import load_corpus
+
+    if seq_len is None:
+        n_ctx = getattr(model.cfg, "n_ctx", None)
+        seq_len = min(DEFAULT_SEQ_LEN, n_ctx) if n_ctx else DEFAULT_SEQ_LEN
+    texts = load_corpus(corpus, split=split, languages=languages)
+    return {lang: pack_chunks(model.tokenizer, docs, seq_len, tokens_per_language) for lang, docs in texts.items()}
+
+
+def perturbation_matrix(
+    model: Any,
+    perturbation: Any,
+    chunks: Mapping[str, Int[Tensor, "chunk pos"]],
+    *,
+    rows: Sequence[str] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = 0,
+    progress: bool = True,
+    meta: dict | None = None,
+) -> "PerturbationResult":
+    """The PPL matrix: rows = ``"none"`` + each language whose neurons (or PV parameters) are
+    perturbed, columns = the languages of ``chunks`` (held-out text, see :func:`evaluation_chunks`).
+
+    ``perturbation`` is a ``LanguageNeurons`` (deactivated), a ``ParameterMask`` (zeroed), or a
+    mapping ``row label -> context factory``; ``rows`` restricts its languages.
+    """
+    contexts = row_contexts(model, perturbation, rows)
+    start = time.perf_counter()
+    table = evaluate_rows(model, contexts, chunks, batch_size, progress)
+    seconds = time.perf_counter() - start
+    n_tokens = sum(int(c.numel()) for c in chunks.values()) * (len(contexts) + 1)
+    info = {
+        "lapelens_version": __version__,
+        "model": str(getattr(model.cfg, "model_name", "?")),
+        **describe(perturbation),
+        "seq_len": sorted({int(c.shape[1]) for c in chunks.values()}),
+        "chunks": {lang: int(len(c)) for lang, c in chunks.items()},
+        "seconds": round(seconds, 2),
+        "tokens_per_second": round(n_tokens / seconds, 1) if seconds > 0 else None,
+        **(meta or {}),
+    }
+    return PerturbationResult(table, info, n_boot=n_boot, seed=seed)
+
+
+# ---- the result ------------------------------------------------------------------------------
+@dataclass
+class PerturbationResult:
+    """Per-chunk NLL sums of every (perturbed, evaluated) pair, and the tables derived from them.
+
+    ``chunks`` has one row per (perturbed, evaluated, chunk) with the chunk's summed ``nll`` and
+    number of predicted ``tokens``. Tables are DataFrames with index ``perturbed`` (``"none"``
+    first) and columns ``evaluated``.
+    """
+
+    chunks: pd.DataFrame
+    meta: dict = field(default_factory=dict)
+    n_boot: int = DEFAULT_N_BOOT
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        need = {"perturbed", "evaluated", "chunk", "nll", "tokens"}
+        if not need <= set(self.chunks.columns):
+            raise LapelensError(f"A perturbation result needs columns {sorted(need)}; got {list(self.chunks.columns)}.")
+        if NONE not in set(self.chunks["perturbed"]):
+            raise LapelensError(f"A perturbation result needs the unperturbed row {NONE!r}.")
+        counts = self.chunks.groupby(["perturbed", "evaluated"]).size().unstack()
+        if counts.isna().any().any() or not (counts.nunique(axis=0) == 1).all():
+            raise LapelensError("Every perturbed row must cover the same chunks of every evaluated language.")
+
+    @property
+    def rows(self) -> list[str]:
+        return list(dict.fromkeys(self.chunks["perturbed"]))
+
+    @property
+    def columns(self) -> list[str]:
+        return list(dict.fromkeys(self.chunks["evaluated"]))
+
+    def _matrix(self, lang: str) -> tuple[np.ndarray, np.ndarray]:
+        """NLL sums [row, chunk] and tokens [chunk] of one evaluated language."""
+        sub = self.chunks[self.chunks["evaluated"] == lang]
+        wide = sub.pivot(index="perturbed", columns="chunk", values="nll").loc[self.rows]
+        tokens = sub[sub["perturbed"] == NONE].set_index("chunk")["tokens"].loc[wide.columns]
+        return wide.to_numpy(np.float64), tokens.to_numpy(np.float64)
+
+    def _frame(self, values: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame(values, index=pd.Index(self.rows, name="perturbed"),
+                            columns=pd.Index(self.columns, name="evaluated"))
+
+    @cached_property
+    def ppl(self) -> pd.DataFrame:
+        cols = []
+        for lang in self.columns:
+            nll, tok = self._matrix(lang)
+            cols.append(np.exp(nll.sum(axis=1) / tok.sum()))
+        return self._frame(np.stack(cols, axis=1))
+
+    @property
+    def change(self) -> pd.DataFrame:
+        """Perturbed PPL minus unperturbed PPL."""
+        return self.ppl - self.ppl.loc[NONE]
+
+    @property
+    def relative(self) -> pd.DataFrame:
+        """(perturbed - unperturbed) / unperturbed PPL."""
+        return self.change / self.ppl.loc[NONE]
+
+    def value(self, kind: Value) -> pd.DataFrame:
+        if kind not in ("ppl", "change", "relative"):
+            raise LapelensError(f"Unknown value {kind!r}: use 'ppl', 'change' or 'relative'.")
+        return getattr(self, kind)
+
+    @cached_property
+    def _bootstrap(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        rng = np.random.default_rng(self.seed)
+        rows = self.rows
+        base = rows.index(NONE)
+        lows = {k: [] for k in ("ppl", "change", "relative")}
+        highs = {k: [] for k in lows}
+        for lang in self.columns:
+            nll, tok = self._matrix(lang)
+            n = nll.shape[1]
+            weights = rng.multinomial(n, np.full(n, 1.0 / n), size=self.n_boot).astype(np.float64)  # [boot, chunk]
+            ppl = np.exp((nll @ weights.T) / (weights @ tok))  # [row, boot]
+            draws = {"ppl": ppl, "change": ppl - ppl[base], "relative": (ppl - ppl[base]) / ppl[base]}
+            for k, d in draws.items():
+                lo, hi = np.percentile(d, [2.5, 97.5], axis=1)
+                lows[k].append(lo)
+                highs[k].append(hi)
+        return {k: (np.stack(lows[k], axis=1), np.stack(highs[k], axis=1)) for k in lows}
+
+    def interval(self, kind: Value = "relative") -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(low, high) of the 95% percentile bootstrap interval over chunks."""
+        self.value(kind)
+        lo, hi = self._bootstrap[kind]
+        return self._frame(lo), self._frame(hi)
+
+    def table(self) -> pd.DataFrame:
+        """Everything in long form: one row per (perturbed, evaluated), point values and intervals."""
+        parts = {}
+        for kind in ("ppl", "change", "relative"):
+            lo, hi = self.interval(kind)
+            parts[kind] = self.value(kind).stack()
+            parts[f"{kind}_low"] = lo.stack()
+            parts[f"{kind}_high"] = hi.stack()
+        return pd.DataFrame(parts)
+
+    # ---- summaries (the numbers the paper's claims rest on) -----------------------------------
+    def _perturbed(self) -> pd.DataFrame:
+        return self.relative.drop(index=NONE)
+
+    def diagonal_languages(self) -> list[str]:
+        return [l for l in self.columns if l in self.rows and l != NONE]
+
+    def diagonal_mean_relative_increase(self) -> float:
+        """Mean over languages of the relative PPL change of a language when its own neurons are off."""
+        rel = self.relative
+        langs = self.diagonal_languages()
+        return float(np.mean([rel.loc[l, l] for l in langs])) if langs else float("nan")
+
+    def diagonal_largest_in_column(self) -> int:
+        """Number of evaluated languages whose PPL rises most when their own neurons are off
+        (the diagonal entry is the largest of its column among the perturbed rows)."""
+        rel = self._perturbed()
+        return int(sum(rel.loc[l, l] >= rel[l].max() for l in self.diagonal_languages()))
+
+    def offdiagonal_mean_relative_increase(self) -> float:
+        rel = self._perturbed()
+        vals = [rel.loc[r, c] for r in rel.index for c in rel.columns if r != c and r in self.columns]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    def diagonal_offdiagonal_ratio(self) -> float:
+        """Mean diagonal relative change / mean off-diagonal relative change (+inf if the
+        off-diagonal mean is <= 0 while the diagonal's is > 0)."""
+        diag, off = self.diagonal_mean_relative_increase(), self.offdiagonal_mean_relative_increase()
+        if off <= 0:
+            return float("inf") if diag > 0 else float("nan")
+        return diag / off
+
+    def summary(self) -> pd.Series:
+        return pd.Series({
+            "diag_mean_relative": self.diagonal_mean_relative_increase(),
+            "offdiag_mean_relative": self.offdiagonal_mean_relative_increase(),
+            "diag_offdiag_ratio": self.diagonal_offdiagonal_ratio(),
+            "diag_largest_in_column": self.diagonal_largest_in_column(),
+            "languages": len(self.diagonal_languages()),
+        }, name=self.meta.get("method", "?"))
+
+    # ---- figures -------------------------------------------------------------------------------
+    def figure(self, value: Value = "relative") -> Any:
+        """Heatmap of the perturbed rows (relative change in %, absolute change, or PPL)."""
+        return heatmap(self, value)
+
+    # ---- persistence ---------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """A folder: ``chunks.csv`` (the raw numbers), ``table.csv`` (all derived values) and
+        ``perturbation.json`` (settings and provenance)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.chunks.to_csv(path / CHUNKS_CSV, index=False, float_format="%.17g")
+        self.table().to_csv(path / TABLE_CSV, float_format="%.10g")
+        meta = {"lapelens_version": __version__, **self.meta, "rows": self.rows, "columns": self.columns,
+                "n_boot": self.n_boot, "seed": self.seed, "summary": self.summary().to_dict()}
+        (path / RESULT_JSON).write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PerturbationResult":
+        path = Path(path)
+        if not (path / CHUNKS_CSV).is_file() or not (path / RESULT_JSON).is_file():
+            raise LapelensError(f"{path} is not a perturbation result (expected {CHUNKS_CSV} and {RESULT_JSON}); "
+                                "make one with `lapelens perturb`.")
+        meta = json.loads((path / RESULT_JSON).read_text())
+        chunks = pd.read_csv(path / CHUNKS_CSV, dtype={"perturbed": str, "evaluated": str}, keep_default_na=False)
+        for key in ("rows", "columns", "summary"):
+            meta.pop(key, None)
+        return cls(chunks, meta, n_boot=meta.pop("n_boot", DEFAULT_N_BOOT), seed=meta.pop("seed", 0))
+
+
+def heatmap(result: PerturbationResult, value: Value = "relative", title: str | None = None) -> Any:
+    import plotly.graph_objects as go
+
+    frame = result.value(value).drop(index=NONE)
+    lo, hi = result.interval(value)
+    scale = 100.0 if value == "relative" else 1.0
+    unit = "%" if value == "relative" else ""
+    z = frame.to_numpy() * scale
+    text = [[f"{v:.1f}{unit}" for v in row] for row in z]
+    hover = [[f"deactivated {r}, evaluated {c}: {z[i, j]:.3g}{unit} [{lo.loc[r, c] * scale:.3g}, {hi.loc[r, c] * scale:.3g}]"
+              for j, c in enumerate(frame.columns)] for i, r in enumerate(frame.index)]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=list(frame.columns), y=list(frame.index), text=text, texttemplate="%{text}",
+        hovertext=hover, hoverinfo="text", colorscale="RdBu_r", zmid=0 if value != "ppl" else None,
+        colorbar={"title": {"relative": "PPL change (%)", "change": "PPL change", "ppl": "PPL"}[value]},
+    ))
+    fig.update_layout(
+        title=title or f"{result.meta.get('method', '?')}: perplexity when a language's {result.meta.get('unit') or 'units'} are deactivated",
+        xaxis_title="evaluated language", yaxis_title="deactivated language", yaxis_autorange="reversed",
+    )
+    return fig
+
+
+def compare(results: Mapping[str, PerturbationResult], reference: str | None = "random") -> pd.DataFrame:
+    """The summaries of several methods side by side (one row per method).
+
+    With a ``reference`` among them (random neurons of the same sizes), ``ratio_vs_reference`` is
+    each method's diagonal/off-diagonal ratio divided by the reference's.
+    """
+    table = pd.DataFrame({name: r.summary() for name, r in results.items()}).T
+    table.index.name = "method"
+    if reference is not None and reference in results:
+        table["ratio_vs_reference"] = table["diag_offdiag_ratio"] / table.loc[reference, "diag_offdiag_ratio"]
+    return table
+
+
+def compare_figure(results: Mapping[str, PerturbationResult], value: Value = "relative") -> Any:
+    """One heatmap per method, side by side, on a shared colour scale."""
+    from plotly.subplots import make_subplots
+
+    names = list(results)
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.04)
+    figs = [heatmap(results[n], value) for n in names]
+    zmax = max(float(np.nanmax(np.abs(f.data[0].z))) for f in figs) or 1.0
+    for j, f in enumerate(figs, start=1):
+        trace = f.data[0]
+        trace.update(zmin=-zmax if value != "ppl" else None, zmax=zmax, showscale=j == len(names))
+        fig.add_trace(trace, row=1, col=j)
+        fig.update_yaxes(autorange="reversed", row=1, col=j)
+    fig.update_layout(title=f"Perplexity change when a language is deactivated ({value})")
+    return fig

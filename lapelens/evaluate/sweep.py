@@ -1,0 +1,178 @@
+"""Selection-ratio sweep (Tang et al., Fig. 4): PPL on every language while more and more of one
+language's neurons are deactivated.
+
+Definition used here. At ratio r, the neurons are those LAPE selects with ``top_rate = r``: rank
+every neuron of the model by its LAPE entropy (after the same filter), keep the ``r`` share of
+the model's neurons with the lowest entropy, and deactivate those of them assigned to the
+target language. At ``r = 0.01`` this is exactly the paper's (default) set for that language;
+the sets grow with r and contain each other (the ranking does not depend on r). So "ratio" is
+the share of *all* the model's neurons that is selected, of which the target language gets its
+part; ``n_neurons`` reports how many are actually deactivated. Past some ratio no more neurons
+pass LAPE's filter for the language and the set stops growing (``saturated`` in the result).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from lapelens._version import __version__
+from lapelens.errors import LapelensError
+from lapelens.evaluate.perplexity import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_N_BOOT,
+    NONE,
+    PerturbationResult,
+    Value,
+    evaluate_rows,
+)
+from lapelens.interventions import deactivate, neuron_mask
+from lapelens.stats import ActivationStats
+
+DEFAULT_RATIOS = (0.0, 0.01, 0.02, 0.04, 0.06, 0.08, 0.10)
+SWEEP_JSON = "sweep.json"
+#: Methods whose selection has a ``top_rate`` to sweep.
+SWEEP_METHODS = ("lape", "lave")
+
+
+def _label(ratio: float) -> str:
+    return NONE if ratio == 0 else f"{ratio:g}"
+
+
+def sweep_masks(
+    stats: ActivationStats,
+    target: str,
+    ratios: Sequence[float | int] = DEFAULT_RATIOS,
+    method: str = "lape",
+    **options: Any,
+) -> tuple[dict[float, Tensor], dict[float, bool]]:
+    """``{ratio: bool (layer, neuron) mask of target's neurons}`` and whether each selection was
+    short of its budget (fewer neurons pass the filter than the ratio asks for)."""
+    from lapelens.methods import identify
+
+    if method not in SWEEP_METHODS:
+        raise LapelensError(f"The sweep varies top_rate, which only {list(SWEEP_METHODS)} have; got {method!r}.")
+    stats.lang_index(target)
+    ratios = sorted({float(r) for r in ratios})
+    if any(not 0 <= r <= 1 for r in ratios):
+        raise LapelensError(f"Ratios are shares of the model's neurons, in [0, 1]; got {ratios}.")
+    masks, short = {}, {}
+    for r in ratios:
+        if r == 0:
+            masks[r], short[r] = torch.zeros(stats.n_layers, stats.d_mlp, dtype=torch.bool), False
+            continue
+        with warnings.catch_warnings():  # a selection short of its budget is recorded, not warned
+            warnings.simplefilter("ignore", UserWarning)
+            neurons = identify(stats, method, top_rate=r, **options)
+        masks[r] = neurons.mask[neurons.lang_index(target)]
+        short[r] = neurons.meta["selected"] < neurons.meta["budget"]
+    return masks, short
+
+
+@dataclass
+class SweepResult:
+    """PPL of every language (columns) per ratio (rows) with the target's top neurons deactivated."""
+
+    target: str
+    ratios: tuple[float, ...]
+    n_neurons: tuple[int, ...]
+    saturated: tuple[bool, ...]
+    matrix: PerturbationResult
+    meta: dict = field(default_factory=dict)
+
+    def _by_ratio(self, frame: pd.DataFrame) -> pd.DataFrame:
+        out = frame.loc[[_label(r) for r in self.ratios]]
+        out.index = pd.Index(self.ratios, name="ratio")
+        return out
+
+    def value(self, kind: Value = "relative") -> pd.DataFrame:
+        """Ratio x evaluated language: ``"ppl"``, ``"change"`` or ``"relative"`` change."""
+        return self._by_ratio(self.matrix.value(kind))
+
+    def table(self) -> pd.DataFrame:
+        """Relative PPL change per ratio and language, with the number of deactivated neurons."""
+        out = self.value("relative").copy()
+        out.insert(0, "n_neurons", list(self.n_neurons))
+        return out
+
+    def figure(self, value: Value = "relative") -> Any:
+        import plotly.graph_objects as go
+
+        frame = self.value(value)
+        lo, hi = (self._by_ratio(f) for f in self.matrix.interval(value))
+        scale = 100.0 if value == "relative" else 1.0
+        fig = go.Figure()
+        x = [r * 100 for r in self.ratios]
+        for lang in frame.columns:
+            own = lang == self.target
+            fig.add_trace(go.Scatter(
+                x=x, y=frame[lang] * scale, name=lang, mode="lines+markers",
+                line={"width": 4 if own else 1.5},
+                error_y={"type": "data", "symmetric": False, "array": (hi[lang] - frame[lang]) * scale,
+                         "arrayminus": (frame[lang] - lo[lang]) * scale, "thickness": 1},
+                customdata=np.array(self.n_neurons), hovertemplate="%{x}%: %{y:.3g} (%{customdata} neurons)",
+            ))
+        fig.update_layout(
+            title=f"Deactivating the top {self.target} neurons ({self.meta.get('method', 'lape')})",
+            xaxis_title="selection ratio (% of all neurons ranked by entropy)",
+            yaxis_title={"relative": "PPL change (%)", "change": "PPL change", "ppl": "PPL"}[value],
+            legend_title="evaluated",
+        )
+        return fig
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        self.matrix.save(path)
+        meta = {"lapelens_version": __version__, **self.meta, "target": self.target, "ratios": list(self.ratios),
+                "n_neurons": list(self.n_neurons), "saturated": list(self.saturated)}
+        (path / SWEEP_JSON).write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str))
+        self.table().to_csv(path / "sweep.csv", float_format="%.10g")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SweepResult":
+        path = Path(path)
+        if not (path / SWEEP_JSON).is_file():
+            raise LapelensError(f"{path} is not a sweep result (no {SWEEP_JSON}); make one with `lapelens sweep`.")
+        meta = json.loads((path / SWEEP_JSON).read_text())
+        matrix = PerturbationResult.load(path)
+        return cls(meta.pop("target"), tuple(meta.pop("ratios")), tuple(meta.pop("n_neurons")),
+                   tuple(meta.pop("saturated")), matrix, meta)
+
+
+def selection_ratio_sweep(
+    model: Any,
+    stats: ActivationStats,
+    target: str,
+    chunks: Mapping[str, Int[Tensor, "chunk pos"]],
+    *,
+    ratios: Sequence[float | int] = DEFAULT_RATIOS,
+    method: str = "lape",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = 0,
+    progress: bool = True,
+    **options: Any,
+) -> SweepResult:
+    """PPL on every language of ``chunks`` as the ratio of ``target``'s top neurons grows
+    (see the module docstring for the definition). ``options`` go to the selection method."""
+    masks, short = sweep_masks(stats, target, ratios, method, **options)
+    for mask in masks.values():
+        neuron_mask(model, mask)
+    contexts = {_label(r): (lambda m=m: deactivate(model, m)) for r, m in masks.items() if r > 0}
+    table = evaluate_rows(model, contexts, chunks, batch_size, progress)
+    meta = {"model": str(getattr(model.cfg, "model_name", "?")), "method": method, "options": options,
+            "seq_len": sorted({int(c.shape[1]) for c in chunks.values()}),
+            "chunks": {lang: int(len(c)) for lang, c in chunks.items()}}
+    matrix = PerturbationResult(table, {**meta, "unit": "neurons"}, n_boot=n_boot, seed=seed)
+    rs = tuple(masks)
+    return SweepResult(target, rs, tuple(int(masks[r].sum()) for r in rs), tuple(short[r] for r in rs), matrix, meta)
