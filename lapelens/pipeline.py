@@ -126,6 +126,7 @@ def reproduce(cfg: ReproduceConfig) -> dict:
     (out / "config.json").write_text(json.dumps({"lapelens_version": __version__, **asdict(cfg)}, indent=2))
     stage = _Stages(out)
     langs = list(cfg.languages)
+    load_corpus(cfg.corpus, split="valid", languages=langs)  # bad language codes fail before the slow model load
     model = load_model(cfg.model)
     figs = out / "figures"
     summary: dict[str, Any] = {"model": cfg.model, "languages": langs}
