@@ -18,6 +18,12 @@ attention sink), which would pull every cosine towards 1.
   (two-fold cross-fitting; every text is scored once). ``vectors="all"`` computes ``v`` on every
   text, as a plain reading of the paper does.
 
+**Control.** Sentence embeddings of a causal LM are anisotropic: the mean embedding of a language
+is most of the length of each embedding, so two *unrelated* texts already have a high cosine, and
+after the shift both sides contain ``v_c``. Both results therefore also report the same numbers
+with the target text *mismatched* (text t compared with another text of the set,
+:func:`partner`); only the gap between aligned and mismatched measures alignment of content.
+
 The arithmetic lives in small functions on tensors (:func:`pair_similarity`,
 :func:`ses_matrix`, :func:`dominance_matrix`) so that it can be checked by hand.
 """
@@ -58,13 +64,29 @@ def pair_similarity(
     return cos.mean(0)
 
 
-def ses_matrix(emb: Float[Tensor, "lang text layer d_model"]) -> Float[Tensor, "lang other layer"]:
-    """SES of every ordered pair of languages per layer (symmetric; the diagonal is 1)."""
+def partner(n_texts: int) -> Tensor:
+    """The mismatched pairing of the control: text t is compared with text ``(t + n // 2) % n``.
+
+    For n >= 2 no text meets itself, and in corpus order the partner lies half the set away
+    (so rarely in the same document).
+    """
+    return (torch.arange(n_texts) + n_texts // 2) % n_texts
+
+
+def ses_matrix(
+    emb: Float[Tensor, "lang text layer d_model"], mismatched: bool = False
+) -> Float[Tensor, "lang other layer"]:
+    """SES of every ordered pair of languages per layer (the diagonal is 1).
+
+    ``mismatched``: compare text t of language k with text ``partner(t)`` of language c (the
+    control; the matrix is then not symmetric and its diagonal not 1).
+    """
     n_lang = emb.shape[0]
+    other = emb[:, partner(emb.shape[1])] if mismatched else emb
     out = torch.empty(n_lang, n_lang, emb.shape[2], dtype=torch.float64)
     for k in range(n_lang):
-        for c in range(k, n_lang):
-            out[k, c] = out[c, k] = pair_similarity(emb[k], emb[c])
+        for c in range(n_lang):
+            out[k, c] = pair_similarity(emb[k], other[c])
     return out
 
 
@@ -86,12 +108,15 @@ def _halves(n_texts: int) -> list[tuple[slice, slice]]:
 
 
 def dominance_matrix(
-    emb: Float[Tensor, "lang text layer d_model"], vectors: Vectors = "heldout"
+    emb: Float[Tensor, "lang text layer d_model"], vectors: Vectors = "heldout", mismatched: bool = False
 ) -> Float[Tensor, "source target layer"]:
     """Mean shifted SES (Eq. 6) from every source language to every target, per layer.
 
     ``[k, c, i]`` is the mean over texts of ``cos(h_k - v_k + v_c, h_c)`` at layer i; the
     diagonal is 1 by construction. ``vectors`` says where ``v`` is fit (module docstring).
+    ``mismatched``: the control, with ``h_c`` of the partner text (:func:`partner`) taken within
+    the texts being scored, so that it never enters ``v``; all NaN if a held-out half has a
+    single text (fewer than 4 texts).
     """
     n_lang, n_texts = emb.shape[:2]
     if vectors not in VECTORS:
@@ -103,10 +128,14 @@ def dominance_matrix(
     for fit, score in folds:
         v = emb[:, fit].double().mean(1)  # lang layer d_model
         h = emb[:, score].double()
+        m = h.shape[1]
+        if mismatched and m < 2:
+            return torch.full_like(total, float("nan"))
+        target = h[:, partner(m)] if mismatched else h
         for k in range(n_lang):
             for c in range(n_lang):
                 # Sum of cosines, so that the folds' halves (possibly unequal) weigh per text.
-                total[k, c] += shifted_similarity(h[k], h[c], v[k], v[c]) * h.shape[1]
+                total[k, c] += shifted_similarity(h[k], target[c], v[k], v[c]) * m
     return total / n_texts  # every text is scored exactly once over the folds
 
 
@@ -149,7 +178,10 @@ class SentenceEmbeddings:
                 "lapelens_version": __version__, **extra}
 
     def similarity(self, neurons: Any | None = None) -> "SimilarityResult":
-        """Fig. 6: SES per layer for every language pair (and their mean).
+        """Fig. 6: SES per layer for every language pair, their ``mean``, and the control.
+
+        Column ``mismatched`` is the mean over pairs of the SES of non-aligned texts
+        (:func:`partner`): what the SES would be if translations were no closer than any two texts.
 
         ``neurons`` (a :class:`~lapelens.neurons.LanguageNeurons` of the same model) adds its
         neurons-per-layer table, which the figure draws beside the SES.
@@ -161,6 +193,8 @@ class SentenceEmbeddings:
                 for k in range(n_lang) for c in range(k + 1, n_lang)}
         table = pd.DataFrame(cols, index=pd.RangeIndex(m.shape[2], name="layer"))
         table["mean"] = table.mean(axis=1)
+        control = ses_matrix(self.embeddings, mismatched=True)
+        table["mismatched"] = control[~torch.eye(n_lang, dtype=torch.bool)].mean(0).numpy()  # over k != c
         table.columns.name = "pair"
         per_layer = None
         extra: dict = {}
@@ -177,16 +211,19 @@ class SentenceEmbeddings:
     def dominance(self, vectors: Vectors = "heldout") -> "DominanceResult":
         """Fig. 7 / Eq. 6: per layer and target language, the mean shifted SES over sources k != c.
 
-        ``unshifted`` holds the same average of the plain SES (no shift) for comparison.
+        ``unshifted`` holds the same average of the plain SES (no shift) for comparison, and
+        ``mismatched`` the shifted SES to a non-aligned target text (the control).
         """
         _check_pairs(self.languages, self.n_texts)
         index = pd.RangeIndex(self.embeddings.shape[2], name="layer")
         columns = pd.Index(self.languages, name="target")
         shifted = mean_over_sources(dominance_matrix(self.embeddings, vectors)).T.numpy()
         plain = mean_over_sources(ses_matrix(self.embeddings)).T.numpy()
+        control = mean_over_sources(dominance_matrix(self.embeddings, vectors, mismatched=True)).T.numpy()
         return DominanceResult(pd.DataFrame(shifted, index=index, columns=columns),
                                pd.DataFrame(plain, index=index, columns=columns.copy()),
-                               self._meta(vectors=vectors))
+                               self._meta(vectors=vectors),
+                               pd.DataFrame(control, index=index, columns=columns.copy()))
 
 
 def _check_pairs(languages: Sequence[str], n_texts: int) -> None:
@@ -341,12 +378,12 @@ class SimilarityResult:
         fig = make_subplots(rows=1, cols=2 if with_neurons else 1, subplot_titles=(
             ["Sentence-embedding similarity", "Language-specific neurons"] if with_neurons else None))
         layers = list(self.ses.index)
+        styles = {"mean": dict(color="black", width=3), "mismatched": dict(color="grey", width=2, dash="dash")}
         for pair in self.ses.columns:
-            mean = pair == "mean"
+            name = "mean, mismatched texts (control)" if pair == "mismatched" else pair
             fig.add_trace(go.Scatter(
-                x=layers, y=self.ses[pair].tolist(), name=pair, mode="lines+markers" if mean else "lines",
-                line=dict(color="black", width=3) if mean else dict(width=1), legendgroup="ses",
-                legendgrouptitle_text="SES"), row=1, col=1)
+                x=layers, y=self.ses[pair].tolist(), name=name, mode="lines+markers" if pair == "mean" else "lines",
+                line=styles.get(pair, dict(width=1)), legendgroup="ses", legendgrouptitle_text="SES"), row=1, col=1)
         fig.update_xaxes(title_text="layer", row=1, col=1)
         fig.update_yaxes(title_text="mean cosine similarity", row=1, col=1)
         if with_neurons:
@@ -364,26 +401,34 @@ class SimilarityResult:
 class DominanceResult:
     """Fig. 7: per layer (rows) and target language (columns), the mean SES after the Eq. 6 shift.
 
-    ``unshifted`` is the same average of the plain SES, so the gain of the shift is ``shifted - unshifted``.
+    ``unshifted`` is the same average of the plain SES, so the gain of the shift is ``shifted - unshifted``;
+    ``mismatched`` the shifted SES to a non-aligned target text (the control: ``shifted - mismatched``
+    is what the alignment of content adds).
     """
 
     shifted: pd.DataFrame
     unshifted: pd.DataFrame
     meta: dict = field(default_factory=dict)
+    mismatched: pd.DataFrame | None = None
 
     def save(self, path: str | Path) -> Path:
-        """Write ``dominance.csv``, ``dominance_unshifted.csv`` and ``dominance.json`` into ``path``."""
-        return _save(Path(path), DOMINANCE_STEM, {"": self.shifted, "_unshifted": self.unshifted}, self.meta)
+        """Write ``dominance.csv``, ``dominance_unshifted.csv``, ``dominance_mismatched.csv`` and
+        ``dominance.json`` into ``path``."""
+        tables = {"": self.shifted, "_unshifted": self.unshifted, "_mismatched": self.mismatched}
+        return _save(Path(path), DOMINANCE_STEM, tables, self.meta)
 
     @classmethod
     def load(cls, path: str | Path) -> "DominanceResult":
-        tables, meta = _load(Path(path), DOMINANCE_STEM, ("", "_unshifted"))
+        tables, meta = _load(Path(path), DOMINANCE_STEM, ("", "_unshifted", "_mismatched"))
         if tables["_unshifted"] is None:
             raise LapelensError(f"{path} lacks {DOMINANCE_STEM}_unshifted.csv; run `lapelens ses` again.")
-        return cls(_named(tables[""], "target"), _named(tables["_unshifted"], "target"), meta)
+        control = tables["_mismatched"]
+        return cls(_named(tables[""], "target"), _named(tables["_unshifted"], "target"), meta,
+                   None if control is None else _named(control, "target"))
 
     def figure(self) -> Any:
-        """Shifted SES per target (solid) and the unshifted SES (dotted, same colour)."""
+        """Shifted SES per target (solid), unshifted (dotted) and the mismatched control (dashed,
+        hidden until clicked in the legend), one colour per target."""
         import plotly.colors
         import plotly.graph_objects as go
 
@@ -396,6 +441,10 @@ class DominanceResult:
                                      line=dict(color=color), legendgroup=lang))
             fig.add_trace(go.Scatter(x=layers, y=self.unshifted[lang].tolist(), name=f"{lang} unshifted",
                                      mode="lines", line=dict(color=color, dash="dot"), legendgroup=lang))
+            if self.mismatched is not None:
+                fig.add_trace(go.Scatter(x=layers, y=self.mismatched[lang].tolist(), name=f"to {lang}, mismatched",
+                                         mode="lines", line=dict(color=color, dash="dash"), legendgroup=lang,
+                                         visible="legendonly"))
         fig.update_layout(
             title=f"Dominance (Eq. 6, v: {self.meta.get('vectors', '?')}) — {self.meta.get('model', '?')}",
             xaxis_title="layer", yaxis_title="mean SES to the target language")

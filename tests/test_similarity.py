@@ -11,7 +11,7 @@ from lapelens import LanguageNeurons, LapelensError, load_model
 from lapelens.cli import main
 from lapelens.similarity import (
     DominanceResult, SentenceEmbeddings, SimilarityResult, dominance_matrix, mean_over_sources, pair_similarity,
-    sentence_embeddings, ses_matrix, shifted_similarity,
+    partner, sentence_embeddings, ses_matrix, shifted_similarity,
 )
 from tiny import TEXTS
 
@@ -91,7 +91,7 @@ def test_identical_texts_have_ses_one(tiny_dirs, parallel):
     frame = pd.DataFrame({"en": parallel["en"], "copy": parallel["en"], "fr": parallel["fr"]})
     emb = sentence_embeddings(model, frame, batch_size=2, progress=False)
     ses = emb.similarity().ses
-    assert list(ses.columns) == ["en-copy", "en-fr", "copy-fr", "mean"]
+    assert list(ses.columns) == ["en-copy", "en-fr", "copy-fr", "mean", "mismatched"]
     assert ses["en-copy"].tolist() == pytest.approx([1.0] * model.cfg.n_layers, abs=1e-6)
     assert ses["en-fr"].tolist() == pytest.approx(ses["copy-fr"].tolist(), abs=1e-6)
     assert (ses["en-fr"] < 0.999).all()
@@ -123,6 +123,21 @@ def test_ses_golden():
     # b vs H1: cos([1,1],[1,1]) = 1, cos([0,3],[1,-1]) = -1/sqrt2
     assert m[1, 2, 0].item() == pytest.approx((1 - 1 / math.sqrt(2)) / 2)
     assert torch.diagonal(m[:, :, 0]).tolist() == pytest.approx([1.0] * 3)
+    # Control: text t against text partner(t) = 1 - t. a vs b: cos([1,0],[0,3]) = 0, cos([0,1],[1,1]) = 1/sqrt2.
+    c = ses_matrix(torch.stack([a, b]), mismatched=True)
+    assert c[0, 1, 0].item() == pytest.approx(1 / (2 * math.sqrt(2)))
+    # b vs a: cos([1,1],[0,1]) = 1/sqrt2, cos([0,3],[1,0]) = 0; a vs a: cos([1,0],[0,1]) = 0.
+    assert c[1, 0, 0].item() == pytest.approx(1 / (2 * math.sqrt(2)))
+    assert c[0, 0, 0].item() == pytest.approx(0.0, abs=1e-12)
+    result = SentenceEmbeddings(("a", "b"), torch.stack([a, b])).similarity()
+    assert result.ses.loc[0, "mismatched"] == pytest.approx(1 / (2 * math.sqrt(2)))
+
+
+def test_partner_never_pairs_a_text_with_itself():
+    for n in range(2, 9):
+        p = partner(n)
+        assert sorted(p.tolist()) == list(range(n)) and (p != torch.arange(n)).all()
+    assert partner(6).tolist() == [3, 4, 5, 0, 1, 2]
 
 
 def test_dominance_golden_all_vectors():
@@ -137,6 +152,12 @@ def test_dominance_golden_all_vectors():
     assert result.shifted.loc[0, "b"] == pytest.approx(1 / (2 * math.sqrt(5)))
     assert result.shifted.loc[0, "a"] == pytest.approx((1 / math.sqrt(10) - 1 / math.sqrt(2)) / 2)
     assert result.unshifted.loc[0].tolist() == pytest.approx([0.0, 0.0], abs=1e-12)
+    # Control, target text swapped: 0 -> 1: [1.5,-.5] vs [1,-1]: 2/sqrt5; [.5,.5] vs [1,1]: 1.
+    # 1 -> 0: [.5,1.5] vs [0,1]: 3/sqrt10; [.5,-.5] vs [1,0]: 1/sqrt2.
+    control = dominance_matrix(EMB, "all", mismatched=True)
+    assert control[0, 1, 0].item() == pytest.approx((2 / math.sqrt(5) + 1) / 2)
+    assert control[1, 0, 0].item() == pytest.approx((3 / math.sqrt(10) + 1 / math.sqrt(2)) / 2)
+    assert result.mismatched.loc[0, "b"] == pytest.approx((2 / math.sqrt(5) + 1) / 2)
 
 
 def test_dominance_golden_heldout_vectors():
@@ -147,21 +168,27 @@ def test_dominance_golden_heldout_vectors():
     m = dominance_matrix(EMB, "heldout")
     assert m[0, 1, 0].item() == pytest.approx(-1 / (2 * math.sqrt(2)))
     assert m[1, 0, 0].item() == pytest.approx(-1 / math.sqrt(5))
+    # Halves of one text have no other text to mismatch with: the control is undefined.
+    assert dominance_matrix(EMB, "heldout", mismatched=True).isnan().all()
 
 
-def test_heldout_weighs_every_text_once_with_odd_counts():
+@pytest.mark.parametrize("mismatched", [False, True])
+def test_heldout_weighs_every_text_once_with_odd_counts(mismatched):
     torch.manual_seed(0)
     emb = torch.randn(3, 5, 2, 4)
-    got = dominance_matrix(emb, "heldout")
+    got = dominance_matrix(emb, "heldout", mismatched=mismatched)
     halves = [[0, 1, 2], [3, 4]]  # first half rounds up
+    # Control partners, within the scored half: shift by half its size (3 -> 1, 2 -> 1).
+    partners = {0: 1, 1: 2, 2: 0, 3: 4, 4: 3}
     expected = torch.zeros(3, 3, 2, dtype=torch.float64)
     for t in range(5):
         other = halves[1] if t in halves[0] else halves[0]
         v = emb[:, other].double().mean(1)
+        u = partners[t] if mismatched else t
         for k in range(3):
             for c in range(3):
                 h = emb[k, t].double() - v[k] + v[c]
-                expected[k, c] += torch.nn.functional.cosine_similarity(h, emb[c, t].double(), dim=-1) / 5
+                expected[k, c] += torch.nn.functional.cosine_similarity(h, emb[c, u].double(), dim=-1) / 5
     torch.testing.assert_close(got, expected)
 
 
@@ -194,7 +221,7 @@ def test_results_round_trip_and_figures(tmp_path):
     emb = SentenceEmbeddings(("en", "zh", "ja"), torch.randn(3, 4, 2, 5), meta={"model": "m"})
     ses = emb.similarity(_neurons(2))
     assert ses.ses.index.name == "layer" and ses.ses.columns.name == "pair"
-    assert list(ses.ses.columns) == ["en-zh", "en-ja", "zh-ja", "mean"]
+    assert list(ses.ses.columns) == ["en-zh", "en-ja", "zh-ja", "mean", "mismatched"]
     assert ses.ses.loc[1, "en-ja"] == pytest.approx(pair_similarity(emb.embeddings[0], emb.embeddings[2])[1].item())
     assert ses.meta["n_texts"] == 4 and ses.meta["languages"] == ["en", "zh", "ja"] and "lapelens_version" in ses.meta
     assert ses.neurons_per_layer.loc[0, "a"] == 3 and ses.neurons_per_layer.loc[1, "b"] == 2
@@ -207,20 +234,24 @@ def test_results_round_trip_and_figures(tmp_path):
     pd.testing.assert_frame_equal(ses2.neurons_per_layer, ses.neurons_per_layer, check_dtype=False)
     pd.testing.assert_frame_equal(dom2.shifted, dom.shifted)
     pd.testing.assert_frame_equal(dom2.unshifted, dom.unshifted)
+    pd.testing.assert_frame_equal(dom2.mismatched, dom.mismatched)
     assert ses2.meta == ses.meta and dom2.meta == dom.meta
 
     fig = ses.figure()
     assert isinstance(fig, go.Figure)
     lines = [t for t in fig.data if t.type == "scatter"]
     bars = [t for t in fig.data if t.type == "bar"]
-    assert [t.name for t in lines] == list(ses.ses.columns)
+    assert [t.name for t in lines] == [*ses.ses.columns[:-1], "mean, mismatched texts (control)"]
+    assert list(lines[-1].y) == pytest.approx(ses.ses["mismatched"].tolist())
+    lines = lines[:-1]
     assert list(lines[-1].y) == pytest.approx(ses.ses["mean"].tolist())
     assert [t.name for t in bars] == ["a", "b"] and list(bars[0].y) == [3, 0]
-    assert len(SimilarityResult(ses.ses, ses.meta).figure().data) == 4  # no neuron panel
+    assert len(SimilarityResult(ses.ses, ses.meta).figure().data) == 5  # no neuron panel
     dfig = dom.figure()
-    assert len(dfig.data) == 6
-    assert list(dfig.data[2].y) == pytest.approx(dom.shifted["zh"].tolist())
-    assert list(dfig.data[3].y) == pytest.approx(dom.unshifted["zh"].tolist())
+    assert len(dfig.data) == 9
+    assert list(dfig.data[3].y) == pytest.approx(dom.shifted["zh"].tolist())
+    assert list(dfig.data[4].y) == pytest.approx(dom.unshifted["zh"].tolist())
+    assert list(dfig.data[5].y) == pytest.approx(dom.mismatched["zh"].tolist()) and dfig.data[5].visible == "legendonly"
 
 
 def test_load_refuses_a_folder_without_results(tmp_path):
@@ -259,8 +290,9 @@ def test_cli_writes_tables_and_figures(tiny_dirs, parallel, tmp_path, capsys):
     argv = ["ses", "--model", str(tiny_dirs["llama"]), "--parallel", str(csv), "--languages", "en,fr,zh",
             "--n-texts", "4", "--seed", "3", "--batch-size", "2", "--neurons", str(neurons), "--out", str(out)]
     assert main(argv) == 0
-    assert "SES per layer (4 texts, 3 languages" in capsys.readouterr().out
-    for name in ("ses.csv", "ses_neurons.csv", "ses.json", "dominance.csv", "dominance_unshifted.csv",
+    printed = capsys.readouterr().out
+    assert "SES per layer (4 texts, 3 languages" in printed and "Control: shifted" in printed
+    for name in ("ses.csv", "ses_neurons.csv", "ses.json", "dominance.csv", "dominance_unshifted.csv", "dominance_mismatched.csv",
                  "dominance.json", "ses.html", "dominance.html"):
         assert (out / name).is_file(), name
     ses, dom = SimilarityResult.load(out), DominanceResult.load(out)
@@ -271,6 +303,7 @@ def test_cli_writes_tables_and_figures(tiny_dirs, parallel, tmp_path, capsys):
     emb = sentence_embeddings(load_model(tiny_dirs["llama"]), parallel.loc[ids], languages=["en", "fr", "zh"], progress=False)
     pd.testing.assert_frame_equal(ses.ses, emb.similarity().ses, atol=1e-6)
     pd.testing.assert_frame_equal(dom.shifted, emb.dominance().shifted, atol=1e-6)
+    pd.testing.assert_frame_equal(dom.mismatched, emb.dominance().mismatched, atol=1e-6)
     assert list(ses.neurons_per_layer.columns) == ["en", "fr"]
 
 

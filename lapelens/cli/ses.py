@@ -109,4 +109,6 @@ def run(args: argparse.Namespace) -> None:
         print(dominance.shifted.round(4).to_string())
         print("\nUnshifted (same average without the shift):")
         print(dominance.unshifted.round(4).to_string())
+        print("\nControl: shifted, but compared with a non-aligned target text:")
+        print(dominance.mismatched.round(4).to_string())
         print(f"\nwrote {args.out}")
