@@ -290,11 +290,34 @@ def train(cfg: TrainConfig) -> Path:
                        **data_summary[lang]}
     summary = {"lapelens_version": __version__, "config": asdict(cfg), "parameters": n_params,
                "tokens_seen": result.tokens, "wall_seconds": round(result.seconds), "per_language": final}
+    log = result.log
+    if cfg.init_from:
+        # A continued run: the card and summary describe the whole history, stage by stage.
+        previous, previous_log = _previous_run(source)
+        if previous is not None:
+            stages = previous.get("stages") or [{k: previous[k] for k in ("config", "tokens_seen", "wall_seconds")}]
+            summary["stages"] = [*stages, {"config": asdict(cfg), "tokens_seen": result.tokens,
+                                           "wall_seconds": round(result.seconds)}]
+            summary["tokens_seen"] = sum(s["tokens_seen"] for s in summary["stages"])
+            summary["wall_seconds"] = sum(s["wall_seconds"] for s in summary["stages"])
+            offset_step, offset_tokens = (previous_log[-1]["step"], previous_log[-1]["tokens"]) if previous_log else (0, 0)
+            log = previous_log + [{**e, "step": e["step"] + offset_step, "tokens": e["tokens"] + offset_tokens}
+                                  for e in result.log]
+            log_path.write_text("".join(json.dumps(e) + "\n" for e in log))
     (out / "training_summary.json").write_text(json.dumps(summary, indent=2))
     (out / "checkpoint.json").unlink(missing_ok=True)
-    (out / "README.md").write_text(model_card(summary, result.log))
+    (out / "README.md").write_text(model_card(summary, log))
     print(json.dumps(final, indent=1))
     return out
+
+
+def _previous_run(folder: Path) -> tuple[dict | None, list[dict]]:
+    """The training summary and log of the model a run continues from (``None, []`` if it has none)."""
+    summary_path, log_path = folder / "training_summary.json", folder / "train_log.jsonl"
+    if not summary_path.exists():
+        return None, []
+    log = [json.loads(line) for line in log_path.read_text().splitlines() if line] if log_path.exists() else []
+    return json.loads(summary_path.read_text()), log
 
 
 def model_card(summary: dict, log: list[dict]) -> str:
@@ -315,6 +338,7 @@ def model_card(summary: dict, log: list[dict]) -> str:
         f"{cfg['warmup_steps']}, cosine to {cfg['min_lr_ratio']} x), weight decay {cfg['weight_decay']}, "
         f"seed {cfg['seed']}, bf16 autocast {'on' if cfg['bf16'] else 'off'}; wall time "
         f"{summary['wall_seconds'] / 60:.1f} minutes on 2 CPU cores.", "",
+        *_stages_text(summary),
         "## Validation perplexity (valid split; unigram = add-one unigram model fitted on the train split)", "",
         "| language | valid tokens | model PPL | unigram PPL | model / unigram |", "|---|---|---|---|---|",
     ]
@@ -326,6 +350,20 @@ def model_card(summary: dict, log: list[dict]) -> str:
         if valid:
             lines.append(f"| {e['step']} | {e['tokens']:,} | {e['train_loss']:.3f} | {sum(valid) / len(valid):.3f} |")
     return "\n".join(lines) + "\n"
+
+
+def _stages_text(summary: dict) -> list[str]:
+    if len(summary.get("stages", [])) < 2:
+        return []
+    lines = ["Trained in stages, each continuing from the previous weights (`lapelens train --init-from`); "
+             "the numbers above are of the last stage, the totals here:", ""]
+    for n, st in enumerate(summary["stages"], 1):
+        c = st["config"]
+        lines.append(f"{n}. {c['steps']} steps, lr {c['lr']} (warmup {c['warmup_steps']}, cosine to "
+                     f"{c['min_lr_ratio']} x), corpus `{c['corpus']}`: {st['tokens_seen']:,} tokens, "
+                     f"{st['wall_seconds'] / 60:.1f} minutes.")
+    lines += ["", f"In all: {summary['tokens_seen']:,} tokens, {summary['wall_seconds'] / 60:.1f} minutes.", ""]
+    return lines
 
 
 # ---- monolingual continued training (PV baseline) --------------------------------------------

@@ -96,8 +96,16 @@ def test_unigram_nll_golden():
 def test_init_from_continues_an_existing_model(folder_corpus, tmp_path):
     first = train(_cfg(folder_corpus, tmp_path / "first", steps=20, eval_every=0))
     more = train(_cfg(folder_corpus, tmp_path / "more", steps=10, eval_every=0, init_from=str(first), lr=1e-3))
-    a = json.loads((first / "train_log.jsonl").read_text().splitlines()[0])
-    b = json.loads((more / "train_log.jsonl").read_text().splitlines()[0])
+    first_log = (first / "train_log.jsonl").read_text().splitlines()
+    more_log = (more / "train_log.jsonl").read_text().splitlines()
+    # The continued run's log carries the first run's 20 steps, then its own 10, numbered on.
+    assert more_log[:20] == first_log and len(more_log) == 30
+    a, b = json.loads(first_log[0]), json.loads(more_log[20])
+    assert b["step"] == 21 and b["tokens"] == 21 * 4 * 32
+    summary = json.loads((more / "training_summary.json").read_text())
+    assert [s["tokens_seen"] for s in summary["stages"]] == [20 * 4 * 32, 10 * 4 * 32]
+    assert summary["tokens_seen"] == 30 * 4 * 32
+    assert "Trained in stages" in (more / "README.md").read_text()
     # The continued run starts from the trained weights, so its first loss is far below a fresh start's.
     assert b["train_loss"] < a["train_loss"] - 1.0
     assert (more / "tokenizer.json").read_text() == (first / "tokenizer.json").read_text()
