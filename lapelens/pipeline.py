@@ -65,6 +65,8 @@ class ReproduceConfig:
     max_new_tokens: int = 24
     steer_scale: float = 1.0
     """Steering sets each neuron to scale x its mean activation on the target language."""
+    steer_deactivate_others: bool = False
+    """Unconditional steering also deactivates the other languages' neurons."""
     seed: int = 0
 
     @classmethod
@@ -229,7 +231,8 @@ def reproduce(cfg: ReproduceConfig) -> dict:
     gens: dict[str, Any] = {}
     if lape is not None:
         gens["steer_unconditional"] = stage(
-            "steer_unconditional", lambda: unconditional_steering(model, lape, stats, langs, cfg.n_samples, cfg.steer_scale, sampling),
+            "steer_unconditional", lambda: unconditional_steering(model, lape, stats, langs, cfg.n_samples, cfg.steer_scale, sampling,
+                                                                 deactivate_others=cfg.steer_deactivate_others),
             GenerationResult.load, lambda r, p: r.save(p))
         gens["steer_prompted"] = stage(
             "steer_prompted", lambda: prompted_steering(model, lape, stats, par, n_prompts=cfg.n_prompts,

@@ -284,6 +284,14 @@ def test_unconditional_steering_and_kojima_bookkeeping(models, fake_detector):
         got = result.samples[result.samples["condition"] == target]
         assert result.summary.loc[target, "after"] == pytest.approx(np.mean([len(t) % 2 == (target == "en") for t in got["text"]]))
         assert result.summary.loc[target, gen.BEFORE] == pytest.approx((base["detected"] == target).mean())
+    # deactivate_others: the target's neurons set, every other language's (not the target's) zeroed
+    both = gen.unconditional_steering(model, neurons, stats, ["fr"], n_samples=6, sampling=s, deactivate_others=True)
+    others = neurons.mask[[i for i, l in enumerate(neurons.languages) if l != "fr"]].any(0) & ~neurons.mask[neurons.languages.index("fr")]
+    assert others.any()
+    with deactivate(model, others), steer(model, neurons, "fr", stats):
+        by_hand = gen._decode(model, gen.generate_ids(model, bos, s))
+    assert list(both.samples[both.samples["condition"] == "fr"]["text"]) == by_hand
+    assert both.meta["deactivate_others"] is True
     koj = gen.kojima_pinning(model, neurons, ["ja"], n_samples=4, sampling=s)
     with pin_to_median(model, neurons, "ja"):
         pinned = gen._decode(model, gen.generate_ids(model, bos[:4], s))

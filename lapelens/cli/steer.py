@@ -55,6 +55,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--stats", type=Path, help="Statistics folder: the mean activations to set (unconditional, prompted).")
     parser.add_argument("--languages", help="Comma-separated target languages (default: all of the neuron set).")
     parser.add_argument("--scale", type=float, default=1.0, help="Multiply the mean activation by this (1.0: the paper).")
+    parser.add_argument("--deactivate-others", action="store_true",
+                        help="unconditional: also deactivate the other languages' neurons while steering.")
     parser.add_argument("--samples", type=int, default=100, help="unconditional/kojima: generations per condition (100).")
     parser.add_argument("--parallel", default=EMBEDDED, help="prompted: parallel corpus, 'embedded' (default) or 'flores'.")
     parser.add_argument("--parallel-split", default="valid", help="prompted: split of the parallel corpus (valid).")
@@ -91,7 +93,8 @@ def run(args: argparse.Namespace) -> None:
     neurons = load_neurons(args.neurons, d_mlp=None if args.neurons.is_dir() else neuron_spec(model).d_mlp)
     languages = split_list(args.languages, "--languages") or list(neurons.languages)
     if args.mode == "unconditional":
-        result = gen.unconditional_steering(model, neurons, stats, languages, args.samples, args.scale, sampling)
+        result = gen.unconditional_steering(model, neurons, stats, languages, args.samples, args.scale, sampling,
+                                            deactivate_others=args.deactivate_others)
     elif args.mode == "kojima":
         result = gen.kojima_pinning(model, neurons, languages, args.samples, sampling)
     else:

@@ -237,15 +237,28 @@ def unconditional_steering(
     n_samples: int = 100,
     scale: float | int = 1.0,
     sampling: Sampling = Sampling(),
+    deactivate_others: bool = False,
 ) -> GenerationResult:
-    """Generations from BOS with each target's neurons set to their mean activation (``steer``)."""
+    """Generations from BOS with each target's neurons set to ``scale`` x their mean activation
+    (``steer``). With ``deactivate_others`` the neurons of every other language of ``neurons``
+    (those not also the target's) are deactivated at the same time: the unconditional analogue of
+    the paper's cross-lingual setting (deactivate the source, activate the target)."""
     langs = list(languages or neurons.languages)
     for lang in langs:
         neuron_mask(model, neurons, lang)
         stats.lang_index(lang)
-    conditions = {l: (lambda l=l: steer(model, neurons, l, stats, scale)) for l in langs}
+
+    @contextmanager
+    def condition(lang: str) -> Iterator[Any]:
+        others = [o for o in neurons.languages if o != lang]
+        off = neuron_mask(model, neurons, others) & ~neuron_mask(model, neurons, lang) if deactivate_others and others else None
+        with deactivate(model, off) if off is not None else nullcontext(), steer(model, neurons, lang, stats, scale):
+            yield model
+
+    conditions = {l: (lambda l=l: condition(l)) for l in langs}
     return unconditional_shares(model, conditions, n_samples, sampling, "unconditional steering",
-                                {"method": neurons.method, "scale": scale, "neurons": {l: neurons.count(l) for l in langs}})
+                                {"method": neurons.method, "scale": scale, "deactivate_others": deactivate_others,
+                                 "neurons": {l: neurons.count(l) for l in langs}})
 
 
 def kojima_pinning(
