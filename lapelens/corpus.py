@@ -60,7 +60,7 @@ _LANG_CODE = re.compile(r"^[a-z]{2,3}(-[a-z]{2,4})?$")
 
 def load_corpus(
     name: str | os.PathLike = EMBEDDED,
-    split: Split = "train",
+    split: str = "train",  # a Split; checked at run time with a clear error, as it comes from users
     languages: Sequence[str] | None = None,
     *,
     max_chars: int | None = None,
@@ -293,11 +293,20 @@ def hub_reachable(timeout: float = 3.0) -> str | None:
 
 
 def _hub_loader(load_dataset: Callable[..., Any] | None, what: str) -> Callable[..., Any]:
+    """The injected loader, else ``datasets.load_dataset`` once the hub is known to answer.
+
+    In offline mode (HF_HUB_OFFLINE) ``datasets`` may still serve a cached copy, and fails fast by
+    itself if there is none; online, an unreachable hub would make it retry for minutes, so we
+    probe first with a short timeout.
+    """
     if load_dataset is not None:
         return load_dataset
-    problem = hub_reachable()
-    if problem:
-        raise _offline_error(what, problem)
+    from huggingface_hub import constants
+
+    if not constants.HF_HUB_OFFLINE:
+        problem = hub_reachable()
+        if problem:
+            raise _offline_error(what, problem)
     import datasets
 
     return datasets.load_dataset
@@ -306,10 +315,17 @@ def _hub_loader(load_dataset: Callable[..., Any] | None, what: str) -> Callable[
 def _call_hub(loader: Callable[..., Any], what: str, *args: Any, **kwargs: Any) -> Any:
     try:
         return loader(*args, **kwargs)
-    except (ConnectionError, TimeoutError) as exc:
-        raise _offline_error(what, type(exc).__name__) from None
-    except OSError as exc:  # httpx/requests connection errors subclass OSError in places
-        raise _offline_error(what, str(exc).splitlines()[0][:200]) from None
+    except (ConnectionError, TimeoutError) as exc:  # datasets' "Couldn't reach ... on the Hub"
+        raise _offline_error(what, _first_line(exc)) from None
+    except OSError as exc:  # httpx/requests network errors subclass OSError in places
+        if isinstance(exc, (FileNotFoundError, PermissionError)):
+            raise
+        raise _offline_error(what, _first_line(exc)) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:200]
 
 
 def _load_wikipedia(
@@ -359,8 +375,8 @@ def _sample_documents(stream: Any, split: str, budget: int, seed: int, what: str
             total += len(text)
             if total >= budget:
                 break
-    except (ConnectionError, TimeoutError) as exc:
-        raise _offline_error(what, type(exc).__name__) from None
+    except (ConnectionError, TimeoutError, OSError) as exc:  # the stream reads shards lazily
+        raise _offline_error(what, _first_line(exc)) from None
     return docs
 
 

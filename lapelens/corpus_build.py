@@ -1,17 +1,22 @@
-"""Build the embedded corpus from the LibreOffice help, as Debian packages it (MPL-2.0).
+"""Build the embedded corpus from the LibreOffice help and UI translations, as Debian packages them.
 
 The LibreOffice help is translated paragraph by paragraph: every page exists in every language
 with the same paragraph ids, which gives a monolingual corpus per language *and* an aligned
-parallel set from one source. This module downloads the ``libreoffice-help-*`` packages with
-``apt-get download``, unpacks them with ``dpkg-deb -x``, extracts ``(page, paragraph id) -> text``,
-cleans it and writes ``lapelens/data/corpus/``. Run it as ``python scripts/build_corpus.py`` or
+parallel set from one source (MPL-2.0). This module downloads ``libreoffice-help-*`` and
+``libreoffice-l10n-*`` with ``apt-get download``, unpacks them with ``dpkg-deb -x``, extracts
+``(page, paragraph id) -> text`` from the help HTML and ``(dialog, message context) -> text`` from
+the UI catalogues (.mo; their msgid is the English side), cleans it and writes
+``lapelens/data/corpus/``. Run it as ``python scripts/build_corpus.py`` or
 ``lapelens corpus build``; it is reproducible but not run by CI.
 
-Cleaning, in order, per language X and paragraph:
-markup stripped (the macOS alternative of a ``switchinline`` dropped, code blocks skipped),
-whitespace collapsed, Unicode NFC; dropped if too short, if X != en and the text equals the
-English paragraph (untranslated), if langid.py does not say X, or if the same text was already
-kept in X (duplicates, so that no paragraph can sit in both splits).
+Cleaning, in order, per language X and paragraph: markup stripped (the non-default cases of a
+``switchinline`` and code blocks skipped; UI mnemonics and product-name placeholders resolved, UI
+strings with run-time arguments dropped), whitespace collapsed, Unicode NFC; then dropped if
+too short, if X != en and the text equals the English one (untranslated), if the same text was
+already kept in X (duplicates: no paragraph can sit in both splits), if it is mostly symbols or,
+in zh/ja/ko, mostly Latin-script names (in ja: too little kana), or if langid.py gives X less than
+LANGID_MIN_PROB.
+langdetect is kept out of the build so that the tests can use it as an independent check.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import json
 import lzma
 import re
 import shutil
+import struct
 import subprocess
 import unicodedata
 from dataclasses import dataclass, field
@@ -31,7 +37,7 @@ from typing import Iterable
 
 from lapelens.constants import PAPER_LANGUAGES
 from lapelens.errors import LapelensError
-from lapelens.langid import langid_classify
+from lapelens.langid import is_han, langid_probabilities
 
 #: lapelens code -> suffix of the Debian package ``libreoffice-help-<suffix>``.
 HELP_PACKAGES = {
@@ -42,12 +48,29 @@ EXTRA_LANGUAGES = ("de", "ru", "ko", "pt", "it")
 #: lapelens code -> the directory name under usr/share/libreoffice/help/.
 _HELP_DIRS = {"en": "en-US", "zh": "zh-CN"}
 
-#: Share of help pages (by hash of the page path) that go to ``valid``.
+#: Share of help pages (by hash of the page path) that go to ``valid``. Fixed since the first
+#: release: a model trained on an earlier build's train split has never seen a valid page.
 VALID_PERCENT = 6
+#: The same for UI dialogs/catalogues (added in the second build, so free to choose): a larger
+#: share gives the languages with little help text (zh, ja) a valid split of >= 50 k characters.
+VALID_PERCENT_UI = 40
+#: Train characters kept for a language outside the paper's seven (pages sampled by hash), to
+#: keep the package small; the paper's languages are never capped.
+EXTRA_MAX_TRAIN_CHARS = 1_000_000
 #: Minimum length of a kept paragraph, in characters; CJK packs more per character.
-MIN_CHARS = 20
+MIN_CHARS = 30
 MIN_CHARS_CJK = 8
 _CJK = {"zh", "ja", "ko"}
+#: A paragraph is kept only if langid.py gives its language at least this probability: short
+#: technical lines (menu paths, formula examples) are where identifiers disagree.
+LANGID_MIN_PROB = 0.9999
+#: Letters (str.isalpha) must be at least this share of the non-space characters (drops formulas, code).
+MIN_LETTER_SHARE = 0.6
+#: In zh/ja/ko, Latin letters (product and function names) must be below this share of the letters.
+MAX_LATIN_SHARE_CJK = 0.3
+#: In ja, kana must be at least this share of the kana + Chinese characters: Japanese prose carries
+#: its grammar in kana, and a string of kanji compounds cannot be told from Chinese.
+MIN_KANA_SHARE_JA = 0.2
 #: Languages langid.py may confuse with a kept one, and accepted for it (Indonesian ~ Malay).
 _LANGID_ALIASES = {"id": {"id", "ms"}}
 
@@ -110,11 +133,31 @@ class _PageParser(HTMLParser):
             self._parts.append(data)
 
 
+_PRODUCT = re.compile(r"\$\[officename\]|%PRODUCTNAME")
+_PRODUCT_VERSION = re.compile(r"\$\[officeversion\]|%PRODUCTVERSION")
+#: Run-time arguments of UI strings ($(ARG1), %1, %s, $1, {0}, %FOO): a string with one is dropped.
+_ARGUMENT = re.compile(r"\$\(\w+\)|%\d|%[sdS]\b|\$\d|\{\w*\}|%[A-Z][A-Z_]+%?|\$\w+\$")
+#: Keyboard mnemonics of UI strings: "(_A)", "(~A)" after CJK labels, "_" or "~" before a letter.
+_MNEMONIC_SUFFIX = re.compile(r"[(（][_~]\w[)）]")
+_MNEMONIC = re.compile(r"(?<!\w)[_~](?=\w)|~")
+_KANA = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff]")
+
+
 def clean_text(text: str) -> str:
-    """Entities resolved, whitespace collapsed to single spaces, Unicode NFC."""
+    """Entities resolved, product-name placeholders filled, whitespace collapsed, Unicode NFC."""
     text = html.unescape(text)
+    text = _PRODUCT.sub("LibreOffice", text)
+    text = _PRODUCT_VERSION.sub("7.4", text)
     text = _SPACE.sub(" ", text).strip()
     return unicodedata.normalize("NFC", text)
+
+
+def clean_ui_text(text: str) -> str:
+    """A UI string as prose: mnemonics removed; ``""`` if it has a run-time argument placeholder."""
+    text = _MNEMONIC_SUFFIX.sub("", text)
+    text = _MNEMONIC.sub("", text)
+    text = clean_text(text)
+    return "" if _ARGUMENT.search(text) or "<" in text else text
 
 
 def extract_page(path: Path) -> list[tuple[str, str]]:
@@ -132,9 +175,41 @@ def extract_page(path: Path) -> list[tuple[str, str]]:
 
 
 def page_split(page: str) -> str:
-    """``"valid"`` for about VALID_PERCENT % of pages, fixed by a hash of the page path."""
+    """``"valid"`` for VALID_PERCENT % of help pages (VALID_PERCENT_UI % of UI pages), by a hash of the path."""
     digest = hashlib.sha256(page.encode()).digest()
-    return "valid" if int.from_bytes(digest[:4], "big") % 100 < VALID_PERCENT else "train"
+    percent = VALID_PERCENT_UI if page.startswith("l10n/") else VALID_PERCENT
+    return "valid" if int.from_bytes(digest[:4], "big") % 100 < percent else "train"
+
+
+def read_mo(path: Path) -> dict[str, str]:
+    """``"context\\x04msgid" -> msgstr`` of a gettext .mo file (header and plurals' extra forms dropped)."""
+    data = path.read_bytes()
+    endian = "<" if struct.unpack("<I", data[:4])[0] == 0x950412DE else ">"
+    _, n, orig, trans = struct.unpack(endian + "4I", data[4:20])
+    out = {}
+    for i in range(n):
+        olen, ooff = struct.unpack(endian + "2I", data[orig + 8 * i : orig + 8 * i + 8])
+        tlen, toff = struct.unpack(endian + "2I", data[trans + 8 * i : trans + 8 * i + 8])
+        msgid = data[ooff : ooff + olen].decode("utf-8", "replace").split("\x00")[0]
+        msgstr = data[toff : toff + tlen].decode("utf-8", "replace").split("\x00")[0]
+        if msgid:
+            out[msgid] = msgstr
+    return out
+
+
+def l10n_pages(root: Path) -> dict[str, list[tuple[str, str, str]]]:
+    """UI catalogues of a libreoffice-l10n package as pages: one per dialog (the part of the
+    message context before "|"), or per catalogue for plain resource strings.
+
+    Returns ``page -> [(paragraph id = message context, English msgid, translation), ...]``.
+    """
+    pages: dict[str, list[tuple[str, str, str]]] = {}
+    for mo in sorted(root.glob("usr/lib/libreoffice/program/resource/*/LC_MESSAGES/*.mo")):
+        for key, msgstr in read_mo(mo).items():
+            ctxt, _, msgid = key.rpartition("\x04")
+            group = ctxt.split("|")[0] if "|" in ctxt else "strings"
+            pages.setdefault(f"l10n/{mo.stem}/{group}", []).append((ctxt or msgid, msgid, msgstr))
+    return pages
 
 
 # -- download ---------------------------------------------------------------------------------
@@ -190,6 +265,35 @@ class Counts:
         d[reason] = d.get(reason, 0) + 1
 
 
+_LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
+
+
+def _mixed(lang: str, text: str) -> bool:
+    """Too few letters (formulas, code), or a CJK paragraph dominated by Latin-script names."""
+    chars = [c for c in text if not c.isspace()]
+    letters = [c for c in chars if c.isalpha()]
+    if len(letters) < MIN_LETTER_SHARE * len(chars):
+        return True
+    if lang in _CJK:
+        latin = sum(1 for c in letters if _LATIN.match(c))
+        if latin >= MAX_LATIN_SHARE_CJK * len(letters):
+            return True
+    if lang == "ja":
+        kana = len(_KANA.findall(text))
+        han = sum(1 for c in text if is_han(c))
+        return kana < MIN_KANA_SHARE_JA * (kana + han)
+    return False
+
+
+def _langid_agrees(lang: str, text: str) -> bool:
+    probs = langid_probabilities(text)
+    accepted = set(_LANGID_ALIASES.get(lang, {lang}))
+    # langid.py calls Chinese with 「」 quotes Japanese; Japanese prose always has kana.
+    if lang == "zh" and not _KANA.search(text):
+        accepted.add("ja")
+    return sum(probs.get(code, 0.0) for code in accepted) >= LANGID_MIN_PROB
+
+
 def _keep(lang: str, text: str, english: str | None, seen: set[str], counts: Counts) -> bool:
     if len(text) < (MIN_CHARS_CJK if lang in _CJK else MIN_CHARS):
         counts.drop(lang, "short")
@@ -197,7 +301,9 @@ def _keep(lang: str, text: str, english: str | None, seen: set[str], counts: Cou
         counts.drop(lang, "untranslated" if english is not None else "not_in_english")
     elif text in seen:
         counts.drop(lang, "duplicate")
-    elif langid_classify(text)[0] not in _LANGID_ALIASES.get(lang, {lang}):
+    elif _mixed(lang, text):
+        counts.drop(lang, "mixed_or_symbols")
+    elif not _langid_agrees(lang, text):
         counts.drop(lang, "wrong_language")
     else:
         seen.add(text)
@@ -215,46 +321,79 @@ def build(
     out_dir: Path,
     work_dir: Path,
     languages: Iterable[str] = PAPER_LANGUAGES,
+    l10n: bool = True,
     log=print,
 ) -> Counts:
-    """Download, extract, clean and write the embedded corpus; returns the counts."""
+    """Download, extract, clean and write the embedded corpus; returns the counts.
+
+    Help pages come first, then (``l10n=True``) the UI catalogues of ``libreoffice-l10n-*``, whose
+    English side is the msgid; both are split by page, and duplicates are dropped across both.
+    """
     languages = list(dict.fromkeys(["en", *languages]))
     unknown = [lang for lang in languages if lang not in HELP_PACKAGES]
     if unknown:
         raise LapelensError(f"no LibreOffice help package for {unknown}; choose from {sorted(HELP_PACKAGES)}")
-    sources: dict[str, tuple[str, str]] = {}  # lang -> (package, version)
+    sources: list[tuple[str, str]] = []  # (package, version)
     roots: dict[str, Path] = {}
+    ui: dict[str, dict[str, list[tuple[str, str, str]]]] = {}  # lang -> l10n page -> entries
     for lang in languages:
         package = f"libreoffice-help-{HELP_PACKAGES[lang]}"
         log(f"fetching {package}")
         root, version = fetch_package(package, work_dir)
-        sources[lang] = (package, version)
+        sources.append((package, version))
         roots[lang] = help_dir(root, lang)
+        if l10n and lang != "en":  # English is the source language of the UI: no l10n package
+            package = f"libreoffice-l10n-{HELP_PACKAGES[lang]}"
+            log(f"fetching {package}")
+            root, version = fetch_package(package, work_dir)
+            sources.append((package, version))
+            ui[lang] = l10n_pages(root)
 
     en_dir = roots["en"]
     pages = sorted(p.relative_to(en_dir).as_posix() for p in (en_dir / "text").rglob("*.html"))
-    log(f"{len(pages)} help pages")
+    ui_pages = sorted({page for by_page in ui.values() for page in by_page})
+    log(f"{len(pages)} help pages, {len(ui_pages)} UI dialogs/catalogues")
     counts = Counts()
     seen: dict[str, set[str]] = {lang: set() for lang in languages}
     # docs[lang][split] = [{"page", "ids", "paragraphs"}]
     docs: dict[str, dict[str, list[dict]]] = {lang: {"train": [], "valid": []} for lang in languages}
+
+    def add(lang: str, page: str, paragraphs: Iterable[tuple[str, str]], english: dict[str, str]) -> None:
+        ids, texts = [], []
+        for pid, text in paragraphs:
+            if _keep(lang, text, english.get(pid), seen[lang], counts):
+                ids.append(pid)
+                texts.append(text)
+        if texts:
+            docs[lang][page_split(page)].append({"page": page, "ids": ids, "paragraphs": texts})
+
     for n, page in enumerate(pages):
         if n % 250 == 0:
-            log(f"  page {n}/{len(pages)}")
+            log(f"  help page {n}/{len(pages)}")
         english = dict(extract_page(en_dir / page))
-        split = page_split(page)
         for lang in languages:
             path = roots[lang] / page
-            if not path.exists():
+            if lang == "en":
+                add(lang, page, english.items(), english)
+            elif path.exists():
+                add(lang, page, extract_page(path), english)
+            else:
                 counts.drop(lang, "page_missing")
-                continue
-            ids, texts = [], []
-            for pid, text in extract_page(path) if lang != "en" else english.items():
-                if _keep(lang, text, english.get(pid), seen[lang], counts):
-                    ids.append(pid)
-                    texts.append(text)
-            if texts:
-                docs[lang][split].append({"page": page, "ids": ids, "paragraphs": texts})
+    for page in ui_pages:
+        english: dict[str, str] = {}
+        for by_page in ui.values():
+            for pid, msgid, _ in by_page.get(page, ()):
+                english.setdefault(pid, clean_ui_text(msgid))
+        for lang in languages:
+            if lang == "en":
+                add(lang, page, sorted(english.items()), english)
+            else:
+                entries = sorted((pid, clean_ui_text(msgstr)) for pid, _, msgstr in ui[lang].get(page, ()))
+                add(lang, page, entries, english)
+
+    for lang in languages:
+        if lang not in PAPER_LANGUAGES:
+            docs[lang]["train"] = _cap(docs[lang]["train"], EXTRA_MAX_TRAIN_CHARS, counts.dropped.setdefault(lang, {}))
 
     out_dir.mkdir(parents=True, exist_ok=True)
     mono = out_dir / "mono"
@@ -268,16 +407,80 @@ def build(
             counts.kept[lang][split] = [len(rows), n_par, n_chars]
     _write_parallel(out_dir, docs, languages, counts)
     manifest = {
-        "sources": {lang: {"package": p, "version": v} for lang, (p, v) in sources.items()},
+        "sources": [{"package": p, "version": v} for p, v in sources],
         "languages": languages,
-        "valid_percent": VALID_PERCENT,
-        "min_chars": MIN_CHARS,
-        "min_chars_cjk": MIN_CHARS_CJK,
+        "settings": {
+            "valid_percent": VALID_PERCENT,
+            "valid_percent_ui": VALID_PERCENT_UI,
+            "extra_max_train_chars": EXTRA_MAX_TRAIN_CHARS,
+            "min_chars": MIN_CHARS,
+            "min_chars_cjk": MIN_CHARS_CJK,
+            "langid_min_prob": LANGID_MIN_PROB,
+            "min_letter_share": MIN_LETTER_SHARE,
+            "max_latin_share_cjk": MAX_LATIN_SHARE_CJK,
+            "min_kana_share_ja": MIN_KANA_SHARE_JA,
+        },
         "counts": counts.kept,
         "dropped": counts.dropped,
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
+    _write_notice(out_dir, sources, work_dir)
     return counts
+
+
+def _cap(rows: list[dict], max_chars: int, dropped: dict[str, int]) -> list[dict]:
+    """Whole pages, taken in the order of a hash of their path, up to ``max_chars``; page order kept."""
+    by_hash = sorted(rows, key=lambda r: hashlib.sha256(r["page"].encode()).digest())
+    keep, total = set(), 0
+    for row in by_hash:
+        size = len("\n".join(row["paragraphs"]))
+        if total + size > max_chars:
+            dropped["capped"] = dropped.get("capped", 0) + len(row["paragraphs"])
+            continue
+        keep.add(row["page"])
+        total += size
+    return [r for r in rows if r["page"] in keep]
+
+
+#: Where Debian keeps the licence texts that its copyright files point to.
+COMMON_LICENSES = Path("/usr/share/common-licenses")
+
+
+def _write_notice(out_dir: Path, sources: list[tuple[str, str]], work_dir: Path) -> None:
+    """NOTICE: what the data is, every source package and version, copyright lines, MPL-2.0 text."""
+    licence = COMMON_LICENSES / "MPL-2.0"
+    if not licence.exists():
+        raise LapelensError(f"{licence} not found (Debian package base-files); it is copied into NOTICE")
+    copyright_file = work_dir / f"x_{sources[0][0]}" / "usr/share/doc" / sources[0][0] / "copyright"
+    holders = ""
+    if copyright_file.exists():  # the "Files: *" stanza names the copyright holders
+        stanza = copyright_file.read_text().split("\n\n")
+        main = next((b for b in stanza if b.startswith("Files: *")), "")
+        holders = "\n".join(line for line in main.splitlines() if not line.startswith(" ") or "Copyright" in line)
+        holders = "\n".join(line.strip() for line in holders.splitlines() if "Copyright" in line or "(c)" in line)
+    text = [
+        "lapelens embedded corpus",
+        "========================",
+        "",
+        "The files in this folder (mono/*.jsonl.xz, parallel.*.txt.xz, manifest.json) are text",
+        "extracted from the LibreOffice help and user-interface translations as packaged by Debian,",
+        "cleaned and split by lapelens/corpus_build.py (scripts/build_corpus.py). They are a",
+        "modified form of the source files and are distributed under the Mozilla Public License 2.0",
+        "(full text below). The source code form is available from the packages listed here",
+        "(`apt-get source libreoffice`) and from https://git.libreoffice.org/help and",
+        "https://git.libreoffice.org/translations.",
+        "",
+        "Source packages (Debian bookworm, License: MPL-2.0):",
+        *[f"  {package} {version}" for package, version in sources],
+        "",
+        "Copyright (from the packages' debian/copyright, Files: *):",
+        *[f"  {line}" for line in holders.splitlines()],
+        "",
+        "=" * 78,
+        "",
+        licence.read_text(),
+    ]
+    (out_dir / "NOTICE").write_text("\n".join(text))
 
 
 def _write_parallel(out_dir: Path, docs: dict, languages: list[str], counts: Counts) -> None:

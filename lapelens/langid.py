@@ -27,25 +27,41 @@ def _normalise(code: str) -> str:
     return _TO_LAPELENS.get(code, code)
 
 
+def is_han(char: str) -> bool:
+    """A Chinese character (CJK Unified Ideographs, Extension A, or Compatibility)."""
+    return "\u4e00" <= char <= "\u9fff" or "\u3400" <= char <= "\u4dbf" or "\uf900" <= char <= "\ufaff"
+
+
 @lru_cache(maxsize=1)
-def _langdetect() -> Any:
-    from langdetect import DetectorFactory
+def _langdetect_factory() -> Any:
+    from langdetect.detector_factory import PROFILES_DIRECTORY, DetectorFactory
 
+    factory = DetectorFactory()
+    factory.load_profile(PROFILES_DIRECTORY)
+    # langdetect's Korean profile is full of Chinese-character n-grams, so it calls most Chinese
+    # text Korean (Mimino666/langdetect#51: '我爱北京天安门' -> ko with p = 0.99999). We apply the
+    # upstream-proposed fix (Mimino666/langdetect#9): Korean gets no weight for n-grams made of
+    # Chinese characters. Korean itself is written in Hangul, so its detection is unaffected.
+    ko = factory.langlist.index("ko")
+    for ngram, probs in factory.word_lang_prob_map.items():
+        if any(is_han(c) for c in ngram):
+            probs[ko] = 0.0
     # langdetect samples n-grams at random; a fixed seed makes the same text always get the same answer.
-    DetectorFactory.seed = 0
-    import langdetect
-
-    return langdetect
+    factory.set_seed(0)
+    return factory
 
 
 def detect_language(text: str) -> str:
-    """The language of ``text`` by langdetect (the paper's tool), or ``"unknown"``."""
+    """The language of ``text`` by langdetect (the paper's tool, seed 0, Korean-profile fix), or ``"unknown"``."""
     if not text or not text.strip():
         return UNKNOWN
-    langdetect = _langdetect()
+    from langdetect.lang_detect_exception import LangDetectException
+
     try:
-        return _normalise(langdetect.detect(text))
-    except langdetect.LangDetectException:  # no letters, only digits/punctuation, ...
+        detector = _langdetect_factory().create()
+        detector.append(text)
+        return _normalise(detector.detect())
+    except LangDetectException:  # no letters, only digits/punctuation, ...
         return UNKNOWN
 
 
@@ -69,8 +85,17 @@ def langid_language(text: str) -> str:
 
 def langid_classify(text: str) -> tuple[str, float]:
     """langid.py's language and its normalised probability; ``("unknown", 0.0)`` for empty text."""
-    if not text or not text.strip():
+    probs = langid_probabilities(text)
+    if not probs:
         return UNKNOWN, 0.0
+    best = max(probs, key=probs.__getitem__)
+    return best, probs[best]
+
+
+def langid_probabilities(text: str) -> dict[str, float]:
+    """langid.py's normalised probability of every language it knows (lapelens codes); ``{}`` if empty."""
+    if not text or not text.strip():
+        return {}
     import numpy as np
 
     ident = _langid_identifier()
@@ -79,7 +104,7 @@ def langid_classify(text: str) -> tuple[str, float]:
     fv = ident.instance2fv(text)
     nz = fv.nonzero()[0]
     scores = fv[nz].astype(np.float64) @ ident.nb_ptc[nz] + ident.nb_pc
-    best = int(np.argmax(scores))
     with np.errstate(over="ignore"):
-        prob = 1.0 / np.exp(scores - scores[best]).sum()
-    return _normalise(str(ident.nb_classes[best])), float(prob)
+        probs = np.exp(scores - scores.max())
+    probs /= probs.sum()
+    return {_normalise(str(code)): float(p) for code, p in zip(ident.nb_classes, probs)}

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Build the embedded corpus (lapelens/data/corpus/) from the LibreOffice help Debian packages.
+"""Build the embedded corpus (lapelens/data/corpus/) from the LibreOffice help and UI (l10n) Debian packages.
 
     python scripts/build_corpus.py [--work-dir /tmp/lodeb] [--out lapelens/data/corpus] [--languages en zh ...]
 

@@ -13,15 +13,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     build = sub.add_parser(
         "build",
-        help="download the LibreOffice help packages and write lapelens/data/corpus/",
-        description="Download libreoffice-help-* with apt-get, unpack, extract, clean, split and write "
-        "the embedded corpus; prints the counts it produced.",
+        help="download the LibreOffice help and UI translation packages and write lapelens/data/corpus/",
+        description="Download libreoffice-help-* and libreoffice-l10n-* with apt-get, unpack, extract, clean, "
+        "split and write the embedded corpus with its NOTICE; prints the counts it produced.",
     )
     build.add_argument("--work-dir", type=Path, default=None,
                        help="where .deb files are downloaded and unpacked (reused if present; default: a temp dir)")
     build.add_argument("--out", type=Path, default=None, help="output folder (default: the package's data/corpus)")
     build.add_argument("--languages", nargs="+", default=None,
                        help="lapelens codes (default: the paper's seven, then de ru ko pt it)")
+    build.add_argument("--no-l10n", action="store_true", help="help pages only, without the UI catalogues")
     build.set_defaults(func=run_build)
 
     show = sub.add_parser("show", help="documents, paragraphs and characters per language and split")
@@ -42,9 +43,9 @@ def run_build(args: argparse.Namespace) -> None:
     languages = args.languages or [*PAPER_LANGUAGES, *corpus_build.EXTRA_LANGUAGES]
     if args.work_dir is None:
         with tempfile.TemporaryDirectory(prefix="lapelens-corpus-") as tmp:
-            counts = corpus_build.build(out, Path(tmp), languages)
+            counts = corpus_build.build(out, Path(tmp), languages, l10n=not args.no_l10n)
     else:
-        counts = corpus_build.build(out, args.work_dir, languages)
+        counts = corpus_build.build(out, args.work_dir, languages, l10n=not args.no_l10n)
     print(corpus_build.report(counts, out))
 
 
