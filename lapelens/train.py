@@ -322,6 +322,7 @@ def _previous_run(folder: Path) -> tuple[dict | None, list[dict]]:
 
 def model_card(summary: dict, log: list[dict]) -> str:
     cfg = summary["config"]
+    last = summary.get("stages", [summary])[-1]  # this run; the stages' totals follow
     lines = [
         "# lapelens embedded model", "",
         "A small multilingual LLaMA-architecture causal LM trained from scratch by `lapelens train` "
@@ -334,10 +335,10 @@ def model_card(summary: dict, log: list[dict]) -> str:
         f"{summary['parameters']:,} parameters, stored in bf16.", "",
         "## Training", "",
         f"Languages {', '.join(cfg['languages'])}, mixed uniformly; {cfg['steps']} steps of {cfg['batch_size']} x "
-        f"{cfg['seq_len']} tokens = {summary['tokens_seen']:,} tokens seen; AdamW (lr {cfg['lr']}, warmup "
+        f"{cfg['seq_len']} tokens = {last['tokens_seen']:,} tokens seen; AdamW (lr {cfg['lr']}, warmup "
         f"{cfg['warmup_steps']}, cosine to {cfg['min_lr_ratio']} x), weight decay {cfg['weight_decay']}, "
         f"seed {cfg['seed']}, bf16 autocast {'on' if cfg['bf16'] else 'off'}; wall time "
-        f"{summary['wall_seconds'] / 60:.1f} minutes on 2 CPU cores.", "",
+        f"{last['wall_seconds'] / 60:.1f} minutes on 2 CPU cores.", "",
         *_stages_text(summary),
         "## Validation perplexity (valid split; unigram = add-one unigram model fitted on the train split)", "",
         "| language | valid tokens | model PPL | unigram PPL | model / unigram |", "|---|---|---|---|---|",
@@ -362,7 +363,9 @@ def _stages_text(summary: dict) -> list[str]:
         lines.append(f"{n}. {c['steps']} steps, lr {c['lr']} (warmup {c['warmup_steps']}, cosine to "
                      f"{c['min_lr_ratio']} x), corpus `{c['corpus']}`: {st['tokens_seen']:,} tokens, "
                      f"{st['wall_seconds'] / 60:.1f} minutes.")
-    lines += ["", f"In all: {summary['tokens_seen']:,} tokens, {summary['wall_seconds'] / 60:.1f} minutes.", ""]
+    lines += ["", f"In all: {summary['tokens_seen']:,} tokens, {summary['wall_seconds'] / 60:.1f} minutes. In the loss "
+              "curve below, each stage's valid loss is on the first chunks of that stage's corpus's valid split, "
+              "so the curve can jump where the corpus changed.", ""]
     return lines
 
 
