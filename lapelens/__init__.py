@@ -17,6 +17,7 @@ _EXPORTS = {
     "LapelensError": "lapelens.errors",
     "collect": "lapelens.activations",
     "collect_sentence_means": "lapelens.activations",
+    "PAPER_LANGUAGES": "lapelens.constants",
     "load_corpus": "lapelens.corpus",
     "load_parallel": "lapelens.corpus",
     "identify": "lapelens.methods",
