@@ -30,6 +30,19 @@ def add_corpus_args(parser: argparse.ArgumentParser, tokens_default: int) -> Non
     parser.add_argument("--seed", type=int, default=0, help="Bootstrap seed (0).")
 
 
+def add_prompt_args(parser: argparse.ArgumentParser, scope: str = "") -> None:
+    """Prompts from a parallel corpus; ``scope`` prefixes the help (e.g. "prompted: ")."""
+    parser.add_argument("--parallel", default=EMBEDDED, help=f"{scope}parallel corpus, 'embedded' (default) or 'flores'.")
+    parser.add_argument("--parallel-split", default="valid", help=f"{scope}split of the parallel corpus (valid).")
+    parser.add_argument("--n-prompts", type=int, default=20, help=f"{scope}prompts per (source) language (20).")
+    parser.add_argument("--prompt-tokens", type=int, default=32, help=f"{scope}tokens kept of each prompt (32).")
+
+
+def add_result_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="Folder for the result (summary.csv, samples.jsonl).")
+    parser.add_argument("--figure", type=Path, help="Also write a bar chart as HTML to this file.")
+
+
 def split_list(text: str | None, flag: str) -> list[str] | None:
     if text is None:
         return None

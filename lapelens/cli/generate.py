@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lapelens.cli._evaluation import add_model_args, load_model_quietly, positive, print_frame, quiet_transformers, split_list
+from lapelens.cli._evaluation import (
+    add_model_args, add_prompt_args, add_result_args, load_model_quietly, positive, print_frame, quiet_transformers,
+    split_list,
+)
 from lapelens.cli.steer import add_sampling_args, sampling_from
-from lapelens.constants import EMBEDDED
 from lapelens.errors import LapelensError
 
 
@@ -25,14 +27,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--random-seed", type=int, default=None,
                         help="Without --random-neurons: draw random neurons with the same counts, with this seed.")
     parser.add_argument("--languages", help="Comma-separated languages (default: all of the neuron set).")
-    parser.add_argument("--parallel", default=EMBEDDED, help="Prompts: parallel corpus, 'embedded' (default) or 'flores'.")
-    parser.add_argument("--parallel-split", default="valid", help="Split of the parallel corpus (valid).")
-    parser.add_argument("--n-prompts", type=int, default=20, help="Prompts per language (20).")
-    parser.add_argument("--prompt-tokens", type=int, default=32, help="Tokens kept of each prompt (32).")
+    add_prompt_args(parser, "Prompts: ")
     add_sampling_args(parser, greedy_default=True)
     add_model_args(parser)
-    parser.add_argument("--out", type=Path, required=True, help="Folder for the result (summary.csv, samples.jsonl).")
-    parser.add_argument("--figure", type=Path, help="Also write a bar chart as HTML to this file.")
+    add_result_args(parser)
     parser.set_defaults(func=run)
     return parser
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lapelens.cli._evaluation import add_model_args, load_model_quietly, positive, print_frame, quiet_transformers, split_list
-from lapelens.constants import EMBEDDED
+from lapelens.cli._evaluation import (
+    add_model_args, add_prompt_args, add_result_args, load_model_quietly, positive, print_frame, quiet_transformers,
+    split_list,
+)
 from lapelens.errors import LapelensError
 
 MODES = ("unconditional", "prompted", "kojima")
@@ -58,15 +60,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--deactivate-others", action="store_true",
                         help="unconditional: also deactivate the other languages' neurons while steering.")
     parser.add_argument("--samples", type=int, default=100, help="unconditional/kojima: generations per condition (100).")
-    parser.add_argument("--parallel", default=EMBEDDED, help="prompted: parallel corpus, 'embedded' (default) or 'flores'.")
-    parser.add_argument("--parallel-split", default="valid", help="prompted: split of the parallel corpus (valid).")
     parser.add_argument("--sources", help="prompted: comma-separated source languages (default: --languages).")
-    parser.add_argument("--n-prompts", type=int, default=20, help="prompted: prompts per source language (20).")
-    parser.add_argument("--prompt-tokens", type=int, default=32, help="prompted: tokens kept of each prompt (32).")
+    add_prompt_args(parser, "prompted: ")
     add_sampling_args(parser, greedy_default=False)
     add_model_args(parser)
-    parser.add_argument("--out", type=Path, required=True, help="Folder for the result (summary.csv, samples.jsonl).")
-    parser.add_argument("--figure", type=Path, help="Also write a bar chart as HTML to this file.")
+    add_result_args(parser)
     parser.set_defaults(func=run)
     return parser
 
