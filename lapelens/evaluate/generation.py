@@ -248,12 +248,12 @@ def unconditional_steering(
         neuron_mask(model, neurons, lang)
         stats.lang_index(lang)
 
-    @contextmanager
-    def condition(lang: str) -> Iterator[Any]:
+    def condition(lang: str) -> AbstractContextManager:
         others = [o for o in neurons.languages if o != lang]
-        off = neuron_mask(model, neurons, others) & ~neuron_mask(model, neurons, lang) if deactivate_others and others else None
-        with deactivate(model, off) if off is not None else nullcontext(), steer(model, neurons, lang, stats, scale):
-            yield model
+        if not (deactivate_others and others):
+            return steer(model, neurons, lang, stats, scale)
+        off = neuron_mask(model, neurons, others) & ~neuron_mask(model, neurons, lang)
+        return _both(deactivate(model, off), steer(model, neurons, lang, stats, scale))
 
     conditions = {l: (lambda l=l: condition(l)) for l in langs}
     return unconditional_shares(model, conditions, n_samples, sampling, "unconditional steering",
