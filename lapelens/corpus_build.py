@@ -1,22 +1,28 @@
-"""Build the embedded corpus from the LibreOffice help and UI translations, as Debian packages them.
+"""Build the embedded corpus from Debian packages: LibreOffice help and UI translations, and three
+Debian books.
 
 The LibreOffice help is translated paragraph by paragraph: every page exists in every language
 with the same paragraph ids, which gives a monolingual corpus per language *and* an aligned
 parallel set from one source (MPL-2.0). This module downloads ``libreoffice-help-*`` and
 ``libreoffice-l10n-*`` with ``apt-get download``, unpacks them with ``dpkg-deb -x``, extracts
 ``(page, paragraph id) -> text`` from the help HTML and ``(dialog, message context) -> text`` from
-the UI catalogues (.mo; their msgid is the English side), cleans it and writes
-``lapelens/data/corpus/``. Run it as ``python scripts/build_corpus.py`` or
-``lapelens corpus build``; it is reproducible but not run by CI.
+the UI catalogues (.mo; their msgid is the English side). The zh and ja help is mostly
+untranslated, so three books translated into the paper's languages are added the same way: the
+Debian Administrator's Handbook (``debian-handbook``, GPL-2.0+ or CC-BY-SA-3.0), the Debian
+Reference (``debian-reference-*``, GPL-2.0+) and the Installation Guide
+(``installation-guide-amd64``, GPL-2), with paragraphs aligned by their position in a page. The
+result is cleaned and written to ``lapelens/data/corpus/``. Run it as
+``python scripts/build_corpus.py`` or ``lapelens corpus build``; it is reproducible but not run by CI.
 
 Cleaning, in order, per language X and paragraph: markup stripped (the non-default cases of a
 ``switchinline`` and code blocks skipped; UI mnemonics and product-name placeholders resolved, UI
 strings with run-time arguments dropped), whitespace collapsed, Unicode NFC; then dropped if
 too short, if X != en and the text equals the English one (untranslated), if the same text was
 already kept in X (duplicates: no paragraph can sit in both splits), if it is mostly symbols or,
-in zh/ja/ko, mostly Latin-script names (in ja: too little kana), or if langid.py gives X less than
-LANGID_MIN_PROB.
-langdetect is kept out of the build so that the tests can use it as an independent check.
+in zh/ja/ko, half or more Latin-script names (in ja: too little kana), or if langid.py gives X
+less than LANGID_MIN_PROB.
+langdetect is kept out of the build so that the tests can use it as an independent check, except
+for zh/ja/ko paragraphs whose letters are 30-50 % Latin, where it must agree with langid.py.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from typing import Iterable
 
 from lapelens.constants import PAPER_LANGUAGES
 from lapelens.errors import LapelensError
-from lapelens.langid import is_han, langid_probabilities
+from lapelens.langid import detect_language, is_han, langid_probabilities
 
 #: lapelens code -> suffix of the Debian package ``libreoffice-help-<suffix>``.
 HELP_PACKAGES = {
@@ -45,6 +51,26 @@ HELP_PACKAGES = {
     "de": "de", "ru": "ru", "ko": "ko", "pt": "pt", "it": "it",
 }  # fmt: skip
 EXTRA_LANGUAGES = ("de", "ru", "ko", "pt", "it")
+#: The Debian Administrator's Handbook (package ``debian-handbook``, GPL-2.0+ or CC-BY-SA-3.0): one
+#: book translated into every paper language, which the LibreOffice help is not (zh and ja help is
+#: mostly untranslated). lapelens code -> its directory under usr/share/doc/debian-handbook/html/.
+#: pt is left out: the book's Portuguese is pt-BR, the LibreOffice one pt-PT.
+HANDBOOK_PACKAGE = "debian-handbook"
+HANDBOOK_DIRS = {
+    "en": "en-US", "zh": "zh-CN", "fr": "fr-FR", "es": "es-ES", "vi": "vi-VN", "id": "id-ID", "ja": "ja-JP",
+    "de": "de-DE", "ru": "ru-RU", "ko": "ko-KR", "it": "it-IT",
+}  # fmt: skip
+#: The Debian Reference (packages ``debian-reference-<suffix>``, GPL-2.0+, by Osamu Aoki), one
+#: chapter per page: more zh and ja prose. No vi translation; pt left out as above.
+REFERENCE_PACKAGES = {"en": "en", "zh": "zh-cn", "fr": "fr", "es": "es", "id": "id", "ja": "ja", "de": "de", "it": "it"}
+#: The Debian Installation Guide (package ``installation-guide-amd64``, GPL-2): one folder per language.
+INSTALL_PACKAGE = "installation-guide-amd64"
+INSTALL_DIRS = {
+    "en": "en", "zh": "zh_CN", "fr": "fr", "es": "es", "vi": "vi", "id": "id", "ja": "ja",
+    "de": "de", "ru": "ru", "ko": "ko", "it": "it",
+}  # fmt: skip
+#: The books, by the prefix of their pages.
+BOOK_PREFIXES = ("handbook/", "reference/", "install/")
 #: lapelens code -> the directory name under usr/share/libreoffice/help/.
 _HELP_DIRS = {"en": "en-US", "zh": "zh-CN"}
 
@@ -54,6 +80,8 @@ VALID_PERCENT = 6
 #: The same for UI dialogs/catalogues (added in the second build, so free to choose): a larger
 #: share gives the languages with little help text (zh, ja) a valid split of >= 50 k characters.
 VALID_PERCENT_UI = 40
+#: The same for the pages of the two Debian books (added in the third build).
+VALID_PERCENT_BOOKS = 8
 #: Train characters kept for a language outside the paper's seven (pages sampled by hash), to
 #: keep the package small; the paper's languages are never capped.
 EXTRA_MAX_TRAIN_CHARS = 1_000_000
@@ -66,8 +94,12 @@ _CJK = {"zh", "ja", "ko"}
 LANGID_MIN_PROB = 0.9999
 #: Letters (str.isalpha) must be at least this share of the non-space characters (drops formulas, code).
 MIN_LETTER_SHARE = 0.6
-#: In zh/ja/ko, Latin letters (product and function names) must be below this share of the letters.
-MAX_LATIN_SHARE_CJK = 0.3
+#: In zh/ja/ko, Latin letters (product, command and file names) must be below this share of the letters.
+MAX_LATIN_SHARE_CJK = 0.5
+#: ... and from this share on, langdetect must agree too: n-gram identifiers misread CJK prose
+#: that quotes many Latin names, and langdetect is the one the paper used (it is otherwise kept
+#: out of the build, so that the tests can use it as an independent check).
+SECOND_OPINION_LATIN_SHARE_CJK = 0.3
 #: In ja, kana must be at least this share of the kana + Chinese characters: Japanese prose carries
 #: its grammar in kana, and a string of kanji compounds cannot be told from Chinese.
 MIN_KANA_SHARE_JA = 0.2
@@ -175,10 +207,81 @@ def extract_page(path: Path) -> list[tuple[str, str]]:
 
 
 def page_split(page: str) -> str:
-    """``"valid"`` for VALID_PERCENT % of help pages (VALID_PERCENT_UI % of UI pages), by a hash of the path."""
+    """``"valid"`` for VALID_PERCENT % of help pages (VALID_PERCENT_UI % of UI pages,
+    VALID_PERCENT_BOOKS % of the books' pages), by a hash of the path."""
     digest = hashlib.sha256(page.encode()).digest()
-    percent = VALID_PERCENT_UI if page.startswith("l10n/") else VALID_PERCENT
+    if page.startswith("l10n/"):
+        percent = VALID_PERCENT_UI
+    elif page.startswith(BOOK_PREFIXES):
+        percent = VALID_PERCENT_BOOKS
+    else:
+        percent = VALID_PERCENT
     return "valid" if int.from_bytes(digest[:4], "big") % 100 < percent else "train"
+
+
+class _BookParser(HTMLParser):
+    """Collects the text of every paragraph of a DocBook XHTML page (``<div class="para">`` in
+    the handbook's Publican output, ``<p>`` in the other books), in the order the paragraphs
+    open; a paragraph nested in another one is its own paragraph, and program listings and
+    screens (``<pre>``) are skipped. Each piece of text records whether it is inside a link."""
+
+    def __init__(self, tag: str, cls: str | None) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tag, self.cls = tag, cls
+        self.paragraphs: list[list[tuple[str, bool]]] = []  # (text, inside a link)
+        self._stack: list[tuple[str, int | None, bool]] = []  # (tag, paragraph index, skip)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _VOID:
+            return
+        if self._stack and self._stack[-1][2]:  # inside a program listing: no paragraphs
+            self._stack.append((tag, None, True))
+            return
+        classes = set((dict(attrs).get("class") or "").split())
+        index = None
+        if tag == self.tag and (self.cls is None or self.cls in classes):
+            index = len(self.paragraphs)
+            self.paragraphs.append([])
+        self._stack.append((tag, index, tag == "pre"))
+
+    def handle_endtag(self, tag: str) -> None:
+        while self._stack:  # tolerate unclosed tags
+            if self._stack.pop()[0] == tag:
+                break
+
+    def handle_data(self, data: str) -> None:
+        in_link = False
+        for tag, index, skip in reversed(self._stack):
+            if skip:
+                return
+            if index is not None:
+                self.paragraphs[index].append((data, in_link))
+                return
+            in_link = in_link or tag == "a"
+
+
+def _book_paragraphs(path: Path, book: str) -> list[tuple[str, str, str]]:
+    """``(paragraph id, clean text, skeleton)``: the skeleton has every link's text replaced by
+    one placeholder, so that an untranslated paragraph whose cross-references were translated
+    ("see Sección 1.5.9, “Alias de órdenes”") still equals its English skeleton."""
+    parser = _BookParser("div", "para") if book == "handbook" else _BookParser("p", None)
+    parser.feed(path.read_text(encoding="utf-8", errors="replace"))
+    out = []
+    for k, parts in enumerate(parser.paragraphs):
+        skeleton = "".join("\x00" if link else text for text, link in parts)
+        out.append((f"p{k}", clean_text("".join(text for text, _ in parts)), clean_text(_LINKS.sub("\x00", skeleton))))
+    return out
+
+
+_LINKS = re.compile("\x00+")
+
+
+def extract_book_page(path: Path, book: str = "handbook") -> list[tuple[str, str]]:
+    """``(paragraph id, clean text)`` of one page of a Debian book (``"handbook"``,
+    ``"reference"`` or ``"install"``); the id is the paragraph's position (``p0``, ``p1``, ...):
+    every translation is built from the same DocBook source, so positions align across languages
+    (``build`` checks the count against English)."""
+    return [(pid, text) for pid, text, _ in _book_paragraphs(path, book)]
 
 
 def read_mo(path: Path) -> dict[str, str]:
@@ -278,6 +381,8 @@ def _mixed(lang: str, text: str) -> bool:
         latin = sum(1 for c in letters if _LATIN.match(c))
         if latin >= MAX_LATIN_SHARE_CJK * len(letters):
             return True
+        if latin >= SECOND_OPINION_LATIN_SHARE_CJK * len(letters) and detect_language(text) != lang:
+            return True
     if lang == "ja":
         kana = len(_KANA.findall(text))
         han = sum(1 for c in text if is_han(c))
@@ -322,12 +427,14 @@ def build(
     work_dir: Path,
     languages: Iterable[str] = PAPER_LANGUAGES,
     l10n: bool = True,
+    books: bool = True,
     log=print,
 ) -> Counts:
     """Download, extract, clean and write the embedded corpus; returns the counts.
 
     Help pages come first, then (``l10n=True``) the UI catalogues of ``libreoffice-l10n-*``, whose
-    English side is the msgid; both are split by page, and duplicates are dropped across both.
+    English side is the msgid, then (``books=True``) the pages of three Debian books: the
+    Administrator's Handbook, the Reference and the Installation Guide; all are split by page, and duplicates are dropped across all.
     """
     languages = list(dict.fromkeys(["en", *languages]))
     unknown = [lang for lang in languages if lang not in HELP_PACKAGES]
@@ -348,6 +455,33 @@ def build(
             root, version = fetch_package(package, work_dir)
             sources.append((package, version))
             ui[lang] = l10n_pages(root)
+
+    # book -> lang -> page -> path; pages are named as in English
+    book_pages: dict[str, dict[str, dict[str, Path]]] = {}
+    if books:
+        for book, package, folder, dirs in (
+            ("handbook", HANDBOOK_PACKAGE, "debian-handbook/html", HANDBOOK_DIRS),
+            ("install", INSTALL_PACKAGE, INSTALL_PACKAGE, INSTALL_DIRS),
+        ):  # one package, one folder per language
+            log(f"fetching {package}")
+            root, version = fetch_package(package, work_dir)
+            sources.append((package, version))
+            html_dir = root / "usr/share/doc" / folder
+            book_pages[book] = {
+                lang: {p.name: p for p in (html_dir / dirs[lang]).glob("*.html")} for lang in languages if lang in dirs
+            }
+        book_pages["reference"] = {}
+        for lang in languages:
+            if lang in REFERENCE_PACKAGES:
+                package = f"debian-reference-{REFERENCE_PACKAGES[lang]}"
+                log(f"fetching {package}")
+                root, version = fetch_package(package, work_dir)
+                sources.append((package, version))
+                suffix = f".{REFERENCE_PACKAGES[lang]}.html"
+                book_pages["reference"][lang] = {
+                    p.name.removesuffix(suffix) + ".html": p
+                    for p in (root / "usr/share/debian-reference").glob(f"*{suffix}")
+                }
 
     en_dir = roots["en"]
     pages = sorted(p.relative_to(en_dir).as_posix() for p in (en_dir / "text").rglob("*.html"))
@@ -391,6 +525,27 @@ def build(
                 entries = sorted((pid, clean_ui_text(msgstr)) for pid, _, msgstr in ui[lang].get(page, ()))
                 add(lang, page, entries, english)
 
+    for book, by_lang in book_pages.items():
+        log(f"{len(by_lang['en'])} {book} pages")
+        for page in sorted(by_lang["en"]):
+            english_rows = _book_paragraphs(by_lang["en"][page], book)
+            english = {pid: text for pid, text, _ in english_rows}
+            for lang in languages:
+                if page not in by_lang.get(lang, {}):
+                    continue
+                rows = _book_paragraphs(by_lang[lang][page], book)
+                if len(rows) != len(english_rows):  # positions would not align with English
+                    for _ in rows:
+                        counts.drop(lang, "misaligned")
+                    continue
+                paragraphs = []
+                for (pid, text, skeleton), (_, _, english_skeleton) in zip(rows, english_rows):
+                    if lang != "en" and skeleton == english_skeleton and text != english[pid]:
+                        counts.drop(lang, "untranslated_but_links")
+                    else:
+                        paragraphs.append((pid, text))
+                add(lang, f"{book}/{page}", paragraphs, english)
+
     for lang in languages:
         if lang not in PAPER_LANGUAGES:
             docs[lang]["train"] = _cap(docs[lang]["train"], EXTRA_MAX_TRAIN_CHARS, counts.dropped.setdefault(lang, {}))
@@ -412,12 +567,14 @@ def build(
         "settings": {
             "valid_percent": VALID_PERCENT,
             "valid_percent_ui": VALID_PERCENT_UI,
+            "valid_percent_books": VALID_PERCENT_BOOKS,
             "extra_max_train_chars": EXTRA_MAX_TRAIN_CHARS,
             "min_chars": MIN_CHARS,
             "min_chars_cjk": MIN_CHARS_CJK,
             "langid_min_prob": LANGID_MIN_PROB,
             "min_letter_share": MIN_LETTER_SHARE,
             "max_latin_share_cjk": MAX_LATIN_SHARE_CJK,
+            "second_opinion_latin_share_cjk": SECOND_OPINION_LATIN_SHARE_CJK,
             "min_kana_share_ja": MIN_KANA_SHARE_JA,
         },
         "counts": counts.kept,
@@ -447,11 +604,17 @@ COMMON_LICENSES = Path("/usr/share/common-licenses")
 
 
 def _write_notice(out_dir: Path, sources: list[tuple[str, str]], work_dir: Path) -> None:
-    """NOTICE: what the data is, every source package and version, copyright lines, MPL-2.0 text."""
+    """NOTICE: what the data is, every source package and version, copyright lines and licences:
+    MPL-2.0 for the LibreOffice text; the books' own debian/copyright for theirs (the handbook's
+    carries the full CC-BY-SA-3.0 text), and GPL-2 (the reference's licence, GPL-2.0+)."""
     licence = COMMON_LICENSES / "MPL-2.0"
     if not licence.exists():
         raise LapelensError(f"{licence} not found (Debian package base-files); it is copied into NOTICE")
-    copyright_file = work_dir / f"x_{sources[0][0]}" / "usr/share/doc" / sources[0][0] / "copyright"
+    libreoffice = [(p, v) for p, v in sources if p.startswith("libreoffice-")]
+    handbook = [(p, v) for p, v in sources if p == HANDBOOK_PACKAGE]
+    reference = [(p, v) for p, v in sources if p.startswith("debian-reference-")]
+    install = [(p, v) for p, v in sources if p == INSTALL_PACKAGE]
+    copyright_file = work_dir / f"x_{libreoffice[0][0]}" / "usr/share/doc" / libreoffice[0][0] / "copyright"
     holders = ""
     if copyright_file.exists():  # the "Files: *" stanza names the copyright holders
         stanza = copyright_file.read_text().split("\n\n")
@@ -463,23 +626,70 @@ def _write_notice(out_dir: Path, sources: list[tuple[str, str]], work_dir: Path)
         "========================",
         "",
         "The files in this folder (mono/*.jsonl.xz, parallel.*.txt.xz, manifest.json) are text",
-        "extracted from the LibreOffice help and user-interface translations as packaged by Debian,",
-        "cleaned and split by lapelens/corpus_build.py (scripts/build_corpus.py). They are a",
-        "modified form of the source files and are distributed under the Mozilla Public License 2.0",
-        "(full text below). The source code form is available from the packages listed here",
-        "(`apt-get source libreoffice`) and from https://git.libreoffice.org/help and",
-        "https://git.libreoffice.org/translations.",
+        "extracted from Debian packages, cleaned and split by lapelens/corpus_build.py",
+        "(scripts/build_corpus.py). Every paragraph records its source page: pages named",
+        '"handbook/..." come from the Debian Administrator\'s Handbook, pages named "reference/..."',
+        'from the Debian Reference, pages named "install/..." from the Debian Installation Guide,',
+        "all others from LibreOffice.",
         "",
-        "Source packages (Debian bookworm, License: MPL-2.0):",
-        *[f"  {package} {version}" for package, version in sources],
+        "1. LibreOffice help and user-interface translations (pages not starting with",
+        '   "handbook/", "reference/" or "install/"). A modified form of the source files, distributed under the Mozilla Public',
+        "   License 2.0 (full text at the end). The source code form is available from the packages",
+        "   listed here (`apt-get source libreoffice`) and from https://git.libreoffice.org/help and",
+        "   https://git.libreoffice.org/translations.",
         "",
-        "Copyright (from the packages' debian/copyright, Files: *):",
-        *[f"  {line}" for line in holders.splitlines()],
+        "   Source packages (Debian bookworm, License: MPL-2.0):",
+        *[f"     {package} {version}" for package, version in libreoffice],
         "",
-        "=" * 78,
+        "   Copyright (from the packages' debian/copyright, Files: *):",
+        *[f"     {line}" for line in holders.splitlines()],
         "",
-        licence.read_text(),
     ]
+    if handbook:
+        package, version = handbook[0]
+        hb_copyright = work_dir / f"x_{package}" / "usr/share/doc" / package / "copyright"
+        text += [
+            "2. The Debian Administrator's Handbook by Raphael Hertzog and Roland Mas, and its",
+            '   translations (pages starting with "handbook/"): text extracted from the HTML of',
+            f"   Debian package {package} {version}, licensed GPL-2.0+ or CC-BY-SA-3.0; used here under",
+            "   CC-BY-SA-3.0 (the extracted text is shared under the same licence). Source:",
+            "   https://debian-handbook.info/ and `apt-get source debian-handbook`. The package's",
+            "   debian/copyright follows verbatim.",
+            "",
+            hb_copyright.read_text() if hb_copyright.exists() else f"({hb_copyright} not found)",
+            "",
+        ]
+    if reference:
+        package = reference[0][0]
+        ref_copyright = work_dir / f"x_{package}" / "usr/share/doc" / package / "copyright"
+        text += [
+            "3. Debian Reference by Osamu Aoki, and its translations (pages starting with",
+            '   "reference/"): text extracted from the HTML of Debian packages (bookworm)',
+            *[f"     {p} {v}" for p, v in reference],
+            "   licensed GPL-2.0+ (GPL-2 text at the end); the extracted text is under the same licence.",
+            "   Source: https://www.debian.org/doc/manuals/debian-reference/ and",
+            "   `apt-get source debian-reference`. The debian/copyright of the first package follows verbatim.",
+            "",
+            ref_copyright.read_text() if ref_copyright.exists() else f"({ref_copyright} not found)",
+            "",
+        ]
+    if install:
+        package, version = install[0]
+        install_copyright = work_dir / f"x_{package}" / "usr/share/doc" / package / "copyright"
+        text += [
+            "4. Debian GNU/Linux Installation Guide and its translations (pages starting with",
+            f'   "install/"): text extracted from the HTML of Debian package {package} {version},',
+            "   licensed GPL-2 (text at the end); the extracted text is under the same licence.",
+            "   Source: https://www.debian.org/releases/bookworm/installmanual and",
+            "   `apt-get source installation-guide`. Its debian/copyright follows verbatim.",
+            "",
+            install_copyright.read_text() if install_copyright.exists() else f"({install_copyright} not found)",
+            "",
+        ]
+    text += ["=" * 78, "", "Mozilla Public License 2.0 (for part 1)", "", licence.read_text()]
+    if reference or install:
+        text += ["=" * 78, "", "GNU General Public License, version 2 (for parts 3 and 4)", "",
+                 (COMMON_LICENSES / "GPL-2").read_text()]
     (out_dir / "NOTICE").write_text("\n".join(text))
 
 

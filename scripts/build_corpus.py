@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Build the embedded corpus (lapelens/data/corpus/) from the LibreOffice help and UI (l10n) Debian packages.
+"""Build the embedded corpus (lapelens/data/corpus/) from Debian packages: LibreOffice help and UI
+translations, the Debian Administrator's Handbook, the Debian Reference and the Installation Guide.
 
     python scripts/build_corpus.py [--work-dir /tmp/lodeb] [--out lapelens/data/corpus] [--languages en zh ...]
 

@@ -13,16 +13,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     build = sub.add_parser(
         "build",
-        help="download the LibreOffice help and UI translation packages and write lapelens/data/corpus/",
-        description="Download libreoffice-help-* and libreoffice-l10n-* with apt-get, unpack, extract, clean, "
-        "split and write the embedded corpus with its NOTICE; prints the counts it produced.",
+        help="download LibreOffice help/UI translations and two Debian books; write lapelens/data/corpus/",
+        description="Download libreoffice-help-*, libreoffice-l10n-*, debian-handbook and debian-reference-* with apt-get, unpack, "
+        "extract, clean, split and write the embedded corpus with its NOTICE; prints the counts it produced.",
     )
     build.add_argument("--work-dir", type=Path, default=None,
                        help="where .deb files are downloaded and unpacked (reused if present; default: a temp dir)")
     build.add_argument("--out", type=Path, default=None, help="output folder (default: the package's data/corpus)")
     build.add_argument("--languages", nargs="+", default=None,
                        help="lapelens codes (default: the paper's seven, then de ru ko pt it)")
-    build.add_argument("--no-l10n", action="store_true", help="help pages only, without the UI catalogues")
+    build.add_argument("--no-l10n", action="store_true", help="without the LibreOffice UI catalogues")
+    build.add_argument("--no-books", action="store_true",
+                       help="without the Debian Administrator's Handbook and the Debian Reference")
     build.set_defaults(func=run_build)
 
     show = sub.add_parser("show", help="documents, paragraphs and characters per language and split")
@@ -41,11 +43,12 @@ def run_build(args: argparse.Namespace) -> None:
 
     out = args.out or CORPUS_DIR
     languages = args.languages or [*PAPER_LANGUAGES, *corpus_build.EXTRA_LANGUAGES]
+    options = dict(l10n=not args.no_l10n, books=not args.no_books)
     if args.work_dir is None:
         with tempfile.TemporaryDirectory(prefix="lapelens-corpus-") as tmp:
-            counts = corpus_build.build(out, Path(tmp), languages, l10n=not args.no_l10n)
+            counts = corpus_build.build(out, Path(tmp), languages, **options)
     else:
-        counts = corpus_build.build(out, args.work_dir, languages, l10n=not args.no_l10n)
+        counts = corpus_build.build(out, args.work_dir, languages, **options)
     print(corpus_build.report(counts, out))
 
 
