@@ -282,12 +282,7 @@ def train(cfg: TrainConfig) -> Path:
     # Final evaluation on the whole valid split, in the saved (bf16) precision.
     _save_hf(model, tokenizer, out)
     saved = LlamaForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
-    final = {}
-    for lang in cfg.languages:
-        nll = mean_nll(saved, valid_chunks[lang])
-        uni = unigram_nll([train_chunks[lang]], valid_chunks[lang], len(tokenizer))
-        final[lang] = {"valid_ppl": math.exp(nll), "unigram_ppl": math.exp(uni), "ratio": math.exp(nll - uni),
-                       **data_summary[lang]}
+    final = per_language_perplexity(saved, len(tokenizer), train_chunks, valid_chunks)
     summary = {"lapelens_version": __version__, "config": asdict(cfg), "parameters": n_params,
                "tokens_seen": result.tokens, "wall_seconds": round(result.seconds), "per_language": final}
     log = result.log
@@ -311,6 +306,44 @@ def train(cfg: TrainConfig) -> Path:
     return out
 
 
+def per_language_perplexity(
+    model: Any, vocab_size: int, train_chunks: Mapping[str, Tensor], valid_chunks: Mapping[str, Tensor]
+) -> dict[str, dict]:
+    """Per language: the model's perplexity on the whole valid split, the add-one unigram model's
+    (fitted on the train split) on the same positions, their ratio, and the token counts."""
+    final = {}
+    for lang, valid in valid_chunks.items():
+        nll = mean_nll(model, valid)
+        uni = unigram_nll([train_chunks[lang]], valid, vocab_size)
+        final[lang] = {"valid_ppl": math.exp(nll), "unigram_ppl": math.exp(uni), "ratio": math.exp(nll - uni),
+                       "train_tokens": int(train_chunks[lang].numel()), "valid_tokens": int(valid.numel())}
+    return final
+
+
+def reevaluate(folder: str | Path, corpus: str = "embedded") -> dict[str, dict]:
+    """Evaluate a ``lapelens train`` output folder on ``corpus`` (e.g. after the corpus was
+    rebuilt) and rewrite its ``training_summary.json`` and model card with the new numbers."""
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from lapelens.corpus import load_corpus
+
+    folder = Path(folder)
+    summary, log = _previous_run(folder)
+    if summary is None:
+        raise LapelensError(f"{folder} has no training_summary.json: not a `lapelens train` output folder")
+    languages = list(summary["config"]["languages"])
+    seq_len = summary["config"]["seq_len"]
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    train_chunks = pack_languages(tokenizer, load_corpus(corpus, "train", languages), seq_len)
+    valid_chunks = pack_languages(tokenizer, load_corpus(corpus, "valid", languages), seq_len)
+    model = LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    summary["per_language"] = per_language_perplexity(model, len(tokenizer), train_chunks, valid_chunks)
+    summary["evaluated_on"] = corpus
+    (folder / "training_summary.json").write_text(json.dumps(summary, indent=2))
+    (folder / "README.md").write_text(model_card(summary, log))
+    return summary["per_language"]
+
+
 def _previous_run(folder: Path) -> tuple[dict | None, list[dict]]:
     """The training summary and log of the model a run continues from (``None, []`` if it has none)."""
     summary_path, log_path = folder / "training_summary.json", folder / "train_log.jsonl"
@@ -326,7 +359,8 @@ def model_card(summary: dict, log: list[dict]) -> str:
     lines = [
         "# lapelens embedded model", "",
         "A small multilingual LLaMA-architecture causal LM trained from scratch by `lapelens train` "
-        f"(lapelens {summary['lapelens_version']}) on the embedded corpus (LibreOffice help, MPL-2.0). "
+        f"(lapelens {summary['lapelens_version']}) on the embedded corpus (LibreOffice help and UI "
+        "translations and three Debian books; see the corpus's NOTICE). "
         "It exists so that the whole lapelens pipeline runs offline; it is a research toy, not a useful LM.", "",
         "## Architecture", "",
         f"`LlamaForCausalLM`: {cfg['n_layers']} layers, d_model {cfg['d_model']}, {cfg['n_heads']} heads, "
@@ -341,6 +375,8 @@ def model_card(summary: dict, log: list[dict]) -> str:
         f"{last['wall_seconds'] / 60:.1f} minutes on 2 CPU cores.", "",
         *_stages_text(summary),
         "## Validation perplexity (valid split; unigram = add-one unigram model fitted on the train split)", "",
+        *([f"Evaluated after training, on corpus `{summary['evaluated_on']}` as it is now "
+           "(`lapelens train --reevaluate`).", ""] if summary.get("evaluated_on") else []),
         "| language | valid tokens | model PPL | unigram PPL | model / unigram |", "|---|---|---|---|---|",
     ]
     for lang, r in summary["per_language"].items():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lapelens import load_model, neuron_spec
-from lapelens.train import TrainConfig, continue_training, lr_schedule, train, unigram_nll
+from lapelens.train import TrainConfig, continue_training, lr_schedule, reevaluate, train, unigram_nll
 
 DOCS = {
     "en": ["Choose Format - Cells and open the Numbers tab.", "Select the text you want to copy.",
@@ -109,3 +109,23 @@ def test_init_from_continues_an_existing_model(folder_corpus, tmp_path):
     # The continued run starts from the trained weights, so its first loss is far below a fresh start's.
     assert b["train_loss"] < a["train_loss"] - 1.0
     assert (more / "tokenizer.json").read_text() == (first / "tokenizer.json").read_text()
+
+
+def test_reevaluate_on_a_changed_corpus(folder_corpus, tmp_path):
+    out = train(_cfg(folder_corpus, tmp_path / "m", steps=10, eval_every=0))
+    before = json.loads((out / "training_summary.json").read_text())["per_language"]
+    # Same corpus: the same numbers as the run's own final evaluation.
+    again = reevaluate(out, str(folder_corpus))
+    for lang in ("en", "fr", "zh"):
+        assert again[lang]["valid_ppl"] == pytest.approx(before[lang]["valid_ppl"], rel=1e-6)
+        assert again[lang]["valid_tokens"] == before[lang]["valid_tokens"]
+    # A valid split half as long: fewer tokens, and the card and summary show the new numbers.
+    for lang, docs in DOCS.items():
+        (folder_corpus / f"{lang}.valid.txt").write_text("\n".join(docs) + "\n")
+    changed = reevaluate(out, str(folder_corpus))
+    assert changed["zh"]["valid_tokens"] < before["zh"]["valid_tokens"]
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["per_language"]["zh"]["valid_tokens"] == changed["zh"]["valid_tokens"]
+    assert f"| zh | {changed['zh']['valid_tokens']:,} |" in (out / "README.md").read_text()
+    with pytest.raises(Exception, match="training_summary.json"):
+        reevaluate(tmp_path, str(folder_corpus))

@@ -12,8 +12,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a small multilingual model from scratch (how the embedded model was made)",
                        description=__doc__)
     add_config_arguments(p, TrainConfig)
+    p.add_argument("--reevaluate", action="store_true",
+                   help="do not train: evaluate the model in --out on --corpus (e.g. after a corpus rebuild) and "
+                   "rewrite its training summary and model card")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.reevaluate:
+        import json
+
+        from lapelens.train import reevaluate
+
+        print(json.dumps(reevaluate(args.out, args.corpus), indent=1))
+        return
     train(config_from_args(TrainConfig, args))
