@@ -633,8 +633,9 @@ def _write_notice(out_dir: Path, sources: list[tuple[str, str]], work_dir: Path)
         "all others from LibreOffice.",
         "",
         "1. LibreOffice help and user-interface translations (pages not starting with",
-        '   "handbook/", "reference/" or "install/"). A modified form of the source files, distributed under the Mozilla Public',
-        "   License 2.0 (full text at the end). The source code form is available from the packages",
+        '   "handbook/", "reference/" or "install/"). A modified form of the source files,',
+        "   distributed under the Mozilla Public License 2.0 (full text at the end). The source code",
+        "   form is available from the packages",
         "   listed here (`apt-get source libreoffice`) and from https://git.libreoffice.org/help and",
         "   https://git.libreoffice.org/translations.",
         "",
@@ -645,47 +646,38 @@ def _write_notice(out_dir: Path, sources: list[tuple[str, str]], work_dir: Path)
         *[f"     {line}" for line in holders.splitlines()],
         "",
     ]
-    if handbook:
-        package, version = handbook[0]
-        hb_copyright = work_dir / f"x_{package}" / "usr/share/doc" / package / "copyright"
-        text += [
+    books = [  # (packages, the section's lines before the package's debian/copyright)
+        (handbook, [
             "2. The Debian Administrator's Handbook by Raphael Hertzog and Roland Mas, and its",
             '   translations (pages starting with "handbook/"): text extracted from the HTML of',
-            f"   Debian package {package} {version}, licensed GPL-2.0+ or CC-BY-SA-3.0; used here under",
-            "   CC-BY-SA-3.0 (the extracted text is shared under the same licence). Source:",
-            "   https://debian-handbook.info/ and `apt-get source debian-handbook`. The package's",
-            "   debian/copyright follows verbatim.",
-            "",
-            hb_copyright.read_text() if hb_copyright.exists() else f"({hb_copyright} not found)",
-            "",
-        ]
-    if reference:
-        package = reference[0][0]
-        ref_copyright = work_dir / f"x_{package}" / "usr/share/doc" / package / "copyright"
-        text += [
+            *[f"     {p} {v}" for p, v in handbook],
+            "   licensed GPL-2.0+ or CC-BY-SA-3.0; used here under CC-BY-SA-3.0 (the extracted text is",
+            "   shared under the same licence). Source: https://debian-handbook.info/ and",
+            "   `apt-get source debian-handbook`.",
+        ]),
+        (reference, [
             "3. Debian Reference by Osamu Aoki, and its translations (pages starting with",
-            '   "reference/"): text extracted from the HTML of Debian packages (bookworm)',
+            '   "reference/"): text extracted from the HTML of',
             *[f"     {p} {v}" for p, v in reference],
             "   licensed GPL-2.0+ (GPL-2 text at the end); the extracted text is under the same licence.",
             "   Source: https://www.debian.org/doc/manuals/debian-reference/ and",
-            "   `apt-get source debian-reference`. The debian/copyright of the first package follows verbatim.",
-            "",
-            ref_copyright.read_text() if ref_copyright.exists() else f"({ref_copyright} not found)",
-            "",
-        ]
-    if install:
-        package, version = install[0]
-        install_copyright = work_dir / f"x_{package}" / "usr/share/doc" / package / "copyright"
-        text += [
+            "   `apt-get source debian-reference`.",
+        ]),
+        (install, [
             "4. Debian GNU/Linux Installation Guide and its translations (pages starting with",
-            f'   "install/"): text extracted from the HTML of Debian package {package} {version},',
+            '   "install/"): text extracted from the HTML of',
+            *[f"     {p} {v}" for p, v in install],
             "   licensed GPL-2 (text at the end); the extracted text is under the same licence.",
             "   Source: https://www.debian.org/releases/bookworm/installmanual and",
-            "   `apt-get source installation-guide`. Its debian/copyright follows verbatim.",
-            "",
-            install_copyright.read_text() if install_copyright.exists() else f"({install_copyright} not found)",
-            "",
-        ]
+            "   `apt-get source installation-guide`.",
+        ]),
+    ]
+    for packages, lines in books:
+        if packages:
+            package = packages[0][0]
+            copyright_path = work_dir / f"x_{package}" / "usr/share/doc" / package / "copyright"
+            text += [*lines, f"   The debian/copyright of {package} follows verbatim.", "",
+                     copyright_path.read_text() if copyright_path.exists() else f"({copyright_path} not found)", ""]
     text += ["=" * 78, "", "Mozilla Public License 2.0 (for part 1)", "", licence.read_text()]
     if reference or install:
         text += ["=" * 78, "", "GNU General Public License, version 2 (for parts 3 and 4)", "",

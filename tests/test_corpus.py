@@ -139,6 +139,24 @@ def test_embedded_parallel():
     assert pair.loc[frame.index, "fr"].equals(frame["fr"])
 
 
+def test_embedded_notice_names_every_source_and_licence():
+    from lapelens.corpus import CORPUS_DIR
+
+    notice = (CORPUS_DIR / "NOTICE").read_text()
+    manifest = json.loads((CORPUS_DIR / "manifest.json").read_text())
+    packages = {s["package"] for s in manifest["sources"]}
+    assert {"libreoffice-help-zh-cn", "debian-handbook", "debian-reference-ja", "installation-guide-amd64"} <= packages
+    for source in manifest["sources"]:
+        assert f"{source['package']} {source['version']}" in notice
+    for licence in ["Mozilla Public License Version 2.0", "Attribution-ShareAlike 3.0 Unported", "Version 2, June 1991"]:
+        assert licence in notice
+    # every page comes from a source the NOTICE describes: a book prefix or a LibreOffice path
+    for lang in PAPER_LANGUAGES:
+        for split in ("train", "valid"):
+            for page in embedded_pages(lang, split):
+                assert page.startswith(("handbook/", "reference/", "install/", "text/", "l10n/")), page
+
+
 def test_embedded_errors():
     with pytest.raises(LapelensError, match="unknown language.*'xx'"):
         load_corpus("embedded", languages=["en", "xx"])
