@@ -2,7 +2,7 @@
 
 ``load_corpus`` returns ``{language: [document, ...]}``; ``load_parallel`` returns a DataFrame
 with one column per language and one row per aligned sentence/paragraph. The embedded corpus
-(LibreOffice help, MPL-2.0, see ``lapelens/data/corpus/NOTICE``) needs no network; hub corpora
+(LibreOffice help and three Debian books, see ``lapelens/data/corpus/NOTICE``) needs no network; hub corpora
 go through ``datasets`` and fail at once, with one clear line, when the hub is unreachable.
 """
 

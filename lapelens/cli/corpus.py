@@ -13,7 +13,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     build = sub.add_parser(
         "build",
-        help="download LibreOffice help/UI translations and two Debian books; write lapelens/data/corpus/",
+        help="download LibreOffice help/UI translations and three Debian books; write lapelens/data/corpus/",
         description="Download libreoffice-help-*, libreoffice-l10n-*, debian-handbook and debian-reference-* with apt-get, unpack, "
         "extract, clean, split and write the embedded corpus with its NOTICE; prints the counts it produced.",
     )
