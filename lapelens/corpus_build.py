@@ -80,7 +80,7 @@ VALID_PERCENT = 6
 #: The same for UI dialogs/catalogues (added in the second build, so free to choose): a larger
 #: share gives the languages with little help text (zh, ja) a valid split of >= 50 k characters.
 VALID_PERCENT_UI = 40
-#: The same for the pages of the two Debian books (added in the third build).
+#: The same for the pages of the three Debian books (added in the third build).
 VALID_PERCENT_BOOKS = 8
 #: Train characters kept for a language outside the paper's seven (pages sampled by hash), to
 #: keep the package small; the paper's languages are never capped.
@@ -260,6 +260,9 @@ class _BookParser(HTMLParser):
             in_link = in_link or tag == "a"
 
 
+_LINKS = re.compile("\x00+")
+
+
 def _book_paragraphs(path: Path, book: str) -> list[tuple[str, str, str]]:
     """``(paragraph id, clean text, skeleton)``: the skeleton has every link's text replaced by
     one placeholder, so that an untranslated paragraph whose cross-references were translated
@@ -271,9 +274,6 @@ def _book_paragraphs(path: Path, book: str) -> list[tuple[str, str, str]]:
         skeleton = "".join("\x00" if link else text for text, link in parts)
         out.append((f"p{k}", clean_text("".join(text for text, _ in parts)), clean_text(_LINKS.sub("\x00", skeleton))))
     return out
-
-
-_LINKS = re.compile("\x00+")
 
 
 def extract_book_page(path: Path, book: str = "handbook") -> list[tuple[str, str]]:
@@ -434,7 +434,8 @@ def build(
 
     Help pages come first, then (``l10n=True``) the UI catalogues of ``libreoffice-l10n-*``, whose
     English side is the msgid, then (``books=True``) the pages of three Debian books: the
-    Administrator's Handbook, the Reference and the Installation Guide; all are split by page, and duplicates are dropped across all.
+    Administrator's Handbook, the Reference and the Installation Guide. All are split by page,
+    and duplicates are dropped across all.
     """
     languages = list(dict.fromkeys(["en", *languages]))
     unknown = [lang for lang in languages if lang not in HELP_PACKAGES]
@@ -606,7 +607,8 @@ COMMON_LICENSES = Path("/usr/share/common-licenses")
 def _write_notice(out_dir: Path, sources: list[tuple[str, str]], work_dir: Path) -> None:
     """NOTICE: what the data is, every source package and version, copyright lines and licences:
     MPL-2.0 for the LibreOffice text; the books' own debian/copyright for theirs (the handbook's
-    carries the full CC-BY-SA-3.0 text), and GPL-2 (the reference's licence, GPL-2.0+)."""
+    carries the full CC-BY-SA-3.0 text), and GPL-2 (the Reference's GPL-2.0+, the Installation
+    Guide's GPL-2)."""
     licence = COMMON_LICENSES / "MPL-2.0"
     if not licence.exists():
         raise LapelensError(f"{licence} not found (Debian package base-files); it is copied into NOTICE")

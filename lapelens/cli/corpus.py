@@ -14,8 +14,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     build = sub.add_parser(
         "build",
         help="download LibreOffice help/UI translations and three Debian books; write lapelens/data/corpus/",
-        description="Download libreoffice-help-*, libreoffice-l10n-*, debian-handbook and debian-reference-* with apt-get, unpack, "
-        "extract, clean, split and write the embedded corpus with its NOTICE; prints the counts it produced.",
+        description="Download libreoffice-help-*, libreoffice-l10n-*, debian-handbook, debian-reference-* and "
+        "installation-guide-amd64 with apt-get, unpack, extract, clean, split and write the embedded corpus with "
+        "its NOTICE; prints the counts it produced.",
     )
     build.add_argument("--work-dir", type=Path, default=None,
                        help="where .deb files are downloaded and unpacked (reused if present; default: a temp dir)")
@@ -24,7 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="lapelens codes (default: the paper's seven, then de ru ko pt it)")
     build.add_argument("--no-l10n", action="store_true", help="without the LibreOffice UI catalogues")
     build.add_argument("--no-books", action="store_true",
-                       help="without the Debian Administrator's Handbook and the Debian Reference")
+                       help="without the three Debian books (Administrator's Handbook, Reference, Installation Guide)")
     build.set_defaults(func=run_build)
 
     show = sub.add_parser("show", help="documents, paragraphs and characters per language and split")
