@@ -3,11 +3,15 @@
 Two stages, both seeded and logged:
 
 1. a byte-level BPE tokenizer (``tokenizers``), trained on the same number of characters of every
-   language, with ``<s>``/``</s>``/``<pad>`` inside the vocabulary and NFC normalisation;
+   language, with ``<s>``/``</s>``/``<pad>`` inside the vocabulary and NFC normalisation (by
+   default no token spans two Han/kana characters);
 2. a ``transformers`` ``LlamaForCausalLM`` (gated SiLU MLP, RMSNorm, rotary), trained with a plain
    PyTorch loop: AdamW, linear warmup + cosine decay, languages mixed uniformly (every sequence of a
    batch is drawn from a language picked uniformly at random), every document starting with BOS so
    that generation from BOS alone has to pick a language.
+
+The final evaluation reports, per language, the valid perplexity next to an add-one unigram
+model's and the bits per UTF-8 byte, which do not depend on the tokenizer.
 
 ``continue_training`` reuses the loop for short monolingual tuning runs (the PV baseline).
 """
@@ -36,7 +40,8 @@ SPECIAL_TOKENS = ("<s>", "</s>", "<pad>")
 
 @dataclass
 class TrainConfig:
-    """Everything that determines a training run (saved next to the model)."""
+    """Everything that determines a training run (saved next to the model). The defaults are the
+    recipe of the shipped embedded model (``lapelens train --out DIR --threads 2`` remakes it)."""
 
     out: str
     """Folder to write the model, tokenizer, model card and log to."""
@@ -45,19 +50,23 @@ class TrainConfig:
     languages: tuple[str, ...] = PAPER_LANGUAGES
     init_from: str = ""
     """Continue from this HF folder (or 'embedded'): its tokenizer and weights instead of new ones."""
-    vocab_size: int = 8192
+    vocab_size: int = 4096
     tokenizer_chars_per_language: int = 600_000
     """Characters of each language the tokenizer is trained on (equal amounts: a balanced vocabulary)."""
+    cjk_characters: bool = True
+    """Make every Han/kana character a pre-token of its own, so that no token spans two of them: a Chinese
+    or Japanese token is one character or a byte piece of one. The vocabulary's merges then go to
+    the words of the other languages."""
     n_layers: int = 8
     d_model: int = 192
     d_mlp: int = 1024
     n_heads: int = 6
     seq_len: int = 256
     batch_size: int = 16
-    steps: int = 1000
+    steps: int = 2400
     lr: float = 2e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 50
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 60
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     bf16: bool = False
@@ -71,9 +80,21 @@ class TrainConfig:
 
 
 # ---- tokenizer -------------------------------------------------------------------------------
-def train_tokenizer(texts_by_language: Mapping[str, Sequence[str]], vocab_size: int, chars_per_language: int) -> Any:
-    """Byte-level BPE on an equal number of characters per language (whole documents, in order)."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+#: One Han or kana character (CJK Unified Ideographs with extension A, compatibility ideographs,
+#: hiragana and katakana): with ``cjk_characters`` each is a pre-token of its own.
+CJK_CHARACTER = r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]"
+
+
+def train_tokenizer(
+    texts_by_language: Mapping[str, Sequence[str]], vocab_size: int, chars_per_language: int,
+    cjk_characters: bool = False,
+) -> Any:
+    """Byte-level BPE on an equal number of characters per language (whole documents, in order).
+
+    With ``cjk_characters`` no merge crosses a Han/kana character boundary: a Chinese or Japanese
+    token is one character, or a byte piece of a rare one.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     sample: list[str] = []
@@ -88,7 +109,11 @@ def train_tokenizer(texts_by_language: Mapping[str, Sequence[str]], vocab_size: 
             raise LapelensError(f"No training text for {lang!r}: the tokenizer needs text in every language.")
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = (
+        pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(CJK_CHARACTER), behavior="isolated"), byte_level])
+        if cjk_characters else byte_level
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False,
@@ -248,7 +273,7 @@ def train(cfg: TrainConfig) -> Path:
         source = embedded_model_dir() if cfg.init_from == EMBEDDED else Path(cfg.init_from)
         tokenizer = AutoTokenizer.from_pretrained(source)
     else:
-        tokenizer = train_tokenizer(train_docs, cfg.vocab_size, cfg.tokenizer_chars_per_language)
+        tokenizer = train_tokenizer(train_docs, cfg.vocab_size, cfg.tokenizer_chars_per_language, cfg.cjk_characters)
     train_chunks = pack_languages(tokenizer, train_docs, cfg.seq_len)
     valid_chunks = pack_languages(tokenizer, valid_docs, cfg.seq_len)
     data_summary = {l: {"train_tokens": int(train_chunks[l].numel()), "valid_tokens": int(valid_chunks[l].numel())}
@@ -282,7 +307,7 @@ def train(cfg: TrainConfig) -> Path:
     # Final evaluation on the whole valid split, in the saved (bf16) precision.
     _save_hf(model, tokenizer, out)
     saved = LlamaForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
-    final = per_language_perplexity(saved, len(tokenizer), train_chunks, valid_chunks)
+    final = per_language_perplexity(saved, tokenizer, train_chunks, valid_chunks)
     summary = {"lapelens_version": __version__, "config": asdict(cfg), "parameters": n_params,
                "tokens_seen": result.tokens, "wall_seconds": round(result.seconds), "per_language": final}
     log = result.log
@@ -306,17 +331,41 @@ def train(cfg: TrainConfig) -> Path:
     return out
 
 
+def token_byte_lengths(tokenizer: Any) -> Int64[Tensor, "vocab"]:
+    """UTF-8 bytes each token id stands for in a byte-level BPE vocabulary (0 for special tokens)."""
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    alphabet = set(ByteLevel.alphabet())
+    special = set(tokenizer.all_special_ids)
+    lengths = torch.zeros(len(tokenizer), dtype=torch.long)
+    for tid, piece in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
+        if tid in special:
+            continue
+        if piece is None or not set(piece) <= alphabet:
+            raise LapelensError(f"Token {tid} ({piece!r}) is not a byte-level BPE piece: bits per byte need a "
+                                "byte-level tokenizer such as the one `lapelens train` makes.")
+        lengths[tid] = len(piece)
+    return lengths
+
+
 def per_language_perplexity(
-    model: Any, vocab_size: int, train_chunks: Mapping[str, Tensor], valid_chunks: Mapping[str, Tensor]
+    model: Any, tokenizer: Any, train_chunks: Mapping[str, Tensor], valid_chunks: Mapping[str, Tensor]
 ) -> dict[str, dict]:
     """Per language: the model's perplexity on the whole valid split, the add-one unigram model's
-    (fitted on the train split) on the same positions, their ratio, and the token counts."""
+    (fitted on the train split) on the same positions, their ratio, the token counts, and the
+    model's bits per UTF-8 byte of the predicted tokens (a yardstick that does not depend on the
+    tokenizer, so models with different vocabularies can be compared)."""
+    byte_lengths = token_byte_lengths(tokenizer)
     final = {}
     for lang, valid in valid_chunks.items():
         nll = mean_nll(model, valid)
-        uni = unigram_nll([train_chunks[lang]], valid, vocab_size)
+        uni = unigram_nll([train_chunks[lang]], valid, len(tokenizer))
+        predicted = valid[:, 1:]
+        n_bytes = int(byte_lengths[predicted].sum())
         final[lang] = {"valid_ppl": math.exp(nll), "unigram_ppl": math.exp(uni), "ratio": math.exp(nll - uni),
-                       "train_tokens": int(train_chunks[lang].numel()), "valid_tokens": int(valid.numel())}
+                       "bits_per_byte": nll * predicted.numel() / (n_bytes * math.log(2)),
+                       "train_tokens": int(train_chunks[lang].numel()), "valid_tokens": int(valid.numel()),
+                       "valid_bytes": n_bytes}
     return final
 
 
@@ -337,7 +386,7 @@ def reevaluate(folder: str | Path, corpus: str = "embedded") -> dict[str, dict]:
     train_chunks = pack_languages(tokenizer, load_corpus(corpus, "train", languages), seq_len)
     valid_chunks = pack_languages(tokenizer, load_corpus(corpus, "valid", languages), seq_len)
     model = LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    summary["per_language"] = per_language_perplexity(model, len(tokenizer), train_chunks, valid_chunks)
+    summary["per_language"] = per_language_perplexity(model, tokenizer, train_chunks, valid_chunks)
     summary["evaluated_on"] = corpus
     (folder / "training_summary.json").write_text(json.dumps(summary, indent=2))
     (folder / "README.md").write_text(model_card(summary, log))
@@ -365,7 +414,8 @@ def model_card(summary: dict, log: list[dict]) -> str:
         "## Architecture", "",
         f"`LlamaForCausalLM`: {cfg['n_layers']} layers, d_model {cfg['d_model']}, {cfg['n_heads']} heads, "
         f"gated SiLU MLP with {cfg['d_mlp']} neurons per layer ({cfg['n_layers'] * cfg['d_mlp']} in all), RMSNorm, "
-        f"rotary positions, tied embeddings, byte-level BPE vocabulary of {cfg['vocab_size']} (NFC, `<s>` `</s>` `<pad>`). "
+        f"rotary positions, tied embeddings, byte-level BPE vocabulary of {cfg['vocab_size']} (NFC, `<s>` `</s>` `<pad>`"
+        f"{'; no token spans two Han/kana characters' if cfg.get('cjk_characters') else ''}). "
         f"{summary['parameters']:,} parameters, stored in bf16.", "",
         "## Training", "",
         f"Languages {', '.join(cfg['languages'])}, mixed uniformly; {cfg['steps']} steps of {cfg['batch_size']} x "
@@ -377,10 +427,15 @@ def model_card(summary: dict, log: list[dict]) -> str:
         "## Validation perplexity (valid split; unigram = add-one unigram model fitted on the train split)", "",
         *([f"Evaluated after training, on corpus `{summary['evaluated_on']}` as it is now "
            "(`lapelens train --reevaluate`).", ""] if summary.get("evaluated_on") else []),
-        "| language | valid tokens | model PPL | unigram PPL | model / unigram |", "|---|---|---|---|---|",
+        "Perplexities are per token, so they depend on the tokenizer; bits per byte (of the predicted tokens' "
+        "UTF-8 text) do not, and compare models with different vocabularies.", "",
+        "| language | valid tokens | model PPL | unigram PPL | model / unigram | bits per byte |",
+        "|---|---|---|---|---|---|",
     ]
     for lang, r in summary["per_language"].items():
-        lines.append(f"| {lang} | {r['valid_tokens']:,} | {r['valid_ppl']:.2f} | {r['unigram_ppl']:.1f} | {r['ratio']:.4f} |")
+        bpb = f"{r['bits_per_byte']:.4f}" if "bits_per_byte" in r else "–"
+        lines.append(f"| {lang} | {r['valid_tokens']:,} | {r['valid_ppl']:.2f} | {r['unigram_ppl']:.1f} | "
+                     f"{r['ratio']:.4f} | {bpb} |")
     lines += ["", "## Loss curve", "", "| step | tokens | train loss | mean valid loss |", "|---|---|---|---|"]
     for e in log:
         valid = [v for k, v in e.items() if k.startswith("valid_loss_")]

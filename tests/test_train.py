@@ -5,7 +5,11 @@ import pytest
 import torch
 
 from lapelens import load_model, neuron_spec
-from lapelens.train import TrainConfig, continue_training, lr_schedule, reevaluate, train, unigram_nll
+from lapelens.errors import LapelensError
+from lapelens.train import (
+    CJK_CHARACTER, TrainConfig, continue_training, lr_schedule, reevaluate, token_byte_lengths, train,
+    train_tokenizer, unigram_nll,
+)
 
 DOCS = {
     "en": ["Choose Format - Cells and open the Numbers tab.", "Select the text you want to copy.",
@@ -45,6 +49,11 @@ def test_short_training_run_learns_and_loads(folder_corpus, tmp_path):
     for lang in ("en", "fr", "zh"):
         r = summary["per_language"][lang]
         assert r["ratio"] == pytest.approx(r["valid_ppl"] / r["unigram_ppl"], rel=1e-6)
+        # bits per byte = total nats over the predicted positions / (bytes of those tokens * ln 2)
+        n_chunks = r["valid_tokens"] // 32
+        nats = math.log(r["valid_ppl"]) * (r["valid_tokens"] - n_chunks)
+        assert r["bits_per_byte"] == pytest.approx(nats / (r["valid_bytes"] * math.log(2)), rel=1e-6)
+        assert 0 < r["valid_bytes"] <= sum(len(d.encode()) + 1 for d in DOCS[lang] * 2)
     assert "| zh |" in (out / "README.md").read_text()
 
     model = load_model(out)  # the same TransformerBridge path as a hub model
@@ -55,6 +64,8 @@ def test_short_training_run_learns_and_loads(folder_corpus, tmp_path):
     assert {tok.bos_token, tok.eos_token, tok.pad_token} == {"<s>", "</s>", "<pad>"}
     toks = model.to_tokens("选择要复制的文本。")
     assert toks[0, 0].item() == tok.bos_token_id
+    # The default tokenizer keeps Han characters apart, also after saving and loading.
+    assert _multi_cjk_tokens(tok) == [] and toks.shape[1] >= 1 + 9
     assert model.tokenizer.decode(toks[0, 1:]) == "选择要复制的文本。"
 
 
@@ -129,3 +140,42 @@ def test_reevaluate_on_a_changed_corpus(folder_corpus, tmp_path):
     assert f"| zh | {changed['zh']['valid_tokens']:,} |" in (out / "README.md").read_text()
     with pytest.raises(Exception, match="training_summary.json"):
         reevaluate(tmp_path, str(folder_corpus))
+
+
+def _multi_cjk_tokens(tok) -> list[str]:
+    import re
+
+    pieces = [tok.decode([i]) for i in range(len(tok)) if i not in tok.all_special_ids]
+    return [p for p in pieces if len(re.findall(CJK_CHARACTER, p)) >= 2]
+
+
+def test_cjk_characters_keeps_han_and_kana_tokens_single():
+    texts = {lang: docs * 8 for lang, docs in DOCS.items()} | {"ja": ["ファイルを開きます。", "ダイアログを閉じます。"] * 16}
+    plain = train_tokenizer(texts, 400, 5000)
+    split = train_tokenizer(texts, 400, 5000, cjk_characters=True)
+    # The repeated Chinese and Japanese text makes plain BPE merge across characters ...
+    assert any("文本" in p or "选择" in p for p in _multi_cjk_tokens(plain))
+    assert any("ファ" in p or "ます" in p for p in _multi_cjk_tokens(plain))
+    # ... and the split vocabulary never does, yet still round-trips every text.
+    assert _multi_cjk_tokens(split) == []
+    for lang, docs in texts.items():
+        for d in docs[:4]:
+            assert split.decode(split(d, add_special_tokens=False)["input_ids"]) == d
+    assert len(split("选择要复制的文本。", add_special_tokens=False)["input_ids"]) >= 9
+
+
+def test_token_byte_lengths_sum_to_the_utf8_length():
+    tok = train_tokenizer({lang: docs * 8 for lang, docs in DOCS.items()}, 400, 5000, cjk_characters=True)
+    lengths = token_byte_lengths(tok)
+    assert all(lengths[i] == 0 for i in tok.all_special_ids)
+    for text in ["选择要复制的文本。", "Sélectionnez le texte à copier.", "Un texte 复制 mêlé, ünïcödé ½ 𝔘."]:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert int(lengths[ids].sum()) == len(text.encode("utf-8"))
+    # A vocabulary whose pieces are not byte-level BPE symbols has no byte lengths.
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    word = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"复制": 0, "<unk>": 1}, unk_token="<unk>")),
+                                   unk_token="<unk>")
+    with pytest.raises(LapelensError, match="byte-level"):
+        token_byte_lengths(word)
