@@ -3,7 +3,7 @@
     python benchmarks/bench_perturb.py [--model DIR] [--tokens 8192] [--seq-len 256] [--batch-size 16]
 
 Without --model the model is a random LLaMA of the embedded model's shape (8 layers, d_model
-192, d_mlp 1024, vocab 8192); only the time means anything. Prints the matrix's seconds and
+192, d_mlp 1024, vocab 4096); only the time means anything. Prints the matrix's seconds and
 tokens per second, and the same tokens through the bare Hugging Face model (no bridge, no hooks)
 for reference. The budget for one full matrix is 180 s on 2 CPU cores.
 """
@@ -38,7 +38,7 @@ def main() -> None:
     tokens = args.tokens or DEFAULT_EVAL_TOKENS
     batch = args.batch_size or DEFAULT_BATCH_SIZE
     with tempfile.TemporaryDirectory() as tmp:
-        folder = args.model or make_llama(Path(tmp) / "m", n_layers=8, d_model=192, d_mlp=1024, n_heads=6, vocab_size=8192)
+        folder = args.model or make_llama(Path(tmp) / "m", n_layers=8, d_model=192, d_mlp=1024, n_heads=6, vocab_size=4096)
         model = load_model(folder)
         hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     spec = neuron_spec(model)
