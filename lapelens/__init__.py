@@ -42,8 +42,8 @@ _EXPORTS = {
     "sentence_embeddings": "lapelens.similarity",
     "reproduce": "lapelens.pipeline",
     "ReproduceConfig": "lapelens.pipeline",
-    "train_model": "lapelens.train",
-    "TrainConfig": "lapelens.train",
+    "train_model": "lapelens.embedded.train",
+    "TrainConfig": "lapelens.embedded.train",
 }
 
 #: Public names whose defining module calls them something else.

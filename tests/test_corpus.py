@@ -25,16 +25,16 @@ from lapelens.corpus import (
     load_corpus,
     load_parallel,
 )
-from lapelens.corpus_build import (
-    _book_paragraphs,
-    _mixed,
+from lapelens.embedded.corpus.extract import (
+    book_paragraphs,
     clean_text,
     clean_ui_text,
     extract_book_page,
     extract_page,
-    page_split,
     read_mo,
 )
+from lapelens.embedded.corpus.filter import is_mixed
+from lapelens.embedded.corpus.write import page_split
 from lapelens.errors import LapelensError
 from lapelens.langid import detect_language, detect_languages, langid_classify, langid_language
 
@@ -401,8 +401,8 @@ def test_book_skeleton_hides_link_text(tmp_path):
     en, es = tmp_path / "en.html", tmp_path / "es.html"
     en.write_text('<p>Then, follow <a class="xref" href="#x">Section 2.6, <em>“Recovery”</em></a> and <a>B</a>.</p>')
     es.write_text('<p>Then, follow <a class="xref" href="#x">Sección 2.6, <em>“Recuperación”</em></a> and <a>B</a>.</p>')
-    (_, en_text, en_skel), = _book_paragraphs(en, "reference")
-    (_, es_text, es_skel), = _book_paragraphs(es, "reference")
+    (_, en_text, en_skel), = book_paragraphs(en, "reference")
+    (_, es_text, es_skel), = book_paragraphs(es, "reference")
     assert es_text == "Then, follow Sección 2.6, “Recuperación” and B."
     assert en_text != es_text and en_skel == es_skel == "Then, follow \x00 and \x00."
 
@@ -415,16 +415,16 @@ def test_book_pages_split_by_their_own_share():
 
 
 def test_cjk_latin_share():
-    assert not _mixed("zh", "在单元格中输入公式并按回车键确认")  # no Latin letters
+    assert not is_mixed("zh", "在单元格中输入公式并按回车键确认")  # no Latin letters
     # 50 % Latin letters or more: dropped without asking an identifier
-    assert _mixed("zh", "输入 Enter 键 FILE")
+    assert is_mixed("zh", "输入 Enter 键 FILE")
     # 30-50 %: kept only if langdetect agrees
     for agreed in ["对嵌入式表单和独立 (Writer) 表单的支持。", "VBA 时期与时间函数"]:
-        assert detect_language(agreed) == "zh" and not _mixed("zh", agreed)
+        assert detect_language(agreed) == "zh" and not is_mixed("zh", agreed)
     for misread in ["「EndPeriod」是要计算的最后一个支付周期。", "在 Debian 系统中使用 apt 命令来安装软件包"]:
-        assert detect_language(misread) != "zh" and _mixed("zh", misread)
+        assert detect_language(misread) != "zh" and is_mixed("zh", misread)
     # below 30 %: kept without a second opinion
-    assert not _mixed("zh", "打开 Writer 文档，然后在菜单中选择插入表格")
+    assert not is_mixed("zh", "打开 Writer 文档，然后在菜单中选择插入表格")
 
 
 def test_clean_text_and_ui_text():

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import lapelens.train
+import lapelens.embedded.train
 from lapelens import METHODS, identify
 from lapelens.cli import main
 from lapelens.errors import LapelensError
@@ -258,7 +258,7 @@ def test_tune_per_language_calls_continue_training(tmp_path, monkeypatch):
         calls.append((model_dir, texts, out_dir, steps, lr, seq_len, batch_size, seed))
         return out_dir
 
-    monkeypatch.setattr(lapelens.train, "continue_training", continue_training)
+    monkeypatch.setattr(lapelens.embedded.train, "continue_training", continue_training)
     out = tune_per_language("base", {"en": ["a b"], "zh": ["c"]}, tmp_path, steps=5, lr=0.1, seq_len=8, batch_size=2, seed=7)
     assert out == {"en": tmp_path / "en", "zh": tmp_path / "zh"}
     assert calls == [("base", ["a b"], tmp_path / "en", 5, 0.1, 8, 2, 7), ("base", ["c"], tmp_path / "zh", 5, 0.1, 8, 2, 7)]
@@ -383,7 +383,6 @@ def test_ap_chunking_gives_the_same_result(monkeypatch):
 
 
 def test_pv_with_real_tuning_runs(tmp_path):
-    pytest.importorskip("lapelens.train")
     import lapelens.activations  # noqa: F401  (continue_training packs text with it)
     from tiny import TEXTS, make_tiny_model
 
@@ -413,7 +412,7 @@ def test_cli_pv_tunes_from_text_files(tmp_path, monkeypatch):
         save_file({k: v.contiguous() for k, v in state(PV_TUNED[lang]).items()}, str(out_dir / "model.safetensors"))
         return out_dir
 
-    monkeypatch.setattr(lapelens.train, "continue_training", continue_training)
+    monkeypatch.setattr(lapelens.embedded.train, "continue_training", continue_training)
     (tmp_path / "base").mkdir()
     save_file({k: v.contiguous() for k, v in state(PV_BASE).items()}, str(tmp_path / "base" / "model.safetensors"))
     for lang in PV_TUNED:

@@ -6,10 +6,9 @@ import torch
 
 from lapelens import load_model, neuron_spec
 from lapelens.errors import LapelensError
-from lapelens.train import (
-    CJK_CHARACTER, TrainConfig, continue_training, lr_schedule, reevaluate, token_byte_lengths, train,
-    train_tokenizer, unigram_nll,
-)
+from lapelens.embedded.card import unigram_nll
+from lapelens.embedded.tokenizer import CJK_CHARACTER, token_byte_lengths, train_tokenizer
+from lapelens.embedded.train import TrainConfig, continue_training, lr_schedule, reevaluate, train
 
 DOCS = {
     "en": ["Choose Format - Cells and open the Numbers tab.", "Select the text you want to copy.",

@@ -38,19 +38,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_build(args: argparse.Namespace) -> None:
-    from lapelens import corpus_build
     from lapelens.constants import PAPER_LANGUAGES
     from lapelens.corpus import CORPUS_DIR
+    from lapelens.embedded.corpus.build import build
+    from lapelens.embedded.corpus.fetch import EXTRA_LANGUAGES
+    from lapelens.embedded.corpus.write import report
 
     out = args.out or CORPUS_DIR
-    languages = args.languages or [*PAPER_LANGUAGES, *corpus_build.EXTRA_LANGUAGES]
+    languages = args.languages or [*PAPER_LANGUAGES, *EXTRA_LANGUAGES]
     options = dict(l10n=not args.no_l10n, books=not args.no_books)
     if args.work_dir is None:
         with tempfile.TemporaryDirectory(prefix="lapelens-corpus-") as tmp:
-            counts = corpus_build.build(out, Path(tmp), languages, **options)
+            counts = build(out, Path(tmp), languages, **options)
     else:
-        counts = corpus_build.build(out, args.work_dir, languages, **options)
-    print(corpus_build.report(counts, out))
+        counts = build(out, args.work_dir, languages, **options)
+    print(report(counts, out))
 
 
 def run_show(args: argparse.Namespace) -> None:

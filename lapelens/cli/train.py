@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from lapelens.cli._config import add_config_arguments, config_from_args
-from lapelens.train import TrainConfig, train
+from lapelens.embedded.train import TrainConfig, train
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> None:
     if args.reevaluate:
         import json
 
-        from lapelens.train import reevaluate
+        from lapelens.embedded.train import reevaluate
 
         print(json.dumps(reevaluate(args.out, args.corpus), indent=1))
         return

@@ -223,14 +223,11 @@ def tune_per_language(
 ) -> dict[str, Path]:
     """One short continued-training run of ``base_dir`` per language (``out_dir/<lang>``), for PV.
 
-    Uses ``lapelens.train.continue_training`` with the same settings and seed for every language,
+    Uses ``lapelens.embedded.train.continue_training`` with the same settings and seed for every language,
     so the copies differ only by their text. Options left at None take ``continue_training``'s
     defaults.
     """
-    try:
-        from lapelens.train import continue_training
-    except ImportError as exc:
-        raise LapelensError("lapelens.train.continue_training is not available in this build: pass tuned model folders.") from exc
+    from lapelens.embedded.train import continue_training
     out_dir = Path(out_dir)
     given = {k: v for k, v in dict(lr=lr, seq_len=seq_len, batch_size=batch_size).items() if v is not None}
     return {

@@ -13,7 +13,9 @@ Two stages, both seeded and logged:
 The final evaluation reports, per language, the valid perplexity next to an add-one unigram
 model's and the bits per UTF-8 byte, which do not depend on the tokenizer.
 
-``continue_training`` reuses the loop for short monolingual tuning runs (the PV baseline).
+``continue_training`` reuses the loop for short monolingual tuning runs (the PV baseline). The
+tokenizer lives in ``lapelens.embedded.tokenizer``, the evaluation and the model card in
+``lapelens.embedded.card``.
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ from tqdm.auto import tqdm
 
 from lapelens._version import __version__
 from lapelens.constants import EMBEDDED, PAPER_LANGUAGES
+from lapelens.embedded.card import mean_nll, model_card, per_language_perplexity, previous_run
+from lapelens.embedded.tokenizer import train_tokenizer
 from lapelens.errors import LapelensError
-
-SPECIAL_TOKENS = ("<s>", "</s>", "<pad>")
 
 
 @dataclass
@@ -78,51 +80,6 @@ class TrainConfig:
     threads: int = 0
     """torch threads (0: leave torch's default)."""
 
-
-# ---- tokenizer -------------------------------------------------------------------------------
-#: One Han or kana character (CJK Unified Ideographs with extension A, compatibility ideographs,
-#: hiragana and katakana): with ``cjk_characters`` each is a pre-token of its own.
-CJK_CHARACTER = r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]"
-
-
-def train_tokenizer(
-    texts_by_language: Mapping[str, Sequence[str]], vocab_size: int, chars_per_language: int,
-    cjk_characters: bool = False,
-) -> Any:
-    """Byte-level BPE on an equal number of characters per language (whole documents, in order).
-
-    With ``cjk_characters`` no merge crosses a Han/kana character boundary: a Chinese or Japanese
-    token is one character, or a byte piece of a rare one.
-    """
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    sample: list[str] = []
-    for lang, docs in texts_by_language.items():
-        taken = 0
-        for doc in docs:
-            if taken >= chars_per_language:
-                break
-            sample.append(doc)
-            taken += len(doc)
-        if taken == 0:
-            raise LapelensError(f"No training text for {lang!r}: the tokenizer needs text in every language.")
-    tok = Tokenizer(models.BPE())
-    tok.normalizer = normalizers.NFC()
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.pre_tokenizer = (
-        pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(CJK_CHARACTER), behavior="isolated"), byte_level])
-        if cjk_characters else byte_level
-    )
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(sample, trainer)
-    bos, eos, pad = SPECIAL_TOKENS
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad,
-                                   add_bos_token=False)
 
 
 # ---- data ------------------------------------------------------------------------------------
@@ -168,30 +125,6 @@ def lr_schedule(step: int, total: int, warmup: int, min_ratio: float) -> float:
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
-
-@torch.inference_mode()
-def mean_nll(model: Any, chunks: Tensor, batch_size: int = 16) -> float:
-    """Mean next-token NLL (nats) of an HF causal LM over all predicted positions of ``chunks``."""
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    for start in range(0, len(chunks), batch_size):
-        x = chunks[start:start + batch_size]
-        logits = model(x).logits[:, :-1].float()
-        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="sum")
-        total += float(nll)
-        count += x[:, 1:].numel()
-    model.train(was_training)
-    return total / count
-
-
-def unigram_nll(train_chunks: Sequence[Tensor], valid_chunks: Tensor, vocab_size: int) -> float:
-    """Mean NLL of an add-one-smoothed unigram model fitted on ``train_chunks`` (same predicted positions)."""
-    counts = torch.ones(vocab_size, dtype=torch.float64)
-    for c in train_chunks:
-        counts += torch.bincount(c.flatten(), minlength=vocab_size).double()
-    logp = (counts / counts.sum()).log()
-    return float(-logp[valid_chunks[:, 1:].flatten()].mean())
 
 
 @dataclass
@@ -313,7 +246,7 @@ def train(cfg: TrainConfig) -> Path:
     log = result.log
     if cfg.init_from:
         # A continued run: the card and summary describe the whole history, stage by stage.
-        previous, previous_log = _previous_run(source)
+        previous, previous_log = previous_run(source)
         if previous is not None:
             stages = previous.get("stages") or [{k: previous[k] for k in ("config", "tokens_seen", "wall_seconds")}]
             summary["stages"] = [*stages, {"config": asdict(cfg), "tokens_seen": result.tokens,
@@ -331,44 +264,6 @@ def train(cfg: TrainConfig) -> Path:
     return out
 
 
-def token_byte_lengths(tokenizer: Any) -> Int64[Tensor, "vocab"]:
-    """UTF-8 bytes each token id stands for in a byte-level BPE vocabulary (0 for special tokens)."""
-    from tokenizers.pre_tokenizers import ByteLevel
-
-    alphabet = set(ByteLevel.alphabet())
-    special = set(tokenizer.all_special_ids)
-    lengths = torch.zeros(len(tokenizer), dtype=torch.long)
-    for tid, piece in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
-        if tid in special:
-            continue
-        if piece is None or not set(piece) <= alphabet:
-            raise LapelensError(f"Token {tid} ({piece!r}) is not a byte-level BPE piece: bits per byte need a "
-                                "byte-level tokenizer such as the one `lapelens train` makes.")
-        lengths[tid] = len(piece)
-    return lengths
-
-
-def per_language_perplexity(
-    model: Any, tokenizer: Any, train_chunks: Mapping[str, Tensor], valid_chunks: Mapping[str, Tensor]
-) -> dict[str, dict]:
-    """Per language: the model's perplexity on the whole valid split, the add-one unigram model's
-    (fitted on the train split) on the same positions, their ratio, the token counts, and the
-    model's bits per UTF-8 byte of the predicted tokens (a yardstick that does not depend on the
-    tokenizer, so models with different vocabularies can be compared)."""
-    byte_lengths = token_byte_lengths(tokenizer)
-    final = {}
-    for lang, valid in valid_chunks.items():
-        nll = mean_nll(model, valid)
-        uni = unigram_nll([train_chunks[lang]], valid, len(tokenizer))
-        predicted = valid[:, 1:]
-        n_bytes = int(byte_lengths[predicted].sum())
-        final[lang] = {"valid_ppl": math.exp(nll), "unigram_ppl": math.exp(uni), "ratio": math.exp(nll - uni),
-                       "bits_per_byte": nll * predicted.numel() / (n_bytes * math.log(2)),
-                       "train_tokens": int(train_chunks[lang].numel()), "valid_tokens": int(valid.numel()),
-                       "valid_bytes": n_bytes}
-    return final
-
-
 def reevaluate(folder: str | Path, corpus: str = "embedded") -> dict[str, dict]:
     """Evaluate a ``lapelens train`` output folder on ``corpus`` (e.g. after the corpus was
     rebuilt) and rewrite its ``training_summary.json`` and model card with the new numbers."""
@@ -377,7 +272,7 @@ def reevaluate(folder: str | Path, corpus: str = "embedded") -> dict[str, dict]:
     from lapelens.corpus import load_corpus
 
     folder = Path(folder)
-    summary, log = _previous_run(folder)
+    summary, log = previous_run(folder)
     if summary is None:
         raise LapelensError(f"{folder} has no training_summary.json: not a `lapelens train` output folder")
     languages = list(summary["config"]["languages"])
@@ -391,73 +286,6 @@ def reevaluate(folder: str | Path, corpus: str = "embedded") -> dict[str, dict]:
     (folder / "training_summary.json").write_text(json.dumps(summary, indent=2))
     (folder / "README.md").write_text(model_card(summary, log))
     return summary["per_language"]
-
-
-def _previous_run(folder: Path) -> tuple[dict | None, list[dict]]:
-    """The training summary and log of the model a run continues from (``None, []`` if it has none)."""
-    summary_path, log_path = folder / "training_summary.json", folder / "train_log.jsonl"
-    if not summary_path.exists():
-        return None, []
-    log = [json.loads(line) for line in log_path.read_text().splitlines() if line] if log_path.exists() else []
-    return json.loads(summary_path.read_text()), log
-
-
-def model_card(summary: dict, log: list[dict]) -> str:
-    cfg = summary["config"]
-    last = summary.get("stages", [summary])[-1]  # this run; the stages' totals follow
-    lines = [
-        "# lapelens embedded model", "",
-        "A small multilingual LLaMA-architecture causal LM trained from scratch by `lapelens train` "
-        f"(lapelens {summary['lapelens_version']}) on the embedded corpus (LibreOffice help and UI "
-        "translations and three Debian books; see the corpus's NOTICE). "
-        "It exists so that the whole lapelens pipeline runs offline; it is a research toy, not a useful LM.", "",
-        "## Architecture", "",
-        f"`LlamaForCausalLM`: {cfg['n_layers']} layers, d_model {cfg['d_model']}, {cfg['n_heads']} heads, "
-        f"gated SiLU MLP with {cfg['d_mlp']} neurons per layer ({cfg['n_layers'] * cfg['d_mlp']} in all), RMSNorm, "
-        f"rotary positions, tied embeddings, byte-level BPE vocabulary of {cfg['vocab_size']} (NFC, `<s>` `</s>` `<pad>`"
-        f"{'; no token spans two Han/kana characters' if cfg.get('cjk_characters') else ''}). "
-        f"{summary['parameters']:,} parameters, stored in bf16.", "",
-        "## Training", "",
-        f"Languages {', '.join(cfg['languages'])}, mixed uniformly; {cfg['steps']} steps of {cfg['batch_size']} x "
-        f"{cfg['seq_len']} tokens = {last['tokens_seen']:,} tokens seen; AdamW (lr {cfg['lr']}, warmup "
-        f"{cfg['warmup_steps']}, cosine to {cfg['min_lr_ratio']} x), weight decay {cfg['weight_decay']}, "
-        f"seed {cfg['seed']}, bf16 autocast {'on' if cfg['bf16'] else 'off'}; wall time "
-        f"{last['wall_seconds'] / 60:.1f} minutes on 2 CPU cores.", "",
-        *_stages_text(summary),
-        "## Validation perplexity (valid split; unigram = add-one unigram model fitted on the train split)", "",
-        *([f"Evaluated after training, on corpus `{summary['evaluated_on']}` as it is now "
-           "(`lapelens train --reevaluate`).", ""] if summary.get("evaluated_on") else []),
-        "Perplexities are per token, so they depend on the tokenizer; bits per byte (of the predicted tokens' "
-        "UTF-8 text) do not, and compare models with different vocabularies.", "",
-        "| language | valid tokens | model PPL | unigram PPL | model / unigram | bits per byte |",
-        "|---|---|---|---|---|---|",
-    ]
-    for lang, r in summary["per_language"].items():
-        bpb = f"{r['bits_per_byte']:.4f}" if "bits_per_byte" in r else "–"
-        lines.append(f"| {lang} | {r['valid_tokens']:,} | {r['valid_ppl']:.2f} | {r['unigram_ppl']:.1f} | "
-                     f"{r['ratio']:.4f} | {bpb} |")
-    lines += ["", "## Loss curve", "", "| step | tokens | train loss | mean valid loss |", "|---|---|---|---|"]
-    for e in log:
-        valid = [v for k, v in e.items() if k.startswith("valid_loss_")]
-        if valid:
-            lines.append(f"| {e['step']} | {e['tokens']:,} | {e['train_loss']:.3f} | {sum(valid) / len(valid):.3f} |")
-    return "\n".join(lines) + "\n"
-
-
-def _stages_text(summary: dict) -> list[str]:
-    if len(summary.get("stages", [])) < 2:
-        return []
-    lines = ["Trained in stages, each continuing from the previous weights (`lapelens train --init-from`); "
-             "the numbers above are of the last stage, the totals here:", ""]
-    for n, st in enumerate(summary["stages"], 1):
-        c = st["config"]
-        lines.append(f"{n}. {c['steps']} steps, lr {c['lr']} (warmup {c['warmup_steps']}, cosine to "
-                     f"{c['min_lr_ratio']} x), corpus `{c['corpus']}`: {st['tokens_seen']:,} tokens, "
-                     f"{st['wall_seconds'] / 60:.1f} minutes.")
-    lines += ["", f"In all: {summary['tokens_seen']:,} tokens, {summary['wall_seconds'] / 60:.1f} minutes. In the loss "
-              "curve below, each stage's valid loss is on the first chunks of that stage's corpus's valid split, "
-              "so the curve can jump where the corpus changed.", ""]
-    return lines
 
 
 # ---- monolingual continued training (PV baseline) --------------------------------------------
