@@ -41,6 +41,7 @@ _EXPORTS = {
     "generation_under_deactivation": "lapelens.evaluate.generation",
     "sentence_embeddings": "lapelens.similarity",
     "reproduce": "lapelens.pipeline",
+    "explore": "lapelens.explorer",
     "ReproduceConfig": "lapelens.pipeline",
     "train_model": "lapelens.embedded.train",
     "TrainConfig": "lapelens.embedded.train",
