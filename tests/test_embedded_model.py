@@ -35,8 +35,23 @@ def test_embedded_files():
     with safe_open(str(folder / "model.safetensors"), "pt") as f:
         assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
     summary = json.loads((folder / "training_summary.json").read_text())
-    assert 60 <= summary["wall_seconds"] / 60 <= 120
     assert set(summary["per_language"]) == {"en", "zh", "fr", "es", "vi", "id", "ja"}
+
+
+def test_embedded_training_files_agree():
+    # The summary, the log and the model card were written by one run: the log has one entry per
+    # step, its last token count is the summary's (steps x batch x sequence length), and the card
+    # (README.md, which states the wall time, tokens and perplexities) is what `model_card` writes
+    # from the summary and the log, so a number edited in one of them fails here.
+    from lapelens.embedded.card import model_card
+
+    folder = embedded_model_dir()
+    summary = json.loads((folder / "training_summary.json").read_text())
+    log = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines() if line]
+    cfg = summary["config"]
+    assert [e["step"] for e in log] == list(range(1, cfg["steps"] + 1))
+    assert summary["tokens_seen"] == log[-1]["tokens"] == cfg["steps"] * cfg["batch_size"] * cfg["seq_len"]
+    assert (folder / "README.md").read_text() == model_card(summary, log)
 
 
 def test_embedded_logits_and_hooks_equal_hf(embedded, hf):
@@ -84,3 +99,16 @@ def test_embedded_generates_from_bos_and_from_a_prompt(embedded):
         expected = seq[len(start):]
         assert out == (expected[:expected.index(eos)] if eos in expected else expected)
     assert len(out_bos) > 0 and len(out_prompt) > 0
+
+
+def test_cli_loads_the_model_quietly(capfd):
+    # The evaluation commands load their model with load_model_quietly: nothing the loading prints
+    # (transformers' weight-loading bar, log lines, warnings) reaches the terminal.
+    import argparse
+
+    from lapelens.cli._evaluation import load_model_quietly
+
+    capfd.readouterr()
+    model = load_model_quietly(argparse.Namespace(model="embedded", device="cpu"))
+    assert capfd.readouterr() == ("", "")
+    assert neuron_spec(model).n_layers == json.loads((embedded_model_dir() / "config.json").read_text())["num_hidden_layers"]

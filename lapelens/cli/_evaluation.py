@@ -70,9 +70,35 @@ def load_perturbation(path: Path, model: Any) -> Any:
 
 
 def load_model_quietly(args: argparse.Namespace) -> Any:
+    """``load_model(args.model, device=args.device)`` with nothing the loading prints reaching the
+    terminal: transformers' weight-loading bar and log lines, ``print``s and warnings are captured.
+    If loading fails, what was captured goes to stderr before the error propagates, so nothing that
+    explains the failure is lost."""
+    import io
+    import sys
+    import warnings
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from transformers.utils import logging as hf_logging
+
     from lapelens.models import load_model
 
-    return load_model(args.model, device=args.device)
+    captured = io.StringIO()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its handler holds the real stderr, which redirect_stderr does not replace
+    try:
+        with quiet_transformers(True), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                with redirect_stdout(captured), redirect_stderr(captured):
+                    return load_model(args.model, device=args.device)
+            except BaseException:
+                sys.stderr.write(captured.getvalue())
+                for w in caught:
+                    sys.stderr.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno))
+                raise
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 @contextmanager
