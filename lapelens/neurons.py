@@ -177,10 +177,13 @@ class LanguageNeurons:
         """Fig. 5: neurons per layer, one line per language (the paper's skewed U shape)."""
         import plotly.graph_objects as go
 
+        from lapelens.figures.style import model_label
+
         table = self.per_layer()
         fig = go.Figure([go.Scatter(x=list(table.index), y=table[lang].tolist(), mode="lines+markers", name=lang)
                          for lang in table.columns])
-        fig.update_layout(title=f"Language-specific neurons per layer ({self.method})",
+        model = f" — {model_label(self.meta['model'])}" if self.meta.get("model") else ""
+        fig.update_layout(title=f"Language-specific neurons per layer ({self.method}){model}",
                           xaxis_title="layer", yaxis_title="neurons", legend_title="language")
         return fig
 

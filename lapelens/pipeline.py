@@ -109,8 +109,10 @@ class _Stages:
 
 
 def _write_figure(fig: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(str(path), include_plotlyjs="cdn")
+    """``path`` as HTML (offline: plotly.min.js beside it), PNG and SVG (needs Chromium)."""
+    from lapelens.figures import write_figure
+
+    write_figure(fig, path)
 
 
 def reproduce(cfg: ReproduceConfig) -> dict:

@@ -374,8 +374,10 @@ class SimilarityResult:
         import plotly.graph_objects as go
         from plotly.subplots import make_subplots
 
+        from lapelens.figures.style import model_label
+
         with_neurons = self.neurons_per_layer is not None
-        fig = make_subplots(rows=1, cols=2 if with_neurons else 1, subplot_titles=(
+        fig = make_subplots(rows=1, cols=2 if with_neurons else 1, horizontal_spacing=0.1, subplot_titles=(
             ["Sentence-embedding similarity", "Language-specific neurons"] if with_neurons else None))
         layers = list(self.ses.index)
         styles = {"mean": dict(color="black", width=3), "mismatched": dict(color="grey", width=2, dash="dash")}
@@ -393,7 +395,10 @@ class SimilarityResult:
             fig.update_layout(barmode="stack")
             fig.update_xaxes(title_text="layer", row=1, col=2)
             fig.update_yaxes(title_text="neurons", row=1, col=2)
-        fig.update_layout(title=f"SES per layer — {self.meta.get('model', '?')} ({self.meta.get('n_texts', '?')} texts)")
+        # Every pair has its own legend entry (21 for 7 languages): tall enough that none is cut off in a PNG.
+        fig.update_layout(title=f"SES per layer — {model_label(self.meta.get('model'))} ({self.meta.get('n_texts', '?')} texts)",
+                          width=1150 if with_neurons else 850, height=max(500, 140 + 17 * len(fig.data)),
+                          legend={"font": {"size": 11}, "tracegroupgap": 12})
         return fig
 
 
@@ -432,6 +437,8 @@ class DominanceResult:
         import plotly.colors
         import plotly.graph_objects as go
 
+        from lapelens.figures.style import model_label
+
         fig = go.Figure()
         palette = plotly.colors.qualitative.Plotly
         layers = list(self.shifted.index)
@@ -445,7 +452,10 @@ class DominanceResult:
                 fig.add_trace(go.Scatter(x=layers, y=self.mismatched[lang].tolist(), name=f"to {lang}, mismatched",
                                          mode="lines", line=dict(color=color, dash="dash"), legendgroup=lang,
                                          visible="legendonly"))
+        per_target = 3 if self.mismatched is not None else 2
         fig.update_layout(
-            title=f"Dominance (Eq. 6, v: {self.meta.get('vectors', '?')}) — {self.meta.get('model', '?')}",
-            xaxis_title="layer", yaxis_title="mean SES to the target language")
+            title=f"Dominance (Eq. 6, v: {self.meta.get('vectors', '?')}) — {model_label(self.meta.get('model'))}",
+            xaxis_title="layer", yaxis_title="mean SES to the target language",
+            width=900, height=max(500, 140 + (17 * per_target + 8) * len(self.shifted.columns)),
+            legend={"font": {"size": 11}, "tracegroupgap": 8})
         return fig

@@ -24,6 +24,7 @@ COMMANDS = {
     "ses": "ses",
     "reproduce": "reproduce",
     "explore": "explore",
+    "figures": "figures",
 }
 
 

@@ -166,10 +166,27 @@ class GenerationResult:
 
         cols = list(columns) if columns is not None else [tuple(c) if isinstance(c, list) else c for c in self.meta.get("share_columns", [])]
         index = [" → ".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in self.summary.index]
-        bars = [go.Bar(name=" / ".join(map(str, c)) if isinstance(c, tuple) else str(c), x=index, y=self.summary[c]) for c in cols]
+        # Few bars carry their value (as the paper's tables do); many (42 pairs x 3) would only overlap.
+        labelled = len(index) * len(cols) <= 40
+        # ("normal", "share_in_language"), ("deactivated", "share_in_language") are named by what differs.
+        tails = {c[1:] for c in cols if isinstance(c, tuple)}
+        name = lambda c: (" / ".join(map(str, c[:1] if len(tails) == 1 else c)) if isinstance(c, tuple)  # noqa: E731
+                          else str(c)).replace("_", " ")
+        # Rounded: a saved summary keeps 10 digits, and the figure redrawn from it must be the same figure.
+        bars = [go.Bar(name=name(c), x=index,
+                       y=np.round(self.summary[c].to_numpy(dtype=np.float64), 6),
+                       texttemplate="%{y:.2f}" if labelled else None, textposition="outside", textfont={"size": 10})
+                for c in cols]
         fig = go.Figure(bars)
-        fig.update_layout(barmode="group", title=self.meta.get("experiment", "generation"),
-                          yaxis_title="share of outputs", yaxis_range=[0, 1])
+        names = [n for n in self.summary.index.names if n]
+        fig.update_layout(
+            barmode="group", title=self.meta.get("experiment", "generation"),
+            xaxis={"title": " → ".join(names), "tickmode": "array", "tickvals": index,
+                   "tickangle": -60 if len(index) > 12 else 0},
+            yaxis={"title": "share of outputs in the target language", "range": [0, 1.08 if labelled else 1]},
+            legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "left", "x": 0},
+            width=max(700, 140 + len(index) * (9 * len(cols) + 12)), height=520, margin={"t": 110},
+        )
         return fig
 
     def save(self, path: str | Path) -> Path:

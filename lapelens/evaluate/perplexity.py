@@ -382,25 +382,44 @@ class PerturbationResult:
         return cls(chunks, meta, n_boot=meta.pop("n_boot", DEFAULT_N_BOOT), seed=meta.pop("seed", 0))
 
 
+def cell_text(value: float, kind: Value = "relative") -> str:
+    """How a heatmap cell prints its number (``value`` already in % for "relative"), as in Fig. 2."""
+    if kind == "relative":
+        return f"{0.0 if abs(value) < 0.05 else value:.1f}%"  # no "-0.0%"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    return f"{0.0 if abs(value) < 0.005 else value:.2f}"
+
+
 def heatmap(result: PerturbationResult, value: Value = "relative", title: str | None = None) -> Any:
+    """Fig. 2: rows = deactivated language, columns = evaluated language, the number in every cell."""
     import plotly.graph_objects as go
+
+    from lapelens.figures.style import CELL_HEIGHT, CELL_WIDTH
 
     frame = result.value(value).drop(index=NONE)
     lo, hi = result.interval(value)
     scale = 100.0 if value == "relative" else 1.0
     unit = "%" if value == "relative" else ""
     z = frame.to_numpy() * scale
-    text = [[f"{v:.1f}{unit}" for v in row] for row in z]
+    text = [[cell_text(v, value) for v in row] for row in z]
     hover = [[f"deactivated {r}, evaluated {c}: {z[i, j]:.3g}{unit} [{lo.loc[r, c] * scale:.3g}, {hi.loc[r, c] * scale:.3g}]"
               for j, c in enumerate(frame.columns)] for i, r in enumerate(frame.index)]
     fig = go.Figure(go.Heatmap(
-        z=z, x=list(frame.columns), y=list(frame.index), text=text, texttemplate="%{text}",
+        z=z, x=list(frame.columns), y=list(frame.index), text=text, texttemplate="%{text}", textfont={"size": 12},
         hovertext=hover, hoverinfo="text", colorscale="RdBu_r", zmid=0 if value != "ppl" else None,
-        colorbar={"title": {"relative": "PPL change (%)", "change": "PPL change", "ppl": "PPL"}[value]},
+        colorbar={"title": {"text": {"relative": "PPL change (%)", "change": "PPL change", "ppl": "PPL"}[value],
+                            "side": "right"}},
     ))
+    method, unit_name = result.meta.get("method", "?"), result.meta.get("unit") or "units"
     fig.update_layout(
-        title=title or f"{result.meta.get('method', '?')}: perplexity when a language's {result.meta.get('unit') or 'units'} are deactivated",
-        xaxis_title="evaluated language", yaxis_title="deactivated language", yaxis_autorange="reversed",
+        title={"text": title or f"{method}: PPL change when a language's {unit_name} are deactivated",
+               "font": {"size": 16}},
+        xaxis={"title": "evaluated language", "side": "bottom", "tickmode": "array", "tickvals": list(frame.columns)},
+        yaxis={"title": "deactivated language", "autorange": "reversed", "tickmode": "array",
+               "tickvals": list(frame.index)},
+        width=max(560, 240 + CELL_WIDTH * len(frame.columns)), height=190 + CELL_HEIGHT * len(frame.index),
+        margin={"t": 70},
     )
     return fig
 
@@ -418,18 +437,35 @@ def compare(results: Mapping[str, PerturbationResult], reference: str | None = "
     return table
 
 
-def compare_figure(results: Mapping[str, PerturbationResult], value: Value = "relative") -> Any:
-    """One heatmap per method, side by side, on a shared colour scale."""
+def compare_figure(results: Mapping[str, PerturbationResult], value: Value = "relative", columns: int = 3) -> Any:
+    """One heatmap per method on a grid (``columns`` per row), all on one colour scale, numbers in the cells."""
+    import math
+
     from plotly.subplots import make_subplots
 
+    from lapelens.figures.style import CELL_HEIGHT, CELL_WIDTH
+
     names = list(results)
-    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.04)
+    cols = max(1, min(columns, len(names)))
+    rows = math.ceil(len(names) / cols)
     figs = [heatmap(results[n], value) for n in names]
     zmax = max(float(np.nanmax(np.abs(f.data[0].z))) for f in figs) or 1.0
-    for j, f in enumerate(figs, start=1):
+    n_x, n_y = len(figs[0].data[0].x), len(figs[0].data[0].y)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=names, horizontal_spacing=0.05,
+                        vertical_spacing=0.3 / rows)
+    for k, f in enumerate(figs):
+        row, col = k // cols + 1, k % cols + 1
         trace = f.data[0]
-        trace.update(zmin=-zmax if value != "ppl" else None, zmax=zmax, showscale=j == len(names))
-        fig.add_trace(trace, row=1, col=j)
-        fig.update_yaxes(autorange="reversed", row=1, col=j)
-    fig.update_layout(title=f"Perplexity change when a language is deactivated ({value})")
+        trace.update(coloraxis="coloraxis", textfont={"size": 10})
+        fig.add_trace(trace, row=row, col=col)
+        fig.update_xaxes(tickmode="array", tickvals=list(trace.x), row=row, col=col)
+        fig.update_yaxes(autorange="reversed", tickmode="array", tickvals=list(trace.y), showticklabels=col == 1,
+                         row=row, col=col)
+    colorbar = figs[0].data[0].colorbar
+    fig.update_layout(
+        coloraxis={"colorscale": "RdBu_r", "cmin": -zmax if value != "ppl" else None, "cmax": zmax,
+                   "colorbar": {"title": colorbar.title.to_plotly_json()}},
+        title={"text": f"PPL change when a language is deactivated, per method ({value})", "font": {"size": 16}},
+        width=max(700, 160 + cols * (CELL_WIDTH * 0.8 * n_x + 30)), height=140 + rows * (CELL_HEIGHT * 0.8 * n_y + 60),
+    )
     return fig

@@ -1,0 +1,316 @@
+"""Figures: offline HTML, PNG and SVG export, a real headless Chromium with the network blocked,
+and ``lapelens figures RUN_DIR`` redrawing a run from its saved results."""
+
+from __future__ import annotations
+
+import json
+import struct
+import xml.etree.ElementTree as ET
+import zlib
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+import torch
+
+from lapelens.cli import main
+from lapelens.errors import LapelensError
+from lapelens.evaluate.generation import GenerationResult
+from lapelens.evaluate.perplexity import NONE, PerturbationResult, cell_text, compare_figure
+from lapelens.evaluate.sweep import SweepResult, _label
+from lapelens.figures import RunResults, figures_of, find_browser, run_figures, write_figure, write_figures
+from lapelens.figures import export
+from lapelens.figures.style import model_label
+from lapelens.neurons import LanguageNeurons
+from lapelens.similarity import DominanceResult, SimilarityResult
+
+BROWSER = find_browser()
+needs_browser = pytest.mark.skipif(BROWSER is None, reason="PNG/SVG export and the browser tests need Chromium: "
+                                   "apt-get install chromium (.ci/run installs it)")
+LANGS = ("en", "zh", "fr")
+METHODS = ("lape", "random")
+LAYERS = 4
+
+
+# ---- a tiny finished run, built from results (no model) ------------------------------------------
+def fake_perturbation(method: str, seed: int, rows=(NONE, *LANGS)) -> PerturbationResult:
+    """Per-chunk NLLs where deactivating a language hurts that language most (a Fig. 2 diagonal)."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for row in rows:
+        for lang in LANGS:
+            for chunk in range(3):
+                tokens = 40 + 5 * chunk
+                hurt = 0.0 if row == NONE else (0.4 if row == lang else 0.05)
+                records.append((row, lang, chunk, tokens * (2.0 + hurt + rng.normal(0, 0.03)), tokens))
+    chunks = pd.DataFrame(records, columns=["perturbed", "evaluated", "chunk", "nll", "tokens"])
+    return PerturbationResult(chunks, {"method": method, "unit": "neurons"}, n_boot=50, seed=0)
+
+
+def fake_run() -> RunResults:
+    gen = torch.Generator().manual_seed(0)
+    lape = LanguageNeurons(LANGS, torch.rand(len(LANGS), LAYERS, 16, generator=gen) < 0.2, "lape",
+                           {"model": "/somewhere/lapelens/data/model"})
+    ratios = (0.0, 0.01, 0.02)
+    sweep = SweepResult("fr", ratios, (0, 5, 10), (False, False, True),
+                        fake_perturbation("lape", 9, rows=tuple(_label(r) for r in ratios)), {"method": "lape"})
+    pairs = ["en-zh", "en-fr", "zh-fr"]
+    ses = pd.DataFrame(np.linspace(0.1, 0.9, LAYERS * 3).reshape(LAYERS, 3), columns=pairs)
+    ses["mean"], ses["mismatched"] = ses.mean(axis=1), ses.mean(axis=1) / 3
+    ses.index, ses.columns = pd.RangeIndex(LAYERS, name="layer"), pd.Index(ses.columns, name="pair")
+    per_layer = lape.per_layer()
+    table = lambda k: pd.DataFrame(np.arange(LAYERS * 3).reshape(LAYERS, 3) / (7.0 + k), index=pd.RangeIndex(LAYERS, name="layer"),  # noqa: E731
+                                   columns=pd.Index(LANGS, name="target"))
+    target = pd.Index(LANGS, name="target")
+    thirds = [1 / 3, 2 / 3, 1.0]
+    samples = pd.DataFrame({"target": list(LANGS), "text": ["a", "b", "c"]})
+    uncond = lambda name: GenerationResult(  # noqa: E731
+        pd.DataFrame({"before": [0.0, 1 / 12, 0.25], "after": thirds, "n_samples": [12, 12, 12]}, index=target),
+        samples, {"experiment": name, "share_columns": ["before", "after"]})
+    pairs_index = pd.MultiIndex.from_tuples([(a, b) for a in LANGS for b in LANGS if a != b], names=["source", "target"])
+    prompted = GenerationResult(
+        pd.DataFrame({"before": 0.0, "steered": np.linspace(0, 1, 6), "deactivated_and_steered": 1 / 7,
+                      "n_prompts": 4}, index=pairs_index),
+        samples, {"experiment": "prompted steering", "share_columns": ["before", "steered", "deactivated_and_steered"]})
+    columns = pd.MultiIndex.from_product([["normal", "deactivated"], ["share_in_language", "ppl"]],
+                                         names=["condition", "metric"])
+    deact = GenerationResult(
+        pd.DataFrame([[1.0, 12.5, 2 / 3, 30.25]] * 3, index=pd.Index(LANGS, name="language"), columns=columns),
+        samples, {"experiment": "generation under deactivation",
+                  "share_columns": [["normal", "share_in_language"], ["deactivated", "share_in_language"]]})
+    return RunResults(
+        lape=lape, perturbations={m: fake_perturbation(m, k) for k, m in enumerate(METHODS)}, sweep=sweep,
+        ses=SimilarityResult(ses, {"model": "/x/lapelens/data/model", "n_texts": 6}, per_layer),
+        dominance=DominanceResult(table(0), table(1), {"vectors": "heldout", "model": "tiny"}, table(2)),
+        generations={"steer_unconditional": uncond("unconditional steering"), "steer_prompted": prompted,
+                     "deactivated_generation": deact, "kojima": uncond("Kojima median pinning")})
+
+
+def save_run(run: RunResults, folder: Path, methods=(*METHODS, "ap")) -> Path:
+    """The stage folders ``reproduce`` writes, and the config.json it writes last (AP in the methods
+    for Kojima's stage, without an AP perturbation: a figure per saved stage, no more)."""
+    stages = {"neurons_lape": run.lape, "sweep": run.sweep, "ses": run.ses, "dominance": run.dominance,
+              **{f"perturb_{m}": r for m, r in run.perturbations.items()}, **run.generations}
+    for name, result in stages.items():
+        result.save(folder / name)
+    (folder / "config.json").write_text(json.dumps({"methods": list(methods), "stages": {n: "x" for n in stages}}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return save_run(fake_run(), tmp_path_factory.mktemp("run"))
+
+
+def plain(x):
+    """A figure dict with numpy arrays as lists, so two figures compare value by value."""
+    if isinstance(x, np.ndarray):
+        return plain(x.tolist())
+    if isinstance(x, dict):
+        return {k: plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [plain(v) for v in x]
+    return x.item() if isinstance(x, np.generic) else x
+
+
+# ---- file checks -------------------------------------------------------------------------------
+def png_size(path: Path) -> tuple[int, int]:
+    """Decode a PNG's chunks (CRC checked, image data inflated to the size the header promises)."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, header = 8, b"", None
+    while pos < len(data):
+        (length,), kind = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
+        body = data[pos + 8:pos + 8 + length]
+        assert struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])[0] == zlib.crc32(kind + body)
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    width, height, depth, color = header[:4]
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[color]
+    assert len(zlib.decompress(idat)) == height * (1 + width * channels * depth // 8)
+    return width, height
+
+
+class _Resources(HTMLParser):
+    """Every URL a page would load: script src, link href, img src."""
+
+    def __init__(self):
+        super().__init__()
+        self.urls = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        for key in {"script": ("src",), "link": ("href",), "img": ("src",), "iframe": ("src",)}.get(tag, ()):
+            if attrs.get(key):
+                self.urls.append(attrs[key])
+
+
+def loaded_urls(html: Path) -> list[str]:
+    parser = _Resources()
+    parser.feed(html.read_text())
+    return parser.urls
+
+
+# ---- (a) export ------------------------------------------------------------------------------------
+@needs_browser
+def test_write_figure_html_png_svg(tmp_path):
+    fig = go.Figure(go.Heatmap(z=[[1, 2], [3, 4]], text=[["a", "b"], ["c", "d"]], texttemplate="%{text}"),
+                    layout={"width": 420, "height": 310, "title": "t"})
+    written = write_figure(fig, tmp_path / "out" / "heat.html")  # the suffix is optional and replaced
+    assert sorted(p.name for p in written) == ["heat.html", "heat.png", "heat.svg"]
+    assert png_size(tmp_path / "out" / "heat.png") == (420 * export.PNG_SCALE, 310 * export.PNG_SCALE)
+    svg = ET.parse(tmp_path / "out" / "heat.svg").getroot()
+    assert svg.tag.endswith("svg") and (svg.get("width"), svg.get("height")) == ("420", "310")
+    assert {t.text for t in svg.iter() if t.tag.endswith("text")} >= {"a", "b", "c", "d"}
+    assert (tmp_path / "out" / export.PLOTLY_JS).stat().st_size > 1_000_000
+    # A figure without a size gets plotly's default one.
+    write_figure(go.Figure(go.Bar(y=[1, 2])), tmp_path / "out" / "bar")
+    assert png_size(tmp_path / "out" / "bar.png") == (export.DEFAULT_WIDTH * 2, export.DEFAULT_HEIGHT * 2)
+
+
+def test_no_browser_is_one_clear_error_and_html_is_still_written(tmp_path, monkeypatch, run_dir, capsys):
+    monkeypatch.setattr(export, "find_browser", lambda: None)
+    with pytest.raises(LapelensError) as err:
+        write_figure(go.Figure(go.Bar(y=[1])), tmp_path / "f")
+    message = str(err.value)
+    assert "\n" not in message and "apt-get install chromium" in message
+    assert (tmp_path / "f.html").is_file() and not (tmp_path / "f.png").exists()
+    assert main(["figures", str(run_dir), "--out", str(tmp_path / "figs")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "apt-get install chromium" in lines[0]
+    assert (tmp_path / "figs" / "fig2_perturb_lape.html").is_file()
+
+
+def test_html_loads_nothing_from_the_network_and_plotly_js_is_the_installed_one(tmp_path):
+    from plotly.offline import get_plotlyjs
+
+    (tmp_path / export.PLOTLY_JS).write_text("stale copy from another plotly")
+    figs = figures_of(fake_run())
+    written = write_figures(figs, tmp_path, formats=("html",))
+    assert len(written) == len(figs) == 11
+    for html in written:
+        assert loaded_urls(html) == [export.PLOTLY_JS], html.name
+        assert "http://" not in html.read_text() and "https://" not in html.read_text(), html.name  # no URL at all
+    assert (tmp_path / export.PLOTLY_JS).read_text() == get_plotlyjs()
+
+
+# ---- (b) the pages in a real browser, offline --------------------------------------------------
+@needs_browser
+def test_pages_render_in_headless_chromium_with_the_network_blocked(tmp_path):
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    run = fake_run()
+    figs = figures_of(run)
+    write_figures(figs, tmp_path, formats=("html",))
+    lape_matrix = run.perturbations["lape"].value("relative").drop(index=NONE) * 100
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=BROWSER, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+        try:
+            for name in figs:
+                page = browser.new_page()
+                blocked, errors = [], []
+
+                def route(r, blocked=blocked):
+                    if r.request.url.startswith("file://"):
+                        r.continue_()
+                    else:
+                        blocked.append(r.request.url)
+                        r.abort()
+
+                page.route("**/*", route)
+                page.on("console", lambda m, errors=errors: errors.append(m.text) if m.type == "error" else None)
+                page.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
+                page.goto((tmp_path / f"{name}.html").as_uri())
+                page.wait_for_selector(".js-plotly-plot .main-svg", timeout=30_000)
+                assert page.locator(".js-plotly-plot .main-svg").count() >= 1, name
+                assert (blocked, errors) == ([], []), name
+                if name == "fig2_perturb_lape":  # the cells' numbers are drawn, as in Fig. 2
+                    drawn = set(page.locator(".js-plotly-plot text").all_text_contents())
+                    assert {cell_text(v) for v in lape_matrix.to_numpy().ravel()} <= drawn
+                page.close()
+        finally:
+            browser.close()
+
+
+# ---- (c) lapelens figures RUN_DIR -------------------------------------------------------------------
+def test_run_figures_equal_the_figures_of_the_results_before_saving(run_dir):
+    direct = figures_of(fake_run())
+    again = run_figures(run_dir)
+    assert list(again) == list(direct) == [
+        "fig5_layers", "fig2_perturb_lape", "fig2_perturb_random", "fig3_perturb_methods", "fig4_sweep", "fig6_ses",
+        "fig7_dominance", "steer_unconditional", "steer_prompted", "deactivated_generation", "kojima"]
+    for name in direct:
+        assert plain(again[name].to_dict()) == plain(direct[name].to_dict()), name
+
+
+@needs_browser
+def test_figures_cli_writes_every_figure_as_the_direct_one(run_dir, tmp_path, capsys):
+    assert main(["figures", str(run_dir), "--out", str(tmp_path / "cli")]) == 0
+    assert "wrote 33 files (11 figures" in capsys.readouterr().out
+    direct = figures_of(fake_run())
+    write_figures(direct, tmp_path / "direct", formats=("html",))
+    for name, fig in direct.items():
+        # Same figure JSON and a fixed div id: the regenerated page is byte for byte the direct one.
+        assert (tmp_path / "cli" / f"{name}.html").read_bytes() == (tmp_path / "direct" / f"{name}.html").read_bytes(), name
+        width, height = export.image_size(fig)
+        assert png_size(tmp_path / "cli" / f"{name}.png") == (width * export.PNG_SCALE, height * export.PNG_SCALE), name
+        assert ET.parse(tmp_path / "cli" / f"{name}.svg").getroot().get("width") == str(width), name
+
+
+def test_figures_draw_only_the_run_s_methods_and_stages(tmp_path):
+    run = fake_run()
+    folder = save_run(run, tmp_path / "run", methods=("lape",))  # perturb_random is a leftover
+    config = json.loads((folder / "config.json").read_text())
+    del config["stages"]["sweep"]  # a sweep folder the run did not compute
+    (folder / "config.json").write_text(json.dumps(config))
+    names = set(run_figures(folder))
+    assert "fig2_perturb_lape" in names and "fig2_perturb_random" not in names and "fig4_sweep" not in names
+    assert "kojima" not in names  # Kojima needs AP, which this run did not use
+
+
+def test_figures_cli_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert main(["figures", str(tmp_path / "missing")]) == 2
+    assert main(["figures", str(tmp_path), "--formats", "html"]) == 2
+    assert main(["figures", str(tmp_path), "--formats", "gif"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and "does not exist" in errors[0] and "no saved result" in errors[1] and "gif" in errors[2]
+
+
+# ---- (d) what the figures show ----------------------------------------------------------------------
+def test_heatmap_cells_carry_the_matrix_values():
+    result = fake_perturbation("lape", 0)
+    fig = result.figure()
+    trace = fig.data[0]
+    matrix = result.value("relative").drop(index=NONE) * 100
+    assert list(trace.y) == list(matrix.index) == list(LANGS) and list(trace.x) == list(LANGS)
+    np.testing.assert_array_equal(np.asarray(trace.z), matrix.to_numpy())
+    assert trace.texttemplate == "%{text}"
+    assert [list(r) for r in trace.text] == [[cell_text(v) for v in row] for row in matrix.to_numpy()]
+    assert (cell_text(12.345), cell_text(-0.04), cell_text(-0.004, "change"), cell_text(1234.5, "ppl")) == (
+        "12.3%", "0.0%", "0.00", "1234")
+    shown = np.array([[float(t.rstrip("%")) for t in row] for row in trace.text])
+    np.testing.assert_allclose(shown, matrix.to_numpy(), atol=0.05 + 1e-9)
+    assert shown.diagonal().min() > np.where(np.eye(3, dtype=bool), -np.inf, shown).max()  # the diagonal built in
+    change = result.figure("change").data[0]
+    assert [list(r) for r in change.text] == [[cell_text(v, "change") for v in row]
+                                              for row in result.change.drop(index=NONE).to_numpy()]
+    # The comparison figure carries the same numbers, on one colour scale.
+    both = compare_figure({"lape": result, "random": fake_perturbation("random", 1)})
+    assert [list(r) for r in both.data[0].text] == [list(r) for r in trace.text]
+    assert both.data[0].coloraxis == both.data[1].coloraxis == "coloraxis"
+    assert both.layout.coloraxis.cmax == pytest.approx(max(np.abs(t.z).max() for t in both.data))
+
+
+def test_titles_name_the_model_briefly():
+    assert model_label("/home/u/site-packages/lapelens/data/model") == "embedded"
+    assert model_label("/root/.cache/lapelens/smollm2-135m") == "smollm2-135m"
+    assert model_label("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"
+    run = fake_run()
+    assert "— embedded (6 texts)" in run.ses.figure().layout.title.text
+    assert "/" not in run.lape.figure().layout.title.text
