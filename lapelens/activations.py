@@ -13,7 +13,9 @@ resume or shard a collection.
 from __future__ import annotations
 
 import itertools
+import logging
 import warnings
+from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import torch
@@ -22,11 +24,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lapelens._version import __version__
+from lapelens.checkpoint import (DEFAULT_CHECKPOINT_EVERY, Checkpointer, Position, StreamHash, all_reduce_sum,
+                                 current_shard, describe)
 from lapelens.errors import LapelensError
 from lapelens.models import NeuronSpec, neuron_spec
 from lapelens.stats import ActivationStats, SentenceActivations
 
-DEFAULT_SEQ_LEN = 512
+from lapelens.defaults import SEQ_LEN as DEFAULT_SEQ_LEN  # noqa: E402  one default for every command
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_SENTENCE_TOKENS = 128
 
@@ -36,6 +40,8 @@ _TOKENIZE_GROUP = 64
 #: ones (each multi-threaded op waits for all threads, which is costly on a busy machine);
 #: the cap only bounds the one reusable buffer.
 _BLOCK_BYTES = 1 << 26
+
+_log = logging.getLogger(__name__)
 
 
 # ---- tokenizing and packing ------------------------------------------------------------------
@@ -126,6 +132,7 @@ class NeuronAccumulator:
         self._count = torch.zeros(shape, dtype=torch.float64)
         self._sum = torch.zeros(shape, dtype=torch.float64)
         self._sq = torch.zeros(shape, dtype=torch.float64)
+        self._placed = False
         self._act = spec.act_fn()
         self._max_rows = max(1, _BLOCK_BYTES // (4 * spec.d_mlp))
         # Reused across updates, sized to the largest block seen (at most _BLOCK_BYTES).
@@ -141,22 +148,42 @@ class NeuronAccumulator:
         x = pre.reshape(-1, pre.shape[-1])
         if x.shape[-1] != self.spec.d_mlp:
             raise LapelensError(f"hook_pre of layer {layer} has {x.shape[-1]} neurons, expected {self.spec.d_mlp}.")
-        if self._count.device != x.device:  # keep the totals where the model runs
+        if not self._placed:  # keep the totals where the model runs (its first layer's device)
             self._count, self._sum, self._sq = (t.to(x.device) for t in (self._count, self._sum, self._sq))
+            self._placed = True
         count, total, sq = self._count[k, layer], self._sum[k, layer], self._sq[k, layer]
         for r in range(0, x.shape[0], self._max_rows):
             block = x[r:r + self._max_rows].float()
             ones, pos = self._buffers(block.shape[0], block.device)
             # Sums over tokens as (1 x rows) @ (rows x neurons) products: one BLAS call each, in
             # float32 (exact for the 0/1 counts below 2**24 rows), then added to float64 totals.
+            # A layer on another device (a device_map split) sends d_mlp numbers, not its activations.
             torch.gt(block, 0, out=pos)
-            count += (ones @ pos)[0]
+            count += (ones @ pos)[0].to(count.device)
             act = self._act(block)
-            total += (ones @ act)[0]
-            sq += (ones @ act.mul_(act))[0]
+            total += (ones @ act)[0].to(count.device)
+            sq += (ones @ act.mul_(act))[0].to(count.device)
 
     def add_tokens(self, k: int, n_tokens: int) -> None:
         self.n[k] += n_tokens
+
+    # The exact running state, for checkpoints (float64 as it is, so a resumed run is bit-identical).
+    def state(self) -> dict[str, Tensor]:
+        return {"n": self.n, "count": self._count, "act_sum": self._sum, "act_sq_sum": self._sq}
+
+    def load_state(self, state: Mapping[str, Tensor]) -> None:
+        for name, mine in self.state().items():
+            if state[name].shape != mine.shape or state[name].dtype != mine.dtype:
+                raise LapelensError(f"Checkpoint tensor {name!r} is {tuple(state[name].shape)} {state[name].dtype}, "
+                                    f"expected {tuple(mine.shape)} {mine.dtype}: it is from another model.")
+        self.n = state["n"].clone()
+        self._count, self._sum, self._sq = (state[k].to(self._count.device).clone() for k in ("count", "act_sum", "act_sq_sum"))
+
+    def all_reduce(self) -> None:
+        """Sum the totals over the ranks of the default process group: counts as int64, sums as float64."""
+        count = self._count.round().to(torch.int64)
+        self.n, count, self._sum, self._sq = all_reduce_sum([self.n, count, self._sum, self._sq])
+        self._count = count.to(torch.float64)  # exact: counts stay below 2**53
 
     def result(self, meta: dict | None = None) -> ActivationStats:
         return ActivationStats(
@@ -195,6 +222,10 @@ def _hooks(spec: NeuronSpec, fn: Any) -> list[tuple[str, Any]]:
 
 
 def _device(model: Any) -> torch.device:
+    """Where the token ids go: the embedding's device (under a device_map the bridge records it in cfg)."""
+    original = getattr(model, "original_model", None)
+    if getattr(original, "hf_device_map", None) and getattr(model.cfg, "device", None) is not None:
+        return torch.device(model.cfg.device)
     return next(model.parameters()).device
 
 
@@ -220,24 +251,41 @@ def collect_chunks(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = True,
     meta: dict | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: float | int = DEFAULT_CHECKPOINT_EVERY,
 ) -> ActivationStats:
     """Statistics of already packed chunks: a ``[chunk, pos]`` tensor or an iterable of chunks per language.
 
     This is the exact unit of streaming: statistics of two disjoint sets of chunks merge
-    (:meth:`ActivationStats.merge`) into the statistics of their union.
+    (:meth:`ActivationStats.merge`) into the statistics of their union. ``checkpoint`` and
+    ``checkpoint_every`` are as in :func:`collect`.
     """
     totals = {lang: c.numel() if isinstance(c, Tensor) else None for lang, c in chunks_by_language.items()}
-    return _collect(model, chunks_by_language, batch_size, progress, meta or {}, totals)
+    return _collect(model, chunks_by_language, batch_size, progress, meta or {}, totals, checkpoint, checkpoint_every)
 
 
 def _collect(model: Any, chunks_by_language: Mapping[str, Any], batch_size: int, progress: bool,
-             meta: dict, totals: Mapping[str, int | None]) -> ActivationStats:
+             meta: dict, totals: Mapping[str, int | None], checkpoint: str | Path | None = None,
+             checkpoint_every: float | int = DEFAULT_CHECKPOINT_EVERY) -> ActivationStats:
     spec = neuron_spec(model)
     if batch_size < 1:
         raise LapelensError(f"batch_size must be at least 1, got {batch_size}.")
     if not chunks_by_language:
         raise LapelensError("No languages given: pass at least one language with text.")
+    shard = current_shard()
     acc = NeuronAccumulator(spec, list(chunks_by_language))
+    positions = [Position() for _ in acc.languages]
+    saver = None
+    if checkpoint is not None:
+        settings = {"model": str(model.cfg.model_name), "dtype": str(next(model.parameters()).dtype),
+                    "n_layers": spec.n_layers, "d_mlp": spec.d_mlp, "languages": list(acc.languages),
+                    "batch_size": batch_size, "world_size": shard.world, "lapelens_version": __version__, **meta}
+        saver = Checkpointer(checkpoint, shard, settings, checkpoint_every)
+        restored = saver.load()
+        if restored is not None:
+            acc.load_state(restored[0])
+            positions = restored[1]
+            _log.info(describe(positions, acc.languages, saver.saves))
     k_now = 0
     device = _device(model)
     seq_lens: set[int] = set()
@@ -247,20 +295,42 @@ def _collect(model: Any, chunks_by_language: Mapping[str, Any], batch_size: int,
 
     with torch.inference_mode(), model.hooks(fwd_hooks=_hooks(spec, take)):
         for k_now, (lang, chunks) in enumerate(chunks_by_language.items()):
-            bar = tqdm(total=totals.get(lang), desc=f"collect {lang}", unit="tok", unit_scale=True, disable=not progress)
-            for batch in _batches(chunks, batch_size):
+            resume = positions[k_now]
+            stream = StreamHash()
+            bar = tqdm(total=totals.get(lang), initial=resume.tokens, desc=f"collect {lang}", unit="tok",
+                       unit_scale=True, disable=not progress or shard.rank != 0)
+            b = -1
+            for b, batch in enumerate(_batches(chunks, batch_size)):
                 if batch.ndim != 2 or batch.shape[1] == 0:
                     raise LapelensError(f"Chunks for {lang!r} must be token ids of shape [chunk, pos]; got {tuple(batch.shape)}.")
                 _check_seq_len(model, batch.shape[1])
                 seq_lens.add(batch.shape[1])
-                _run_to_last_mlp(model, batch.to(device), use_cache=False)
-                acc.add_tokens(k_now, batch.numel())
+                digest = stream.update(batch)
+                if b < resume.batches:  # counted before the checkpoint: only check it is the same text
+                    if b == resume.batches - 1 and digest != resume.sha256:
+                        raise saver.refuse(f"was made on other text for {lang!r} (its first {resume.tokens:,} "
+                                            "tokens differ)")
+                    continue
+                if shard.owns(b):
+                    _run_to_last_mlp(model, batch.to(device), use_cache=False)
+                    acc.add_tokens(k_now, batch.numel())
+                positions[k_now] = Position(b + 1, positions[k_now].tokens + batch.numel(), digest)
                 bar.update(batch.numel())
+                if saver is not None and shard.owns(b) and saver.due():
+                    saver.save(acc.state(), positions)
             bar.close()
+            if b + 1 < resume.batches:
+                raise saver.refuse(f"was made on more text for {lang!r} ({resume.tokens:,} tokens read there)")
+    if shard.world > 1:
+        acc.all_reduce()
     empty = [lang for lang, n in zip(acc.languages, acc.n.tolist()) if n == 0]
     if empty:
         raise LapelensError(f"No chunks for {empty}: give at least one chunk of text per language.")
+    if saver is not None:
+        saver.remove()
     seq_len = seq_lens.pop() if len(seq_lens) == 1 else sorted(seq_lens)
+    if shard.world > 1:  # the float sums are rounded in another order than in one process
+        meta = {**meta, "world_size": shard.world}
     return acc.result({"model": str(model.cfg.model_name), "seq_len": seq_len, "lapelens_version": __version__, **meta})
 
 
@@ -272,6 +342,8 @@ def collect(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = True,
     corpus: str | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: float | int = DEFAULT_CHECKPOINT_EVERY,
 ) -> ActivationStats:
     """Per-language firing counts and activation sums of every MLP neuron of ``model``.
 
@@ -279,6 +351,19 @@ def collect(
     ``DEFAULT_SEQ_LEN`` or the model's context if shorter), at most ``tokens_per_language`` tokens
     (rounded down to whole chunks; all the text if None), and run in batches of ``batch_size``
     chunks. Memory does not grow with the amount of text. ``corpus`` is recorded in the meta.
+
+    **Several processes.** When a ``torch.distributed`` process group is initialized (e.g. by
+    ``torchrun -m lapelens collect``), rank r counts batches r, r + W, r + 2W, ... of each
+    language and the totals are summed over ranks (``all_reduce``); every rank returns them.
+    Counts equal a one-process run exactly; float sums agree to rounding (they are added in
+    another order). Every rank reads and tokenizes all the text.
+
+    **Resuming.** With ``checkpoint`` (a folder), the running sums are written there at most every
+    ``checkpoint_every`` seconds (0: after every batch), atomically. If the folder holds a
+    checkpoint of the same settings (model, dtype, languages, seq_len, tokens, corpus, batch size,
+    number of processes) the collection continues from it and ends bit-identical to an
+    uninterrupted run; a checkpoint of other settings, or of other text, is refused with a
+    :class:`LapelensError`. The folder is removed when the collection completes.
     """
     neuron_spec(model)  # refuse a model without MLP hooks before tokenizing anything
     if seq_len is None:
@@ -307,7 +392,7 @@ def collect(
     if corpus is not None:
         meta["corpus"] = corpus
     totals = {lang: None if tokens_per_language is None else tokens_per_language // seq_len * seq_len for lang in streams}
-    return _collect(model, streams, batch_size, progress, meta, totals)
+    return _collect(model, streams, batch_size, progress, meta, totals, checkpoint, checkpoint_every)
 
 
 def _warn_if_short(lang: str, chunks: Iterator[Tensor], seq_len: int, wanted: int | None) -> Iterator[Tensor]:
