@@ -456,6 +456,6 @@ class DominanceResult:
         fig.update_layout(
             title=f"Dominance (Eq. 6, v: {self.meta.get('vectors', '?')}) — {model_label(self.meta.get('model'))}",
             xaxis_title="layer", yaxis_title="mean SES to the target language",
-            width=900, height=max(500, 140 + (17 * per_target + 8) * len(self.shifted.columns)),
+            width=900, height=max(500, 160 + (21 * per_target + 8) * len(self.shifted.columns)),
             legend={"font": {"size": 11}, "tracegroupgap": 8})
         return fig
