@@ -143,10 +143,11 @@ def test_contexts_and_histograms_equal_a_brute_force_pass(built, run_dir):
             top = best.topk(3)
             torch.testing.assert_close(s.top[d, k], top.values, rtol=1e-4, atol=1e-5)
             c, p = int(top.indices[0]), int(at[top.indices[0]])
-            assert s.tokens[d, k, 0, s.before].item() == chunks[c, p].item()
-            if p >= 1:
-                assert s.tokens[d, k, 0, s.before - 1].item() == chunks[c, p - 1].item()
+            assert (s.chunk[d, k, 0].item(), s.pos[d, k, 0].item()) == (c, p)
+            assert torch.equal(ex.data.chunks[lang][c], chunks[c])
             torch.testing.assert_close(s.acts[d, k, 0, s.before], a[c, p], rtol=1e-4, atol=1e-5)
+            if p >= 1:
+                torch.testing.assert_close(s.acts[d, k, 0, s.before - 1], a[c, p - 1], rtol=1e-4, atol=1e-5)
             edges = s.edges[d]
             bins = ((a.flatten() - edges[0]) / (edges[-1] - edges[0]) * (len(edges) - 1)).floor().clamp(0, len(edges) - 2)
             assert s.hist[d, k].tolist() == torch.bincount(bins.long(), minlength=len(edges) - 1).tolist()
@@ -266,6 +267,14 @@ def test_choosing_a_neuron_updates_every_panel(page, built):
         assert page.get_attribute(f"#{p}", "data-neuron") == f"{b[0]}:{b[1]}"
         assert page.inner_html(f"#{p}") != before[p], p
     assert page.inner_text("#neuron-title") == f"Layer {b[0]}, neuron {b[1]}"
+    # the first context of the first language shows the chunk's tokens up to its maximum, the maximum in bold
+    s = data.samples
+    d = s.neurons.tolist().index(list(b))
+    chunk, pos = data.chunks[data.languages[0]][s.chunk[d, 0, 0]], s.pos[d, 0, 0].item()
+    ctx = page.locator(f"#panel-contexts .ctx[data-lang='{data.languages[0]}']").first
+    ids = [int(t.get_attribute("data-token-id")) for t in ctx.locator("span.tok").all()]
+    assert ids == chunk[max(0, pos - s.before): pos + 5].tolist()
+    assert ctx.locator("span.tok").nth(min(pos, s.before)).evaluate("e => e.style.fontWeight") == "bold"
     assert page.errors == []
 
 

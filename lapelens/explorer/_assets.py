@@ -201,27 +201,35 @@ function shade(a, max) {
   return `rgba(66,165,245,${Math.min(1, -a / (max || 1) * 4).toFixed(2)})`;
 }
 
+function level(c) {
+  // One character per token: "0"-"9", "a"-"z" = 0..35 levels, "A"-"Z" = -1..-26 (see page.py).
+  const code = c.charCodeAt(0);
+  return code >= 65 && code <= 90 ? -(code - 64) : parseInt(c, 36);
+}
+
 function contextPanel(f) {
   let s = `<h2>Top-activating contexts per language \u2013 ${name(f)}</h2>`;
   const d = detailRow.get(f);
   if (d === undefined) return s + notDetailed(f);
-  const top = D.detail.top[d], scale = D.detail.scale[d];
+  const top = D.detail.top[d], scale = D.detail.scale[d], B = D.detail.before;
   D.languages.forEach((lang, k) => {
     s += `<h3>${esc(lang)}</h3>`;
-    const rows = top[k].map((v, r) => [v, r]).filter(([v]) => v !== null);
+    const rows = top[k].map((v, r) => [v, r]).filter(([v, r]) => v !== null && D.detail.chunk[d][k][r] >= 0);
     if (!rows.length) s += `<p class="note">no text</p>`;
     for (const [v, r] of rows) {
-      const toks = D.detail.tok[d][k][r], acts = D.detail.act[d][k][r];
-      s += `<div class="ctx" data-lang="${lang}"><span class="val">${v.toFixed(3)}</span>`;
-      toks.forEach((id, i) => {
-        if (id < 0) return;
-        const a = acts[i] * scale / 100, mark = i === D.detail.before ? ";font-weight:bold" : "";
-        s += `<span class="tok" style="background:${shade(a, scale)}${mark}" title="${esc(tokText(id))}: ${a.toFixed(3)}">${esc(shown(tokText(id)))}</span>`;
-      });
+      const chunk = D.chunks[lang][D.detail.chunk[d][k][r]], pos = D.detail.pos[d][k][r], levels = D.detail.act[d][k][r];
+      s += `<div class="ctx" data-lang="${lang}" data-pos="${pos}"><span class="val">${v.toFixed(3)}</span>`;
+      for (let i = 0; i < levels.length; i++) {
+        const p = pos - B + i;
+        if (p < 0 || p >= chunk.length) continue;
+        const a = level(levels[i]) * scale / D.detail.levels, id = chunk[p], mark = i === B ? ";font-weight:bold" : "";
+        const value = i === B ? v.toFixed(3) : `\u2248${a.toFixed(2)}`;
+        s += `<span class="tok" data-token-id="${id}" style="background:${shade(a, scale)}${mark}" title="${esc(tokText(id))}: ${value}">${esc(shown(tokText(id)))}</span>`;
+      }
       s += `</div>`;
     }
   });
-  return s + `<p class="note">Each row: the chunk's maximum activation (left, bold token) and ${D.detail.before} tokens before it, ${D.settings.window[1]} after; one context per ${D.settings.run_config.seq_len ?? ""}-token chunk, from ${D.settings.context_tokens_label}. Orange = positive activation (relative to this neuron's largest), blue = negative.</p>`;
+  return s + `<p class="note">Each row: a chunk's maximum activation (left; bold token) with ${B} tokens before it and ${D.settings.window[1]} after; at most one context per ${D.settings.run_config.seq_len ?? ""}-token chunk, from ${D.settings.context_tokens_label}. Orange = positive activation relative to this neuron's largest, blue = negative; hover a token for its (approximate) value.</p>`;
 }
 
 function logitPanel(f) {

@@ -9,7 +9,7 @@ rather than k neighbouring tokens of the same sentence.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,15 +26,17 @@ class NeuronSamples:
     """What the second pass keeps, per tracked neuron ``d`` (rows of ``neurons``) and language ``k``.
 
     ``top[d, k, r]`` is the r-th highest activation of the neuron on a chunk (``-inf``: fewer than
-    r + 1 chunks), ``tokens[d, k, r]`` / ``acts[d, k, r]`` the window of token ids (-1 = outside
-    the chunk) and activations around it, the maximum at position ``before``.
+    r + 1 chunks), found in chunk ``chunk[d, k, r]`` (index among language k's chunks) at position
+    ``pos[d, k, r]``; ``acts[d, k, r]`` is the window of activations around it (0 outside the
+    chunk), the maximum at index ``before``.
     ``hist[d, k, b]`` counts tokens whose activation falls into bin b of ``edges[d]`` (the outer
     bins also take everything beyond them).
     """
 
     neurons: Int64[Tensor, "detail 2"]
     top: Float[Tensor, "detail lang top"]
-    tokens: Int64[Tensor, "detail lang top window"]
+    chunk: Int64[Tensor, "detail lang top"]
+    pos: Int64[Tensor, "detail lang top"]
     acts: Float[Tensor, "detail lang top window"]
     edges: Float[Tensor, "detail edge"]
     hist: Int64[Tensor, "detail lang bin"]
@@ -56,7 +58,8 @@ class SampleAccumulator:
         self.k, self.before, self.after = top_k, before, after
         d, w, bins = len(neurons), before + 1 + after, edges.shape[1] - 1
         self.top = torch.full((d, n_lang, top_k), -torch.inf)
-        self.tokens = torch.full((d, n_lang, top_k, w), -1, dtype=torch.long)
+        self.chunk = torch.full((d, n_lang, top_k), -1, dtype=torch.long)
+        self.pos = torch.zeros(d, n_lang, top_k, dtype=torch.long)
         self.acts = torch.zeros(d, n_lang, top_k, w)
         self.hist = torch.zeros(d, n_lang, bins, dtype=torch.long)
         self.tokens_seen = torch.zeros(n_lang, dtype=torch.long)
@@ -68,13 +71,14 @@ class SampleAccumulator:
             if len(rows):
                 self.by_layer[layer] = (rows, self.neurons[rows, 1])
 
-    def update(self, k: int, layer: int, pre: Float[Tensor, "batch pos neuron"], tokens: Int64[Tensor, "batch pos"]) -> None:
+    def update(self, k: int, layer: int, pre: Float[Tensor, "batch pos neuron"], first_chunk: int) -> None:
+        """Add one batch of ``hook_pre`` of ``layer`` for language ``k``; its chunks are numbered from ``first_chunk``."""
         if layer not in self.by_layer:
             return
         rows, cols = self.by_layer[layer]
         act = self._act(pre[..., cols.to(pre.device)].float()).cpu()  # batch pos n
         self._histogram(k, rows, act)
-        self._top(k, rows, act, tokens.cpu())
+        self._top(k, rows, act, first_chunk)
 
     def _histogram(self, k: int, rows: Tensor, act: Tensor) -> None:
         edges = self.edges[rows]  # n edge
@@ -84,7 +88,7 @@ class SampleAccumulator:
         flat = (b + torch.arange(len(rows)) * bins).flatten()
         self.hist[rows, k] += torch.bincount(flat, minlength=len(rows) * bins).view(len(rows), bins)
 
-    def _top(self, k: int, rows: Tensor, act: Tensor, tokens: Tensor) -> None:
+    def _top(self, k: int, rows: Tensor, act: Tensor, first_chunk: int) -> None:
         batch, pos, n = act.shape
         best, where = act.max(dim=1)  # batch n: each chunk's maximum per neuron
         take = min(self.k, batch)
@@ -92,22 +96,22 @@ class SampleAccumulator:
         at = where.gather(0, chunk)  # take n: position of the maximum
         window = torch.arange(self.before + 1 + self.after)
         # Padded so that every window is in range; position p of a chunk is p + before there.
-        tok = F.pad(tokens, (self.before, self.after), value=-1)
         pad_act = F.pad(act, (0, 0, self.before, self.after))
         idx = at[..., None] + window  # take n window
-        new_tok = tok[chunk[..., None], idx]
         new_act = pad_act[chunk[..., None], idx, torch.arange(n)[None, :, None]]
         # Merge with what is kept: concatenate along the top dimension, keep the k largest.
         all_top = torch.cat([self.top[rows, k], value.T], dim=1)  # n (k + take)
-        all_tok = torch.cat([self.tokens[rows, k], new_tok.transpose(0, 1)], dim=1)
+        all_chunk = torch.cat([self.chunk[rows, k], (chunk + first_chunk).T], dim=1)
+        all_pos = torch.cat([self.pos[rows, k], at.T], dim=1)
         all_act = torch.cat([self.acts[rows, k], new_act.transpose(0, 1)], dim=1)
         keep = all_top.topk(self.k, dim=1).indices
         self.top[rows, k] = all_top.gather(1, keep)
-        self.tokens[rows, k] = all_tok.gather(1, keep[..., None].expand(-1, -1, all_tok.shape[-1]))
+        self.chunk[rows, k] = all_chunk.gather(1, keep)
+        self.pos[rows, k] = all_pos.gather(1, keep)
         self.acts[rows, k] = all_act.gather(1, keep[..., None].expand(-1, -1, all_act.shape[-1]))
 
     def result(self) -> NeuronSamples:
-        return NeuronSamples(self.neurons, self.top, self.tokens, self.acts, self.edges, self.hist,
+        return NeuronSamples(self.neurons, self.top, self.chunk, self.pos, self.acts, self.edges, self.hist,
                              self.before, self.tokens_seen)
 
 
@@ -117,7 +121,7 @@ class _Done(Exception):
 
 def sample_neurons(
     model: Any,
-    chunks_by_language: Mapping[str, Iterable[Int64[Tensor, " pos"]]],
+    chunks_by_language: Mapping[str, Sequence[Int64[Tensor, " pos"]]],
     neurons: Int64[Tensor, "detail 2"],
     edges: Float[Tensor, "detail edge"],
     top_k: int = 3,
@@ -136,7 +140,7 @@ def sample_neurons(
 
     def make(layer: int):
         def hook(pre: Tensor, hook: Any) -> None:
-            acc.update(state["k"], layer, pre, state["tokens"])
+            acc.update(state["k"], layer, pre, state["first"])
             if layer == last:
                 raise _Done
         return hook
@@ -145,10 +149,9 @@ def sample_neurons(
     fwd = [(spec.hook_pre(layer), make(layer)) for layer in acc.by_layer]
     with torch.inference_mode(), model.hooks(fwd_hooks=fwd):
         for k, (lang, chunks) in enumerate(chunks_by_language.items()):
-            chunks = list(chunks)
             for b in tqdm(range(0, len(chunks), batch_size), desc=f"contexts {lang}", disable=not progress):
                 batch = torch.stack(chunks[b:b + batch_size])
-                state.update(k=k, tokens=batch)
+                state.update(k=k, first=b)
                 try:
                     model(batch.to(device), return_type=None, use_cache=False)
                 except _Done:

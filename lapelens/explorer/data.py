@@ -49,6 +49,8 @@ class ExplorerData:
     suppressed: Int64[Tensor, "layer neuron top"]
     suppressed_logit: Float[Tensor, "layer neuron top"]
     samples: NeuronSamples
+    #: The second pass's chunks per language (``samples.chunk`` indexes them).
+    chunks: dict[str, Int64[Tensor, "chunk pos"]]
     loss_neurons: Int64[Tensor, "m 2"]
     loss_base: Float64[Tensor, " lang"]
     loss_delta: Float64[Tensor, "m lang"]
@@ -206,6 +208,7 @@ def gather(
     edges = histogram_edges(stats.mean_activation()[d_rows].float(), stats.std_activation()[d_rows].float(), bins,
                             floor=_min_activation(model))
     samples = sample_neurons(model, chunks, detail, edges, top_k, window[0], window[1], progress=progress)
+    chunks = {l: torch.stack(c) for l, c in chunks.items()}
     lap("contexts and histograms")
 
     # Loss change of single LAPE neurons, on held-out text.
@@ -215,7 +218,9 @@ def gather(
     lap("loss changes")
 
     ids = set(promoted.flatten().tolist()) | set(suppressed.flatten().tolist())
-    ids |= set(samples.tokens[samples.tokens >= 0].tolist())
+    for k, lang in enumerate(langs):
+        used = samples.chunk[:, k].unique()
+        ids |= set(chunks[lang][used[used >= 0]].flatten().tolist())
     vocab = _vocab(model.tokenizer, sorted(ids))
     lape_total = int(lape.mask.any(dim=0).sum())
     settings = {
@@ -244,6 +249,6 @@ def gather(
         model=str(config.get("model")), languages=tuple(langs), n=stats.n.clone(), count=stats.count.clone(),
         mean=stats.mean_activation(), entropy=entropy, lape_rank=rank, lape_threshold=float(thr),
         selections={m: s.mask for m, s in sets.items()}, promoted=promoted, promoted_logit=promoted_logit,
-        suppressed=suppressed, suppressed_logit=suppressed_logit, samples=samples, loss_neurons=chosen,
+        suppressed=suppressed, suppressed_logit=suppressed_logit, samples=samples, chunks=chunks, loss_neurons=chosen,
         loss_base=base, loss_delta=delta, vocab=vocab, settings=settings,
     )

@@ -30,6 +30,20 @@ def _round(t: Tensor, digits: int) -> list:
     return out
 
 
+#: Context activations are shaded, not read: 35 levels of the neuron's largest kept value, one
+#: character per token ("0"-"9", "a"-"z" for 0..35; "A"-"Z" for -1..-26), which keeps the page small.
+LEVELS = 35
+_POSITIVE = "0123456789abcdefghijklmnopqrstuvwxyz"
+_NEGATIVE = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def encode_levels(acts: Tensor, scale: Tensor) -> list:
+    """``acts[d, k, r, w]`` as one string per context window (see ``LEVELS``)."""
+    q = torch.round(acts / scale[:, None, None, None] * LEVELS).clamp(-len(_NEGATIVE), LEVELS).to(torch.int64)
+    table = {v: (_NEGATIVE[-v - 1] if v < 0 else _POSITIVE[v]) for v in range(-len(_NEGATIVE), LEVELS + 1)}
+    return [[["".join(table[v] for v in window) for window in k] for k in d] for d in q.tolist()]
+
+
 def _tokens_label(per_language: dict) -> str:
     values = set(per_language.values())
     return f"{values.pop():,} tokens per language" if len(values) == 1 else ", ".join(f"{l} {n:,}" for l, n in per_language.items()) + " tokens"
@@ -40,10 +54,17 @@ def payload(data: ExplorerData) -> dict:
     (times languages or top-k where they have that axis)."""
     s = data.samples
     flat = lambda rows: (rows[:, 0] * data.d_mlp + rows[:, 1]).tolist()  # noqa: E731
-    # Context activations as percent of the neuron's largest kept value: two digits each.
     scale = s.top.clamp_min(0).amax(dim=(1, 2)).nan_to_num(0, posinf=0, neginf=0)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    acts = torch.round(s.acts / scale[:, None, None, None] * 100).to(torch.int64)
+    # Only the chunks some context points into, renumbered per language.
+    chunks, refs = {}, torch.full_like(s.chunk, -1)
+    for k, lang in enumerate(data.languages):
+        used = s.chunk[:, k].unique()
+        used = used[used >= 0]
+        chunks[lang] = data.chunks[lang][used].tolist()
+        remap = torch.full((len(data.chunks[lang]),), -1, dtype=torch.long)
+        remap[used] = torch.arange(len(used))
+        refs[:, k] = torch.where(s.chunk[:, k] >= 0, remap[s.chunk[:, k].clamp_min(0)], -1)
     settings = dict(data.settings)
     settings["context_tokens_label"] = _tokens_label(settings.get("context_tokens_per_language", {})) + " of train text"
     settings["loss_tokens_label"] = _tokens_label(settings.get("loss_tokens_per_language", {}))
@@ -55,7 +76,7 @@ def payload(data: ExplorerData) -> dict:
         "d_mlp": data.d_mlp,
         "n": data.n.tolist(),
         "count": data.count.flatten().tolist(),
-        "mean": _round(data.mean.flatten(), 5),
+        "mean": _round(data.mean.flatten(), 4),
         "entropy": _round(data.entropy.flatten(), 5),
         "rank": data.lape_rank.flatten().tolist(),
         "lape_threshold": data.lape_threshold,
@@ -65,9 +86,9 @@ def payload(data: ExplorerData) -> dict:
         "logits": {
             "top": data.promoted.shape[-1],
             "promoted": data.promoted.flatten().tolist(),
-            "promoted_logit": _round(data.promoted_logit.flatten(), 4),
+            "promoted_logit": _round(data.promoted_logit.flatten(), 3),
             "suppressed": data.suppressed.flatten().tolist(),
-            "suppressed_logit": _round(data.suppressed_logit.flatten(), 4),
+            "suppressed_logit": _round(data.suppressed_logit.flatten(), 3),
         },
         "detail": {
             "index": flat(s.neurons),
@@ -75,10 +96,13 @@ def payload(data: ExplorerData) -> dict:
             "hist": s.hist.tolist(),
             "top": _round(s.top, 4),
             "scale": _round(scale, 5),
-            "tok": s.tokens.tolist(),
-            "act": acts.tolist(),
+            "chunk": refs.tolist(),
+            "pos": s.pos.tolist(),
+            "act": encode_levels(s.acts, scale),
             "before": s.before,
+            "levels": LEVELS,
         },
+        "chunks": chunks,
         "loss": {"neurons": flat(data.loss_neurons), "base": _round(data.loss_base, 5), "delta": _round(data.loss_delta, 6)},
         "vocab": {str(i): t for i, t in data.vocab.items()},
         "settings": settings,
