@@ -48,6 +48,26 @@ def child(folder: str, tokens: int, seq_len: int, batch_size: int) -> None:
     print(json.dumps({"tokens": int(stats.n[0]), "peak_mb": _peak_rss_mb(), "after_load_mb": base}))
 
 
+def peak_rss_of_collect(folder: str | Path, tokens: int, seq_len: int, batch_size: int) -> dict:
+    """Peak RSS (MB) of ``collect`` on ``tokens`` tokens of the model in ``folder``, in a fresh process."""
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--child", str(folder), str(tokens), "--seq-len", str(seq_len),
+         "--batch-size", str(batch_size)],
+        check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parent,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def report(runs: list[dict]) -> float:
+    """Print the N and 10N runs; returns peak(10N) / peak(N)."""
+    for r in runs:
+        print(f"{r['tokens']:>8} tokens: peak RSS {r['peak_mb']:8.1f} MB  (after model load {r['after_load_mb']:.1f} MB, "
+              f"growth during collect {r['peak_mb'] - r['after_load_mb']:+.1f} MB)")
+    ratio = runs[1]["peak_mb"] / runs[0]["peak_mb"]
+    print(f"peak RSS 10N / N = {ratio:.3f} (target < 1.05)")
+    return ratio
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--chunks", type=int, default=32, help="N = chunks x seq-len tokens (default 32)")
@@ -64,19 +84,8 @@ def main() -> None:
     n = args.chunks * args.seq_len
     with tempfile.TemporaryDirectory() as tmp:
         folder = make_llama(Path(tmp) / "llama", n_layers=4, d_model=256, d_mlp=1024, n_heads=4)
-        runs = []
-        for tokens in (n, 10 * n):
-            out = subprocess.run(
-                [sys.executable, __file__, "--child", str(folder), str(tokens), "--seq-len", str(args.seq_len),
-                 "--batch-size", str(args.batch_size)],
-                check=True, capture_output=True, text=True, cwd=Path(__file__).parent,
-            ).stdout
-            runs.append(json.loads(out.strip().splitlines()[-1]))
-    for r in runs:
-        print(f"{r['tokens']:>8} tokens: peak RSS {r['peak_mb']:8.1f} MB  (after model load {r['after_load_mb']:.1f} MB, "
-              f"growth during collect {r['peak_mb'] - r['after_load_mb']:+.1f} MB)")
-    ratio = runs[1]["peak_mb"] / runs[0]["peak_mb"]
-    print(f"peak RSS 10N / N = {ratio:.3f} (target < 1.05)")
+        runs = [peak_rss_of_collect(folder, tokens, args.seq_len, args.batch_size) for tokens in (n, 10 * n)]
+    report(runs)
 
 
 if __name__ == "__main__":

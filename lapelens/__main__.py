@@ -1,5 +1,8 @@
+"""``python -m lapelens`` (and ``torchrun ... -m lapelens collect``): the ``lapelens`` command."""
+
 import sys
 
 from lapelens.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())
