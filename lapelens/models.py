@@ -15,6 +15,7 @@ activation functions with ``act(x) > 0  <=>  x > 0``, so every other function is
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -122,9 +123,13 @@ def _probe_widths(model: Any, n_layers: int) -> list[int]:
     return [widths.get(i, 0) for i in range(n_layers)]
 
 
+#: Neuron layout per model object, without setting attributes on the user's model.
+_SPECS: "weakref.WeakKeyDictionary[Any, NeuronSpec]" = weakref.WeakKeyDictionary()
+
+
 def neuron_spec(model: Any) -> NeuronSpec:
     """Read a hooked model's MLP layout; fail clearly if it has no MLP hooks or an unsafe activation."""
-    cached = getattr(model, "_lapelens_neuron_spec", None)
+    cached = _SPECS.get(model)
     if cached is not None:
         return cached
     cfg = model.cfg
@@ -157,7 +162,7 @@ def neuron_spec(model: Any) -> NeuronSpec:
             "MLP hooks to fire with one common width."
         )
     spec = NeuronSpec(n_layers=cfg.n_layers, d_mlp=widths[0], gated=gated, act_name=act_name)
-    model._lapelens_neuron_spec = spec
+    _SPECS[model] = spec
     return spec
 
 
@@ -170,15 +175,26 @@ def load_model(
     name_or_path: str | Path = EMBEDDED,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
+    cache_dir: str | Path | None = None,
 ) -> Any:
-    """A TransformerLens ``TransformerBridge`` for a hub name, a local HF folder, or ``"embedded"``.
+    """A TransformerLens ``TransformerBridge`` for a hub name, a local HF folder, a ``.gguf`` file,
+    a named pretrained model (``"smollm2-135m"``, ``"gemma-3-270m"``: see :mod:`lapelens.pretrained`)
+    or ``"embedded"``.
 
-    Weights are not processed (no LayerNorm folding, no centering), so the logits equal the
-    HF model's. The returned model is in eval mode; its neuron layout is checked at once.
+    GGUF files and named models are dequantized once and cached as HF folders under ``cache_dir``
+    (default: the user's cache directory). Weights are not processed (no LayerNorm folding, no
+    centering), so the logits equal the HF model's. The returned model is in eval mode, its neuron
+    layout is checked at once, and ``model.generate`` reads its KV cache (:mod:`lapelens._compat`).
     """
     from transformer_lens.model_bridge import TransformerBridge
 
+    from lapelens._compat import fix_bridge_kv_cache
+    from lapelens.pretrained import PRETRAINED, hf_folder
+
+    fix_bridge_kv_cache()  # without it cached decoding silently ignores the context
     name = str(name_or_path)
+    if name in PRETRAINED or name.lower().endswith(".gguf"):
+        name = str(hf_folder(name, cache_dir))
     if name == EMBEDDED:
         path = embedded_model_dir()
         if not (path / "config.json").is_file():
@@ -197,7 +213,8 @@ def load_model(
         name = str(path)
     elif name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise LapelensError(
-            f"Model folder {name!r} does not exist: check the path, or use 'embedded'."
+            f"Model folder {name!r} does not exist: check the path, or use 'embedded' "
+            f"or a named model ({', '.join(PRETRAINED)})."
         )
     try:
         model = TransformerBridge.boot_transformers(name, device=device, dtype=dtype)
