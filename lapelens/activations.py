@@ -30,7 +30,7 @@ from lapelens.errors import LapelensError
 from lapelens.models import NeuronSpec, neuron_spec
 from lapelens.stats import ActivationStats, SentenceActivations
 
-from lapelens.defaults import SEQ_LEN as DEFAULT_SEQ_LEN  # noqa: E402  one default for every command
+from lapelens.defaults import SEQ_LEN as DEFAULT_SEQ_LEN  # one default for every command
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_SENTENCE_TOKENS = 128
 

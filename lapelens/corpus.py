@@ -133,6 +133,25 @@ def load_parallel(
     raise LapelensError(f"unknown parallel corpus {name!r}: use {EMBEDDED!r} or {FLORES!r}")
 
 
+def corpus_languages(name: str | os.PathLike = EMBEDDED, split: str = "train") -> list[str]:
+    """The languages a corpus has, without reading its text (Wikipedia: the paper's seven)."""
+    if str(name) == EMBEDDED:
+        return embedded_languages()
+    if str(name) == WIKIPEDIA:
+        return list(PAPER_LANGUAGES)
+    if Path(name).is_dir():
+        return _order(_folder_files(Path(name), split))
+    return list(PAPER_LANGUAGES)  # unknown name: load_corpus says what is wrong
+
+
+def default_languages_of(name: str | os.PathLike = EMBEDDED, split: str = "train") -> list[str]:
+    """Every command's default languages on this corpus: the paper's seven if it has them all
+    (the embedded corpus does), else all it has."""
+    from lapelens.defaults import default_languages
+
+    return default_languages(corpus_languages(name, split))
+
+
 # -- embedded ---------------------------------------------------------------------------------
 
 
@@ -222,6 +241,21 @@ def _folder_files(folder: Path, split: str) -> dict[str, Path]:
 
 
 def _read_documents(path: Path) -> list[str]:
+    try:
+        return _read_utf8_documents(path)
+    except UnicodeDecodeError as first:
+        data = path.read_bytes()  # the reader's offsets are per buffer: find the byte in the whole file
+        try:
+            data.decode("utf-8")
+            exc = first
+        except UnicodeDecodeError as whole:
+            exc = whole
+        line = data[: exc.start].count(b"\n") + 1
+        raise LapelensError(f"{path}:{line}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                            "convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+
+
+def _read_utf8_documents(path: Path) -> list[str]:
     docs = []
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -273,7 +307,8 @@ def _is_valid(key: str) -> bool:
 def _offline_error(what: str, detail: str) -> LapelensError:
     return LapelensError(
         f"cannot reach the Hugging Face hub for {what} ({detail}); "
-        f"use the embedded corpus instead: load_corpus({EMBEDDED!r}) / load_parallel({EMBEDDED!r})"
+        f"use the embedded corpus instead (--corpus {EMBEDDED} / --parallel {EMBEDDED}; in Python "
+        f"load_corpus({EMBEDDED!r}) / load_parallel({EMBEDDED!r}))"
     )
 
 

@@ -19,6 +19,7 @@ from jaxtyping import Bool, Float, Int64
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from lapelens._io import atomic_file, atomic_files
 from lapelens._version import __version__
 from lapelens.constants import NEURONS_META, NEURONS_TENSORS, PAPER_LANGUAGES
 from lapelens.errors import LapelensError
@@ -40,7 +41,7 @@ def default_official_languages(n_entries: int) -> tuple[str, ...]:
         return tuple(l for l in PAPER_LANGUAGES if l != "ja")
     raise LapelensError(
         f"The official mask file has {n_entries} language entries; only 7 (en, zh, fr, es, vi, id, ja) "
-        "or 6 (the same without ja) have a default: pass the language names in the file's order."
+        "or 6 (the same without ja) have a default: name them in the file's order (--languages a,b,c)."
     )
 
 
@@ -206,10 +207,8 @@ class LanguageNeurons:
     def save(self, path: str | Path) -> Path:
         """Write ``path/neurons.safetensors`` (mask and values) and ``path/neurons.json``."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         tensors = {"mask": self.mask.contiguous()}
         tensors.update({f"values.{k}": v.contiguous() for k, v in self.values.items()})
-        save_file(tensors, str(path / NEURONS_TENSORS))
         meta = {
             "lapelens_version": __version__,
             "method": self.method,
@@ -219,7 +218,9 @@ class LanguageNeurons:
             "values": sorted(self.values),
             **{k: v for k, v in self.meta.items() if k not in _RESERVED},
         }
-        (path / NEURONS_META).write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str))
+        with atomic_files(path, NEURONS_META) as tmp:
+            save_file(tensors, str(tmp / NEURONS_TENSORS))
+            (tmp / NEURONS_META).write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str))
         return path
 
     @classmethod
@@ -228,7 +229,7 @@ class LanguageNeurons:
         if not (path / NEURONS_TENSORS).is_file() or not (path / NEURONS_META).is_file():
             raise LapelensError(
                 f"{path} is not a lapelens neuron folder (expected {NEURONS_TENSORS} and {NEURONS_META}); "
-                "make one with `lapelens identify`, or read an official .pth mask file with from_official."
+                "make one with `lapelens identify`, or pass an official .pth mask file instead."
             )
         try:
             tensors = load_file(str(path / NEURONS_TENSORS))
@@ -254,7 +255,8 @@ class LanguageNeurons:
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save([self.layer_indices(lang) for lang in self.languages], path)
+        with atomic_file(path) as tmp:
+            torch.save([self.layer_indices(lang) for lang in self.languages], tmp)
         return path
 
     @classmethod

@@ -10,23 +10,41 @@
 6. SES and dominance per layer (Fig. 6, 7);
 7. steering (Tables 4, 5), Kojima's pinning, and generation under deactivation (Tables 1, 2);
 
-and writes each result (CSV/JSON/safetensors) plus an HTML figure to ``out``. Every stage is
-saved as soon as it is done and skipped when its result is already there, so an interrupted
-run resumes where it stopped. ``summary.md`` collects the headline numbers.
+and writes each result (CSV/JSON/safetensors) plus an HTML figure to ``out``. Every setting is
+checked before the first stage. Each stage is saved as soon as it is done, with a ``stage.json``
+recording what it was computed from (the settings that affect it, the model's and corpus's
+identity, and the fingerprints of the stages it reads); a re-run reuses a stage only when that
+record matches, and recomputes it otherwise (saying why), so an interrupted run resumes where it
+stopped and a run with other settings recomputes exactly what they change. ``config.json``
+(the settings, and every stage's fingerprint), ``summary.json``, ``tables/`` and ``figures/``
+describe one complete run: they are removed when a run starts and written when it ends.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from lapelens._io import atomic_write_text
 from lapelens._version import __version__
 from lapelens.constants import EMBEDDED, PAPER_LANGUAGES
+from lapelens.defaults import SEQ_LEN
+from lapelens.errors import LapelensError
 
 METHOD_NAMES = ("lape", "lap", "lave", "random", "ap", "pv")
+#: File each stage folder records its inputs in.
+STAGE_JSON = "stage.json"
+#: Written at the end of a run; removed at its start (they describe the whole run).
+RUN_FILES = ("config.json", "summary.json")
+RUN_FOLDERS = ("tables", "figures")
+#: ``--quick``: the budgets it lowers (an explicit flag keeps its value).
+QUICK = dict(tokens_per_language=40_000, eval_tokens_per_language=4096, ap_sentences=60, ap_k=30,
+             pv_steps=4, ses_texts=40, n_samples=12, n_prompts=4, max_new_tokens=16, unconditional_tokens=16)
 
 
 @dataclass
@@ -38,17 +56,22 @@ class ReproduceConfig:
     model: str = EMBEDDED
     """Model: 'embedded', a hub name or a local HF folder."""
     corpus: str = EMBEDDED
-    """Monolingual corpus for statistics (train split) and perplexity (valid split)."""
+    """Monolingual corpus for statistics (train split) and perplexity (valid split): 'embedded', 'wikipedia' or a
+    folder of {lang}.txt files."""
     parallel: str = EMBEDDED
-    """Parallel corpus for SES, dominance and prompted steering."""
+    """Parallel corpus for SES, dominance and prompted steering: 'embedded' or 'flores'."""
     languages: tuple[str, ...] = PAPER_LANGUAGES
+    """Languages, at least two, each once (the paper's seven)."""
     methods: tuple[str, ...] = METHOD_NAMES
+    """Neuron-selection methods to run: any of lape, lap, lave, random, ap, pv (random draws as many neurons as
+    LAPE; pv needs the model as a local folder)."""
     tokens_per_language: int = 100_000
     """Tokens per language for the activation statistics."""
-    seq_len: int = 256
-    top_rate: float = 0.1
-    """LAPE's share of neurons kept. The paper keeps 0.01 of a 7B model's neurons; the 8,192-neuron embedded
-    model needs 0.1 for deactivation to move perplexity measurably (see the README)."""
+    seq_len: int = SEQ_LEN
+    """Tokens per chunk, for the statistics and for every perplexity."""
+    top_rate: float | None = None
+    """LAPE's (and LAVE's) share of all neurons kept, in (0, 1]. Default: 0.1 on the embedded model, whose 8,192
+    neurons need it for deactivation to move perplexity measurably (README); 0.01 (the paper's) on any other."""
     eval_tokens_per_language: int = 8192
     """Held-out tokens per language for every perplexity."""
     ap_sentences: int = 300
@@ -57,11 +80,15 @@ class ReproduceConfig:
     """Kojima's top-k and bottom-k AP neurons per language."""
     pv_steps: int = 20
     """Continued-training steps per language for PV's tuned copies."""
-    sweep_target: str = "fr"
+    sweep_target: str | None = None
+    """Language whose top neurons the selection-ratio sweep deactivates; default: fr (the paper's) if among the
+    languages, else the second language; 'none' skips the sweep."""
     ses_texts: int = 200
+    """Aligned texts for SES and dominance (at least 2)."""
     n_samples: int = 100
     """Generations from BOS per condition (unconditional steering, Kojima)."""
     n_prompts: int = 10
+    """Prompts per language for prompted steering and generation under deactivation."""
     max_new_tokens: int = 24
     """New tokens per prompted generation (prompted steering, generation under deactivation)."""
     unconditional_tokens: int = 64
@@ -69,39 +96,168 @@ class ReproduceConfig:
     between languages and langdetect needs text, so 24 tokens read fewer samples as the target
     (measured on the previously shipped model: 3 of 7 languages >= 0.8 at 24 tokens, 5 of 7 at 64,
     same neurons and scale)."""
-    steer_scale: float = 8.0
-    """Steering sets each neuron to scale x its mean activation on the target language. The paper
-    uses 1; on the embedded model no language reaches a 0.8 target share at 1 and 5 of 7 do at 8
-    (README; 8 was chosen from a grid on the previously shipped model)."""
+    steer_scale: float | None = None
+    """Steering sets each neuron to scale x its mean activation on the target language. Default: 8 on the
+    embedded model (no language reaches a 0.8 target share at 1, 5 of 7 do at 8; README), 1 (the paper's) on
+    any other."""
     steer_deactivate_others: bool = True
     """Unconditional steering also deactivates the other languages' neurons."""
     seed: int = 0
+    """Seed of the random neurons, the bootstrap, PV's tuning and sampling."""
+    device: str = "cpu"
+    """Torch device: cpu, cuda, cuda:N or mps."""
 
     @classmethod
     def quick(cls, out: str, **overrides: Any) -> "ReproduceConfig":
-        """A few-minute version (notebooks, CI): small budgets, same code path."""
-        small = dict(tokens_per_language=40_000, eval_tokens_per_language=4096, ap_sentences=60, ap_k=30,
-                     pv_steps=4, ses_texts=40, n_samples=12, n_prompts=4, max_new_tokens=16, unconditional_tokens=16)
-        small.update(overrides)
-        return cls(out=out, **small)
+        """A smaller run (notebooks, CI): small budgets, same code path, noisier numbers."""
+        return cls(out=out, **{**QUICK, **overrides})
+
+    def resolved(self) -> "ReproduceConfig":
+        """The same settings with every model-dependent default filled in (what ``config.json`` records)."""
+        from lapelens.defaults import defaults_for
+
+        d = defaults_for(self.model)
+        target = self.sweep_target
+        if target is None:
+            target = "fr" if "fr" in self.languages else (self.languages[1] if len(self.languages) > 1 else "none")
+        return replace(self, top_rate=d.top_rate if self.top_rate is None else self.top_rate,
+                       steer_scale=d.steer_scale if self.steer_scale is None else self.steer_scale,
+                       sweep_target=target, languages=tuple(self.languages), methods=tuple(self.methods))
+
+
+def flag(name: str) -> str:
+    """The CLI flag of a config field (error messages name what the user typed)."""
+    return "--" + name.replace("_", "-")
+
+
+def _pv_base_dir(model: str) -> Path | None:
+    """The local HF folder PV fine-tunes copies of, or None when the model is not one."""
+    from lapelens.models import embedded_model_dir
+
+    base = embedded_model_dir() if model == EMBEDDED else Path(model).expanduser()
+    return base if (base / "config.json").is_file() else None
+
+
+def validate(cfg: ReproduceConfig) -> ReproduceConfig:
+    """Check every setting (cheaply, before any model is loaded); returns ``cfg.resolved()``."""
+    from lapelens.checks import check_device, check_languages, check_model_name, check_positive, check_rate
+    from lapelens.corpus import FLORES, FLORES_CODES, WIKIPEDIA, load_corpus, load_parallel
+
+    cfg = cfg.resolved()
+    unknown = [m for m in cfg.methods if m not in METHOD_NAMES]
+    if unknown:
+        raise LapelensError(f"--methods: unknown method(s) {', '.join(unknown)}; choose from {','.join(METHOD_NAMES)}.")
+    if not cfg.methods:
+        raise LapelensError(f"--methods is empty: give one or more of {','.join(METHOD_NAMES)}.")
+    check_languages(cfg.methods, "--methods")
+    check_languages(cfg.languages, "--languages", minimum=2,
+                    why="LAPE compares languages (its entropy over one language means nothing): give at least two")
+    check_rate(cfg.top_rate, "--top-rate")
+    check_positive(cfg.seq_len, "--seq-len", minimum=2)
+    for name in ("tokens_per_language", "eval_tokens_per_language"):
+        value = getattr(cfg, name)
+        check_positive(value, flag(name))
+        if value < cfg.seq_len:
+            raise LapelensError(f"{flag(name)} {value} is less than one chunk of --seq-len {cfg.seq_len}: "
+                                f"give at least {cfg.seq_len} (or a smaller --seq-len).")
+    for name in ("ap_sentences", "ap_k", "pv_steps", "n_samples", "n_prompts", "max_new_tokens", "unconditional_tokens"):
+        check_positive(getattr(cfg, name), flag(name))
+    check_positive(cfg.ses_texts, "--ses-texts", minimum=2)
+    if not math.isfinite(cfg.steer_scale):
+        raise LapelensError(f"--steer-scale must be a finite number, got {cfg.steer_scale}.")
+    if cfg.sweep_target != "none" and cfg.sweep_target not in cfg.languages:
+        raise LapelensError(f"--sweep-target {cfg.sweep_target} is not among --languages {','.join(cfg.languages)}: "
+                            "pick one of them, or 'none' to skip the sweep.")
+    check_device(cfg.device)
+    check_model_name(cfg.model)
+    if "pv" in cfg.methods and _pv_base_dir(cfg.model) is None:
+        raise LapelensError(f"method pv fine-tunes copies of the model, so it needs --model as a local HF folder "
+                            f"(got {cfg.model!r}): pass --model DIR, or leave pv out of --methods.")
+    # Corpora: bad names and language codes fail here, before the slow model load.
+    load_corpus(cfg.corpus, split="valid", languages=list(cfg.languages))
+    if cfg.corpus != WIKIPEDIA:  # the train split of Wikipedia is streamed only when it is needed
+        load_corpus(cfg.corpus, split="train", languages=list(cfg.languages))
+    if cfg.parallel == EMBEDDED:
+        load_parallel(cfg.parallel, split="valid", languages=list(cfg.languages))
+    elif cfg.parallel == FLORES:
+        missing = [l for l in cfg.languages if l not in FLORES_CODES]
+        if missing:
+            raise LapelensError(f"--parallel flores has no code for {', '.join(missing)}: leave them out of --languages.")
+    else:
+        raise LapelensError(f"--parallel {cfg.parallel!r} is unknown: use {EMBEDDED} or {FLORES}.")
+    return cfg
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """What changed between two stage records, in words."""
+    out = []
+    for key in sorted(set(old) | set(new), key=lambda k: (list(new) + list(old)).index(k)):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if prefix == "depends":
+            out.append(f"its input {key} changed" if a is not None and b is not None else f"its inputs changed ({key})")
+        elif isinstance(a, dict) and isinstance(b, dict) and key == "settings":
+            out += _differences(a, b, key)
+        elif isinstance(a, dict) and isinstance(b, dict) and key == "depends":
+            out += _differences(a, b, key)
+        elif key in ("model", "corpus", "parallel", "eval_corpus"):
+            out.append(f"the {key.replace('_', ' ')} changed")
+        else:
+            out.append(f"{key} {a!r} -> {b!r}")
+    return out
 
 
 class _Stages:
-    """Runs named stages once: a stage whose output exists is loaded instead of recomputed."""
+    """Runs named stages once: a stage whose output exists and was computed from the same inputs is
+    loaded; otherwise it is computed (again), and the log says why."""
 
-    def __init__(self, out: Path, log: Callable[[str], None] = print):
-        self.out, self.log, self.timings = out, log, {}
+    def __init__(self, out: Path, log: Callable[[str], None] = print, seed: int = 0):
+        self.out, self.log, self.seed = out, log, seed
+        self.timings: dict[str, float] = {}
+        self.fingerprints: dict[str, str] = {}
+        self.recomputed: dict[str, str] = {}
+        self.reused: list[str] = []
 
-    def __call__(self, name: str, compute: Callable[[], Any], load: Callable[[Path], Any], save: Callable[[Any, Path], Any]) -> Any:
+    def __call__(self, name: str, inputs: dict, compute: Callable[[], Any], load: Callable[[Path], Any],
+                 save: Callable[[Any, Path], Any]) -> Any:
+        import torch
+
+        from lapelens.provenance import digest
+
         path = self.out / name
+        fingerprint = digest(inputs)
+        self.fingerprints[name] = fingerprint
+        reason = "not computed yet"
         if path.exists():
-            self.log(f"[reproduce] {name}: loading {path}")
-            return load(path)
-        self.log(f"[reproduce] {name} ...")
+            try:
+                record = json.loads((path / STAGE_JSON).read_text())
+                old = record["inputs"] if record["fingerprint"] != fingerprint else None
+            except (OSError, ValueError, KeyError, TypeError):
+                old, reason = {}, "no record of the settings it was computed from"
+            if old is None:
+                try:
+                    result = load(path)
+                except LapelensError as exc:
+                    reason = f"unreadable ({exc})"
+                else:
+                    self.log(f"[reproduce] {name}: reusing {path} (computed with the same settings)")
+                    self.reused.append(name)
+                    return result
+            elif old:
+                reason = "; ".join(_differences(old, inputs)) or "its record differs"
+        self.log(f"[reproduce] {name}: computing ({reason}) ...")
+        self.recomputed[name] = reason
         start = time.time()
+        torch.manual_seed(self.seed)  # each stage as in a fresh run, whatever ran before it
         result = compute()
         tmp = path.with_name(path.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
         save(result, tmp)
+        record = {"stage": name, "fingerprint": fingerprint, "lapelens_version": __version__, "inputs": inputs}
+        atomic_write_text(tmp / STAGE_JSON, json.dumps(record, indent=2, ensure_ascii=False, default=str))
+        if path.exists():
+            shutil.rmtree(path)
         tmp.rename(path)
         self.timings[name] = round(time.time() - start, 1)
         self.log(f"[reproduce] {name}: {self.timings[name]} s")
@@ -115,8 +271,8 @@ def _write_figure(fig: Any, path: Path) -> None:
     write_figure(fig, path)
 
 
-def reproduce(cfg: ReproduceConfig) -> dict:
-    """Run the pipeline; returns the headline numbers (also written to ``summary.json``/``summary.md``)."""
+def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
+    """Run the pipeline; returns the headline numbers (also written to ``summary.json``)."""
     import torch
 
     from lapelens.activations import collect, collect_sentence_means
@@ -127,65 +283,89 @@ def reproduce(cfg: ReproduceConfig) -> dict:
     from lapelens.evaluate.sweep import SweepResult, selection_ratio_sweep
     from lapelens.methods import identify
     from lapelens.methods.pv import ParameterMask, tune_per_language
-    from lapelens.models import embedded_model_dir, load_model
+    from lapelens.models import load_model
     from lapelens.neurons import LanguageNeurons
+    from lapelens.provenance import corpus_identity, model_identity, parallel_identity
     from lapelens.similarity import DominanceResult, SimilarityResult, sentence_embeddings
     from lapelens.stats import ActivationStats, SentenceActivations
 
+    cfg = validate(cfg)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps({"lapelens_version": __version__, **asdict(cfg)}, indent=2))
-    stage = _Stages(out)
+    for name in RUN_FILES:  # they describe a complete run: written again at its end
+        (out / name).unlink(missing_ok=True)
+    for name in RUN_FOLDERS:
+        shutil.rmtree(out / name, ignore_errors=True)
+    stage = _Stages(out, log, cfg.seed)
     langs = list(cfg.languages)
-    load_corpus(cfg.corpus, split="valid", languages=langs)  # bad language codes fail before the slow model load
-    model = load_model(cfg.model)
+    model = load_model(cfg.model, device=cfg.device)
+    n_ctx = getattr(model.cfg, "n_ctx", None)
+    if n_ctx and cfg.seq_len > n_ctx:
+        raise LapelensError(f"--seq-len {cfg.seq_len} is longer than the model's context of {n_ctx} tokens: "
+                            f"give --seq-len {n_ctx} or less.")
     figs = out / "figures"
     summary: dict[str, Any] = {"model": cfg.model, "languages": langs}
+    # What every stage is computed from, besides the stages it reads.
+    model_id = model_identity(cfg.model)
+    train_id = corpus_identity(cfg.corpus, "train", langs)
+    eval_id = {**corpus_identity(cfg.corpus, "valid", langs), "tokens_per_language": cfg.eval_tokens_per_language,
+               "seq_len": cfg.seq_len}
+    parallel_split = "valid" if cfg.parallel == EMBEDDED else "all"
+    parallel_id = parallel_identity(cfg.parallel, parallel_split)
+    fp = stage.fingerprints
+
+    def inputs(depends: tuple[str, ...] = (), **settings: Any) -> dict:
+        record: dict[str, Any] = {"model": model_id, "languages": langs, "settings": settings}
+        record["depends"] = {d: fp.get(d) for d in depends}
+        return record
 
     # 1. statistics -------------------------------------------------------------------------
-    stats = stage("stats", lambda: collect(model, load_corpus(cfg.corpus, split="train", languages=langs),
-                                           tokens_per_language=cfg.tokens_per_language, seq_len=cfg.seq_len,
-                                           corpus=cfg.corpus),
+    stats = stage("stats", {**inputs(tokens_per_language=cfg.tokens_per_language, seq_len=cfg.seq_len), "corpus": train_id},
+                  lambda: collect(model, load_corpus(cfg.corpus, split="train", languages=langs),
+                                  tokens_per_language=cfg.tokens_per_language, seq_len=cfg.seq_len, corpus=cfg.corpus),
                   ActivationStats.load, lambda r, p: r.save(p))
 
     # 2. methods ----------------------------------------------------------------------------
     neurons: dict[str, Any] = {}
     save_neurons = lambda r, p: r.save(p)  # noqa: E731
     if "lape" in cfg.methods or "random" in cfg.methods:
-        neurons["lape"] = stage("neurons_lape", lambda: identify(stats, "lape", top_rate=cfg.top_rate),
-                                LanguageNeurons.load, save_neurons)
+        neurons["lape"] = stage("neurons_lape", inputs(("stats",), top_rate=cfg.top_rate),
+                                lambda: identify(stats, "lape", top_rate=cfg.top_rate), LanguageNeurons.load, save_neurons)
     if "lap" in cfg.methods:
-        neurons["lap"] = stage("neurons_lap", lambda: identify(stats, "lap"), LanguageNeurons.load, save_neurons)
+        neurons["lap"] = stage("neurons_lap", inputs(("stats",)), lambda: identify(stats, "lap"),
+                               LanguageNeurons.load, save_neurons)
     if "lave" in cfg.methods:
-        neurons["lave"] = stage("neurons_lave", lambda: identify(stats, "lave", top_rate=cfg.top_rate),
-                                LanguageNeurons.load, save_neurons)
+        neurons["lave"] = stage("neurons_lave", inputs(("stats",), top_rate=cfg.top_rate),
+                                lambda: identify(stats, "lave", top_rate=cfg.top_rate), LanguageNeurons.load, save_neurons)
     if "random" in cfg.methods:
-        neurons["random"] = stage("neurons_random", lambda: identify(stats, "random", reference=neurons["lape"], seed=cfg.seed),
+        neurons["random"] = stage("neurons_random", inputs(("neurons_lape",), seed=cfg.seed),
+                                  lambda: identify(stats, "random", reference=neurons["lape"], seed=cfg.seed),
                                   LanguageNeurons.load, save_neurons)
     if "ap" in cfg.methods:
         def sentence_means() -> Any:
             docs = load_corpus(cfg.corpus, split="train", languages=langs)
             sentences = {l: [s for d in docs[l] for s in d.split("\n") if s.strip()][: cfg.ap_sentences] for l in langs}
             return collect_sentence_means(model, sentences)
-        sents = stage("sentences", sentence_means, SentenceActivations.load, lambda r, p: r.save(p))
-        neurons["ap"] = stage("neurons_ap", lambda: identify(sents, "ap", k=cfg.ap_k), LanguageNeurons.load, save_neurons)
+        sents = stage("sentences", {**inputs(ap_sentences=cfg.ap_sentences), "corpus": train_id},
+                      sentence_means, SentenceActivations.load, lambda r, p: r.save(p))
+        neurons["ap"] = stage("neurons_ap", inputs(("sentences",), ap_k=cfg.ap_k),
+                              lambda: identify(sents, "ap", k=cfg.ap_k), LanguageNeurons.load, save_neurons)
     if "pv" in cfg.methods:
-        base_dir = embedded_model_dir() if cfg.model == EMBEDDED else Path(cfg.model)
-        if not (Path(base_dir) / "config.json").is_file():
-            raise ValueError("PV needs the model as a local HF folder (it fine-tunes copies of it); pass --model DIR.")
+        base_dir = _pv_base_dir(cfg.model)
 
         def pv() -> Any:
             docs = load_corpus(cfg.corpus, split="train", languages=langs)
             tuned = tune_per_language(base_dir, docs, out / "pv_tuned", steps=cfg.pv_steps, seed=cfg.seed)
             return identify(str(base_dir), "pv", tuned=tuned)
-        neurons["pv"] = stage("neurons_pv", pv, ParameterMask.load, save_neurons)
+        neurons["pv"] = stage("neurons_pv", {**inputs(pv_steps=cfg.pv_steps, seed=cfg.seed), "corpus": train_id},
+                              pv, ParameterMask.load, save_neurons)
     neurons = {m: neurons[m] for m in cfg.methods if m in neurons}
 
     # 3. tables: Table 3, Fig. 5, overlaps, agreement between methods ---------------------------
     lape = neurons.get("lape")
+    (out / "tables").mkdir(exist_ok=True)
     if lape is not None:
-        (out / "tables").mkdir(exist_ok=True)
         lape.per_language().to_csv(out / "tables" / "lape_per_language.csv")
         lape.per_layer().to_csv(out / "tables" / "lape_per_layer.csv")
         lape.jaccard().to_csv(out / "tables" / "lape_jaccard_between_languages.csv")
@@ -205,7 +385,8 @@ def reproduce(cfg: ReproduceConfig) -> dict:
     chunks = evaluation_chunks(model, cfg.corpus, langs, cfg.eval_tokens_per_language, cfg.seq_len)
     matrices = {}
     for m, sel in neurons.items():
-        matrices[m] = stage(f"perturb_{m}", lambda sel=sel: perturbation_matrix(model, sel, chunks, seed=cfg.seed),
+        matrices[m] = stage(f"perturb_{m}", {**inputs((f"neurons_{m}",), seed=cfg.seed), "eval_corpus": eval_id},
+                            lambda sel=sel: perturbation_matrix(model, sel, chunks, seed=cfg.seed),
                             PerturbationResult.load, lambda r, p: r.save(p))
         _write_figure(matrices[m].figure(), figs / f"fig2_perturb_{m}.html")
     if matrices:
@@ -215,13 +396,14 @@ def reproduce(cfg: ReproduceConfig) -> dict:
         _write_figure(compare_figure(matrices), figs / "fig3_perturb_methods.html")
 
     # 5. sweep --------------------------------------------------------------------------------
-    if cfg.sweep_target in langs:
-        sweep = stage("sweep", lambda: selection_ratio_sweep(model, stats, cfg.sweep_target, chunks, seed=cfg.seed),
+    if cfg.sweep_target != "none":
+        sweep = stage("sweep", {**inputs(("stats",), target=cfg.sweep_target, seed=cfg.seed), "eval_corpus": eval_id},
+                      lambda: selection_ratio_sweep(model, stats, cfg.sweep_target, chunks, seed=cfg.seed),
                       SweepResult.load, lambda r, p: r.save(p))
         _write_figure(sweep.figure(), figs / "fig4_sweep.html")
 
     # 6. SES and dominance ----------------------------------------------------------------------
-    par = load_parallel(cfg.parallel, split="valid" if cfg.parallel == EMBEDDED else "all", languages=langs)
+    par = load_parallel(cfg.parallel, split=parallel_split, languages=langs)
     emb = None
 
     def embeddings() -> Any:
@@ -230,8 +412,11 @@ def reproduce(cfg: ReproduceConfig) -> dict:
             emb = sentence_embeddings(model, par.head(cfg.ses_texts), langs)
         return emb
 
-    ses = stage("ses", lambda: embeddings().similarity(lape), SimilarityResult.load, lambda r, p: r.save(p))
-    dom = stage("dominance", lambda: embeddings().dominance(), DominanceResult.load, lambda r, p: r.save(p))
+    text_inputs = {"parallel": parallel_id}
+    ses = stage("ses", {**inputs(("neurons_lape",) if lape is not None else (), ses_texts=cfg.ses_texts), **text_inputs},
+                lambda: embeddings().similarity(lape), SimilarityResult.load, lambda r, p: r.save(p))
+    dom = stage("dominance", {**inputs(ses_texts=cfg.ses_texts), **text_inputs},
+                lambda: embeddings().dominance(), DominanceResult.load, lambda r, p: r.save(p))
     _write_figure(ses.figure(), figs / "fig6_ses.html")
     _write_figure(dom.figure(), figs / "fig7_dominance.html")
 
@@ -241,20 +426,30 @@ def reproduce(cfg: ReproduceConfig) -> dict:
     gens: dict[str, Any] = {}
     if lape is not None:
         gens["steer_unconditional"] = stage(
-            "steer_unconditional", lambda: unconditional_steering(model, lape, stats, langs, cfg.n_samples, cfg.steer_scale, sampling,
-                                                                 deactivate_others=cfg.steer_deactivate_others),
+            "steer_unconditional",
+            inputs(("neurons_lape", "stats"), n_samples=cfg.n_samples, scale=cfg.steer_scale, sampling=asdict(sampling),
+                   deactivate_others=cfg.steer_deactivate_others),
+            lambda: unconditional_steering(model, lape, stats, langs, cfg.n_samples, cfg.steer_scale, sampling,
+                                           deactivate_others=cfg.steer_deactivate_others),
             GenerationResult.load, lambda r, p: r.save(p))
         gens["steer_prompted"] = stage(
-            "steer_prompted", lambda: prompted_steering(model, lape, stats, par, n_prompts=cfg.n_prompts,
-                                                        scale=cfg.steer_scale, sampling=greedy),
+            "steer_prompted",
+            {**inputs(("neurons_lape", "stats"), n_prompts=cfg.n_prompts, scale=cfg.steer_scale, sampling=asdict(greedy)),
+             **text_inputs},
+            lambda: prompted_steering(model, lape, stats, par, n_prompts=cfg.n_prompts, scale=cfg.steer_scale, sampling=greedy),
             GenerationResult.load, lambda r, p: r.save(p))
         prompts = {l: par[l].head(cfg.n_prompts).tolist() for l in langs}
         gens["deactivated_generation"] = stage(
-            "deactivated_generation", lambda: generation_under_deactivation(model, lape, prompts, neurons.get("random"),
-                                                                            sampling=greedy),
+            "deactivated_generation",
+            {**inputs(("neurons_lape", "neurons_random") if "random" in neurons else ("neurons_lape",),
+                      n_prompts=cfg.n_prompts, sampling=asdict(greedy)), **text_inputs},
+            lambda: generation_under_deactivation(model, lape, prompts, neurons.get("random"), sampling=greedy),
             GenerationResult.load, lambda r, p: r.save(p))
+    else:
+        log("[reproduce] steering and generation under deactivation use LAPE's neurons: skipped (lape is not in --methods)")
     if "ap" in neurons:
-        gens["kojima"] = stage("kojima", lambda: kojima_pinning(model, neurons["ap"], langs, cfg.n_samples, sampling),
+        gens["kojima"] = stage("kojima", inputs(("neurons_ap",), n_samples=cfg.n_samples, sampling=asdict(sampling)),
+                               lambda: kojima_pinning(model, neurons["ap"], langs, cfg.n_samples, sampling),
                                GenerationResult.load, lambda r, p: r.save(p))
     for name, g in gens.items():
         g.summary.to_csv(out / "tables" / f"{name}.csv")
@@ -262,5 +457,12 @@ def reproduce(cfg: ReproduceConfig) -> dict:
         summary[name] = json.loads(g.summary.to_json(orient="index"))
 
     summary["timings_seconds"] = stage.timings
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
+    summary["recomputed"] = stage.recomputed
+    if stage.recomputed:
+        log("[reproduce] computed: " + "; ".join(f"{n} ({why})" for n, why in stage.recomputed.items()))
+    if stage.reused:
+        log(f"[reproduce] reused (same settings): {', '.join(stage.reused)}")
+    config = {"lapelens_version": __version__, **asdict(cfg), "stages": dict(stage.fingerprints)}
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False, default=str))
+    atomic_write_text(out / "config.json", json.dumps(config, indent=2, ensure_ascii=False))  # last: the run is complete
     return summary

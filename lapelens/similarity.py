@@ -41,6 +41,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from lapelens._io import atomic_files
 from lapelens._version import __version__
 from lapelens.errors import LapelensError
 
@@ -320,11 +321,12 @@ def sentence_embeddings(
 
 # ---- results -----------------------------------------------------------------------------------
 def _save(path: Path, stem: str, tables: dict[str, pd.DataFrame | None], meta: dict) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    for suffix, table in tables.items():
-        if table is not None:
-            table.to_csv(path / f"{stem}{suffix}.csv")
-    (path / f"{stem}.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str))
+    # An optional table absent now must not survive from an earlier save (drop=).
+    with atomic_files(path, f"{stem}.json", drop=[f"{stem}{suffix}.csv" for suffix in tables]) as tmp:
+        for suffix, table in tables.items():
+            if table is not None:
+                table.to_csv(tmp / f"{stem}{suffix}.csv")
+        (tmp / f"{stem}.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str))
     return path
 
 

@@ -12,6 +12,7 @@ from jaxtyping import Float, Float64, Int64
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from lapelens._io import atomic_file, atomic_files
 from lapelens._version import __version__
 from lapelens.constants import OFFICIAL_ACTIVATION, STATS_META, STATS_TENSORS
 from lapelens.errors import LapelensError
@@ -150,11 +151,11 @@ class ActivationStats:
     def save(self, path: str | Path) -> Path:
         """Write ``path/stats.safetensors`` and ``path/stats.json`` (a folder); returns the folder."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         tensors = {"n": self.n, "count": self.count, "act_sum": self.act_sum, "act_sq_sum": self.act_sq_sum}
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(path / STATS_TENSORS))
         meta = {"lapelens_version": __version__, **self.meta, "languages": list(self.languages)}
-        (path / STATS_META).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+        with atomic_files(path, STATS_META) as tmp:  # a stop never leaves new tensors beside old metadata
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / STATS_TENSORS))
+            (tmp / STATS_META).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
         return path
 
     @classmethod
@@ -183,7 +184,8 @@ class ActivationStats:
         paths = []
         for k, lang in enumerate(self.languages):
             p = folder / OFFICIAL_ACTIVATION.format(lang=lang, tag=tag)
-            torch.save({"n": int(self.n[k]), "over_zero": self.count[..., k].to(torch.int32).contiguous()}, p)
+            with atomic_file(p) as tmp:
+                torch.save({"n": int(self.n[k]), "over_zero": self.count[..., k].to(torch.int32).contiguous()}, tmp)
             paths.append(p)
         return paths
 
@@ -232,10 +234,10 @@ class SentenceActivations:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file({"labels": self.labels.contiguous(), "means": self.means.contiguous()}, str(path / "sentences.safetensors"))
         meta = {"lapelens_version": __version__, **self.meta, "languages": list(self.languages)}
-        (path / "sentences.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+        with atomic_files(path, "sentences.json") as tmp:
+            save_file({"labels": self.labels.contiguous(), "means": self.means.contiguous()}, str(tmp / "sentences.safetensors"))
+            (tmp / "sentences.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
         return path
 
     @classmethod

@@ -24,29 +24,51 @@ COMMANDS = {
     "ses": "ses",
     "reproduce": "reproduce",
     "explore": "explore",
-    "figures": "figures",
 }
+
+DESCRIPTION = """\
+Find the language-specific neurons of a language model with LAPE (Tang et al., ACL 2024) and its
+baselines, and test them: perplexity when they are deactivated, steering the output language, and
+sentence-embedding similarity. Everything runs on a small model and corpus shipped with the package
+unless you pass --model / --corpus.
+
+start here:
+  lapelens reproduce --out runs/embedded --quick   the whole paper on the embedded model
+  lapelens collect --out stats                     statistics, then: lapelens identify --stats stats --out neurons
+  lapelens <command> --help                        the options of one command
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lapelens", description=__doc__)
+    parser = argparse.ArgumentParser(prog="lapelens", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"lapelens {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for module in COMMANDS.values():
-        try:
-            mod = import_module(f"lapelens.cli.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"lapelens.cli.{module}":
-                continue  # that command is not part of this build
-            raise
-        mod.add_parser(sub)
+        import_module(f"lapelens.cli.{module}").add_parser(sub)
     return parser
+
+
+def _check_common(args: argparse.Namespace) -> None:
+    """Checks every command shares, before it loads anything: device, model path, language list."""
+    from lapelens.checks import check_device, check_languages, check_model_name
+
+    if isinstance(getattr(args, "device", None), str):
+        check_device(args.device)
+    if isinstance(getattr(args, "model", None), str):
+        check_model_name(args.model)
+    languages = getattr(args, "languages", None)
+    if isinstance(languages, str):
+        check_languages([l.strip() for l in languages.split(",") if l.strip()])
+    elif isinstance(languages, (list, tuple)):
+        check_languages(list(languages))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; ``argv`` lets tests call the CLI in-process."""
     args = build_parser().parse_args(argv)
     try:
+        _check_common(args)
         args.func(args)
     except LapelensError as exc:
         print(f"lapelens {args.command}: error: {exc}", file=sys.stderr)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from lapelens.constants import EMBEDDED, PARAMS_TENSORS
+from lapelens.defaults import SEQ_LEN
 from lapelens.errors import LapelensError
 
 
@@ -24,7 +25,8 @@ def add_corpus_args(parser: argparse.ArgumentParser, tokens_default: int) -> Non
     parser.add_argument("--languages", help="Comma-separated evaluation languages (default: those of the neuron set).")
     parser.add_argument("--tokens-per-language", type=int, default=tokens_default,
                         help=f"Evaluation tokens per language, rounded down to whole chunks (default: {tokens_default}).")
-    parser.add_argument("--seq-len", type=int, default=None, help="Tokens per chunk (default: as `lapelens collect`).")
+    parser.add_argument("--seq-len", type=int, default=None,
+                        help=f"Tokens per chunk (default: {SEQ_LEN}, as `lapelens collect`, or the model's context if shorter).")
     parser.add_argument("--batch-size", type=int, default=None, help="Chunks per forward pass.")
     parser.add_argument("--n-boot", type=int, default=1000, help="Bootstrap resamples for the 95%% intervals (1000).")
     parser.add_argument("--seed", type=int, default=0, help="Bootstrap seed (0).")
@@ -57,16 +59,56 @@ def positive(value: int | None, flag: str) -> None:
         raise LapelensError(f"{flag} must be a positive number, got {value}.")
 
 
-def load_perturbation(path: Path, model: Any) -> Any:
-    """A PV parameter-mask folder, a lapelens neuron folder, or an official ``.pth`` mask file."""
+def load_selection(path: Path, model: Any, languages: list[str] | None = None, flag: str = "--neurons") -> Any:
+    """A PV parameter-mask folder, a lapelens neuron folder, or an official ``.pth`` mask file.
+
+    An official file names no languages: ``languages`` (from ``--languages``) names its entries
+    when there are as many; a 7-entry file without them is read in the paper's order
+    (en,zh,fr,es,vi,id,ja), and a note says so. Any other length needs ``--languages``.
+    """
     from lapelens.models import neuron_spec
-    from lapelens.neurons import load_neurons
+    from lapelens.neurons import LanguageNeurons, load_neurons
 
-    if path.is_dir() and (path / PARAMS_TENSORS).is_file():
-        from lapelens.methods.pv import ParameterMask
+    if path.is_dir():
+        if (path / PARAMS_TENSORS).is_file():
+            from lapelens.methods.pv import ParameterMask
 
-        return ParameterMask.load(path)
-    return load_neurons(path, d_mlp=neuron_spec(model).d_mlp if not path.is_dir() else None)
+            return ParameterMask.load(path)
+        return load_neurons(path)
+    if not path.exists():
+        raise LapelensError(f"{flag} {path} does not exist: pass a lapelens neuron folder or an official .pth mask file.")
+    names = official_names(path, languages, flag)
+    neurons = LanguageNeurons.from_official(path, languages=names, d_mlp=neuron_spec(model).d_mlp)
+    if neurons.meta.get("languages_assumed"):
+        print(f"note: {path} names no languages; its {len(neurons.languages)} entries are taken to be "
+              f"{','.join(neurons.languages)} (the paper's order): if they are others, name them with --languages.")
+    return neurons
+
+
+def official_names(path: Path, languages: list[str] | None, flag: str = "--neurons") -> list[str] | None:
+    """The names of an official file's entries from ``--languages``, or None for the paper's default."""
+    import torch
+
+    from lapelens.neurons import default_official_languages
+
+    try:
+        n_entries = len(torch.load(path, weights_only=True, map_location="cpu"))
+    except Exception:
+        return None  # from_official says what is wrong with the file
+    if languages is not None and len(languages) == n_entries:
+        return languages
+    try:
+        default_official_languages(n_entries)
+    except LapelensError:
+        given = f" (--languages gives {len(languages)})" if languages else ""
+        raise LapelensError(f"{flag} {path} has {n_entries} language entries and names none{given}: "
+                            f"name all {n_entries} in the file's order with --languages a,b,c.") from None
+    return None
+
+
+def load_perturbation(path: Path, model: Any, languages: list[str] | None = None) -> Any:
+    """``load_selection`` for the sets ``perturb`` deactivates."""
+    return load_selection(path, model, languages)
 
 
 def load_model_quietly(args: argparse.Namespace) -> Any:

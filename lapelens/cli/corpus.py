@@ -29,10 +29,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     build.set_defaults(func=run_build)
 
     show = sub.add_parser("show", help="documents, paragraphs and characters per language and split")
-    show.add_argument("name", nargs="?", default="embedded", help="embedded, wikipedia or a folder")
-    show.add_argument("--languages", nargs="+", default=None)
-    show.add_argument("--splits", nargs="+", default=["train", "valid"])
-    show.add_argument("--max-chars", type=int, default=None, help="per-language budget (wikipedia)")
+    show.add_argument("name", nargs="?", default="embedded",
+                      help="embedded (default), wikipedia, or a folder of {lang}.txt / {lang}.jsonl files")
+    show.add_argument("--languages", nargs="+", default=None,
+                      help="language codes, space-separated (default: every language of the corpus)")
+    show.add_argument("--splits", nargs="+", default=["train", "valid"], help="splits to count (default: train valid)")
+    show.add_argument("--max-chars", type=int, default=None,
+                      help="per-language character budget (wikipedia: default 2,000,000; others: no limit)")
     show.set_defaults(func=run_show)
     parser.set_defaults(func=lambda args: parser.print_help())
 

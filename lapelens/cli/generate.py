@@ -26,7 +26,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--random-neurons", type=Path, help="Random baseline neuron set (e.g. `lapelens identify --method random`).")
     parser.add_argument("--random-seed", type=int, default=None,
                         help="Without --random-neurons: draw random neurons with the same counts, with this seed.")
-    parser.add_argument("--languages", help="Comma-separated languages (default: all of the neuron set).")
+    parser.add_argument("--languages", help="Comma-separated languages (default: all of the neuron set); for an official "
+                        ".pth, as many as it has entries name them in the file's order.")
     add_prompt_args(parser, "Prompts: ")
     add_sampling_args(parser, greedy_default=True)
     add_model_args(parser)
@@ -36,10 +37,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
+    from lapelens.cli._evaluation import load_selection
     from lapelens.corpus import load_parallel
     from lapelens.evaluate.generation import generation_under_deactivation
     from lapelens.models import neuron_spec
-    from lapelens.neurons import load_neurons
+    from lapelens.neurons import LanguageNeurons, load_neurons
 
     sampling = sampling_from(args, greedy_default=True)
     positive(args.n_prompts, "--n-prompts")
@@ -47,7 +49,10 @@ def run(args: argparse.Namespace) -> None:
     with quiet_transformers(args.quiet):
         model = load_model_quietly(args)
     d_mlp = neuron_spec(model).d_mlp
-    neurons = load_neurons(args.neurons, d_mlp=None if args.neurons.is_dir() else d_mlp)
+    requested = split_list(args.languages, "--languages")
+    neurons = load_selection(args.neurons, model, requested)
+    if not isinstance(neurons, LanguageNeurons):
+        raise LapelensError(f"--neurons {args.neurons} is a PV parameter mask; this command deactivates neurons: pass a neuron set.")
     random = None
     if args.random_neurons is not None:
         random = load_neurons(args.random_neurons, languages=neurons.languages if not args.random_neurons.is_dir() else None,
@@ -56,7 +61,10 @@ def run(args: argparse.Namespace) -> None:
         from lapelens.methods import identify
 
         random = identify(neurons, "random", seed=args.random_seed)
-    languages = split_list(args.languages, "--languages") or list(neurons.languages)
+    languages = requested or list(neurons.languages)
+    missing = [l for l in languages if l not in neurons.languages]
+    if missing:
+        raise LapelensError(f"--languages {','.join(missing)}: not in the neuron set ({','.join(neurons.languages)}).")
     parallel = load_parallel(args.parallel, split=args.parallel_split, languages=languages)
     if len(parallel) < args.n_prompts:
         raise LapelensError(f"The parallel corpus has {len(parallel)} aligned rows, fewer than --n-prompts {args.n_prompts}.")

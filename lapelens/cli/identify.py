@@ -11,7 +11,8 @@ from lapelens.errors import LapelensError
 
 #: CLI flag -> method option (the flag's dest is the option name).
 _OPTION_FLAGS = {
-    "top_rate": ("--top-rate", float, "LAPE/LAVE/PV: share of units to keep (paper: 0.01)."),
+    "top_rate": ("--top-rate", float, "LAPE/LAVE/PV: share of units to keep, in (0, 1] (default: 0.1 for statistics of the "
+                 "embedded model, 0.01 (the paper's) for any other)."),
     "filter_rate": ("--filter-rate", float, "LAPE/LAVE/PV: quantile of all scores a unit must exceed on some language (0.95)."),
     "activation_bar_ratio": ("--activation-bar-ratio", float,
                              "LAPE/LAVE/PV: quantile of all scores a kept unit must exceed to be assigned to a language (0.95)."),
@@ -104,6 +105,31 @@ def _read_texts(spec: str) -> dict[str, list[str]]:
     return texts
 
 
+#: Methods that compare a neuron across languages: on one language their score means nothing.
+_NEEDS_TWO_LANGUAGES = ("lape", "lave", "ap")
+
+
+def _check_options(method: str, options: dict, source, languages: tuple[str, ...] | None) -> None:
+    """Refuse meaningless selections before computing them; fill the model-dependent top_rate default."""
+    from lapelens.checks import check_positive, check_quantile, check_rate
+    from lapelens.defaults import defaults_for, is_embedded
+    from lapelens.methods import METHODS
+
+    check_rate(options.get("top_rate"), "--top-rate")
+    for dest in ("filter_rate", "activation_bar_ratio", "threshold"):
+        check_quantile(options.get(dest), _OPTION_FLAGS[dest][0])
+    check_positive(options.get("k"), "--k")
+    names = languages or getattr(source, "languages", None)
+    if method in _NEEDS_TWO_LANGUAGES and names is not None and len(names) < 2:
+        raise LapelensError(f"method {method} compares languages, but the input has only {', '.join(names)}: "
+                            "use statistics of at least two languages (and at least two in --languages).")
+    if "top_rate" in METHODS[method].options and "top_rate" not in options and method != "pv":
+        model = getattr(source, "meta", {}).get("model")  # statistics record the model they were collected on
+        embedded = model is not None and is_embedded(model)
+        options["top_rate"] = defaults_for(model if embedded else "other").top_rate
+        print(f"--top-rate {options['top_rate']:g} ({'the embedded model' if embedded else 'the paper'}'s default)")
+
+
 def run(args: argparse.Namespace) -> None:
     from lapelens.methods import METHODS, identify
     from lapelens.methods.pv import ParameterMask, tune_per_language
@@ -154,6 +180,7 @@ def run(args: argparse.Namespace) -> None:
         options["tuned"] = tuned
         source = args.base
 
+    _check_options(args.method, options, source, languages)
     result = identify(source, args.method, languages=languages, **options)
     if args.out.suffix == ".pth":
         if isinstance(result, ParameterMask):

@@ -14,8 +14,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="Print the summary tables of a neuron set (or PV parameter mask).")
     show.add_argument("path", type=Path, help="A lapelens folder or an official .pth mask file.")
     compare = sub.add_parser("compare", help="Per-language Jaccard between two neuron sets of one model.")
-    compare.add_argument("path", type=Path)
-    compare.add_argument("other", type=Path)
+    compare.add_argument("path", type=Path, help="The first neuron set (a lapelens folder or an official .pth mask file).")
+    compare.add_argument("other", type=Path, help="The second neuron set, of the same model.")
     for p in (show, compare):
         p.add_argument("--languages", help="Official files only: comma-separated language names in the file's order "
                                             "(default: en,zh,fr,es,vi,id,ja for 7 entries, without ja for 6).")

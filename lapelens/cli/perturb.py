@@ -25,7 +25,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "perturb",
         help="PPL of every language with each language's neurons deactivated (Tang et al., Fig. 2).",
         description="Rows: the language whose neurons are deactivated (or PV parameters zeroed), plus 'none'; "
-        "columns: the language of the held-out text. Prints PPL, relative change with 95%% bootstrap intervals, "
+        "columns: the language of the held-out text. Prints PPL, relative change with 95% bootstrap intervals, "
         "and the summary numbers (diagonal mean relative increase, diagonal-largest-in-column count, "
         "diagonal/off-diagonal ratio). Several --neurons give one matrix each and a side-by-side summary; "
         "a set whose method is 'random' is the reference for ratio_vs_reference.",
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> None:
             model = load_model_quietly(args)
         sets, sources = {}, {}
         for name, path in _named(args.neurons):
-            perturbation = load_perturbation(path, model)
+            perturbation = load_perturbation(path, model, split_list(args.languages, "--languages"))
             sets[name or perturbation.method] = perturbation
             sources[name or perturbation.method] = str(path)
         if len(sets) < len(args.neurons):

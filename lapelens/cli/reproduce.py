@@ -4,24 +4,36 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 
-from lapelens.cli._config import add_config_arguments, config_from_args
-from lapelens.pipeline import ReproduceConfig, reproduce
+from lapelens.cli._config import add_config_arguments, config_from_args, explicit_fields
+from lapelens.pipeline import QUICK, ReproduceConfig, flag, reproduce
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reproduce", help="the whole paper on one model (default: the embedded one)", description=__doc__)
     add_config_arguments(p, ReproduceConfig)
-    p.add_argument("--quick", action="store_true", help="small budgets (a few minutes): same code path, noisier numbers")
+    quick = ", ".join(f"{flag(k)} {v}" for k, v in QUICK.items())
+    p.add_argument("--quick", action="store_true",
+                   help=f"smaller budgets, same code path, noisier numbers: {quick}; a flag you pass keeps your value")
     p.set_defaults(func=run)
+
+
+def quick_config(cfg: ReproduceConfig, explicit: frozenset[str]) -> tuple[ReproduceConfig, str]:
+    """``cfg`` with ``--quick``'s budgets except where a flag was given; and a line saying what changed."""
+    changes = {k: v for k, v in QUICK.items() if k not in explicit and getattr(cfg, k) != v}
+    kept = [flag(k) for k in QUICK if k in explicit]
+    line = "--quick: " + (", ".join(f"{flag(k)} {getattr(cfg, k)} -> {v}" for k, v in changes.items()) or "nothing to change")
+    if kept:
+        line += f" (kept as given: {', '.join(kept)})"
+    return replace(cfg, **changes), line
 
 
 def run(args: argparse.Namespace) -> None:
     cfg = config_from_args(ReproduceConfig, args)
     if args.quick:
-        defaults = ReproduceConfig(out=cfg.out)
-        changed = {k: v for k, v in vars(cfg).items() if v != getattr(defaults, k) and k != "out"}
-        cfg = ReproduceConfig.quick(cfg.out, **changed)
+        cfg, line = quick_config(cfg, explicit_fields(args))
+        print(line)
     summary = reproduce(cfg)
     print(json.dumps({k: summary[k] for k in ("perturbation",) if k in summary}, indent=1, default=str))
     print(f"results, tables and figures in {cfg.out}")

@@ -61,9 +61,29 @@ def _read_parallel(args: argparse.Namespace, languages: list[str] | None):
     if args.parallel not in (EMBEDDED, "flores") and path.suffix == ".csv":
         if not path.is_file():
             raise LapelensError(f"Parallel file {path} does not exist.")
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        try:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise LapelensError(f"--parallel {path} is not UTF-8 text ({exc.reason} at byte {exc.start}): "
+                                "convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8).") from None
+        except pd.errors.EmptyDataError:
+            raise LapelensError(f"--parallel {path} is empty: it needs a header of language codes and one row "
+                                "per aligned text.") from None
+        except pd.errors.ParserError as exc:
+            raise LapelensError(f"--parallel {path} is not a readable CSV ({str(exc).splitlines()[0]}).") from None
         if "id" in frame.columns:
             frame = frame.set_index("id")
+        if len(frame.columns) < 2:
+            raise LapelensError(f"--parallel {path} has {len(frame.columns)} language column(s) "
+                                f"({', '.join(map(str, frame.columns)) or 'none'}): it needs one column per language, "
+                                "at least two, with language codes as the header.")
+        if languages is not None:
+            missing = [l for l in languages if l not in frame.columns]
+            if missing:
+                raise LapelensError(f"--languages {','.join(missing)}: not columns of --parallel {path} "
+                                    f"(it has {','.join(map(str, frame.columns))}).")
+        if len(frame) == 0:
+            raise LapelensError(f"--parallel {path} has a header but no rows of aligned text.")
         return frame
     return load_parallel(args.parallel, split=args.split, languages=languages)
 
@@ -78,6 +98,8 @@ def run(args: argparse.Namespace) -> None:
     languages = [l.strip() for l in args.languages.split(",") if l.strip()] if args.languages else None
     if args.languages is not None and not languages:
         raise LapelensError("--languages is empty: give comma-separated codes such as en,zh,fr.")
+    if languages is not None and len(languages) < 2:
+        raise LapelensError(f"--languages {','.join(languages)}: SES compares languages, give at least two.")
     if args.n_texts < 2:
         raise LapelensError(f"--n-texts must be at least 2 (similarities are means over aligned texts), got {args.n_texts}.")
     for flag, value in (("--batch-size", args.batch_size), ("--max-tokens", args.max_tokens)):

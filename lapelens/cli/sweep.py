@@ -53,10 +53,16 @@ def run(args: argparse.Namespace) -> None:
         ratios = [float(r) for r in split_list(args.ratios, "--ratios")]
     except ValueError:
         raise LapelensError(f"--ratios must be comma-separated numbers such as 0,0.01,0.05; got {args.ratios!r}.") from None
+    bad = [r for r in ratios if not 0 <= r <= 1]
+    if bad:
+        raise LapelensError(f"--ratios {','.join(map(str, bad))}: each ratio is a share of all neurons, in [0, 1].")
     stats = load_stats(args.stats)
+    if args.target not in stats.languages:
+        raise LapelensError(f"--target {args.target} is not a language of --stats {args.stats} "
+                            f"({','.join(stats.languages)}): pick one of them.")
+    languages = split_list(args.languages, "--languages") or list(stats.languages)
     with quiet_transformers(args.quiet):
         model = load_model_quietly(args)
-    languages = split_list(args.languages, "--languages") or list(stats.languages)
     chunks = evaluation_chunks(model, args.corpus, languages, args.tokens_per_language, args.seq_len, args.split)
     kwargs = {"batch_size": args.batch_size} if args.batch_size else {}
     result = selection_ratio_sweep(model, stats, args.target, chunks, ratios=ratios, method=args.method,

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from lapelens._compat import fix_bridge_kv_cache
+from lapelens._io import atomic_files
 from lapelens._version import __version__
 from lapelens.errors import LapelensError
 from lapelens.interventions import deactivate, neuron_mask, pin_to_median, steer
@@ -192,12 +193,12 @@ class GenerationResult:
     def save(self, path: str | Path) -> Path:
         """A folder: ``summary.csv``, ``samples.jsonl`` (one generated text per line), ``generation.json``."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        self.summary.to_csv(path / "summary.csv", float_format="%.10g")
-        self.samples.to_json(path / "samples.jsonl", orient="records", lines=True, force_ascii=False)
         meta = {"lapelens_version": __version__, **self.meta,
                 "index": list(self.summary.index.names), "header_rows": self.summary.columns.nlevels}
-        (path / "generation.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str))
+        with atomic_files(path, "generation.json") as tmp:
+            self.summary.to_csv(tmp / "summary.csv", float_format="%.10g")
+            self.samples.to_json(tmp / "samples.jsonl", orient="records", lines=True, force_ascii=False)
+            (tmp / "generation.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str))
         return path
 
     @classmethod

@@ -32,6 +32,7 @@ from jaxtyping import Float64, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from lapelens._io import atomic_files
 from lapelens._version import __version__
 from lapelens.constants import EMBEDDED
 from lapelens.errors import LapelensError
@@ -361,12 +362,12 @@ class PerturbationResult:
         """A folder: ``chunks.csv`` (the raw numbers), ``table.csv`` (all derived values) and
         ``perturbation.json`` (settings and provenance)."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        self.chunks.to_csv(path / CHUNKS_CSV, index=False, float_format="%.17g")
-        self.table().to_csv(path / TABLE_CSV, float_format="%.10g")
         meta = {"lapelens_version": __version__, **self.meta, "rows": self.rows, "columns": self.columns,
                 "n_boot": self.n_boot, "seed": self.seed, "summary": self.summary().to_dict()}
-        (path / RESULT_JSON).write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str))
+        with atomic_files(path, RESULT_JSON) as tmp:
+            self.chunks.to_csv(tmp / CHUNKS_CSV, index=False, float_format="%.17g")
+            self.table().to_csv(tmp / TABLE_CSV, float_format="%.10g")
+            (tmp / RESULT_JSON).write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str))
         return path
 
     @classmethod
@@ -375,11 +376,26 @@ class PerturbationResult:
         if not (path / CHUNKS_CSV).is_file() or not (path / RESULT_JSON).is_file():
             raise LapelensError(f"{path} is not a perturbation result (expected {CHUNKS_CSV} and {RESULT_JSON}); "
                                 "make one with `lapelens perturb`.")
-        meta = json.loads((path / RESULT_JSON).read_text())
-        chunks = pd.read_csv(path / CHUNKS_CSV, dtype={"perturbed": str, "evaluated": str}, keep_default_na=False)
+        redo = "run `lapelens perturb` (or the reproduce stage) again"
+        try:
+            meta = json.loads((path / RESULT_JSON).read_text())
+            chunks = pd.read_csv(path / CHUNKS_CSV, dtype={"perturbed": str, "evaluated": str}, keep_default_na=False)
+        except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+            raise LapelensError(f"{path} is corrupt ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); {redo}.") from None
+        missing = [c for c in ("perturbed", "evaluated", "chunk", "nll", "tokens") if c not in chunks.columns]
+        if missing or chunks.empty or NONE not in set(chunks["perturbed"]):
+            raise LapelensError(f"{path / CHUNKS_CSV} is corrupt ({'no column ' + ', '.join(missing) if missing else 'no rows of the unperturbed model'}); {redo}.")
+        numbers = chunks[["nll", "tokens"]]
+        if not all(pd.api.types.is_numeric_dtype(t) for t in numbers.dtypes) or numbers.isna().any().any():
+            raise LapelensError(f"{path / CHUNKS_CSV} is corrupt (missing or non-numeric nll/tokens); {redo}.")
+        if chunks.duplicated(["perturbed", "evaluated", "chunk"]).any():
+            raise LapelensError(f"{path / CHUNKS_CSV} is corrupt (a chunk appears twice); {redo}.")
         for key in ("rows", "columns", "summary"):
             meta.pop(key, None)
-        return cls(chunks, meta, n_boot=meta.pop("n_boot", DEFAULT_N_BOOT), seed=meta.pop("seed", 0))
+        try:
+            return cls(chunks, meta, n_boot=meta.pop("n_boot", DEFAULT_N_BOOT), seed=meta.pop("seed", 0))
+        except (ValueError, KeyError, IndexError) as exc:
+            raise LapelensError(f"{path} is corrupt ({type(exc).__name__}: {exc}); {redo}.") from None
 
 
 def cell_text(value: float, kind: Value = "relative") -> str:

@@ -25,6 +25,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from lapelens._io import atomic_files
 from lapelens._version import __version__
 from lapelens.errors import LapelensError
 from lapelens.evaluate.perplexity import (
@@ -131,11 +132,12 @@ class SweepResult:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        self.matrix.save(path)
         meta = {"lapelens_version": __version__, **self.meta, "target": self.target, "ratios": list(self.ratios),
                 "n_neurons": list(self.n_neurons), "saturated": list(self.saturated)}
-        (path / SWEEP_JSON).write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str))
-        self.table().to_csv(path / "sweep.csv", float_format="%.10g")
+        with atomic_files(path, SWEEP_JSON) as tmp:
+            self.matrix.save(tmp)
+            self.table().to_csv(tmp / "sweep.csv", float_format="%.10g")
+            (tmp / SWEEP_JSON).write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str))
         return path
 
     @classmethod

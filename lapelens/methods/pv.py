@@ -36,6 +36,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from lapelens._io import atomic_files
 from lapelens._version import __version__
 from lapelens.constants import PARAMS_META, PARAMS_TENSORS
 from lapelens.errors import LapelensError
@@ -107,11 +108,11 @@ class ParameterMask:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.masks.items()}, str(path / PARAMS_TENSORS))
         meta = {"lapelens_version": __version__, "method": self.method, "languages": list(self.languages),
                 **{k: v for k, v in self.meta.items() if k not in ("lapelens_version", "method", "languages")}}
-        (path / PARAMS_META).write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str))
+        with atomic_files(path, PARAMS_META) as tmp:
+            save_file({k: v.contiguous() for k, v in self.masks.items()}, str(tmp / PARAMS_TENSORS))
+            (tmp / PARAMS_META).write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str))
         return path
 
     @classmethod
