@@ -18,6 +18,7 @@ _EXPORTS = {
     "collect": "lapelens.activations",
     "collect_sentence_means": "lapelens.activations",
     "PAPER_LANGUAGES": "lapelens.constants",
+    "defaults_for": "lapelens.defaults",
     "load_corpus": "lapelens.corpus",
     "load_parallel": "lapelens.corpus",
     "identify": "lapelens.methods",
