@@ -23,6 +23,7 @@ COMMANDS = {
     "generate": "generate",
     "ses": "ses",
     "reproduce": "reproduce",
+    "figures": "figures",
     "explore": "explore",
 }
 
