@@ -46,6 +46,7 @@ _EXPORTS = {
     "ReproduceConfig": "lapelens.pipeline",
     "train_model": "lapelens.embedded.train",
     "TrainConfig": "lapelens.embedded.train",
+    "notebook_setup": "lapelens._notebook",
 }
 
 #: Public names whose defining module calls them something else.
