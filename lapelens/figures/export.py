@@ -26,6 +26,9 @@ DEFAULT_WIDTH, DEFAULT_HEIGHT = 700, 500
 #: PNG pixels per layout pixel: 2 keeps text sharp when a README scales the image down.
 PNG_SCALE = 2
 PLOTLY_JS = "plotly.min.js"
+#: Seconds kaleido waits for one image (its default, 90, fails on a machine busy with model runs:
+#: one figure took 138 s for PNG+SVG at nice 19 beside two reproduce runs).
+RENDER_TIMEOUT = 600
 NO_BROWSER = ("PNG/SVG export needs a Chromium browser and none was found (the HTML was written): install "
               "Debian's chromium (apt-get install chromium), or set BROWSER_PATH to a Chrome/Chromium binary.")
 
@@ -98,7 +101,7 @@ def write_images(figures: Iterable[tuple[Any, str | Path]], formats: Sequence[st
     from kaleido.errors import ChromeNotFoundError
 
     try:
-        kaleido.write_fig_from_object_sync(specs, kopts={"path": browser, "mathjax": False}, cancel_on_error=True)
+        kaleido.write_fig_from_object_sync(specs, kopts={"path": browser, "mathjax": False, "timeout": RENDER_TIMEOUT}, cancel_on_error=True)
     except ChromeNotFoundError:
         raise LapelensError(NO_BROWSER) from None
     return paths
