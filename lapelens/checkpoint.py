@@ -157,6 +157,10 @@ class Checkpointer:
         """Delete this rank's files (and the folder once it is empty)."""
         for p in (self.path, self.path.with_name(self.path.name + ".tmp")):
             p.unlink(missing_ok=True)
+        if self.shard.world > 1:  # the folder is empty once every rank got here
+            import torch.distributed as dist
+
+            dist.barrier()
         try:
             self.folder.rmdir()
         except OSError:

@@ -60,7 +60,7 @@ def test_torchrun_two_processes_equal_one(tiny_dirs, one_process, tmp_path):
            "--master-port", str(_free_port()), "-m", "lapelens", "collect", "--model", str(tiny_dirs["llama"]),
            "--corpus", str(corpus), "--languages", ",".join(TEXTS_ALL), "--seq-len", str(SEQ), "--batch-size", str(BATCH),
            "--tokens-per-language", str(TOKENS), "--out", str(out), "--quiet"]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("Wrote statistics") == 1 and "summed over 2 processes" in run.stdout  # rank 0 writes
     stats = ActivationStats.load(out)
@@ -97,6 +97,7 @@ def _rank_main(rank, world, init, folder, out):
         acts._run_to_last_mlp = lambda *a, **k: (forwards.append(1), real(*a, **k))
         resumed = collect(model, TEXTS_ALL, checkpoint=ck, checkpoint_every=0, **kw)
         acts._run_to_last_mlp = real
+        assert not ck.exists()  # every rank's file and then the folder are removed at the end
         if rank == 0:
             whole.save(Path(out) / "whole")
             resumed.save(Path(out) / "resumed")

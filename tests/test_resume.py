@@ -211,3 +211,11 @@ def test_killed_process_resumes_bit_identical(model, whole, tiny_dirs, tmp_path,
     calls = _count_forwards(monkeypatch)
     _assert_identical(_run(model, TEXTS_EN_ZH, folder), whole)
     assert len(calls) == 20 - read
+
+
+@pytest.mark.parametrize("flags, match", [(["--checkpoint-every", "-1"], "--checkpoint-every must be >= 0"),
+                                          (["--device-map", "{cpu"], "--device-map is not valid JSON")])
+def test_cli_checkpoint_and_device_map_flags_are_checked(tmp_path, capsys, flags, match):
+    assert main(["collect", "--out", str(tmp_path / "o"), "--quiet", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lapelens collect: error:") and "\n" not in err and match in err

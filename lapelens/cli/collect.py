@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -40,7 +41,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--corpus", default=EMBEDDED,
                         help="'embedded' (default), 'wikipedia', or a folder of {lang}.txt files (one document per line).")
     parser.add_argument("--split", default="train", help="Corpus split (default: train).")
-    parser.add_argument("--languages", help="Comma-separated language codes (default: every language of the corpus).")
+    parser.add_argument("--languages", help="Comma-separated language codes (default: the paper's seven, en,zh,fr,es,vi,id,ja, if the corpus has them all, else every language of the corpus).")
     parser.add_argument("--tokens-per-language", type=int, default=None,
                         help="Tokens per language, rounded down to whole chunks (default: all the text).")
     parser.add_argument("--seq-len", type=int, default=None,
@@ -151,10 +152,12 @@ def _collect(args: argparse.Namespace, languages: list[str] | None, device: str,
 
     from lapelens.activations import collect, collect_sentence_means
     from lapelens.checkpoint import current_shard
-    from lapelens.corpus import load_corpus
+    from lapelens.corpus import default_languages_of, load_corpus
     from lapelens.models import load_model
 
-    texts = load_corpus(args.corpus, split=args.split, languages=languages)
+    if device_map is not None and "device_map" not in inspect.signature(load_model).parameters:
+        raise LapelensError("--device-map needs lapelens.load_model(..., device_map=...), which this version lacks.")
+    texts = load_corpus(args.corpus, split=args.split, languages=languages or default_languages_of(args.corpus, args.split))
     where = {"device_map": device_map} if device_map is not None else {"device": device}
     model = load_model(args.model, dtype=getattr(torch, args.dtype), **where)
     stats = collect(model, texts, tokens_per_language=args.tokens_per_language, seq_len=args.seq_len,
