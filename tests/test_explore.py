@@ -153,6 +153,22 @@ def test_contexts_and_histograms_equal_a_brute_force_pass(built, run_dir):
             assert s.hist[d, k].tolist() == torch.bincount(bins.long(), minlength=len(edges) - 1).tolist()
 
 
+def test_byte_tokens_of_one_character_are_shown_as_that_character(built):
+    data, tok = built[0].data, built[0].model.tokenizer
+    checked = 0
+    for lang in ("zh", "ja"):
+        for c in data.samples.chunk[:, data.languages.index(lang)].unique().tolist():
+            ids = data.chunks[lang][c].tolist()
+            fixes = data.chunk_text[lang].get(c, {})
+            decoded = tok.decode(ids)
+            if "\ufffd" in decoded:  # the chunk starts or ends inside a character
+                continue
+            assert fixes, "the tiny tokenizer splits CJK characters into bytes"
+            assert "".join(fixes.get(p, data.vocab[i]) for p, i in enumerate(ids)) == decoded
+            checked += 1
+    assert checked
+
+
 def test_live_mode_shows_the_neurons_activation_per_token(built):
     ex = built[0]
     model = ex.model
@@ -302,6 +318,18 @@ def test_promoted_tokens_equal_w_out_times_w_u(page, built, run_dir):
         assert ids == effect.topk(10).indices.tolist()
         ids = [int(t.get_attribute("data-token-id")) for t in page.locator("#panel-logits .suppressed td.t").all()]
         assert ids == effect.topk(10, largest=False).indices.tolist()
+
+
+def test_notebook_display_runs_the_page_in_an_iframe(browser, built):
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.set_content(built[0]._repr_html_())
+    frame = page.frame_locator("iframe")
+    frame.locator("#neuron-list tr.neuron-row").first.click()
+    assert frame.locator("#panel-firing svg.firing").count() == 1
+    assert errors == []
+    page.close()
 
 
 def test_an_unselected_neuron_says_what_is_missing(page, built):

@@ -24,7 +24,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--context-tokens", type=int, default=8192,
                         help="Train tokens per language for contexts and histograms (default: %(default)s).")
     parser.add_argument("--top-k", type=int, default=3, help="Top contexts per neuron and language (default: %(default)s).")
-    parser.add_argument("--loss-neurons", type=int, default=64,
+    parser.add_argument("--loss-neurons", type=int, default=42,
                         help="How many LAPE neurons get a single-neuron loss change (default: %(default)s).")
     parser.add_argument("--loss-tokens", type=int, default=256,
                         help="Held-out tokens per language for the loss change (default: %(default)s).")

@@ -25,6 +25,7 @@ table.grid td.picked { outline: 2px solid #d50000; }
 .wide { grid-column: 1 / span 2; }
 .ctx { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 12px; margin: 2px 0; white-space: pre-wrap; }
 .ctx span.tok { border-radius: 2px; }
+.ctx span.part { display: inline-block; width: 3px; height: 1em; vertical-align: text-bottom; }
 .ctx .val { color: #888; display: inline-block; width: 56px; }
 .langblock { display: inline-block; vertical-align: top; margin: 0 14px 8px 0; }
 .tokens td { padding: 1px 6px; font-size: 12px; }
@@ -217,14 +218,15 @@ function contextPanel(f) {
     const rows = top[k].map((v, r) => [v, r]).filter(([v, r]) => v !== null && D.detail.chunk[d][k][r] >= 0);
     if (!rows.length) s += `<p class="note">no text</p>`;
     for (const [v, r] of rows) {
-      const chunk = D.chunks[lang][D.detail.chunk[d][k][r]], pos = D.detail.pos[d][k][r], levels = D.detail.act[d][k][r];
+      const ref = D.detail.chunk[d][k][r], chunk = D.chunks[lang][ref], fix = (D.chunk_text[lang] || {})[ref] || {}, pos = D.detail.pos[d][k][r], levels = D.detail.act[d][k][r];
       s += `<div class="ctx" data-lang="${lang}" data-pos="${pos}"><span class="val">${v.toFixed(3)}</span>`;
       for (let i = 0; i < levels.length; i++) {
         const p = pos - B + i;
         if (p < 0 || p >= chunk.length) continue;
         const a = level(levels[i]) * scale / D.detail.levels, id = chunk[p], mark = i === B ? ";font-weight:bold" : "";
         const value = i === B ? v.toFixed(3) : `\u2248${a.toFixed(2)}`;
-        s += `<span class="tok" data-token-id="${id}" style="background:${shade(a, scale)}${mark}" title="${esc(tokText(id))}: ${value}">${esc(shown(tokText(id)))}</span>`;
+        const text = fix[p] ?? tokText(id);
+        s += `<span class="tok${text ? "" : " part"}" data-token-id="${id}" style="background:${shade(a, scale)}${mark}" title="${esc(tokText(id))}: ${value}">${esc(shown(text))}</span>`;
       }
       s += `</div>`;
     }

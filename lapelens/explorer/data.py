@@ -51,6 +51,8 @@ class ExplorerData:
     samples: NeuronSamples
     #: The second pass's chunks per language (``samples.chunk`` indexes them).
     chunks: dict[str, Int64[Tensor, "chunk pos"]]
+    #: lang -> chunk -> position -> text shown instead of the token's own (see ``partial_characters``).
+    chunk_text: dict[str, dict[int, dict[int, str]]]
     loss_neurons: Int64[Tensor, "m 2"]
     loss_base: Float64[Tensor, " lang"]
     loss_delta: Float64[Tensor, "m lang"]
@@ -141,6 +143,25 @@ def _vocab(tokenizer: Any, ids: Sequence[int]) -> dict[int, str]:
     return out
 
 
+def partial_characters(tokenizer: Any, chunk: Sequence[int], partial: set[int]) -> dict[int, str]:
+    """Positions of ``chunk`` whose token is only part of a character (byte-level tokens), with
+    what to show there: a run of such tokens shows the character(s) they make together on its
+    last token and nothing on the others (their activations are still shaded)."""
+    out: dict[int, str] = {}
+    run: list[int] = []
+    for p, i in enumerate(list(chunk) + [None]):
+        if i is not None and i in partial:
+            run.append(p)
+            continue
+        if run:
+            text = tokenizer.decode([chunk[q] for q in run])
+            if "\ufffd" not in text:
+                out.update({q: "" for q in run[:-1]})
+                out[run[-1]] = text
+            run = []
+    return out
+
+
 def _min_activation(model: Any) -> float:
     from lapelens.models import neuron_spec
 
@@ -156,7 +177,7 @@ def gather(
     window: tuple[int, int] = (10, 4),
     bins: int = 24,
     logit_top: int = 10,
-    loss_neurons: int = 64,
+    loss_neurons: int = 42,
     loss_tokens: int = 256,
     loss_seq_len: int = 128,
     detail_methods: Sequence[str] = RUN_METHODS,
@@ -222,6 +243,12 @@ def gather(
         used = samples.chunk[:, k].unique()
         ids |= set(chunks[lang][used[used >= 0]].flatten().tolist())
     vocab = _vocab(model.tokenizer, sorted(ids))
+    partial = {i for i in vocab if "\ufffd" in model.tokenizer.decode([i])}
+    shown = {}  # lang -> chunk index -> position -> text, for byte tokens that form a character together
+    for k, lang in enumerate(langs):
+        used = samples.chunk[:, k].unique().tolist()
+        fixes = {c: partial_characters(model.tokenizer, chunks[lang][c].tolist(), partial) for c in used if c >= 0}
+        shown[lang] = {c: f for c, f in fixes.items() if f}
     lape_total = int(lape.mask.any(dim=0).sum())
     settings = {
         "run_dir": str(run_dir),
@@ -249,6 +276,6 @@ def gather(
         model=str(config.get("model")), languages=tuple(langs), n=stats.n.clone(), count=stats.count.clone(),
         mean=stats.mean_activation(), entropy=entropy, lape_rank=rank, lape_threshold=float(thr),
         selections={m: s.mask for m, s in sets.items()}, promoted=promoted, promoted_logit=promoted_logit,
-        suppressed=suppressed, suppressed_logit=suppressed_logit, samples=samples, chunks=chunks, loss_neurons=chosen,
+        suppressed=suppressed, suppressed_logit=suppressed_logit, samples=samples, chunks=chunks, chunk_text=shown, loss_neurons=chosen,
         loss_base=base, loss_delta=delta, vocab=vocab, settings=settings,
     )

@@ -57,11 +57,13 @@ def payload(data: ExplorerData) -> dict:
     scale = s.top.clamp_min(0).amax(dim=(1, 2)).nan_to_num(0, posinf=0, neginf=0)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     # Only the chunks some context points into, renumbered per language.
-    chunks, refs = {}, torch.full_like(s.chunk, -1)
+    chunks, texts, refs = {}, {}, torch.full_like(s.chunk, -1)
     for k, lang in enumerate(data.languages):
         used = s.chunk[:, k].unique()
         used = used[used >= 0]
         chunks[lang] = data.chunks[lang][used].tolist()
+        fixes = data.chunk_text.get(lang, {})
+        texts[lang] = {str(r): fixes[c] for r, c in enumerate(used.tolist()) if c in fixes}
         remap = torch.full((len(data.chunks[lang]),), -1, dtype=torch.long)
         remap[used] = torch.arange(len(used))
         refs[:, k] = torch.where(s.chunk[:, k] >= 0, remap[s.chunk[:, k].clamp_min(0)], -1)
@@ -103,6 +105,7 @@ def payload(data: ExplorerData) -> dict:
             "levels": LEVELS,
         },
         "chunks": chunks,
+        "chunk_text": texts,
         "loss": {"neurons": flat(data.loss_neurons), "base": _round(data.loss_base, 5), "delta": _round(data.loss_delta, 6)},
         "vocab": {str(i): t for i, t in data.vocab.items()},
         "settings": settings,
