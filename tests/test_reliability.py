@@ -314,7 +314,8 @@ def test_every_artifact_save_goes_through_the_atomic_helper():
     offenders = []
     for name in modules:
         for n, line in enumerate((ROOT / "lapelens" / name).read_text().splitlines(), 1):
-            if writes.search(line) and "tmp" not in line and "path_or_buf" not in line:
+            code = line.split("#")[0]
+            if writes.search(code) and "tmp" not in code and "``" not in code:  # ``...``: a docstring's example
                 offenders.append(f"{name}:{n}: {line.strip()}")
     assert not offenders, offenders
 
