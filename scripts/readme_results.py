@@ -115,6 +115,15 @@ def render(name: str, folder: Path) -> str:
     out.append(f"Unconditional generation from BOS ({int(unc['n_samples'].iloc[0])} samples per target, "
                f"{cfg['unconditional_tokens']} tokens, temperature 1): share in the target language (langdetect), Table 4:\n\n"
                + _table(["setting"] + langs, rows))
+    if (folder / "deactivated_generation.csv").is_file():
+        dg = pd.read_csv(folder / "deactivated_generation.csv", header=[0, 1], index_col=0).dropna(how="all")
+        share = lambda cond: [f"{dg.loc[l, (cond, 'share_in_language')]:.1f}" for l in langs]  # noqa: E731
+        ppl = lambda cond: [f"{dg.loc[l, (cond, 'ppl')]:.1f}" for l in langs]  # noqa: E731
+        out.append("Generation under deactivation (Tables 1/2; prompts in each language, greedy): share of the output in "
+                   "the prompt's language, and the output's perplexity under the unperturbed model:\n\n"
+                   + _table(["condition"] + langs, [["share, normal"] + share("normal"), ["share, LAPE deactivated"] + share("deactivated"),
+                                                    ["share, random deactivated"] + share("random"), ["PPL, normal"] + ppl("normal"),
+                                                    ["PPL, LAPE deactivated"] + ppl("deactivated"), ["PPL, random deactivated"] + ppl("random")]))
     pr = _csv(folder, "steer_prompted.csv")
     out.append(f"Prompted steering (Table 5, {int(pr['n_prompts'].iloc[0])} prompts per pair, greedy, "
                f"{cfg['max_new_tokens']} tokens): mean target share over the {len(pr)} source–target pairs "
@@ -126,10 +135,10 @@ def render(name: str, folder: Path) -> str:
 def rewrite(readme: str, root: Path) -> str:
     for name in MODELS:
         folder = root / "figures" / name
-        pattern = re.compile(rf"(<!-- results:{re.escape(name)} -->\n).*?(\n<!-- /results:{re.escape(name)} -->)", re.S)
+        pattern = re.compile(rf"(<!-- results:{re.escape(name)} -->\n)(?:.*?\n)?(<!-- /results:{re.escape(name)} -->)", re.S)
         if folder.is_dir() and pattern.search(readme):
             block = render(name, folder)
-            readme = pattern.sub(lambda m: m.group(1) + block + m.group(2), readme)
+            readme = pattern.sub(lambda m: m.group(1) + block + "\n" + m.group(2), readme)
     return readme
 
 
