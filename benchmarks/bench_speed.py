@@ -51,10 +51,11 @@ def _model_folder(name: str, tmp: Path, layers: int | None) -> tuple[Path, str]:
     if name == "shape":
         shape = dict(SMOLLM2_135M_SHAPE, **({"n_layers": layers} if layers else {}))
         return make_llama(tmp / "smollm2-shape", **shape), f"random LLaMA of SmolLM2-135M's shape ({shape['n_layers']} layers)"
-    if name == "smollm2-135m":
-        from lapelens.pretrained import hf_folder
+    from lapelens.pretrained import PRETRAINED, hf_folder
 
-        return hf_folder(name), "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to float32)"
+    if name in PRETRAINED:
+        spec = PRETRAINED[name]
+        return hf_folder(name), f"{spec.original} ({spec.quantization} GGUF, dequantized to float32)"
     return Path(name), name
 
 
@@ -167,7 +168,7 @@ def build_ways(folder: Path, chunks: torch.Tensor, batch_size: int) -> tuple[dic
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="shape", help="'shape' (random, SmolLM2-135M's shape; default), "
-                    "'smollm2-135m' (the real one), or a local HF folder")
+                    "'smollm2-135m' or 'gemma-3-270m' (the real ones), or a local HF folder")
     ap.add_argument("--layers", type=int, help="with --model shape: fewer layers, for a quick check")
     ap.add_argument("--tokens", type=int, default=2048, help="tokens per way and repeat (default 2048)")
     ap.add_argument("--seq-len", type=int, default=512)
