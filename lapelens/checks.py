@@ -58,7 +58,7 @@ def check_model_name(name: str, what: str = "--model") -> None:
     if name == EMBEDDED or Path(name).expanduser().exists():
         return
     if looks_like_path(name):
-        raise LapelensError(f"{what} {name}: no such folder; check the path (or use {what} {EMBEDDED}).")
+        raise LapelensError(f"{what} {name}: no such folder (the path does not exist); check the path (or use {what} {EMBEDDED}).")
 
 
 def check_languages(languages: Sequence[str], what: str = "--languages", minimum: int = 1, why: str = "") -> None:

@@ -176,6 +176,8 @@ def load_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     cache_dir: str | Path | None = None,
+    device_map: str | dict[str, str | int] | None = None,
+    offload_folder: str | Path | None = None,
 ) -> Any:
     """A TransformerLens ``TransformerBridge`` for a hub name, a local HF folder, a ``.gguf`` file,
     a named pretrained model (``"smollm2-135m"``, ``"gemma-3-270m"``: see :mod:`lapelens.pretrained`)
@@ -185,6 +187,8 @@ def load_model(
     (default: the user's cache directory). Weights are not processed (no LayerNorm folding, no
     centering), so the logits equal the HF model's. The returned model is in eval mode, its neuron
     layout is checked at once, and ``model.generate`` reads its KV cache (:mod:`lapelens._compat`).
+    ``device_map`` (and ``offload_folder``) spread a model too big for one device over several, as in
+    Hugging Face ``from_pretrained``; ``device`` is then ignored.
     """
     from transformer_lens.model_bridge import TransformerBridge
 
@@ -217,7 +221,9 @@ def load_model(
             f"or a named model ({', '.join(PRETRAINED)})."
         )
     try:
-        model = TransformerBridge.boot_transformers(name, device=device, dtype=dtype)
+        where: dict[str, Any] = {"device": device} if device_map is None else {
+            "device_map": device_map, "offload_folder": None if offload_folder is None else str(offload_folder)}
+        model = TransformerBridge.boot_transformers(name, dtype=dtype, **where)
     except OSError as exc:  # hub unreachable, unknown repo, or missing files
         raise LapelensError(
             f"Could not load model {name!r} ({type(exc).__name__}: {str(exc).splitlines()[0]}). "

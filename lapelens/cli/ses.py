@@ -80,8 +80,8 @@ def _read_parallel(args: argparse.Namespace, languages: list[str] | None):
         if languages is not None:
             missing = [l for l in languages if l not in frame.columns]
             if missing:
-                raise LapelensError(f"--languages {','.join(missing)}: not columns of --parallel {path} "
-                                    f"(it has {','.join(map(str, frame.columns))}).")
+                raise LapelensError(f"--languages {','.join(missing)}: {missing} are not in the parallel data "
+                                    f"(--parallel {path} has columns {','.join(map(str, frame.columns))}).")
         if len(frame) == 0:
             raise LapelensError(f"--parallel {path} has a header but no rows of aligned text.")
         return frame
