@@ -14,6 +14,8 @@ from lapelens.constants import EMBEDDED, PAPER_LANGUAGES
 
 #: Tokens per chunk for statistics and perplexity (collect, perturb, sweep, reproduce).
 SEQ_LEN = 256
+#: Seconds between checkpoints of a collection's running sums (``collect``, and ``reproduce``'s stats stage).
+DEFAULT_CHECKPOINT_EVERY = 300.0
 
 
 @dataclass(frozen=True)

@@ -33,12 +33,14 @@ from typing import Any, Callable
 from lapelens._io import atomic_write_text
 from lapelens._version import __version__
 from lapelens.constants import EMBEDDED, PAPER_LANGUAGES
-from lapelens.defaults import SEQ_LEN
+from lapelens.defaults import DEFAULT_CHECKPOINT_EVERY, SEQ_LEN
 from lapelens.errors import LapelensError
 
 METHOD_NAMES = ("lape", "lap", "lave", "random", "ap", "pv")
 #: File each stage folder records its inputs in.
 STAGE_JSON = "stage.json"
+#: Folder the stats stage keeps ``collect``'s checkpoints in while it runs (removed once it is saved).
+STATS_CHECKPOINT = "stats.checkpoint"
 #: Written at the end of a run; removed at its start (they describe the whole run).
 RUN_FILES = ("config.json", "summary.json")
 RUN_FOLDERS = ("tables", "figures")
@@ -105,7 +107,10 @@ class ReproduceConfig:
     seed: int = 0
     """Seed of the random neurons, the bootstrap, PV's tuning and sampling."""
     device: str = "cpu"
-    """Torch device: cpu, cuda, cuda:N or mps."""
+    """Torch device: cpu, cuda, cuda:N or mps (under torchrun, 'cuda' means cuda:LOCAL_RANK for each rank)."""
+    checkpoint_every: float = DEFAULT_CHECKPOINT_EVERY
+    """Seconds between checkpoints of the statistics' running sums (in OUT/stats.checkpoint; 0: after every
+    batch): a run killed while counting resumes there when re-run with the same command."""
 
     @classmethod
     def quick(cls, out: str, **overrides: Any) -> "ReproduceConfig":
@@ -212,8 +217,9 @@ class _Stages:
     """Runs named stages once: a stage whose output exists and was computed from the same inputs is
     loaded; otherwise it is computed (again), and the log says why."""
 
-    def __init__(self, out: Path, log: Callable[[str], None] = print, seed: int = 0):
-        self.out, self.log, self.seed = out, log, seed
+    def __init__(self, out: Path, log: Callable[[str], None] = print, seed: int = 0, lead: bool = True):
+        # ``lead``: this process writes (rank 0 under torchrun); the others compute and keep nothing.
+        self.out, self.log, self.seed, self.lead = out, log if lead else (lambda _: None), seed, lead
         self.timings: dict[str, float] = {}
         self.fingerprints: dict[str, str] = {}
         self.recomputed: dict[str, str] = {}
@@ -251,6 +257,8 @@ class _Stages:
         start = time.time()
         torch.manual_seed(self.seed)  # each stage as in a fresh run, whatever ran before it
         result = compute()
+        if not self.lead:
+            return result
         tmp = path.with_name(path.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
         save(result, tmp)
@@ -262,6 +270,18 @@ class _Stages:
         self.timings[name] = round(time.time() - start, 1)
         self.log(f"[reproduce] {name}: {self.timings[name]} s")
         return result
+
+
+def _collect_resumably(out: Path, fingerprint: str, collect: Callable[[Path], Any], lead: bool = True) -> Any:
+    """The stats stage with ``collect``'s checkpoints in ``out/stats.checkpoint/FINGERPRINT``:
+    an interrupted collection resumes; one made with other settings is discarded, not refused
+    (the stage's record already says the settings changed)."""
+    folder = out / STATS_CHECKPOINT
+    if lead and folder.is_dir():
+        for old in folder.iterdir():
+            if old.name != fingerprint:
+                shutil.rmtree(old, ignore_errors=True)
+    return collect(folder / fingerprint)
 
 
 def _write_figure(fig: Any, path: Path) -> None:
@@ -276,6 +296,7 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
     import torch
 
     from lapelens.activations import collect, collect_sentence_means
+    from lapelens.checkpoint import current_shard
     from lapelens.corpus import load_corpus, load_parallel
     from lapelens.evaluate.generation import (GenerationResult, Sampling, generation_under_deactivation,
                                               kojima_pinning, prompted_steering, unconditional_steering)
@@ -285,19 +306,21 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
     from lapelens.methods.pv import ParameterMask, tune_per_language
     from lapelens.models import load_model
     from lapelens.neurons import LanguageNeurons
-    from lapelens.provenance import corpus_identity, model_identity, parallel_identity
+    from lapelens.provenance import corpus_identity, digest, model_identity, parallel_identity
     from lapelens.similarity import DominanceResult, SimilarityResult, sentence_embeddings
     from lapelens.stats import ActivationStats, SentenceActivations
 
     cfg = validate(cfg)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in RUN_FILES:  # they describe a complete run: written again at its end
-        (out / name).unlink(missing_ok=True)
-    for name in RUN_FOLDERS:
-        shutil.rmtree(out / name, ignore_errors=True)
-    stage = _Stages(out, log, cfg.seed)
+    lead = current_shard().rank == 0
+    if lead:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:  # they describe a complete run: written again at its end
+            (out / name).unlink(missing_ok=True)
+        for name in RUN_FOLDERS:
+            shutil.rmtree(out / name, ignore_errors=True)
+    stage = _Stages(out, log, cfg.seed, lead)
     langs = list(cfg.languages)
     model = load_model(cfg.model, device=cfg.device)
     n_ctx = getattr(model.cfg, "n_ctx", None)
@@ -321,10 +344,15 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
         return record
 
     # 1. statistics -------------------------------------------------------------------------
-    stats = stage("stats", {**inputs(tokens_per_language=cfg.tokens_per_language, seq_len=cfg.seq_len), "corpus": train_id},
-                  lambda: collect(model, load_corpus(cfg.corpus, split="train", languages=langs),
-                                  tokens_per_language=cfg.tokens_per_language, seq_len=cfg.seq_len, corpus=cfg.corpus),
+    stats_inputs = {**inputs(tokens_per_language=cfg.tokens_per_language, seq_len=cfg.seq_len), "corpus": train_id}
+    stats = stage("stats", stats_inputs, lambda: _collect_resumably(out, digest(stats_inputs), lambda checkpoint: collect(
+                      model, load_corpus(cfg.corpus, split="train", languages=langs), tokens_per_language=cfg.tokens_per_language,
+                      seq_len=cfg.seq_len, corpus=cfg.corpus, checkpoint=checkpoint,
+                      checkpoint_every=cfg.checkpoint_every), lead),
                   ActivationStats.load, lambda r, p: r.save(p))
+    if not lead:  # under torchrun the other ranks only help count the statistics
+        return {}
+    shutil.rmtree(out / STATS_CHECKPOINT, ignore_errors=True)
 
     # 2. methods ----------------------------------------------------------------------------
     neurons: dict[str, Any] = {}

@@ -107,11 +107,11 @@ def _process_group(device: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def _log_resumes() -> Iterator[None]:
+def _log_resumes(command: str = "collect") -> Iterator[None]:
     """Show the library's 'resuming from checkpoint ...' line on stderr for this command."""
     logger = logging.getLogger("lapelens.activations")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("lapelens collect: %(message)s"))
+    handler.setFormatter(logging.Formatter(f"lapelens {command}: %(message)s"))
     old = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
