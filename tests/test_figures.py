@@ -304,7 +304,14 @@ def test_heatmap_cells_carry_the_matrix_values():
     both = compare_figure({"lape": result, "random": fake_perturbation("random", 1)})
     assert [list(r) for r in both.data[0].text] == [list(r) for r in trace.text]
     assert both.data[0].coloraxis == both.data[1].coloraxis == "coloraxis"
-    assert both.layout.coloraxis.cmax == pytest.approx(max(np.abs(t.z).max() for t in both.data))
+    # ... a signed log of the values (LAP's 10^5 % beside LAPE's 10 %), the colour bar labelled in values
+    values = [np.asarray(m.value("relative").drop(index=NONE)) * 100 for m in (result, fake_perturbation("random", 1))]
+    for t, v in zip(both.data, values):
+        np.testing.assert_allclose(np.asarray(t.z), np.sign(v) * np.log10(1 + np.abs(v)))
+    assert both.layout.coloraxis.cmax == pytest.approx(np.log10(1 + max(np.abs(v).max() for v in values)))
+    bar = both.layout.coloraxis.colorbar
+    assert bar.ticktext[list(bar.tickvals).index(pytest.approx(np.log10(11)))] == "10%"
+    assert bar.ticktext[list(bar.tickvals).index(0)] == "0%"
 
 
 def test_titles_name_the_model_briefly():

@@ -453,8 +453,19 @@ def compare(results: Mapping[str, PerturbationResult], reference: str | None = "
     return table
 
 
+def signed_log(z: np.ndarray, unit: float = 1.0) -> np.ndarray:
+    """``sign(z) * log10(1 + |z| / unit)``: the colour of a cell in :func:`compare_figure`."""
+    return np.asarray(np.sign(z) * np.log10(1.0 + np.abs(z) / unit))
+
+
 def compare_figure(results: Mapping[str, PerturbationResult], value: Value = "relative", columns: int = 3) -> Any:
-    """One heatmap per method on a grid (``columns`` per row), all on one colour scale, numbers in the cells."""
+    """One heatmap per method on a grid (``columns`` per row), numbers in the cells, all on one colour scale.
+
+    The methods' changes span orders of magnitude (LAP's reach 10^5 % where LAPE's are 1-100 %),
+    so for ``relative`` and ``change`` the colour is :func:`signed_log` of the value (unit 1 % or
+    1 PPL), with the colour bar labelled in the values themselves: one scale on which every
+    method's diagonal still shows. ``ppl`` is coloured linearly.
+    """
     import math
 
     from plotly.subplots import make_subplots
@@ -465,6 +476,7 @@ def compare_figure(results: Mapping[str, PerturbationResult], value: Value = "re
     cols = max(1, min(columns, len(names)))
     rows = math.ceil(len(names) / cols)
     figs = [heatmap(results[n], value) for n in names]
+    log = value != "ppl"
     zmax = max(float(np.nanmax(np.abs(f.data[0].z))) for f in figs) or 1.0
     n_x, n_y = len(figs[0].data[0].x), len(figs[0].data[0].y)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=names, horizontal_spacing=0.05,
@@ -473,14 +485,26 @@ def compare_figure(results: Mapping[str, PerturbationResult], value: Value = "re
         row, col = k // cols + 1, k % cols + 1
         trace = f.data[0]
         trace.update(coloraxis="coloraxis", textfont={"size": 10})
+        if log:
+            trace.update(z=signed_log(np.asarray(trace.z, dtype=float)))
         fig.add_trace(trace, row=row, col=col)
         fig.update_xaxes(tickmode="array", tickvals=list(trace.x), row=row, col=col)
         fig.update_yaxes(autorange="reversed", tickmode="array", tickvals=list(trace.y), showticklabels=col == 1,
                          row=row, col=col)
-    colorbar = figs[0].data[0].colorbar
+    colorbar: dict[str, Any] = {"title": figs[0].data[0].colorbar.title.to_plotly_json()}
+    cmax = zmax
+    if log:
+        cmax = math.log10(1.0 + zmax)
+        unit = "%" if value == "relative" else ""
+        top = int(math.floor(math.log10(zmax))) if zmax >= 1 else -1
+        powers = [10.0 ** e for e in range(0 if top <= 3 else 1, top + 1)]  # +-1 would crowd 0 on a long bar
+        ticks = [-t for t in reversed(powers)] + [0.0] + powers
+        colorbar.update(tickmode="array", tickvals=[math.copysign(math.log10(1.0 + abs(t)), t) for t in ticks],
+                        ticktext=[f"{t:,.0f}{unit}" for t in ticks])
+        colorbar["title"]["text"] = f"{colorbar['title'].get('text', '')} (log scale)"
     fig.update_layout(
-        coloraxis={"colorscale": "RdBu_r", "cmin": -zmax if value != "ppl" else None, "cmax": zmax,
-                   "colorbar": {"title": colorbar.title.to_plotly_json()}},
+        coloraxis={"colorscale": "RdBu_r", "cmin": -cmax if value != "ppl" else None, "cmax": cmax,
+                   "colorbar": colorbar},
         title={"text": f"PPL change when a language is deactivated, per method ({value})", "font": {"size": 16}},
         width=max(700, 160 + cols * (CELL_WIDTH * 0.8 * n_x + 30)), height=140 + rows * (CELL_HEIGHT * 0.8 * n_y + 60),
     )
