@@ -1,0 +1,114 @@
+"""PNG and SVG beside an explorer page: the page as a browser shows it, with one neuron open.
+
+    python scripts/explorer_images.py figures/embedded/explorer.html [--neuron LAYER:INDEX]
+
+Opens the page from ``file://`` in headless Chromium (Debian's ``/usr/bin/chromium``, driven by
+Playwright) with every network request blocked, opens the best LAPE neuron (the first of the
+LAPE list) or the one given, and writes
+
+- ``explorer.png``: a screenshot of the whole page;
+- ``explorer.svg``: the page's own vector charts for that neuron (selection, firing probability,
+  mean activation, histograms, logit effects, loss change), each under its panel's heading,
+  stacked into one SVG document with the page's stylesheet. The charts are the page's inline
+  SVG elements as drawn, so the file is vector, not a picture of a picture.
+
+Fails (exit code 1) if the page logs a console error or tries to reach the network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import sys
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+PANELS = ("panel-selection", "panel-firing", "panel-mean", "panel-hist", "panel-logits", "panel-loss")
+WIDTH = 1280
+
+#: Per panel: its heading and the outer HTML and size of every inline <svg> in it, in page order.
+_COLLECT = """(ids) => ids.map((id) => {
+  const el = document.getElementById(id);
+  const head = el.querySelector('h2, h3');
+  const svgs = [...el.querySelectorAll('svg')].map((s) => {
+    const b = s.getBoundingClientRect();
+    const label = s.closest('.langblock') ? s.closest('.langblock').querySelector('b') : null;
+    return {html: s.outerHTML, w: b.width, h: b.height, label: label ? label.textContent : ''};
+  });
+  return {id, title: head ? head.textContent : id, svgs};
+})"""
+
+
+def _svg_document(panels: list[dict], css: str, title: str) -> str:
+    """One SVG: a title, then each panel's heading and its charts (side by side, wrapping at WIDTH)."""
+    parts, y = [f'<text x="10" y="24" class="doc-title">{html.escape(title)}</text>'], 44
+    for panel in panels:
+        if not panel["svgs"]:
+            continue
+        parts.append(f'<text x="10" y="{y + 16}" class="panel-title">{html.escape(panel["title"])}</text>')
+        y += 26
+        x, row_h = 10.0, 0.0
+        for svg in panel["svgs"]:
+            w, h = float(svg["w"]), float(svg["h"])
+            if x > 10 and x + w > WIDTH:
+                x, y, row_h = 10.0, y + row_h + 10, 0.0
+            label_h = 14 if svg["label"] else 0
+            if svg["label"]:
+                parts.append(f'<text x="{x:.0f}" y="{y + 11}" class="chart-label">{html.escape(svg["label"])}</text>')
+            # a nested <svg> keeps the chart's own coordinate system; x/y place it
+            inner = svg["html"].replace("<svg", f'<svg x="{x:.0f}" y="{y + label_h:.0f}"', 1)
+            parts.append(inner)
+            x += w + 16
+            row_h = max(row_h, h + label_h)
+        y += row_h + 20
+    style = (css + "\n.doc-title { font: bold 16px sans-serif; } .panel-title { font: bold 13px sans-serif; }"
+             " .chart-label { font: bold 11px sans-serif; } text { font-family: sans-serif; }")
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH + 20}" height="{y:.0f}" '
+            f'viewBox="0 0 {WIDTH + 20} {y:.0f}"><style>{html.escape(style, quote=False)}</style>'
+            f'<rect width="100%" height="100%" fill="white"/>{"".join(parts)}</svg>')
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("page", type=Path, help="explorer.html written by `lapelens explore`")
+    ap.add_argument("--neuron", help="LAYER:INDEX to open (default: the first neuron of the LAPE list)")
+    args = ap.parse_args(argv)
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": WIDTH, "height": 900})
+        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file://")
+                   else (errors.append(f"network request: {r.request.url}"), r.abort()))
+        page.goto(args.page.resolve().as_uri())
+        if args.neuron:
+            layer, index = args.neuron.split(":")
+            page.fill("#layer-input", layer)
+            page.fill("#neuron-input", index)
+            page.click("#open-neuron")
+        else:
+            page.select_option("#method-select", "lape")
+            page.locator("#neuron-list tr.neuron-row").first.click()
+        page.wait_for_timeout(300)
+        png = args.page.with_suffix(".png")
+        page.screenshot(path=str(png), full_page=True)
+        panels = page.evaluate(_COLLECT, list(PANELS))
+        css = page.evaluate("() => [...document.querySelectorAll('style')].map((s) => s.textContent).join('\\n')")
+        title = f"{page.title()}: {page.inner_text('#neuron-title')}"
+        browser.close()
+    if errors:
+        print("explorer_images: the page failed offline: " + "; ".join(errors), file=sys.stderr)
+        return 1
+    svg = args.page.with_suffix(".svg")
+    svg.write_text(_svg_document(panels, css, title), encoding="utf-8")
+    charts = sum(len(p["svgs"]) for p in panels)
+    print(f"wrote {png} and {svg} ({charts} charts from {sum(1 for p in panels if p['svgs'])} panels)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
