@@ -52,6 +52,18 @@ def _csv(folder: Path, name: str, **kw) -> pd.DataFrame:
     return pd.read_csv(folder / name, **kw)
 
 
+def _deactivated_generation(folder: Path) -> pd.DataFrame:
+    return pd.read_csv(folder / "deactivated_generation.csv", header=[0, 1], index_col=0).dropna(how="all")
+
+
+def _deactivated_generation_table(dg: pd.DataFrame, langs: list[str]) -> str:
+    """Tables 1/2: share in the prompt's language and the output's perplexity, per condition."""
+    rows = [[f"{label}, {name}"] + [f"{dg.loc[l, (cond, metric)]:.1f}" for l in langs]
+            for label, metric in (("share", "share_in_language"), ("PPL", "ppl"))
+            for name, cond in (("normal", "normal"), ("LAPE deactivated", "deactivated"), ("random deactivated", "random"))]
+    return _table(["condition"] + langs, rows)
+
+
 def render(name: str, folder: Path) -> str:
     cfg = json.loads((folder / "config.json").read_text())
     summary = json.loads((folder / "summary.json").read_text())
@@ -129,14 +141,9 @@ def render(name: str, folder: Path) -> str:
                f"{cfg['unconditional_tokens']} tokens, temperature 1): share in the target language (langdetect), Table 4:\n\n"
                + _table(["setting"] + langs, rows))
     if (folder / "deactivated_generation.csv").is_file():
-        dg = pd.read_csv(folder / "deactivated_generation.csv", header=[0, 1], index_col=0).dropna(how="all")
-        share = lambda cond: [f"{dg.loc[l, (cond, 'share_in_language')]:.1f}" for l in langs]  # noqa: E731
-        ppl = lambda cond: [f"{dg.loc[l, (cond, 'ppl')]:.1f}" for l in langs]  # noqa: E731
         out.append("Generation under deactivation (Tables 1/2; prompts in each language, greedy): share of the output in "
                    "the prompt's language, and the output's perplexity under the unperturbed model:\n\n"
-                   + _table(["condition"] + langs, [["share, normal"] + share("normal"), ["share, LAPE deactivated"] + share("deactivated"),
-                                                    ["share, random deactivated"] + share("random"), ["PPL, normal"] + ppl("normal"),
-                                                    ["PPL, LAPE deactivated"] + ppl("deactivated"), ["PPL, random deactivated"] + ppl("random")]))
+                   + _deactivated_generation_table(_deactivated_generation(folder), langs))
     pr = _csv(folder, "steer_prompted.csv")
     out.append(f"Prompted steering (Table 5, {int(pr['n_prompts'].iloc[0])} prompts per pair, greedy, "
                f"{cfg['max_new_tokens']} tokens): mean target share over the {len(pr)} source–target pairs "
@@ -180,7 +187,7 @@ def render_embedded(folder: Path) -> str:
     langs = list(cfg.languages)
     unc = _csv(folder, "steer_unconditional.csv", index_col=0)
     pr = _csv(folder, "steer_prompted.csv")
-    dg = pd.read_csv(folder / "deactivated_generation.csv", header=[0, 1], index_col=0).dropna(how="all")
+    dg = _deactivated_generation(folder)
     grid = _csv(folder, "steer_unconditional_grid.csv")
     # The settings stated below come from today's defaults: they must agree with what the run recorded.
     tokens_per_prompt = dg[("normal", "tokens")].iloc[0] / pr["n_prompts"].iloc[0]
@@ -263,14 +270,10 @@ def render_embedded(folder: Path) -> str:
                f"from {pr['before'].mean():.2f} to {pr['steered'].mean():.2f} when steering, and to "
                f"{pr['deactivated_and_steered'].mean():.2f} when the source's\nneurons are also deactivated.")
 
-    share = lambda cond: [f"{dg.loc[l, (cond, 'share_in_language')]:.1f}" for l in langs]  # noqa: E731
-    ppl = lambda cond: [f"{dg.loc[l, (cond, 'ppl')]:.1f}" for l in langs]  # noqa: E731
     out.append(f"**Generation under deactivation (Tables 1/2, {int(pr['n_prompts'].iloc[0])} prompts, greedy, "
                f"{cfg.max_new_tokens} tokens):** the share of output\nin the prompt's language, and the output's perplexity "
                "under the unperturbed model:\n\n"
-               + _table(["condition"] + langs, [["share, normal"] + share("normal"), ["share, LAPE deactivated"] + share("deactivated"),
-                                                ["share, random deactivated"] + share("random"), ["PPL, normal"] + ppl("normal"),
-                                                ["PPL, LAPE deactivated"] + ppl("deactivated"), ["PPL, random deactivated"] + ppl("random")]))
+               + _deactivated_generation_table(dg, langs))
 
     ses = _figure_traces(folder / "fig6_ses.html")
     mean = pd.Series(ses["mean"]["y"], index=ses["mean"]["x"])
