@@ -205,7 +205,10 @@ def render_embedded(folder: Path) -> str:
     per_lang = _csv(folder, "lape_per_language.csv", index_col=0)
     per_layer = _csv(folder, "lape_per_layer.csv", index_col=0).sum(axis=1)
     out.append("**Neurons per language (LAPE, Table 3):** " + ", ".join(f"{l} {int(per_lang.loc[l, 'neurons'])}" for l in langs)
-               + ".\nPer layer (summed over languages): " + ", ".join(str(int(v)) for v in per_layer) + ".")
+               + ".\nPer layer (summed over languages, Fig. 5): " + ", ".join(str(int(v)) for v in per_layer)
+               + f": the skewed U, with {_pct(per_layer.iloc[0] / per_layer.sum(), False)} in the first layer, "
+               f"{_pct(per_layer.iloc[-1] / per_layer.sum(), False)} in the last and {_pct(per_layer.iloc[1:-1].sum() / per_layer.sum(), False)} "
+               f"in the {len(per_layer) - 2} between.")
 
     comp = _csv(folder, "perturbation_summary.csv", index_col=0).sort_values("diag_mean_relative", ascending=False)
     names = {**METHOD_NAMES, "ap": f"AP (k = {cfg.ap_k} top + {cfg.ap_k} bottom)", "pv": f"PV ({cfg.pv_steps} tuning steps)"}
