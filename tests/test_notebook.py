@@ -9,6 +9,7 @@ from pathlib import Path
 import plotly.io as pio
 import pytest
 import torch
+from transformers.utils import logging as hf_logging
 
 import lapelens
 from tiny import TEXTS, make_tiny_model
@@ -23,12 +24,14 @@ def test_notebook_setup_is_collect_then_identify(tmp_path):
     for lang in LANGS:
         (corpus / f"{lang}.train.txt").write_text("\n".join([TEXTS[lang]] * 12) + "\n", encoding="utf-8")
     renderer = pio.renderers.default
+    bar = hf_logging.is_progress_bar_enabled()
     try:
         setup = lapelens.notebook_setup(model=str(model_dir), corpus=str(corpus), languages=LANGS,
                                         tokens_per_language=64, seq_len=16, top_rate=0.2, png_figures=False)
         assert pio.renderers.default == setup.figures == "plotly_mimetype"  # no plotly.js in the notebook
     finally:
         pio.renderers.default = renderer
+    assert hf_logging.is_progress_bar_enabled() == bar  # quiet while loading only
     # The same steps taken by hand, on the model it loaded, give the same statistics and neurons.
     train = lapelens.load_corpus(str(corpus), split="train", languages=list(LANGS))
     assert setup.train == train
