@@ -44,15 +44,33 @@ def notebook_setup(
     ``top_rate`` 0.1 is the share the embedded model is documented with (the paper's 0.01 is for
     models with 100x more neurons); pass a hub name and ``"wikipedia"`` for the paper's setting.
     With ``png_figures`` plotly figures display as PNG images when kaleido finds a browser (see
-    ``_figure_renderer``); this is the one global setting the call changes.
+    ``_figure_renderer``). Those and a filter for transformers' ``past_key_values`` deprecation
+    warning are the global settings the call changes.
     """
-    from lapelens.activations import collect
-    from lapelens.corpus import load_corpus
-    from lapelens.methods import identify
-    from lapelens.models import load_model
+    import warnings
 
+    # The first output of every notebook would otherwise be tqdm's "IProgress not found" warning
+    # (raised on the first import of tqdm.auto; it names this machine's site-packages) and
+    # transformers' weight-loading bar.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        from transformers.utils import logging as hf_logging
+
+        from lapelens.activations import collect
+        from lapelens.corpus import load_corpus
+        from lapelens.methods import identify
+        from lapelens.models import load_model
+    # Every generate through the bridge makes transformers warn that `past_key_values` is deprecated
+    # (the KV-cache work-around in lapelens._compat passes it); nothing a reader of a notebook can act on.
+    warnings.filterwarnings("ignore", message="`past_key_values` is deprecated", category=FutureWarning)
     figures = _figure_renderer(png_figures)
-    loaded = load_model(model)
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        loaded = load_model(model)
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
     train = load_corpus(corpus, split="train", languages=list(languages))
     stats = collect(loaded, train, tokens_per_language=tokens_per_language, seq_len=seq_len, progress=False)
     lape = identify(stats, "lape", top_rate=top_rate)

@@ -1,9 +1,20 @@
-"""Write (or check) the README's real-model results from the CSV/JSON files in ``figures/<model>/``.
+"""Write (or check) the README's result sections from the files in ``figures/<model>/``.
 
-Every number of the README section between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->``
-comes from the files that ``scripts/real_model_results.py`` copied out of a ``lapelens reproduce``
-run; nothing is typed by hand. ``--check`` fails (exit 1) when the README differs from what the
-files say; ``tests/test_readme.py`` runs it.
+Every number of a README section between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->``
+comes from files; nothing is typed by hand:
+
+- ``smollm2-135m``, ``gemma-3-270m``: the CSV/JSON files that ``scripts/real_model_results.py``
+  copied out of a ``lapelens reproduce`` run (its ``config.json`` and ``summary.json`` included).
+- ``embedded``, ``embedded-steering-limits``: ``figures/embedded/*.csv`` and, for the numbers no
+  CSV holds (LAPE's diagonal with its intervals, the ratio sweep, SES), the data of the run's own
+  figures (``fig2_perturb_lape.html``, ``fig4_sweep.html``, ``fig6_ses.html``). That run kept no
+  ``config.json``; it used the default settings, so the settings the text states are read from
+  ``lapelens.ReproduceConfig`` and checked against what the CSVs record. If the defaults change,
+  the check fails: re-run ``lapelens reproduce`` rather than only regenerate the text.
+- ``embedded-model``: ``lapelens/data/model/training_summary.json`` (the validation table).
+
+``--check`` fails (exit 1) when the README differs from what the files say; ``tests/test_readme.py``
+runs it.
 
     python scripts/readme_results.py            # rewrite the sections
     python scripts/readme_results.py --check    # compare only
@@ -12,11 +23,13 @@ files say; ``tests/test_readme.py`` runs it.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +50,18 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def _csv(folder: Path, name: str, **kw) -> pd.DataFrame:
     return pd.read_csv(folder / name, **kw)
+
+
+def _deactivated_generation(folder: Path) -> pd.DataFrame:
+    return pd.read_csv(folder / "deactivated_generation.csv", header=[0, 1], index_col=0).dropna(how="all")
+
+
+def _deactivated_generation_table(dg: pd.DataFrame, langs: list[str]) -> str:
+    """Tables 1/2: share in the prompt's language and the output's perplexity, per condition."""
+    rows = [[f"{label}, {name}"] + [f"{dg.loc[l, (cond, metric)]:.1f}" for l in langs]
+            for label, metric in (("share", "share_in_language"), ("PPL", "ppl"))
+            for name, cond in (("normal", "normal"), ("LAPE deactivated", "deactivated"), ("random deactivated", "random"))]
+    return _table(["condition"] + langs, rows)
 
 
 def render(name: str, folder: Path) -> str:
@@ -116,14 +141,9 @@ def render(name: str, folder: Path) -> str:
                f"{cfg['unconditional_tokens']} tokens, temperature 1): share in the target language (langdetect), Table 4:\n\n"
                + _table(["setting"] + langs, rows))
     if (folder / "deactivated_generation.csv").is_file():
-        dg = pd.read_csv(folder / "deactivated_generation.csv", header=[0, 1], index_col=0).dropna(how="all")
-        share = lambda cond: [f"{dg.loc[l, (cond, 'share_in_language')]:.1f}" for l in langs]  # noqa: E731
-        ppl = lambda cond: [f"{dg.loc[l, (cond, 'ppl')]:.1f}" for l in langs]  # noqa: E731
         out.append("Generation under deactivation (Tables 1/2; prompts in each language, greedy): share of the output in "
                    "the prompt's language, and the output's perplexity under the unperturbed model:\n\n"
-                   + _table(["condition"] + langs, [["share, normal"] + share("normal"), ["share, LAPE deactivated"] + share("deactivated"),
-                                                    ["share, random deactivated"] + share("random"), ["PPL, normal"] + ppl("normal"),
-                                                    ["PPL, LAPE deactivated"] + ppl("deactivated"), ["PPL, random deactivated"] + ppl("random")]))
+                   + _deactivated_generation_table(_deactivated_generation(folder), langs))
     pr = _csv(folder, "steer_prompted.csv")
     out.append(f"Prompted steering (Table 5, {int(pr['n_prompts'].iloc[0])} prompts per pair, greedy, "
                f"{cfg['max_new_tokens']} tokens): mean target share over the {len(pr)} source–target pairs "
@@ -132,12 +152,200 @@ def render(name: str, folder: Path) -> str:
     return "\n\n".join(out)
 
 
+# ---- the embedded model ------------------------------------------------------------------------
+def _figure_traces(path: Path) -> dict[str, dict]:
+    """The traces of a plotly HTML figure written by the run, by name (heatmaps by type), with
+    plotly's packed arrays (``{"dtype", "bdata", "shape"}``) decoded."""
+    html = path.read_text()
+    start = html.index("[", html.index("Plotly.newPlot("))
+    traces, _ = json.JSONDecoder().raw_decode(html[start:])
+
+    def unpack(v):
+        if isinstance(v, dict) and "bdata" in v:
+            a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+            return a.reshape([int(n) for n in str(v["shape"]).split(",")]) if "shape" in v else a
+        return v
+
+    return {t.get("name") or t["type"]: {k: unpack(v) for k, v in t.items()} for t in traces}
+
+
+def _small_pct(x: float) -> str:
+    """A relative change as a signed percentage; one significant digit when it rounds to 0.0%."""
+    return _pct(x) if abs(100 * x) >= 0.05 or x == 0 else f"{100 * x:+.1g}%"
+
+
+def _run_config():
+    """The default settings of ``lapelens reproduce`` on the embedded model (what the run used)."""
+    sys.path.insert(0, str(ROOT))
+    import lapelens
+
+    return lapelens.ReproduceConfig(out="").resolved()
+
+
+def render_embedded(folder: Path) -> str:
+    cfg = _run_config()
+    langs = list(cfg.languages)
+    unc = _csv(folder, "steer_unconditional.csv", index_col=0)
+    pr = _csv(folder, "steer_prompted.csv")
+    dg = _deactivated_generation(folder)
+    grid = _csv(folder, "steer_unconditional_grid.csv")
+    # The settings stated below come from today's defaults: they must agree with what the run recorded.
+    tokens_per_prompt = dg[("normal", "tokens")].iloc[0] / pr["n_prompts"].iloc[0]
+    recorded = {"n_samples": unc["n_samples"].iloc[0], "n_prompts": pr["n_prompts"].iloc[0], "max_new_tokens": tokens_per_prompt,
+                "unconditional_tokens": int(re.search(r"(\d+) tokens", grid["setting"].iloc[0]).group(1)),
+                "steer_scale": float(re.search(r"--scale (\S+)", grid.iloc[1, 1]).group(1))}
+    differ = {k: (v, getattr(cfg, k)) for k, v in recorded.items() if v != getattr(cfg, k)}
+    if differ:
+        raise SystemExit(f"figures/embedded/ was not made with today's reproduce defaults (run, default): {differ}")
+
+    out = [f"- Statistics: {cfg.tokens_per_language:,} tokens per language, {cfg.seq_len}-token chunks (every command's "
+           f"default). LAPE `top_rate` {cfg.top_rate} (the embedded model's default; 0.01 for any other model).\n"
+           f"- Perplexity: {cfg.eval_tokens_per_language:,} held-out tokens per language."]
+
+    per_lang = _csv(folder, "lape_per_language.csv", index_col=0)
+    per_layer = _csv(folder, "lape_per_layer.csv", index_col=0).sum(axis=1)
+    out.append("**Neurons per language (LAPE, Table 3):** " + ", ".join(f"{l} {int(per_lang.loc[l, 'neurons'])}" for l in langs)
+               + ".\nPer layer (summed over languages, Fig. 5): " + ", ".join(str(int(v)) for v in per_layer)
+               + f": the skewed U, with {_pct(per_layer.iloc[0] / per_layer.sum(), False)} in the first layer, "
+               f"{_pct(per_layer.iloc[-1] / per_layer.sum(), False)} in the last and {_pct(per_layer.iloc[1:-1].sum() / per_layer.sum(), False)} "
+               f"in the {len(per_layer) - 2} between.")
+
+    comp = _csv(folder, "perturbation_summary.csv", index_col=0).sort_values("diag_mean_relative", ascending=False)
+    names = {**METHOD_NAMES, "ap": f"AP (k = {cfg.ap_k} top + {cfg.ap_k} bottom)", "pv": f"PV ({cfg.pv_steps} tuning steps)"}
+    rows = []
+    for m, r in comp.iterrows():
+        meaningful = r["diag_mean_relative"] > 0 and r["offdiag_mean_relative"] > 0
+        ratio = (f"{r['diag_offdiag_ratio']:.2f}" + (f" ({r['ratio_vs_reference']:.1f}× random)" if m != "random" else "")
+                 if meaningful else "–")
+        rows.append([names.get(m, m), _small_pct(r["diag_mean_relative"]), _small_pct(r["offdiag_mean_relative"]), ratio,
+                     f"{int(r['diag_largest_in_column'])} / {int(r['languages'])}"])
+    out.append("**Perplexity change when a language's neurons are deactivated (Fig. 2/3).** \"Diagonal\" means the\n"
+               "language's own text; \"off-diagonal\" means the other languages. Relative change = (perturbed − base) / base.\n\n"
+               + _table(["method", "diagonal mean", "off-diagonal mean", "diag / off-diag", "diag largest in its column"], rows))
+
+    heat = _figure_traces(folder / "fig2_perturb_lape.html")["heatmap"]
+    z = pd.DataFrame(heat["z"], index=heat["y"], columns=heat["x"]) / 100
+    bounds = [re.search(r"\[([-\d.e]+), ([-\d.e]+)\]", heat["hovertext"][i][i]).groups() for i in range(len(heat["x"]))]
+    out.append("LAPE's diagonal, with paired-bootstrap 95% intervals over chunks (from `fig2_perturb_lape.html`, whose data\n"
+               "no CSV of the run holds):\n\n"
+               + _table([""] + list(z.columns), [["relative change"] + [_pct(z.loc[l, l]) for l in z.columns],
+                                                 ["95% interval"] + [f"{float(a):.1f}–{float(b):.1f}" for a, b in bounds]]))
+    beaten = [col for col in z.columns if z[col].idxmax() != col]
+    for col in beaten:
+        top = z[col].idxmax()
+        line = (f"Deactivating {top} also hurts {col} ({_pct(z.loc[top, col])}), more than {col}'s own neurons do "
+                f"({_pct(z.loc[col, col])}): {'the one column' if len(beaten) == 1 else 'one of the columns'} where\n"
+                "the diagonal is not the largest.")
+        if {top, col} == {"zh", "ja"}:
+            line += (" Chinese and Japanese share Han characters, and with one token per\n"
+                     "character they share those tokens too.")
+        out.append(line)
+
+    sweep = _figure_traces(folder / "fig4_sweep.html")[cfg.sweep_target]
+    out.append(f"**Selection-ratio sweep (Fig. 4, {cfg.sweep_target}; `fig4_sweep.html`):** deactivating the "
+               f"{cfg.sweep_target} neurons that LAPE selects at `top_rate` "
+               + ", ".join(f"{x:g}" for x in sweep["x"]) + f"% ({', '.join(str(int(n)) for n in sweep['customdata'])} neurons) "
+               f"raises {cfg.sweep_target} perplexity by " + ", ".join(_pct(y / 100) for y in sweep["y"]) + ".")
+
+    before = (unc["before"] * unc["n_samples"]).round().astype(int).sort_values(ascending=False)
+    out.append(f"**Generation from BOS alone ({int(unc['n_samples'].iloc[0])} samples, temperature 1, {cfg.unconditional_tokens} "
+               "tokens; the `before` column of `steer_unconditional.csv`):** langdetect says "
+               + ", ".join(f"{l} {n}" for l, n in before.items()) + f", other {int(unc['n_samples'].iloc[0] - before.sum())}.")
+
+    rows = [[f"**{r['setting']}**" if "(default)" in r["setting"] else r["setting"]] + [f"{r[l]:.2f}" for l in langs]
+            + [f"**{int(r['n_at_least_0.8'])}**" if "(default)" in r["setting"] else str(int(r["n_at_least_0.8"]))]
+            for _, r in grid.iterrows()]
+    out.append(f"**Unconditional steering (Table 4 / Kojima's setting), {int(unc['n_samples'].iloc[0])} samples per target, "
+               "share in the target\nlanguage (langdetect).** Each target neuron is set to *scale × its mean activation on that "
+               "language*\n(the mean of `act_fn(gate)` over all tokens). \"+off\" also deactivates the other languages'\n"
+               "neurons. Temperature 1. `steer_unconditional_grid.csv` gives each row's `lapelens steer` flags.\n\n"
+               + _table(["setting"] + langs + ["≥ 0.8"], rows))
+
+    koj = _csv(folder, "kojima.csv", index_col=0)
+    change = koj["after"] - koj["before"]
+    moved = change.abs() > 0.05
+    out.append("Kojima's median pinning of AP neurons (`kojima.csv`) moves the shares little (before → after: "
+               + ", ".join(f"{l} {koj.loc[l, 'before']:.2f} → {koj.loc[l, 'after']:.2f}" for l in koj.index[moved])
+               + (f", the others ±{change[~moved].abs().max():.2f}" if (~moved).any() else "") + ").")
+
+    out.append(f"**Prompted steering (Table 5, {int(pr['n_prompts'].iloc[0])} prompts per source–target pair, greedy, "
+               f"{cfg.max_new_tokens} tokens, scale {cfg.steer_scale:g}):** the mean\ntarget share over the {len(pr)} pairs rises "
+               f"from {pr['before'].mean():.2f} to {pr['steered'].mean():.2f} when steering, and to "
+               f"{pr['deactivated_and_steered'].mean():.2f} when the source's\nneurons are also deactivated.")
+
+    out.append(f"**Generation under deactivation (Tables 1/2, {int(pr['n_prompts'].iloc[0])} prompts, greedy, "
+               f"{cfg.max_new_tokens} tokens):** the share of output\nin the prompt's language, and the output's perplexity "
+               "under the unperturbed model:\n\n"
+               + _deactivated_generation_table(dg, langs))
+
+    ses = _figure_traces(folder / "fig6_ses.html")
+    mean = pd.Series(ses["mean"]["y"], index=ses["mean"]["x"])
+    control = pd.Series(ses["mean, mismatched texts (control)"]["y"], index=ses["mean, mismatched texts (control)"]["x"])
+    top = mean.round(2)
+    peak = list(top.index[top == top.max()])
+    where = f"layers {peak[0]}–{peak[-1]}" if len(peak) > 1 else f"layer {peak[0]}"
+    gap = mean - control
+    out.append(f"**SES (Fig. 6; `fig6_ses.html`):** the mean cosine of parallel sentences is highest at {where} "
+               f"({mean.max():.2f}). It falls\nto {mean.iloc[-1]:.2f} at layer {mean.index[-1]}. The mismatched-text control is only "
+               f"{gap.min():.2f}–{gap.max():.2f} lower at every layer, so this\nmodel shows no mid-layer peak of language-independent "
+               "representation.")
+    return "\n\n".join(out)
+
+
+def render_embedded_steering_limits(folder: Path) -> str:
+    """The Limitations bullet on unconditional steering, from ``steer_unconditional_grid.csv``."""
+    grid = _csv(folder, "steer_unconditional_grid.csv").set_index("setting")
+    flags = grid.columns[0]
+    langs = list(_run_config().languages)
+    default = grid.loc[next(s for s in grid.index if "(default)" in s)]
+    paper = grid.loc[next(s for s in grid.index if s.startswith("scale 1 "))]
+    seeds = grid.loc[[s for s in grid.index if s.startswith("same, seed")]]
+    steered = grid.loc[[s for s in grid.index if not s.startswith("before")], langs]
+    scale = re.search(r"--scale (\S+)", default[flags]).group(1)
+    tokens = re.search(r"--max-new-tokens (\d+)", default[flags]).group(1)
+    n_default, n_paper = int(default["n_at_least_0.8"]), int(paper["n_at_least_0.8"])
+    more = ", ".join(f"{int(n)} with {s.removeprefix('same, ')}" for s, n in seeds["n_at_least_0.8"].items() if n != n_default)
+    weakest = steered.max().idxmin()
+    lucky = [f"{l} reaches 0.8 only with {s.removeprefix('same, ')}" for l in langs if default[l] < 0.8
+             for s in seeds.index if seeds.loc[s, l] >= 0.8 and (steered.drop(s)[l] < 0.8).all()]
+    return (f"- Unconditional steering needs {scale}× the paper's activation value and {tokens}-token samples to reach a 0.8\n"
+            f"  target share for {n_default} of {len(langs)} languages" + (f" ({more})" if more else "")
+            + f"; at the paper's value (1×) {'no language reaches' if n_paper == 0 else f'{n_paper} reach'} it\n"
+            f"  ({paper[langs].min():.2f}–{paper[langs].max():.2f}). {weakest} reaches at most {steered[weakest].max():.2f} under every "
+            "setting" + "".join(f", and {x}" for x in lucky) + " (`figures/embedded/steer_unconditional_grid.csv`).")
+
+
+def render_embedded_model(path: Path) -> str:
+    """The embedded model's validation table, from its ``training_summary.json``."""
+    per = json.loads(path.read_text())["per_language"]
+    langs = list(_run_config().languages)
+    return _table([""] + langs, [["model PPL / unigram PPL"] + [f"{per[l]['ratio']:.3f}" for l in langs],
+                                 ["bits per byte"] + [f"{per[l]['bits_per_byte']:.2f}" for l in langs]])
+
+
+#: Every generated README section: its name and what renders it from the repository root.
+BLOCKS = {
+    **{name: (lambda root, name=name: render(name, root / "figures" / name)) for name in MODELS},
+    "embedded": lambda root: render_embedded(root / "figures" / "embedded"),
+    "embedded-steering-limits": lambda root: render_embedded_steering_limits(root / "figures" / "embedded"),
+    "embedded-model": lambda root: render_embedded_model(root / "lapelens" / "data" / "model" / "training_summary.json"),
+}
+
+
+def _pattern(name: str) -> re.Pattern:
+    return re.compile(rf"(<!-- results:{re.escape(name)} -->\n)(?:.*?\n)?(<!-- /results:{re.escape(name)} -->)", re.S)
+
+
+def missing(readme: str) -> list[str]:
+    """The generated sections whose markers the README lacks (a deleted marker must not pass the check)."""
+    return [name for name in BLOCKS if not _pattern(name).search(readme)]
+
+
 def rewrite(readme: str, root: Path) -> str:
-    for name in MODELS:
-        folder = root / "figures" / name
-        pattern = re.compile(rf"(<!-- results:{re.escape(name)} -->\n)(?:.*?\n)?(<!-- /results:{re.escape(name)} -->)", re.S)
-        if folder.is_dir() and pattern.search(readme):
-            block = render(name, folder)
+    for name, make in BLOCKS.items():
+        pattern = _pattern(name)
+        if pattern.search(readme):
+            block = make(root)
             readme = pattern.sub(lambda m: m.group(1) + block + "\n" + m.group(2), readme)
     return readme
 
@@ -149,6 +357,9 @@ def main() -> int:
     path = ROOT / "README.md"
     old = path.read_text()
     new = rewrite(old, ROOT)
+    if missing(old):
+        print(f"README.md lacks the generated sections {missing(old)}", file=sys.stderr)
+        return 1
     if args.check:
         if new != old:
             print("README.md's results differ from figures/*/ (run scripts/readme_results.py)", file=sys.stderr)
