@@ -5,17 +5,48 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dataclasses import dataclass, field
+
+from lapelens.cli._config import add_config_arguments, config_from_args
+from lapelens.cli._options import ModelOptions, positive
 from lapelens.constants import EMBEDDED
 from lapelens.errors import LapelensError
+from lapelens.similarity import DEFAULT_BATCH_SIZE, VECTORS
 
 #: Figure files written next to the CSVs.
 SES_HTML = "ses.html"
 DOMINANCE_HTML = "dominance.html"
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    from lapelens.similarity import DEFAULT_BATCH_SIZE, VECTORS
+@dataclass(kw_only=True)
+class SesConfig(ModelOptions):
+    parallel: str = EMBEDDED
+    """'embedded', 'flores', or a CSV file with one column per language (header: language codes; a column named
+    'id' becomes the row index)."""
+    split: str = "valid"
+    """Split of the parallel corpus (valid: text the embedded model was not trained on)."""
+    languages: tuple[str, ...] | None = None
+    """Language codes (default: en,zh,fr,es,vi,id,ja; for a CSV file, all its columns)."""
+    n_texts: int = 200
+    """Aligned texts to use, drawn at random (seeded) and kept in corpus order."""
+    seed: int = 0
+    """Seed of the text sample."""
+    vectors: str = field(default="heldout", metadata={"choices": VECTORS})
+    """Where the language vectors v of Eq. 6 are fit: 'heldout' (on one half of the texts, scored on the other,
+    then swapped) or 'all' (on every text)."""
+    neurons: Path | None = None
+    """A neuron set (lapelens folder or official .pth file) to plot its neurons per layer beside the SES."""
+    max_tokens: int | None = None
+    """Tokens kept per text (default: the model's context minus the separator)."""
+    batch_size: int = DEFAULT_BATCH_SIZE
+    """Texts per forward pass."""
+    out: Path
+    """Folder to write the CSVs, JSON and HTML figures to."""
+    quiet: bool = False
+    """No progress bars and no tables on stdout."""
 
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "ses",
         help="Sentence-embedding similarity between aligned texts per layer, and language dominance.",
@@ -24,35 +55,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "similarity to each target language after the shift h_k - v_k + v_c (dominance.csv, Fig. 7), "
         "with HTML figures.",
     )
-    parser.add_argument("--model", default=EMBEDDED, help="Hub name, local HF folder, or 'embedded' (default).")
-    parser.add_argument("--parallel", default=EMBEDDED,
-                        help="'embedded' (default), 'flores', or a CSV file with one column per language "
-                        "(header: language codes; a column named 'id' becomes the row index).")
-    parser.add_argument("--split", default="valid",
-                        help="Split of the parallel corpus (default: valid, text the embedded model was not trained on).")
-    parser.add_argument("--languages", help="Comma-separated language codes (default: en,zh,fr,es,vi,id,ja; "
-                        "for a CSV file, all its columns).")
-    parser.add_argument("--n-texts", type=int, default=200,
-                        help="Aligned texts to use, drawn at random (seeded) and kept in corpus order (200).")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the text sample (0).")
-    parser.add_argument("--vectors", choices=VECTORS, default="heldout",
-                        help="Where the language vectors v of Eq. 6 are fit: 'heldout' (default: on one half of "
-                        "the texts, scored on the other, then swapped) or 'all' (on every text).")
-    parser.add_argument("--neurons", type=Path,
-                        help="A neuron set (lapelens folder or official .pth file) to plot its neurons per layer "
-                        "beside the SES.")
-    parser.add_argument("--max-tokens", type=int, default=None,
-                        help="Tokens kept per text (default: the model's context minus the separator).")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
-                        help=f"Texts per forward pass ({DEFAULT_BATCH_SIZE}).")
-    parser.add_argument("--out", type=Path, required=True, help="Folder to write the CSVs, JSON and HTML figures to.")
-    parser.add_argument("--device", default="cpu", help="Torch device (default: cpu).")
-    parser.add_argument("--quiet", action="store_true", help="No progress bars and no tables on stdout.")
+    add_config_arguments(parser, SesConfig)
     parser.set_defaults(func=run)
     return parser
 
 
-def _read_parallel(args: argparse.Namespace, languages: list[str] | None):
+def _read_parallel(args: SesConfig, languages: list[str] | None):
     import pandas as pd
 
     from lapelens.corpus import load_parallel
@@ -95,16 +103,14 @@ def run(args: argparse.Namespace) -> None:
     from lapelens.neurons import load_neurons
     from lapelens.similarity import sentence_embeddings
 
-    languages = [l.strip() for l in args.languages.split(",") if l.strip()] if args.languages else None
-    if args.languages is not None and not languages:
-        raise LapelensError("--languages is empty: give comma-separated codes such as en,zh,fr.")
+    args = config_from_args(SesConfig, args)
+    languages = list(args.languages) if args.languages else None
     if languages is not None and len(languages) < 2:
         raise LapelensError(f"--languages {','.join(languages)}: SES compares languages, give at least two.")
     if args.n_texts < 2:
         raise LapelensError(f"--n-texts must be at least 2 (similarities are means over aligned texts), got {args.n_texts}.")
     for flag, value in (("--batch-size", args.batch_size), ("--max-tokens", args.max_tokens)):
-        if value is not None and value < 1:
-            raise LapelensError(f"{flag} must be a positive number, got {value}.")
+        positive(value, flag)
     frame = _read_parallel(args, languages)
     if args.n_texts > len(frame):
         raise LapelensError(f"--n-texts {args.n_texts} is more than the {len(frame)} aligned texts of "
