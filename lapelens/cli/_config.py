@@ -159,3 +159,11 @@ def config_from_args(cls: type, args: argparse.Namespace) -> Any:
                 value = split_list(value, "--" + f.name.replace("_", "-"), _item_type(cls, f.name))
         kwargs[f.name] = value
     return cls(**kwargs)
+
+
+def add_command(subparsers: Any, name: str, cls: type, run: Any, **parser_options: Any) -> argparse.ArgumentParser:
+    """The sub-command ``name``: its flags are the fields of ``cls``, and ``run`` gets the config."""
+    parser = subparsers.add_parser(name, **parser_options)
+    add_config_arguments(parser, cls)
+    parser.set_defaults(func=lambda args: run(config_from_args(cls, args)))
+    return parser

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from lapelens.activations import DEFAULT_BATCH_SIZE, DEFAULT_SENTENCE_TOKENS, DEFAULT_SEQ_LEN  # noqa: F401 (help)
 from lapelens.checkpoint import DEFAULT_CHECKPOINT_EVERY
-from lapelens.cli._config import add_config_arguments, config_from_args
+from lapelens.cli._config import add_command
 from lapelens.cli._options import ModelOptions, positive
 from lapelens.constants import EMBEDDED
 from lapelens.errors import LapelensError
@@ -71,21 +71,17 @@ class CollectConfig(ModelOptions):
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "collect",
+    return add_command(
+        subparsers, "collect", CollectConfig, run,
         help="Count how often every MLP neuron fires on each language (and sum its activations).",
         description="Tokenize each language's text, pack it into full --seq-len chunks (each document "
         "preceded by BOS), run the model and write an ActivationStats folder.",
     )
-    add_config_arguments(parser, CollectConfig)
-    parser.set_defaults(func=run)
-    return parser
 
 
-def run(args: argparse.Namespace) -> None:
+def run(cfg: CollectConfig) -> None:
     from lapelens.cli._evaluation import quiet_transformers
 
-    cfg = config_from_args(CollectConfig, args)
     with quiet_transformers(cfg.quiet):  # also silence transformers' weight-loading bar
         _run(cfg)
 
@@ -138,19 +134,19 @@ def _device_map(value: str | None) -> str | dict | None:
                             '\'{"": "cpu"}\'.') from None
 
 
-def _run(args: CollectConfig) -> None:
-    languages = list(args.languages) if args.languages else None
-    for flag, value in (("--tokens-per-language", args.tokens_per_language), ("--seq-len", args.seq_len),
-                        ("--batch-size", args.batch_size), ("--sentences-per-language", args.sentences_per_language)):
+def _run(cfg: CollectConfig) -> None:
+    languages = list(cfg.languages) if cfg.languages else None
+    for flag, value in (("--tokens-per-language", cfg.tokens_per_language), ("--seq-len", cfg.seq_len),
+                        ("--batch-size", cfg.batch_size), ("--sentences-per-language", cfg.sentences_per_language)):
         positive(value, flag)
-    if args.checkpoint_every < 0:
-        raise LapelensError(f"--checkpoint-every must be >= 0 seconds, got {args.checkpoint_every:g}.")
-    device_map = _device_map(args.device_map)
-    with _process_group(args.device) as device, _log_resumes():
-        _collect(args, languages, device, device_map)
+    if cfg.checkpoint_every < 0:
+        raise LapelensError(f"--checkpoint-every must be >= 0 seconds, got {cfg.checkpoint_every:g}.")
+    device_map = _device_map(cfg.device_map)
+    with _process_group(cfg.device) as device, _log_resumes():
+        _collect(cfg, languages, device, device_map)
 
 
-def _collect(args: CollectConfig, languages: list[str] | None, device: str, device_map: str | dict | None) -> None:
+def _collect(cfg: CollectConfig, languages: list[str] | None, device: str, device_map: str | dict | None) -> None:
     import torch
 
     from lapelens.activations import collect, collect_sentence_means
@@ -160,25 +156,25 @@ def _collect(args: CollectConfig, languages: list[str] | None, device: str, devi
 
     if device_map is not None and "device_map" not in inspect.signature(load_model).parameters:
         raise LapelensError("--device-map needs lapelens.load_model(..., device_map=...), which this version lacks.")
-    texts = load_corpus(args.corpus, split=args.split, languages=languages or default_languages_of(args.corpus, args.split))
+    texts = load_corpus(cfg.corpus, split=cfg.split, languages=languages or default_languages_of(cfg.corpus, cfg.split))
     where = {"device_map": device_map} if device_map is not None else {"device": device}
-    model = load_model(args.model, dtype=getattr(torch, args.dtype), **where)
-    stats = collect(model, texts, tokens_per_language=args.tokens_per_language, seq_len=args.seq_len,
-                    batch_size=args.batch_size, progress=not args.quiet, corpus=f"{args.corpus}:{args.split}",
-                    checkpoint=args.out / CHECKPOINT_DIR, checkpoint_every=args.checkpoint_every)
+    model = load_model(cfg.model, dtype=getattr(torch, cfg.dtype), **where)
+    stats = collect(model, texts, tokens_per_language=cfg.tokens_per_language, seq_len=cfg.seq_len,
+                    batch_size=cfg.batch_size, progress=not cfg.quiet, corpus=f"{cfg.corpus}:{cfg.split}",
+                    checkpoint=cfg.out / CHECKPOINT_DIR, checkpoint_every=cfg.checkpoint_every)
     shard = current_shard()
     if shard.rank != 0:  # every rank holds the summed totals; one writes them
         return
-    stats.save(args.out)
-    if args.official_tag:
-        stats.to_official(args.out, args.official_tag)
+    stats.save(cfg.out)
+    if cfg.official_tag:
+        stats.to_official(cfg.out, cfg.official_tag)
     ranks = f" (summed over {shard.world} processes)" if shard.world > 1 else ""
-    print(f"Wrote statistics of {stats.n_layers} layers x {stats.d_mlp} neurons to {args.out}{ranks}: "
+    print(f"Wrote statistics of {stats.n_layers} layers x {stats.d_mlp} neurons to {cfg.out}{ranks}: "
           + ", ".join(f"{lang} {n:,} tokens" for lang, n in zip(stats.languages, stats.n.tolist())))
-    if args.sentences_out:  # not sharded: rank 0 alone
-        sentences = {lang: [d for d in docs if d.strip()][:args.sentences_per_language] for lang, docs in texts.items()}
-        acts = collect_sentence_means(model, sentences, batch_size=args.batch_size,
-                                      max_tokens_per_sentence=args.max_sentence_tokens, progress=not args.quiet)
-        acts.meta["corpus"] = f"{args.corpus}:{args.split}"
-        acts.save(args.sentences_out)
-        print(f"Wrote mean activations of {acts.means.shape[0]} sentences to {args.sentences_out}.")
+    if cfg.sentences_out:  # not sharded: rank 0 alone
+        sentences = {lang: [d for d in docs if d.strip()][:cfg.sentences_per_language] for lang, docs in texts.items()}
+        acts = collect_sentence_means(model, sentences, batch_size=cfg.batch_size,
+                                      max_tokens_per_sentence=cfg.max_sentence_tokens, progress=not cfg.quiet)
+        acts.meta["corpus"] = f"{cfg.corpus}:{cfg.split}"
+        acts.save(cfg.sentences_out)
+        print(f"Wrote mean activations of {acts.means.shape[0]} sentences to {cfg.sentences_out}.")

@@ -7,7 +7,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lapelens.cli._config import add_config_arguments, config_from_args
+from lapelens.cli._config import add_command
 
 
 @dataclass(kw_only=True)
@@ -40,30 +40,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("corpus", help="build the embedded corpus or show a corpus's size")
     sub = parser.add_subparsers(dest="corpus_command", required=True)
 
-    build = sub.add_parser(
-        "build",
+    add_command(
+        sub, "build", BuildConfig, run_build,
         help="download LibreOffice help/UI translations and three Debian books; write lapelens/data/corpus/",
         description="Download libreoffice-help-*, libreoffice-l10n-*, debian-handbook, debian-reference-* and "
         "installation-guide-amd64 with apt-get, unpack, extract, clean, split and write the embedded corpus with "
         "its NOTICE; prints the counts it produced.",
     )
-    add_config_arguments(build, BuildConfig)
-    build.set_defaults(func=run_build)
-
-    show = sub.add_parser("show", help="documents, paragraphs and characters per language and split")
-    add_config_arguments(show, ShowConfig)
-    show.set_defaults(func=run_show)
+    add_command(sub, "show", ShowConfig, run_show, help="documents, paragraphs and characters per language and split")
     parser.set_defaults(func=lambda args: parser.print_help())
 
 
-def run_build(args: argparse.Namespace) -> None:
+def run_build(cfg: BuildConfig) -> None:
     from lapelens.constants import PAPER_LANGUAGES
     from lapelens.corpus import CORPUS_DIR
     from lapelens.embedded.corpus.build import build
     from lapelens.embedded.corpus.fetch import EXTRA_LANGUAGES
     from lapelens.embedded.corpus.write import report
 
-    cfg = config_from_args(BuildConfig, args)
     out = cfg.out or CORPUS_DIR
     languages = list(cfg.languages) if cfg.languages else [*PAPER_LANGUAGES, *EXTRA_LANGUAGES]
     options = dict(l10n=cfg.l10n, books=cfg.books)
@@ -75,10 +69,9 @@ def run_build(args: argparse.Namespace) -> None:
     print(report(counts, out))
 
 
-def run_show(args: argparse.Namespace) -> None:
+def run_show(cfg: ShowConfig) -> None:
     from lapelens.corpus import load_corpus
 
-    cfg = config_from_args(ShowConfig, args)
     languages = list(cfg.languages) if cfg.languages else None
     print(f"{'lang':6}{'split':7}{'docs':>8}{'paragraphs':>12}{'chars':>12}")
     for split in cfg.splits:

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lapelens.cli._config import add_config_arguments, config_from_args
+from lapelens.cli._config import add_command
 from lapelens.cli._options import positive
 from lapelens.errors import LapelensError
 
@@ -34,24 +34,20 @@ class ExploreConfig:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "explore",
+    return add_command(
+        subparsers, "explore", ExploreConfig, run,
         help="Single-neuron explorer of a `lapelens reproduce` folder (one offline HTML file).",
         description="Overview of the neurons each method selected (layers x languages), and per neuron: firing "
         "probability and mean activation per language, activation histograms, LAPE entropy and rank, the "
         "methods that selected it, top-activating contexts, the tokens it promotes and suppresses, and the "
         "loss change when it alone is deactivated. Loads the run's model.",
     )
-    add_config_arguments(parser, ExploreConfig)
-    parser.set_defaults(func=run)
-    return parser
 
 
-def run(args: argparse.Namespace) -> None:
+def run(cfg: ExploreConfig) -> None:
     from lapelens.explorer import explore
     from lapelens.models import load_model
 
-    cfg = config_from_args(ExploreConfig, args)
     for flag, value in (("--context-tokens", cfg.context_tokens), ("--top-k", cfg.top_k),
                         ("--loss-tokens", cfg.loss_tokens), ("--loss-seq-len", cfg.loss_seq_len)):
         positive(value, flag)

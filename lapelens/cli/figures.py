@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lapelens.cli._config import add_config_arguments, config_from_args
+from lapelens.cli._config import add_command
 from lapelens.errors import LapelensError
 from lapelens.figures.export import FORMATS
 
@@ -23,27 +23,23 @@ class FiguresConfig:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "figures",
+    return add_command(
+        subparsers, "figures", FiguresConfig, run,
         help="Redraw every figure of a finished `lapelens reproduce` run (HTML, PNG, SVG) from its saved results.",
         description="Load the saved results of a reproduce run folder (neurons_lape, perturb_*, sweep, ses, "
         "dominance, steer_*, deactivated_generation, kojima; no model, nothing recomputed) and write each "
         "figure as NAME.html (offline: it loads plotly.min.js from the same folder), NAME.png and NAME.svg "
         "(rendered by kaleido in a local Chromium).",
     )
-    add_config_arguments(parser, FiguresConfig)
-    parser.set_defaults(func=run)
-    return parser
 
 
-def run(args: argparse.Namespace) -> None:
+def run(cfg: FiguresConfig) -> None:
     from lapelens.figures import run_figures, write_figures
 
-    cfg = config_from_args(FiguresConfig, args)
     formats = [f.lower() for f in cfg.formats]
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or not formats:
-        raise LapelensError(f"--formats takes a comma-separated subset of {','.join(FORMATS)}; got {args.formats!r}.")
+        raise LapelensError(f"--formats takes a comma-separated subset of {','.join(FORMATS)}; got {','.join(cfg.formats)!r}.")
     start = time.time()
     figs = run_figures(cfg.run_dir)
     out = cfg.out if cfg.out is not None else cfg.run_dir / "figures"

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from lapelens.cli._config import add_config_arguments, config_from_args
+from lapelens.cli._config import add_command
 from lapelens.cli._evaluation import load_model_quietly, print_frame, quiet_transformers
 from lapelens.cli._options import GenerationCommand, positive
 
@@ -23,27 +23,23 @@ class GenerateConfig(GenerationCommand):
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "generate",
+    return add_command(
+        subparsers, "generate", GenerateConfig, run,
         help="Generate with a language's neurons deactivated: share in the prompt's language and PPL (Tables 1-2).",
         description="For each language: the first --n-prompts rows of a parallel corpus, cut to --prompt-tokens, "
         "continued normally, with the language's neurons deactivated, and with random neurons of the same sizes "
         "deactivated (--random-neurons, or drawn with --random-seed from --stats). Reports the share of outputs "
         "detected (langdetect) in the prompt's language and the perplexity of the outputs under the unperturbed model.",
     )
-    add_config_arguments(parser, GenerateConfig)
-    parser.set_defaults(func=run)
-    return parser
 
 
-def run(args: argparse.Namespace) -> None:
+def run(cfg: GenerateConfig) -> None:
     from lapelens.corpus import load_parallel
     from lapelens.errors import LapelensError
     from lapelens.evaluate.generation import generation_under_deactivation
     from lapelens.models import neuron_spec
     from lapelens.neurons import load_neurons
 
-    cfg = config_from_args(GenerateConfig, args)
     sampling = cfg.sampling(greedy=not cfg.sample)
     positive(cfg.n_prompts, "--n-prompts")
     positive(cfg.prompt_tokens, "--prompt-tokens")

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lapelens.cli._config import add_config_arguments, config_from_args
+from lapelens.cli._config import add_command
 from lapelens.constants import PARAMS_META
 
 
@@ -30,11 +30,9 @@ class CompareConfig(ShowConfig):
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("neurons", help="Show or compare neuron sets.")
     sub = parser.add_subparsers(dest="action", required=True)
-    show = sub.add_parser("show", help="Print the summary tables of a neuron set (or PV parameter mask).")
-    add_config_arguments(show, ShowConfig)
-    compare = sub.add_parser("compare", help="Per-language Jaccard between two neuron sets of one model.")
-    add_config_arguments(compare, CompareConfig)
-    parser.set_defaults(func=run)
+    add_command(sub, "show", ShowConfig, run_show, help="Print the summary tables of a neuron set (or PV parameter mask).")
+    add_command(sub, "compare", CompareConfig, run_compare,
+                help="Per-language Jaccard between two neuron sets of one model.")
     return parser
 
 
@@ -53,16 +51,15 @@ def _read(path: Path, cfg: ShowConfig):
     return neurons
 
 
-def run(args: argparse.Namespace) -> None:
+def run_show(cfg: ShowConfig) -> None:
+    print(_read(cfg.path, cfg).summary())
+
+
+def run_compare(cfg: CompareConfig) -> None:
     from lapelens.errors import LapelensError
     from lapelens.neurons import LanguageNeurons
 
-    cfg = config_from_args(ShowConfig if args.action == "show" else CompareConfig, args)
-    first = _read(cfg.path, cfg)
-    if not isinstance(cfg, CompareConfig):
-        print(first.summary())
-        return
-    second = _read(cfg.other, cfg)
+    first, second = _read(cfg.path, cfg), _read(cfg.other, cfg)
     if not (isinstance(first, LanguageNeurons) and isinstance(second, LanguageNeurons)):
         raise LapelensError("compare works on neuron sets, not PV parameter masks.")
     print(first.compare(second).round(4).to_string())

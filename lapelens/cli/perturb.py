@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from lapelens.cli._config import add_config_arguments, config_from_args
+from lapelens.cli._config import add_command
 from lapelens.cli._evaluation import load_model_quietly, load_perturbation, print_frame, quiet_transformers
 from lapelens.cli._options import EvalTextOptions, ModelOptions
 from lapelens.errors import LapelensError
@@ -25,8 +25,8 @@ class PerturbConfig(EvalTextOptions, ModelOptions):
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "perturb",
+    return add_command(
+        subparsers, "perturb", PerturbConfig, run,
         help="PPL of every language with each language's neurons deactivated (Tang et al., Fig. 2).",
         description="Rows: the language whose neurons are deactivated (or PV parameters zeroed), plus 'none'; "
         "columns: the language of the held-out text. Prints PPL, relative change with 95% bootstrap intervals, "
@@ -34,9 +34,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "diagonal/off-diagonal ratio). Several --neurons give one matrix each and a side-by-side summary; "
         "a set whose method is a baseline (random) is the reference for ratio_vs_reference.",
     )
-    add_config_arguments(parser, PerturbConfig)
-    parser.set_defaults(func=run)
-    return parser
 
 
 def _named(specs: tuple[str, ...]) -> list[tuple[str, Path]]:
@@ -62,11 +59,10 @@ def _report(name: str, result) -> None:
     print_frame("Summary", result.summary())
 
 
-def run(args: argparse.Namespace) -> None:
+def run(cfg: PerturbConfig) -> None:
     from lapelens.evaluate.perplexity import PerturbationResult, compare, compare_figure, perturbation_matrix
     from lapelens.methods import METHODS
 
-    cfg = config_from_args(PerturbConfig, args)
     if cfg.show:
         results = {str(p): PerturbationResult.load(p) for p in cfg.show}
     else:

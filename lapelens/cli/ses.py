@@ -7,7 +7,7 @@ from pathlib import Path
 
 from dataclasses import dataclass, field
 
-from lapelens.cli._config import add_config_arguments, config_from_args
+from lapelens.cli._config import add_command
 from lapelens.cli._options import ModelOptions, positive
 from lapelens.constants import EMBEDDED
 from lapelens.errors import LapelensError
@@ -47,26 +47,23 @@ class SesConfig(ModelOptions):
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "ses",
+    return add_command(
+        subparsers, "ses", SesConfig, run,
         help="Sentence-embedding similarity between aligned texts per layer, and language dominance.",
         description="Embed aligned texts (mean residual stream after each block, separator excluded), then "
         "write the mean cosine similarity of every language pair per layer (ses.csv, Fig. 6) and the "
         "similarity to each target language after the shift h_k - v_k + v_c (dominance.csv, Fig. 7), "
         "with HTML figures.",
     )
-    add_config_arguments(parser, SesConfig)
-    parser.set_defaults(func=run)
-    return parser
 
 
-def _read_parallel(args: SesConfig, languages: list[str] | None):
+def _read_parallel(cfg: SesConfig, languages: list[str] | None):
     import pandas as pd
 
     from lapelens.corpus import load_parallel
 
-    path = Path(args.parallel)
-    if args.parallel not in (EMBEDDED, "flores") and path.suffix == ".csv":
+    path = Path(cfg.parallel)
+    if cfg.parallel not in (EMBEDDED, "flores") and path.suffix == ".csv":
         if not path.is_file():
             raise LapelensError(f"Parallel file {path} does not exist.")
         try:
@@ -93,50 +90,49 @@ def _read_parallel(args: SesConfig, languages: list[str] | None):
         if len(frame) == 0:
             raise LapelensError(f"--parallel {path} has a header but no rows of aligned text.")
         return frame
-    return load_parallel(args.parallel, split=args.split, languages=languages)
+    return load_parallel(cfg.parallel, split=cfg.split, languages=languages)
 
 
-def run(args: argparse.Namespace) -> None:
+def run(cfg: SesConfig) -> None:
     import numpy as np
 
     from lapelens.models import load_model
     from lapelens.neurons import load_neurons
     from lapelens.similarity import sentence_embeddings
 
-    args = config_from_args(SesConfig, args)
-    languages = list(args.languages) if args.languages else None
+    languages = list(cfg.languages) if cfg.languages else None
     if languages is not None and len(languages) < 2:
         raise LapelensError(f"--languages {','.join(languages)}: SES compares languages, give at least two.")
-    if args.n_texts < 2:
-        raise LapelensError(f"--n-texts must be at least 2 (similarities are means over aligned texts), got {args.n_texts}.")
-    for flag, value in (("--batch-size", args.batch_size), ("--max-tokens", args.max_tokens)):
+    if cfg.n_texts < 2:
+        raise LapelensError(f"--n-texts must be at least 2 (similarities are means over aligned texts), got {cfg.n_texts}.")
+    for flag, value in (("--batch-size", cfg.batch_size), ("--max-tokens", cfg.max_tokens)):
         positive(value, flag)
-    frame = _read_parallel(args, languages)
-    if args.n_texts > len(frame):
-        raise LapelensError(f"--n-texts {args.n_texts} is more than the {len(frame)} aligned texts of "
-                            f"{args.parallel!r} ({args.split}): ask for at most {len(frame)}.")
+    frame = _read_parallel(cfg, languages)
+    if cfg.n_texts > len(frame):
+        raise LapelensError(f"--n-texts {cfg.n_texts} is more than the {len(frame)} aligned texts of "
+                            f"{cfg.parallel!r} ({cfg.split}): ask for at most {len(frame)}.")
     # A random sample, back in corpus order: the held-out halves then fall on different documents.
-    rows = np.sort(np.random.default_rng(args.seed).choice(len(frame), size=args.n_texts, replace=False))
+    rows = np.sort(np.random.default_rng(cfg.seed).choice(len(frame), size=cfg.n_texts, replace=False))
     sample = frame.iloc[rows]
-    neurons = load_neurons(args.neurons) if args.neurons is not None else None
-    model = load_model(args.model, device=args.device)
-    emb = sentence_embeddings(model, sample, languages=languages, batch_size=args.batch_size,
-                              max_tokens=args.max_tokens, progress=not args.quiet)
-    emb.meta.update(parallel=args.parallel, split=args.split, seed=args.seed)
+    neurons = load_neurons(cfg.neurons) if cfg.neurons is not None else None
+    model = load_model(cfg.model, device=cfg.device)
+    emb = sentence_embeddings(model, sample, languages=languages, batch_size=cfg.batch_size,
+                              max_tokens=cfg.max_tokens, progress=not cfg.quiet)
+    emb.meta.update(parallel=cfg.parallel, split=cfg.split, seed=cfg.seed)
     ses = emb.similarity(neurons)
-    dominance = emb.dominance(args.vectors)
-    ses.save(args.out)
-    dominance.save(args.out)
-    ses.figure().write_html(args.out / SES_HTML)  # plotly.js inline: opens offline
-    dominance.figure().write_html(args.out / DOMINANCE_HTML)  # plotly.js inline: opens offline
-    if not args.quiet:
+    dominance = emb.dominance(cfg.vectors)
+    ses.save(cfg.out)
+    dominance.save(cfg.out)
+    ses.figure().write_html(cfg.out / SES_HTML)  # plotly.js inline: opens offline
+    dominance.figure().write_html(cfg.out / DOMINANCE_HTML)  # plotly.js inline: opens offline
+    if not cfg.quiet:
         print(f"SES per layer ({len(sample)} texts, {len(emb.languages)} languages, "
               f"{emb.meta['n_truncated']} truncated):")
         print(ses.ses.round(4).to_string())
-        print(f"\nDominance (mean SES to each target after h_k - v_k + v_c, v: {args.vectors}):")
+        print(f"\nDominance (mean SES to each target after h_k - v_k + v_c, v: {cfg.vectors}):")
         print(dominance.shifted.round(4).to_string())
         print("\nUnshifted (same average without the shift):")
         print(dominance.unshifted.round(4).to_string())
         print("\nControl: shifted, but compared with a non-aligned target text:")
         print(dominance.mismatched.round(4).to_string())
-        print(f"\nwrote {args.out}")
+        print(f"\nwrote {cfg.out}")

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lapelens.cli._config import add_config_arguments, config_from_args
+from lapelens.cli._config import add_command
 from lapelens.cli._evaluation import load_model_quietly, print_frame, quiet_transformers
 from lapelens.cli._options import GenerationCommand, positive
 from lapelens.defaults import EMBEDDED_DEFAULTS, PAPER
@@ -36,8 +36,8 @@ class SteerConfig(GenerationCommand):
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "steer",
+    return add_command(
+        subparsers, "steer", SteerConfig, run,
         help="Language of generations with a language's neurons activated (Tang et al., Tables 4-5; Kojima et al.).",
         description="unconditional: --samples generations from BOS alone, before and with each target's neurons set "
         "to their mean activation on that language (from --stats); share detected (langdetect) as the target. "
@@ -45,17 +45,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "steered, and with the source's neurons also deactivated. kojima: like unconditional, with AP neurons "
         "pinned to their medians (no --stats needed).",
     )
-    add_config_arguments(parser, SteerConfig)
-    parser.set_defaults(func=run)
-    return parser
 
 
-def run(args: argparse.Namespace) -> None:
+def run(cfg: SteerConfig) -> None:
     from lapelens.checks import check_finite
     from lapelens.defaults import defaults_for
     from lapelens.evaluate import generation as gen
 
-    cfg = config_from_args(SteerConfig, args)
     sampling = cfg.sampling(greedy=cfg.greedy)
     scale = defaults_for(cfg.model).steer_scale if cfg.scale is None else cfg.scale
     check_finite(scale, "--scale")

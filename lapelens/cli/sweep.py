@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lapelens.cli._config import add_config_arguments, config_from_args
+from lapelens.cli._config import add_command
 from lapelens.cli._evaluation import load_model_quietly, print_frame, quiet_transformers
 from lapelens.cli._options import EvalTextOptions, ModelOptions
 from lapelens.errors import LapelensError
@@ -33,23 +33,19 @@ class SweepConfig(EvalTextOptions, ModelOptions):
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "sweep",
+    return add_command(
+        subparsers, "sweep", SweepConfig, run,
         help="Selection-ratio sweep (Tang et al., Fig. 4).",
         description="At ratio r, select neurons as LAPE does with top_rate=r (the r share of all the model's "
         "neurons with the lowest entropy) and deactivate those assigned to --target; evaluate PPL on every "
         "language. r=0.01 is the paper's default set; the sets are nested as r grows.",
     )
-    add_config_arguments(parser, SweepConfig)
-    parser.set_defaults(func=run)
-    return parser
 
 
-def run(args: argparse.Namespace) -> None:
+def run(cfg: SweepConfig) -> None:
     from lapelens.cli.identify import load_stats
     from lapelens.evaluate.sweep import selection_ratio_sweep
 
-    cfg = config_from_args(SweepConfig, args)
     cfg.check_sizes()
     bad = [r for r in cfg.ratios if not 0 <= r <= 1]
     if bad:
