@@ -267,7 +267,7 @@ class _Stages:
         return result
 
 
-def _method_stages(cfg: ReproduceConfig, stage: _Stages, inputs: Callable[..., dict], stats: Any, model: Any,
+def _method_stages(cfg: ReproduceConfig, stage: Callable[..., Any], inputs: Callable[..., dict], stats: Any, model: Any,
                    out: Path, train_id: dict, langs: list[str]) -> dict[str, Any]:
     """The selection of every method in ``cfg.methods`` (in that order), each a stage ``neurons_NAME``.
 

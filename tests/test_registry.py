@@ -2,6 +2,7 @@
 (flags, help, running it), `lapelens reproduce` (its stages) and the selection-ratio sweep."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -112,3 +113,36 @@ def test_sweep_runs_it(registered, stats_dir, tiny_dirs, tmp_path):
     assert result.meta["method"] == NAME and result.n_neurons == (0, 6, 13)  # round(128 * r) per language
     masks, _ = sweep_masks(stats, "en", [0.25], method=NAME)
     assert torch.equal(masks[0.25], identify(stats, NAME, top_rate=0.25).mask[0])
+
+
+def test_method_stages_keep_the_names_and_inputs_of_earlier_runs():
+    """The stages derived from the registry record exactly what the hand-written ones did (so the
+    folders of earlier runs are reused): written out here as the pipeline used to build them."""
+    from lapelens import ReproduceConfig
+
+    calls = []
+
+    def stage(name, inputs, compute, load, save):
+        calls.append((name, inputs))
+        return name
+
+    def inputs(depends=(), **settings):
+        return {"model": "M", "languages": ["en", "zh"], "settings": settings, "depends": list(depends)}
+
+    cfg = ReproduceConfig(out="x", languages=("en", "zh"), top_rate=0.1, seed=3)
+    train = {"corpus": "train split"}
+    got = pipeline._method_stages(cfg, stage, inputs, "STATS", None, Path("x"), train, ["en", "zh"])
+    assert calls == [
+        ("neurons_lape", inputs(("stats",), top_rate=0.1)),
+        ("neurons_lap", inputs(("stats",))),
+        ("neurons_lave", inputs(("stats",), top_rate=0.1)),
+        ("neurons_random", inputs(("neurons_lape",), seed=3)),
+        ("sentences", {**inputs(ap_sentences=300), "corpus": train}),
+        ("neurons_ap", inputs(("sentences",), ap_k=100)),
+        ("neurons_pv", {**inputs(pv_steps=20, seed=3), "corpus": train}),
+    ]
+    assert list(got) == ["lape", "lap", "lave", "random", "ap", "pv"]
+    calls.clear()  # random alone still computes LAPE, its reference, but returns only random
+    assert list(pipeline._method_stages(ReproduceConfig(out="x", methods=("random",)), stage, inputs, "S", None, Path("x"),
+                                        train, ["en"])) == ["random"]
+    assert [name for name, _ in calls] == ["neurons_lape", "neurons_random"]
