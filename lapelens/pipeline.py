@@ -320,7 +320,7 @@ def _method_stages(cfg: ReproduceConfig, stage: Callable[..., Any], inputs: Call
 
             def compute(name: str = name, options: dict = options, source: Any = source) -> Any:
                 return identify(source, name, **options)
-        depends = (METHODS[spec.reference].stage,) if spec.reference else ((spec.source,) if spec.source != "models" else ())
+        depends = (spec.input_stage,) if spec.input_stage else ()
         load = ParameterMask.load if spec.returns == "parameters" else LanguageNeurons.load
         neurons[name] = stage(spec.stage, {**inputs(depends, **settings), **extra}, compute, load, lambda r, p: r.save(p))
     return {m: neurons[m] for m in cfg.methods if m in neurons}

@@ -1,7 +1,13 @@
 """The method registry: each selection method declares itself here, once, in its own module.
 
 Everything that lists methods (``identify``, ``lapelens identify``'s flags, the pipeline's stages,
-the sweep's choices, the explorer) reads ``METHODS``; nothing else names a method.
+the sweep's choices, the explorer) reads ``METHODS``; nothing else names a method. A new method is
+one new module in ``lapelens/methods/`` (imported by the package, so it registers itself)::
+
+    @register("top-firing", source="stats", summary="The most-firing neurons of each language.",
+              options={"top_rate": OptionHelp("share of the neurons kept per language", "rate")},
+              sweepable=True, pipeline={"top_rate": "top_rate"})
+    def top_firing(stats: ActivationStats, *, top_rate: float = 0.01) -> LanguageNeurons: ...
 """
 
 from __future__ import annotations
@@ -61,7 +67,8 @@ class Method:
     reference: str | None = None
     """A method whose selection this one needs (random draws as many neurons as LAPE)."""
     sweepable: bool = False
-    """It has a ``top_rate`` the selection-ratio sweep varies."""
+    """It has a ``top_rate`` the selection-ratio sweep varies (its result's ``meta`` then records
+    ``budget`` and ``selected``, as LAPE's does)."""
     min_languages: int = 1
     """Languages it needs to mean anything (a score compared across languages needs two)."""
     baseline: bool = False
@@ -85,6 +92,14 @@ class Method:
     def stage(self) -> str:
         """The pipeline stage (run folder) of its selection."""
         return f"neurons_{self.name}"
+
+    @property
+    def input_stage(self) -> str | None:
+        """The pipeline stage it reads: ``stats``, ``sentences``, or None for tuned models (tuned
+        inside its own stage); a method with a reference reads the reference's stage instead."""
+        if self.reference:
+            return f"neurons_{self.reference}"
+        return None if self.source == "models" else self.source
 
 
 #: name -> Method, in ``order``; filled by ``register`` as the method modules are imported.
