@@ -35,8 +35,10 @@ from lapelens._version import __version__
 from lapelens.constants import EMBEDDED, PAPER_LANGUAGES
 from lapelens.defaults import DEFAULT_CHECKPOINT_EVERY, SEQ_LEN
 from lapelens.errors import LapelensError
+from lapelens.methods import METHODS
 
-METHOD_NAMES = ("lape", "lap", "lave", "random", "ap", "pv")
+#: Every registered method, in registry order (the default of ``--methods``).
+METHOD_NAMES = tuple(METHODS)
 #: File each stage folder records its inputs in.
 STAGE_JSON = "stage.json"
 #: Folder the stats stage keeps ``collect``'s checkpoints in while it runs (removed once it is saved).
@@ -65,8 +67,8 @@ class ReproduceConfig:
     languages: tuple[str, ...] = PAPER_LANGUAGES
     """Languages, at least two, each once (the paper's seven)."""
     methods: tuple[str, ...] = METHOD_NAMES
-    """Neuron-selection methods to run: any of lape, lap, lave, random, ap, pv (random draws as many neurons as
-    LAPE; pv needs the model as a local folder)."""
+    """Neuron-selection methods to run, any of those `lapelens identify --help` lists (random draws as many
+    neurons as LAPE; pv needs the model as a local folder)."""
     tokens_per_language: int = 100_000
     """Tokens per language for the activation statistics."""
     seq_len: int = SEQ_LEN
@@ -149,11 +151,11 @@ def validate(cfg: ReproduceConfig) -> ReproduceConfig:
     from lapelens.corpus import FLORES, FLORES_CODES, WIKIPEDIA, load_corpus, load_parallel
 
     cfg = cfg.resolved()
-    unknown = [m for m in cfg.methods if m not in METHOD_NAMES]
+    unknown = [m for m in cfg.methods if m not in METHODS]
     if unknown:
-        raise LapelensError(f"--methods: unknown method(s) {', '.join(unknown)}; choose from {','.join(METHOD_NAMES)}.")
+        raise LapelensError(f"--methods: unknown method(s) {', '.join(unknown)}; choose from {','.join(METHODS)}.")
     if not cfg.methods:
-        raise LapelensError(f"--methods is empty: give one or more of {','.join(METHOD_NAMES)}.")
+        raise LapelensError(f"--methods is empty: give one or more of {','.join(METHODS)}.")
     check_languages(cfg.methods, "--methods")
     check_languages(cfg.languages, "--languages", minimum=2,
                     why="LAPE compares languages (its entropy over one language means nothing): give at least two")
@@ -175,9 +177,10 @@ def validate(cfg: ReproduceConfig) -> ReproduceConfig:
                             "pick one of them, or 'none' to skip the sweep.")
     check_device(cfg.device)
     check_model_name(cfg.model)
-    if "pv" in cfg.methods and _pv_base_dir(cfg.model) is None:
-        raise LapelensError(f"method pv fine-tunes copies of the model, so it needs --model as a local HF folder "
-                            f"(got {cfg.model!r}): pass --model DIR, or leave pv out of --methods.")
+    tuning = [m for m in cfg.methods if METHODS[m].source == "models"]
+    if tuning and _pv_base_dir(cfg.model) is None:
+        raise LapelensError(f"method {tuning[0]} fine-tunes copies of the model, so it needs --model as a local HF folder "
+                            f"(got {cfg.model!r}): pass --model DIR, or leave {tuning[0]} out of --methods.")
     # Corpora: bad names and language codes fail here, before the slow model load.
     load_corpus(cfg.corpus, split="valid", languages=list(cfg.languages))
     if cfg.corpus != WIKIPEDIA:  # the train split of Wikipedia is streamed only when it is needed
@@ -284,6 +287,65 @@ def _collect_resumably(out: Path, fingerprint: str, collect: Callable[[Path], An
     return collect(folder / fingerprint)
 
 
+def _method_stages(cfg: ReproduceConfig, stage: Callable[..., Any], inputs: Callable[..., dict], stats: Any, model: Any,
+                   out: Path, train_id: dict, langs: list[str]) -> dict[str, Any]:
+    """The selection of every method in ``cfg.methods`` (in that order), each a stage ``neurons_NAME``.
+
+    Computed in registry order, with the methods they reference (random: LAPE) before them. A
+    stage reads the input its method declares: ``stats`` (stage 1), ``sentences`` (per-sentence
+    means, a stage of its own, made once) or ``models`` (copies tuned per language inside the
+    stage); a method with a reference depends on the reference's stage instead of its input's.
+    """
+    from lapelens.activations import collect_sentence_means
+    from lapelens.corpus import load_corpus
+    from lapelens.methods import identify
+    from lapelens.methods.pv import ParameterMask, tune_per_language
+    from lapelens.neurons import LanguageNeurons
+    from lapelens.stats import SentenceActivations
+
+    wanted = set(cfg.methods)
+    for name in reversed(list(METHODS)):  # a referenced method runs whenever a method that needs it does
+        if name in wanted and METHODS[name].reference:
+            wanted.add(METHODS[name].reference)
+    sources: dict[str, Any] = {"stats": stats}
+    neurons: dict[str, Any] = {}
+
+    def sentence_means() -> Any:
+        docs = load_corpus(cfg.corpus, split="train", languages=langs)
+        sentences = {l: [s for d in docs[l] for s in d.split("\n") if s.strip()][: cfg.ap_sentences] for l in langs}
+        return collect_sentence_means(model, sentences)
+
+    for name, spec in METHODS.items():
+        if name not in wanted:
+            continue
+        options = {option: getattr(cfg, field) for option, field in spec.pipeline.items()}
+        settings = {field: getattr(cfg, field) for field in spec.pipeline.values()}
+        extra: dict[str, Any] = {}
+        if spec.source == "sentences" and "sentences" not in sources:
+            sources["sentences"] = stage("sentences", {**inputs(ap_sentences=cfg.ap_sentences), "corpus": train_id},
+                                         sentence_means, SentenceActivations.load, lambda r, p: r.save(p))
+        if spec.source == "models":
+            base_dir = _pv_base_dir(cfg.model)
+            settings = {"pv_steps": cfg.pv_steps, "seed": cfg.seed, **settings}
+            extra = {"corpus": train_id}
+
+            def compute(name: str = name, options: dict = options, base_dir: Path | None = base_dir) -> Any:
+                docs = load_corpus(cfg.corpus, split="train", languages=langs)
+                tuned = tune_per_language(base_dir, docs, out / f"{name}_tuned", steps=cfg.pv_steps, seed=cfg.seed)
+                return identify(str(base_dir), name, tuned=tuned, **options)
+        else:
+            if spec.reference:
+                options["reference"] = neurons[spec.reference]
+            source = sources[spec.source]
+
+            def compute(name: str = name, options: dict = options, source: Any = source) -> Any:
+                return identify(source, name, **options)
+        depends = (spec.input_stage,) if spec.input_stage else ()
+        load = ParameterMask.load if spec.returns == "parameters" else LanguageNeurons.load
+        neurons[name] = stage(spec.stage, {**inputs(depends, **settings), **extra}, compute, load, lambda r, p: r.save(p))
+    return {m: neurons[m] for m in cfg.methods if m in neurons}
+
+
 def _write_figure(fig: Any, path: Path) -> None:
     """``path`` as HTML (offline: plotly.min.js beside it), PNG and SVG (needs Chromium)."""
     from lapelens.figures import write_figure
@@ -295,20 +357,18 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
     """Run the pipeline; returns the headline numbers (also written to ``summary.json``)."""
     import torch
 
-    from lapelens.activations import collect, collect_sentence_means
+    from lapelens.activations import collect
     from lapelens.checkpoint import current_shard
     from lapelens.corpus import load_corpus, load_parallel
     from lapelens.evaluate.generation import (GenerationResult, Sampling, generation_under_deactivation,
                                               kojima_pinning, prompted_steering, unconditional_steering)
     from lapelens.evaluate.perplexity import PerturbationResult, compare, compare_figure, evaluation_chunks, perturbation_matrix
     from lapelens.evaluate.sweep import SweepResult, selection_ratio_sweep
-    from lapelens.methods import identify
-    from lapelens.methods.pv import ParameterMask, tune_per_language
     from lapelens.models import load_model
     from lapelens.neurons import LanguageNeurons
     from lapelens.provenance import corpus_identity, digest, model_identity, parallel_identity
     from lapelens.similarity import DominanceResult, SimilarityResult, sentence_embeddings
-    from lapelens.stats import ActivationStats, SentenceActivations
+    from lapelens.stats import ActivationStats
 
     cfg = validate(cfg)
     torch.manual_seed(cfg.seed)
@@ -354,41 +414,8 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
         return {}
     shutil.rmtree(out / STATS_CHECKPOINT, ignore_errors=True)
 
-    # 2. methods ----------------------------------------------------------------------------
-    neurons: dict[str, Any] = {}
-    save_neurons = lambda r, p: r.save(p)  # noqa: E731
-    if "lape" in cfg.methods or "random" in cfg.methods:
-        neurons["lape"] = stage("neurons_lape", inputs(("stats",), top_rate=cfg.top_rate),
-                                lambda: identify(stats, "lape", top_rate=cfg.top_rate), LanguageNeurons.load, save_neurons)
-    if "lap" in cfg.methods:
-        neurons["lap"] = stage("neurons_lap", inputs(("stats",)), lambda: identify(stats, "lap"),
-                               LanguageNeurons.load, save_neurons)
-    if "lave" in cfg.methods:
-        neurons["lave"] = stage("neurons_lave", inputs(("stats",), top_rate=cfg.top_rate),
-                                lambda: identify(stats, "lave", top_rate=cfg.top_rate), LanguageNeurons.load, save_neurons)
-    if "random" in cfg.methods:
-        neurons["random"] = stage("neurons_random", inputs(("neurons_lape",), seed=cfg.seed),
-                                  lambda: identify(stats, "random", reference=neurons["lape"], seed=cfg.seed),
-                                  LanguageNeurons.load, save_neurons)
-    if "ap" in cfg.methods:
-        def sentence_means() -> Any:
-            docs = load_corpus(cfg.corpus, split="train", languages=langs)
-            sentences = {l: [s for d in docs[l] for s in d.split("\n") if s.strip()][: cfg.ap_sentences] for l in langs}
-            return collect_sentence_means(model, sentences)
-        sents = stage("sentences", {**inputs(ap_sentences=cfg.ap_sentences), "corpus": train_id},
-                      sentence_means, SentenceActivations.load, lambda r, p: r.save(p))
-        neurons["ap"] = stage("neurons_ap", inputs(("sentences",), ap_k=cfg.ap_k),
-                              lambda: identify(sents, "ap", k=cfg.ap_k), LanguageNeurons.load, save_neurons)
-    if "pv" in cfg.methods:
-        base_dir = _pv_base_dir(cfg.model)
-
-        def pv() -> Any:
-            docs = load_corpus(cfg.corpus, split="train", languages=langs)
-            tuned = tune_per_language(base_dir, docs, out / "pv_tuned", steps=cfg.pv_steps, seed=cfg.seed)
-            return identify(str(base_dir), "pv", tuned=tuned)
-        neurons["pv"] = stage("neurons_pv", {**inputs(pv_steps=cfg.pv_steps, seed=cfg.seed), "corpus": train_id},
-                              pv, ParameterMask.load, save_neurons)
-    neurons = {m: neurons[m] for m in cfg.methods if m in neurons}
+    # 2. methods: one stage per registered method in --methods (and the methods they reference) ---
+    neurons = _method_stages(cfg, stage, inputs, stats, model, out, train_id, langs)
 
     # 3. tables: Table 3, Fig. 5, overlaps, agreement between methods ---------------------------
     lape = neurons.get("lape")
@@ -418,7 +445,7 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
                             PerturbationResult.load, lambda r, p: r.save(p))
         _write_figure(matrices[m].figure(), figs / f"fig2_perturb_{m}.html")
     if matrices:
-        table = compare(matrices, reference="random" if "random" in matrices else None)
+        table = compare(matrices, reference=next((m for m in matrices if METHODS[m].baseline), None))
         table.to_csv(out / "tables" / "perturbation_summary.csv")
         summary["perturbation"] = json.loads(table.to_json(orient="index"))
         _write_figure(compare_figure(matrices), figs / "fig3_perturb_methods.html")

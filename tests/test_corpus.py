@@ -457,7 +457,7 @@ def test_read_mo(tmp_path):
 def test_cli_show(capsys):
     from lapelens.cli import main
 
-    assert main(["corpus", "show", "--languages", "en", "vi", "--splits", "valid"]) == 0
+    assert main(["corpus", "show", "--languages", "en,vi", "--splits", "valid"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].split() == ["lang", "split", "docs", "paragraphs", "chars"]
     row = lines[1].split()

@@ -349,7 +349,7 @@ def test_cli_perturb_and_sweep(models, tiny_dirs, corpus_dir, tmp_path, capsys):
     rs = random_neurons(spec, seed=9)
     rs.method = "random"
     rs.save(tmp_path / "rs")
-    code = main(["perturb", "--neurons", str(tmp_path / "n"), f"rand={tmp_path / 'rs'}", "--model", str(tiny_dirs["llama"]),
+    code = main(["perturb", "--neurons", f"{tmp_path / 'n'},rand={tmp_path / 'rs'}", "--model", str(tiny_dirs["llama"]),
                  "--corpus", str(corpus_dir), "--seq-len", "16", "--tokens-per-language", "128",
                  "--out", str(tmp_path / "out"), "--quiet", "--n-boot", "50", "--figure", str(tmp_path / "f.html")])
     assert code == 0

@@ -6,23 +6,41 @@ import argparse
 import ast
 import inspect
 import textwrap
+import sys
 import typing
 from dataclasses import MISSING, fields
 from typing import Any
+
+from lapelens.errors import LapelensError
 
 #: Namespace attribute holding the fields whose flags were given on the command line.
 _EXPLICIT = "_explicit_fields"
 
 
+class _Keep(dict):
+    """``str.format_map`` mapping that leaves unknown ``{names}`` as they are (``{lang}.txt``)."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
 def attribute_docs(cls: type) -> dict[str, str]:
-    """``{field: docstring}`` for the string literals placed right after each field."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs = {}
-    for node, nxt in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr)
-                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
-            docs[node.target.id] = " ".join(nxt.value.value.split())
+    """``{field: docstring}`` for the string literals placed right after each field, base classes
+    included; ``{NAME}`` in a docstring is the value of ``NAME`` in the class's module."""
+    docs: dict[str, str] = {}
+    for klass in reversed([k for k in cls.__mro__ if k is not object and "__dataclass_fields__" in vars(k)]):
+        tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        body = tree.body[0].body  # type: ignore[attr-defined]
+        names = vars(sys.modules[klass.__module__])
+        for node, nxt in zip(body, body[1:]):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr)
+                    and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+                text = " ".join(nxt.value.value.split())
+                try:
+                    text = text.format_map(_Keep(names))
+                except (ValueError, AttributeError, IndexError, KeyError):
+                    pass
+                docs[node.target.id] = text
     return docs
 
 
@@ -46,42 +64,106 @@ def explicit_fields(args: argparse.Namespace) -> frozenset[str]:
     return getattr(args, _EXPLICIT, frozenset())
 
 
+def _hint(cls: type, name: str) -> Any:
+    return typing.get_type_hints(cls)[name]
+
+
+def _is_list(cls: type, name: str) -> bool:
+    """A tuple field: given on the command line as a comma-separated list."""
+    hint = _hint(cls, name)
+    return typing.get_origin(hint) is tuple or any(typing.get_origin(a) is tuple for a in typing.get_args(hint))
+
+
+def _item_type(cls: type, name: str) -> type:
+    hint = _hint(cls, name)
+    for h in (hint, *typing.get_args(hint)):
+        if typing.get_origin(h) is tuple:
+            return typing.get_args(h)[0]
+    return str
+
+
 def _value_type(cls: type, name: str, default: Any) -> type:
-    if default is not None:
-        return type(default)
-    hint = typing.get_type_hints(cls)[name]
+    hint = _hint(cls, name)
     args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args else str
+    if args and isinstance(args[0], type):
+        return args[0]
+    if isinstance(hint, type):
+        return hint
+    return type(default) if default is not None else str
+
+
+def _choices(f: Any) -> Any:
+    choices = f.metadata.get("choices")
+    return choices() if callable(choices) else choices
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """One flag per field: ``--snake-case``; tuples as comma-separated lists; bools as --x/--no-x.
 
-    A field whose default is None (one that depends on other settings) says its default in its docstring.
+    A field whose default is None (one that depends on other settings) says its default in its
+    docstring. ``field(metadata=...)``: ``positional`` (an argument, not a flag), ``choices`` (a
+    sequence, or a function returning one when the parser is built).
     """
     docs = attribute_docs(cls)
     for f in fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        text = docs.get(f.name, "")
-        if f.default is MISSING:
-            parser.add_argument(flag, required=True, help=text, action=_STORE)
-        elif isinstance(f.default, bool):
-            parser.add_argument(flag, action=_BOOL, default=f.default, help=text)
-        elif isinstance(f.default, tuple):
-            parser.add_argument(flag, default=",".join(map(str, f.default)), action=_STORE,
-                                help=f"{text} (comma-separated; default: %(default)s)")
-        elif f.default is None:
-            parser.add_argument(flag, type=_value_type(cls, f.name, None), default=None, action=_STORE, help=text)
+        if f.metadata.get("hidden"):
+            continue
+        flag = f.name if f.metadata.get("positional") else "--" + f.name.replace("_", "-")
+        text = docs.get(f.name, "").replace("%", "%%")
+        default = f.default_factory() if f.default_factory is not MISSING else f.default  # type: ignore[misc]
+        choices = _choices(f)
+        if f.metadata.get("positional"):
+            kw = {} if default is MISSING else {"nargs": "?", "default": default}
+            parser.add_argument(flag, type=_value_type(cls, f.name, None), help=text, **kw)
+        elif default is MISSING:
+            parser.add_argument(flag, required=True, type=_value_type(cls, f.name, None), choices=choices, help=text,
+                                action=_STORE)
+        elif isinstance(default, bool):
+            parser.add_argument(flag, action=_BOOL, default=default, help=text)
+        elif _is_list(cls, f.name):
+            shown = " (comma-separated; default: %(default)s)" if default else " (comma-separated)"
+            parser.add_argument(flag, default=",".join(map(str, default)) if default is not None else None,
+                                action=_STORE, help=text + shown)
+        elif default is None:
+            parser.add_argument(flag, type=_value_type(cls, f.name, None), default=None, choices=choices,
+                                action=_STORE, help=text)
         else:
-            parser.add_argument(flag, type=type(f.default), default=f.default, action=_STORE,
-                                help=f"{text} (default: %(default)s)".strip())
+            parser.add_argument(flag, type=_value_type(cls, f.name, default), default=default, choices=choices,
+                                action=_STORE, help=f"{text} (default: %(default)s)".strip())
+
+
+def split_list(text: str | None, flag: str, item: type = str) -> tuple | None:
+    """``"a,b"`` -> ``("a", "b")``; None stays None; an empty list is refused."""
+    if text is None:
+        return None
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not items:
+        raise LapelensError(f"{flag} is empty: give comma-separated values.")
+    try:
+        return tuple(item(t) for t in items)
+    except ValueError:
+        raise LapelensError(f"{flag} must be comma-separated {item.__name__} values; got {text!r}.") from None
 
 
 def config_from_args(cls: type, args: argparse.Namespace) -> Any:
+    """The config ``cls`` from parsed flags (lists split at commas; an empty list given is refused)."""
     kwargs = {}
     for f in fields(cls):
+        if f.metadata.get("hidden"):
+            continue
         value = getattr(args, f.name)
-        if isinstance(f.default, tuple) and isinstance(value, str):
-            value = tuple(v.strip() for v in value.split(",") if v.strip())
+        if _is_list(cls, f.name) and isinstance(value, str):
+            if f.default is not None and not value.replace(",", "").strip():
+                value = ()  # the command's own check says why an empty list is wrong
+            else:
+                value = split_list(value, "--" + f.name.replace("_", "-"), _item_type(cls, f.name))
         kwargs[f.name] = value
     return cls(**kwargs)
+
+
+def add_command(subparsers: Any, name: str, cls: type, run: Any, **parser_options: Any) -> argparse.ArgumentParser:
+    """The sub-command ``name``: its flags are the fields of ``cls``, and ``run`` gets the config."""
+    parser = subparsers.add_parser(name, **parser_options)
+    add_config_arguments(parser, cls)
+    parser.set_defaults(func=lambda args: run(config_from_args(cls, args)))
+    return parser

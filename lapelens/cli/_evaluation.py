@@ -1,62 +1,14 @@
-"""Pieces shared by the evaluation commands (perturb, sweep, steer, generate)."""
+"""Pieces shared by the evaluation commands (perturb, sweep, steer, generate); their flags are in
+``lapelens.cli._options``."""
 
 from __future__ import annotations
 
-import argparse
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from lapelens.constants import EMBEDDED, PARAMS_TENSORS
-from lapelens.defaults import SEQ_LEN
+from lapelens.constants import PARAMS_TENSORS
 from lapelens.errors import LapelensError
-
-
-def add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=EMBEDDED, help="Hub name, local HF folder, or 'embedded' (default).")
-    parser.add_argument("--device", default="cpu", help="Torch device (default: cpu).")
-    parser.add_argument("--quiet", action="store_true", help="No progress bars.")
-
-
-def add_corpus_args(parser: argparse.ArgumentParser, tokens_default: int) -> None:
-    parser.add_argument("--corpus", default=EMBEDDED,
-                        help="Held-out text: 'embedded' (default), 'wikipedia', or a folder of {lang}.valid.txt files.")
-    parser.add_argument("--split", default="valid", help="Corpus split to evaluate on (default: valid).")
-    parser.add_argument("--languages", help="Comma-separated evaluation languages (default: those of the neuron set).")
-    parser.add_argument("--tokens-per-language", type=int, default=tokens_default,
-                        help=f"Evaluation tokens per language, rounded down to whole chunks (default: {tokens_default}).")
-    parser.add_argument("--seq-len", type=int, default=None,
-                        help=f"Tokens per chunk (default: {SEQ_LEN}, as `lapelens collect`, or the model's context if shorter).")
-    parser.add_argument("--batch-size", type=int, default=None, help="Chunks per forward pass.")
-    parser.add_argument("--n-boot", type=int, default=1000, help="Bootstrap resamples for the 95%% intervals (1000).")
-    parser.add_argument("--seed", type=int, default=0, help="Bootstrap seed (0).")
-
-
-def add_prompt_args(parser: argparse.ArgumentParser, scope: str = "") -> None:
-    """Prompts from a parallel corpus; ``scope`` prefixes the help (e.g. "prompted: ")."""
-    parser.add_argument("--parallel", default=EMBEDDED, help=f"{scope}parallel corpus, 'embedded' (default) or 'flores'.")
-    parser.add_argument("--parallel-split", default="valid", help=f"{scope}split of the parallel corpus (valid).")
-    parser.add_argument("--n-prompts", type=int, default=20, help=f"{scope}prompts per (source) language (20).")
-    parser.add_argument("--prompt-tokens", type=int, default=32, help=f"{scope}tokens kept of each prompt (32).")
-
-
-def add_result_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, required=True, help="Folder for the result (summary.csv, samples.jsonl).")
-    parser.add_argument("--figure", type=Path, help="Also write a bar chart as HTML to this file.")
-
-
-def split_list(text: str | None, flag: str) -> list[str] | None:
-    if text is None:
-        return None
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise LapelensError(f"{flag} is empty: give comma-separated values.")
-    return items
-
-
-def positive(value: int | None, flag: str) -> None:
-    if value is not None and value < 1:
-        raise LapelensError(f"{flag} must be a positive number, got {value}.")
 
 
 def load_selection(path: Path, model: Any, languages: list[str] | None = None, flag: str = "--neurons") -> Any:
@@ -111,8 +63,8 @@ def load_perturbation(path: Path, model: Any, languages: list[str] | None = None
     return load_selection(path, model, languages)
 
 
-def load_model_quietly(args: argparse.Namespace) -> Any:
-    """``load_model(args.model, device=args.device)`` with nothing the loading prints reaching the
+def load_model_quietly(args: Any) -> Any:
+    """``load_model(args.model, device=args.device)`` (``args``: a command's config) with nothing the loading prints reaching the
     terminal: transformers' weight-loading bar and log lines, ``print``s and warnings are captured.
     If loading fails, what was captured goes to stderr before the error propagates, so nothing that
     explains the failure is lost."""

@@ -3,52 +3,61 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from lapelens.cli._evaluation import positive
+from lapelens.cli._config import add_command
+from lapelens.cli._options import positive
 from lapelens.errors import LapelensError
 
 
+@dataclass(kw_only=True)
+class ExploreConfig:
+    run_dir: Path = field(metadata={"positional": True})
+    """Folder written by `lapelens reproduce` (stats/, neurons_*/, config.json)."""
+    out: Path
+    """HTML file to write."""
+    model: str | None = None
+    """Model to load instead of the one in the run's config.json."""
+    context_tokens: int = 8192
+    """Train tokens per language for contexts and histograms."""
+    top_k: int = 3
+    """Top contexts per neuron and language."""
+    loss_neurons: int = 42
+    """How many LAPE neurons get a single-neuron loss change."""
+    loss_tokens: int = 256
+    """Held-out tokens per language for the loss change."""
+    loss_seq_len: int = 128
+    """Chunk length of that held-out text."""
+    quiet: bool = False
+    """No progress bars."""
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "explore",
+    return add_command(
+        subparsers, "explore", ExploreConfig, run,
         help="Single-neuron explorer of a `lapelens reproduce` folder (one offline HTML file).",
         description="Overview of the neurons each method selected (layers x languages), and per neuron: firing "
         "probability and mean activation per language, activation histograms, LAPE entropy and rank, the "
         "methods that selected it, top-activating contexts, the tokens it promotes and suppresses, and the "
         "loss change when it alone is deactivated. Loads the run's model.",
     )
-    parser.add_argument("run_dir", type=Path, help="Folder written by `lapelens reproduce` (stats/, neurons_*/, config.json).")
-    parser.add_argument("--out", type=Path, required=True, help="HTML file to write.")
-    parser.add_argument("--model", help="Model to load instead of the one in the run's config.json.")
-    parser.add_argument("--context-tokens", type=int, default=8192,
-                        help="Train tokens per language for contexts and histograms (default: %(default)s).")
-    parser.add_argument("--top-k", type=int, default=3, help="Top contexts per neuron and language (default: %(default)s).")
-    parser.add_argument("--loss-neurons", type=int, default=42,
-                        help="How many LAPE neurons get a single-neuron loss change (default: %(default)s).")
-    parser.add_argument("--loss-tokens", type=int, default=256,
-                        help="Held-out tokens per language for the loss change (default: %(default)s).")
-    parser.add_argument("--loss-seq-len", type=int, default=128,
-                        help="Chunk length of that held-out text (default: %(default)s).")
-    parser.add_argument("--quiet", action="store_true", help="No progress bars.")
-    parser.set_defaults(func=run)
-    return parser
 
 
-def run(args: argparse.Namespace) -> None:
+def run(cfg: ExploreConfig) -> None:
     from lapelens.explorer import explore
     from lapelens.models import load_model
 
-    for flag, value in (("--context-tokens", args.context_tokens), ("--top-k", args.top_k),
-                        ("--loss-tokens", args.loss_tokens), ("--loss-seq-len", args.loss_seq_len)):
+    for flag, value in (("--context-tokens", cfg.context_tokens), ("--top-k", cfg.top_k),
+                        ("--loss-tokens", cfg.loss_tokens), ("--loss-seq-len", cfg.loss_seq_len)):
         positive(value, flag)
-    if args.loss_neurons < 0:
-        raise LapelensError(f"--loss-neurons must be 0 or more, got {args.loss_neurons}.")
-    model = load_model(args.model) if args.model else None
-    ex = explore(args.run_dir, model, out=args.out, context_tokens=args.context_tokens, top_k=args.top_k,
-                 loss_neurons=args.loss_neurons, loss_tokens=args.loss_tokens,
-                 loss_seq_len=args.loss_seq_len, progress=not args.quiet)
+    if cfg.loss_neurons < 0:
+        raise LapelensError(f"--loss-neurons must be 0 or more, got {cfg.loss_neurons}.")
+    model = load_model(cfg.model) if cfg.model else None
+    ex = explore(cfg.run_dir, model, out=cfg.out, context_tokens=cfg.context_tokens, top_k=cfg.top_k,
+                 loss_neurons=cfg.loss_neurons, loss_tokens=cfg.loss_tokens,
+                 loss_seq_len=cfg.loss_seq_len, progress=not cfg.quiet)
     s = ex.data.settings
-    size = args.out.stat().st_size
-    print(f"wrote {args.out} ({size / 1e6:.2f} MB) in {ex.seconds:.0f} s: {s['detail_neurons']} neurons with contexts, "
+    size = cfg.out.stat().st_size
+    print(f"wrote {cfg.out} ({size / 1e6:.2f} MB) in {ex.seconds:.0f} s: {s['detail_neurons']} neurons with contexts, "
           f"{s['loss_neurons']} of {s['lape_neurons']} LAPE neurons with a loss change; timings {s['timings_seconds']}")

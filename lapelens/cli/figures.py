@@ -4,42 +4,45 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from lapelens.cli._config import add_command
 from lapelens.errors import LapelensError
+from lapelens.figures.export import FORMATS
+
+
+@dataclass(kw_only=True)
+class FiguresConfig:
+    run_dir: Path = field(metadata={"positional": True})
+    """Folder written by `lapelens reproduce --out`."""
+    out: Path | None = None
+    """Folder for the figures (default: RUN_DIR/figures, where reproduce writes them)."""
+    formats: tuple[str, ...] = FORMATS
+    """A subset of the formats (PNG and SVG need Chromium)."""
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from lapelens.figures.export import FORMATS
-
-    parser = subparsers.add_parser(
-        "figures",
+    return add_command(
+        subparsers, "figures", FiguresConfig, run,
         help="Redraw every figure of a finished `lapelens reproduce` run (HTML, PNG, SVG) from its saved results.",
         description="Load the saved results of a reproduce run folder (neurons_lape, perturb_*, sweep, ses, "
         "dominance, steer_*, deactivated_generation, kojima; no model, nothing recomputed) and write each "
         "figure as NAME.html (offline: it loads plotly.min.js from the same folder), NAME.png and NAME.svg "
         "(rendered by kaleido in a local Chromium).",
     )
-    parser.add_argument("run_dir", type=Path, help="Folder written by `lapelens reproduce --out`.")
-    parser.add_argument("--out", type=Path, default=None, help="Folder for the figures (default: RUN_DIR/figures, "
-                        "where reproduce writes them).")
-    parser.add_argument("--formats", default=",".join(FORMATS),
-                        help="Comma-separated subset of %(default)s (PNG and SVG need Chromium).")
-    parser.set_defaults(func=run)
-    return parser
 
 
-def run(args: argparse.Namespace) -> None:
+def run(cfg: FiguresConfig) -> None:
     from lapelens.figures import run_figures, write_figures
-    from lapelens.figures.export import FORMATS
 
-    formats = [f.strip().lower() for f in args.formats.split(",") if f.strip()]
+    formats = [f.lower() for f in cfg.formats]
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or not formats:
-        raise LapelensError(f"--formats takes a comma-separated subset of {','.join(FORMATS)}; got {args.formats!r}.")
+        raise LapelensError(f"--formats takes a comma-separated subset of {','.join(FORMATS)}; got {','.join(cfg.formats)!r}.")
     start = time.time()
-    figs = run_figures(args.run_dir)
-    out = args.out if args.out is not None else args.run_dir / "figures"
+    figs = run_figures(cfg.run_dir)
+    out = cfg.out if cfg.out is not None else cfg.run_dir / "figures"
     written = write_figures(figs, out, formats)
     print(f"wrote {len(written)} files ({len(figs)} figures x {', '.join(formats)}) to {out} "
           f"in {time.time() - start:.1f} s: {', '.join(figs)}")

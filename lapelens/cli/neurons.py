@@ -3,35 +3,46 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from lapelens.cli._config import add_command
 from lapelens.constants import PARAMS_META
+
+
+@dataclass(kw_only=True)
+class ShowConfig:
+    path: Path = field(metadata={"positional": True})
+    """A neuron set: a lapelens folder or an official .pth mask file (or a PV parameter-mask folder)."""
+    languages: tuple[str, ...] | None = None
+    """Official files only: language names in the file's order (default: en,zh,fr,es,vi,id,ja for 7 entries,
+    without ja for 6)."""
+    d_mlp: int | None = None
+    """Official files only: the MLP width (default: largest index + 1)."""
+
+
+@dataclass(kw_only=True)
+class CompareConfig(ShowConfig):
+    other: Path = field(metadata={"positional": True})
+    """The second neuron set, of the same model."""
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("neurons", help="Show or compare neuron sets.")
     sub = parser.add_subparsers(dest="action", required=True)
-    show = sub.add_parser("show", help="Print the summary tables of a neuron set (or PV parameter mask).")
-    show.add_argument("path", type=Path, help="A lapelens folder or an official .pth mask file.")
-    compare = sub.add_parser("compare", help="Per-language Jaccard between two neuron sets of one model.")
-    compare.add_argument("path", type=Path, help="The first neuron set (a lapelens folder or an official .pth mask file).")
-    compare.add_argument("other", type=Path, help="The second neuron set, of the same model.")
-    for p in (show, compare):
-        p.add_argument("--languages", help="Official files only: comma-separated language names in the file's order "
-                                            "(default: en,zh,fr,es,vi,id,ja for 7 entries, without ja for 6).")
-        p.add_argument("--d-mlp", type=int, help="Official files only: the MLP width (default: largest index + 1).")
-    parser.set_defaults(func=run)
+    add_command(sub, "show", ShowConfig, run_show, help="Print the summary tables of a neuron set (or PV parameter mask).")
+    add_command(sub, "compare", CompareConfig, run_compare,
+                help="Per-language Jaccard between two neuron sets of one model.")
     return parser
 
 
-def _read(path: Path, args: argparse.Namespace):
+def _read(path: Path, cfg: ShowConfig):
     from lapelens.methods.pv import ParameterMask
     from lapelens.neurons import load_neurons
 
     if path.is_dir() and (path / PARAMS_META).is_file():
         return ParameterMask.load(path)
-    languages = [l.strip() for l in args.languages.split(",") if l.strip()] if args.languages else None
-    neurons = load_neurons(path, languages=languages, d_mlp=args.d_mlp)
+    neurons = load_neurons(path, languages=list(cfg.languages) if cfg.languages else None, d_mlp=cfg.d_mlp)
     if neurons.meta.get("languages_assumed"):
         print(f"note: {path} names no languages; assumed {', '.join(neurons.languages)} "
               f"from its {len(neurons.languages)} entries (override with --languages).")
@@ -40,15 +51,15 @@ def _read(path: Path, args: argparse.Namespace):
     return neurons
 
 
-def run(args: argparse.Namespace) -> None:
+def run_show(cfg: ShowConfig) -> None:
+    print(_read(cfg.path, cfg).summary())
+
+
+def run_compare(cfg: CompareConfig) -> None:
     from lapelens.errors import LapelensError
     from lapelens.neurons import LanguageNeurons
 
-    first = _read(args.path, args)
-    if args.action == "show":
-        print(first.summary())
-        return
-    second = _read(args.other, args)
+    first, second = _read(cfg.path, cfg), _read(cfg.other, cfg)
     if not (isinstance(first, LanguageNeurons) and isinstance(second, LanguageNeurons)):
         raise LapelensError("compare works on neuron sets, not PV parameter masks.")
     print(first.compare(second).round(4).to_string())

@@ -50,9 +50,11 @@ class TrainConfig:
     corpus: str = EMBEDDED
     """Corpus name or folder (see ``lapelens.load_corpus``); its train and valid splits are used."""
     languages: tuple[str, ...] = PAPER_LANGUAGES
+    """Languages to train on, each with the same number of tokens."""
     init_from: str = ""
     """Continue from this HF folder (or 'embedded'): its tokenizer and weights instead of new ones."""
     vocab_size: int = 4096
+    """Tokenizer vocabulary size (byte-level BPE)."""
     tokenizer_chars_per_language: int = 600_000
     """Characters of each language the tokenizer is trained on (equal amounts: a balanced vocabulary)."""
     cjk_characters: bool = True
@@ -60,23 +62,39 @@ class TrainConfig:
     or Japanese token is one character or a byte piece of one. The vocabulary's merges then go to
     the words of the other languages."""
     n_layers: int = 8
+    """Transformer blocks."""
     d_model: int = 192
+    """Width of the residual stream."""
     d_mlp: int = 1024
+    """Neurons per MLP (the units LAPE ranks)."""
     n_heads: int = 6
+    """Attention heads per block."""
     seq_len: int = 256
+    """Tokens per training sequence (the model's context)."""
     batch_size: int = 16
+    """Sequences per optimiser step."""
     steps: int = 2400
+    """Optimiser steps."""
     lr: float = 2e-3
+    """Peak learning rate (AdamW)."""
     min_lr_ratio: float = 0.05
+    """Final learning rate of the cosine schedule, as a share of the peak."""
     warmup_steps: int = 60
+    """Steps of linear learning-rate warm-up."""
     weight_decay: float = 0.1
+    """AdamW weight decay."""
     grad_clip: float = 1.0
+    """Gradient-norm clipping."""
     bf16: bool = False
     """bf16 autocast. Off by default: on CPUs without native bf16 (AVX2 only) it is ~10x slower."""
     eval_every: int = 100
+    """Steps between evaluations on the valid split."""
     eval_chunks_per_language: int = 16
+    """Valid chunks per language in each evaluation."""
     checkpoint_minutes: float = 10.0
+    """Minutes between checkpoints (a killed run resumes from the last)."""
     seed: int = 0
+    """Seed of the initialisation and of the data order."""
     threads: int = 0
     """torch threads (0: leave torch's default)."""
 

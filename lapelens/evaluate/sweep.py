@@ -41,8 +41,6 @@ from lapelens.stats import ActivationStats
 
 DEFAULT_RATIOS = (0.0, 0.01, 0.02, 0.04, 0.06, 0.08, 0.10)
 SWEEP_JSON = "sweep.json"
-#: Methods whose selection has a ``top_rate`` to sweep.
-SWEEP_METHODS = ("lape", "lave")
 
 
 def _label(ratio: float) -> str:
@@ -59,9 +57,10 @@ def sweep_masks(
     """``{ratio: bool (layer, neuron) mask of target's neurons}`` and whether each selection was
     short of its budget (fewer neurons pass the filter than the ratio asks for)."""
     from lapelens.methods import identify
+    from lapelens.methods._registry import sweep_methods
 
-    if method not in SWEEP_METHODS:
-        raise LapelensError(f"The sweep varies top_rate, which only {list(SWEEP_METHODS)} have; got {method!r}.")
+    if method not in sweep_methods():
+        raise LapelensError(f"The sweep varies top_rate, which only {list(sweep_methods())} have; got {method!r}.")
     stats.lang_index(target)
     ratios = sorted({float(r) for r in ratios})
     if any(not 0 <= r <= 1 for r in ratios):

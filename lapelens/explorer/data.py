@@ -26,9 +26,6 @@ from lapelens.explorer.effects import logit_effects, loss_changes
 from lapelens.neurons import LanguageNeurons
 from lapelens.stats import ActivationStats
 
-#: Neuron sets of a ``lapelens reproduce`` folder, in the order the page lists them.
-RUN_METHODS = ("lape", "lap", "lave", "ap", "random")
-
 
 @dataclass
 class ExplorerData:
@@ -81,7 +78,9 @@ def load_run(run_dir: str | Path) -> tuple[dict, ActivationStats, dict[str, Lang
     config = json.loads((run / "config.json").read_text())
     stats = ActivationStats.load(run / "stats")
     sets = {}
-    for method in RUN_METHODS:
+    from lapelens.methods._registry import neuron_methods
+
+    for method in neuron_methods():  # the neuron sets a run can hold, in registry order
         folder = run / f"neurons_{method}"
         if (folder / NEURONS_TENSORS).is_file() and (folder / NEURONS_META).is_file():
             sets[method] = LanguageNeurons.load(folder)
@@ -180,7 +179,7 @@ def gather(
     loss_neurons: int = 42,
     loss_tokens: int = 256,
     loss_seq_len: int = 128,
-    detail_methods: Sequence[str] = RUN_METHODS,
+    detail_methods: Sequence[str] | None = None,
     progress: bool = True,
 ) -> ExplorerData:
     """Collect the explorer's content for a ``lapelens reproduce`` folder.
@@ -214,9 +213,12 @@ def gather(
     lap("logit effects")
 
     # Second pass: contexts and histograms of the selected neurons, on train text.
-    unknown = [m for m in detail_methods if m not in RUN_METHODS]
+    from lapelens.methods._registry import neuron_methods
+
+    detail_methods = neuron_methods() if detail_methods is None else tuple(detail_methods)
+    unknown = [m for m in detail_methods if m not in neuron_methods()]
     if unknown:
-        raise LapelensError(f"Unknown methods {unknown}: choose from {list(RUN_METHODS)}.")
+        raise LapelensError(f"Unknown methods {unknown}: choose from {list(neuron_methods())}.")
     detail_mask = torch.zeros(stats.n_layers, stats.d_mlp, dtype=torch.bool)
     for m in detail_methods:
         if m in sets:

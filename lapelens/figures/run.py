@@ -67,15 +67,16 @@ def _run_config(run_dir: Path) -> tuple[list[str], set[str] | None]:
     From ``config.json``, which ``reproduce`` writes when a run completes; without one, every
     ``perturb_*`` folder counts, in the pipeline's method order.
     """
-    from lapelens.pipeline import METHOD_NAMES
+    from lapelens.methods import METHODS
 
+    order = list(METHODS)
     config = run_dir / CONFIG_JSON
     if config.is_file():
         data = json.loads(config.read_text())
         stages = data.get("stages")
-        return list(data.get("methods", METHOD_NAMES)), (set(stages) if isinstance(stages, dict) else None)
+        return list(data.get("methods", order)), (set(stages) if isinstance(stages, dict) else None)
     found = {p.name.removeprefix("perturb_") for p in run_dir.glob("perturb_*") if p.is_dir()}
-    return [m for m in METHOD_NAMES if m in found] + sorted(found - set(METHOD_NAMES)), None
+    return [m for m in order if m in found] + sorted(found - set(order)), None
 
 
 def load_run(run_dir: str | Path) -> RunResults:

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from lapelens.errors import LapelensError
 from lapelens.methods._common import settings
+from lapelens.methods._registry import OptionHelp, register
 from lapelens.neurons import LanguageNeurons
 from lapelens.stats import SentenceActivations
 
@@ -72,6 +73,11 @@ def select_sentences(sentences: SentenceActivations, languages: Sequence[str]) -
     return SentenceActivations(tuple(languages), labels, sentences.means[rows], dict(sentences.meta))
 
 
+@register("ap", source="sentences",
+          summary="Top/bottom-k average precision of sentence-mean activations (Kojima et al., 2024).",
+          options={"k": OptionHelp("top-k and bottom-k neurons per language (Kojima: 1000; use fewer on a small model)",
+                                   "positive")},
+          min_languages=2, pipeline={"k": "ap_k"}, order=50)
 def ap(sentences: SentenceActivations, *, k: int = 1000) -> LanguageNeurons:
     """Top-``k`` and bottom-``k`` neurons by AP for each language (Kojima et al.: k = 1000).
 

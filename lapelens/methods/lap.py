@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from lapelens.errors import LapelensError
 from lapelens.methods._common import check_stats, settings
+from lapelens.methods._registry import OptionHelp, register
 from lapelens.neurons import LanguageNeurons
 from lapelens.stats import ActivationStats
 
 
+@register("lap", source="stats", summary="Firing probability above a threshold on a language (Tang et al. §3.1).",
+          options={"threshold": OptionHelp("firing probability a neuron must exceed on a language (0.95)", "quantile")},
+          order=20)
 def lap(stats: ActivationStats, *, threshold: float = 0.95) -> LanguageNeurons:
     """Neuron (i, j) is specific to language k when its firing probability ``p_k > threshold``.
 

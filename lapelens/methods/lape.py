@@ -34,6 +34,7 @@ from torch import Tensor
 
 from lapelens.errors import LapelensError
 from lapelens.methods._common import check_rate, check_stats, quantile_value, settings
+from lapelens.methods._registry import OptionHelp, register
 from lapelens.neurons import LanguageNeurons
 from lapelens.stats import ActivationStats
 
@@ -108,11 +109,23 @@ def entropy_select(
     return mask.reshape(n_lang, *unit_shape), info
 
 
+#: The options LAPE, LAVE and PV share (``entropy_select``'s).
+ENTROPY_OPTIONS = {
+    "top_rate": OptionHelp("share of units to keep, in (0, 1] (default: 0.1 for statistics of the embedded model, "
+                           "0.01 (the paper's) for any other)", "rate", model_default=True),
+    "filter_rate": OptionHelp("quantile of all scores a unit must exceed on some language (0.95)", "quantile"),
+    "activation_bar_ratio": OptionHelp("quantile of all scores a kept unit must exceed to be assigned to a "
+                                       "language (0.95)", "quantile"),
+}
+
+
 def _neurons(stats: ActivationStats, mask: Tensor, method: str, opts: dict, info: dict) -> LanguageNeurons:
     meta = {"settings": opts, **info, "model": stats.meta.get("model"), "stats": {k: v for k, v in stats.meta.items() if k != "model"}}
     return LanguageNeurons(stats.languages, mask, method, meta)
 
 
+@register("lape", source="stats", summary="Language activation probability entropy (Tang et al., 2024).",
+          options=ENTROPY_OPTIONS, sweepable=True, min_languages=2, pipeline={"top_rate": "top_rate"}, order=10)
 def lape(
     stats: ActivationStats,
     *,
@@ -134,6 +147,8 @@ def lape(
     return _neurons(stats, mask, "lape", opts, info)
 
 
+@register("lave", source="stats", summary="LAPE on mean activation values (Tang et al. §3.1).",
+          options=ENTROPY_OPTIONS, sweepable=True, min_languages=2, pipeline={"top_rate": "top_rate"}, order=30)
 def lave(
     stats: ActivationStats,
     *,

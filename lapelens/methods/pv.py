@@ -41,7 +41,8 @@ from lapelens._version import __version__
 from lapelens.constants import PARAMS_META, PARAMS_TENSORS
 from lapelens.errors import LapelensError
 from lapelens.methods._common import settings
-from lapelens.methods.lape import entropy_select
+from lapelens.methods._registry import OptionHelp, register
+from lapelens.methods.lape import ENTROPY_OPTIONS, entropy_select
 
 #: A parameter inside a numbered transformer block (LLaMA/Mistral/Qwen ``model.layers.3.``,
 #: GPT-2/BLOOM ``transformer.h.3.``, OPT ``model.decoder.layers.3.``, GPT-NeoX ``layers.3.``).
@@ -157,6 +158,10 @@ def load_weights(source: str | Path | Mapping[str, Tensor]) -> dict[str, Tensor]
     return out
 
 
+@register("pv", source="models",
+          summary="Parameter variation after per-language tuning (Tang et al. §3.1); returns a ParameterMask.",
+          options={**ENTROPY_OPTIONS, "top_rate": OptionHelp("share of parameters to keep, in (0, 1] (0.01)", "rate")},
+          returns="parameters", min_languages=2, order=60)
 def pv(
     base: str | Path | Mapping[str, Tensor],
     *,

@@ -6,10 +6,14 @@ import torch
 
 from lapelens.errors import LapelensError
 from lapelens.methods._common import check_stats, settings
+from lapelens.methods._registry import register
 from lapelens.neurons import LanguageNeurons
 from lapelens.stats import ActivationStats
 
 
+@register("random", source="stats", summary="Random neurons, as many per language as a reference set.",
+          options={"seed": "seed of the draw (0)"}, reference="lape", baseline=True, pipeline={"seed": "seed"},
+          order=40)
 def random_neurons(
     source: ActivationStats | LanguageNeurons,
     *,
