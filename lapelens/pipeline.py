@@ -32,15 +32,16 @@ from typing import Any, Callable
 
 from lapelens._io import atomic_write_text
 from lapelens._version import __version__
-from lapelens.constants import EMBEDDED, PAPER_LANGUAGES
+from lapelens.artifacts import stamp
+from lapelens.constants import EMBEDDED, PAPER_LANGUAGES, RUN_CONFIG, RUN_SUMMARY, STAGE_RECORD
 from lapelens.defaults import SEQ_LEN
 from lapelens.errors import LapelensError
 
 METHOD_NAMES = ("lape", "lap", "lave", "random", "ap", "pv")
 #: File each stage folder records its inputs in.
-STAGE_JSON = "stage.json"
+STAGE_JSON = STAGE_RECORD
 #: Written at the end of a run; removed at its start (they describe the whole run).
-RUN_FILES = ("config.json", "summary.json")
+RUN_FILES = (RUN_CONFIG, RUN_SUMMARY)
 RUN_FOLDERS = ("tables", "figures")
 #: ``--quick``: the budgets it lowers (an explicit flag keeps its value).
 QUICK = dict(tokens_per_language=40_000, eval_tokens_per_language=4096, ap_sentences=60, ap_k=30,
@@ -135,7 +136,7 @@ def _pv_base_dir(model: str) -> Path | None:
     from lapelens.models import embedded_model_dir
 
     base = embedded_model_dir() if model == EMBEDDED else Path(model).expanduser()
-    return base if (base / "config.json").is_file() else None
+    return base if (base / "config.json").is_file() else None  # an HF model folder's config
 
 
 def validate(cfg: ReproduceConfig) -> ReproduceConfig:
@@ -286,7 +287,7 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
     from lapelens.models import load_model
     from lapelens.neurons import LanguageNeurons
     from lapelens.provenance import corpus_identity, model_identity, parallel_identity
-    from lapelens.similarity import DominanceResult, SimilarityResult, sentence_embeddings
+    from lapelens.evaluate.similarity import DominanceResult, SimilarityResult, sentence_embeddings
     from lapelens.stats import ActivationStats, SentenceActivations
 
     cfg = validate(cfg)
@@ -454,7 +455,7 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
     for name, g in gens.items():
         g.summary.to_csv(out / "tables" / f"{name}.csv")
         _write_figure(g.figure(), figs / f"{name}.html")
-        summary[name] = json.loads(g.summary.to_json(orient="index"))
+        summary[name] = json.loads(_pair_keyed(g.summary).to_json(orient="index"))
 
     summary["timings_seconds"] = stage.timings
     summary["recomputed"] = stage.recomputed
@@ -462,7 +463,45 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
         log("[reproduce] computed: " + "; ".join(f"{n} ({why})" for n, why in stage.recomputed.items()))
     if stage.reused:
         log(f"[reproduce] reused (same settings): {', '.join(stage.reused)}")
-    config = {"lapelens_version": __version__, **asdict(cfg), "stages": dict(stage.fingerprints)}
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False, default=str))
-    atomic_write_text(out / "config.json", json.dumps(config, indent=2, ensure_ascii=False))  # last: the run is complete
+    config = stamp("run", {**asdict(cfg), "stages": dict(stage.fingerprints)})
+    atomic_write_text(out / RUN_SUMMARY, json.dumps(summary, indent=2, ensure_ascii=False, default=str))
+    atomic_write_text(out / RUN_CONFIG, json.dumps(config, indent=2, ensure_ascii=False))  # last: the run is complete
     return summary
+
+
+#: How ``summary.json`` names a pair of languages (source, target): ``"en->zh"``.
+PAIR_SEPARATOR = "->"
+
+
+def _pair_keyed(frame: Any) -> Any:
+    """``frame`` with a tuple row index (source, target) relabelled ``"en->zh"``, for JSON keys."""
+    if frame.index.nlevels == 1:
+        return frame
+    out = frame.copy()
+    out.index = [PAIR_SEPARATOR.join(map(str, i)) for i in frame.index]
+    return out
+
+
+def pair_key(key: str) -> str:
+    """A ``summary.json`` row key in the current form: ``"('en', 'zh')"`` (runs before lapelens
+    wrote ``"en->zh"``) becomes ``"en->zh"``; any other key is returned unchanged."""
+    import ast
+
+    if key.startswith("(") and key.endswith(")"):
+        try:
+            parts = ast.literal_eval(key)
+        except (ValueError, SyntaxError):
+            return key
+        if isinstance(parts, tuple):
+            return PAIR_SEPARATOR.join(map(str, parts))
+    return key
+
+
+def read_summary(run_dir: str | Path) -> dict:
+    """A run's ``summary.json``, with pair keys in the ``"en->zh"`` form whichever form it was written in."""
+    file = Path(run_dir) / RUN_SUMMARY
+    if not file.is_file():
+        raise LapelensError(f"{run_dir} has no {RUN_SUMMARY}: it is not a finished `lapelens reproduce` run.")
+    summary = json.loads(file.read_text(encoding="utf-8"))
+    return {k: ({pair_key(r): v for r, v in value.items()} if isinstance(value, dict) else value)
+            for k, value in summary.items()}

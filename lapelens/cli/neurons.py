@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lapelens.constants import PARAMS_META
+from lapelens.errors import LapelensError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -25,13 +25,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _read(path: Path, args: argparse.Namespace):
-    from lapelens.methods.pv import ParameterMask
-    from lapelens.neurons import load_neurons
+    from lapelens.artifacts import SELECTION_KINDS, load
 
-    if path.is_dir() and (path / PARAMS_META).is_file():
-        return ParameterMask.load(path)
+    if not path.exists():
+        raise LapelensError(f"{path} does not exist: pass a lapelens neuron folder or an official .pth mask file.")
     languages = [l.strip() for l in args.languages.split(",") if l.strip()] if args.languages else None
-    neurons = load_neurons(path, languages=languages, d_mlp=args.d_mlp)
+    neurons = load(path, SELECTION_KINDS, languages=languages, d_mlp=args.d_mlp)
+    if not path.is_file():
+        return neurons
     if neurons.meta.get("languages_assumed"):
         print(f"note: {path} names no languages; assumed {', '.join(neurons.languages)} "
               f"from its {len(neurons.languages)} entries (override with --languages).")

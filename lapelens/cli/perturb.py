@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> None:
     for name, result in results.items():
         _report(name, result)
     if len(results) > 1:
-        table = compare(results, reference=next((n for n, r in results.items() if r.meta.get("method") == "random"), None))
+        table = compare(results, reference=next((n for n, r in results.items() if r.method == "random"), None))
         print_frame("Side by side", table)
         if not args.show:
             table.to_csv(args.out / "compare.csv")

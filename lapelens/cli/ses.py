@@ -5,16 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lapelens.constants import EMBEDDED
+from lapelens.constants import DOMINANCE_HTML, EMBEDDED, SES_HTML
 from lapelens.errors import LapelensError
-
-#: Figure files written next to the CSVs.
-SES_HTML = "ses.html"
-DOMINANCE_HTML = "dominance.html"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from lapelens.similarity import DEFAULT_BATCH_SIZE, VECTORS
+    from lapelens.evaluate.similarity import DEFAULT_BATCH_SIZE, VECTORS
 
     parser = subparsers.add_parser(
         "ses",
@@ -93,7 +89,7 @@ def run(args: argparse.Namespace) -> None:
 
     from lapelens.models import load_model
     from lapelens.neurons import load_neurons
-    from lapelens.similarity import sentence_embeddings
+    from lapelens.evaluate.similarity import sentence_embeddings
 
     languages = [l.strip() for l in args.languages.split(",") if l.strip()] if args.languages else None
     if args.languages is not None and not languages:
