@@ -40,6 +40,21 @@ GENERATION_META: Final = "generation.json"
 RUN_CONFIG: Final = "config.json"
 RUN_SUMMARY: Final = "summary.json"
 STAGE_RECORD: Final = "stage.json"
+#: Tables a run writes to ``tables/`` (besides one per generation stage, named after it).
+RUN_TABLES: Final = {
+    "lape_per_language": "lape_per_language.csv",
+    "lape_per_layer": "lape_per_layer.csv",
+    "lape_jaccard": "lape_jaccard_between_languages.csv",
+    "jaccard_vs_methods": "jaccard_lape_vs_methods.csv",
+    "perturbation_summary": "perturbation_summary.csv",
+}
+#: ``lapelens perturb`` with several neuron sets: their side-by-side summary.
+COMPARE_TABLE: Final = "compare.csv"
+
+#: A collection checkpoint: one file per rank inside the checkpoint folder.
+CHECKPOINT_FILE: Final = "rank{rank}-of-{world}.safetensors"
+#: Written into every folder converted from a GGUF file; its presence marks a finished conversion.
+GGUF_SOURCE: Final = "lapelens_gguf_source.json"
 
 # Files of the official RUCAIBox/Language-Specific-Neurons scripts.
 OFFICIAL_ACTIVATION: Final = "activation.{lang}.train.{tag}"

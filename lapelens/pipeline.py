@@ -33,7 +33,7 @@ from typing import Any, Callable
 from lapelens._io import atomic_write_text
 from lapelens._version import __version__
 from lapelens.artifacts import stamp
-from lapelens.constants import EMBEDDED, PAPER_LANGUAGES, RUN_CONFIG, RUN_SUMMARY, STAGE_RECORD
+from lapelens.constants import EMBEDDED, PAPER_LANGUAGES, RUN_CONFIG, RUN_SUMMARY, RUN_TABLES, STAGE_RECORD
 from lapelens.defaults import SEQ_LEN
 from lapelens.errors import LapelensError
 
@@ -367,16 +367,16 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
     lape = neurons.get("lape")
     (out / "tables").mkdir(exist_ok=True)
     if lape is not None:
-        lape.per_language().to_csv(out / "tables" / "lape_per_language.csv")
-        lape.per_layer().to_csv(out / "tables" / "lape_per_layer.csv")
-        lape.jaccard().to_csv(out / "tables" / "lape_jaccard_between_languages.csv")
+        lape.per_language().to_csv(out / "tables" / RUN_TABLES["lape_per_language"])
+        lape.per_layer().to_csv(out / "tables" / RUN_TABLES["lape_per_layer"])
+        lape.jaccard().to_csv(out / "tables" / RUN_TABLES["lape_jaccard"])
         agreement = {m: lape.compare(n)["jaccard"] for m, n in neurons.items()
                      if m != "lape" and isinstance(n, LanguageNeurons)}
         if agreement:
             import pandas as pd
 
             table = pd.DataFrame(agreement)
-            table.to_csv(out / "tables" / "jaccard_lape_vs_methods.csv")
+            table.to_csv(out / "tables" / RUN_TABLES["jaccard_vs_methods"])
             summary["jaccard_lape_vs"] = table.mean().round(4).to_dict()
         summary["lape_per_language"] = lape.per_language()["neurons"].to_dict()
         summary["lape_per_layer"] = lape.per_layer().sum(axis=1).to_dict()
@@ -392,7 +392,7 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
         _write_figure(matrices[m].figure(), figs / f"fig2_perturb_{m}.html")
     if matrices:
         table = compare(matrices, reference="random" if "random" in matrices else None)
-        table.to_csv(out / "tables" / "perturbation_summary.csv")
+        table.to_csv(out / "tables" / RUN_TABLES["perturbation_summary"])
         summary["perturbation"] = json.loads(table.to_json(orient="index"))
         _write_figure(compare_figure(matrices), figs / "fig3_perturb_methods.html")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lapelens.constants import OFFICIAL_MASK_SUFFIX
 from lapelens.errors import LapelensError
 
 #: CLI flag -> method option (the flag's dest is the option name).
@@ -164,7 +165,7 @@ def run(args: argparse.Namespace) -> None:
 
     _check_options(args.method, options, source, languages)
     result = identify(source, args.method, languages=languages, **options)
-    if args.out.suffix == ".pth":
+    if args.out.suffix == OFFICIAL_MASK_SUFFIX:
         if isinstance(result, ParameterMask):
             raise LapelensError("PV selects parameters, which the official neuron mask format cannot hold: use a folder for --out.")
         path = result.to_official(args.out)

@@ -15,6 +15,7 @@ from lapelens.cli._evaluation import (
     quiet_transformers,
     split_list,
 )
+from lapelens.constants import COMPARE_TABLE
 from lapelens.errors import LapelensError
 
 
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> None:
         table = compare(results, reference=next((n for n, r in results.items() if r.method == "random"), None))
         print_frame("Side by side", table)
         if not args.show:
-            table.to_csv(args.out / "compare.csv")
+            table.to_csv(args.out / COMPARE_TABLE)
     if args.figure:
         fig = next(iter(results.values())).figure() if len(results) == 1 else compare_figure(results)
         args.figure.parent.mkdir(parents=True, exist_ok=True)

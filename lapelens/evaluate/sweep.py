@@ -37,7 +37,7 @@ from lapelens.evaluate.perplexity import (
     Value,
     evaluate_rows,
 )
-from lapelens.interventions import deactivate, neuron_mask
+from lapelens.neurons import LanguageNeurons
 from lapelens.stats import ActivationStats
 from lapelens.types import HookedModel
 
@@ -172,9 +172,11 @@ def selection_ratio_sweep(
     """PPL on every language of ``chunks`` as the ratio of ``target``'s top neurons grows
     (see the module docstring for the definition). ``options`` go to the selection method."""
     masks, short = sweep_masks(stats, target, ratios, method, **options)
-    for mask in masks.values():
-        neuron_mask(model, mask)
-    contexts = {_label(r): (lambda m=m: deactivate(model, m)) for r, m in masks.items() if r > 0}
+    # One neuron set whose "languages" are the ratios, bound once: every row trusts the check.
+    rows = [r for r in masks if r > 0]
+    by_ratio = LanguageNeurons(tuple(_label(r) for r in rows), torch.stack([masks[r] for r in rows]), method) if rows else None
+    bound = by_ratio.on(model) if by_ratio is not None else None
+    contexts = {_label(r): (lambda r=r: bound.deactivate(_label(r))) for r in rows}
     table = evaluate_rows(model, contexts, chunks, batch_size, progress)
     meta = {"model": str(getattr(model.cfg, "model_name", "?")), "method": method, "options": options,
             "seq_len": sorted({int(c.shape[1]) for c in chunks.values()}),
