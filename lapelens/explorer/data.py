@@ -25,6 +25,7 @@ from lapelens.explorer.contexts import NeuronSamples, histogram_edges, sample_ne
 from lapelens.explorer.effects import logit_effects, loss_changes
 from lapelens.neurons import LanguageNeurons
 from lapelens.stats import ActivationStats
+from lapelens.types import HookedModel
 
 #: Neuron sets of a ``lapelens reproduce`` folder, in the order the page lists them.
 RUN_METHODS = ("lape", "lap", "lave", "ap", "random")
@@ -164,7 +165,7 @@ def partial_characters(tokenizer: Any, chunk: Sequence[int], partial: set[int]) 
     return out
 
 
-def _min_activation(model: Any) -> float:
+def _min_activation(model: HookedModel) -> float:
     from lapelens.models import neuron_spec
 
     return float(neuron_spec(model).act_fn()(torch.linspace(-20, 20, 4001)).min())
@@ -172,7 +173,7 @@ def _min_activation(model: Any) -> float:
 
 def gather(
     run_dir: str | Path,
-    model: Any = None,
+    model: HookedModel | None = None,
     *,
     context_tokens: int = 8192,
     top_k: int = 3,
