@@ -246,6 +246,8 @@ def load(
                                 f"you want (e.g. {path / KINDS[present[0]].marker}) or kind=.")
         if present:
             found = present[0]
+            inner = [k for k in KINDS[found].contains if wanted is not None and found not in wanted and k in wanted]
+            found = inner[0] if inner else found  # e.g. the perturbation matrix inside a sweep folder
         elif official_activation_tags(path):
             found = "activation_stats"
         elif wanted is not None and len(wanted) == 1:

@@ -103,6 +103,9 @@ def test_every_kind_round_trips(saved):
     assert back.meta["model"] == "toy" and torch.equal(back.firing_probability(), stats.firing_probability())
     pert = lapelens.load(saved["perturbation"][1])
     assert pert.relative.equals(saved["perturbation"][0].relative)
+    # a sweep folder holds its perturbation matrix: asking for that kind gives the matrix
+    sweep, folder = saved["sweep"]
+    assert lapelens.load(folder, "perturbation").relative.equals(sweep.matrix.relative)
 
 
 def test_folder_without_kind_loads(saved, tmp_path):
