@@ -264,3 +264,32 @@ def load(
 def _expect(path: Path, found: str, wanted: tuple[str, ...] | None) -> None:
     if wanted is not None and found not in wanted:
         raise wrong_kind(path, found, wanted)
+
+
+#: How ``summary.json`` names a pair of languages (source, target): ``"en->zh"``.
+PAIR_SEPARATOR = "->"
+
+
+def pair_key(key: str) -> str:
+    """A ``summary.json`` row key in the current form: ``"('en', 'zh')"`` (runs before lapelens
+    wrote ``"en->zh"``) becomes ``"en->zh"``; any other key is returned unchanged."""
+    import ast
+
+    if key.startswith("(") and key.endswith(")"):
+        try:
+            parts = ast.literal_eval(key)
+        except (ValueError, SyntaxError):
+            return key
+        if isinstance(parts, tuple):
+            return PAIR_SEPARATOR.join(map(str, parts))
+    return key
+
+
+def read_summary(run_dir: str | Path) -> dict:
+    """A run's ``summary.json``, with pair keys in the ``"en->zh"`` form whichever form it was written in."""
+    file = Path(run_dir) / RUN_SUMMARY
+    if not file.is_file():
+        raise LapelensError(f"{run_dir} has no {RUN_SUMMARY}: it is not a finished `lapelens reproduce` run.")
+    summary = json.loads(file.read_text(encoding="utf-8"))
+    return {k: ({pair_key(r): v for r, v in value.items()} if isinstance(value, dict) else value)
+            for k, value in summary.items()}

@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 from lapelens._io import atomic_write_text
 from lapelens._version import __version__
-from lapelens.artifacts import stamp
+from lapelens.artifacts import PAIR_SEPARATOR, stamp
 from lapelens.constants import EMBEDDED, PAPER_LANGUAGES, RUN_CONFIG, RUN_SUMMARY, RUN_TABLES, STAGE_RECORD
 from lapelens.defaults import SEQ_LEN
 from lapelens.errors import LapelensError
@@ -469,10 +469,6 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
     return summary
 
 
-#: How ``summary.json`` names a pair of languages (source, target): ``"en->zh"``.
-PAIR_SEPARATOR = "->"
-
-
 def _pair_keyed(frame: Any) -> Any:
     """``frame`` with a tuple row index (source, target) relabelled ``"en->zh"``, for JSON keys."""
     if frame.index.nlevels == 1:
@@ -480,28 +476,3 @@ def _pair_keyed(frame: Any) -> Any:
     out = frame.copy()
     out.index = [PAIR_SEPARATOR.join(map(str, i)) for i in frame.index]
     return out
-
-
-def pair_key(key: str) -> str:
-    """A ``summary.json`` row key in the current form: ``"('en', 'zh')"`` (runs before lapelens
-    wrote ``"en->zh"``) becomes ``"en->zh"``; any other key is returned unchanged."""
-    import ast
-
-    if key.startswith("(") and key.endswith(")"):
-        try:
-            parts = ast.literal_eval(key)
-        except (ValueError, SyntaxError):
-            return key
-        if isinstance(parts, tuple):
-            return PAIR_SEPARATOR.join(map(str, parts))
-    return key
-
-
-def read_summary(run_dir: str | Path) -> dict:
-    """A run's ``summary.json``, with pair keys in the ``"en->zh"`` form whichever form it was written in."""
-    file = Path(run_dir) / RUN_SUMMARY
-    if not file.is_file():
-        raise LapelensError(f"{run_dir} has no {RUN_SUMMARY}: it is not a finished `lapelens reproduce` run.")
-    summary = json.loads(file.read_text(encoding="utf-8"))
-    return {k: ({pair_key(r): v for r, v in value.items()} if isinstance(value, dict) else value)
-            for k, value in summary.items()}

@@ -210,7 +210,7 @@ def test_unknown_and_ambiguous_paths(saved, tmp_path):
 
 def test_summary_pair_keys_in_both_forms(tmp_path):
     """Runs written before "en->zh" keys (the committed figures/*/summary.json) read the same."""
-    from lapelens.pipeline import pair_key, read_summary
+    from lapelens.artifacts import pair_key, read_summary
 
     assert pair_key("('en', 'zh')") == pair_key("en->zh") == "en->zh"
     assert pair_key("en") == "en" and pair_key("(not a tuple") == "(not a tuple"
