@@ -24,6 +24,7 @@ _EXPORTS = {
     "identify": "lapelens.methods",
     "METHODS": "lapelens.methods",
     "load_neurons": "lapelens.neurons",
+    "load": "lapelens.artifacts",
     # interventions (context managers)
     "deactivate": "lapelens.interventions",
     "set_activations": "lapelens.interventions",
@@ -40,7 +41,7 @@ _EXPORTS = {
     "prompted_steering": "lapelens.evaluate.generation",
     "kojima_pinning": "lapelens.evaluate.generation",
     "generation_under_deactivation": "lapelens.evaluate.generation",
-    "sentence_embeddings": "lapelens.similarity",
+    "sentence_embeddings": "lapelens.evaluate.similarity",
     "reproduce": "lapelens.pipeline",
     "explore": "lapelens.explorer",
     "ReproduceConfig": "lapelens.pipeline",

@@ -29,6 +29,7 @@ from lapelens.checkpoint import (DEFAULT_CHECKPOINT_EVERY, Checkpointer, Positio
 from lapelens.errors import LapelensError
 from lapelens.models import NeuronSpec, neuron_spec
 from lapelens.stats import ActivationStats, SentenceActivations
+from lapelens.types import HookedModel
 
 from lapelens.defaults import SEQ_LEN as DEFAULT_SEQ_LEN  # one default for every command
 DEFAULT_BATCH_SIZE = 8
@@ -200,7 +201,7 @@ class _Done(Exception):
     """Raised by the last layer's hook: nothing after it (last down-projection, unembedding) is needed."""
 
 
-def _run_to_last_mlp(model: Any, tokens: Tensor, **kwargs: Any) -> None:
+def _run_to_last_mlp(model: HookedModel, tokens: Tensor, **kwargs: Any) -> None:
     try:
         model(tokens, return_type=None, **kwargs)
     except _Done:
@@ -221,7 +222,21 @@ def _hooks(spec: NeuronSpec, fn: Any) -> list[tuple[str, Any]]:
     return [(spec.hook_pre(i), make(i)) for i in range(spec.n_layers)]
 
 
-def _device(model: Any) -> torch.device:
+def padded_batch(ids: Sequence[Sequence[int]], rows: Sequence[int], pad: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Right-padded ``ids[r]`` for r in ``rows`` (each starting with a separator token), their
+    attention mask, and the weights of the tokens a sentence mean averages (the separator excluded)."""
+    width = max(len(ids[r]) for r in rows)
+    tokens = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        tokens[i, :len(ids[r])] = torch.tensor(ids[r])
+        mask[i, :len(ids[r])] = 1
+    weights = mask.float()
+    weights[:, 0] = 0  # the separator
+    return tokens, mask, weights
+
+
+def _device(model: HookedModel) -> torch.device:
     """Where the token ids go: the embedding's device (under a device_map the bridge records it in cfg)."""
     original = getattr(model, "original_model", None)
     if getattr(original, "hf_device_map", None) and getattr(model.cfg, "device", None) is not None:
@@ -229,7 +244,7 @@ def _device(model: Any) -> torch.device:
     return next(model.parameters()).device
 
 
-def _check_seq_len(model: Any, seq_len: int) -> None:
+def _check_seq_len(model: HookedModel, seq_len: int) -> None:
     n_ctx = getattr(model.cfg, "n_ctx", None)
     if n_ctx and seq_len > n_ctx:
         raise LapelensError(f"seq_len={seq_len} exceeds the model's context of {n_ctx} tokens: use --seq-len {n_ctx} or less.")
@@ -246,7 +261,7 @@ def _batches(chunks: Tensor | Iterable[Tensor], batch_size: int) -> Iterator[Ten
 
 # ---- collection ------------------------------------------------------------------------------
 def collect_chunks(
-    model: Any,
+    model: HookedModel,
     chunks_by_language: Mapping[str, Int64[Tensor, "chunk pos"] | Iterable[Int64[Tensor, " pos"]]],
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = True,
@@ -264,7 +279,7 @@ def collect_chunks(
     return _collect(model, chunks_by_language, batch_size, progress, meta or {}, totals, checkpoint, checkpoint_every)
 
 
-def _collect(model: Any, chunks_by_language: Mapping[str, Any], batch_size: int, progress: bool,
+def _collect(model: HookedModel, chunks_by_language: Mapping[str, Any], batch_size: int, progress: bool,
              meta: dict, totals: Mapping[str, int | None], checkpoint: str | Path | None = None,
              checkpoint_every: float | int = DEFAULT_CHECKPOINT_EVERY) -> ActivationStats:
     spec = neuron_spec(model)
@@ -335,7 +350,7 @@ def _collect(model: Any, chunks_by_language: Mapping[str, Any], batch_size: int,
 
 
 def collect(
-    model: Any,
+    model: HookedModel,
     texts_by_language: Mapping[str, Iterable[str]],
     tokens_per_language: int | None = None,
     seq_len: int | None = None,
@@ -407,7 +422,7 @@ def _warn_if_short(lang: str, chunks: Iterator[Tensor], seq_len: int, wanted: in
 
 # ---- per-sentence means (Kojima et al.'s AP) -------------------------------------------------
 def collect_sentence_means(
-    model: Any,
+    model: HookedModel,
     sentences_by_language: Mapping[str, Sequence[str]],
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_tokens_per_sentence: int = DEFAULT_SENTENCE_TOKENS,
@@ -458,14 +473,7 @@ def collect_sentence_means(
     with torch.inference_mode(), model.hooks(fwd_hooks=_hooks(spec, take)):
         for b in tqdm(range(0, len(order), batch_size), desc="sentence means", disable=not progress):
             rows = order[b:b + batch_size]
-            width = max(len(ids[s]) for s in rows)
-            tokens = torch.full((len(rows), width), pad, dtype=torch.long)
-            mask = torch.zeros(len(rows), width, dtype=torch.long)
-            for r, s in enumerate(rows):
-                tokens[r, :len(ids[s])] = torch.tensor(ids[s])
-                mask[r, :len(ids[s])] = 1
-            weights = mask.float()
-            weights[:, 0] = 0  # the separator
+            tokens, mask, weights = padded_batch(ids, rows, pad)
             current.update(rows=torch.tensor(rows), weights=weights.to(device),
                            lengths=weights.sum(1).to(device))
             kwargs = {"attention_mask": mask.to(device)} if bool((mask == 0).any()) else {}

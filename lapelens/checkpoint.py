@@ -27,11 +27,9 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor
 
+from lapelens.constants import CHECKPOINT_FILE
 from lapelens.defaults import DEFAULT_CHECKPOINT_EVERY
 from lapelens.errors import LapelensError
-
-#: One file per rank inside the checkpoint folder. (Belongs with the other file names in constants.)
-CHECKPOINT_FILE = "rank{rank}-of-{world}.safetensors"
 _FORMAT = 1
 
 

@@ -13,9 +13,53 @@ NEURONS_META: Final = "neurons.json"
 #: Parameter masks (the PV method selects parameters, not neurons).
 PARAMS_TENSORS: Final = "params.safetensors"
 PARAMS_META: Final = "params.json"
+#: Per-sentence mean activations (the AP method's input).
+SENTENCES_TENSORS: Final = "sentences.safetensors"
+SENTENCES_META: Final = "sentences.json"
+#: A perturbation (PPL-change) matrix: raw per-chunk numbers, derived table, metadata.
+PERTURBATION_CHUNKS: Final = "chunks.csv"
+PERTURBATION_TABLE: Final = "table.csv"
+PERTURBATION_META: Final = "perturbation.json"
+#: A selection-ratio sweep: a perturbation result in the same folder plus these two.
+SWEEP_TABLE: Final = "sweep.csv"
+SWEEP_META: Final = "sweep.json"
+#: Sentence-embedding similarity (Fig. 6) and dominance (Fig. 7): ``{stem}{suffix}.csv`` + ``{stem}.json``.
+SES_STEM: Final = "ses"
+DOMINANCE_STEM: Final = "dominance"
+SES_META: Final = f"{SES_STEM}.json"
+DOMINANCE_META: Final = f"{DOMINANCE_STEM}.json"
+#: Figures ``lapelens ses`` writes beside its CSVs.
+SES_HTML: Final = f"{SES_STEM}.html"
+DOMINANCE_HTML: Final = f"{DOMINANCE_STEM}.html"
+#: A generation experiment (steering, deactivated generation, Kojima pinning).
+GENERATION_SUMMARY: Final = "summary.csv"
+GENERATION_SAMPLES: Final = "samples.jsonl"
+GENERATION_META: Final = "generation.json"
+
+# A `lapelens reproduce` run folder.
+RUN_CONFIG: Final = "config.json"
+RUN_SUMMARY: Final = "summary.json"
+STAGE_RECORD: Final = "stage.json"
+#: Tables a run writes to ``tables/`` (besides one per generation stage, named after it).
+RUN_TABLES: Final = {
+    "lape_per_language": "lape_per_language.csv",
+    "lape_per_layer": "lape_per_layer.csv",
+    "lape_jaccard": "lape_jaccard_between_languages.csv",
+    "jaccard_vs_methods": "jaccard_lape_vs_methods.csv",
+    "perturbation_summary": "perturbation_summary.csv",
+}
+#: ``lapelens perturb`` with several neuron sets: their side-by-side summary.
+COMPARE_TABLE: Final = "compare.csv"
+
+#: A collection checkpoint: one file per rank inside the checkpoint folder.
+CHECKPOINT_FILE: Final = "rank{rank}-of-{world}.safetensors"
+#: Written into every folder converted from a GGUF file; its presence marks a finished conversion.
+GGUF_SOURCE: Final = "lapelens_gguf_source.json"
 
 # Files of the official RUCAIBox/Language-Specific-Neurons scripts.
 OFFICIAL_ACTIVATION: Final = "activation.{lang}.train.{tag}"
+#: Suffix of the official mask files (``torch.save`` of ``[language][layer] -> LongTensor``).
+OFFICIAL_MASK_SUFFIX: Final = ".pth"
 
 #: Name under which the model and corpus that ship inside the package are addressed.
 EMBEDDED: Final = "embedded"

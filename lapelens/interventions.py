@@ -24,7 +24,7 @@ of that layer's neurons at once with an index tensor.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Iterator, Mapping, Sequence
 
 import torch
@@ -32,16 +32,18 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from lapelens.errors import LapelensError
+from lapelens.methods.pv import ParameterMask
 from lapelens.models import NeuronSpec, neuron_spec
 from lapelens.neurons import LanguageNeurons
 from lapelens.stats import ActivationStats
+from lapelens.types import BoundSelection, HookedModel, Selection
 
 Languages = str | Sequence[str]
 
 
 # ---- which neurons -----------------------------------------------------------------------------
 def neuron_mask(
-    model: Any,
+    model: HookedModel,
     neurons: LanguageNeurons | Bool[Tensor, "layer neuron"],
     lang: Languages | None = None,
 ) -> Bool[Tensor, "layer neuron"]:
@@ -124,7 +126,7 @@ def _set_gated_hooks(idx: Tensor, values: Tensor):
 
 
 @contextmanager
-def _with_hooks(model: Any, fwd_hooks: list) -> Iterator[Any]:
+def _with_hooks(model: HookedModel, fwd_hooks: list) -> Iterator[Any]:
     if not fwd_hooks:  # nothing to do (e.g. a language without neurons): no context level either
         yield model
         return
@@ -135,7 +137,7 @@ def _with_hooks(model: Any, fwd_hooks: list) -> Iterator[Any]:
 # ---- public interventions ----------------------------------------------------------------------
 @contextmanager
 def deactivate(
-    model: Any,
+    model: HookedModel,
     neurons: LanguageNeurons | Bool[Tensor, "layer neuron"],
     lang: Languages | None = None,
 ) -> Iterator[Any]:
@@ -144,15 +146,26 @@ def deactivate(
     ``deactivate(model, neurons, "fr")``, ``deactivate(model, neurons, ["fr", "es"])`` (union) or
     ``deactivate(model, mask)`` with a bool (layer, neuron) mask.
     """
-    mask = neuron_mask(model, neurons, lang)
-    hooks = [(NeuronSpec.hook_post(i), _zero_hook(idx)) for i, idx in _by_layer(mask).items()]
-    with _with_hooks(model, hooks):
+    if isinstance(neurons, LanguageNeurons):
+        with neurons.on(model).deactivate(lang if lang is not None else _no_language(neurons)):
+            yield model
+        return
+    with _zeroed(model, neuron_mask(model, neurons)):
         yield model
+
+
+def _no_language(selection: Selection) -> str:
+    raise LapelensError(f"Say whose {selection.unit} to use: pass a language (one of {list(selection.languages)}).")
+
+
+def _zeroed(model: HookedModel, mask: Bool[Tensor, "layer neuron"]) -> AbstractContextManager:
+    """Deactivate the neurons of a mask already checked against ``model``."""
+    return _with_hooks(model, [(NeuronSpec.hook_post(i), _zero_hook(idx)) for i, idx in _by_layer(mask).items()])
 
 
 @contextmanager
 def set_activations(
-    model: Any,
+    model: HookedModel,
     mask: Bool[Tensor, "layer neuron"],
     values: float | int | Float[Tensor, "layer neuron"],
 ) -> Iterator[Any]:
@@ -162,8 +175,14 @@ def set_activations(
     Plain MLP: ``hook_post[..., j] = v``. Gated MLP: ``hook_post[..., j] = v * hook_pre_linear[..., j]``,
     with the up projection of the same forward pass.
     """
-    spec = neuron_spec(model)
     mask = neuron_mask(model, mask)
+    with _set(model, mask, values):
+        yield model
+
+
+def _set(model: HookedModel, mask: Bool[Tensor, "layer neuron"], values: float | int | Tensor) -> AbstractContextManager:
+    """``set_activations`` for a mask already checked against ``model``."""
+    spec = neuron_spec(model)
     if not isinstance(values, Tensor):
         values = torch.full(mask.shape, float(values))
     if not bool(torch.isfinite(values[mask]).all()):
@@ -177,13 +196,12 @@ def set_activations(
             hooks += [(NeuronSpec.hook_pre_linear(i), keep_up), (NeuronSpec.hook_post(i), set_post)]
         else:
             hooks.append((NeuronSpec.hook_post(i), _set_plain_hook(idx, v)))
-    with _with_hooks(model, hooks):
-        yield model
+    return _with_hooks(model, hooks)
 
 
 @contextmanager
 def steer(
-    model: Any,
+    model: HookedModel,
     neurons: LanguageNeurons,
     lang: str,
     stats: ActivationStats,
@@ -195,28 +213,19 @@ def steer(
     ``stats.mean_activation()[layer, neuron, lang]``: the mean of ``act_fn(hook_pre)`` over all
     tokens of ``lang`` text in ``stats`` (firing or not). ``scale=1`` is the paper's setting.
     """
-    mask = neuron_mask(model, neurons, lang)
-    neuron_spec(model).check_fits(stats.n_layers, stats.d_mlp, "statistics")
-    values = float(scale) * stats.mean_activation()[:, :, stats.lang_index(lang)]
-    with set_activations(model, mask, values.float()):
+    with neurons.on(model).steer(lang, stats, scale):
         yield model
 
 
 @contextmanager
-def pin_to_median(model: Any, neurons: LanguageNeurons, lang: str) -> Iterator[Any]:
+def pin_to_median(model: HookedModel, neurons: LanguageNeurons, lang: str) -> Iterator[Any]:
     """Pin ``lang``'s neurons (Kojima et al.: its top-k and bottom-k AP neurons) to their median
     activation on ``lang`` text, ``neurons.values["median"]``."""
-    if "median" not in neurons.values:
-        raise LapelensError(
-            f"The {neurons.method} neuron set has no 'median' values to pin to (it has {sorted(neurons.values) or 'none'}): "
-            "use AP neurons from identify(sentences, 'ap')."
-        )
-    mask = neuron_mask(model, neurons, lang)
-    with set_activations(model, mask, neurons.values["median"][neurons.lang_index(lang)]):
+    with neurons.on(model).pin_to_median(lang):
         yield model
 
 
-def _parameters(model: Any, masks: Mapping[str, Tensor]) -> list[tuple[Tensor, Tensor]]:
+def _parameters(model: HookedModel, masks: Mapping[str, Tensor]) -> list[tuple[Tensor, Tensor]]:
     hf = getattr(model, "original_model", model)
     out = []
     for name, mask in masks.items():
@@ -237,7 +246,7 @@ def _parameters(model: Any, masks: Mapping[str, Tensor]) -> list[tuple[Tensor, T
 
 @contextmanager
 def zero_parameters(
-    model: Any,
+    model: HookedModel,
     masks: Any,
     lang: str | None = None,
 ) -> Iterator[Any]:
@@ -246,21 +255,84 @@ def zero_parameters(
     ``masks`` is a ``ParameterMask`` with ``lang``, or ``{HF parameter name: bool mask}`` for
     ``model.original_model``. Only the masked entries are copied aside and written back.
     """
-    if hasattr(masks, "for_language"):
-        if lang is None:
-            raise LapelensError(f"Say whose parameters to zero: pass a language (one of {list(masks.languages)}).")
-        masks = masks.for_language(lang)
-    elif not isinstance(masks, Mapping):
+    if isinstance(masks, ParameterMask):
+        with masks.on(model).deactivate(lang if lang is not None else _no_language(masks)):
+            yield model
+        return
+    if not isinstance(masks, Mapping):
         raise LapelensError(f"zero_parameters needs a ParameterMask or a dict of bool masks, got {type(masks).__name__}.")
-    targets = _parameters(model, masks)
+    with _zeroed_entries(_parameters(model, masks)):
+        yield model
+
+
+@contextmanager
+def _zeroed_entries(targets: Sequence[tuple[Tensor, Tensor]]) -> Iterator[None]:
+    """Zero ``param[mask]`` for each (parameter, mask) pair, already checked; restore them on exit."""
     saved: list[tuple[Tensor, Tensor, Tensor]] = []
     try:
         with torch.no_grad():
             for param, mask in targets:
                 saved.append((param, mask, param[mask].clone()))
                 param.masked_fill_(mask, 0)
-        yield model
+        yield
     finally:
         with torch.no_grad():
             for param, mask, old in reversed(saved):  # reversed: a parameter listed twice ends as it began
                 param[mask] = old
+
+
+# ---- selections bound to a model: checked once, trusted by every condition -----------------------
+class BoundNeurons(BoundSelection):
+    """A ``LanguageNeurons`` checked against one model (``neurons.on(model)``)."""
+
+    def __init__(self, neurons: LanguageNeurons, model: HookedModel):
+        neuron_spec(model).check_fits(neurons.n_layers, neurons.d_mlp, f"{neurons.method} neuron set")
+        self.neurons, self.model, self.languages = neurons, model, neurons.languages
+        self._checked_stats: list[ActivationStats] = []
+
+    def mask(self, lang: Languages) -> Bool[Tensor, "layer neuron"]:
+        """``lang``'s neurons (several languages: their union)."""
+        langs = [lang] if isinstance(lang, str) else list(lang)
+        return self.neurons.mask[[self.neurons.lang_index(l) for l in langs]].any(dim=0)
+
+    def deactivate(self, lang: Languages) -> AbstractContextManager:
+        return _zeroed(self.model, self.mask(lang))
+
+    def deactivate_mask(self, mask: Bool[Tensor, "layer neuron"]) -> AbstractContextManager:
+        """Deactivate a mask derived from this set's masks (e.g. other languages' neurons minus the target's)."""
+        return _zeroed(self.model, mask)
+
+    def steer(self, lang: str, stats: ActivationStats, scale: float | int = 1.0) -> AbstractContextManager:
+        """See :func:`steer`; the statistics are checked on first use."""
+        if not any(s is stats for s in self._checked_stats):
+            neuron_spec(self.model).check_fits(stats.n_layers, stats.d_mlp, "statistics")
+            self._checked_stats.append(stats)
+        mask = self.mask(lang)
+        values = float(scale) * stats.mean_activation()[:, :, stats.lang_index(lang)]
+        return _set(self.model, mask, values.float())
+
+    def pin_to_median(self, lang: str) -> AbstractContextManager:
+        """See :func:`pin_to_median`."""
+        neurons = self.neurons
+        if "median" not in neurons.values:
+            raise LapelensError(
+                f"The {neurons.method} neuron set has no 'median' values to pin to (it has {sorted(neurons.values) or 'none'}): "
+                "use AP neurons from identify(sentences, 'ap')."
+            )
+        return _set(self.model, self.mask(lang), neurons.values["median"][neurons.lang_index(lang)])
+
+
+class BoundParameters(BoundSelection):
+    """A ``ParameterMask`` checked against one model (``masks.on(model)``): every parameter it names
+    is found and has the mask's shape."""
+
+    def __init__(self, masks: ParameterMask, model: HookedModel):
+        self.masks, self.model, self.languages = masks, model, masks.languages
+        per_language = {name: m[0] for name, m in masks.masks.items()}
+        self._params = [param for param, _ in _parameters(model, per_language)]
+
+    def deactivate(self, lang: Languages) -> AbstractContextManager:
+        langs = [lang] if isinstance(lang, str) else list(lang)
+        idx = [self.masks.lang_index(l) for l in langs]
+        return _zeroed_entries([(param, m[idx].any(dim=0).to(param.device))
+                                for param, m in zip(self._params, self.masks.masks.values())])

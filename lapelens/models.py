@@ -27,6 +27,7 @@ from torch import Tensor
 
 from lapelens.constants import EMBEDDED
 from lapelens.errors import LapelensError
+from lapelens.types import HookedModel
 
 #: Activation functions (names as in ``transformers.activations.ACT2FN``) for which
 #: ``act(x) > 0`` holds exactly when ``x > 0``, so ``hook_pre > 0`` is the paper's firing test.
@@ -127,7 +128,7 @@ def _probe_widths(model: Any, n_layers: int) -> list[int]:
 _SPECS: "weakref.WeakKeyDictionary[Any, NeuronSpec]" = weakref.WeakKeyDictionary()
 
 
-def neuron_spec(model: Any) -> NeuronSpec:
+def neuron_spec(model: HookedModel) -> NeuronSpec:
     """Read a hooked model's MLP layout; fail clearly if it has no MLP hooks or an unsafe activation."""
     cached = _SPECS.get(model)
     if cached is not None:

@@ -11,19 +11,22 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import pandas as pd
 import torch
 from jaxtyping import Bool, Float, Int64
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
 from lapelens._io import atomic_file, atomic_files
-from lapelens._version import __version__
+from lapelens.artifacts import load_tensors, read_meta, require, write_meta
 from lapelens.constants import NEURONS_META, NEURONS_TENSORS, PAPER_LANGUAGES
 from lapelens.errors import LapelensError
+from lapelens.types import BoundSelection, HookedModel, Selection
 
+#: Artifact kind (``lapelens.artifacts.KINDS``).
+KIND = "language_neurons"
 #: Keys of the JSON file that are attributes of the object, not free-form ``meta``.
 _RESERVED = ("lapelens_version", "method", "languages", "n_layers", "d_mlp", "values")
 
@@ -46,7 +49,7 @@ def default_official_languages(n_entries: int) -> tuple[str, ...]:
 
 
 @dataclass
-class LanguageNeurons:
+class LanguageNeurons(Selection):
     """The neurons selected for each language.
 
     ``mask[k, i, j]`` is True when neuron j of layer i belongs to ``languages[k]``. A neuron may
@@ -83,6 +86,15 @@ class LanguageNeurons:
     @property
     def d_mlp(self) -> int:
         return self.mask.shape[2]
+
+    #: What the selection counts (``Selection.unit``).
+    unit: ClassVar[str] = "neurons"
+
+    def on(self, model: HookedModel) -> BoundSelection:
+        """This selection checked against ``model`` once; its interventions then trust it."""
+        from lapelens.interventions import BoundNeurons
+
+        return BoundNeurons(self, model)
 
     def lang_index(self, lang: str) -> int:
         if lang not in self.languages:
@@ -210,7 +222,6 @@ class LanguageNeurons:
         tensors = {"mask": self.mask.contiguous()}
         tensors.update({f"values.{k}": v.contiguous() for k, v in self.values.items()})
         meta = {
-            "lapelens_version": __version__,
             "method": self.method,
             "languages": list(self.languages),
             "n_layers": self.n_layers,
@@ -220,20 +231,18 @@ class LanguageNeurons:
         }
         with atomic_files(path, NEURONS_META) as tmp:
             save_file(tensors, str(tmp / NEURONS_TENSORS))
-            (tmp / NEURONS_META).write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str))
+            write_meta(tmp / NEURONS_META, KIND, meta)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "LanguageNeurons":
         path = Path(path)
-        if not (path / NEURONS_TENSORS).is_file() or not (path / NEURONS_META).is_file():
-            raise LapelensError(
+        require(path, KIND, (NEURONS_TENSORS, NEURONS_META),
                 f"{path} is not a lapelens neuron folder (expected {NEURONS_TENSORS} and {NEURONS_META}); "
-                "make one with `lapelens identify`, or pass an official .pth mask file instead."
-            )
+                "make one with `lapelens identify`, or pass an official .pth mask file instead.")
+        meta = read_meta(path, KIND)
+        tensors = load_tensors(path / NEURONS_TENSORS, KIND)
         try:
-            tensors = load_file(str(path / NEURONS_TENSORS))
-            meta = json.loads((path / NEURONS_META).read_text())
             languages = tuple(meta["languages"])
             mask = tensors["mask"]
             values = {k[len("values."):]: v for k, v in tensors.items() if k.startswith("values.")}
@@ -330,9 +339,9 @@ def load_neurons(path: str | Path, languages: Sequence[str] | None = None, d_mlp
 
     ``languages`` and ``d_mlp`` only apply to official files (a lapelens folder records both).
     """
+    from lapelens.artifacts import load
+
     path = Path(path)
-    if path.is_dir():
-        return LanguageNeurons.load(path)
     if not path.exists():
         raise LapelensError(f"{path} does not exist: pass a lapelens neuron folder or an official .pth mask file.")
-    return LanguageNeurons.from_official(path, languages=languages, d_mlp=d_mlp)
+    return load(path, KIND, languages=languages, d_mlp=d_mlp)

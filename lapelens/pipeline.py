@@ -32,7 +32,8 @@ from typing import Any, Callable
 
 from lapelens._io import atomic_write_text
 from lapelens._version import __version__
-from lapelens.constants import EMBEDDED, PAPER_LANGUAGES
+from lapelens.artifacts import PAIR_SEPARATOR, stamp
+from lapelens.constants import EMBEDDED, PAPER_LANGUAGES, RUN_CONFIG, RUN_SUMMARY, RUN_TABLES, STAGE_RECORD
 from lapelens.defaults import DEFAULT_CHECKPOINT_EVERY, SEQ_LEN
 from lapelens.errors import LapelensError
 from lapelens.methods import METHODS
@@ -40,11 +41,11 @@ from lapelens.methods import METHODS
 #: Every registered method, in registry order (the default of ``--methods``).
 METHOD_NAMES = tuple(METHODS)
 #: File each stage folder records its inputs in.
-STAGE_JSON = "stage.json"
+STAGE_JSON = STAGE_RECORD
 #: Folder the stats stage keeps ``collect``'s checkpoints in while it runs (removed once it is saved).
 STATS_CHECKPOINT = "stats.checkpoint"
 #: Written at the end of a run; removed at its start (they describe the whole run).
-RUN_FILES = ("config.json", "summary.json")
+RUN_FILES = (RUN_CONFIG, RUN_SUMMARY)
 RUN_FOLDERS = ("tables", "figures")
 #: ``--quick``: the budgets it lowers (an explicit flag keeps its value).
 QUICK = dict(tokens_per_language=40_000, eval_tokens_per_language=4096, ap_sentences=60, ap_k=30,
@@ -142,7 +143,7 @@ def _pv_base_dir(model: str) -> Path | None:
     from lapelens.models import embedded_model_dir
 
     base = embedded_model_dir() if model == EMBEDDED else Path(model).expanduser()
-    return base if (base / "config.json").is_file() else None
+    return base if (base / "config.json").is_file() else None  # an HF model folder's config
 
 
 def validate(cfg: ReproduceConfig) -> ReproduceConfig:
@@ -366,8 +367,8 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
     from lapelens.evaluate.sweep import SweepResult, selection_ratio_sweep
     from lapelens.models import load_model
     from lapelens.neurons import LanguageNeurons
+    from lapelens.evaluate.similarity import DominanceResult, SimilarityResult, sentence_embeddings
     from lapelens.provenance import corpus_identity, digest, model_identity, parallel_identity
-    from lapelens.similarity import DominanceResult, SimilarityResult, sentence_embeddings
     from lapelens.stats import ActivationStats
 
     cfg = validate(cfg)
@@ -421,16 +422,16 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
     lape = neurons.get("lape")
     (out / "tables").mkdir(exist_ok=True)
     if lape is not None:
-        lape.per_language().to_csv(out / "tables" / "lape_per_language.csv")
-        lape.per_layer().to_csv(out / "tables" / "lape_per_layer.csv")
-        lape.jaccard().to_csv(out / "tables" / "lape_jaccard_between_languages.csv")
+        lape.per_language().to_csv(out / "tables" / RUN_TABLES["lape_per_language"])
+        lape.per_layer().to_csv(out / "tables" / RUN_TABLES["lape_per_layer"])
+        lape.jaccard().to_csv(out / "tables" / RUN_TABLES["lape_jaccard"])
         agreement = {m: lape.compare(n)["jaccard"] for m, n in neurons.items()
                      if m != "lape" and isinstance(n, LanguageNeurons)}
         if agreement:
             import pandas as pd
 
             table = pd.DataFrame(agreement)
-            table.to_csv(out / "tables" / "jaccard_lape_vs_methods.csv")
+            table.to_csv(out / "tables" / RUN_TABLES["jaccard_vs_methods"])
             summary["jaccard_lape_vs"] = table.mean().round(4).to_dict()
         summary["lape_per_language"] = lape.per_language()["neurons"].to_dict()
         summary["lape_per_layer"] = lape.per_layer().sum(axis=1).to_dict()
@@ -446,7 +447,7 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
         _write_figure(matrices[m].figure(), figs / f"fig2_perturb_{m}.html")
     if matrices:
         table = compare(matrices, reference=next((m for m in matrices if METHODS[m].baseline), None))
-        table.to_csv(out / "tables" / "perturbation_summary.csv")
+        table.to_csv(out / "tables" / RUN_TABLES["perturbation_summary"])
         summary["perturbation"] = json.loads(table.to_json(orient="index"))
         _write_figure(compare_figure(matrices), figs / "fig3_perturb_methods.html")
 
@@ -509,7 +510,7 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
     for name, g in gens.items():
         g.summary.to_csv(out / "tables" / f"{name}.csv")
         _write_figure(g.figure(), figs / f"{name}.html")
-        summary[name] = json.loads(g.summary.to_json(orient="index"))
+        summary[name] = json.loads(_pair_keyed(g.summary).to_json(orient="index"))
 
     summary["timings_seconds"] = stage.timings
     summary["recomputed"] = stage.recomputed
@@ -517,7 +518,16 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
         log("[reproduce] computed: " + "; ".join(f"{n} ({why})" for n, why in stage.recomputed.items()))
     if stage.reused:
         log(f"[reproduce] reused (same settings): {', '.join(stage.reused)}")
-    config = {"lapelens_version": __version__, **asdict(cfg), "stages": dict(stage.fingerprints)}
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False, default=str))
-    atomic_write_text(out / "config.json", json.dumps(config, indent=2, ensure_ascii=False))  # last: the run is complete
+    config = stamp("run", {**asdict(cfg), "stages": dict(stage.fingerprints)})
+    atomic_write_text(out / RUN_SUMMARY, json.dumps(summary, indent=2, ensure_ascii=False, default=str))
+    atomic_write_text(out / RUN_CONFIG, json.dumps(config, indent=2, ensure_ascii=False))  # last: the run is complete
     return summary
+
+
+def _pair_keyed(frame: Any) -> Any:
+    """``frame`` with a tuple row index (source, target) relabelled ``"en->zh"``, for JSON keys."""
+    if frame.index.nlevels == 1:
+        return frame
+    out = frame.copy()
+    out.index = [PAIR_SEPARATOR.join(map(str, i)) for i in frame.index]
+    return out

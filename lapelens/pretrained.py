@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Callable
 
 from lapelens._version import __version__
+from lapelens.constants import GGUF_SOURCE
 from lapelens.errors import LapelensError
 
 #: Written into every converted folder; its presence marks a finished conversion.
-SOURCE_FILE = "lapelens_gguf_source.json"
+SOURCE_FILE = GGUF_SOURCE
 
 
 @dataclass(frozen=True)

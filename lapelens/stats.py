@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import torch
 from jaxtyping import Float, Float64, Int64
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
 from lapelens._io import atomic_file, atomic_files
-from lapelens._version import __version__
-from lapelens.constants import OFFICIAL_ACTIVATION, STATS_META, STATS_TENSORS
+from lapelens.artifacts import load_tensors, read_meta, require, write_meta
+from lapelens.constants import OFFICIAL_ACTIVATION, SENTENCES_META, SENTENCES_TENSORS, STATS_META, STATS_TENSORS
 from lapelens.errors import LapelensError
 
 if TYPE_CHECKING:
     import pandas as pd
 
+#: Artifact kinds (``lapelens.artifacts.KINDS``).
+KIND = "activation_stats"
+SENTENCES_KIND = "sentence_activations"
 
 @dataclass
 class ActivationStats:
@@ -152,27 +154,24 @@ class ActivationStats:
         """Write ``path/stats.safetensors`` and ``path/stats.json`` (a folder); returns the folder."""
         path = Path(path)
         tensors = {"n": self.n, "count": self.count, "act_sum": self.act_sum, "act_sq_sum": self.act_sq_sum}
-        meta = {"lapelens_version": __version__, **self.meta, "languages": list(self.languages)}
         with atomic_files(path, STATS_META) as tmp:  # a stop never leaves new tensors beside old metadata
             save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / STATS_TENSORS))
-            (tmp / STATS_META).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+            write_meta(tmp / STATS_META, KIND, {**self.meta, "languages": list(self.languages)})
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "ActivationStats":
         path = Path(path)
-        if not (path / STATS_TENSORS).is_file() or not (path / STATS_META).is_file():
-            raise LapelensError(
+        require(path, KIND, (STATS_TENSORS, STATS_META),
                 f"{path} is not a lapelens statistics folder (expected {STATS_TENSORS} and {STATS_META}); "
-                "make one with `lapelens collect`."
-            )
+                "make one with `lapelens collect`.")
+        meta = read_meta(path, KIND)
+        tensors = load_tensors(path / STATS_TENSORS, KIND)
         try:
-            tensors = load_file(str(path / STATS_TENSORS))
-            meta = json.loads((path / STATS_META).read_text())
-        except Exception as exc:
-            raise LapelensError(f"{path} is corrupt ({type(exc).__name__}: {exc}); collect the statistics again.") from exc
-        languages = tuple(meta.pop("languages"))
-        return cls(languages, tensors["n"], tensors["count"], tensors["act_sum"], tensors["act_sq_sum"], meta)
+            languages = tuple(meta.pop("languages"))
+            return cls(languages, tensors["n"], tensors["count"], tensors["act_sum"], tensors["act_sq_sum"], meta)
+        except (KeyError, TypeError) as exc:
+            raise LapelensError(f"{path} is corrupt ({type(exc).__name__}: {exc}); collect the statistics again.") from None
 
     # ---- the official RUCAIBox/Language-Specific-Neurons format ------------------------------
     def to_official(self, folder: str | Path, tag: str) -> list[Path]:
@@ -234,18 +233,19 @@ class SentenceActivations:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        meta = {"lapelens_version": __version__, **self.meta, "languages": list(self.languages)}
-        with atomic_files(path, "sentences.json") as tmp:
-            save_file({"labels": self.labels.contiguous(), "means": self.means.contiguous()}, str(tmp / "sentences.safetensors"))
-            (tmp / "sentences.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+        with atomic_files(path, SENTENCES_META) as tmp:
+            save_file({"labels": self.labels.contiguous(), "means": self.means.contiguous()}, str(tmp / SENTENCES_TENSORS))
+            write_meta(tmp / SENTENCES_META, SENTENCES_KIND, {**self.meta, "languages": list(self.languages)})
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "SentenceActivations":
         path = Path(path)
+        require(path, SENTENCES_KIND, (SENTENCES_TENSORS, SENTENCES_META),
+                f"{path} is not a lapelens sentence-activation folder (expected {SENTENCES_TENSORS} and {SENTENCES_META}).")
+        meta = read_meta(path, SENTENCES_KIND)
+        t = load_tensors(path / SENTENCES_TENSORS, SENTENCES_KIND)
         try:
-            t = load_file(str(path / "sentences.safetensors"))
-            meta = json.loads((path / "sentences.json").read_text())
-        except Exception as exc:
-            raise LapelensError(f"{path} is not a readable lapelens sentence-activation folder ({exc}).") from exc
-        return cls(tuple(meta.pop("languages")), t["labels"], t["means"], meta)
+            return cls(tuple(meta.pop("languages")), t["labels"], t["means"], meta)
+        except (KeyError, TypeError) as exc:
+            raise LapelensError(f"{path} is not a readable lapelens sentence-activation folder ({exc}).") from None

@@ -25,7 +25,7 @@ from lapelens.figures import RunResults, figures_of, find_browser, run_figures, 
 from lapelens.figures import export
 from lapelens.figures.style import model_label
 from lapelens.neurons import LanguageNeurons
-from lapelens.similarity import DominanceResult, SimilarityResult
+from lapelens.evaluate.similarity import DominanceResult, SimilarityResult
 
 BROWSER = find_browser()
 needs_browser = pytest.mark.skipif(BROWSER is None, reason="PNG/SVG export and the browser tests need Chromium: "

@@ -28,6 +28,14 @@ def test_reproduce_end_to_end_and_resume(tiny_dirs, tmp_path):
     lape = LanguageNeurons.load(out / "neurons_lape")
     assert summary["lape_per_language"] == {l: lape.count(l) for l in ("en", "zh", "fr")}
     assert (out / "figures" / "fig2_perturb_lape.html").is_file()
+    # Pairs are keyed "en->zh" (not a Python tuple's repr), and the run folder loads as one result.
+    saved = json.loads((out / "summary.json").read_text())
+    assert "en->zh" in saved["steer_prompted"] and not any(k.startswith("(") for k in saved["steer_prompted"])
+    import lapelens
+
+    run = lapelens.load(out)
+    assert set(run.perturbations) == {"lape", "lap", "lave", "random", "ap", "pv"}
+    assert json.loads((out / "config.json").read_text())["kind"] == "run"
 
     # A second run loads every stage instead of recomputing it: same numbers, no timings.
     again = reproduce(cfg)

@@ -9,7 +9,7 @@ import torch
 
 from lapelens import LanguageNeurons, LapelensError, load_model
 from lapelens.cli import main
-from lapelens.similarity import (
+from lapelens.evaluate.similarity import (
     DominanceResult, SentenceEmbeddings, SimilarityResult, dominance_matrix, mean_over_sources, pair_similarity,
     partner, sentence_embeddings, ses_matrix, shifted_similarity,
 )

@@ -7,34 +7,28 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from lapelens.constants import PARAMS_TENSORS
 from lapelens.errors import LapelensError
 
 
 def load_selection(path: Path, model: Any, languages: list[str] | None = None, flag: str = "--neurons") -> Any:
-    """A PV parameter-mask folder, a lapelens neuron folder, or an official ``.pth`` mask file.
+    """A PV parameter-mask folder, a lapelens neuron folder, or an official ``.pth`` mask file
+    (``lapelens.load``, refusing any other kind of result).
 
     An official file names no languages: ``languages`` (from ``--languages``) names its entries
     when there are as many; a 7-entry file without them is read in the paper's order
     (en,zh,fr,es,vi,id,ja), and a note says so. Any other length needs ``--languages``.
     """
+    from lapelens.artifacts import SELECTION_KINDS, load
     from lapelens.models import neuron_spec
-    from lapelens.neurons import LanguageNeurons, load_neurons
 
-    if path.is_dir():
-        if (path / PARAMS_TENSORS).is_file():
-            from lapelens.methods.pv import ParameterMask
-
-            return ParameterMask.load(path)
-        return load_neurons(path)
     if not path.exists():
         raise LapelensError(f"{flag} {path} does not exist: pass a lapelens neuron folder or an official .pth mask file.")
-    names = official_names(path, languages, flag)
-    neurons = LanguageNeurons.from_official(path, languages=names, d_mlp=neuron_spec(model).d_mlp)
-    if neurons.meta.get("languages_assumed"):
-        print(f"note: {path} names no languages; its {len(neurons.languages)} entries are taken to be "
-              f"{','.join(neurons.languages)} (the paper's order): if they are others, name them with --languages.")
-    return neurons
+    names = official_names(path, languages, flag) if path.is_file() else None
+    selection = load(path, SELECTION_KINDS, languages=names, d_mlp=neuron_spec(model).d_mlp)
+    if path.is_file() and selection.meta.get("languages_assumed"):
+        print(f"note: {path} names no languages; its {len(selection.languages)} entries are taken to be "
+              f"{','.join(selection.languages)} (the paper's order): if they are others, name them with --languages.")
+    return selection
 
 
 def official_names(path: Path, languages: list[str] | None, flag: str = "--neurons") -> list[str] | None:
@@ -46,7 +40,7 @@ def official_names(path: Path, languages: list[str] | None, flag: str = "--neuro
     try:
         n_entries = len(torch.load(path, weights_only=True, map_location="cpu"))
     except Exception:
-        return None  # from_official says what is wrong with the file
+        return None  # not an official file: lapelens.load says what it is
     if languages is not None and len(languages) == n_entries:
         return languages
     try:

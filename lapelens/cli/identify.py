@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 from dataclasses import dataclass, field
 
 from lapelens.cli._config import add_config_arguments, config_from_args
-from lapelens.constants import OFFICIAL_ACTIVATION, PAPER_LANGUAGES, STATS_META
+from lapelens.constants import OFFICIAL_MASK_SUFFIX
 from lapelens.errors import LapelensError
 
 def method_options() -> dict[str, list]:
@@ -103,27 +102,11 @@ def _pairs(text: str, what: str) -> dict[str, str]:
 
 def load_stats(path: Path, tag: str | None = None, languages: tuple[str, ...] | None = None):
     """A lapelens statistics folder, or a folder of official ``activation.{lang}.train.{tag}`` files."""
-    from lapelens.stats import ActivationStats
+    from lapelens.artifacts import load
 
-    if (path / STATS_META).is_file():
-        return ActivationStats.load(path)
     if not path.is_dir():
         raise LapelensError(f"--stats {path} is not a folder: pass a lapelens statistics folder or a folder of official activation files.")
-    pattern = re.compile(r"^" + re.escape(OFFICIAL_ACTIVATION).replace(r"\{lang\}", r"(?P<lang>[^.]+)").replace(r"\{tag\}", r"(?P<tag>.+)") + r"$")
-    found = [m for m in (pattern.match(p.name) for p in path.iterdir()) if m]
-    if not found:
-        raise LapelensError(f"{path} has neither {STATS_META} nor official activation.{{lang}}.train.{{tag}} files.")
-    tags = sorted({m["tag"] for m in found})
-    if tag is None:
-        if len(tags) > 1:
-            raise LapelensError(f"{path} has official activation files with several tags {tags}: choose one with --tag.")
-        tag = tags[0]
-    if languages is None:
-        langs = {m["lang"] for m in found if m["tag"] == tag}
-        if not langs:
-            raise LapelensError(f"{path} has no official activation files with tag {tag!r} (tags: {tags}).")
-        languages = tuple(l for l in PAPER_LANGUAGES if l in langs) + tuple(sorted(langs - set(PAPER_LANGUAGES)))
-    return ActivationStats.from_official(path, tag, languages)
+    return load(path, "activation_stats", tag=tag, languages=languages)
 
 
 def _read_texts(spec: str) -> dict[str, list[str]]:
@@ -215,7 +198,7 @@ def run(args: argparse.Namespace) -> None:
 
     _check_options(cfg.method, options, source, languages)
     result = identify(source, cfg.method, languages=languages, **options)
-    if cfg.out.suffix == ".pth":
+    if cfg.out.suffix == OFFICIAL_MASK_SUFFIX:
         if spec.returns == "parameters":
             raise LapelensError(f"{cfg.method} selects parameters, which the official neuron mask format cannot hold: use a folder for --out.")
         path = result.to_official(cfg.out)

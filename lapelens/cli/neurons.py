@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lapelens.cli._config import add_command
-from lapelens.constants import PARAMS_META
+from lapelens.errors import LapelensError
 
 
 @dataclass(kw_only=True)
@@ -37,12 +37,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _read(path: Path, cfg: ShowConfig):
-    from lapelens.methods.pv import ParameterMask
-    from lapelens.neurons import load_neurons
+    from lapelens.artifacts import SELECTION_KINDS, load
 
-    if path.is_dir() and (path / PARAMS_META).is_file():
-        return ParameterMask.load(path)
-    neurons = load_neurons(path, languages=list(cfg.languages) if cfg.languages else None, d_mlp=cfg.d_mlp)
+    if not path.exists():
+        raise LapelensError(f"{path} does not exist: pass a lapelens neuron folder or an official .pth mask file.")
+    languages = list(cfg.languages) if cfg.languages else None
+    neurons = load(path, SELECTION_KINDS, languages=languages, d_mlp=cfg.d_mlp)
+    if not path.is_file():
+        return neurons
     if neurons.meta.get("languages_assumed"):
         print(f"note: {path} names no languages; assumed {', '.join(neurons.languages)} "
               f"from its {len(neurons.languages)} entries (override with --languages).")

@@ -9,6 +9,7 @@ from pathlib import Path
 from lapelens.cli._config import add_command
 from lapelens.cli._evaluation import load_model_quietly, load_perturbation, print_frame, quiet_transformers
 from lapelens.cli._options import EvalTextOptions, ModelOptions
+from lapelens.constants import COMPARE_TABLE
 from lapelens.errors import LapelensError
 
 
@@ -93,11 +94,11 @@ def run(cfg: PerturbConfig) -> None:
     for name, result in results.items():
         _report(name, result)
     if len(results) > 1:
-        baseline = lambda r: getattr(METHODS.get(r.meta.get("method")), "baseline", False)  # noqa: E731
+        baseline = lambda r: getattr(METHODS.get(r.method), "baseline", False)  # noqa: E731
         table = compare(results, reference=next((n for n, r in results.items() if baseline(r)), None))
         print_frame("Side by side", table)
         if not cfg.show:
-            table.to_csv(cfg.out / "compare.csv")
+            table.to_csv(cfg.out / COMPARE_TABLE)
     if cfg.figure:
         fig = next(iter(results.values())).figure() if len(results) == 1 else compare_figure(results)
         cfg.figure.parent.mkdir(parents=True, exist_ok=True)

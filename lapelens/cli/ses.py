@@ -9,13 +9,9 @@ from dataclasses import dataclass, field
 
 from lapelens.cli._config import add_command
 from lapelens.cli._options import ModelOptions, positive
-from lapelens.constants import EMBEDDED
+from lapelens.constants import DOMINANCE_HTML, EMBEDDED, SES_HTML
 from lapelens.errors import LapelensError
-from lapelens.similarity import DEFAULT_BATCH_SIZE, VECTORS
-
-#: Figure files written next to the CSVs.
-SES_HTML = "ses.html"
-DOMINANCE_HTML = "dominance.html"
+from lapelens.evaluate.similarity import DEFAULT_BATCH_SIZE, VECTORS
 
 
 @dataclass(kw_only=True)
@@ -98,7 +94,7 @@ def run(cfg: SesConfig) -> None:
 
     from lapelens.models import load_model
     from lapelens.neurons import load_neurons
-    from lapelens.similarity import sentence_embeddings
+    from lapelens.evaluate.similarity import sentence_embeddings
 
     languages = list(cfg.languages) if cfg.languages else None
     if languages is not None and len(languages) < 2:

@@ -18,7 +18,6 @@ by the intervention and not by the random draws.
 from __future__ import annotations
 
 import dataclasses
-import json
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,11 +30,12 @@ import torch.nn.functional as F
 
 from lapelens._compat import fix_bridge_kv_cache
 from lapelens._io import atomic_files
-from lapelens._version import __version__
+from lapelens.artifacts import read_meta, require, write_meta
+from lapelens.constants import GENERATION_META, GENERATION_SAMPLES, GENERATION_SUMMARY
 from lapelens.errors import LapelensError
-from lapelens.interventions import deactivate, neuron_mask, pin_to_median, steer
 from lapelens.neurons import LanguageNeurons
 from lapelens.stats import ActivationStats
+from lapelens.types import HookedModel
 
 BEFORE = "before"
 
@@ -69,7 +69,7 @@ def _special_ids(tokenizer: Any) -> tuple[int, int | None, int]:
     return bos, eos, pad
 
 
-def encode_prompts(model: Any, prompts: Sequence[str], max_tokens: int | None = None) -> list[list[int]]:
+def encode_prompts(model: HookedModel, prompts: Sequence[str], max_tokens: int | None = None) -> list[list[int]]:
     """BOS + the first ``max_tokens`` tokens of each prompt (``[BOS]`` alone for an empty prompt)."""
     bos, _, _ = _special_ids(model.tokenizer)
     ids = model.tokenizer(list(prompts), add_special_tokens=False)["input_ids"] if prompts else []
@@ -77,7 +77,7 @@ def encode_prompts(model: Any, prompts: Sequence[str], max_tokens: int | None = 
 
 
 @torch.inference_mode()
-def generate_ids(model: Any, prompts: Sequence[Sequence[int]], sampling: Sampling = Sampling()) -> list[list[int]]:
+def generate_ids(model: HookedModel, prompts: Sequence[Sequence[int]], sampling: Sampling = Sampling()) -> list[list[int]]:
     """New token ids for each prompt (token ids), up to and excluding the first EOS.
 
     Prompts are left-padded into batches of ``sampling.batch_size`` (with an attention mask);
@@ -111,12 +111,12 @@ def generate_ids(model: Any, prompts: Sequence[Sequence[int]], sampling: Samplin
     return out
 
 
-def _decode(model: Any, ids: Sequence[Sequence[int]]) -> list[str]:
+def _decode(model: HookedModel, ids: Sequence[Sequence[int]]) -> list[str]:
     return [model.tokenizer.decode(i, skip_special_tokens=True).strip() for i in ids]
 
 
 @torch.inference_mode()
-def continuation_nll(model: Any, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]],
+def continuation_nll(model: HookedModel, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]],
                      batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """Summed NLL and token count of each continuation given its prompt, under ``model`` as it is
     now (call it outside any intervention for the unperturbed model)."""
@@ -142,7 +142,7 @@ def continuation_nll(model: Any, prompts: Sequence[Sequence[int]], continuations
     return nll, count
 
 
-def _run(model: Any, condition: Callable[[], AbstractContextManager], prompts: list[list[int]],
+def _run(model: HookedModel, condition: Callable[[], AbstractContextManager], prompts: list[list[int]],
          sampling: Sampling) -> tuple[list[list[int]], list[str], list[str]]:
     from lapelens.langid import detect_languages
 
@@ -153,6 +153,10 @@ def _run(model: Any, condition: Callable[[], AbstractContextManager], prompts: l
 
 
 # ---- results -----------------------------------------------------------------------------------
+#: Artifact kind (``lapelens.artifacts.KINDS``).
+KIND = "generation"
+
+
 @dataclass
 class GenerationResult:
     """A summary table (rows named, e.g. by target language) and every generated text."""
@@ -193,34 +197,36 @@ class GenerationResult:
     def save(self, path: str | Path) -> Path:
         """A folder: ``summary.csv``, ``samples.jsonl`` (one generated text per line), ``generation.json``."""
         path = Path(path)
-        meta = {"lapelens_version": __version__, **self.meta,
-                "index": list(self.summary.index.names), "header_rows": self.summary.columns.nlevels}
-        with atomic_files(path, "generation.json") as tmp:
-            self.summary.to_csv(tmp / "summary.csv", float_format="%.10g")
-            self.samples.to_json(tmp / "samples.jsonl", orient="records", lines=True, force_ascii=False)
-            (tmp / "generation.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str))
+        meta = {**self.meta, "index": list(self.summary.index.names), "header_rows": self.summary.columns.nlevels}
+        with atomic_files(path, GENERATION_META) as tmp:
+            self.summary.to_csv(tmp / GENERATION_SUMMARY, float_format="%.10g")
+            self.samples.to_json(tmp / GENERATION_SAMPLES, orient="records", lines=True, force_ascii=False)
+            write_meta(tmp / GENERATION_META, KIND, meta)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "GenerationResult":
         path = Path(path)
-        if not (path / "generation.json").is_file():
-            raise LapelensError(f"{path} is not a generation result (no generation.json).")
-        meta = json.loads((path / "generation.json").read_text())
-        index, header = meta.pop("index"), meta.pop("header_rows")
-        summary = pd.read_csv(path / "summary.csv", index_col=list(range(len(index))), header=list(range(header)),
-                              keep_default_na=False, na_values=[""])
-        samples = pd.read_json(path / "samples.jsonl", orient="records", lines=True, dtype=False)
+        require(path, KIND, (GENERATION_META,), f"{path} is not a generation result (no {GENERATION_META}).")
+        meta = read_meta(path, KIND)
+        try:
+            index, header = meta.pop("index"), meta.pop("header_rows")
+            summary = pd.read_csv(path / GENERATION_SUMMARY, index_col=list(range(len(index))), header=list(range(header)),
+                                  keep_default_na=False, na_values=[""])
+            samples = pd.read_json(path / GENERATION_SAMPLES, orient="records", lines=True, dtype=False)
+        except (KeyError, TypeError, OSError, ValueError) as exc:
+            raise LapelensError(f"{path} is corrupt ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                                "run the generation again.") from None
         return cls(summary, samples, meta)
 
 
-def _sampling_meta(model: Any, sampling: Sampling, **kw: Any) -> dict:
+def _sampling_meta(model: HookedModel, sampling: Sampling, **kw: Any) -> dict:
     return {"model": str(getattr(model.cfg, "model_name", "?")), "sampling": dataclasses.asdict(sampling), **kw}
 
 
 # ---- unconditional (Kojima et al.) ---------------------------------------------------------------
 def unconditional_shares(
-    model: Any,
+    model: HookedModel,
     conditions: Mapping[str, Callable[[], AbstractContextManager]],
     n_samples: int = 100,
     sampling: Sampling = Sampling(),
@@ -248,7 +254,7 @@ def unconditional_shares(
 
 
 def unconditional_steering(
-    model: Any,
+    model: HookedModel,
     neurons: LanguageNeurons,
     stats: ActivationStats,
     languages: Sequence[str] | None = None,
@@ -262,16 +268,17 @@ def unconditional_steering(
     (those not also the target's) are deactivated at the same time: the unconditional analogue of
     the paper's cross-lingual setting (deactivate the source, activate the target)."""
     langs = list(languages or neurons.languages)
+    bound = neurons.on(model)
     for lang in langs:
-        neuron_mask(model, neurons, lang)
+        bound.mask(lang)
         stats.lang_index(lang)
 
     def condition(lang: str) -> AbstractContextManager:
         others = [o for o in neurons.languages if o != lang]
         if not (deactivate_others and others):
-            return steer(model, neurons, lang, stats, scale)
-        off = neuron_mask(model, neurons, others) & ~neuron_mask(model, neurons, lang)
-        return _both(deactivate(model, off), steer(model, neurons, lang, stats, scale))
+            return bound.steer(lang, stats, scale)
+        off = bound.mask(others) & ~bound.mask(lang)
+        return _both(bound.deactivate_mask(off), bound.steer(lang, stats, scale))
 
     conditions = {l: (lambda l=l: condition(l)) for l in langs}
     return unconditional_shares(model, conditions, n_samples, sampling, "unconditional steering",
@@ -280,7 +287,7 @@ def unconditional_steering(
 
 
 def kojima_pinning(
-    model: Any,
+    model: HookedModel,
     ap_neurons: LanguageNeurons,
     languages: Sequence[str] | None = None,
     n_samples: int = 100,
@@ -290,16 +297,17 @@ def kojima_pinning(
     langs = list(languages or ap_neurons.languages)
     if "median" not in ap_neurons.values:
         raise LapelensError("kojima_pinning needs AP neurons with 'median' values (identify(sentences, 'ap')).")
+    bound = ap_neurons.on(model)
     for lang in langs:
-        neuron_mask(model, ap_neurons, lang)
-    conditions = {l: (lambda l=l: pin_to_median(model, ap_neurons, l)) for l in langs}
+        bound.mask(lang)
+    conditions = {l: (lambda l=l: bound.pin_to_median(l)) for l in langs}
     return unconditional_shares(model, conditions, n_samples, sampling, "Kojima median pinning",
                                 {"method": ap_neurons.method, "neurons": {l: ap_neurons.count(l) for l in langs}})
 
 
 # ---- prompted steering (Tang et al., Tables 4 and 5) ----------------------------------------------
 def prompted_steering(
-    model: Any,
+    model: HookedModel,
     neurons: LanguageNeurons,
     stats: ActivationStats,
     parallel: pd.DataFrame,
@@ -320,10 +328,11 @@ def prompted_steering(
     langs = [l for l in parallel.columns if l in neurons.languages]
     sources = list(sources or langs)
     targets = list(targets or langs)
+    bound = neurons.on(model)
     for lang in set(sources) | set(targets):
         if lang not in parallel.columns:
             raise LapelensError(f"The parallel corpus has no {lang!r} column (it has {list(parallel.columns)}).")
-        neuron_mask(model, neurons, lang)
+        bound.mask(lang)
         stats.lang_index(lang)
     if len(parallel) < 1 or n_prompts < 1:
         raise LapelensError("No prompts: the parallel corpus is empty or n_prompts < 1.")
@@ -339,8 +348,8 @@ def prompted_steering(
                 continue
             row = {"source": src, "target": tgt, BEFORE: float(np.mean([l == tgt for l in base_langs]))}
             conditions = {
-                "steered": lambda: steer(model, neurons, tgt, stats, scale),
-                "deactivated_and_steered": lambda: _both(deactivate(model, neurons, src), steer(model, neurons, tgt, stats, scale)),
+                "steered": lambda: bound.steer(tgt, stats, scale),
+                "deactivated_and_steered": lambda: _both(bound.deactivate(src), bound.steer(tgt, stats, scale)),
             }
             for name, cond in conditions.items():
                 _, texts, detected = _run(model, cond, prompts, sampling)
@@ -367,7 +376,7 @@ def _both(first: AbstractContextManager, second: AbstractContextManager) -> Iter
 
 # ---- generation with a language deactivated (Tang et al., Tables 1 and 2) -------------------------
 def generation_under_deactivation(
-    model: Any,
+    model: HookedModel,
     neurons: LanguageNeurons,
     prompts: Mapping[str, Sequence[str]],
     random_neurons: LanguageNeurons | None = None,
@@ -378,16 +387,14 @@ def generation_under_deactivation(
     and (if given) with ``random`` neurons of the same sizes deactivated. Reports the share of
     outputs detected in the prompt's language and the perplexity of the outputs (token-weighted
     over all outputs) under the unperturbed model."""
-    conditions: dict[str, Callable[[str], AbstractContextManager]] = {
-        "normal": lambda lang: nullcontext(),
-        "deactivated": lambda lang: deactivate(model, neurons, lang),
-    }
+    bound = {"deactivated": neurons.on(model)}
     if random_neurons is not None:
-        conditions["random"] = lambda lang: deactivate(model, random_neurons, lang)
+        bound["random"] = random_neurons.on(model)
     for lang in prompts:
-        neuron_mask(model, neurons, lang)
-        if random_neurons is not None:
-            neuron_mask(model, random_neurons, lang)
+        for b in bound.values():
+            b.mask(lang)
+    conditions: dict[str, Callable[[str], AbstractContextManager]] = {
+        "normal": lambda lang: nullcontext(), **{name: b.deactivate for name, b in bound.items()}}
     rows, samples = {}, []
     for lang, texts_in in prompts.items():
         ids_in = encode_prompts(model, list(texts_in), prompt_tokens)

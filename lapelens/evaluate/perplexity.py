@@ -34,10 +34,10 @@ from tqdm.auto import tqdm
 
 from lapelens._io import atomic_files
 from lapelens._version import __version__
-from lapelens.constants import EMBEDDED
+from lapelens.artifacts import checked, require, write_meta
+from lapelens.constants import EMBEDDED, PERTURBATION_CHUNKS, PERTURBATION_META, PERTURBATION_TABLE
 from lapelens.errors import LapelensError
-from lapelens.interventions import deactivate, neuron_mask, zero_parameters, _parameters
-from lapelens.neurons import LanguageNeurons
+from lapelens.types import HookedModel, Selection
 
 #: Row label of the unperturbed model.
 NONE = "none"
@@ -52,16 +52,15 @@ DEFAULT_N_BOOT = 1000
 Value = Literal["ppl", "change", "relative"]
 RowContexts = Mapping[str, Callable[[], AbstractContextManager]]
 
-# File names inside a saved result folder.
-CHUNKS_CSV = "chunks.csv"
-TABLE_CSV = "table.csv"
-RESULT_JSON = "perturbation.json"
+# File names inside a saved result folder, and its kind (``lapelens.artifacts.KINDS``).
+CHUNKS_CSV, TABLE_CSV, RESULT_JSON = PERTURBATION_CHUNKS, PERTURBATION_TABLE, PERTURBATION_META
+KIND = "perturbation"
 
 
 # ---- the measurement -------------------------------------------------------------------------
 @torch.inference_mode()
 def chunk_nll(
-    model: Any,
+    model: HookedModel,
     chunks: Int[Tensor, "chunk pos"],
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> Float64[Tensor, " chunk"]:
@@ -87,25 +86,22 @@ def chunk_nll(
     return torch.cat(out)
 
 
-def row_contexts(model: Any, perturbation: Any, rows: Sequence[str] | None = None) -> dict[str, Callable[[], AbstractContextManager]]:
+def row_contexts(model: HookedModel, perturbation: Any,
+                 rows: Sequence[str] | None = None) -> dict[str, Callable[[], AbstractContextManager]]:
     """Row label -> a factory of the context that perturbs ``model`` for that row.
 
-    ``perturbation``: a ``LanguageNeurons`` (deactivate each language's neurons), a
-    ``ParameterMask`` (zero each language's parameters), or such a mapping already. Everything is
-    checked against the model here, before any forward pass.
+    ``perturbation``: a ``Selection`` (deactivate each language's neurons, or zero each language's
+    PV parameters), or such a mapping already; anything else is refused with a clear error. The selection is bound to the model here, checked
+    once before any forward pass, and every row uses the bound selection.
     """
     if isinstance(perturbation, Mapping):
         return dict(perturbation)
-    if isinstance(perturbation, LanguageNeurons):
+    if isinstance(perturbation, Selection):
         rows = list(perturbation.languages if rows is None else rows)
         for lang in rows:
-            neuron_mask(model, perturbation, lang)
-        return {lang: (lambda lang=lang: deactivate(model, perturbation, lang)) for lang in rows}
-    if hasattr(perturbation, "for_language"):  # a PV ParameterMask
-        rows = list(perturbation.languages if rows is None else rows)
-        for lang in rows:
-            _parameters(model, perturbation.for_language(lang))
-        return {lang: (lambda lang=lang: zero_parameters(model, perturbation, lang)) for lang in rows}
+            perturbation.lang_index(lang)
+        bound = perturbation.on(model)
+        return {lang: (lambda lang=lang: bound.deactivate(lang)) for lang in rows}
     raise LapelensError(
         f"Cannot perturb with a {type(perturbation).__name__}: pass LanguageNeurons, a ParameterMask, "
         "or a mapping from row label to a context-manager factory."
@@ -114,17 +110,13 @@ def row_contexts(model: Any, perturbation: Any, rows: Sequence[str] | None = Non
 
 def describe(perturbation: Any) -> dict:
     """Method and per-row size of a perturbation, for a result's metadata."""
-    if isinstance(perturbation, LanguageNeurons):
-        return {"method": perturbation.method, "unit": "neurons",
-                "sizes": {l: perturbation.count(l) for l in perturbation.languages}}
-    if hasattr(perturbation, "for_language"):
-        return {"method": getattr(perturbation, "method", "pv"), "unit": "parameters",
-                "sizes": {l: perturbation.count(l) for l in perturbation.languages}}
+    if isinstance(perturbation, Selection):
+        return {"method": perturbation.method, "unit": perturbation.unit, "sizes": perturbation.sizes()}
     return {"method": "custom", "unit": None, "sizes": {}}
 
 
 def evaluate_rows(
-    model: Any,
+    model: HookedModel,
     contexts: RowContexts,
     chunks: Mapping[str, Int[Tensor, "chunk pos"]],
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -155,7 +147,7 @@ def evaluate_rows(
 
 
 def evaluation_chunks(
-    model: Any,
+    model: HookedModel,
     corpus: str | Path = EMBEDDED,
     languages: Sequence[str] | None = None,
     tokens_per_language: int | None = DEFAULT_EVAL_TOKENS,
@@ -174,7 +166,7 @@ def evaluation_chunks(
 
 
 def perturbation_matrix(
-    model: Any,
+    model: HookedModel,
     perturbation: Any,
     chunks: Mapping[str, Int[Tensor, "chunk pos"]],
     *,
@@ -233,6 +225,16 @@ class PerturbationResult:
         counts = self.chunks.groupby(["perturbed", "evaluated"]).size().unstack()
         if counts.isna().any().any() or not (counts.nunique(axis=0) == 1).all():
             raise LapelensError("Every perturbed row must cover the same chunks of every evaluated language.")
+
+    @property
+    def method(self) -> str:
+        """The selection method whose units were perturbed (``"custom"`` for hand-made contexts)."""
+        return str(self.meta.get("method") or "custom")
+
+    @property
+    def unit(self) -> str:
+        """What each row perturbs: "neurons", "parameters", or "units" when not recorded."""
+        return str(self.meta.get("unit") or "units")
 
     @property
     def rows(self) -> list[str]:
@@ -362,26 +364,26 @@ class PerturbationResult:
         """A folder: ``chunks.csv`` (the raw numbers), ``table.csv`` (all derived values) and
         ``perturbation.json`` (settings and provenance)."""
         path = Path(path)
-        meta = {"lapelens_version": __version__, **self.meta, "rows": self.rows, "columns": self.columns,
+        meta = {**self.meta, "rows": self.rows, "columns": self.columns,
                 "n_boot": self.n_boot, "seed": self.seed, "summary": self.summary().to_dict()}
         with atomic_files(path, RESULT_JSON) as tmp:
             self.chunks.to_csv(tmp / CHUNKS_CSV, index=False, float_format="%.17g")
             self.table().to_csv(tmp / TABLE_CSV, float_format="%.10g")
-            (tmp / RESULT_JSON).write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str))
+            write_meta(tmp / RESULT_JSON, KIND, meta)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "PerturbationResult":
         path = Path(path)
-        if not (path / CHUNKS_CSV).is_file() or not (path / RESULT_JSON).is_file():
-            raise LapelensError(f"{path} is not a perturbation result (expected {CHUNKS_CSV} and {RESULT_JSON}); "
-                                "make one with `lapelens perturb`.")
+        require(path, KIND, (CHUNKS_CSV, RESULT_JSON), f"{path} is not a perturbation result (expected {CHUNKS_CSV} "
+                f"and {RESULT_JSON}); make one with `lapelens perturb`.")
         redo = "run `lapelens perturb` (or the reproduce stage) again"
         try:
             meta = json.loads((path / RESULT_JSON).read_text())
             chunks = pd.read_csv(path / CHUNKS_CSV, dtype={"perturbed": str, "evaluated": str}, keep_default_na=False)
         except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
             raise LapelensError(f"{path} is corrupt ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); {redo}.") from None
+        meta = checked(path, meta, KIND)
         missing = [c for c in ("perturbed", "evaluated", "chunk", "nll", "tokens") if c not in chunks.columns]
         if missing or chunks.empty or NONE not in set(chunks["perturbed"]):
             raise LapelensError(f"{path / CHUNKS_CSV} is corrupt ({'no column ' + ', '.join(missing) if missing else 'no rows of the unperturbed model'}); {redo}.")
@@ -427,7 +429,7 @@ def heatmap(result: PerturbationResult, value: Value = "relative", title: str | 
         colorbar={"title": {"text": {"relative": "PPL change (%)", "change": "PPL change", "ppl": "PPL"}[value],
                             "side": "right"}},
     ))
-    method, unit_name = result.meta.get("method", "?"), result.meta.get("unit") or "units"
+    method, unit_name = result.meta.get("method", "?"), result.unit
     fig.update_layout(
         title={"text": title or f"{method}: PPL change when a language's {unit_name} are deactivated",
                "font": {"size": 16}},

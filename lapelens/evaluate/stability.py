@@ -19,6 +19,7 @@ import pandas as pd
 from lapelens.activations import collect_chunks, pack_chunks
 from lapelens.errors import LapelensError
 from lapelens.stats import ActivationStats
+from lapelens.types import HookedModel
 
 
 @dataclass
@@ -50,7 +51,7 @@ def selection_agreement(a: Any, b: Any, n_neurons: int) -> pd.DataFrame:
 
 
 def split_half_stability(
-    model: Any,
+    model: HookedModel,
     texts_by_language: Mapping[str, Iterable[str]],
     tokens_per_language: int,
     seq_len: int,

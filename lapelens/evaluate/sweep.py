@@ -13,7 +13,6 @@ pass LAPE's filter for the language and the set stops growing (``saturated`` in 
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,9 @@ from jaxtyping import Int
 from torch import Tensor
 
 from lapelens._io import atomic_files
-from lapelens._version import __version__
+from lapelens.artifacts import read_meta, require, write_meta
+from lapelens.constants import SWEEP_META as SWEEP_JSON
+from lapelens.constants import SWEEP_TABLE
 from lapelens.errors import LapelensError
 from lapelens.evaluate.perplexity import (
     DEFAULT_BATCH_SIZE,
@@ -36,11 +37,12 @@ from lapelens.evaluate.perplexity import (
     Value,
     evaluate_rows,
 )
-from lapelens.interventions import deactivate, neuron_mask
+from lapelens.neurons import LanguageNeurons
 from lapelens.stats import ActivationStats
+from lapelens.types import HookedModel
 
 DEFAULT_RATIOS = (0.0, 0.01, 0.02, 0.04, 0.06, 0.08, 0.10)
-SWEEP_JSON = "sweep.json"
+KIND = "sweep"
 
 
 def _label(ratio: float) -> str:
@@ -131,27 +133,29 @@ class SweepResult:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        meta = {"lapelens_version": __version__, **self.meta, "target": self.target, "ratios": list(self.ratios),
+        meta = {**self.meta, "target": self.target, "ratios": list(self.ratios),
                 "n_neurons": list(self.n_neurons), "saturated": list(self.saturated)}
         with atomic_files(path, SWEEP_JSON) as tmp:
             self.matrix.save(tmp)
-            self.table().to_csv(tmp / "sweep.csv", float_format="%.10g")
-            (tmp / SWEEP_JSON).write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str))
+            self.table().to_csv(tmp / SWEEP_TABLE, float_format="%.10g")
+            write_meta(tmp / SWEEP_JSON, KIND, meta)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "SweepResult":
         path = Path(path)
-        if not (path / SWEEP_JSON).is_file():
-            raise LapelensError(f"{path} is not a sweep result (no {SWEEP_JSON}); make one with `lapelens sweep`.")
-        meta = json.loads((path / SWEEP_JSON).read_text())
+        require(path, KIND, (SWEEP_JSON,), f"{path} is not a sweep result (no {SWEEP_JSON}); make one with `lapelens sweep`.")
+        meta = read_meta(path, KIND)
         matrix = PerturbationResult.load(path)
-        return cls(meta.pop("target"), tuple(meta.pop("ratios")), tuple(meta.pop("n_neurons")),
-                   tuple(meta.pop("saturated")), matrix, meta)
+        try:
+            return cls(meta.pop("target"), tuple(meta.pop("ratios")), tuple(meta.pop("n_neurons")),
+                       tuple(meta.pop("saturated")), matrix, meta)
+        except (KeyError, TypeError) as exc:
+            raise LapelensError(f"{path / SWEEP_JSON} is corrupt ({type(exc).__name__}: {exc}); run `lapelens sweep` again.") from None
 
 
 def selection_ratio_sweep(
-    model: Any,
+    model: HookedModel,
     stats: ActivationStats,
     target: str,
     chunks: Mapping[str, Int[Tensor, "chunk pos"]],
@@ -167,9 +171,11 @@ def selection_ratio_sweep(
     """PPL on every language of ``chunks`` as the ratio of ``target``'s top neurons grows
     (see the module docstring for the definition). ``options`` go to the selection method."""
     masks, short = sweep_masks(stats, target, ratios, method, **options)
-    for mask in masks.values():
-        neuron_mask(model, mask)
-    contexts = {_label(r): (lambda m=m: deactivate(model, m)) for r, m in masks.items() if r > 0}
+    # One neuron set whose "languages" are the ratios, bound once: every row trusts the check.
+    rows = [r for r in masks if r > 0]
+    by_ratio = LanguageNeurons(tuple(_label(r) for r in rows), torch.stack([masks[r] for r in rows]), method) if rows else None
+    bound = by_ratio.on(model) if by_ratio is not None else None
+    contexts = {_label(r): (lambda r=r: bound.deactivate(_label(r))) for r in rows}
     table = evaluate_rows(model, contexts, chunks, batch_size, progress)
     meta = {"model": str(getattr(model.cfg, "model_name", "?")), "method": method, "options": options,
             "seq_len": sorted({int(c.shape[1]) for c in chunks.values()}),

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from lapelens.errors import LapelensError
 from lapelens.models import neuron_spec
+from lapelens.types import HookedModel
 
 
 @dataclass
@@ -47,7 +48,7 @@ class NeuronSamples:
 class SampleAccumulator:
     """Constant-memory top-k contexts and fixed-bin histograms of ``act_fn(hook_pre)``."""
 
-    def __init__(self, model: Any, neurons: Int64[Tensor, "detail 2"], n_lang: int,
+    def __init__(self, model: HookedModel, neurons: Int64[Tensor, "detail 2"], n_lang: int,
                  edges: Float[Tensor, "detail edge"], top_k: int = 3, before: int = 10, after: int = 4):
         self.spec = neuron_spec(model)
         if neurons.ndim != 2 or neurons.shape[1] != 2:
@@ -120,7 +121,7 @@ class _Done(Exception):
 
 
 def sample_neurons(
-    model: Any,
+    model: HookedModel,
     chunks_by_language: Mapping[str, Sequence[Int64[Tensor, " pos"]]],
     neurons: Int64[Tensor, "detail 2"],
     edges: Float[Tensor, "detail edge"],

@@ -19,12 +19,13 @@ import torch
 from jaxtyping import Bool, Float, Float64, Int64
 from torch import Tensor
 
-from lapelens.constants import NEURONS_META, NEURONS_TENSORS
+from lapelens.constants import RUN_CONFIG
 from lapelens.errors import LapelensError
 from lapelens.explorer.contexts import NeuronSamples, histogram_edges, sample_neurons
 from lapelens.explorer.effects import logit_effects, loss_changes
 from lapelens.neurons import LanguageNeurons
 from lapelens.stats import ActivationStats
+from lapelens.types import HookedModel
 
 
 @dataclass
@@ -72,18 +73,20 @@ class ExplorerData:
 
 def load_run(run_dir: str | Path) -> tuple[dict, ActivationStats, dict[str, LanguageNeurons]]:
     """``config.json``, the statistics and every neuron set of a ``lapelens reproduce`` folder."""
+    from lapelens.artifacts import kinds_in, load
+
     run = Path(run_dir)
-    if not (run / "config.json").is_file() or not (run / "stats").is_dir():
-        raise LapelensError(f"{run} is not a finished `lapelens reproduce` folder (it needs config.json and stats/).")
-    config = json.loads((run / "config.json").read_text())
-    stats = ActivationStats.load(run / "stats")
+    if not (run / RUN_CONFIG).is_file() or not (run / "stats").is_dir():
+        raise LapelensError(f"{run} is not a finished `lapelens reproduce` folder (it needs {RUN_CONFIG} and stats/).")
+    config = json.loads((run / RUN_CONFIG).read_text())
+    stats = load(run / "stats", "activation_stats")
     sets = {}
     from lapelens.methods._registry import neuron_methods
 
     for method in neuron_methods():  # the neuron sets a run can hold, in registry order
         folder = run / f"neurons_{method}"
-        if (folder / NEURONS_TENSORS).is_file() and (folder / NEURONS_META).is_file():
-            sets[method] = LanguageNeurons.load(folder)
+        if kinds_in(folder) == ["language_neurons"]:
+            sets[method] = load(folder, "language_neurons")
     if "lape" not in sets:
         raise LapelensError(f"{run} has no neurons_lape/: run `lapelens reproduce` with the lape method.")
     for method, s in sets.items():
@@ -161,7 +164,7 @@ def partial_characters(tokenizer: Any, chunk: Sequence[int], partial: set[int]) 
     return out
 
 
-def _min_activation(model: Any) -> float:
+def _min_activation(model: HookedModel) -> float:
     from lapelens.models import neuron_spec
 
     return float(neuron_spec(model).act_fn()(torch.linspace(-20, 20, 4001)).min())
@@ -169,7 +172,7 @@ def _min_activation(model: Any) -> float:
 
 def gather(
     run_dir: str | Path,
-    model: Any = None,
+    model: HookedModel | None = None,
     *,
     context_tokens: int = 8192,
     top_k: int = 3,

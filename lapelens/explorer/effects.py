@@ -12,10 +12,11 @@ from tqdm.auto import tqdm
 
 from lapelens.errors import LapelensError
 from lapelens.models import neuron_spec
+from lapelens.types import HookedModel
 
 
 @torch.no_grad()
-def logit_effects(model: Any, top: int = 10) -> tuple[Int64[Tensor, "layer neuron top"], Float[Tensor, "layer neuron top"],
+def logit_effects(model: HookedModel, top: int = 10) -> tuple[Int64[Tensor, "layer neuron top"], Float[Tensor, "layer neuron top"],
                                                     Int64[Tensor, "layer neuron top"], Float[Tensor, "layer neuron top"]]:
     """Tokens each neuron promotes and suppresses most through the residual stream.
 
@@ -49,7 +50,7 @@ def _nll(logits: Tensor, tokens: Tensor) -> Float64[Tensor, " row"]:
 
 @torch.inference_mode()
 def loss_changes(
-    model: Any,
+    model: HookedModel,
     neurons: Int64[Tensor, "m 2"],
     chunks: Mapping[str, Int64[Tensor, "chunk pos"]],
     group: int = 16,

@@ -11,6 +11,7 @@ from typing import Any
 from lapelens.explorer.data import ExplorerData, gather
 from lapelens.explorer.live import html_object, live
 from lapelens.explorer.page import render
+from lapelens.types import HookedModel
 
 
 @dataclass
@@ -19,7 +20,7 @@ class Explorer:
 
     data: ExplorerData
     html: str
-    model: Any
+    model: HookedModel
     seconds: float
 
     def save(self, path: str | Path) -> Path:
@@ -45,7 +46,7 @@ class Explorer:
         return live(self.model, layer, neuron, text)
 
 
-def explore(run_dir: str | Path, model: Any = None, out: str | Path | None = None, **budgets: Any) -> Explorer:
+def explore(run_dir: str | Path, model: HookedModel | None = None, out: str | Path | None = None, **budgets: Any) -> Explorer:
     """Build the neuron explorer of a ``lapelens reproduce`` folder.
 
     ``model`` defaults to the run's (``load_model(config["model"])``); ``budgets`` go to

@@ -11,10 +11,11 @@ from torch import Tensor
 
 from lapelens.errors import LapelensError
 from lapelens.models import neuron_spec
+from lapelens.types import HookedModel
 
 
 @torch.inference_mode()
-def token_activations(model: Any, layer: int, neuron: int, text: str) -> tuple[list[str], Float[Tensor, " pos"]]:
+def token_activations(model: HookedModel, layer: int, neuron: int, text: str) -> tuple[list[str], Float[Tensor, " pos"]]:
     """The tokens of ``[sep] + text`` (as ``lapelens collect`` feeds documents) and the neuron's
     activation ``act_fn(hook_pre)`` on each."""
     from lapelens.activations import separator_id
@@ -68,7 +69,7 @@ def html_object(data: str) -> Any:
     return HTML(data)
 
 
-def live(model: Any, layer: int, neuron: int, text: str | None = None) -> Any:
+def live(model: HookedModel, layer: int, neuron: int, text: str | None = None) -> Any:
     """Show neuron ``(layer, neuron)`` on text.
 
     With ``text``: an IPython HTML object of the shaded tokens. Without: a text box (ipywidgets)

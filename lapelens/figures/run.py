@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lapelens.constants import RUN_CONFIG
 from lapelens.errors import LapelensError
 
 #: The generation stages, in the order their figures are written (stage name = figure name).
 GENERATION_STAGES = ("steer_unconditional", "steer_prompted", "deactivated_generation", "kojima")
 #: Stages whose figures need LAPE's neurons (reproduce runs them only when "lape" is a method).
 NEEDS_LAPE = ("steer_unconditional", "steer_prompted", "deactivated_generation")
-CONFIG_JSON = "config.json"
+CONFIG_JSON = RUN_CONFIG
 
 
 @dataclass
@@ -85,11 +86,7 @@ def load_run(run_dir: str | Path) -> RunResults:
     Only the methods and stages in the run's ``config.json`` count, as in ``reproduce``: a stage
     folder left from an earlier run with other settings draws no figure.
     """
-    from lapelens.evaluate.generation import GenerationResult
-    from lapelens.evaluate.perplexity import PerturbationResult
-    from lapelens.evaluate.sweep import SweepResult
-    from lapelens.neurons import LanguageNeurons
-    from lapelens.similarity import DominanceResult, SimilarityResult
+    from lapelens.artifacts import load
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -101,18 +98,18 @@ def load_run(run_dir: str | Path) -> RunResults:
 
     run = RunResults()
     if "lape" in methods and saved("neurons_lape"):
-        run.lape = LanguageNeurons.load(run_dir / "neurons_lape")
-    run.perturbations = {m: PerturbationResult.load(run_dir / f"perturb_{m}") for m in methods if saved(f"perturb_{m}")}
+        run.lape = load(run_dir / "neurons_lape", "language_neurons")
+    run.perturbations = {m: load(run_dir / f"perturb_{m}", "perturbation") for m in methods if saved(f"perturb_{m}")}
     if saved("sweep"):
-        run.sweep = SweepResult.load(run_dir / "sweep")
+        run.sweep = load(run_dir / "sweep", "sweep")
     if saved("ses"):
-        run.ses = SimilarityResult.load(run_dir / "ses")
+        run.ses = load(run_dir / "ses", "similarity")
     if saved("dominance"):
-        run.dominance = DominanceResult.load(run_dir / "dominance")
+        run.dominance = load(run_dir / "dominance", "dominance")
     for name in GENERATION_STAGES:
         wanted = "lape" in methods if name in NEEDS_LAPE else "ap" in methods
         if wanted and saved(name):
-            run.generations[name] = GenerationResult.load(run_dir / name)
+            run.generations[name] = load(run_dir / name, "generation")
     return run
 
 

@@ -23,27 +23,29 @@ tensor ``lang x *shape``), which interventions zero.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import ClassVar, Mapping, Sequence
 
 import pandas as pd
 import torch
 from jaxtyping import Bool
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
 from lapelens._io import atomic_files
-from lapelens._version import __version__
+from lapelens.artifacts import load_tensors, read_meta, require, write_meta
 from lapelens.constants import PARAMS_META, PARAMS_TENSORS
 from lapelens.errors import LapelensError
 from lapelens.methods._common import settings
 from lapelens.methods._registry import OptionHelp, register
 from lapelens.methods.lape import ENTROPY_OPTIONS, entropy_select
+from lapelens.types import BoundSelection, HookedModel, Selection
 
+#: Artifact kind (``lapelens.artifacts.KINDS``).
+KIND = "parameter_mask"
 #: A parameter inside a numbered transformer block (LLaMA/Mistral/Qwen ``model.layers.3.``,
 #: GPT-2/BLOOM ``transformer.h.3.``, OPT ``model.decoder.layers.3.``, GPT-NeoX ``layers.3.``).
 _BLOCK = re.compile(r"(^|\.)(layers|h|blocks|layer)\.\d+\.")
@@ -55,7 +57,7 @@ def is_block_matrix(name: str, tensor: Tensor) -> bool:
 
 
 @dataclass
-class ParameterMask:
+class ParameterMask(Selection):
     """Parameters selected for each language: ``masks[name][k]`` is a bool tensor shaped like
     the HF parameter ``name`` (e.g. ``"model.layers.0.mlp.gate_proj.weight"``), True where the
     entry belongs to ``languages[k]``. Parameters that PV did not consider have no key."""
@@ -73,6 +75,15 @@ class ParameterMask:
                     f"ParameterMask.masks[{name!r}] must be a bool tensor (lang={len(self.languages)}, *shape); "
                     f"got {m.dtype} {tuple(m.shape)}."
                 )
+
+    #: What the selection counts (``Selection.unit``).
+    unit: ClassVar[str] = "parameters"
+
+    def on(self, model: HookedModel) -> BoundSelection:
+        """This selection checked against ``model`` once; its interventions then trust it."""
+        from lapelens.interventions import BoundParameters
+
+        return BoundParameters(self, model)
 
     def lang_index(self, lang: str) -> int:
         if lang not in self.languages:
@@ -109,23 +120,23 @@ class ParameterMask:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        meta = {"lapelens_version": __version__, "method": self.method, "languages": list(self.languages),
+        meta = {"method": self.method, "languages": list(self.languages),
                 **{k: v for k, v in self.meta.items() if k not in ("lapelens_version", "method", "languages")}}
         with atomic_files(path, PARAMS_META) as tmp:
             save_file({k: v.contiguous() for k, v in self.masks.items()}, str(tmp / PARAMS_TENSORS))
-            (tmp / PARAMS_META).write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str))
+            write_meta(tmp / PARAMS_META, KIND, meta)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "ParameterMask":
         path = Path(path)
-        if not (path / PARAMS_TENSORS).is_file() or not (path / PARAMS_META).is_file():
-            raise LapelensError(f"{path} is not a lapelens parameter-mask folder (expected {PARAMS_TENSORS} and {PARAMS_META}).")
+        require(path, KIND, (PARAMS_TENSORS, PARAMS_META),
+                f"{path} is not a lapelens parameter-mask folder (expected {PARAMS_TENSORS} and {PARAMS_META}).")
+        meta = read_meta(path, KIND)
+        masks = load_tensors(path / PARAMS_TENSORS, KIND)
         try:
-            masks = load_file(str(path / PARAMS_TENSORS))
-            meta = json.loads((path / PARAMS_META).read_text())
             languages = tuple(meta.pop("languages"))
-        except Exception as exc:
+        except (KeyError, TypeError) as exc:
             raise LapelensError(f"{path} is corrupt ({type(exc).__name__}: {exc}); run `lapelens identify --method pv` again.") from exc
         meta.pop("lapelens_version", None)
         return cls(languages, masks, meta.pop("method", "pv"), meta)

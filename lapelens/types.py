@@ -1,0 +1,94 @@
+"""The two interfaces every experiment is written against: a hooked model and a selection.
+
+**Axis order.** Tensors that a *selection* holds put the language first: ``lang layer neuron``
+(``LanguageNeurons.mask`` and ``.values``) and ``lang *shape`` (``ParameterMask.masks``), so that
+``x[k]`` is language k's part. Statistics accumulated per language (``ActivationStats.count``,
+``act_sum``, ``act_sq_sum`` and everything derived from them, ``firing_probability`` ...) put it
+last, ``layer neuron lang``, the layout of the official ``identify.py`` (``over_zero[layer,
+neuron]`` stacked per language), where LAPE's entropy is a reduction over the last axis. The
+jaxtyping annotations name the axes on every public signature.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@runtime_checkable
+class HookedModel(Protocol):
+    """What lapelens uses of a TransformerLens model (``TransformerBridge`` in TransformerLens 4.x,
+    ``HookedTransformer`` before): hook points ``blocks.{i}.mlp.hook_pre`` ..., ``hooks()``,
+    ``run_with_hooks``, ``generate``, ``cfg`` and the torch module interface."""
+
+    cfg: Any
+
+    def hooks(self, *args: Any, **kwargs: Any) -> AbstractContextManager: ...
+
+    def run_with_hooks(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def parameters(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+class BoundSelection(ABC):
+    """A selection checked against one model, once: its interventions trust it.
+
+    Made by :meth:`Selection.on`; an experiment binds its selection when it starts and every
+    condition of its inner loops uses the bound object.
+    """
+
+    languages: tuple[str, ...]
+
+    @abstractmethod
+    def deactivate(self, lang: str | Sequence[str]) -> AbstractContextManager:
+        """The context that removes ``lang``'s units (a list: their union) from the model."""
+
+
+class Selection(ABC):
+    """What a selection method returns: units of the model per language.
+
+    ``LanguageNeurons`` (MLP neurons, deactivated by zeroing their activation) and ``ParameterMask``
+    (PV's parameter entries, deactivated by zeroing them) are the two kinds; experiments accept
+    either through this interface.
+    """
+
+    languages: tuple[str, ...]
+    method: str
+    meta: dict
+    #: What is counted: "neurons" or "parameters".
+    unit: str
+
+    @abstractmethod
+    def lang_index(self, lang: str) -> int:
+        """Position of ``lang`` on the language axis; a clear error if it has no set here."""
+
+    @abstractmethod
+    def count(self, lang: str) -> int:
+        """Units selected for ``lang``."""
+
+    @abstractmethod
+    def per_language(self) -> "pd.DataFrame":
+        """Units per language and their share of all units."""
+
+    @abstractmethod
+    def summary(self) -> str:
+        """The summary tables as text."""
+
+    @abstractmethod
+    def save(self, path: str | Path) -> Path:
+        """Write the selection's folder (``lapelens.load`` reads it back)."""
+
+    @abstractmethod
+    def on(self, model: HookedModel) -> BoundSelection:
+        """This selection checked against ``model`` (shape, parameter names): raises if it does not fit."""
+
+    def sizes(self) -> dict[str, int]:
+        """Units per language, in language order."""
+        return {lang: self.count(lang) for lang in self.languages}
