@@ -24,8 +24,9 @@ from typing import Any, Iterable, Sequence
 
 from lapelens._version import __version__
 from lapelens.constants import (
-    DOMINANCE_META, GENERATION_META, NEURONS_META, OFFICIAL_ACTIVATION, PAPER_LANGUAGES, PARAMS_META,
-    PERTURBATION_META, RUN_CONFIG, RUN_SUMMARY, SENTENCES_META, SES_META, STATS_META, SWEEP_META,
+    DOMINANCE_META, GENERATION_META, NEURONS_META, NEURONS_TENSORS, OFFICIAL_ACTIVATION, PAPER_LANGUAGES, PARAMS_META,
+    PARAMS_TENSORS, PERTURBATION_META, RUN_CONFIG, RUN_SUMMARY, SENTENCES_META, SENTENCES_TENSORS, SES_META, STATS_META,
+    STATS_TENSORS, SWEEP_META,
 )
 from lapelens.errors import LapelensError
 
@@ -45,6 +46,8 @@ class Kind:
     schema: int = 1
     #: Kinds whose files this kind's folder also holds, as part of itself (a sweep holds its matrix).
     contains: tuple[str, ...] = ()
+    #: The safetensors file of a kind saved as tensors plus marker (``save_folder``/``load_folder``).
+    tensors: str | None = None
 
     @property
     def type_name(self) -> str:
@@ -54,11 +57,13 @@ class Kind:
 #: Every kind, in the order a folder's kind is inferred (a kind before the kinds it contains).
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("run", RUN_CONFIG, "lapelens.figures.run:load_run", "`lapelens reproduce`"),
-    Kind("activation_stats", STATS_META, "lapelens.stats:ActivationStats", "`lapelens collect`"),
+    Kind("activation_stats", STATS_META, "lapelens.stats:ActivationStats", "`lapelens collect`", tensors=STATS_TENSORS),
     Kind("sentence_activations", SENTENCES_META, "lapelens.stats:SentenceActivations",
-         "`lapelens identify --method ap` (or `lapelens.collect_sentence_means`)"),
-    Kind("language_neurons", NEURONS_META, "lapelens.neurons:LanguageNeurons", "`lapelens identify`"),
-    Kind("parameter_mask", PARAMS_META, "lapelens.methods.pv:ParameterMask", "`lapelens identify --method pv`"),
+         "`lapelens identify --method ap` (or `lapelens.collect_sentence_means`)", tensors=SENTENCES_TENSORS),
+    Kind("language_neurons", NEURONS_META, "lapelens.neurons:LanguageNeurons", "`lapelens identify`",
+         tensors=NEURONS_TENSORS),
+    Kind("parameter_mask", PARAMS_META, "lapelens.methods.pv:ParameterMask", "`lapelens identify --method pv`",
+         tensors=PARAMS_TENSORS),
     Kind("sweep", SWEEP_META, "lapelens.evaluate.sweep:SweepResult", "`lapelens sweep`", contains=("perturbation",)),
     Kind("perturbation", PERTURBATION_META, "lapelens.evaluate.perplexity:PerturbationResult", "`lapelens perturb`"),
     Kind("similarity", SES_META, "lapelens.evaluate.similarity:SimilarityResult", "`lapelens ses`"),
@@ -127,6 +132,28 @@ def load_tensors(file: Path, kind: str) -> dict:
         raise LapelensError(
             f"{file} is corrupt or truncated ({detail}; {file.stat().st_size} bytes): the save was interrupted "
             f"or the copy is incomplete; copy it again or make it again with {KINDS[kind].make}.") from None
+
+
+def save_folder(path: str | Path, kind: str, tensors: dict, meta: dict) -> Path:
+    """Write a result of ``kind`` as its folder: one safetensors file and its marker JSON, atomically
+    (a stop never leaves new tensors beside old metadata); returns the folder."""
+    from safetensors.torch import save_file
+
+    from lapelens._io import atomic_files
+
+    path, spec = Path(path), KINDS[kind]
+    with atomic_files(path, spec.marker) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / spec.tensors))
+        write_meta(tmp / spec.marker, kind, meta)
+    return path
+
+
+def load_folder(path: str | Path, kind: str, message: str) -> tuple[dict, dict]:
+    """(checked marker JSON, tensors) of a result folder of ``kind``; ``message`` is the error when
+    ``path`` is not one (a folder of another kind gets the wrong-kind error instead)."""
+    path, spec = Path(path), KINDS[kind]
+    require(path, kind, (spec.tensors, spec.marker), message)
+    return read_meta(path, kind), load_tensors(path / spec.tensors, kind)
 
 
 def kinds_in(path: Path) -> list[str]:

@@ -16,11 +16,10 @@ from typing import Any, ClassVar, Sequence
 import pandas as pd
 import torch
 from jaxtyping import Bool, Float, Int64
-from safetensors.torch import save_file
 from torch import Tensor
 
-from lapelens._io import atomic_file, atomic_files
-from lapelens.artifacts import load_tensors, read_meta, require, write_meta
+from lapelens._io import atomic_file
+from lapelens.artifacts import load_folder, save_folder
 from lapelens.constants import NEURONS_META, NEURONS_TENSORS, PAPER_LANGUAGES
 from lapelens.errors import LapelensError
 from lapelens.types import BoundSelection, HookedModel, Selection
@@ -229,19 +228,14 @@ class LanguageNeurons(Selection):
             "values": sorted(self.values),
             **{k: v for k, v in self.meta.items() if k not in _RESERVED},
         }
-        with atomic_files(path, NEURONS_META) as tmp:
-            save_file(tensors, str(tmp / NEURONS_TENSORS))
-            write_meta(tmp / NEURONS_META, KIND, meta)
-        return path
+        return save_folder(path, KIND, tensors, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> "LanguageNeurons":
         path = Path(path)
-        require(path, KIND, (NEURONS_TENSORS, NEURONS_META),
-                f"{path} is not a lapelens neuron folder (expected {NEURONS_TENSORS} and {NEURONS_META}); "
-                "make one with `lapelens identify`, or pass an official .pth mask file instead.")
-        meta = read_meta(path, KIND)
-        tensors = load_tensors(path / NEURONS_TENSORS, KIND)
+        meta, tensors = load_folder(path, KIND, f"{path} is not a lapelens neuron folder (expected {NEURONS_TENSORS} and "
+                                    f"{NEURONS_META}); make one with `lapelens identify`, or pass an official .pth mask "
+                                    "file instead.")
         try:
             languages = tuple(meta["languages"])
             mask = tensors["mask"]

@@ -8,11 +8,10 @@ from typing import TYPE_CHECKING, Sequence
 
 import torch
 from jaxtyping import Float, Float64, Int64
-from safetensors.torch import save_file
 from torch import Tensor
 
-from lapelens._io import atomic_file, atomic_files
-from lapelens.artifacts import load_tensors, read_meta, require, write_meta
+from lapelens._io import atomic_file
+from lapelens.artifacts import load_folder, save_folder
 from lapelens.constants import OFFICIAL_ACTIVATION, SENTENCES_META, SENTENCES_TENSORS, STATS_META, STATS_TENSORS
 from lapelens.errors import LapelensError
 
@@ -154,19 +153,13 @@ class ActivationStats:
         """Write ``path/stats.safetensors`` and ``path/stats.json`` (a folder); returns the folder."""
         path = Path(path)
         tensors = {"n": self.n, "count": self.count, "act_sum": self.act_sum, "act_sq_sum": self.act_sq_sum}
-        with atomic_files(path, STATS_META) as tmp:  # a stop never leaves new tensors beside old metadata
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / STATS_TENSORS))
-            write_meta(tmp / STATS_META, KIND, {**self.meta, "languages": list(self.languages)})
-        return path
+        return save_folder(path, KIND, tensors, {**self.meta, "languages": list(self.languages)})
 
     @classmethod
     def load(cls, path: str | Path) -> "ActivationStats":
         path = Path(path)
-        require(path, KIND, (STATS_TENSORS, STATS_META),
-                f"{path} is not a lapelens statistics folder (expected {STATS_TENSORS} and {STATS_META}); "
-                "make one with `lapelens collect`.")
-        meta = read_meta(path, KIND)
-        tensors = load_tensors(path / STATS_TENSORS, KIND)
+        meta, tensors = load_folder(path, KIND, f"{path} is not a lapelens statistics folder (expected {STATS_TENSORS} "
+                                    f"and {STATS_META}); make one with `lapelens collect`.")
         try:
             languages = tuple(meta.pop("languages"))
             return cls(languages, tensors["n"], tensors["count"], tensors["act_sum"], tensors["act_sq_sum"], meta)
@@ -232,19 +225,14 @@ class SentenceActivations:
             )
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        with atomic_files(path, SENTENCES_META) as tmp:
-            save_file({"labels": self.labels.contiguous(), "means": self.means.contiguous()}, str(tmp / SENTENCES_TENSORS))
-            write_meta(tmp / SENTENCES_META, SENTENCES_KIND, {**self.meta, "languages": list(self.languages)})
-        return path
+        return save_folder(path, SENTENCES_KIND, {"labels": self.labels, "means": self.means},
+                           {**self.meta, "languages": list(self.languages)})
 
     @classmethod
     def load(cls, path: str | Path) -> "SentenceActivations":
         path = Path(path)
-        require(path, SENTENCES_KIND, (SENTENCES_TENSORS, SENTENCES_META),
-                f"{path} is not a lapelens sentence-activation folder (expected {SENTENCES_TENSORS} and {SENTENCES_META}).")
-        meta = read_meta(path, SENTENCES_KIND)
-        t = load_tensors(path / SENTENCES_TENSORS, SENTENCES_KIND)
+        meta, t = load_folder(path, SENTENCES_KIND, f"{path} is not a lapelens sentence-activation folder "
+                              f"(expected {SENTENCES_TENSORS} and {SENTENCES_META}).")
         try:
             return cls(tuple(meta.pop("languages")), t["labels"], t["means"], meta)
         except (KeyError, TypeError) as exc:

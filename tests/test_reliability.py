@@ -308,9 +308,9 @@ def test_a_stop_between_tensors_and_metadata_never_mixes_old_and_new(tmp_path, m
 
 def test_every_artifact_save_goes_through_the_atomic_helper():
     """Each file a result's ``save`` writes is written into the staging folder of ``lapelens._io``."""
-    modules = ["stats.py", "neurons.py", "similarity.py", "methods/pv.py", "evaluate/perplexity.py",
+    modules = ["stats.py", "neurons.py", "evaluate/similarity.py", "methods/pv.py", "evaluate/perplexity.py",
                "evaluate/sweep.py", "evaluate/generation.py"]
-    writes = re.compile(r"(save_file\(|\.to_csv\(|\.write_text\(|\.to_json\(|torch\.save\()")
+    writes = re.compile(r"(save_file\(|\.to_csv\(|\.write_text\(|\.to_json\(|torch\.save\(|write_meta\()")
     offenders = []
     for name in modules:
         for n, line in enumerate((ROOT / "lapelens" / name).read_text().splitlines(), 1):

@@ -32,11 +32,9 @@ import pandas as pd
 import torch
 from jaxtyping import Bool
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor
 
-from lapelens._io import atomic_files
-from lapelens.artifacts import load_tensors, read_meta, require, write_meta
+from lapelens.artifacts import load_folder, save_folder
 from lapelens.constants import PARAMS_META, PARAMS_TENSORS
 from lapelens.errors import LapelensError
 from lapelens.methods._common import settings
@@ -122,18 +120,13 @@ class ParameterMask(Selection):
         path = Path(path)
         meta = {"method": self.method, "languages": list(self.languages),
                 **{k: v for k, v in self.meta.items() if k not in ("lapelens_version", "method", "languages")}}
-        with atomic_files(path, PARAMS_META) as tmp:
-            save_file({k: v.contiguous() for k, v in self.masks.items()}, str(tmp / PARAMS_TENSORS))
-            write_meta(tmp / PARAMS_META, KIND, meta)
-        return path
+        return save_folder(path, KIND, self.masks, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> "ParameterMask":
         path = Path(path)
-        require(path, KIND, (PARAMS_TENSORS, PARAMS_META),
-                f"{path} is not a lapelens parameter-mask folder (expected {PARAMS_TENSORS} and {PARAMS_META}).")
-        meta = read_meta(path, KIND)
-        masks = load_tensors(path / PARAMS_TENSORS, KIND)
+        meta, masks = load_folder(path, KIND, f"{path} is not a lapelens parameter-mask folder (expected {PARAMS_TENSORS} "
+                                  f"and {PARAMS_META}).")
         try:
             languages = tuple(meta.pop("languages"))
         except (KeyError, TypeError) as exc:
