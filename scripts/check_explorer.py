@@ -1,0 +1,101 @@
+"""Check a committed explorer page against its run, independently of the code that built it.
+
+    python scripts/check_explorer.py figures/embedded/explorer.html runs/embedded [--neurons 5] [--seed 0]
+
+Opens the page offline in headless Chromium (Debian's chromium, Playwright; network blocked) and,
+for every LAPE neuron count of the overview and for ``--neurons`` neurons drawn at random from the
+LAPE selection, compares
+
+- the overview: every LAPE neuron listed, and no other;
+- the firing probabilities shown with ``count / n`` read from the run's ``stats.safetensors``
+  with plain safetensors (3 decimals);
+- the 10 promoted and 10 suppressed tokens with ``W_out[neuron] @ W_U`` computed from the HF
+  model's own modules (``down_proj.weight[:, neuron] @ lm_head.weight.T``), loaded with
+  transformers, not through lapelens.
+
+Prints one line per check; exit code 1 if any differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+
+
+def _model_folder(run: Path) -> Path:
+    """The HF folder of the run's model: the embedded one, a named pretrained one (converted from
+    its GGUF file), or the folder itself (the only lapelens calls: where the weights are)."""
+    from lapelens.models import embedded_model_dir
+    from lapelens.pretrained import PRETRAINED, hf_folder
+
+    name = json.loads((run / "config.json").read_text())["model"]
+    if name == "embedded":
+        return embedded_model_dir()
+    return hf_folder(name) if name in PRETRAINED else Path(name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("page", type=Path)
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--neurons", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    import torch
+    from playwright.sync_api import sync_playwright
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    stats = load_file(str(args.run / "stats" / "stats.safetensors"))
+    languages = json.loads((args.run / "stats" / "stats.json").read_text())["languages"]
+    prob = stats["count"].double() / stats["n"].double()  # [layer, neuron, lang]
+    lape = load_file(str(args.run / "neurons_lape" / "neurons.safetensors"))["mask"]  # [lang, layer, neuron]
+    selected = sorted(map(tuple, lape.any(dim=0).nonzero().tolist()))
+    hf = AutoModelForCausalLM.from_pretrained(_model_folder(args.run))
+    w_u = hf.lm_head.weight.detach().float()  # the saved dtype may be bf16: rank in float32
+    failures = 0
+
+    def check(ok: bool, what: str) -> None:
+        nonlocal failures
+        failures += not ok
+        print(("ok   " if ok else "FAIL ") + what)
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+        page.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file://")
+                   else (errors.append(f"network: {r.request.url}"), r.abort()))
+        page.goto(args.page.resolve().as_uri())
+        page.select_option("#method-select", "lape")
+        rows = page.locator("#neuron-list tr.neuron-row").all()
+        listed = sorted((int(r.get_attribute("data-layer")), int(r.get_attribute("data-neuron"))) for r in rows)
+        check(listed == selected, f"overview lists {len(listed)} LAPE neurons; the run's neurons_lape has {len(selected)}")
+        for layer, neuron in random.Random(args.seed).sample(selected, min(args.neurons, len(selected))):
+            page.fill("#layer-input", str(layer))
+            page.fill("#neuron-input", str(neuron))
+            page.click("#open-neuron")
+            shown = {t.get_attribute("data-label"): t.text_content() for t in page.locator("svg.firing text.value").all()}
+            want = {l: f"{prob[layer, neuron, k].item():.3f}" for k, l in enumerate(languages)}
+            check(shown == want, f"L{layer} N{neuron} firing probabilities {shown}")
+            effect = hf.model.layers[layer].mlp.down_proj.weight.detach()[:, neuron].float() @ w_u.T
+            for cls, top in (("promoted", effect.topk(10).indices), ("suppressed", effect.topk(10, largest=False).indices)):
+                ids = [int(t.get_attribute("data-token-id")) for t in page.locator(f"#panel-logits .{cls} td.t").all()]
+                check(ids == top.tolist(), f"L{layer} N{neuron} {cls} token ids {ids[:5]}... = W_out @ W_U's")
+        browser.close()
+    check(not errors, f"page errors or network requests: {errors}")
+    print(f"{failures} of the checks failed" if failures else "every check passed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
