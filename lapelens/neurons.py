@@ -86,6 +86,17 @@ class LanguageNeurons(Selection):
     def d_mlp(self) -> int:
         return self.mask.shape[2]
 
+    # What the code acts on, typed (stored in ``meta`` so that it saves and loads with the selection).
+    @property
+    def languages_assumed(self) -> bool:
+        """An official file that named no languages, read in the paper's order (``default_official_languages``)."""
+        return bool(self.meta.get("languages_assumed", False))
+
+    @property
+    def d_mlp_inferred(self) -> bool:
+        """An official file's MLP width taken as its largest index + 1 (a lower bound of the true width)."""
+        return bool(self.meta.get("d_mlp_inferred", False))
+
     #: What the selection counts (``Selection.unit``).
     unit: ClassVar[str] = "neurons"
 

@@ -70,6 +70,11 @@ class ActivationStats:
     def d_mlp(self) -> int:
         return self.count.shape[1]
 
+    @property
+    def has_activation_sums(self) -> bool:
+        """False for statistics read from official ``activation.*`` files, which hold firing counts only."""
+        return bool(self.meta.get("has_activation_sums", True))
+
     def lang_index(self, lang: str) -> int:
         if lang not in self.languages:
             raise LapelensError(f"Language {lang!r} is not in these statistics (they have {list(self.languages)}).")
@@ -142,7 +147,7 @@ class ActivationStats:
         entropy = -(q * torch.where(q > 0, q.log(), torch.zeros_like(q))).sum(-1)
         index = pd.MultiIndex.from_product([range(self.n_layers), range(self.d_mlp)], names=["layer", "neuron"])
         columns = {f"p_{l}": p[..., k].flatten().numpy() for k, l in enumerate(self.languages)}
-        if self.meta.get("has_activation_sums", True):
+        if self.has_activation_sums:
             mean = self.mean_activation()
             columns.update({f"mean_{l}": mean[..., k].flatten().numpy() for k, l in enumerate(self.languages)})
         columns["entropy"] = entropy.flatten().numpy()

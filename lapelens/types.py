@@ -65,6 +65,13 @@ class Selection(ABC):
     #: What is counted: "neurons" or "parameters".
     unit: str
 
+    @property
+    def short_of_budget(self) -> bool:
+        """An entropy selection (LAPE, LAVE, PV) that found fewer units than its ``top_rate`` budget
+        (recorded in ``meta`` as ``budget`` and ``selected``, so that it saves with the selection)."""
+        budget = self.meta.get("budget")
+        return budget is not None and self.meta.get("selected", budget) < budget
+
     @abstractmethod
     def lang_index(self, lang: str) -> int:
         """Position of ``lang`` on the language axis; a clear error if it has no set here."""

@@ -208,6 +208,7 @@ def test_golden_threshold_uses_python_round_half_even():
     with pytest.warns(UserWarning, match="selecting 0"):
         n = lape(stats, top_rate=0.2)
     assert n.meta["threshold"] == 1.0 and not n.mask.any()
+    assert n.short_of_budget  # 0 of a budget of 1: what the sweep marks as short
 
 
 def test_language_without_neurons_keeps_its_slot():

@@ -394,6 +394,7 @@ def test_pv_with_real_tuning_runs(tmp_path):
     # 2304 block-matrix entries (see above); 1% -> round(23.04) = 23 selected, each given to at
     # least one language since bar = thr.
     assert m.meta["budget"] == 23 and m.meta["selected"] == 23 and m.meta["unassigned"] == 0
+    assert not m.short_of_budget
     selected = torch.zeros(1, dtype=torch.int64)
     for mask in m.masks.values():
         selected += mask.any(dim=0).sum()

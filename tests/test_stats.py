@@ -55,6 +55,7 @@ def test_official_round_trip(tmp_path):
     assert back.count.dtype == torch.int64
     torch.testing.assert_close(back.firing_probability(), stats.firing_probability()[..., [2, 0]])
     assert back.meta["has_activation_sums"] is False and not back.act_sum.any()
+    assert back.has_activation_sums is False
     with pytest.raises(LapelensError, match="Missing official activation file"):
         ActivationStats.from_official(tmp_path, "tiny-7b", ["fr"])
 

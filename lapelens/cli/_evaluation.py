@@ -20,12 +20,13 @@ def load_selection(path: Path, model: Any, languages: list[str] | None = None, f
     """
     from lapelens.artifacts import SELECTION_KINDS, load
     from lapelens.models import neuron_spec
+    from lapelens.neurons import LanguageNeurons
 
     if not path.exists():
         raise LapelensError(f"{flag} {path} does not exist: pass a lapelens neuron folder or an official .pth mask file.")
     names = official_names(path, languages, flag) if path.is_file() else None
     selection = load(path, SELECTION_KINDS, languages=names, d_mlp=neuron_spec(model).d_mlp)
-    if path.is_file() and selection.meta.get("languages_assumed"):
+    if path.is_file() and isinstance(selection, LanguageNeurons) and selection.languages_assumed:
         print(f"note: {path} names no languages; its {len(selection.languages)} entries are taken to be "
               f"{','.join(selection.languages)} (the paper's order): if they are others, name them with --languages.")
     return selection

@@ -45,10 +45,10 @@ def _read(path: Path, cfg: ShowConfig):
     neurons = load(path, SELECTION_KINDS, languages=languages, d_mlp=cfg.d_mlp)
     if not path.is_file():
         return neurons
-    if neurons.meta.get("languages_assumed"):
+    if neurons.languages_assumed:
         print(f"note: {path} names no languages; assumed {', '.join(neurons.languages)} "
               f"from its {len(neurons.languages)} entries (override with --languages).")
-    if neurons.meta.get("d_mlp_inferred"):
+    if neurons.d_mlp_inferred:
         print(f"note: MLP width taken as the largest index + 1 = {neurons.d_mlp} (override with --d-mlp).")
     return neurons
 

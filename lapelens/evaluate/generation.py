@@ -165,11 +165,16 @@ class GenerationResult:
     samples: pd.DataFrame
     meta: dict = field(default_factory=dict)
 
+    @property
+    def share_columns(self) -> list:
+        """The summary's columns that are shares in a language (what ``figure`` draws), as saved in ``meta``."""
+        return [tuple(c) if isinstance(c, list) else c for c in self.meta.get("share_columns", [])]
+
     def figure(self, columns: Sequence[Any] | None = None) -> Any:
-        """Grouped bars of the share columns (``meta["share_columns"]``, or ``columns``), one group per row."""
+        """Grouped bars of the share columns (``share_columns``, or ``columns``), one group per row."""
         import plotly.graph_objects as go
 
-        cols = list(columns) if columns is not None else [tuple(c) if isinstance(c, list) else c for c in self.meta.get("share_columns", [])]
+        cols = list(columns) if columns is not None else self.share_columns
         index = [" → ".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in self.summary.index]
         # Few bars carry their value (as the paper's tables do); many (42 pairs x 3) would only overlap.
         labelled = len(index) * len(cols) <= 40

@@ -76,7 +76,7 @@ def sweep_masks(
             warnings.simplefilter("ignore", UserWarning)
             neurons = identify(stats, method, top_rate=r, **options)
         masks[r] = neurons.mask[neurons.lang_index(target)]
-        short[r] = neurons.meta["selected"] < neurons.meta["budget"]
+        short[r] = neurons.short_of_budget
     return masks, short
 
 

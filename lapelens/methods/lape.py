@@ -164,7 +164,7 @@ def lave(
     paper's sense (``act_fn(.) > 0``). Computed in float64 (there is no official script to match).
     """
     check_stats(stats)
-    if stats.meta.get("has_activation_sums") is False:
+    if not stats.has_activation_sums:
         raise LapelensError(
             "LAVE needs activation sums, which these statistics lack (official activation files "
             "store only firing counts): collect the statistics with lapelens."
