@@ -368,7 +368,7 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
     from lapelens.models import load_model
     from lapelens.neurons import LanguageNeurons
     from lapelens.evaluate.similarity import DominanceResult, SimilarityResult, sentence_embeddings
-    from lapelens.provenance import corpus_identity, digest, model_identity, parallel_identity
+    from lapelens.provenance import corpus_identity, model_identity, parallel_identity
     from lapelens.stats import ActivationStats
 
     cfg = validate(cfg)
@@ -406,7 +406,7 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
 
     # 1. statistics -------------------------------------------------------------------------
     stats_inputs = {**inputs(tokens_per_language=cfg.tokens_per_language, seq_len=cfg.seq_len), "corpus": train_id}
-    stats = stage("stats", stats_inputs, lambda: _collect_resumably(out, digest(stats_inputs), lambda checkpoint: collect(
+    stats = stage("stats", stats_inputs, lambda: _collect_resumably(out, fp["stats"], lambda checkpoint: collect(
                       model, load_corpus(cfg.corpus, split="train", languages=langs), tokens_per_language=cfg.tokens_per_language,
                       seq_len=cfg.seq_len, corpus=cfg.corpus, checkpoint=checkpoint,
                       checkpoint_every=cfg.checkpoint_every), lead),

@@ -87,7 +87,7 @@ def run(cfg: CollectConfig) -> None:
 
 
 @contextlib.contextmanager
-def _process_group(device: str) -> Iterator[str]:
+def process_group(device: str) -> Iterator[str]:
     """Join the process group torchrun describes in the environment (if any); yields this rank's device."""
     import torch
     import torch.distributed as dist
@@ -109,7 +109,7 @@ def _process_group(device: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def _log_resumes(command: str = "collect") -> Iterator[None]:
+def log_resumes(command: str = "collect") -> Iterator[None]:
     """Show the library's 'resuming from checkpoint ...' line on stderr for this command."""
     logger = logging.getLogger("lapelens.activations")
     handler = logging.StreamHandler(sys.stderr)
@@ -142,7 +142,7 @@ def _run(cfg: CollectConfig) -> None:
     if cfg.checkpoint_every < 0:
         raise LapelensError(f"--checkpoint-every must be >= 0 seconds, got {cfg.checkpoint_every:g}.")
     device_map = _device_map(cfg.device_map)
-    with _process_group(cfg.device) as device, _log_resumes():
+    with process_group(cfg.device) as device, log_resumes():
         _collect(cfg, languages, device, device_map)
 
 

@@ -31,16 +31,16 @@ def quick_config(cfg: ReproduceConfig, explicit: frozenset[str]) -> tuple[Reprod
 
 def run(args: argparse.Namespace) -> None:
     from lapelens.checkpoint import current_shard
-    from lapelens.cli.collect import _log_resumes, _process_group
+    from lapelens.cli.collect import log_resumes, process_group
 
     cfg = config_from_args(ReproduceConfig, args)
     if args.quick:
         cfg, line = quick_config(cfg, explicit_fields(args))
         print(line)
     # Under torchrun every rank counts its share of the statistics; rank 0 alone runs the rest.
-    with _process_group(cfg.device) as device, _log_resumes("reproduce"):
+    with process_group(cfg.device) as device, log_resumes("reproduce"):
+        summary = reproduce(replace(cfg, device=device))  # ranks > 0 log nothing and return {} after the statistics
         lead = current_shard().rank == 0
-        summary = reproduce(replace(cfg, device=device), log=print if lead else (lambda _: None))
     if lead:
         print(json.dumps({k: summary[k] for k in ("perturbation",) if k in summary}, indent=1, default=str))
         print(f"results, tables and figures in {cfg.out}")
