@@ -24,8 +24,6 @@ import random
 import sys
 from pathlib import Path
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 
 
 def _model_folder(run: Path) -> Path:
@@ -48,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
-    import torch
     from playwright.sync_api import sync_playwright
+
+    from _offline_page import open_offline
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
@@ -68,14 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         print(("ok   " if ok else "FAIL ") + what)
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-        page.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file://")
-                   else (errors.append(f"network: {r.request.url}"), r.abort()))
-        page.goto(args.page.resolve().as_uri())
+        browser, page, errors = open_offline(p, args.page)
         page.select_option("#method-select", "lape")
         rows = page.locator("#neuron-list tr.neuron-row").all()
         listed = sorted((int(r.get_attribute("data-layer")), int(r.get_attribute("data-neuron"))) for r in rows)

@@ -22,8 +22,6 @@ import html
 import sys
 from pathlib import Path
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 PANELS = ("panel-selection", "panel-firing", "panel-mean", "panel-hist", "panel-logits", "panel-loss")
 WIDTH = 1280
 
@@ -76,15 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    errors: list[str] = []
+    from _offline_page import open_offline
+
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": WIDTH, "height": 900})
-        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file://")
-                   else (errors.append(f"network request: {r.request.url}"), r.abort()))
-        page.goto(args.page.resolve().as_uri())
+        browser, page, errors = open_offline(p, args.page, viewport={"width": WIDTH, "height": 900})
         if args.neuron:
             layer, index = args.neuron.split(":")
             page.fill("#layer-input", layer)
