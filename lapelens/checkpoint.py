@@ -54,6 +54,20 @@ def current_shard() -> Shard:
     return Shard()
 
 
+def leave_process_group() -> None:
+    """Every rank leaves the default process group here, together (when one is initialized).
+
+    gloo and NCCL want ``destroy_process_group`` called by all ranks at one point where no more
+    communication follows; a rank that exits while the others still hold the group can abort in
+    the backend's teardown ("terminate called without an active exception").
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def all_reduce_sum(tensors: Sequence[Tensor]) -> list[Tensor]:
     """Sum each tensor over the ranks of the default group (on CUDA for NCCL, on the CPU for gloo)."""
     import torch.distributed as dist

@@ -355,11 +355,16 @@ def _write_figure(fig: Any, path: Path) -> None:
 
 
 def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
-    """Run the pipeline; returns the headline numbers (also written to ``summary.json``)."""
+    """Run the pipeline; returns the headline numbers (also written to ``summary.json``).
+
+    Under ``torchrun`` every rank counts its share of the statistics, then all ranks leave the
+    default process group (it is destroyed) and rank 0 alone runs the later stages; the other
+    ranks return ``{}``.
+    """
     import torch
 
     from lapelens.activations import collect
-    from lapelens.checkpoint import current_shard
+    from lapelens.checkpoint import current_shard, leave_process_group
     from lapelens.corpus import load_corpus, load_parallel
     from lapelens.evaluate.generation import (GenerationResult, Sampling, generation_under_deactivation,
                                               kojima_pinning, prompted_steering, unconditional_steering)
@@ -411,7 +416,10 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
                       seq_len=cfg.seq_len, corpus=cfg.corpus, checkpoint=checkpoint,
                       checkpoint_every=cfg.checkpoint_every), lead),
                   ActivationStats.load, lambda r, p: r.save(p))
-    if not lead:  # under torchrun the other ranks only help count the statistics
+    # Under torchrun the other ranks only help count the statistics: once rank 0 saved them, all
+    # ranks leave the process group together and rank 0 goes on alone.
+    leave_process_group()
+    if not lead:
         return {}
     shutil.rmtree(out / STATS_CHECKPOINT, ignore_errors=True)
 

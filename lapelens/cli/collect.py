@@ -105,7 +105,8 @@ def process_group(device: str) -> Iterator[str]:
     try:
         yield device
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():  # reproduce leaves it itself once the statistics are summed
+            dist.destroy_process_group()
 
 
 @contextlib.contextmanager

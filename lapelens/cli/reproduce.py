@@ -39,8 +39,8 @@ def run(args: argparse.Namespace) -> None:
         print(line)
     # Under torchrun every rank counts its share of the statistics; rank 0 alone runs the rest.
     with process_group(cfg.device) as device, log_resumes("reproduce"):
+        lead = current_shard().rank == 0  # asked before: reproduce leaves the group after the statistics
         summary = reproduce(replace(cfg, device=device))  # ranks > 0 log nothing and return {} after the statistics
-        lead = current_shard().rank == 0
     if lead:
         print(json.dumps({k: summary[k] for k in ("perturbation",) if k in summary}, indent=1, default=str))
         print(f"results, tables and figures in {cfg.out}")
