@@ -41,11 +41,11 @@ RUN_CONFIG: Final = "config.json"
 RUN_SUMMARY: Final = "summary.json"
 STAGE_RECORD: Final = "stage.json"
 #: Tables a run writes to ``tables/`` (besides one per generation stage, named after it).
-RUN_TABLES: Final = {
-    "lape_per_language": "lape_per_language.csv",
-    "lape_per_layer": "lape_per_layer.csv",
-    "lape_jaccard": "lape_jaccard_between_languages.csv",
-    "jaccard_vs_methods": "jaccard_lape_vs_methods.csv",
+RUN_TABLES: Final = {  # {method}: the primary method's name (``lapelens.methods.with_role``), "lape"
+    "per_language": "{method}_per_language.csv",
+    "per_layer": "{method}_per_layer.csv",
+    "jaccard": "{method}_jaccard_between_languages.csv",
+    "jaccard_vs_methods": "jaccard_{method}_vs_methods.csv",
     "perturbation_summary": "perturbation_summary.csv",
 }
 #: ``lapelens perturb`` with several neuron sets: their side-by-side summary.

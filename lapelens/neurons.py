@@ -9,7 +9,7 @@ of neuron indices.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -27,7 +27,10 @@ from lapelens.types import BoundSelection, HookedModel, Selection
 #: Artifact kind (``lapelens.artifacts.KINDS``).
 KIND = "language_neurons"
 #: Keys of the JSON file that are attributes of the object, not free-form ``meta``.
-_RESERVED = ("lapelens_version", "method", "languages", "n_layers", "d_mlp", "values")
+_RESERVED = ("lapelens_version", "method", "languages", "n_layers", "d_mlp", "values", "budget", "selected",
+             "languages_assumed", "d_mlp_inferred")
+#: The fields among them (saved as top-level JSON keys; a file written before they were fields has the same keys).
+_TYPED = ("budget", "selected", "languages_assumed", "d_mlp_inferred")
 
 
 def default_official_languages(n_entries: int) -> tuple[str, ...]:
@@ -56,7 +59,9 @@ class LanguageNeurons(Selection):
     passes the threshold); a language may have no neurons at all and still keeps its slot.
     ``values`` holds optional per-neuron numbers that interventions use (e.g. ``"median"`` for
     Kojima et al.'s pinning), each of the same shape as ``mask``.
-    ``meta`` records what produced the set: ``settings`` (the method's options), ``model``, ...
+    ``meta`` records what produced the set: ``settings`` (the method's options), ``model``, ...;
+    what the code acts on is a field of its own (``budget``/``selected``, ``languages_assumed``,
+    ``d_mlp_inferred``), saved beside ``meta``.
     """
 
     languages: tuple[str, ...]
@@ -64,6 +69,14 @@ class LanguageNeurons(Selection):
     method: str = "unknown"
     meta: dict = field(default_factory=dict)
     values: dict[str, Float[Tensor, "lang layer neuron"]] = field(default_factory=dict)
+    budget: int | None = None
+    """Units an entropy selection (LAPE, LAVE) was asked for: ``round(units * top_rate)``; None for other methods."""
+    selected: int | None = None
+    """Units it found (fewer than ``budget`` when too few pass the filter)."""
+    languages_assumed: bool = False
+    """An official file that named no languages, read in the paper's order (``default_official_languages``)."""
+    d_mlp_inferred: bool = False
+    """An official file's MLP width taken as its largest index + 1 (a lower bound of the true width)."""
 
     def __post_init__(self) -> None:
         self.languages = tuple(self.languages)
@@ -85,17 +98,6 @@ class LanguageNeurons(Selection):
     @property
     def d_mlp(self) -> int:
         return self.mask.shape[2]
-
-    # What the code acts on, typed (stored in ``meta`` so that it saves and loads with the selection).
-    @property
-    def languages_assumed(self) -> bool:
-        """An official file that named no languages, read in the paper's order (``default_official_languages``)."""
-        return bool(self.meta.get("languages_assumed", False))
-
-    @property
-    def d_mlp_inferred(self) -> bool:
-        """An official file's MLP width taken as its largest index + 1 (a lower bound of the true width)."""
-        return bool(self.meta.get("d_mlp_inferred", False))
 
     #: What the selection counts (``Selection.unit``).
     unit: ClassVar[str] = "neurons"
@@ -122,8 +124,8 @@ class LanguageNeurons(Selection):
 
     def subset(self, languages: Sequence[str]) -> "LanguageNeurons":
         idx = [self.lang_index(l) for l in languages]
-        return LanguageNeurons(tuple(languages), self.mask[idx].clone(), self.method, dict(self.meta),
-                               {k: v[idx].clone() for k, v in self.values.items()})
+        return replace(self, languages=tuple(languages), mask=self.mask[idx].clone(), meta=dict(self.meta),
+                       values={k: v[idx].clone() for k, v in self.values.items()})
 
     # ---- summaries (DataFrames with named axes) ----------------------------------------------
     def per_language(self) -> pd.DataFrame:
@@ -237,6 +239,7 @@ class LanguageNeurons(Selection):
             "n_layers": self.n_layers,
             "d_mlp": self.d_mlp,
             "values": sorted(self.values),
+            **{k: getattr(self, k) for k in _TYPED},
             **{k: v for k, v in self.meta.items() if k not in _RESERVED},
         }
         return save_folder(path, KIND, tensors, meta)
@@ -257,7 +260,8 @@ class LanguageNeurons(Selection):
             raise LapelensError(f"{path} is corrupt: mask {mask.dtype} {tuple(mask.shape)} does not match its JSON.")
         method = meta.get("method", "unknown")
         rest = {k: v for k, v in meta.items() if k not in _RESERVED}
-        return cls(languages, mask, method, rest, values)
+        typed = {k: meta[k] for k in _TYPED if meta.get(k) is not None}  # older files: absent or inside meta, same keys
+        return cls(languages, mask, method, rest, values, **typed)
 
     # ---- the official RUCAIBox/Language-Specific-Neurons mask format --------------------------
     def to_official(self, path: str | Path) -> Path:
@@ -287,9 +291,9 @@ class LanguageNeurons(Selection):
 
         - ``languages`` default by the number of entries: 7 -> en, zh, fr, es, vi, id, ja (the
           paper's order); 6 -> the same without ja. Other lengths need explicit names.
-          ``meta["languages_assumed"]`` says whether the default was used.
+          ``languages_assumed`` says whether the default was used.
         - ``d_mlp`` defaults to the largest neuron index in the file + 1, which is only a lower
-          bound of the true width: pass it when known. ``meta["d_mlp_inferred"]`` records which.
+          bound of the true width: pass it when known. ``d_mlp_inferred`` records which.
 
         Indices must be strictly increasing per layer (as ``identify.py`` writes them), so that
         ``to_official`` gives back exactly the same tensors.
@@ -335,8 +339,7 @@ class LanguageNeurons(Selection):
         for k, layers in enumerate(obj):
             for i, idx in enumerate(layers):
                 mask[k, i, idx.long()] = True
-        meta = {"source": f"official:{path}", "d_mlp_inferred": inferred, "languages_assumed": assumed}
-        return cls(langs, mask, method, meta)
+        return cls(langs, mask, method, {"source": f"official:{path}"}, d_mlp_inferred=inferred, languages_assumed=assumed)
 
 
 def load_neurons(path: str | Path, languages: Sequence[str] | None = None, d_mlp: int | None = None) -> LanguageNeurons:

@@ -36,7 +36,7 @@ from lapelens.artifacts import PAIR_SEPARATOR, stamp
 from lapelens.constants import EMBEDDED, PAPER_LANGUAGES, RUN_CONFIG, RUN_SUMMARY, RUN_TABLES, STAGE_RECORD
 from lapelens.defaults import DEFAULT_CHECKPOINT_EVERY, SEQ_LEN
 from lapelens.errors import LapelensError
-from lapelens.methods import METHODS
+from lapelens.methods import METHODS, with_role
 
 #: Every registered method, in registry order (the default of ``--methods``).
 METHOD_NAMES = tuple(METHODS)
@@ -427,23 +427,26 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
     neurons = _method_stages(cfg, stage, inputs, stats, model, out, train_id, langs)
 
     # 3. tables: Table 3, Fig. 5, overlaps, agreement between methods ---------------------------
-    lape = neurons.get("lape")
+    # The experiments ask the registry which method plays which role (LAPE is the primary one).
+    primary, baseline, pinned = (with_role(r, neurons) for r in ("primary", "baseline", "pinned"))
+    chosen = neurons.get(primary) if primary else None
     (out / "tables").mkdir(exist_ok=True)
-    if lape is not None:
-        lape.per_language().to_csv(out / "tables" / RUN_TABLES["lape_per_language"])
-        lape.per_layer().to_csv(out / "tables" / RUN_TABLES["lape_per_layer"])
-        lape.jaccard().to_csv(out / "tables" / RUN_TABLES["lape_jaccard"])
-        agreement = {m: lape.compare(n)["jaccard"] for m, n in neurons.items()
-                     if m != "lape" and isinstance(n, LanguageNeurons)}
+    if chosen is not None:
+        table_path = lambda key: out / "tables" / RUN_TABLES[key].format(method=primary)  # noqa: E731
+        chosen.per_language().to_csv(table_path("per_language"))
+        chosen.per_layer().to_csv(table_path("per_layer"))
+        chosen.jaccard().to_csv(table_path("jaccard"))
+        agreement = {m: chosen.compare(n)["jaccard"] for m, n in neurons.items()
+                     if m != primary and isinstance(n, LanguageNeurons)}
         if agreement:
             import pandas as pd
 
             table = pd.DataFrame(agreement)
-            table.to_csv(out / "tables" / RUN_TABLES["jaccard_vs_methods"])
-            summary["jaccard_lape_vs"] = table.mean().round(4).to_dict()
-        summary["lape_per_language"] = lape.per_language()["neurons"].to_dict()
-        summary["lape_per_layer"] = lape.per_layer().sum(axis=1).to_dict()
-        _write_figure(lape.figure(), figs / "fig5_layers.html")
+            table.to_csv(table_path("jaccard_vs_methods"))
+            summary[f"jaccard_{primary}_vs"] = table.mean().round(4).to_dict()
+        summary[f"{primary}_per_language"] = chosen.per_language()["neurons"].to_dict()
+        summary[f"{primary}_per_layer"] = chosen.per_layer().sum(axis=1).to_dict()
+        _write_figure(chosen.figure(), figs / "fig5_layers.html")
 
     # 4. perturbation matrices ----------------------------------------------------------------
     chunks = evaluation_chunks(model, cfg.corpus, langs, cfg.eval_tokens_per_language, cfg.seq_len)
@@ -454,7 +457,7 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
                             PerturbationResult.load, lambda r, p: r.save(p))
         _write_figure(matrices[m].figure(), figs / f"fig2_perturb_{m}.html")
     if matrices:
-        table = compare(matrices, reference=next((m for m in matrices if METHODS[m].baseline), None))
+        table = compare(matrices, reference=with_role("baseline", matrices))
         table.to_csv(out / "tables" / RUN_TABLES["perturbation_summary"])
         summary["perturbation"] = json.loads(table.to_json(orient="index"))
         _write_figure(compare_figure(matrices), figs / "fig3_perturb_methods.html")
@@ -477,8 +480,8 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
         return emb
 
     text_inputs = {"parallel": parallel_id}
-    ses = stage("ses", {**inputs(("neurons_lape",) if lape is not None else (), ses_texts=cfg.ses_texts), **text_inputs},
-                lambda: embeddings().similarity(lape), SimilarityResult.load, lambda r, p: r.save(p))
+    ses = stage("ses", {**inputs((METHODS[primary].stage,) if chosen is not None else (), ses_texts=cfg.ses_texts), **text_inputs},
+                lambda: embeddings().similarity(chosen), SimilarityResult.load, lambda r, p: r.save(p))
     dom = stage("dominance", {**inputs(ses_texts=cfg.ses_texts), **text_inputs},
                 lambda: embeddings().dominance(), DominanceResult.load, lambda r, p: r.save(p))
     _write_figure(ses.figure(), figs / "fig6_ses.html")
@@ -488,32 +491,34 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
     sampling = Sampling(max_new_tokens=cfg.unconditional_tokens, seed=cfg.seed)
     greedy = Sampling.greedy(max_new_tokens=cfg.max_new_tokens)
     gens: dict[str, Any] = {}
-    if lape is not None:
+    if chosen is not None:
+        primary_stage = METHODS[primary].stage
         gens["steer_unconditional"] = stage(
             "steer_unconditional",
-            inputs(("neurons_lape", "stats"), n_samples=cfg.n_samples, scale=cfg.steer_scale, sampling=asdict(sampling),
+            inputs((primary_stage, "stats"), n_samples=cfg.n_samples, scale=cfg.steer_scale, sampling=asdict(sampling),
                    deactivate_others=cfg.steer_deactivate_others),
-            lambda: unconditional_steering(model, lape, stats, langs, cfg.n_samples, cfg.steer_scale, sampling,
+            lambda: unconditional_steering(model, chosen, stats, langs, cfg.n_samples, cfg.steer_scale, sampling,
                                            deactivate_others=cfg.steer_deactivate_others),
             GenerationResult.load, lambda r, p: r.save(p))
         gens["steer_prompted"] = stage(
             "steer_prompted",
-            {**inputs(("neurons_lape", "stats"), n_prompts=cfg.n_prompts, scale=cfg.steer_scale, sampling=asdict(greedy)),
+            {**inputs((primary_stage, "stats"), n_prompts=cfg.n_prompts, scale=cfg.steer_scale, sampling=asdict(greedy)),
              **text_inputs},
-            lambda: prompted_steering(model, lape, stats, par, n_prompts=cfg.n_prompts, scale=cfg.steer_scale, sampling=greedy),
+            lambda: prompted_steering(model, chosen, stats, par, n_prompts=cfg.n_prompts, scale=cfg.steer_scale, sampling=greedy),
             GenerationResult.load, lambda r, p: r.save(p))
         prompts = {l: par[l].head(cfg.n_prompts).tolist() for l in langs}
         gens["deactivated_generation"] = stage(
             "deactivated_generation",
-            {**inputs(("neurons_lape", "neurons_random") if "random" in neurons else ("neurons_lape",),
+            {**inputs((primary_stage, METHODS[baseline].stage) if baseline else (primary_stage,),
                       n_prompts=cfg.n_prompts, sampling=asdict(greedy)), **text_inputs},
-            lambda: generation_under_deactivation(model, lape, prompts, neurons.get("random"), sampling=greedy),
+            lambda: generation_under_deactivation(model, chosen, prompts, neurons.get(baseline), sampling=greedy),
             GenerationResult.load, lambda r, p: r.save(p))
     else:
-        log("[reproduce] steering and generation under deactivation use LAPE's neurons: skipped (lape is not in --methods)")
-    if "ap" in neurons:
-        gens["kojima"] = stage("kojima", inputs(("neurons_ap",), n_samples=cfg.n_samples, sampling=asdict(sampling)),
-                               lambda: kojima_pinning(model, neurons["ap"], langs, cfg.n_samples, sampling),
+        log(f"[reproduce] steering and generation under deactivation use the primary method's neurons: skipped "
+            f"({with_role('primary', METHODS)} is not in --methods)")
+    if pinned:
+        gens["kojima"] = stage("kojima", inputs((METHODS[pinned].stage,), n_samples=cfg.n_samples, sampling=asdict(sampling)),
+                               lambda: kojima_pinning(model, neurons[pinned], langs, cfg.n_samples, sampling),
                                GenerationResult.load, lambda r, p: r.save(p))
     for name, g in gens.items():
         g.summary.to_csv(out / "tables" / f"{name}.csv")

@@ -64,13 +64,14 @@ class Selection(ABC):
     meta: dict
     #: What is counted: "neurons" or "parameters".
     unit: str
+    #: An entropy selection's (LAPE, LAVE, PV) ``round(units * top_rate)`` and the units it found; None otherwise.
+    budget: int | None
+    selected: int | None
 
     @property
     def short_of_budget(self) -> bool:
-        """An entropy selection (LAPE, LAVE, PV) that found fewer units than its ``top_rate`` budget
-        (recorded in ``meta`` as ``budget`` and ``selected``, so that it saves with the selection)."""
-        budget = self.meta.get("budget")
-        return budget is not None and self.meta.get("selected", budget) < budget
+        """An entropy selection that found fewer units than its ``top_rate`` budget."""
+        return self.budget is not None and self.selected is not None and self.selected < self.budget
 
     @abstractmethod
     def lang_index(self, lang: str) -> int:

@@ -69,18 +69,18 @@ def fake_run() -> RunResults:
     samples = pd.DataFrame({"target": list(LANGS), "text": ["a", "b", "c"]})
     uncond = lambda name: GenerationResult(  # noqa: E731
         pd.DataFrame({"before": [0.0, 1 / 12, 0.25], "after": thirds, "n_samples": [12, 12, 12]}, index=target),
-        samples, {"experiment": name, "share_columns": ["before", "after"]})
+        samples, {"experiment": name}, ["before", "after"])
     pairs_index = pd.MultiIndex.from_tuples([(a, b) for a in LANGS for b in LANGS if a != b], names=["source", "target"])
     prompted = GenerationResult(
         pd.DataFrame({"before": 0.0, "steered": np.linspace(0, 1, 6), "deactivated_and_steered": 1 / 7,
                       "n_prompts": 4}, index=pairs_index),
-        samples, {"experiment": "prompted steering", "share_columns": ["before", "steered", "deactivated_and_steered"]})
+        samples, {"experiment": "prompted steering"}, ["before", "steered", "deactivated_and_steered"])
     columns = pd.MultiIndex.from_product([["normal", "deactivated"], ["share_in_language", "ppl"]],
                                          names=["condition", "metric"])
     deact = GenerationResult(
         pd.DataFrame([[1.0, 12.5, 2 / 3, 30.25]] * 3, index=pd.Index(LANGS, name="language"), columns=columns),
-        samples, {"experiment": "generation under deactivation",
-                  "share_columns": [["normal", "share_in_language"], ["deactivated", "share_in_language"]]})
+        samples, {"experiment": "generation under deactivation"},
+        [["normal", "share_in_language"], ["deactivated", "share_in_language"]])  # lists, as JSON gives them back
     return RunResults(
         lape=lape, perturbations={m: fake_perturbation(m, k) for k, m in enumerate(METHODS)}, sweep=sweep,
         ses=SimilarityResult(ses, {"model": "/x/lapelens/data/model", "n_texts": 6}, per_layer),

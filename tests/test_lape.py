@@ -117,7 +117,7 @@ def test_lape_matches_official_algorithm(case):
     # Where the budget does not run past the finite entropies, or the bar is no lower than the
     # filter, the script's fill-up with inf neurons changes nothing: full agreement.
     ref_fill = official_identify(stats.count, stats.n, skip_inf=False, **opts)
-    if bar >= filter_rate or ours.meta["selected"] == ours.meta["budget"]:
+    if bar >= filter_rate or ours.selected == ours.budget:
         assert_same(as_official(ours), ref_fill, langs)
 
     # Without a tie at the cut, torch.topk (the script's call) picks the same neurons.
@@ -126,7 +126,7 @@ def test_lape_matches_official_algorithm(case):
     h = entropy(probs)
     h[(probs > ours.meta["threshold"]).sum(-1) == 0] = torch.inf
     s = torch.sort(h.flatten()).values
-    b = ours.meta["budget"]
+    b = ours.budget
     if 0 < b < len(s) and s[b - 1] < s[b] and math.isfinite(s[b - 1]):
         assert_same(as_official(ours), official_identify(stats.count, stats.n, ranking="topk", **opts), langs)
 
@@ -163,7 +163,7 @@ def indices(neurons, lang):
 def test_golden_budget_three():
     # budget = round(10 * 0.3) = 3: the three H = 0 neurons. Assigned with bar = thr = 0.8.
     n = lape(golden_stats(), top_rate=0.3, filter_rate=0.75, activation_bar_ratio=0.75)
-    assert n.meta["threshold"] == pytest.approx(0.8) and n.meta["budget"] == 3
+    assert n.meta["threshold"] == pytest.approx(0.8) and n.budget == 3
     assert indices(n, "en") == [[0], []]
     assert indices(n, "zh") == [[4], [4]]
 
@@ -180,7 +180,7 @@ def test_golden_fewer_pass_than_budget_warns_and_skips_inf():
     # budget = round(10 * 0.6) = 6 but only 5 neurons pass: select those 5, never an inf one.
     with pytest.warns(UserWarning, match="selecting 5"):
         n = lape(golden_stats(), top_rate=0.6, filter_rate=0.75, activation_bar_ratio=0.75)
-    assert n.meta["selected"] == 5
+    assert n.selected == 5 and n.short_of_budget
     assert indices(n, "en") == [[0, 1], []]
     assert indices(n, "zh") == [[4], [0, 4]]
     with pytest.warns(UserWarning):  # everything: the all-zero L0N2 and sub-threshold ones stay out

@@ -393,7 +393,9 @@ def test_pv_with_real_tuning_runs(tmp_path):
     m = pv(base, tuned=tuned)
     # 2304 block-matrix entries (see above); 1% -> round(23.04) = 23 selected, each given to at
     # least one language since bar = thr.
-    assert m.meta["budget"] == 23 and m.meta["selected"] == 23 and m.meta["unassigned"] == 0
+    assert m.budget == 23 and m.selected == 23 and m.meta["unassigned"] == 0
+    back = ParameterMask.load(m.save(tmp_path / "pv"))
+    assert (back.budget, back.selected) == (23, 23) and "budget" not in back.meta
     assert not m.short_of_budget
     selected = torch.zeros(1, dtype=torch.int64)
     for mask in m.masks.values():

@@ -38,8 +38,9 @@ def test_from_official_seven_languages_and_summaries(tmp_path):
     write_official(tmp_path / "m.pth", OFFICIAL7)
     n = LanguageNeurons.from_official(tmp_path / "m.pth")
     assert n.languages == ("en", "zh", "fr", "es", "vi", "id", "ja")
-    assert n.meta["languages_assumed"] and n.meta["d_mlp_inferred"]
-    assert n.languages_assumed and n.d_mlp_inferred  # the typed view of the same record
+    assert n.languages_assumed and n.d_mlp_inferred
+    back = LanguageNeurons.load(n.save(tmp_path / "saved"))  # the fields save and load
+    assert back.languages_assumed and back.d_mlp_inferred and "languages_assumed" not in back.meta
     assert (n.n_layers, n.d_mlp) == (2, 8)  # largest index 7 -> d_mlp = 8
 
     per_lang = n.per_language()
@@ -69,7 +70,7 @@ def test_from_official_seven_languages_and_summaries(tmp_path):
 def test_official_round_trip_gives_the_same_tensors(tmp_path):
     original = write_official(tmp_path / "m.pth", OFFICIAL7)
     n = LanguageNeurons.from_official(tmp_path / "m.pth", d_mlp=11008)
-    assert n.d_mlp == 11008 and not n.meta["d_mlp_inferred"] and not n.d_mlp_inferred
+    assert n.d_mlp == 11008 and not n.d_mlp_inferred
     n.to_official(tmp_path / "back" / "m.pth")
     back = torch.load(tmp_path / "back" / "m.pth", weights_only=True)
     assert len(back) == 7
@@ -90,8 +91,7 @@ def test_from_official_six_languages_drop_ja(tmp_path):
     assert n.languages == ("en", "zh", "fr", "es", "vi", "id")
     assert n.per_language()["neurons"].tolist() == [3, 5, 1, 0, 2, 2]
     named = LanguageNeurons.from_official(tmp_path / "bloom.pth", languages=["a", "b", "c", "d", "e", "f"])
-    assert named.languages == ("a", "b", "c", "d", "e", "f") and not named.meta["languages_assumed"]
-    assert not named.languages_assumed
+    assert named.languages == ("a", "b", "c", "d", "e", "f") and not named.languages_assumed
 
 
 def test_from_official_bad_files(tmp_path):

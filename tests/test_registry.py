@@ -10,6 +10,7 @@ import torch
 import lapelens.pipeline as pipeline
 from lapelens import ActivationStats, LanguageNeurons
 from lapelens.cli import main
+from lapelens.errors import LapelensError
 from lapelens.evaluate.sweep import SweepResult, sweep_masks
 from lapelens.methods import METHODS, OptionHelp, identify, register, unregister
 from lapelens.methods._common import check_stats, settings
@@ -25,8 +26,9 @@ def top_firing(stats: ActivationStats, *, top_rate: float = 0.01) -> LanguageNeu
     budget = round(p.shape[1] * top_rate)
     mask = torch.zeros_like(p, dtype=torch.bool)
     mask.scatter_(1, torch.sort(p, dim=1, descending=True, stable=True).indices[:, :budget], True)
-    meta = {"settings": settings(top_rate=top_rate), "budget": budget, "selected": budget, "model": stats.meta.get("model")}
-    return LanguageNeurons(stats.languages, mask.reshape(-1, stats.n_layers, stats.d_mlp), NAME, meta)
+    meta = {"settings": settings(top_rate=top_rate), "model": stats.meta.get("model")}
+    return LanguageNeurons(stats.languages, mask.reshape(-1, stats.n_layers, stats.d_mlp), NAME, meta,
+                           budget=budget, selected=budget)
 
 
 @pytest.fixture
@@ -146,3 +148,16 @@ def test_method_stages_keep_the_names_and_inputs_of_earlier_runs():
     assert list(pipeline._method_stages(ReproduceConfig(out="x", methods=("random",)), stage, inputs, "S", None, Path("x"),
                                         train, ["en"])) == ["random"]
     assert [name for name, _ in calls] == ["neurons_lape", "neurons_random"]
+
+
+def test_experiments_find_their_methods_by_role():
+    # The pipeline and the figures ask the registry, never a name: LAPE feeds Table 3, SES and the
+    # steering experiments, random is the control, AP is pinned in Kojima's experiment.
+    from lapelens.methods import with_role
+
+    assert [with_role(r, METHODS) for r in ("primary", "baseline", "pinned")] == ["lape", "random", "ap"]
+    assert with_role("primary", ["lap", "ap"]) is None and with_role("pinned", ["lap", "ap"]) == "ap"
+    with pytest.raises(LapelensError, match="act on neurons, but it returns parameters"):
+        register("toy-params", source="models", summary="x", returns="parameters", primary=True)(
+            lambda base, *, tuned=None: None)
+    assert "toy-params" not in METHODS

@@ -164,11 +164,12 @@ class GenerationResult:
     summary: pd.DataFrame
     samples: pd.DataFrame
     meta: dict = field(default_factory=dict)
+    share_columns: list = field(default_factory=list)
+    """The summary's columns that are shares in a language (what ``figure`` draws)."""
 
-    @property
-    def share_columns(self) -> list:
-        """The summary's columns that are shares in a language (what ``figure`` draws), as saved in ``meta``."""
-        return [tuple(c) if isinstance(c, list) else c for c in self.meta.get("share_columns", [])]
+    def __post_init__(self) -> None:
+        # JSON has no tuples: a MultiIndex column such as ("normal", "share_in_language") comes back a list.
+        self.share_columns = [tuple(c) if isinstance(c, list) else c for c in self.share_columns]
 
     def figure(self, columns: Sequence[Any] | None = None) -> Any:
         """Grouped bars of the share columns (``share_columns``, or ``columns``), one group per row."""
@@ -202,7 +203,8 @@ class GenerationResult:
     def save(self, path: str | Path) -> Path:
         """A folder: ``summary.csv``, ``samples.jsonl`` (one generated text per line), ``generation.json``."""
         path = Path(path)
-        meta = {**self.meta, "index": list(self.summary.index.names), "header_rows": self.summary.columns.nlevels}
+        meta = {**self.meta, "share_columns": self.share_columns, "index": list(self.summary.index.names),
+                "header_rows": self.summary.columns.nlevels}
         with atomic_files(path, GENERATION_META) as tmp:
             self.summary.to_csv(tmp / GENERATION_SUMMARY, float_format="%.10g")
             self.samples.to_json(tmp / GENERATION_SAMPLES, orient="records", lines=True, force_ascii=False)
@@ -222,7 +224,7 @@ class GenerationResult:
         except (KeyError, TypeError, OSError, ValueError) as exc:
             raise LapelensError(f"{path} is corrupt ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
                                 "run the generation again.") from None
-        return cls(summary, samples, meta)
+        return cls(summary, samples, meta, meta.pop("share_columns", []))
 
 
 def _sampling_meta(model: HookedModel, sampling: Sampling, **kw: Any) -> dict:
@@ -254,8 +256,8 @@ def unconditional_shares(
     summary = pd.DataFrame(rows).set_index("target")
     summary.columns.name = "share in target"
     return GenerationResult(summary, pd.DataFrame(samples),
-                            _sampling_meta(model, sampling, experiment=experiment, n_samples=n_samples,
-                                           share_columns=[BEFORE, "after"], **(meta or {})))
+                            _sampling_meta(model, sampling, experiment=experiment, n_samples=n_samples, **(meta or {})),
+                            [BEFORE, "after"])
 
 
 def unconditional_steering(
@@ -369,7 +371,7 @@ def prompted_steering(
     summary.columns.name = "share"
     return GenerationResult(summary, pd.DataFrame(samples), _sampling_meta(
         model, sampling, experiment="prompted steering", method=neurons.method, scale=scale,
-        n_prompts=n_prompts, prompt_tokens=prompt_tokens, share_columns=[BEFORE, "steered", "deactivated_and_steered"]))
+        n_prompts=n_prompts, prompt_tokens=prompt_tokens), [BEFORE, "steered", "deactivated_and_steered"])
 
 
 @contextmanager
@@ -418,5 +420,4 @@ def generation_under_deactivation(
     summary.columns = pd.MultiIndex.from_tuples(summary.columns, names=["condition", "metric"])
     return GenerationResult(summary, pd.DataFrame(samples), _sampling_meta(
         model, sampling, experiment="generation under deactivation", method=neurons.method,
-        random=random_neurons is not None, prompt_tokens=prompt_tokens,
-        share_columns=[(name, "share_in_language") for name in conditions]))
+        random=random_neurons is not None, prompt_tokens=prompt_tokens), [(name, "share_in_language") for name in conditions])

@@ -14,10 +14,10 @@ from typing import Any
 from lapelens.constants import RUN_CONFIG
 from lapelens.errors import LapelensError
 
-#: The generation stages, in the order their figures are written (stage name = figure name).
-GENERATION_STAGES = ("steer_unconditional", "steer_prompted", "deactivated_generation", "kojima")
-#: Stages whose figures need LAPE's neurons (reproduce runs them only when "lape" is a method).
-NEEDS_LAPE = ("steer_unconditional", "steer_prompted", "deactivated_generation")
+#: The generation stages, in the order their figures are written (stage name = figure name), and
+#: the role of the method whose selection each one uses (reproduce runs it only when that method runs).
+GENERATION_STAGES = {"steer_unconditional": "primary", "steer_prompted": "primary",
+                     "deactivated_generation": "primary", "kojima": "pinned"}
 CONFIG_JSON = RUN_CONFIG
 
 
@@ -26,7 +26,7 @@ class RunResults:
     """The results a run's figures are drawn from; a missing result means no figure for it."""
 
     lape: Any = None
-    """LAPE's ``LanguageNeurons`` (Fig. 5)."""
+    """The primary method's (LAPE's) ``LanguageNeurons`` (Fig. 5)."""
     perturbations: dict[str, Any] = field(default_factory=dict)
     """Method -> ``PerturbationResult``, in the run's method order (Fig. 2, 3, 8)."""
     sweep: Any = None
@@ -87,6 +87,7 @@ def load_run(run_dir: str | Path) -> RunResults:
     folder left from an earlier run with other settings draws no figure.
     """
     from lapelens.artifacts import load
+    from lapelens.methods import METHODS, with_role
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -97,8 +98,9 @@ def load_run(run_dir: str | Path) -> RunResults:
         return (run_dir / name).is_dir() and (stages is None or name in stages)
 
     run = RunResults()
-    if "lape" in methods and saved("neurons_lape"):
-        run.lape = load(run_dir / "neurons_lape", "language_neurons")
+    primary = with_role("primary", [m for m in methods if m in METHODS])
+    if primary and saved(METHODS[primary].stage):
+        run.lape = load(run_dir / METHODS[primary].stage, "language_neurons")
     run.perturbations = {m: load(run_dir / f"perturb_{m}", "perturbation") for m in methods if saved(f"perturb_{m}")}
     if saved("sweep"):
         run.sweep = load(run_dir / "sweep", "sweep")
@@ -106,9 +108,8 @@ def load_run(run_dir: str | Path) -> RunResults:
         run.ses = load(run_dir / "ses", "similarity")
     if saved("dominance"):
         run.dominance = load(run_dir / "dominance", "dominance")
-    for name in GENERATION_STAGES:
-        wanted = "lape" in methods if name in NEEDS_LAPE else "ap" in methods
-        if wanted and saved(name):
+    for name, role in GENERATION_STAGES.items():
+        if with_role(role, [m for m in methods if m in METHODS]) and saved(name):
             run.generations[name] = load(run_dir / name, "generation")
     return run
 

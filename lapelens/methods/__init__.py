@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from lapelens.errors import LapelensError
-from lapelens.methods._registry import METHODS, Method, Option, OptionHelp, get, register, unregister
+from lapelens.methods._registry import METHODS, Method, Option, OptionHelp, get, register, unregister, with_role
 from lapelens.neurons import LanguageNeurons
 from lapelens.stats import ActivationStats, SentenceActivations
 
@@ -85,4 +85,4 @@ def identify(
     return spec.function(source, **options)
 
 
-__all__ = ["METHODS", "Method", "Option", "OptionHelp", "ParameterMask", "identify", "register", "unregister"]
+__all__ = ["METHODS", "Method", "Option", "OptionHelp", "ParameterMask", "identify", "register", "unregister", "with_role"]

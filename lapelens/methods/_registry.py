@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Iterable, Literal, Mapping
 
 from lapelens.errors import LapelensError
 
@@ -72,7 +72,13 @@ class Method:
     min_languages: int = 1
     """Languages it needs to mean anything (a score compared across languages needs two)."""
     baseline: bool = False
-    """A chance baseline the other methods' perturbations are compared with."""
+    """A chance baseline: the other methods' perturbations are compared with it, and generation
+    under deactivation runs it as the control."""
+    primary: bool = False
+    """The paper's method: ``reproduce``'s per-language and per-layer tables (Table 3, Fig. 5), the
+    SES, steering and generation-under-deactivation experiments use its selection."""
+    pinned: bool = False
+    """Kojima et al.'s generation experiment pins its selection to its ``median`` values."""
     pipeline: Mapping[str, str] = field(default_factory=dict)
     """Option -> the ``ReproduceConfig`` field that ``lapelens reproduce`` sets it from."""
     option_specs: tuple[Option, ...] = ()
@@ -124,6 +130,8 @@ def register(
     sweepable: bool = False,
     min_languages: int = 1,
     baseline: bool = False,
+    primary: bool = False,
+    pinned: bool = False,
     pipeline: Mapping[str, str] | None = None,
     order: int = 100,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -151,7 +159,7 @@ def register(
         if extra:
             raise LapelensError(f"Method {name!r}: help for options it does not take: {extra}.")
         add(Method(name, function, source, summary, returns, reference, sweepable, min_languages, baseline,
-                   dict(pipeline or {}), tuple(specs), order))
+                   primary, pinned, dict(pipeline or {}), tuple(specs), order))
         return function
 
     return decorate
@@ -161,6 +169,10 @@ def add(method: Method) -> None:
     """Put ``method`` in ``METHODS`` (replacing one of the same name), keeping ``order``."""
     if method.reference is not None and method.reference not in METHODS and method.reference != method.name:
         raise LapelensError(f"Method {method.name!r} needs {method.reference!r}, which is not registered.")
+    roles = [r for r in ("primary", "pinned") if getattr(method, r)]
+    if roles and method.returns != "neurons":
+        raise LapelensError(f"Method {method.name!r}: the {roles[0]} method's experiments act on neurons, but it returns "
+                            f"{method.returns}.")
     entries = [m for m in METHODS.values() if m.name != method.name] + [method]
     entries.sort(key=lambda m: m.order)  # stable: ties keep registration order
     METHODS.clear()  # in place: modules that imported METHODS see the change
@@ -181,6 +193,15 @@ def get(name: str, what: str = "method") -> Method:
 def neuron_methods() -> tuple[str, ...]:
     """Methods that return a ``LanguageNeurons``, in registry order."""
     return tuple(m for m, s in METHODS.items() if s.returns == "neurons")
+
+
+#: The roles an experiment can ask of a method (``Method`` flags of those names).
+Role = Literal["primary", "baseline", "pinned"]
+
+
+def with_role(role: Role, names: Iterable[str]) -> str | None:
+    """The first of ``names`` (registered methods) that plays ``role``, or None."""
+    return next((n for n in names if getattr(get(n), role)), None)
 
 
 def sweep_methods() -> tuple[str, ...]:

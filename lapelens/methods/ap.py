@@ -77,7 +77,7 @@ def select_sentences(sentences: SentenceActivations, languages: Sequence[str]) -
           summary="Top/bottom-k average precision of sentence-mean activations (Kojima et al., 2024).",
           options={"k": OptionHelp("top-k and bottom-k neurons per language (Kojima: 1000; use fewer on a small model)",
                                    "positive")},
-          min_languages=2, pipeline={"k": "ap_k"}, order=50)
+          min_languages=2, pinned=True, pipeline={"k": "ap_k"}, order=50)
 def ap(sentences: SentenceActivations, *, k: int = 1000) -> LanguageNeurons:
     """Top-``k`` and bottom-``k`` neurons by AP for each language (Kojima et al.: k = 1000).
 

@@ -120,12 +120,15 @@ ENTROPY_OPTIONS = {
 
 
 def _neurons(stats: ActivationStats, mask: Tensor, method: str, opts: dict, info: dict) -> LanguageNeurons:
+    info = dict(info)
+    budget, selected = info.pop("budget"), info.pop("selected")
     meta = {"settings": opts, **info, "model": stats.meta.get("model"), "stats": {k: v for k, v in stats.meta.items() if k != "model"}}
-    return LanguageNeurons(stats.languages, mask, method, meta)
+    return LanguageNeurons(stats.languages, mask, method, meta, budget=budget, selected=selected)
 
 
 @register("lape", source="stats", summary="Language activation probability entropy (Tang et al., 2024).",
-          options=ENTROPY_OPTIONS, sweepable=True, min_languages=2, pipeline={"top_rate": "top_rate"}, order=10)
+          options=ENTROPY_OPTIONS, sweepable=True, min_languages=2, primary=True, pipeline={"top_rate": "top_rate"},
+          order=10)
 def lape(
     stats: ActivationStats,
     *,

@@ -44,6 +44,8 @@ from lapelens.types import BoundSelection, HookedModel, Selection
 
 #: Artifact kind (``lapelens.artifacts.KINDS``).
 KIND = "parameter_mask"
+#: Keys of the JSON file that are attributes of the object, not free-form ``meta``.
+_RESERVED = ("lapelens_version", "method", "languages", "budget", "selected")
 #: A parameter inside a numbered transformer block (LLaMA/Mistral/Qwen ``model.layers.3.``,
 #: GPT-2/BLOOM ``transformer.h.3.``, OPT ``model.decoder.layers.3.``, GPT-NeoX ``layers.3.``).
 _BLOCK = re.compile(r"(^|\.)(layers|h|blocks|layer)\.\d+\.")
@@ -64,6 +66,10 @@ class ParameterMask(Selection):
     masks: dict[str, Bool[Tensor, "lang *shape"]]
     method: str = "pv"
     meta: dict = field(default_factory=dict)
+    budget: int | None = None
+    """Parameters the entropy selection was asked for: ``round(entries * top_rate)``."""
+    selected: int | None = None
+    """Parameters it found (fewer than ``budget`` when too few pass the filter)."""
 
     def __post_init__(self) -> None:
         self.languages = tuple(self.languages)
@@ -118,8 +124,8 @@ class ParameterMask(Selection):
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        meta = {"method": self.method, "languages": list(self.languages),
-                **{k: v for k, v in self.meta.items() if k not in ("lapelens_version", "method", "languages")}}
+        meta = {"method": self.method, "languages": list(self.languages), "budget": self.budget, "selected": self.selected,
+                **{k: v for k, v in self.meta.items() if k not in _RESERVED}}
         return save_folder(path, KIND, self.masks, meta)
 
     @classmethod
@@ -132,7 +138,7 @@ class ParameterMask(Selection):
         except (KeyError, TypeError) as exc:
             raise LapelensError(f"{path} is corrupt ({type(exc).__name__}: {exc}); run `lapelens identify --method pv` again.") from exc
         meta.pop("lapelens_version", None)
-        return cls(languages, masks, meta.pop("method", "pv"), meta)
+        return cls(languages, masks, meta.pop("method", "pv"), meta, meta.pop("budget", None), meta.pop("selected", None))
 
 
 def load_weights(source: str | Path | Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -211,13 +217,14 @@ def pv(
         n = theta[name].numel()
         masks[name] = mask[:, start:start + n].reshape(len(languages), *theta[name].shape).clone()
         start += n
+    budget, selected = info.pop("budget"), info.pop("selected")
     meta = {
         "settings": settings(top_rate=top_rate, filter_rate=filter_rate, activation_bar_ratio=activation_bar_ratio),
         **info,
         "model": str(base) if not isinstance(base, Mapping) else None,
         "tuned": {l: (str(s) if not isinstance(s, Mapping) else None) for l, s in tuned.items()},
     }
-    return ParameterMask(languages, masks, "pv", meta)
+    return ParameterMask(languages, masks, "pv", meta, budget, selected)
 
 
 def tune_per_language(
