@@ -35,6 +35,9 @@ class ActivationStats:
     count: Int64[Tensor, "layer neuron lang"]
     act_sum: Float64[Tensor, "layer neuron lang"]
     act_sq_sum: Float64[Tensor, "layer neuron lang"]
+    #: False for statistics read from official ``activation.*`` files, which hold firing counts only
+    #: (``act_sum`` and ``act_sq_sum`` are then zeros).
+    has_activation_sums: bool = True
     #: model, seq_len, corpus and whatever else produced the numbers (saved as JSON).
     meta: dict = field(default_factory=dict)
 
@@ -70,11 +73,6 @@ class ActivationStats:
     def d_mlp(self) -> int:
         return self.count.shape[1]
 
-    @property
-    def has_activation_sums(self) -> bool:
-        """False for statistics read from official ``activation.*`` files, which hold firing counts only."""
-        return bool(self.meta.get("has_activation_sums", True))
-
     def lang_index(self, lang: str) -> int:
         if lang not in self.languages:
             raise LapelensError(f"Language {lang!r} is not in these statistics (they have {list(self.languages)}).")
@@ -95,6 +93,7 @@ class ActivationStats:
                 raise LapelensError(f"Cannot merge statistics of model {self.meta[key]!r} with model {other.meta[key]!r}.")
         langs = self.languages + tuple(l for l in other.languages if l not in self.languages)
         out = ActivationStats.zeros(langs, self.n_layers, self.d_mlp, meta={**other.meta, **self.meta})
+        out.has_activation_sums = self.has_activation_sums and other.has_activation_sums
         for src in (self, other):
             idx = torch.tensor([langs.index(l) for l in src.languages], dtype=torch.long)
             out.n.index_add_(0, idx, src.n)
@@ -109,7 +108,7 @@ class ActivationStats:
         idx = [self.lang_index(l) for l in languages]
         return ActivationStats(
             tuple(languages), self.n[idx].clone(), self.count[..., idx].clone(),
-            self.act_sum[..., idx].clone(), self.act_sq_sum[..., idx].clone(), dict(self.meta),
+            self.act_sum[..., idx].clone(), self.act_sq_sum[..., idx].clone(), self.has_activation_sums, dict(self.meta),
         )
 
     def _check_tokens(self) -> None:
@@ -158,7 +157,8 @@ class ActivationStats:
         """Write ``path/stats.safetensors`` and ``path/stats.json`` (a folder); returns the folder."""
         path = Path(path)
         tensors = {"n": self.n, "count": self.count, "act_sum": self.act_sum, "act_sq_sum": self.act_sq_sum}
-        return save_folder(path, KIND, tensors, {**self.meta, "languages": list(self.languages)})
+        meta = {**self.meta, "languages": list(self.languages), "has_activation_sums": self.has_activation_sums}
+        return save_folder(path, KIND, tensors, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> "ActivationStats":
@@ -167,7 +167,9 @@ class ActivationStats:
                                     f"and {STATS_META}); make one with `lapelens collect`.")
         try:
             languages = tuple(meta.pop("languages"))
-            return cls(languages, tensors["n"], tensors["count"], tensors["act_sum"], tensors["act_sq_sum"], meta)
+            # Its own key; files before it was a field kept it in meta (only when False): the same place in the JSON.
+            sums = bool(meta.pop("has_activation_sums", True))
+            return cls(languages, tensors["n"], tensors["count"], tensors["act_sum"], tensors["act_sq_sum"], sums, meta)
         except (KeyError, TypeError) as exc:
             raise LapelensError(f"{path} is corrupt ({type(exc).__name__}: {exc}); collect the statistics again.") from None
 
@@ -204,7 +206,7 @@ class ActivationStats:
         count = torch.stack(counts, dim=-1)
         return cls(tuple(languages), torch.tensor(ns, dtype=torch.int64), count,
                    torch.zeros(count.shape, dtype=torch.float64), torch.zeros(count.shape, dtype=torch.float64),
-                   {"source": f"official:{folder}:{tag}", "has_activation_sums": False})
+                   has_activation_sums=False, meta={"source": f"official:{folder}:{tag}"})
 
 
 @dataclass

@@ -26,12 +26,26 @@ def test_save_load_round_trip(tmp_path):
     assert (folder / STATS_TENSORS).is_file()
     meta = json.loads((folder / STATS_META).read_text())
     assert meta["languages"] == ["en", "zh", "fr"] and meta["lapelens_version"] == __version__
+    assert meta["has_activation_sums"] is True  # its own key, beside the meta
     back = ActivationStats.load(folder)
     assert back.languages == stats.languages
     for name in ("n", "count", "act_sum", "act_sq_sum"):
         a, b = getattr(back, name), getattr(stats, name)
         assert a.dtype == b.dtype and torch.equal(a, b), name
     assert back.meta["seq_len"] == 512 and back.meta["corpus"] == "wiki:train" and back.meta["model"] == "m"
+
+
+def test_has_activation_sums_in_meta_still_loads(tmp_path):
+    """A folder saved when the flag was a meta key, present only when False (official counts)."""
+    folder = _random_stats(["en", "zh"]).save(tmp_path / "s")
+    meta = json.loads((folder / STATS_META).read_text())
+    meta.pop("has_activation_sums")
+    (folder / STATS_META).write_text(json.dumps(meta))
+    assert ActivationStats.load(folder).has_activation_sums is True
+    meta["has_activation_sums"] = False
+    (folder / STATS_META).write_text(json.dumps(meta))
+    back = ActivationStats.load(folder)
+    assert back.has_activation_sums is False and "has_activation_sums" not in back.meta
 
 
 def test_load_refuses_a_non_stats_folder(tmp_path):
@@ -54,8 +68,9 @@ def test_official_round_trip(tmp_path):
     assert torch.equal(back.n, stats.n[[2, 0]]) and torch.equal(back.count, stats.count[..., [2, 0]])
     assert back.count.dtype == torch.int64
     torch.testing.assert_close(back.firing_probability(), stats.firing_probability()[..., [2, 0]])
-    assert back.meta["has_activation_sums"] is False and not back.act_sum.any()
-    assert back.has_activation_sums is False
+    assert back.has_activation_sums is False and "has_activation_sums" not in back.meta and not back.act_sum.any()
+    again = ActivationStats.load(back.save(tmp_path / "saved"))  # the field saves and reads back
+    assert again.has_activation_sums is False and "has_activation_sums" not in again.meta
     with pytest.raises(LapelensError, match="Missing official activation file"):
         ActivationStats.from_official(tmp_path, "tiny-7b", ["fr"])
 
@@ -78,6 +93,9 @@ def test_merge_sums_language_by_language():
     assert torch.equal(m.count[..., 2], b.count[..., 1])
     torch.testing.assert_close(m.act_sq_sum[..., 1], a.act_sq_sum[..., 1] + b.act_sq_sum[..., 0])
     assert torch.equal((a + b).count, m.count)
+    assert m.has_activation_sums
+    b.has_activation_sums = False  # counts only on one side: the sums of the union are not known
+    assert not a.merge(b).has_activation_sums and not b.merge(a).has_activation_sums
     with pytest.raises(LapelensError, match="different models"):
         a.merge(_random_stats(["en"], n_layers=2))
     with pytest.raises(LapelensError, match="model 'm'"):
