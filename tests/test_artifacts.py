@@ -158,6 +158,17 @@ def test_newer_schema_is_refused(saved, tmp_path):
         assert "\n" not in str(err.value)
 
 
+def test_an_older_schema_is_never_read_as_the_current_one(saved, monkeypatch):
+    """A kind whose schema grew converts older folders in its reader; without a conversion, refused."""
+    import lapelens.artifacts as artifacts
+
+    folder = saved["language_neurons"][1]  # schema 1
+    monkeypatch.setitem(artifacts.KINDS, "language_neurons", dataclasses.replace(KINDS["language_neurons"], schema=2))
+    with pytest.raises(LapelensError, match=r"schema version 1, which this lapelens .* cannot convert to schema 2") as err:
+        LanguageNeurons.load(folder)
+    assert "\n" not in str(err.value)
+
+
 def test_another_kind_is_refused(saved, tmp_path):
     stats_folder = saved["activation_stats"][1]
     with pytest.raises(LapelensError, match=r"holds a activation_stats result \(ActivationStats\), not a language_neurons"):
