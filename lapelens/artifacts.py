@@ -60,7 +60,9 @@ class Kind:
 #: Every kind, in the order a folder's kind is inferred (a kind before the kinds it contains).
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("run", RUN_CONFIG, "lapelens.figures.run:load_run", "`lapelens reproduce`"),
-    Kind("activation_stats", STATS_META, "lapelens.stats:ActivationStats", "`lapelens collect`", tensors=STATS_TENSORS),
+    # activation_stats schema 2: tensors are lang x layer x neuron (schema 1: layer x neuron x lang).
+    Kind("activation_stats", STATS_META, "lapelens.stats:ActivationStats", "`lapelens collect`", schema=2,
+         tensors=STATS_TENSORS),
     Kind("sentence_activations", SENTENCES_META, "lapelens.stats:SentenceActivations",
          "`lapelens identify --method ap` (or `lapelens.collect_sentence_means`)", tensors=SENTENCES_TENSORS),
     Kind("language_neurons", NEURONS_META, "lapelens.neurons:LanguageNeurons", "`lapelens identify`",

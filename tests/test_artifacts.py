@@ -112,9 +112,14 @@ def test_folder_without_kind_loads(saved, tmp_path):
     """Folders written before results recorded their kind (the real-model runs in runs/) still load."""
     import shutil
 
+    from test_stats import save_schema_1
+
     for kind, (result, folder) in saved.items():
         old = tmp_path / kind
-        shutil.copytree(folder, old)
+        if kind == "activation_stats":  # statistics of then were schema 1: layer x neuron x lang
+            save_schema_1(result, old, kind=False)
+        else:
+            shutil.copytree(folder, old)
         for file in old.glob("*.json"):
             meta = json.loads(file.read_text())
             meta.pop("kind", None), meta.pop("schema_version", None)

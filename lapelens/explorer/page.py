@@ -16,6 +16,7 @@ from torch import Tensor
 from lapelens._version import __version__
 from lapelens.explorer._assets import CSS, JS
 from lapelens.explorer.data import ExplorerData
+from lapelens.stats import languages_last
 
 
 def _round(t: Tensor, digits: int) -> list:
@@ -77,8 +78,9 @@ def payload(data: ExplorerData) -> dict:
         "n_layers": data.n_layers,
         "d_mlp": data.d_mlp,
         "n": data.n.tolist(),
-        "count": data.count.flatten().tolist(),
-        "mean": _round(data.mean.flatten(), 4),
+        # The page reads count[f * K + k]: neuron f's languages side by side (layer neuron lang).
+        "count": languages_last(data.count).flatten().tolist(),
+        "mean": _round(languages_last(data.mean).flatten(), 4),
         "entropy": _round(data.entropy.flatten(), 5),
         "rank": data.lape_rank.flatten().tolist(),
         "lape_threshold": data.lape_threshold,
