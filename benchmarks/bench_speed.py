@@ -138,7 +138,7 @@ def build_ways(folder: Path, chunks: torch.Tensor, batch_size: int) -> tuple[dic
 
     def lapelens_collect() -> torch.Tensor:
         stats = collect_chunks(bridge, {"x": chunks}, batch_size=batch_size, progress=False)
-        return stats.count[..., 0]
+        return stats.count[0]
 
     ways: dict[str, Way] = {"hf logits": hf_logits, "hf body": hf_body, "hf act_fn hooks": hf_hooks,
                             "tl run_with_cache": tl_cache}

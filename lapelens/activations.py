@@ -129,7 +129,7 @@ class NeuronAccumulator:
         self.languages = tuple(languages)
         shape = (len(self.languages), spec.n_layers, spec.d_mlp)
         self.n = torch.zeros(len(self.languages), dtype=torch.int64)
-        # [lang, layer, neuron] so that the slice one update writes to is contiguous.
+        # [lang, layer, neuron], ActivationStats' order: the slice one update writes to is contiguous.
         self._count = torch.zeros(shape, dtype=torch.float64)
         self._sum = torch.zeros(shape, dtype=torch.float64)
         self._sq = torch.zeros(shape, dtype=torch.float64)
@@ -187,12 +187,13 @@ class NeuronAccumulator:
         self._count = count.to(torch.float64)  # exact: counts stay below 2**53
 
     def result(self, meta: dict | None = None) -> ActivationStats:
+        # The totals are already in ActivationStats' order, lang x layer x neuron: copied, not shared.
         return ActivationStats(
             self.languages,
             self.n.clone(),
-            self._count.permute(1, 2, 0).round().to(torch.int64).cpu().contiguous(),
-            self._sum.permute(1, 2, 0).cpu().contiguous(),
-            self._sq.permute(1, 2, 0).cpu().contiguous(),
+            self._count.round().to(torch.int64).to("cpu", copy=True),
+            self._sum.to("cpu", copy=True),
+            self._sq.to("cpu", copy=True),
             meta=dict(meta or {}),
         )
 

@@ -10,7 +10,9 @@ RUCAIBox/Language-Specific-Neurons files load too: a mask file (``torch.save`` o
 
 The closed set of kinds is declared once, in ``KINDS``: the loaders, the inference and the error
 messages are derived from it. A schema version grows when a kind's files change so that an older
-lapelens would misread them; such a file is refused with a message saying to upgrade.
+lapelens would misread them; such a file is refused with a message saying to upgrade. A file of an
+older schema is converted on loading by its kind's reader (``load_folder``'s ``upgrade``), so that
+results saved by every earlier lapelens still load.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import re
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from lapelens._version import __version__
 from lapelens.constants import (
@@ -42,7 +44,8 @@ class Kind:
     reader: str
     #: How to make one, for error messages.
     make: str
-    #: Version of the kind's file layout; a file with a larger one is refused.
+    #: Version of the kind's file layout; a file with a larger one is refused, one with a smaller one
+    #: converted by the reader. A marker without a version (saved before they had one) is version 1.
     schema: int = 1
     #: Kinds whose files this kind's folder also holds, as part of itself (a sweep holds its matrix).
     contains: tuple[str, ...] = ()
@@ -57,7 +60,9 @@ class Kind:
 #: Every kind, in the order a folder's kind is inferred (a kind before the kinds it contains).
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("run", RUN_CONFIG, "lapelens.figures.run:load_run", "`lapelens reproduce`"),
-    Kind("activation_stats", STATS_META, "lapelens.stats:ActivationStats", "`lapelens collect`", tensors=STATS_TENSORS),
+    # activation_stats schema 2: tensors are lang x layer x neuron (schema 1: layer x neuron x lang).
+    Kind("activation_stats", STATS_META, "lapelens.stats:ActivationStats", "`lapelens collect`", schema=2,
+         tensors=STATS_TENSORS),
     Kind("sentence_activations", SENTENCES_META, "lapelens.stats:SentenceActivations",
          "`lapelens identify --method ap` (or `lapelens.collect_sentence_means`)", tensors=SENTENCES_TENSORS),
     Kind("language_neurons", NEURONS_META, "lapelens.neurons:LanguageNeurons", "`lapelens identify`",
@@ -107,8 +112,17 @@ def checked(path: Path, meta: dict, kind: str) -> dict:
     return meta
 
 
+#: ``upgrade(schema_version, meta, tensors) -> (meta, tensors)``: a folder of an older schema, in the current one.
+Upgrade = Callable[[int, dict, dict], tuple[dict, dict]]
+
+
 def read_meta(path: Path, kind: str) -> dict:
     """The checked marker JSON of the result of ``kind`` in folder ``path``."""
+    return checked(path, _marker(path, kind), kind)
+
+
+def _marker(path: Path, kind: str) -> dict:
+    """The marker JSON of the result of ``kind`` in folder ``path``, as written (not checked)."""
     file = path / KINDS[kind].marker
     try:
         meta = json.loads(file.read_text(encoding="utf-8"))
@@ -116,7 +130,7 @@ def read_meta(path: Path, kind: str) -> dict:
         raise LapelensError(f"{file} is corrupt ({type(exc).__name__}: {exc}); make it again with {KINDS[kind].make}.") from None
     if not isinstance(meta, dict):
         raise LapelensError(f"{file} is corrupt (not a JSON object); make it again with {KINDS[kind].make}.")
-    return checked(path, meta, kind)
+    return meta
 
 
 def load_tensors(file: Path, kind: str) -> dict:
@@ -148,12 +162,25 @@ def save_folder(path: str | Path, kind: str, tensors: dict, meta: dict) -> Path:
     return path
 
 
-def load_folder(path: str | Path, kind: str, message: str) -> tuple[dict, dict]:
+def load_folder(path: str | Path, kind: str, message: str, upgrade: Upgrade | None = None) -> tuple[dict, dict]:
     """(checked marker JSON, tensors) of a result folder of ``kind``; ``message`` is the error when
-    ``path`` is not one (a folder of another kind gets the wrong-kind error instead)."""
+    ``path`` is not one (a folder of another kind gets the wrong-kind error instead).
+
+    A folder of an older schema version than the kind's goes through ``upgrade`` first, so that the
+    caller only ever sees the current layout.
+    """
     path, spec = Path(path), KINDS[kind]
     require(path, kind, (spec.tensors, spec.marker), message)
-    return read_meta(path, kind), load_tensors(path / spec.tensors, kind)
+    raw = _marker(path, kind)
+    meta, tensors = checked(path, raw, kind), load_tensors(path / spec.tensors, kind)
+    version = raw.get("schema_version")
+    version = 1 if version is None else version
+    if version < spec.schema:
+        if upgrade is None:  # never read an older layout as the current one
+            raise LapelensError(f"{path} holds a {kind} result of schema version {version}, which this lapelens "
+                                f"{__version__} cannot convert to schema {spec.schema}: make it again with {spec.make}.")
+        meta, tensors = upgrade(version, meta, tensors)
+    return meta, tensors
 
 
 def kinds_in(path: Path) -> list[str]:

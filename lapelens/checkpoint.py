@@ -4,7 +4,9 @@ A collection is a fixed sequence of batches per language (:func:`lapelens.activa
 With ``W`` processes, batch ``b`` is counted by rank ``b % W``; every rank reads (and hashes) the
 whole stream, so that all ranks agree on the batches without talking to each other.
 
-A checkpoint is one safetensors file per rank: the accumulator's running sums plus, per language,
+A checkpoint is one safetensors file per rank: the accumulator's running sums (``lang x layer x
+neuron``, the order of ``ActivationStats``; the accumulator has always kept that order, so the
+checkpoints of earlier versions hold the same layout) plus, per language,
 how many batches of the stream were passed and a SHA-256 of their token ids. Resuming loads the
 sums, re-reads the passed batches without running the model, checks the hash, and continues; the
 sums then receive exactly the additions, in exactly the order, of an uninterrupted run, so the
@@ -30,6 +32,8 @@ from torch import Tensor
 from lapelens.constants import CHECKPOINT_FILE
 from lapelens.defaults import DEFAULT_CHECKPOINT_EVERY
 from lapelens.errors import LapelensError
+
+#: Version of the checkpoint file's layout; a checkpoint of another one is refused, never resumed.
 _FORMAT = 1
 
 
@@ -138,6 +142,8 @@ class Checkpointer:
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
         except Exception as exc:
             raise self.refuse(f"is unreadable ({type(exc).__name__}: {exc})") from exc
+        if info.get("format") != _FORMAT:
+            raise self.refuse(f"has format {info.get('format')!r}, not this lapelens' {_FORMAT}")
         theirs = info.get("settings", {})
         for key in sorted(set(theirs) | set(self.settings)):
             if theirs.get(key) != self.settings.get(key):

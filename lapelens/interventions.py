@@ -210,7 +210,7 @@ def steer(
     """Activate ``lang``'s neurons (Tang et al., Tables 4 and 5).
 
     Each of ``lang``'s neurons gets the activation ``scale * mean_k``, where ``mean_k`` is
-    ``stats.mean_activation()[layer, neuron, lang]``: the mean of ``act_fn(hook_pre)`` over all
+    ``stats.mean_activation()[lang, layer, neuron]``: the mean of ``act_fn(hook_pre)`` over all
     tokens of ``lang`` text in ``stats`` (firing or not). ``scale=1`` is the paper's setting.
     """
     with neurons.on(model).steer(lang, stats, scale):
@@ -308,7 +308,7 @@ class BoundNeurons(BoundSelection):
             neuron_spec(self.model).check_fits(stats.n_layers, stats.d_mlp, "statistics")
             self._checked_stats.append(stats)
         mask = self.mask(lang)
-        values = float(scale) * stats.mean_activation()[:, :, stats.lang_index(lang)]
+        values = float(scale) * stats.mean_activation()[stats.lang_index(lang)]
         return _set(self.model, mask, values.float())
 
     def pin_to_median(self, lang: str) -> AbstractContextManager:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import torch
-from jaxtyping import Float, Float64, Int64
+from jaxtyping import Float, Float64, Int64, Shaped
 from torch import Tensor
 
 from lapelens._io import atomic_file
@@ -21,30 +21,48 @@ if TYPE_CHECKING:
 #: Artifact kinds (``lapelens.artifacts.KINDS``).
 KIND = "activation_stats"
 SENTENCES_KIND = "sentence_activations"
+_TENSORS = ("count", "act_sum", "act_sq_sum")
+
+
+def languages_last(x: Shaped[Tensor, "lang *unit"]) -> Shaped[Tensor, "*unit lang"]:
+    """``x`` with its language axis moved last, contiguous: the layout of the official
+    ``identify.py`` (``over_zero[layer, neuron, lang]``).
+
+    A sum over languages adds the same numbers in another order on a strided axis than on the
+    contiguous last one, and may round differently. What must equal the official script bit for
+    bit (LAPE's entropy) runs on this layout.
+    """
+    return x.movedim(0, -1).contiguous()
+
 
 @dataclass
 class ActivationStats:
-    """Counts and sums over the tokens of each language, per (layer, neuron).
+    """Counts and sums over the tokens of each language, per (layer, neuron); language first.
 
-    ``count[i, j, k]``: tokens of language k on which neuron (i, j) fired (``hook_pre > 0``).
+    ``count[k, i, j]``: tokens of language k on which neuron (i, j) fired (``hook_pre > 0``), so
+    ``count[k]`` is language k's (layer, neuron) matrix, as ``LanguageNeurons.mask[k]``.
     ``act_sum`` / ``act_sq_sum``: sums of the activation value ``act_fn(hook_pre)`` and of its square.
     """
 
     languages: tuple[str, ...]
     n: Int64[Tensor, " lang"]
-    count: Int64[Tensor, "layer neuron lang"]
-    act_sum: Float64[Tensor, "layer neuron lang"]
-    act_sq_sum: Float64[Tensor, "layer neuron lang"]
+    count: Int64[Tensor, "lang layer neuron"]
+    act_sum: Float64[Tensor, "lang layer neuron"]
+    act_sq_sum: Float64[Tensor, "lang layer neuron"]
     #: model, seq_len, corpus and whatever else produced the numbers (saved as JSON).
     meta: dict = field(default_factory=dict)
+    #: False for statistics read from official ``activation.*`` files, which hold firing counts only
+    #: (``act_sum`` and ``act_sq_sum`` are then zeros). After ``meta``: a caller passing ``meta``
+    #: positionally (as before this was a field) keeps meaning ``meta``.
+    has_activation_sums: bool = True
 
     def __post_init__(self) -> None:
         self.languages = tuple(self.languages)
         shape = self.count.shape
-        if len(shape) != 3 or shape[2] != len(self.languages) or self.n.shape != (len(self.languages),):
+        if len(shape) != 3 or shape[0] != len(self.languages) or self.n.shape != (len(self.languages),):
             raise LapelensError(
                 f"ActivationStats shapes do not fit {len(self.languages)} languages: n {tuple(self.n.shape)}, "
-                f"count {tuple(shape)} (expected layer x neuron x lang)."
+                f"count {tuple(shape)} (expected lang x layer x neuron)."
             )
         for name in ("act_sum", "act_sq_sum"):
             if getattr(self, name).shape != shape:
@@ -56,24 +74,19 @@ class ActivationStats:
         return cls(
             languages=tuple(languages),
             n=torch.zeros(k, dtype=torch.int64),
-            count=torch.zeros(n_layers, d_mlp, k, dtype=torch.int64),
-            act_sum=torch.zeros(n_layers, d_mlp, k, dtype=torch.float64),
-            act_sq_sum=torch.zeros(n_layers, d_mlp, k, dtype=torch.float64),
+            count=torch.zeros(k, n_layers, d_mlp, dtype=torch.int64),
+            act_sum=torch.zeros(k, n_layers, d_mlp, dtype=torch.float64),
+            act_sq_sum=torch.zeros(k, n_layers, d_mlp, dtype=torch.float64),
             meta=dict(meta or {}),
         )
 
     @property
     def n_layers(self) -> int:
-        return self.count.shape[0]
-
-    @property
-    def d_mlp(self) -> int:
         return self.count.shape[1]
 
     @property
-    def has_activation_sums(self) -> bool:
-        """False for statistics read from official ``activation.*`` files, which hold firing counts only."""
-        return bool(self.meta.get("has_activation_sums", True))
+    def d_mlp(self) -> int:
+        return self.count.shape[2]
 
     def lang_index(self, lang: str) -> int:
         if lang not in self.languages:
@@ -95,11 +108,12 @@ class ActivationStats:
                 raise LapelensError(f"Cannot merge statistics of model {self.meta[key]!r} with model {other.meta[key]!r}.")
         langs = self.languages + tuple(l for l in other.languages if l not in self.languages)
         out = ActivationStats.zeros(langs, self.n_layers, self.d_mlp, meta={**other.meta, **self.meta})
+        out.has_activation_sums = self.has_activation_sums and other.has_activation_sums
         for src in (self, other):
             idx = torch.tensor([langs.index(l) for l in src.languages], dtype=torch.long)
             out.n.index_add_(0, idx, src.n)
-            for name in ("count", "act_sum", "act_sq_sum"):
-                getattr(out, name).index_add_(2, idx, getattr(src, name))
+            for name in _TENSORS:
+                getattr(out, name).index_add_(0, idx, getattr(src, name))
         return out
 
     __add__ = merge
@@ -108,8 +122,8 @@ class ActivationStats:
         """The same statistics restricted to (and reordered as) ``languages``."""
         idx = [self.lang_index(l) for l in languages]
         return ActivationStats(
-            tuple(languages), self.n[idx].clone(), self.count[..., idx].clone(),
-            self.act_sum[..., idx].clone(), self.act_sq_sum[..., idx].clone(), dict(self.meta),
+            tuple(languages), self.n[idx].clone(), self.count[idx].clone(), self.act_sum[idx].clone(),
+            self.act_sq_sum[idx].clone(), dict(self.meta), self.has_activation_sums,
         )
 
     def _check_tokens(self) -> None:
@@ -117,19 +131,23 @@ class ActivationStats:
         if empty:
             raise LapelensError(f"No tokens were collected for {empty}: collect statistics on text in those languages first.")
 
-    def firing_probability(self) -> Float64[Tensor, "layer neuron lang"]:
-        """``p[i, j, k] = count / n``: the share of language-k tokens on which the neuron fires."""
-        self._check_tokens()
-        return self.count.double() / self.n.double()
+    def _per_token(self, total: Tensor) -> Tensor:
+        """``total[k] / n[k]`` for every language k, in float64."""
+        return total.double() / self.n.double().view(-1, 1, 1)
 
-    def mean_activation(self) -> Float64[Tensor, "layer neuron lang"]:
+    def firing_probability(self) -> Float64[Tensor, "lang layer neuron"]:
+        """``p[k, i, j] = count / n``: the share of language-k tokens on which neuron (i, j) fires."""
+        self._check_tokens()
+        return self._per_token(self.count)
+
+    def mean_activation(self) -> Float64[Tensor, "lang layer neuron"]:
         """Mean activation value ``act_fn(hook_pre)`` per language."""
         self._check_tokens()
-        return self.act_sum / self.n.double()
+        return self._per_token(self.act_sum)
 
-    def std_activation(self) -> Float64[Tensor, "layer neuron lang"]:
+    def std_activation(self) -> Float64[Tensor, "lang layer neuron"]:
         mean = self.mean_activation()
-        return (self.act_sq_sum / self.n.double() - mean**2).clamp_min(0).sqrt()
+        return (self._per_token(self.act_sq_sum) - mean**2).clamp_min(0).sqrt()
 
     def neuron_table(self) -> "pd.DataFrame":
         """One row per neuron, indexed by ``(layer, neuron)``: for exploring single neurons.
@@ -142,14 +160,15 @@ class ActivationStats:
         import pandas as pd
 
         p = self.firing_probability()
+        columns = {f"p_{l}": p[k].flatten().numpy() for k, l in enumerate(self.languages)}
+        if self.has_activation_sums:
+            mean = self.mean_activation()
+            columns.update({f"mean_{l}": mean[k].flatten().numpy() for k, l in enumerate(self.languages)})
+        p = languages_last(p)  # sums over the contiguous language axis: the entropies as they always were
         total = p.sum(-1, keepdim=True)
         q = torch.where(total > 0, p / total.clamp_min(1e-300), torch.zeros_like(p))
         entropy = -(q * torch.where(q > 0, q.log(), torch.zeros_like(q))).sum(-1)
         index = pd.MultiIndex.from_product([range(self.n_layers), range(self.d_mlp)], names=["layer", "neuron"])
-        columns = {f"p_{l}": p[..., k].flatten().numpy() for k, l in enumerate(self.languages)}
-        if self.has_activation_sums:
-            mean = self.mean_activation()
-            columns.update({f"mean_{l}": mean[..., k].flatten().numpy() for k, l in enumerate(self.languages)})
         columns["entropy"] = entropy.flatten().numpy()
         return pd.DataFrame(columns, index=index)
 
@@ -157,17 +176,22 @@ class ActivationStats:
     def save(self, path: str | Path) -> Path:
         """Write ``path/stats.safetensors`` and ``path/stats.json`` (a folder); returns the folder."""
         path = Path(path)
-        tensors = {"n": self.n, "count": self.count, "act_sum": self.act_sum, "act_sq_sum": self.act_sq_sum}
-        return save_folder(path, KIND, tensors, {**self.meta, "languages": list(self.languages)})
+        tensors = {"n": self.n, **{name: getattr(self, name) for name in _TENSORS}}
+        meta = {**self.meta, "languages": list(self.languages), "has_activation_sums": self.has_activation_sums}
+        return save_folder(path, KIND, tensors, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> "ActivationStats":
+        """Read a folder written by :meth:`save`, of this lapelens or an earlier one (schema 1,
+        ``layer x neuron x lang`` tensors, is transposed to language first)."""
         path = Path(path)
         meta, tensors = load_folder(path, KIND, f"{path} is not a lapelens statistics folder (expected {STATS_TENSORS} "
-                                    f"and {STATS_META}); make one with `lapelens collect`.")
+                                    f"and {STATS_META}); make one with `lapelens collect`.", _language_first)
         try:
             languages = tuple(meta.pop("languages"))
-            return cls(languages, tensors["n"], tensors["count"], tensors["act_sum"], tensors["act_sq_sum"], meta)
+            # Its own key; schema 1 kept it in meta (only when False), which is the same place in the JSON.
+            sums = bool(meta.pop("has_activation_sums", True))
+            return cls(languages, tensors["n"], *(tensors[name] for name in _TENSORS), meta, sums)
         except (KeyError, TypeError) as exc:
             raise LapelensError(f"{path} is corrupt ({type(exc).__name__}: {exc}); collect the statistics again.") from None
 
@@ -182,7 +206,7 @@ class ActivationStats:
         for k, lang in enumerate(self.languages):
             p = folder / OFFICIAL_ACTIVATION.format(lang=lang, tag=tag)
             with atomic_file(p) as tmp:
-                torch.save({"n": int(self.n[k]), "over_zero": self.count[..., k].to(torch.int32).contiguous()}, tmp)
+                torch.save({"n": int(self.n[k]), "over_zero": self.count[k].to(torch.int32).contiguous()}, tmp)
             paths.append(p)
         return paths
 
@@ -201,10 +225,18 @@ class ActivationStats:
                 counts.append(d["over_zero"].to(torch.int64))
             except Exception as exc:
                 raise LapelensError(f"{p} is not an official activation file ({type(exc).__name__}: {exc}).") from exc
-        count = torch.stack(counts, dim=-1)
+        count = torch.stack(counts)
         return cls(tuple(languages), torch.tensor(ns, dtype=torch.int64), count,
                    torch.zeros(count.shape, dtype=torch.float64), torch.zeros(count.shape, dtype=torch.float64),
-                   {"source": f"official:{folder}:{tag}", "has_activation_sums": False})
+                   has_activation_sums=False, meta={"source": f"official:{folder}:{tag}"})
+
+
+def _language_first(version: int, meta: dict, tensors: dict) -> tuple[dict, dict]:
+    """A statistics folder of schema 1 (``layer x neuron x lang`` tensors, the official
+    ``over_zero`` stacking, saved by lapelens before the one axis order) in schema 2's order."""
+    if version == 1:
+        tensors = {k: v.permute(2, 0, 1).contiguous() if k in _TENSORS and v.ndim == 3 else v for k, v in tensors.items()}
+    return meta, tensors
 
 
 @dataclass

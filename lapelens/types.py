@@ -1,12 +1,16 @@
 """The two interfaces every experiment is written against: a hooked model and a selection.
 
-**Axis order.** Tensors that a *selection* holds put the language first: ``lang layer neuron``
-(``LanguageNeurons.mask`` and ``.values``) and ``lang *shape`` (``ParameterMask.masks``), so that
-``x[k]`` is language k's part. Statistics accumulated per language (``ActivationStats.count``,
-``act_sum``, ``act_sq_sum`` and everything derived from them, ``firing_probability`` ...) put it
-last, ``layer neuron lang``, the layout of the official ``identify.py`` (``over_zero[layer,
-neuron]`` stacked per language), where LAPE's entropy is a reduction over the last axis. The
-jaxtyping annotations name the axes on every public signature.
+**Axis order.** Every per-language tensor puts the language first, so that ``x[k]`` is language
+k's part: ``lang layer neuron`` for what selections hold (``LanguageNeurons.mask`` and
+``.values``) and for the statistics (``ActivationStats.count``, ``act_sum``, ``act_sq_sum`` and
+everything derived from them, ``firing_probability`` ...; ``stats.count[k]`` is the official
+per-language file's ``over_zero``), ``lang *shape`` for ``ParameterMask.masks``, ``lang *unit``
+for the scores ``entropy_select`` takes, ``lang text layer d_model`` for sentence embeddings.
+Only the computation of LAPE's entropy moves the language last (``stats.languages_last``), to the
+layout of the official ``identify.py``, so that its sums over languages round as the script's;
+it returns language first again. (The explorer's records of a list of neurons, e.g.
+``NeuronSamples``, are rows of those neurons, each with its languages.) The jaxtyping
+annotations name the axes on every public signature.
 """
 
 from __future__ import annotations

@@ -53,8 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModelForCausalLM
 
     stats = load_file(str(args.run / "stats" / "stats.safetensors"))
-    languages = json.loads((args.run / "stats" / "stats.json").read_text())["languages"]
-    prob = stats["count"].double() / stats["n"].double()  # [layer, neuron, lang]
+    marker = json.loads((args.run / "stats" / "stats.json").read_text())
+    languages, count = marker["languages"], stats["count"]
+    if marker.get("schema_version", 1) < 2:  # saved as [layer, neuron, lang] before schema 2
+        count = count.permute(2, 0, 1)
+    prob = count.double() / stats["n"].double()[:, None, None]  # [lang, layer, neuron]
     lape = load_file(str(args.run / "neurons_lape" / "neurons.safetensors"))["mask"]  # [lang, layer, neuron]
     selected = sorted(map(tuple, lape.any(dim=0).nonzero().tolist()))
     hf = AutoModelForCausalLM.from_pretrained(_model_folder(args.run))
@@ -77,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             page.fill("#neuron-input", str(neuron))
             page.click("#open-neuron")
             shown = {t.get_attribute("data-label"): t.text_content() for t in page.locator("svg.firing text.value").all()}
-            want = {l: f"{prob[layer, neuron, k].item():.3f}" for k, l in enumerate(languages)}
+            want = {l: f"{prob[k, layer, neuron].item():.3f}" for k, l in enumerate(languages)}
             check(shown == want, f"L{layer} N{neuron} firing probabilities {shown}")
             effect = hf.model.layers[layer].mlp.down_proj.weight.detach()[:, neuron].float() @ w_u.T
             for cls, top in (("promoted", effect.topk(10).indices), ("suppressed", effect.topk(10, largest=False).indices)):

@@ -59,8 +59,8 @@ def main() -> None:
     result = split_half_stability(model, texts, cfg["tokens_per_language"], cfg["seq_len"], top_rate=cfg["top_rate"])
     merged = result.merged()
     order = [merged.languages.index(l) for l in stats.languages]
-    exact = torch.equal(merged.count[..., order], stats.count) and torch.equal(merged.n[order], stats.n)
-    rel = ((merged.act_sum[..., order] - stats.act_sum).abs().max() / stats.act_sum.abs().max()).item()
+    exact = torch.equal(merged.count[order], stats.count) and torch.equal(merged.n[order], stats.n)
+    rel = ((merged.act_sum[order] - stats.act_sum).abs().max() / stats.act_sum.abs().max()).item()
     table = result.table
     table.to_csv(args.figures / "split_half_stability.csv")
     print(table.round(3).to_string())

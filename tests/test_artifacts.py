@@ -112,9 +112,14 @@ def test_folder_without_kind_loads(saved, tmp_path):
     """Folders written before results recorded their kind (the real-model runs in runs/) still load."""
     import shutil
 
+    from test_stats import save_schema_1
+
     for kind, (result, folder) in saved.items():
         old = tmp_path / kind
-        shutil.copytree(folder, old)
+        if kind == "activation_stats":  # statistics of then were schema 1: layer x neuron x lang
+            save_schema_1(result, old, kind=False)
+        else:
+            shutil.copytree(folder, old)
         for file in old.glob("*.json"):
             meta = json.loads(file.read_text())
             meta.pop("kind", None), meta.pop("schema_version", None)
@@ -156,6 +161,17 @@ def test_newer_schema_is_refused(saved, tmp_path):
         with pytest.raises(LapelensError, match=r"schema version 2 .* upgrade lapelens") as err:
             load(folder)
         assert "\n" not in str(err.value)
+
+
+def test_an_older_schema_is_never_read_as_the_current_one(saved, monkeypatch):
+    """A kind whose schema grew converts older folders in its reader; without a conversion, refused."""
+    import lapelens.artifacts as artifacts
+
+    folder = saved["language_neurons"][1]  # schema 1
+    monkeypatch.setitem(artifacts.KINDS, "language_neurons", dataclasses.replace(KINDS["language_neurons"], schema=2))
+    with pytest.raises(LapelensError, match=r"schema version 1, which this lapelens .* cannot convert to schema 2") as err:
+        LanguageNeurons.load(folder)
+    assert "\n" not in str(err.value)
 
 
 def test_another_kind_is_refused(saved, tmp_path):

@@ -74,13 +74,13 @@ def test_collect_equals_hf_hooks(tiny_dirs, tiny_texts, arch):
     stats = collect(model, tiny_texts, seq_len=SEQ, batch_size=64, progress=False)
     assert stats.languages == tuple(tiny_texts)
     spec = neuron_spec(model)
-    assert stats.count.shape == (spec.n_layers, spec.d_mlp, len(tiny_texts))
+    assert stats.count.shape == (len(tiny_texts), spec.n_layers, spec.d_mlp)
     for k, lang in enumerate(stats.languages):
         count, total, sq = ref.stats(chunks[lang])
         assert stats.n[k] == chunks[lang].numel()
-        assert torch.equal(stats.count[..., k], count), f"{arch} {lang}: firing counts differ"
-        torch.testing.assert_close(stats.act_sum[..., k], total, rtol=1e-5, atol=1e-4)
-        torch.testing.assert_close(stats.act_sq_sum[..., k], sq, rtol=1e-5, atol=1e-4)
+        assert torch.equal(stats.count[k], count), f"{arch} {lang}: firing counts differ"
+        torch.testing.assert_close(stats.act_sum[k], total, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(stats.act_sq_sum[k], sq, rtol=1e-5, atol=1e-4)
     # Not degenerate: neurons fire on some tokens and not on others.
     p = stats.firing_probability()
     assert 0.1 < p.mean() < 0.9 and (p > 0).any() and (p < 1).any()
@@ -200,10 +200,10 @@ def test_accumulator_matches_direct_sums_and_holds_no_per_token_state(monkeypatc
     act = torch.nn.functional.silu(x)
     stats = acc.result()
     assert stats.n.tolist() == [0, 3 * 3 * 41]
-    assert torch.equal(stats.count[0, :, 1], (x > 0).sum(0))
-    torch.testing.assert_close(stats.act_sum[0, :, 1], act.sum(0), rtol=1e-6, atol=1e-5)
-    torch.testing.assert_close(stats.act_sq_sum[0, :, 1], (act**2).sum(0), rtol=1e-6, atol=1e-5)
-    assert stats.count[1].sum() == 0 and stats.count[..., 0].sum() == 0
+    assert torch.equal(stats.count[1, 0], (x > 0).sum(0))
+    torch.testing.assert_close(stats.act_sum[1, 0], act.sum(0), rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(stats.act_sq_sum[1, 0], (act**2).sum(0), rtol=1e-6, atol=1e-5)
+    assert stats.count[:, 1].sum() == 0 and stats.count[0].sum() == 0
     for _ in range(30):  # ten times more tokens: the state does not grow
         acc.update(0, 1, pres[0])
     assert _state_bytes(acc) == size

@@ -188,10 +188,11 @@ def fake_stats(spec, seed=0):
     g = torch.Generator().manual_seed(seed)
     stats = ActivationStats.zeros(LANGS, spec.n_layers, spec.d_mlp)
     stats.n[:] = 1000
-    stats.count[:] = torch.randint(0, 400, stats.count.shape, generator=g)
-    units = stats.count.view(-1, len(LANGS))
+    count = torch.randint(0, 400, (spec.n_layers, spec.d_mlp, len(LANGS)), generator=g)
+    units = count.view(-1, len(LANGS))
     for k in range(len(LANGS)):  # ~4% of the units fire on 90-100% of language k's tokens
         units[5 * k + 1::23, k] = torch.randint(900, 1000, units[5 * k + 1::23, k].shape, generator=g)
+    stats.count[:] = count.permute(2, 0, 1)
     stats.act_sum[:] = stats.count.double() / 100
     return stats
 

@@ -302,10 +302,10 @@ def test_firing_probabilities_and_means_equal_the_statistics(page, built, run_di
     for layer, neuron in [tuple(selected.nonzero()[0].tolist()), tuple(unselected), (1, 63)]:
         open_by_index(page, layer, neuron)
         shown = shown_bars(page, "firing")
-        assert shown == {l: f"{round(p[layer, neuron, k].item(), 3):.3f}" for k, l in enumerate(stats.languages)}
+        assert shown == {l: f"{round(p[k, layer, neuron].item(), 3):.3f}" for k, l in enumerate(stats.languages)}
         shown = shown_bars(page, "mean")
         for k, l in enumerate(stats.languages):
-            assert float(shown[l]) == pytest.approx(mean[layer, neuron, k].item(), abs=1e-4)
+            assert float(shown[l]) == pytest.approx(mean[k, layer, neuron].item(), abs=1e-4)
     assert page.errors == []
 
 

@@ -253,13 +253,13 @@ def test_steer_sets_scaled_mean_and_pin_sets_median(models, arch):
     mask = random_mask(spec, seed=8)
     stats = ActivationStats.zeros(("en", "fr"), spec.n_layers, spec.d_mlp)
     stats.n[:] = torch.tensor([10, 4])
-    stats.act_sum[..., 1] = torch.arange(spec.n_layers * spec.d_mlp, dtype=torch.float64).reshape(spec.n_layers, spec.d_mlp) / 100
+    stats.act_sum[1] = torch.arange(spec.n_layers * spec.d_mlp, dtype=torch.float64).reshape(spec.n_layers, spec.d_mlp) / 100
     neurons = neurons_for(spec, {"en": ~mask, "fr": mask},
                           values={"median": torch.stack([torch.zeros(spec.n_layers, spec.d_mlp), -0.5 * torch.ones(spec.n_layers, spec.d_mlp)])})
     with torch.no_grad():
         with steer(model, neurons, "fr", stats, scale=2.0):
             steered = model(TOKENS)
-        with set_activations(model, mask, (2.0 * (stats.act_sum[..., 1] / 4)).float()):
+        with set_activations(model, mask, (2.0 * (stats.act_sum[1] / 4)).float()):
             by_hand = model(TOKENS)
         with pin_to_median(model, neurons, "fr"):
             pinned = model(TOKENS)

@@ -63,6 +63,12 @@ def official_identify(over_zero, n, top_rate=0.01, filter_rate=0.95, activation_
     return final_indice
 
 
+def over_zero(stats):
+    """The script's input: one ``over_zero[layer, neuron]`` file per language (``stats.count[k]``),
+    stacked on a last axis (``torch.stack(..., dim=-1)``)."""
+    return torch.stack(list(stats.count), dim=-1)
+
+
 def as_official(neurons):
     return [neurons.layer_indices(lang) for lang in neurons.languages]
 
@@ -83,8 +89,8 @@ def random_stats(seed, layers, neurons, langs, sparsity, max_n=200):
     p = torch.rand(layers, neurons, langs, generator=g) ** 3
     p[torch.rand(layers, neurons, langs, generator=g) < sparsity] = 0
     p[torch.rand(layers, neurons, generator=g) < sparsity / 4] = 0  # whole neurons that never fire
-    count = (p * n).floor().to(torch.int64)
-    zeros = torch.zeros(layers, neurons, langs, dtype=torch.float64)
+    count = (p * n).floor().to(torch.int64).permute(2, 0, 1).contiguous()  # drawn as layer x neuron x lang
+    zeros = torch.zeros(langs, layers, neurons, dtype=torch.float64)
     return ActivationStats(tuple(f"l{k}" for k in range(langs)), n, count, zeros, zeros.clone())
 
 
@@ -111,30 +117,30 @@ def test_lape_matches_official_algorithm(case):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ours = identify(stats, "lape", **opts)
-    ref = official_identify(stats.count, stats.n, **opts)
+    ref = official_identify(over_zero(stats), stats.n, **opts)
     assert_same(as_official(ours), ref, langs)
 
     # Where the budget does not run past the finite entropies, or the bar is no lower than the
     # filter, the script's fill-up with inf neurons changes nothing: full agreement.
-    ref_fill = official_identify(stats.count, stats.n, skip_inf=False, **opts)
+    ref_fill = official_identify(over_zero(stats), stats.n, skip_inf=False, **opts)
     if bar >= filter_rate or ours.selected == ours.budget:
         assert_same(as_official(ours), ref_fill, langs)
 
     # Without a tie at the cut, torch.topk (the script's call) picks the same neurons.
-    probs = stats.count / stats.n
+    probs = stats.count / stats.n[:, None, None]
     from lapelens.methods.lape import entropy
     h = entropy(probs)
-    h[(probs > ours.meta["threshold"]).sum(-1) == 0] = torch.inf
+    h[(probs > ours.meta["threshold"]).sum(0) == 0] = torch.inf
     s = torch.sort(h.flatten()).values
     b = ours.budget
     if 0 < b < len(s) and s[b - 1] < s[b] and math.isfinite(s[b - 1]):
-        assert_same(as_official(ours), official_identify(stats.count, stats.n, ranking="topk", **opts), langs)
+        assert_same(as_official(ours), official_identify(over_zero(stats), stats.n, ranking="topk", **opts), langs)
 
 
 def test_lape_is_float32_like_the_script():
     stats = random_stats(11, 2, 50, 3, 0.2)
     ours = lape(stats, top_rate=0.1)
-    assert ours.meta["threshold"] == (stats.count / stats.n).flatten().kthvalue(round(300 * 0.95)).values.item()
+    assert ours.meta["threshold"] == (over_zero(stats) / stats.n).flatten().kthvalue(round(300 * 0.95)).values.item()
 
 
 # ---- hand-worked example ----------------------------------------------------------------------
@@ -148,11 +154,11 @@ def test_lape_is_float32_like_the_script():
 # L1N1 (0.8, 0) and L1N3 also have H = 0 but do not pass (0.8 is not > 0.8): H = inf.
 # L0N2 fires nowhere: H = 0/0 -> 0, then inf.
 def golden_stats():
-    count = torch.tensor([
-        [[10, 0], [9, 2], [0, 0], [5, 10], [0, 19]],
-        [[1, 18], [8, 0], [2, 4], [3, 0], [0, 20]],
+    count = torch.tensor([  # language, layer, neuron
+        [[10, 9, 0, 5, 0], [1, 8, 2, 3, 0]],    # en
+        [[0, 2, 0, 10, 19], [18, 0, 4, 0, 20]],  # zh
     ])
-    zeros = torch.zeros(2, 5, 2, dtype=torch.float64)
+    zeros = torch.zeros(2, 2, 5, dtype=torch.float64)
     return ActivationStats(("en", "zh"), torch.tensor([10, 20]), count, zeros, zeros.clone())
 
 
@@ -202,8 +208,8 @@ def test_golden_activation_bar_ratio_is_the_assignment_quantile():
 def test_golden_threshold_uses_python_round_half_even():
     # 10 entries, filter_rate 0.95: round(9.5) = 10 (half to even) -> thr = the maximum -> no
     # neuron has p > thr -> nothing selected, with a warning (the budget is round(5 * 0.2) = 1).
-    count = torch.tensor([[[1, 2], [3, 4], [5, 6], [7, 8], [9, 10]]])
-    zeros = torch.zeros(1, 5, 2, dtype=torch.float64)
+    count = torch.tensor([[[1, 3, 5, 7, 9]], [[2, 4, 6, 8, 10]]])  # en, zh: 1 layer x 5 neurons
+    zeros = torch.zeros(2, 1, 5, dtype=torch.float64)
     stats = ActivationStats(("en", "zh"), torch.tensor([10, 10]), count, zeros, zeros.clone())
     with pytest.warns(UserWarning, match="selecting 0"):
         n = lape(stats, top_rate=0.2)
@@ -214,31 +220,32 @@ def test_golden_threshold_uses_python_round_half_even():
 def test_language_without_neurons_keeps_its_slot():
     # zh and ja never pass the threshold: both keep empty slots (the script would keep zh's, in
     # the middle, as a list of empty tensors, and drop ja's, at the end).
-    count = torch.zeros(1, 6, 3, dtype=torch.int64)
-    count[0, :, 0] = torch.tensor([10, 9, 8, 0, 0, 0])  # en fires on 3 neurons
-    count[0, :, 1] = 1
+    count = torch.zeros(3, 1, 6, dtype=torch.int64)
+    count[0, 0] = torch.tensor([10, 9, 8, 0, 0, 0])  # en fires on 3 neurons
+    count[1, 0] = 1
     n = lape(ActivationStats(("en", "zh", "ja"), torch.tensor([10, 10, 10]), count,
-                             torch.zeros(1, 6, 3, dtype=torch.float64), torch.zeros(1, 6, 3, dtype=torch.float64)),
+                             torch.zeros(3, 1, 6, dtype=torch.float64), torch.zeros(3, 1, 6, dtype=torch.float64)),
              top_rate=0.5, filter_rate=0.8, activation_bar_ratio=0.8)
     # 18 values: 9 zeros, 6 x 0.1, 0.8, 0.9, 1.0; k = round(14.4) = 14 -> thr = bar = 0.1: en's three
     # pass (budget round(6 * 0.5) = 3); zh's 0.1 is not > 0.1; neurons 3-5 (H = 0) do not pass.
     assert n.languages == ("en", "zh", "ja")
     assert indices(n, "en") == [[0, 1, 2]]
     assert indices(n, "zh") == [[]] and indices(n, "ja") == [[]]
-    ref = official_identify(count, torch.tensor([10, 10, 10]), top_rate=0.5, filter_rate=0.8, activation_bar_ratio=0.8)
+    ref = official_identify(torch.stack(list(count), dim=-1), torch.tensor([10, 10, 10]), top_rate=0.5, filter_rate=0.8,
+                            activation_bar_ratio=0.8)
     assert len(ref) == 1  # the script's file would have lost zh and ja
     assert_same(as_official(n), ref, 3)
 
 
 def test_lape_bad_inputs():
-    zeros = torch.zeros(1, 2, 2, dtype=torch.float64)
-    empty = ActivationStats(("en", "zh"), torch.tensor([10, 0]), torch.zeros(1, 2, 2, dtype=torch.int64), zeros, zeros.clone())
+    zeros = torch.zeros(2, 1, 2, dtype=torch.float64)
+    empty = ActivationStats(("en", "zh"), torch.tensor([10, 0]), torch.zeros(2, 1, 2, dtype=torch.int64), zeros, zeros.clone())
     with pytest.raises(LapelensError, match="No tokens"):
         lape(empty)
     no_neurons = ActivationStats.zeros(("en", "zh"), 0, 0)
     with pytest.raises(LapelensError, match="empty"):
         lape(no_neurons)
-    too_many = ActivationStats(("en", "zh"), torch.tensor([1, 1]), torch.full((1, 2, 2), 2), zeros, zeros.clone())
+    too_many = ActivationStats(("en", "zh"), torch.tensor([1, 1]), torch.full((2, 1, 2), 2), zeros, zeros.clone())
     with pytest.raises(LapelensError, match="count > n"):
         lape(too_many)
     ok = golden_stats()
@@ -261,6 +268,6 @@ def test_golden_never_fills_the_budget_with_inf_neurons():
     assert indices(n, "en") == [[0, 1], []]
     assert indices(n, "zh") == [[4], [0, 4]]
     s = golden_stats()
-    script = official_identify(s.count, s.n, top_rate=1.0, filter_rate=0.75, activation_bar_ratio=0.5, skip_inf=False)
+    script = official_identify(over_zero(s), s.n, top_rate=1.0, filter_rate=0.75, activation_bar_ratio=0.5, skip_inf=False)
     assert [[t.tolist() for t in lang] for lang in script] == [[[0, 1, 3], [1, 3]], [[3, 4], [0, 4]]]
-    assert_same(as_official(n), official_identify(s.count, s.n, top_rate=1.0, filter_rate=0.75, activation_bar_ratio=0.5), 2)
+    assert_same(as_official(n), official_identify(over_zero(s), s.n, top_rate=1.0, filter_rate=0.75, activation_bar_ratio=0.5), 2)

@@ -17,8 +17,10 @@ from lapelens.stats import ActivationStats, SentenceActivations
 
 
 def stats_from(count, n, act_sum=None, languages=("en", "zh")):
-    count = torch.tensor(count, dtype=torch.int64)
-    act = torch.zeros(count.shape, dtype=torch.float64) if act_sum is None else torch.tensor(act_sum, dtype=torch.float64)
+    """``count[layer][neuron]`` (and ``act_sum``) list each neuron's languages side by side, as the
+    comments do; ActivationStats holds them language first."""
+    count = torch.tensor(count, dtype=torch.int64).permute(2, 0, 1)
+    act = torch.zeros(count.shape, dtype=torch.float64) if act_sum is None else torch.tensor(act_sum, dtype=torch.float64).permute(2, 0, 1)
     return ActivationStats(languages, torch.tensor(n), count, act, torch.zeros(count.shape, dtype=torch.float64))
 
 

@@ -22,7 +22,7 @@ NAME = "top-firing"
 def top_firing(stats: ActivationStats, *, top_rate: float = 0.01) -> LanguageNeurons:
     """The ``round(top_rate * neurons)`` neurons with the largest firing probability, per language."""
     check_stats(stats)
-    p = stats.firing_probability().permute(2, 0, 1).reshape(len(stats.languages), -1)  # lang x unit
+    p = stats.firing_probability().reshape(len(stats.languages), -1)  # lang x unit
     budget = round(p.shape[1] * top_rate)
     mask = torch.zeros_like(p, dtype=torch.bool)
     mask.scatter_(1, torch.sort(p, dim=1, descending=True, stable=True).indices[:, :budget], True)
@@ -45,8 +45,8 @@ def registered():
 def stats_dir(tmp_path):
     s = ActivationStats.zeros(("en", "zh"), 2, 4, meta={"model": "toy"})
     s.n[:] = 10
-    s.count[..., 0] = torch.tensor([[9, 1, 5, 0], [2, 8, 3, 7]])
-    s.count[..., 1] = torch.tensor([[0, 6, 1, 4], [9, 2, 2, 10]])
+    s.count[0] = torch.tensor([[9, 1, 5, 0], [2, 8, 3, 7]])
+    s.count[1] = torch.tensor([[0, 6, 1, 4], [9, 2, 2, 10]])
     s.save(tmp_path / "stats")
     return tmp_path / "stats"
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 import lapelens.pipeline as pipeline
-from lapelens import ReproduceConfig, reproduce
+from lapelens import ActivationStats, ReproduceConfig, reproduce
+from test_stats import save_schema_1
 
 #: Stages that read LAPE's neurons (directly or through neurons_random) ...
 AFTER_LAPE = {"neurons_lape", "neurons_random", "perturb_lape", "perturb_random", "ses", "steer_unconditional",
@@ -86,12 +87,15 @@ def test_stages_are_reused_only_when_computed_from_the_same_settings(tiny_dirs, 
     # 2. A stage without a record, or with a corrupt file, is recomputed; the rest is reused.
     (fresh / "neurons_lap" / pipeline.STAGE_JSON).unlink()  # e.g. a folder from a lapelens without stage records
     (fresh / "perturb_lape" / "chunks.csv").write_text("perturbed,evaluated\nnone\n")
+    # Statistics saved before schema 2 (layer x neuron x lang) are reused too, read language first.
+    save_schema_1(ActivationStats.load(fresh / "stats"), fresh / "stats")
     repaired = reproduce(tiny_config(fresh, tiny_dirs["llama"], top_rate=0.2), log=quiet)
     assert repaired["recomputed"]["neurons_lap"] == "no record of the settings it was computed from"
     assert repaired["recomputed"]["perturb_lape"].startswith("unreadable (")
     # neurons_lap came out the same, so perturb_lap (which reads it) is still valid and reused.
     assert set(repaired["recomputed"]) == {"neurons_lap", "perturb_lape"}
     assert _files(fresh / "perturb_lape") == _files(run / "perturb_lape")
+    assert _files(fresh / "neurons_lap") == _files(run / "neurons_lap")  # from the old-layout statistics
 
     # 3. A run stopped after a changed stage leaves no config.json: the folder claims no complete run,
     #    and the stage it did recompute records what it was computed with.

@@ -84,6 +84,9 @@ def test_crash_then_resume_is_bit_identical_and_skips_the_counted_batches(model,
     info = _checkpoint_info(folder)
     done = [p["batches"] for p in info["positions"]]
     assert done[0] == 10 and 0 < done[1] < 10 and info["saves"] == sum(done)  # one save per batch
+    with safe_open(str(folder / CHECKPOINT_FILE.format(rank=0, world=1)), framework="pt") as f:
+        count = f.get_tensor("count")  # lang x layer x neuron, as ActivationStats: en is complete
+    assert count.shape == whole.count.shape and torch.equal(count[0].round().long(), whole.count[0])
     calls = _count_forwards(monkeypatch)
     resumed = _run(model, TEXTS_EN_ZH, folder)
     assert len(calls) == 20 - sum(done)  # it did not start from zero
@@ -115,6 +118,17 @@ def test_checkpoint_of_another_model_is_refused(model, tiny_dirs, tmp_path):
         _run(model, {"en": _crashing(TEXTS_EN_ZH["en"], 3)}, folder)
     with pytest.raises(LapelensError, match="other settings \\((d_mlp|model|n_layers): "):
         _run(load_model(tiny_dirs["gpt2"]), {"en": TEXTS_EN_ZH["en"]}, folder)
+
+
+def test_checkpoint_of_another_format_is_refused(tmp_path, monkeypatch):
+    import lapelens.checkpoint as ck
+
+    with monkeypatch.context() as m:  # as a lapelens with another checkpoint layout would write it
+        m.setattr(ck, "_FORMAT", 0)
+        Checkpointer(tmp_path, Shard(), {"a": 1}).save({"x": torch.zeros(1)}, [])
+    with pytest.raises(LapelensError, match="has format 0, not this lapelens' 1") as err:
+        Checkpointer(tmp_path, Shard(), {"a": 1}).load()
+    assert "\n" not in str(err.value)
 
 
 def test_checkpoint_of_another_number_of_processes_is_refused(tmp_path):

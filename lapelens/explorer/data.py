@@ -23,6 +23,7 @@ from lapelens.constants import RUN_CONFIG
 from lapelens.errors import LapelensError
 from lapelens.explorer.contexts import NeuronSamples, histogram_edges, sample_neurons
 from lapelens.explorer.effects import logit_effects, loss_changes
+from lapelens.methods._registry import METHODS, with_role
 from lapelens.neurons import LanguageNeurons
 from lapelens.stats import ActivationStats
 from lapelens.types import HookedModel
@@ -35,8 +36,8 @@ class ExplorerData:
     model: str
     languages: tuple[str, ...]
     n: Int64[Tensor, " lang"]
-    count: Int64[Tensor, "layer neuron lang"]
-    mean: Float64[Tensor, "layer neuron lang"]
+    count: Int64[Tensor, "lang layer neuron"]
+    mean: Float64[Tensor, "lang layer neuron"]
     entropy: Float64[Tensor, "layer neuron"]
     #: Position in LAPE's ranking (0 = lowest entropy); -1 where no language passes the filter.
     lape_rank: Int64[Tensor, "layer neuron"]
@@ -61,14 +62,14 @@ class ExplorerData:
 
     @property
     def n_layers(self) -> int:
-        return self.count.shape[0]
+        return self.count.shape[1]
 
     @property
     def d_mlp(self) -> int:
-        return self.count.shape[1]
+        return self.count.shape[2]
 
-    def firing_probability(self) -> Float64[Tensor, "layer neuron lang"]:
-        return self.count.double() / self.n.double()
+    def firing_probability(self) -> Float64[Tensor, "lang layer neuron"]:
+        return self.count.double() / self.n.double().view(-1, 1, 1)
 
 
 def load_run(run_dir: str | Path) -> tuple[dict, ActivationStats, dict[str, LanguageNeurons]]:
@@ -87,8 +88,9 @@ def load_run(run_dir: str | Path) -> tuple[dict, ActivationStats, dict[str, Lang
         folder = run / f"neurons_{method}"
         if kinds_in(folder) == ["language_neurons"]:
             sets[method] = load(folder, "language_neurons")
-    if "lape" not in sets:
-        raise LapelensError(f"{run} has no neurons_lape/: run `lapelens reproduce` with the lape method.")
+    primary = with_role("primary", METHODS)  # LAPE: the page ranks every neuron as it does
+    if primary not in sets:
+        raise LapelensError(f"{run} has no {METHODS[primary].stage}/: run `lapelens reproduce` with the {primary} method.")
     for method, s in sets.items():
         if (s.n_layers, s.d_mlp) != (stats.n_layers, stats.d_mlp):
             raise LapelensError(f"{run}/neurons_{method} is for a {s.n_layers} x {s.d_mlp} model, the statistics for "
@@ -102,10 +104,10 @@ def lape_ranking(stats: ActivationStats, filter_rate: float = 0.95) -> tuple[Int
     from lapelens.methods._common import quantile_value
     from lapelens.methods.lape import entropy
 
-    probs = (stats.count / stats.n).contiguous()
+    probs = stats.count / stats.n.view(-1, 1, 1)
     h = entropy(probs)
     thr = quantile_value(probs.flatten(), filter_rate, "filter_rate")
-    h[(probs > thr).sum(dim=-1) == 0] = torch.inf
+    h[(probs > thr).sum(dim=0) == 0] = torch.inf
     flat = h.flatten()
     order = torch.sort(flat, stable=True).indices
     rank = torch.empty_like(order)
@@ -208,7 +210,7 @@ def gather(
     neuron_spec(model).check_fits(stats.n_layers, stats.d_mlp, "run's statistics")
     lap("load")
     langs = list(stats.languages)
-    lape = sets["lape"]
+    lape = sets[with_role("primary", METHODS)]
     filter_rate = lape.meta.get("settings", {}).get("filter_rate", 0.95)
     rank, thr = lape_ranking(stats, filter_rate)
     entropy = torch.tensor(stats.neuron_table()["entropy"].to_numpy()).view(stats.n_layers, stats.d_mlp).double()
@@ -230,8 +232,8 @@ def gather(
     seq_len = int(config.get("seq_len", 256))
     texts = load_corpus(config.get("corpus", "embedded"), split="train", languages=langs)
     chunks = {l: list(iter_chunks(model.tokenizer, texts[l], seq_len, max(context_tokens, seq_len))) for l in langs}
-    d_rows = detail[:, 0], detail[:, 1]
-    edges = histogram_edges(stats.mean_activation()[d_rows].float(), stats.std_activation()[d_rows].float(), bins,
+    d_rows = slice(None), detail[:, 0], detail[:, 1]  # lang x detail; histogram_edges takes one row per neuron
+    edges = histogram_edges(stats.mean_activation()[d_rows].T.float(), stats.std_activation()[d_rows].T.float(), bins,
                             floor=_min_activation(model))
     samples = sample_neurons(model, chunks, detail, edges, top_k, window[0], window[1], progress=progress)
     chunks = {l: torch.stack(c) for l, c in chunks.items()}

@@ -16,6 +16,8 @@ from torch import Tensor
 from lapelens._version import __version__
 from lapelens.explorer._assets import CSS, JS
 from lapelens.explorer.data import ExplorerData
+from lapelens.methods._registry import METHODS, with_role
+from lapelens.stats import languages_last
 
 
 def _round(t: Tensor, digits: int) -> list:
@@ -67,6 +69,7 @@ def payload(data: ExplorerData) -> dict:
         remap = torch.full((len(data.chunks[lang]),), -1, dtype=torch.long)
         remap[used] = torch.arange(len(used))
         refs[:, k] = torch.where(s.chunk[:, k] >= 0, remap[s.chunk[:, k].clamp_min(0)], -1)
+    primary = with_role("primary", METHODS)
     settings = dict(data.settings)
     settings["context_tokens_label"] = _tokens_label(settings.get("context_tokens_per_language", {})) + " of train text"
     settings["loss_tokens_label"] = _tokens_label(settings.get("loss_tokens_per_language", {}))
@@ -77,12 +80,13 @@ def payload(data: ExplorerData) -> dict:
         "n_layers": data.n_layers,
         "d_mlp": data.d_mlp,
         "n": data.n.tolist(),
-        "count": data.count.flatten().tolist(),
-        "mean": _round(data.mean.flatten(), 4),
+        # The page reads count[f * K + k]: neuron f's languages side by side (layer neuron lang).
+        "count": languages_last(data.count).flatten().tolist(),
+        "mean": _round(languages_last(data.mean).flatten(), 4),
         "entropy": _round(data.entropy.flatten(), 5),
         "rank": data.lape_rank.flatten().tolist(),
         "lape_threshold": data.lape_threshold,
-        "lape_total": int(data.selections["lape"].any(dim=0).sum()) if "lape" in data.selections else 0,
+        "lape_total": int(data.selections[primary].any(dim=0).sum()) if primary in data.selections else 0,
         "selections": {m: {l: mask[k].flatten().nonzero().flatten().tolist() for k, l in enumerate(data.languages)}
                        for m, mask in data.selections.items()},
         "logits": {

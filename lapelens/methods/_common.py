@@ -22,7 +22,7 @@ def check_stats(stats: ActivationStats) -> None:
     stats._check_tokens()  # every language needs tokens, else p = count / 0
     if bool((stats.n < 0).any()) or bool((stats.count < 0).any()):
         raise LapelensError("The statistics have negative token counts: the file is corrupt; collect again.")
-    if bool((stats.count > stats.n).any()):
+    if bool((stats.count > stats.n.view(-1, 1, 1)).any()):
         raise LapelensError(
             "Some neuron fired on more tokens than the language has (count > n): the statistics are "
             "corrupt or were merged inconsistently; collect again."

@@ -21,6 +21,6 @@ def lap(stats: ActivationStats, *, threshold: float = 0.95) -> LanguageNeurons:
     check_stats(stats)
     if not 0.0 <= float(threshold) <= 1.0:
         raise LapelensError(f"threshold must be a probability in [0, 1], got {threshold}.")
-    mask = (stats.firing_probability() > float(threshold)).permute(2, 0, 1).contiguous()
+    mask = stats.firing_probability() > float(threshold)
     meta = {"settings": settings(threshold=float(threshold)), "model": stats.meta.get("model")}
     return LanguageNeurons(stats.languages, mask, "lap", meta)

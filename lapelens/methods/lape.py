@@ -36,11 +36,19 @@ from lapelens.errors import LapelensError
 from lapelens.methods._common import check_rate, check_stats, quantile_value, settings
 from lapelens.methods._registry import OptionHelp, register
 from lapelens.neurons import LanguageNeurons
-from lapelens.stats import ActivationStats
+from lapelens.stats import ActivationStats, languages_last
 
 
-def entropy(scores: Float[Tensor, "*unit lang"]) -> Float[Tensor, "*unit"]:
-    """``H = -sum_k q_k log q_k`` of ``q = scores / scores.sum(lang)``, with 0/0 -> 0 and 0 log 0 = 0."""
+def entropy(scores: Float[Tensor, "lang *unit"]) -> Float[Tensor, "*unit"]:
+    """``H = -sum_k q_k log q_k`` of ``q = scores / scores.sum(lang)``, with 0/0 -> 0 and 0 log 0 = 0.
+
+    Computed on the official layout (``languages_last``), so that it rounds as ``identify.py``.
+    """
+    return _entropy(languages_last(scores))
+
+
+def _entropy(scores: Float[Tensor, "*unit lang"]) -> Float[Tensor, "*unit"]:
+    """:func:`entropy` on scores already in the official layout, languages last and contiguous."""
     normed = scores / scores.sum(dim=-1, keepdim=True)
     normed[torch.isnan(normed)] = 0
     log_q = torch.where(normed > 0, normed.log(), 0)
@@ -48,7 +56,7 @@ def entropy(scores: Float[Tensor, "*unit lang"]) -> Float[Tensor, "*unit"]:
 
 
 def entropy_select(
-    scores: Float[Tensor, "*unit lang"],
+    scores: Float[Tensor, "lang *unit"],
     *,
     top_rate: float,
     filter_rate: float,
@@ -64,17 +72,21 @@ def entropy_select(
     5. Assign each kept unit to every language with score ``> bar``, ``bar`` the k-th smallest
        score with ``k = round(N * activation_bar_ratio)``.
 
-    Returns the mask (language first) and what the selection measured (thresholds, counts).
+    ``scores[k]`` are language k's scores (language first, like the mask returned). Returns the
+    mask and what the selection measured (thresholds, counts).
     """
     if scores.ndim < 2 or scores.numel() == 0:
         raise LapelensError(f"Scores of shape {tuple(scores.shape)}: need at least one unit and one language.")
     if not scores.is_floating_point() or bool(torch.isnan(scores).any()) or bool((scores < 0).any()) or bool(torch.isinf(scores).any()):
         raise LapelensError("LAPE needs finite, non-negative scores per unit and language (no NaN, inf or negatives).")
     check_rate("top_rate", top_rate)
-    scores = scores.contiguous()
+    # The official identify.py reduces over the last, contiguous axis of over_zero[layer, neuron,
+    # lang]; a sum over the strided language-first axis can round differently. So the computation
+    # below runs, unchanged, on the official layout: languages last, contiguous.
+    scores = languages_last(scores)
     unit_shape, n_lang = scores.shape[:-1], scores.shape[-1]
 
-    h = entropy(scores)
+    h = _entropy(scores)
     flat_scores = scores.flatten()
     thr = quantile_value(flat_scores, filter_rate, "filter_rate")
     passing = (scores > thr).sum(dim=-1)
@@ -139,10 +151,11 @@ def lape(
     """Language activation probability entropy: Tang et al. (2024), official ``identify.py``.
 
     Firing probabilities ``p = count / n`` are computed in float32, as the official script's
-    ``over_zero / n`` does, so that thresholds and entropies match it bit for bit.
+    ``over_zero / n`` does, so that thresholds and entropies match it bit for bit (``entropy_select``
+    reduces them in the script's layout, languages last).
     """
     check_stats(stats)
-    probs = stats.count / stats.n  # int / int -> float32, exactly as identify.py
+    probs = stats.count / stats.n.view(-1, 1, 1)  # int / int -> float32, exactly as identify.py
     mask, info = entropy_select(
         probs, top_rate=top_rate, filter_rate=filter_rate, activation_bar_ratio=activation_bar_ratio
     )

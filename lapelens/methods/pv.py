@@ -211,7 +211,9 @@ def pv(
     flat = torch.cat(scores)
     if not bool(torch.isfinite(flat).all()):
         raise LapelensError("The tuned weights contain NaN or inf: the tuning run diverged.")
-    mask, info = entropy_select(flat, top_rate=top_rate, filter_rate=filter_rate, activation_bar_ratio=activation_bar_ratio)
+    # flat is entries x lang: its transpose (a view) is the language-first input entropy_select takes,
+    # and entropy_select's move back to languages last, where it computes, then copies nothing.
+    mask, info = entropy_select(flat.T, top_rate=top_rate, filter_rate=filter_rate, activation_bar_ratio=activation_bar_ratio)
     masks, start = {}, 0
     for name in names:
         n = theta[name].numel()
