@@ -103,6 +103,9 @@ def test_every_kind_round_trips(saved):
     assert back.meta["model"] == "toy" and torch.equal(back.firing_probability(), stats.firing_probability())
     pert = lapelens.load(saved["perturbation"][1])
     assert pert.relative.equals(saved["perturbation"][0].relative)
+    # every digit of a generation summary (1/7 here): a reused stage writes the same tables as a fresh one
+    gen, folder = saved["generation"]
+    pd.testing.assert_frame_equal(lapelens.load(folder).summary, gen.summary, check_dtype=False, check_exact=True)
     # a sweep folder holds its perturbation matrix: asking for that kind gives the matrix
     sweep, folder = saved["sweep"]
     assert lapelens.load(folder, "perturbation").relative.equals(sweep.matrix.relative)

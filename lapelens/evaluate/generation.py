@@ -206,7 +206,8 @@ class GenerationResult:
         meta = {**self.meta, "share_columns": self.share_columns, "index": list(self.summary.index.names),
                 "header_rows": self.summary.columns.nlevels}
         with atomic_files(path, GENERATION_META) as tmp:
-            self.summary.to_csv(tmp / GENERATION_SUMMARY, float_format="%.10g")
+            # 17 digits: read back, the summary is the computed one, so a reused stage writes the same tables.
+            self.summary.to_csv(tmp / GENERATION_SUMMARY, float_format="%.17g")
             self.samples.to_json(tmp / GENERATION_SAMPLES, orient="records", lines=True, force_ascii=False)
             write_meta(tmp / GENERATION_META, KIND, meta)
         return path
