@@ -4,6 +4,7 @@ and ``lapelens figures RUN_DIR`` redrawing a run from its saved results."""
 from __future__ import annotations
 
 import json
+import re
 import struct
 import xml.etree.ElementTree as ET
 import zlib
@@ -174,6 +175,23 @@ def test_write_figure_html_png_svg(tmp_path):
     assert png_size(tmp_path / "out" / "bar.png") == (export.DEFAULT_WIDTH * 2, export.DEFAULT_HEIGHT * 2)
 
 
+@needs_browser
+def test_the_same_figure_renders_to_the_same_svg(tmp_path):
+    # plotly draws random ids (defs-3f9a1c, clip..., a colorbar class per trace uid) into its SVG
+    figs = {"heat": go.Figure(go.Heatmap(z=[[1, 2], [3, 4]])),
+            "bars": go.Figure([go.Bar(name="a", y=[1, 2]), go.Bar(name="b", y=[2, 1])])}
+    write_figures(figs, tmp_path / "one", formats=("svg",))
+    write_figures(figs, tmp_path / "two", formats=("svg",))
+    for name in figs:
+        one = (tmp_path / "one" / f"{name}.svg").read_text()
+        assert one == (tmp_path / "two" / f"{name}.svg").read_text(), name
+        ids = re.findall(r'\bid="([^"]+)"', one)
+        assert ids and all(i.startswith(f"{name}-") for i in ids), name
+        # every reference points at an id of the file
+        refs = re.findall(r"url\(['\"]?#([^'\")]+)", one)
+        assert refs and set(refs) <= set(ids), name
+
+
 def test_no_browser_is_one_clear_error_and_html_is_still_written(tmp_path, monkeypatch, run_dir, capsys):
     monkeypatch.setattr(export, "find_browser", lambda: None)
     with pytest.raises(LapelensError) as err:
@@ -294,6 +312,9 @@ def test_heatmap_cells_carry_the_matrix_values():
     assert [list(r) for r in trace.text] == [[cell_text(v) for v in row] for row in matrix.to_numpy()]
     assert (cell_text(12.345), cell_text(-0.04), cell_text(-0.004, "change"), cell_text(1234.5, "ppl")) == (
         "12.3%", "0.0%", "0.00", "1234")
+    # LAP's changes on a real model (4,336,251.9 %) in a cell: two digits and the power of ten
+    assert (cell_text(4336251.9), cell_text(-12345.0), cell_text(9999.94), cell_text(2.5e5, "ppl")) == (
+        "4.3e6%", "-1.2e4%", "9999.9%", "2.5e5")
     shown = np.array([[float(t.rstrip("%")) for t in row] for row in trace.text])
     np.testing.assert_allclose(shown, matrix.to_numpy(), atol=0.05 + 1e-9)
     assert shown.diagonal().min() > np.where(np.eye(3, dtype=bool), -np.inf, shown).max()  # the diagonal built in

@@ -17,6 +17,7 @@ those numbers, which are what a result saves.
 from __future__ import annotations
 
 import json
+import math
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -400,8 +401,18 @@ class PerturbationResult:
             raise LapelensError(f"{path} is corrupt ({type(exc).__name__}: {exc}); {redo}.") from None
 
 
+#: From this magnitude on a cell prints two significant digits and a power of ten ("4.3e6%"):
+#: LAP's changes on a real model reach 10^9 %, which no longer fit a cell in full.
+COMPACT_FROM = 1e4
+
+
 def cell_text(value: float, kind: Value = "relative") -> str:
-    """How a heatmap cell prints its number (``value`` already in % for "relative"), as in Fig. 2."""
+    """How a heatmap cell prints its number (``value`` already in % for "relative"), as in Fig. 2;
+    the hover text keeps every digit."""
+    unit = "%" if kind == "relative" else ""
+    if math.isfinite(value) and abs(value) >= COMPACT_FROM:
+        mantissa, exponent = f"{value:.1e}".split("e")
+        return f"{mantissa}e{int(exponent)}{unit}"
     if kind == "relative":
         return f"{0.0 if abs(value) < 0.05 else value:.1f}%"  # no "-0.0%"
     if abs(value) >= 100:

@@ -89,7 +89,7 @@ def write_images(figures: Iterable[tuple[Any, str | Path]], formats: Sequence[st
                 raise LapelensError(f"Image format {fmt!r} is not one of {list(IMAGE_FORMATS)}.")
             target = _stem(path).with_suffix(f".{fmt}")
             target.parent.mkdir(parents=True, exist_ok=True)
-            specs.append({"fig": fig.to_dict(), "path": target,
+            specs.append({"fig": _fixed_trace_uids(fig.to_dict()), "path": target,
                           "opts": {"format": fmt, "width": width, "height": height,
                                    "scale": PNG_SCALE if fmt == "png" else 1}})
             paths.append(target)
@@ -104,7 +104,34 @@ def write_images(figures: Iterable[tuple[Any, str | Path]], formats: Sequence[st
         kaleido.write_fig_from_object_sync(specs, kopts={"path": browser, "mathjax": False, "timeout": RENDER_TIMEOUT}, cancel_on_error=True)
     except ChromeNotFoundError:
         raise LapelensError(NO_BROWSER) from None
+    for target in paths:
+        if target.suffix == ".svg":
+            target.write_text(stable_svg_ids(target.read_text(encoding="utf-8"), target.stem), encoding="utf-8")
     return paths
+
+
+def _fixed_trace_uids(fig: dict) -> dict:
+    """Plotly names a trace's SVG classes and gradients by its ``uid``, random unless set: set it to
+    the trace's place, so that the same figure renders to the same SVG."""
+    for k, trace in enumerate(fig.get("data", [])):
+        trace.setdefault("uid", f"trace{k}")
+    return fig
+
+
+def stable_svg_ids(svg: str, prefix: str) -> str:
+    """``svg`` with plotly's random element ids (``defs-3f9a1c``, ``clip3f9a1cxyplot``, gradient ids
+    with a trace uid ...) renamed ``PREFIX-0``, ``PREFIX-1`` ... in order of appearance, and every
+    ``#id`` reference to them (``url(#...)``, ``href``) with them: the same figure gives the same
+    bytes, and the file's name in the ids keeps them apart when several SVGs share one page."""
+    import re
+
+    ids = list(dict.fromkeys(re.findall(r'\bid="([^"]+)"', svg)))
+    if not ids:
+        return svg
+    new = {old: f"{prefix}-{k}" for k, old in enumerate(ids)}
+    known = "|".join(re.escape(i) for i in sorted(ids, key=len, reverse=True))
+    svg = re.sub(rf'\bid="({known})"', lambda m: f'id="{new[m.group(1)]}"', svg)
+    return re.sub(rf"#({known})(?=[\"')&])", lambda m: f"#{new[m.group(1)]}", svg)
 
 
 def write_figure(fig: Any, path: str | Path, formats: Sequence[str] = FORMATS) -> list[Path]:
