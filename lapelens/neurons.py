@@ -27,10 +27,9 @@ from lapelens.types import BoundSelection, HookedModel, Selection
 #: Artifact kind (``lapelens.artifacts.KINDS``).
 KIND = "language_neurons"
 #: Keys of the JSON file that are attributes of the object, not free-form ``meta``.
-_RESERVED = ("lapelens_version", "method", "languages", "n_layers", "d_mlp", "values", "budget", "selected",
-             "languages_assumed", "d_mlp_inferred")
-#: The fields among them (saved as top-level JSON keys; a file written before they were fields has the same keys).
+#: The fields among them saved as top-level JSON keys (a file written before they were fields has the same keys).
 _TYPED = ("budget", "selected", "languages_assumed", "d_mlp_inferred")
+_RESERVED = ("lapelens_version", "method", "languages", "n_layers", "d_mlp", "values", *_TYPED)
 
 
 def default_official_languages(n_entries: int) -> tuple[str, ...]:

@@ -429,7 +429,7 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
     # 3. tables: Table 3, Fig. 5, overlaps, agreement between methods ---------------------------
     # The experiments ask the registry which method plays which role (LAPE is the primary one).
     primary, baseline, pinned = (with_role(r, neurons) for r in ("primary", "baseline", "pinned"))
-    chosen = neurons.get(primary) if primary else None
+    chosen = neurons[primary] if primary else None
     (out / "tables").mkdir(exist_ok=True)
     if chosen is not None:
         table_path = lambda key: out / "tables" / RUN_TABLES[key].format(method=primary)  # noqa: E731
@@ -457,7 +457,7 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
                             PerturbationResult.load, lambda r, p: r.save(p))
         _write_figure(matrices[m].figure(), figs / f"fig2_perturb_{m}.html")
     if matrices:
-        table = compare(matrices, reference=with_role("baseline", matrices))
+        table = compare(matrices, reference=baseline)
         table.to_csv(out / "tables" / RUN_TABLES["perturbation_summary"])
         summary["perturbation"] = json.loads(table.to_json(orient="index"))
         _write_figure(compare_figure(matrices), figs / "fig3_perturb_methods.html")

@@ -159,17 +159,15 @@ class ActivationStats:
         """
         import pandas as pd
 
+        from lapelens.methods.lape import entropy  # LAPE's, here on the float64 probabilities
+
         p = self.firing_probability()
         columns = {f"p_{l}": p[k].flatten().numpy() for k, l in enumerate(self.languages)}
         if self.has_activation_sums:
             mean = self.mean_activation()
             columns.update({f"mean_{l}": mean[k].flatten().numpy() for k, l in enumerate(self.languages)})
-        p = languages_last(p)  # sums over the contiguous language axis: the entropies as they always were
-        total = p.sum(-1, keepdim=True)
-        q = torch.where(total > 0, p / total.clamp_min(1e-300), torch.zeros_like(p))
-        entropy = -(q * torch.where(q > 0, q.log(), torch.zeros_like(q))).sum(-1)
         index = pd.MultiIndex.from_product([range(self.n_layers), range(self.d_mlp)], names=["layer", "neuron"])
-        columns["entropy"] = entropy.flatten().numpy()
+        columns["entropy"] = entropy(p).flatten().numpy()
         return pd.DataFrame(columns, index=index)
 
     # ---- persistence -------------------------------------------------------------------------

@@ -98,7 +98,8 @@ def load_run(run_dir: str | Path) -> RunResults:
         return (run_dir / name).is_dir() and (stages is None or name in stages)
 
     run = RunResults()
-    primary = with_role("primary", [m for m in methods if m in METHODS])
+    known = [m for m in methods if m in METHODS]  # a run's config may name a method this lapelens lacks
+    primary = with_role("primary", known)
     if primary and saved(METHODS[primary].stage):
         run.lape = load(run_dir / METHODS[primary].stage, "language_neurons")
     run.perturbations = {m: load(run_dir / f"perturb_{m}", "perturbation") for m in methods if saved(f"perturb_{m}")}
@@ -109,7 +110,7 @@ def load_run(run_dir: str | Path) -> RunResults:
     if saved("dominance"):
         run.dominance = load(run_dir / "dominance", "dominance")
     for name, role in GENERATION_STAGES.items():
-        if with_role(role, [m for m in methods if m in METHODS]) and saved(name):
+        if with_role(role, known) and saved(name):
             run.generations[name] = load(run_dir / name, "generation")
     return run
 
