@@ -372,7 +372,10 @@ def collect(
     ``torchrun -m lapelens collect``), rank r counts batches r, r + W, r + 2W, ... of each
     language and the totals are summed over ranks (``all_reduce``); every rank returns them.
     Counts equal a one-process run exactly; float sums agree to rounding (they are added in
-    another order). Every rank reads and tokenizes all the text.
+    another order). Every rank reads and tokenizes all the text. Starting the group yourself,
+    ``import torch.distributed.nn.functional`` before ``init_process_group`` (the CLI does):
+    imported later (transformers does while loading a model) it holds the group after
+    ``destroy_process_group``, and gloo's threads can then abort the process at exit.
 
     **Resuming.** With ``checkpoint`` (a folder), the running sums are written there at most every
     ``checkpoint_every`` seconds (0: after every batch), atomically. If the folder holds a

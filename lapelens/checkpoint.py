@@ -62,8 +62,9 @@ def leave_process_group() -> None:
     """Every rank leaves the default process group here, together (when one is initialized).
 
     gloo and NCCL want ``destroy_process_group`` called by all ranks at one point where no more
-    communication follows; a rank that exits while the others still hold the group can abort in
-    the backend's teardown ("terminate called without an active exception").
+    communication follows. The backend's threads stop there only if nothing else holds the group
+    (see the import in :func:`lapelens.cli.collect.process_group`); left running, gloo's teardown
+    at interpreter exit can abort the process ("terminate called without an active exception").
     """
     import torch.distributed as dist
 

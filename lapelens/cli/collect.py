@@ -95,6 +95,12 @@ def process_group(device: str) -> Iterator[str]:
     if dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         yield device
         return
+    # torch.distributed.nn.functional binds ``group.WORLD`` as default arguments when first
+    # imported, and transformers imports it while loading a model. Imported after the group
+    # exists, it holds the group past destroy_process_group: the backend's threads then live
+    # until interpreter shutdown, where gloo's teardown can abort ("terminate called without an
+    # active exception"). Imported first, it binds None (the default group) and holds nothing.
+    import torch.distributed.nn.functional  # noqa: F401
     if device.startswith("cuda"):
         local = int(os.environ.get("LOCAL_RANK", "0"))
         device = f"cuda:{local}" if device == "cuda" else device
