@@ -1,10 +1,6 @@
 """Data-parallel collection (torch.distributed, gloo) and device_map loading, against one process."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +10,7 @@ import torch.multiprocessing as mp
 from lapelens import load_model
 from lapelens.activations import collect
 from lapelens.stats import ActivationStats
-from tiny import TEXTS
+from tiny import TEXTS, torchrun
 
 SEQ, BATCH, TOKENS = 16, 2, 352  # 11 batches per language: the ranks get 6 and 5
 
@@ -24,12 +20,6 @@ def _docs(lang, n=60):
 
 
 TEXTS_ALL = {lang: _docs(lang) for lang in TEXTS}
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _close(a, b):
@@ -56,11 +46,9 @@ def test_torchrun_two_processes_equal_one(tiny_dirs, one_process, tmp_path):
     for lang, docs in TEXTS_ALL.items():
         (corpus / f"{lang}.txt").write_text("\n".join(docs) + "\n", encoding="utf-8")
     out = tmp_path / "stats"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-           "--master-port", str(_free_port()), "-m", "lapelens", "collect", "--model", str(tiny_dirs["llama"]),
+    run = torchrun("-m", "lapelens", "collect", "--model", str(tiny_dirs["llama"]),
            "--corpus", str(corpus), "--languages", ",".join(TEXTS_ALL), "--seq-len", str(SEQ), "--batch-size", str(BATCH),
-           "--tokens-per-language", str(TOKENS), "--out", str(out), "--quiet"]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env={**os.environ, "OMP_NUM_THREADS": "1"})
+           "--tokens-per-language", str(TOKENS), "--out", str(out), "--quiet")
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("Wrote statistics") == 1 and "summed over 2 processes" in run.stdout  # rank 0 writes
     stats = ActivationStats.load(out)

@@ -4,10 +4,6 @@ On a tiny random model with a tiny budget (the later stages run too, on rank 0 o
 """
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +13,7 @@ import lapelens.activations as acts
 import lapelens.pipeline as pipeline
 from lapelens.cli import main
 from lapelens.stats import ActivationStats
-from tiny import TEXTS
+from tiny import TEXTS, torchrun
 
 KEYS = ("n", "count", "act_sum", "act_sq_sum")
 
@@ -115,18 +111,10 @@ def test_a_checkpoint_of_other_settings_is_discarded_not_mixed_in(tiny_dirs, cor
     _identical(ActivationStats.load(tmp_path / "run" / "stats"), ActivationStats.load(tmp_path / "fresh" / "stats"))
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_torchrun_reproduce_counts_exactly_as_one_process(tiny_dirs, corpus, tmp_path):
     model = tiny_dirs["llama"]
     assert main(argv(model, corpus, tmp_path / "one")) == 0
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-           "--master-port", str(_free_port()), "-m", "lapelens", *argv(model, corpus, tmp_path / "two")]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    run = torchrun("-m", "lapelens", *argv(model, corpus, tmp_path / "two"))
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("results, tables and figures in") == 1  # rank 0 alone reports
     one, two = ActivationStats.load(tmp_path / "one" / "stats"), ActivationStats.load(tmp_path / "two" / "stats")
@@ -168,9 +156,7 @@ def test_leaving_the_group_stops_the_backend_threads_after_a_model_load(tiny_dir
     """
     script = tmp_path / "leave.py"
     script.write_text(LEAVE_SCRIPT, encoding="utf-8")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-           "--master-port", str(_free_port()), str(script), str(tiny_dirs["llama"]), str(tmp_path / "rank")]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    run = torchrun(str(script), str(tiny_dirs["llama"]), str(tmp_path / "rank"), timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     left = [(tmp_path / f"rank{r}").read_text() for r in (0, 1)]
     assert left == ["0", "0"], f"gloo threads still running after leaving the group: {left}"
