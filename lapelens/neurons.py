@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Bool, Float, Int64
@@ -146,6 +147,22 @@ class LanguageNeurons(Selection):
             index=pd.RangeIndex(self.n_layers, name="layer"),
             columns=pd.Index(self.languages, name="language"),
         )
+
+    def layer_shares(self, parts: int = 3) -> pd.Series:
+        """Share of the selected (language, neuron) pairs in each of ``parts`` consecutive groups of layers.
+
+        The layers are cut as ``numpy.array_split`` cuts them (30 layers into thirds: 0-9, 10-19, 20-29; 8 into
+        3, 3, 2). A neuron selected for two languages counts twice, as in :meth:`per_layer`. A "skewed U"
+        (Tang et al., Fig. 5) puts most pairs in the first and last part, a top-heavy profile in the last.
+        """
+        if not 1 <= parts <= self.n_layers:
+            raise LapelensError(f"parts must be between 1 and the {self.n_layers} layers, got {parts}.")
+        per_layer = self.mask.sum(dim=(0, 2)).to(torch.float64)  # layer
+        total = float(per_layer.sum())
+        groups = np.array_split(np.arange(self.n_layers), parts)
+        names = ["first", "middle", "last"] if parts == 3 else [f"part{i + 1}" for i in range(parts)]
+        shares = [float(per_layer[g].sum()) / total if total else float("nan") for g in groups]
+        return pd.Series(shares, index=pd.Index(names, name="layers"), name="share")
 
     def _shared(self) -> Int64[Tensor, "lang other"]:
         flat = self.mask.reshape(len(self.languages), -1).to(torch.int64)
