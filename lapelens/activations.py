@@ -27,6 +27,7 @@ from lapelens._version import __version__
 from lapelens.checkpoint import (DEFAULT_CHECKPOINT_EVERY, Checkpointer, Position, StreamHash, all_reduce_sum,
                                  current_shard, describe)
 from lapelens.errors import LapelensError
+from lapelens.interrupt import deferred, note
 from lapelens.models import NeuronSpec, neuron_spec
 from lapelens.stats import ActivationStats, SentenceActivations
 from lapelens.types import HookedModel
@@ -320,34 +321,48 @@ def _collect(model: HookedModel, chunks_by_language: Mapping[str, Any], batch_si
     def take(layer: int, pre: Tensor) -> None:
         acc.update(k_now, layer, pre)
 
-    with torch.inference_mode(), model.hooks(fwd_hooks=_hooks(spec, take)):
-        for k_now, (lang, chunks) in enumerate(chunks_by_language.items()):
-            resume = positions[k_now]
-            stream = StreamHash()
-            bar = tqdm(total=totals.get(lang), initial=resume.tokens, desc=f"collect {lang}", unit="tok",
-                       unit_scale=True, disable=not progress or shard.rank != 0)
-            b = -1
-            for b, batch in enumerate(_batches(chunks, batch_size)):
-                if batch.ndim != 2 or batch.shape[1] == 0:
-                    raise LapelensError(f"Chunks for {lang!r} must be token ids of shape [chunk, pos]; got {tuple(batch.shape)}.")
-                _check_seq_len(model, batch.shape[1])
-                seq_lens.add(batch.shape[1])
-                digest = stream.update(batch)
-                if b < resume.batches:  # counted before the checkpoint: only check it is the same text
-                    if b == resume.batches - 1 and digest != resume.sha256:
-                        raise saver.refuse(f"was made on other text for {lang!r} (its first {resume.tokens:,} "
-                                            "tokens differ)")
-                    continue
-                if shard.owns(b):
-                    _run_to_last_mlp(model, batch.to(device), use_cache=False)
-                    acc.add_tokens(k_now, batch.numel())
-                positions[k_now] = Position(b + 1, positions[k_now].tokens + batch.numel(), digest)
-                bar.update(batch.numel())
-                if saver is not None and shard.owns(b) and saver.due():
-                    saver.save(acc.state(), positions)
-            bar.close()
-            if b + 1 < resume.batches:
-                raise saver.refuse(f"was made on more text for {lang!r} ({resume.tokens:,} tokens read there)")
+    # ``clean``: the sums hold whole batches only (false while a batch is being added), so an
+    # interrupt may checkpoint them; ``unsaved``: batches were read since the last checkpoint.
+    clean, unsaved = True, False
+    try:
+        with torch.inference_mode(), model.hooks(fwd_hooks=_hooks(spec, take)):
+            for k_now, (lang, chunks) in enumerate(chunks_by_language.items()):
+                resume = positions[k_now]
+                stream = StreamHash()
+                bar = tqdm(total=totals.get(lang), initial=resume.tokens, desc=f"collect {lang}", unit="tok",
+                           unit_scale=True, disable=not progress or shard.rank != 0)
+                b = -1
+                for b, batch in enumerate(_batches(chunks, batch_size)):
+                    if batch.ndim != 2 or batch.shape[1] == 0:
+                        raise LapelensError(f"Chunks for {lang!r} must be token ids of shape [chunk, pos]; got {tuple(batch.shape)}.")
+                    _check_seq_len(model, batch.shape[1])
+                    seq_lens.add(batch.shape[1])
+                    digest = stream.update(batch)
+                    if b < resume.batches:  # counted before the checkpoint: only check it is the same text
+                        if b == resume.batches - 1 and digest != resume.sha256:
+                            raise saver.refuse(f"was made on other text for {lang!r} (its first {resume.tokens:,} "
+                                                "tokens differ)")
+                        continue
+                    with deferred():  # Ctrl-C under the CLI lands after the batch, not inside it
+                        clean = False
+                        if shard.owns(b):
+                            _run_to_last_mlp(model, batch.to(device), use_cache=False)
+                            acc.add_tokens(k_now, batch.numel())
+                        positions[k_now] = Position(b + 1, positions[k_now].tokens + batch.numel(), digest)
+                        clean = unsaved = True
+                        bar.update(batch.numel())
+                        if saver is not None and shard.owns(b) and saver.due():
+                            saver.save(acc.state(), positions)
+                            unsaved = False
+                bar.close()
+                if b + 1 < resume.batches:
+                    raise saver.refuse(f"was made on more text for {lang!r} ({resume.tokens:,} tokens read there)")
+    except KeyboardInterrupt as exc:
+        if saver is not None and clean:
+            if unsaved:
+                saver.save(acc.state(), positions)
+            note(exc, f"{sum(p.tokens for p in positions):,} tokens saved")
+        raise
     if shard.world > 1:
         acc.all_reduce()
     empty = [lang for lang, n in zip(acc.languages, acc.n.tolist()) if n == 0]

@@ -26,7 +26,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,6 +36,7 @@ from lapelens.artifacts import PAIR_SEPARATOR, stamp
 from lapelens.constants import EMBEDDED, PAPER_LANGUAGES, RUN_CONFIG, RUN_SUMMARY, RUN_TABLES, STAGE_RECORD
 from lapelens.defaults import DEFAULT_CHECKPOINT_EVERY, SEQ_LEN
 from lapelens.errors import LapelensError
+from lapelens.lock import OUTPUT
 from lapelens.methods import METHODS, with_role
 
 #: Every registered method, in registry order (the default of ``--methods``).
@@ -56,7 +57,7 @@ QUICK = dict(tokens_per_language=40_000, eval_tokens_per_language=4096, ap_sente
 class ReproduceConfig:
     """What to run and how big. The defaults are sized for the embedded model on 2 CPU cores."""
 
-    out: str
+    out: str = field(metadata=OUTPUT)
     """Folder for every result, figure and the summary."""
     model: str = EMBEDDED
     """Model: 'embedded', a hub name or a local HF folder."""

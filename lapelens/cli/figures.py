@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lapelens.cli._config import add_command
 from lapelens.errors import LapelensError
+from lapelens.lock import OUTPUT
 from lapelens.figures.export import FORMATS
 
 
@@ -16,7 +17,7 @@ from lapelens.figures.export import FORMATS
 class FiguresConfig:
     run_dir: Path = field(metadata={"positional": True})
     """Folder written by `lapelens reproduce --out`."""
-    out: Path | None = None
+    out: Path | None = field(default=None, metadata={**OUTPUT, "output_default": lambda args: args.run_dir / "figures"})
     """Folder for the figures (default: RUN_DIR/figures, where reproduce writes them)."""
     formats: tuple[str, ...] = FORMATS
     """A subset of the formats (PNG and SVG need Chromium)."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from lapelens.cli._config import add_config_arguments, config_from_args
 from lapelens.constants import OFFICIAL_MASK_SUFFIX
 from lapelens.errors import LapelensError
+from lapelens.lock import OUTPUT
 
 def method_options() -> dict[str, list]:
     """Option name -> the registered ``Option`` of every method that takes it (one flag each)."""
@@ -40,7 +41,7 @@ def _method_names() -> list[str]:
 class IdentifyConfig:
     method: str = field(default="lape", metadata={"choices": _method_names})
     """Selection method (the list above)."""
-    out: Path
+    out: Path = field(metadata={**OUTPUT, "file_suffixes": (OFFICIAL_MASK_SUFFIX,)})
     """Output: a path ending in .pth is written as an official mask file, anything else as a lapelens folder."""
     languages: tuple[str, ...] | None = None
     """Languages to use, in this order (default: all in the input)."""
@@ -64,7 +65,7 @@ class IdentifyConfig:
     """Without --tuned: tune the base on each language first, from lang=FILE,... (one text per line)."""
     train_steps: int = 200
     """With --train-texts: optimiser steps per language."""
-    tuned_out: Path | None = None
+    tuned_out: Path | None = field(default=None, metadata=OUTPUT)
     """With --train-texts: where to write the tuned copies (default: OUT.tuned)."""
 
 

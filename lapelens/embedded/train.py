@@ -38,6 +38,7 @@ from lapelens.constants import EMBEDDED, PAPER_LANGUAGES
 from lapelens.embedded.card import mean_nll, model_card, per_language_perplexity, previous_run
 from lapelens.embedded.tokenizer import train_tokenizer
 from lapelens.errors import LapelensError
+from lapelens.lock import OUTPUT
 
 
 @dataclass
@@ -45,7 +46,7 @@ class TrainConfig:
     """Everything that determines a training run (saved next to the model). The defaults are the
     recipe of the shipped embedded model (``lapelens train --out DIR --threads 2`` remakes it)."""
 
-    out: str
+    out: str = field(metadata=OUTPUT)
     """Folder to write the model, tokenizer, model card and log to."""
     corpus: str = EMBEDDED
     """Corpus name or folder (see ``lapelens.load_corpus``); its train and valid splits are used."""
