@@ -16,7 +16,7 @@ import itertools
 import logging
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from jaxtyping import Float, Int64
@@ -293,7 +293,7 @@ def collect_chunks(
 
 
 def _collect(model: HookedModel, chunks_by_language: Mapping[str, Any], batch_size: int, progress: bool,
-             meta: dict, totals: Mapping[str, int | None], checkpoint: str | Path | None = None,
+             meta: dict, totals: Mapping[str, int | Callable[[], int] | None], checkpoint: str | Path | None = None,
              checkpoint_every: float | int = DEFAULT_CHECKPOINT_EVERY) -> ActivationStats:
     spec = neuron_spec(model)
     if batch_size < 1:
@@ -329,8 +329,12 @@ def _collect(model: HookedModel, chunks_by_language: Mapping[str, Any], batch_si
             for k_now, (lang, chunks) in enumerate(chunks_by_language.items()):
                 resume = positions[k_now]
                 stream = StreamHash()
-                bar = tqdm(total=totals.get(lang), initial=resume.tokens, desc=f"collect {lang}", unit="tok",
-                           unit_scale=True, disable=not progress or shard.rank != 0)
+                show = progress and shard.rank == 0
+                total = totals.get(lang)
+                if callable(total):  # counted only when a bar shows it
+                    total = total() if show else None
+                bar = tqdm(total=total, initial=resume.tokens, desc=f"collect {lang}", unit="tok", unit_scale=True,
+                           disable=not show)
                 b = -1
                 for b, batch in enumerate(_batches(chunks, batch_size)):
                     if batch.ndim != 2 or batch.shape[1] == 0:
@@ -441,8 +445,20 @@ def collect(
         meta["skip_tokens"] = skip_tokens
     if corpus is not None:
         meta["corpus"] = corpus
-    totals = {lang: None if tokens_per_language is None else tokens_per_language // seq_len * seq_len for lang in streams}
+    totals: dict[str, Any] = {}
+    for lang, texts in texts_by_language.items():
+        if tokens_per_language is not None:
+            totals[lang] = tokens_per_language // seq_len * seq_len
+        elif isinstance(texts, Sequence):  # a list of documents can be read twice: count it for the bar
+            totals[lang] = lambda texts=texts: _chunked_tokens(tokenizer, texts, seq_len, skip_tokens)
     return _collect(model, streams, batch_size, progress, meta, totals, checkpoint, checkpoint_every)
+
+
+def _chunked_tokens(tokenizer: Any, texts: Sequence[str], seq_len: int, skip_tokens: int = 0) -> int:
+    """The tokens :func:`iter_chunks` yields from ``texts`` without a budget (the progress bar's
+    total): every document with its separator, cut into whole chunks, less the skipped ones."""
+    n = sum(len(ids) + 1 for ids in _tokenize(tokenizer, texts) if ids)
+    return max(0, n // seq_len - skip_tokens // seq_len) * seq_len
 
 
 def _warn_if_short(lang: str, chunks: Iterator[Tensor], seq_len: int, wanted: int | None) -> Iterator[Tensor]:
