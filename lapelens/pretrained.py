@@ -34,6 +34,7 @@ from importlib import import_module, util
 from pathlib import Path
 from typing import Callable
 
+from lapelens._io import respect_umask
 from lapelens._version import __version__
 from lapelens.constants import GGUF_SOURCE
 from lapelens.errors import LapelensError
@@ -225,6 +226,7 @@ def convert_gguf(path: str | Path, out: str | Path, *, name: str | None = None) 
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
+    respect_umask(tmp)  # save_pretrained writes its safetensors 0600
 
 
 def _cache_key(path: Path) -> str:

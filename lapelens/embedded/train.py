@@ -33,6 +33,7 @@ from jaxtyping import Int64
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from lapelens._io import respect_umask
 from lapelens._version import __version__
 from lapelens.constants import EMBEDDED, PAPER_LANGUAGES
 from lapelens.embedded.card import mean_nll, model_card, per_language_perplexity, previous_run
@@ -207,6 +208,7 @@ def _save_hf(model: Any, tokenizer: Any, out: Path) -> None:
     model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
     model.to(torch.float32)
     tokenizer.save_pretrained(out)
+    respect_umask(out)  # save_pretrained writes its safetensors 0600
 
 
 # ---- the full run ----------------------------------------------------------------------------
@@ -338,4 +340,5 @@ def continue_training(
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+    respect_umask(out)
     return out
