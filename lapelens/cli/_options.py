@@ -15,6 +15,7 @@ from lapelens.constants import EMBEDDED
 from lapelens.defaults import SEQ_LEN  # noqa: F401 (named in a help text)
 from lapelens.errors import LapelensError
 from lapelens.lock import OUTPUT
+from lapelens.pretrained import MODEL_HELP  # noqa: F401 (named in a help text)
 from lapelens.evaluate.perplexity import DEFAULT_BATCH_SIZE, DEFAULT_EVAL_TOKENS  # noqa: F401 (help text)
 
 
@@ -26,7 +27,7 @@ def positive(value: int | float | None, flag: str) -> None:
 @dataclass(kw_only=True)
 class ModelOptions:
     model: str = EMBEDDED
-    """Hub name, local HF folder, or 'embedded'."""
+    """Model: {MODEL_HELP}."""
     device: str = "cpu"
     """Torch device: cpu, cuda, cuda:N or mps."""
     quiet: bool = False
