@@ -4,8 +4,6 @@ command resumes to bit-identical statistics."""
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,30 +14,9 @@ from lapelens import interrupt
 from lapelens.cli import main
 from lapelens.constants import CHECKPOINT_FILE, LOCK_FILE, STAGE_RECORD
 from lapelens.stats import ActivationStats
-from tiny import TEXTS
+from tiny import BATCH_OF_COLLECT, BATCH_OF_GENERATION, TEXTS, slow_cli
 
-ROOT = Path(__file__).parent.parent
 SEQ, BATCH, TOKENS = 16, 2, 640  # 20 batches per language
-
-#: ``lapelens ARGS`` in a child where every call of MODULE.NAME (a batch) takes 0.2 s more, so that a
-#: signal lands in the middle of a stage; it touches READY once the first call is done.
-_SLOW_CLI = r"""
-import importlib, sys, time
-sys.path.insert(0, {root!r})
-from pathlib import Path
-module = importlib.import_module({module!r})
-real = getattr(module, {name!r})
-def slow(*a, **k):
-    out = real(*a, **k)
-    Path({ready!r}).touch()
-    time.sleep(0.2)
-    return out
-setattr(module, {name!r}, slow)
-from lapelens.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-BATCH_OF_COLLECT = ("lapelens.activations", "_run_to_last_mlp")
-BATCH_OF_GENERATION = ("lapelens.evaluate.generation", "generate_ids")
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +37,7 @@ def _collect_argv(tiny_dirs, corpus, out):
 
 def _interrupted(argv, ready: Path, sig: int, after: float = 0.0, slow=BATCH_OF_COLLECT):
     """Run the CLI in a slow child, send ``sig`` once it did one batch (and ``after`` s more)."""
-    code = _SLOW_CLI.format(root=str(ROOT), ready=str(ready), module=slow[0], name=slow[1])
-    child = subprocess.Popen([sys.executable, "-c", code, *argv],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.monotonic() + 300
-    while not ready.exists() and child.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    child = slow_cli(argv, ready, slow)
     time.sleep(after)
     child.send_signal(sig)
     out, err = child.communicate(timeout=300)

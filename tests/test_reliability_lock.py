@@ -15,7 +15,7 @@ from lapelens import LapelensError
 from lapelens.cli import main
 from lapelens.constants import LOCK_FILE
 from lapelens.lock import OutputLock, lock_path
-from tiny import TEXTS, torchrun
+from tiny import TEXTS, slow_cli, torchrun
 
 ROOT = Path(__file__).parent.parent
 
@@ -61,6 +61,29 @@ def no_model_load(monkeypatch):
         raise AssertionError("a model was loaded although the output folder is in use")
 
     monkeypatch.setattr(lapelens.models, "load_model", refuse)
+
+
+def test_two_reproduce_into_one_folder_the_second_is_refused_and_the_first_goes_on(tiny_dirs, tmp_path):
+    """The issue's check: the second exits 2 within 30 s, in one line naming the first's pid."""
+    out = tmp_path / "run"
+    argv = ["reproduce", "--quick", "--methods", "lape,random", "--out", str(out), "--model", str(tiny_dirs["llama"]),
+            "--languages", "en,zh", "--seq-len", "32", "--tokens-per-language", "1024"]
+    first = slow_cli(argv, tmp_path / "ready")  # running, inside its statistics
+    try:
+        start = time.monotonic()
+        second = subprocess.run([sys.executable, "-m", "lapelens", *argv], capture_output=True, text=True, timeout=120,
+                                env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+        assert time.monotonic() - start < 30
+        assert second.returncode == 2 and second.stdout == ""
+        assert second.stderr.splitlines() == [second.stderr.strip()], second.stderr
+        assert second.stderr.startswith(f"lapelens reproduce: error: {out} is in use by lapelens reproduce, "
+                                        f"pid {first.pid}, started ")
+        time.sleep(1)
+        assert first.poll() is None and (out / LOCK_FILE).is_file()  # the first goes on
+        assert json.loads((out / LOCK_FILE).read_text())["argv"] == ["lapelens", *argv]
+    finally:
+        first.kill()
+        first.communicate(timeout=60)
 
 
 def test_the_lock_records_its_holder_and_goes_away(tmp_path):
