@@ -157,11 +157,17 @@ class OutputLock:
         self._check_above()
         if self.rank != 0:
             return self._join()
+        if self.folder and self.path.exists() and not self.path.is_dir():
+            raise LapelensError(f"{self.flag} {self.path} is a file, not a folder: choose another {self.flag}.")
         deadline = time.monotonic() + _SETTLE_SECONDS
         while True:
-            if not self.file.parent.is_dir():
-                self._make_folders(self.file.parent)
-            fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                if not self.file.parent.is_dir():
+                    self._make_folders(self.file.parent)
+                fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as exc:
+                raise LapelensError(f"cannot write into {self.file.parent} ({exc.strerror}): choose another "
+                                    f"{self.flag}.") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

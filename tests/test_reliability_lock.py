@@ -129,6 +129,15 @@ def test_a_second_writer_is_refused_at_once_and_touches_nothing(tmp_path, capsys
         _stop(child)
 
 
+def test_an_output_that_cannot_hold_a_lock_is_refused_in_one_line(tmp_path, capsys, no_model_load):
+    (tmp_path / "file").write_text("")
+    for out, needle in [(tmp_path / "file", "--out {} is a file, not a folder: choose another --out"),
+                        (tmp_path / "file" / "sub", "cannot write into {} (Not a directory)")]:
+        assert main(["collect", "--out", str(out), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle.format(out) in err[0], err
+
+
 def test_a_dead_holders_lock_is_taken_over_with_a_note(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
