@@ -322,8 +322,10 @@ def _collect(model: HookedModel, chunks_by_language: Mapping[str, Any], batch_si
         acc.update(k_now, layer, pre)
 
     # ``clean``: the sums hold whole batches only (false while a batch is being added), so an
-    # interrupt may checkpoint them; ``unsaved``: batches were read since the last checkpoint.
+    # interrupt may checkpoint them; ``unsaved``: batches were read since the last checkpoint;
+    # ``on_disk``: the tokens the checkpoint on disk has read.
     clean, unsaved = True, False
+    on_disk = sum(p.tokens for p in positions)
     try:
         with torch.inference_mode(), model.hooks(fwd_hooks=_hooks(spec, take)):
             for k_now, (lang, chunks) in enumerate(chunks_by_language.items()):
@@ -357,15 +359,16 @@ def _collect(model: HookedModel, chunks_by_language: Mapping[str, Any], batch_si
                         bar.update(batch.numel())
                         if saver is not None and shard.owns(b) and saver.due():
                             saver.save(acc.state(), positions)
-                            unsaved = False
+                            unsaved, on_disk = False, sum(p.tokens for p in positions)
                 bar.close()
                 if b + 1 < resume.batches:
                     raise saver.refuse(f"was made on more text for {lang!r} ({resume.tokens:,} tokens read there)")
     except KeyboardInterrupt as exc:
-        if saver is not None and clean:
-            if unsaved:
-                saver.save(acc.state(), positions)
-            note(exc, f"{sum(p.tokens for p in positions):,} tokens saved")
+        if saver is not None and clean and unsaved:
+            saver.save(acc.state(), positions)
+            on_disk = sum(p.tokens for p in positions)
+        if saver is not None and on_disk:  # cut inside a batch (no CLI handler): the last checkpoint stands
+            note(exc, f"{on_disk:,} tokens saved")
         raise
     if shard.world > 1:
         acc.all_reduce()
