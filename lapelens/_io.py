@@ -6,6 +6,11 @@ writes every file there. On success the old marker is removed first, the other f
 into place with ``os.replace`` (atomic per file), and the new marker is moved last. A stop at any
 point therefore leaves either the old result, a folder without a marker (which ``load`` refuses
 with a clear message), or the new result: never new tensors beside old metadata.
+
+Saved files get the mode a plain ``open`` would give them (``0666`` less the umask; folders
+``0777`` less the umask): ``mkdtemp`` makes its folder 0700, safetensors writes its files 0600,
+and ``os.replace`` keeps whatever mode the staged file had, so without :func:`respect_umask`
+other users of a shared results folder could not read them.
 """
 
 from __future__ import annotations
@@ -16,6 +21,35 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux: /proc)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere the only way to read it is to set it, at once back
+    os.umask(mask)
+    return mask
+
+
+def respect_umask(path: str | os.PathLike) -> None:
+    """Give ``path`` and everything under it the modes ``open``/``mkdir`` give under the umask."""
+    mask = current_umask()
+    path = Path(path)
+    todo = [path]
+    while todo:
+        item = todo.pop()
+        if item.is_symlink():
+            continue
+        if item.is_dir():
+            os.chmod(item, 0o777 & ~mask)
+            todo.extend(item.iterdir())
+        elif item.exists():
+            os.chmod(item, 0o666 & ~mask)
 
 
 @contextmanager
@@ -36,6 +70,7 @@ def atomic_files(folder: str | os.PathLike, marker: str, drop: Iterable[str] = (
         for name in drop:
             if not (stage / name).exists():
                 (folder / name).unlink(missing_ok=True)
+        respect_umask(stage)
         for item in sorted(stage.iterdir()):
             if item.name != marker:
                 target = folder / item.name
@@ -58,6 +93,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     tmp = stage / path.name
     try:
         yield tmp
+        respect_umask(tmp)
         os.replace(tmp, path)
     finally:
         shutil.rmtree(stage, ignore_errors=True)

@@ -16,7 +16,7 @@ import itertools
 import logging
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from jaxtyping import Float, Int64
@@ -27,6 +27,7 @@ from lapelens._version import __version__
 from lapelens.checkpoint import (DEFAULT_CHECKPOINT_EVERY, Checkpointer, Position, StreamHash, all_reduce_sum,
                                  current_shard, describe)
 from lapelens.errors import LapelensError
+from lapelens.interrupt import deferred, note
 from lapelens.models import NeuronSpec, neuron_spec
 from lapelens.stats import ActivationStats, SentenceActivations
 from lapelens.types import HookedModel
@@ -292,7 +293,7 @@ def collect_chunks(
 
 
 def _collect(model: HookedModel, chunks_by_language: Mapping[str, Any], batch_size: int, progress: bool,
-             meta: dict, totals: Mapping[str, int | None], checkpoint: str | Path | None = None,
+             meta: dict, totals: Mapping[str, int | Callable[[], int] | None], checkpoint: str | Path | None = None,
              checkpoint_every: float | int = DEFAULT_CHECKPOINT_EVERY) -> ActivationStats:
     spec = neuron_spec(model)
     if batch_size < 1:
@@ -320,34 +321,55 @@ def _collect(model: HookedModel, chunks_by_language: Mapping[str, Any], batch_si
     def take(layer: int, pre: Tensor) -> None:
         acc.update(k_now, layer, pre)
 
-    with torch.inference_mode(), model.hooks(fwd_hooks=_hooks(spec, take)):
-        for k_now, (lang, chunks) in enumerate(chunks_by_language.items()):
-            resume = positions[k_now]
-            stream = StreamHash()
-            bar = tqdm(total=totals.get(lang), initial=resume.tokens, desc=f"collect {lang}", unit="tok",
-                       unit_scale=True, disable=not progress or shard.rank != 0)
-            b = -1
-            for b, batch in enumerate(_batches(chunks, batch_size)):
-                if batch.ndim != 2 or batch.shape[1] == 0:
-                    raise LapelensError(f"Chunks for {lang!r} must be token ids of shape [chunk, pos]; got {tuple(batch.shape)}.")
-                _check_seq_len(model, batch.shape[1])
-                seq_lens.add(batch.shape[1])
-                digest = stream.update(batch)
-                if b < resume.batches:  # counted before the checkpoint: only check it is the same text
-                    if b == resume.batches - 1 and digest != resume.sha256:
-                        raise saver.refuse(f"was made on other text for {lang!r} (its first {resume.tokens:,} "
-                                            "tokens differ)")
-                    continue
-                if shard.owns(b):
-                    _run_to_last_mlp(model, batch.to(device), use_cache=False)
-                    acc.add_tokens(k_now, batch.numel())
-                positions[k_now] = Position(b + 1, positions[k_now].tokens + batch.numel(), digest)
-                bar.update(batch.numel())
-                if saver is not None and shard.owns(b) and saver.due():
-                    saver.save(acc.state(), positions)
-            bar.close()
-            if b + 1 < resume.batches:
-                raise saver.refuse(f"was made on more text for {lang!r} ({resume.tokens:,} tokens read there)")
+    # ``clean``: the sums hold whole batches only (false while a batch is being added), so an
+    # interrupt may checkpoint them; ``unsaved``: batches were read since the last checkpoint;
+    # ``on_disk``: the tokens the checkpoint on disk has read.
+    clean, unsaved = True, False
+    on_disk = sum(p.tokens for p in positions)
+    try:
+        with torch.inference_mode(), model.hooks(fwd_hooks=_hooks(spec, take)):
+            for k_now, (lang, chunks) in enumerate(chunks_by_language.items()):
+                resume = positions[k_now]
+                stream = StreamHash()
+                show = progress and shard.rank == 0
+                total = totals.get(lang)
+                if callable(total):  # counted only when a bar shows it
+                    total = total() if show else None
+                bar = tqdm(total=total, initial=resume.tokens, desc=f"collect {lang}", unit="tok", unit_scale=True,
+                           disable=not show)
+                b = -1
+                for b, batch in enumerate(_batches(chunks, batch_size)):
+                    if batch.ndim != 2 or batch.shape[1] == 0:
+                        raise LapelensError(f"Chunks for {lang!r} must be token ids of shape [chunk, pos]; got {tuple(batch.shape)}.")
+                    _check_seq_len(model, batch.shape[1])
+                    seq_lens.add(batch.shape[1])
+                    digest = stream.update(batch)
+                    if b < resume.batches:  # counted before the checkpoint: only check it is the same text
+                        if b == resume.batches - 1 and digest != resume.sha256:
+                            raise saver.refuse(f"was made on other text for {lang!r} (its first {resume.tokens:,} "
+                                                "tokens differ)")
+                        continue
+                    with deferred():  # Ctrl-C under the CLI lands after the batch, not inside it
+                        clean = False
+                        if shard.owns(b):
+                            _run_to_last_mlp(model, batch.to(device), use_cache=False)
+                            acc.add_tokens(k_now, batch.numel())
+                        positions[k_now] = Position(b + 1, positions[k_now].tokens + batch.numel(), digest)
+                        clean = unsaved = True
+                        bar.update(batch.numel())
+                        if saver is not None and shard.owns(b) and saver.due():
+                            saver.save(acc.state(), positions)
+                            unsaved, on_disk = False, sum(p.tokens for p in positions)
+                bar.close()
+                if b + 1 < resume.batches:
+                    raise saver.refuse(f"was made on more text for {lang!r} ({resume.tokens:,} tokens read there)")
+    except KeyboardInterrupt as exc:
+        if saver is not None and clean and unsaved:
+            saver.save(acc.state(), positions)
+            on_disk = sum(p.tokens for p in positions)
+        if saver is not None and on_disk:  # cut inside a batch (no CLI handler): the last checkpoint stands
+            note(exc, f"{on_disk:,} tokens saved")
+        raise
     if shard.world > 1:
         acc.all_reduce()
     empty = [lang for lang, n in zip(acc.languages, acc.n.tolist()) if n == 0]
@@ -426,8 +448,20 @@ def collect(
         meta["skip_tokens"] = skip_tokens
     if corpus is not None:
         meta["corpus"] = corpus
-    totals = {lang: None if tokens_per_language is None else tokens_per_language // seq_len * seq_len for lang in streams}
+    totals: dict[str, Any] = {}
+    for lang, texts in texts_by_language.items():
+        if tokens_per_language is not None:
+            totals[lang] = tokens_per_language // seq_len * seq_len
+        elif isinstance(texts, Sequence):  # a list of documents can be read twice: count it for the bar
+            totals[lang] = lambda texts=texts: _chunked_tokens(tokenizer, texts, seq_len, skip_tokens)
     return _collect(model, streams, batch_size, progress, meta, totals, checkpoint, checkpoint_every)
+
+
+def _chunked_tokens(tokenizer: Any, texts: Sequence[str], seq_len: int, skip_tokens: int = 0) -> int:
+    """The tokens :func:`iter_chunks` yields from ``texts`` without a budget (the progress bar's
+    total): every document with its separator, cut into whole chunks, less the skipped ones."""
+    n = sum(len(ids) + 1 for ids in _tokenize(tokenizer, texts) if ids)
+    return max(0, n // seq_len - skip_tokens // seq_len) * seq_len
 
 
 def _warn_if_short(lang: str, chunks: Iterator[Tensor], seq_len: int, wanted: int | None) -> Iterator[Tensor]:

@@ -108,7 +108,7 @@ def checked(path: Path, meta: dict, kind: str) -> dict:
         raise LapelensError(
             f"{path} holds a {kind} result of schema version {version} (written by lapelens "
             f"{meta.get('lapelens_version', '?')}); this lapelens {__version__} reads schema {expected} and older: "
-            "upgrade lapelens (pip install -U lapelens), or recompute the result with this version.")
+            "update your lapelens clone (git pull && pip install -e .), or recompute the result with this version.")
     return meta
 
 

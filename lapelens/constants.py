@@ -51,6 +51,10 @@ RUN_TABLES: Final = {  # {method}: the primary method's name (``lapelens.methods
 #: ``lapelens perturb`` with several neuron sets: their side-by-side summary.
 COMPARE_TABLE: Final = "compare.csv"
 
+#: The lock a command holds on its output folder while it runs (``lapelens.lock``); beside a file
+#: output ``F`` it is ``.F`` + this.
+LOCK_FILE: Final = ".lapelens.lock"
+
 #: A collection checkpoint: one file per rank inside the checkpoint folder.
 CHECKPOINT_FILE: Final = "rank{rank}-of-{world}.safetensors"
 #: Written into every folder converted from a GGUF file; its presence marks a finished conversion.

@@ -26,7 +26,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,7 +36,9 @@ from lapelens.artifacts import PAIR_SEPARATOR, stamp
 from lapelens.constants import EMBEDDED, PAPER_LANGUAGES, RUN_CONFIG, RUN_SUMMARY, RUN_TABLES, STAGE_RECORD
 from lapelens.defaults import DEFAULT_CHECKPOINT_EVERY, SEQ_LEN
 from lapelens.errors import LapelensError
+from lapelens.lock import OUTPUT
 from lapelens.methods import METHODS, with_role
+from lapelens.pretrained import MODEL_HELP  # noqa: F401 (named in a help text)
 
 #: Every registered method, in registry order (the default of ``--methods``).
 METHOD_NAMES = tuple(METHODS)
@@ -56,10 +58,10 @@ QUICK = dict(tokens_per_language=40_000, eval_tokens_per_language=4096, ap_sente
 class ReproduceConfig:
     """What to run and how big. The defaults are sized for the embedded model on 2 CPU cores."""
 
-    out: str
+    out: str = field(metadata=OUTPUT)
     """Folder for every result, figure and the summary."""
     model: str = EMBEDDED
-    """Model: 'embedded', a hub name or a local HF folder."""
+    """Model: {MODEL_HELP}."""
     corpus: str = EMBEDDED
     """Monolingual corpus for statistics (train split) and perplexity (valid split): 'embedded', 'wikipedia' or a
     folder of {lang}.txt files."""
@@ -149,7 +151,7 @@ def _pv_base_dir(model: str) -> Path | None:
 def validate(cfg: ReproduceConfig) -> ReproduceConfig:
     """Check every setting (cheaply, before any model is loaded); returns ``cfg.resolved()``."""
     from lapelens.checks import check_device, check_languages, check_model_name, check_positive, check_rate
-    from lapelens.corpus import FLORES, FLORES_CODES, WIKIPEDIA, load_corpus, load_parallel
+    from lapelens.corpus import FLORES, FLORES_CODES, WIKIPEDIA, corpus_languages, load_corpus, load_parallel
 
     cfg = cfg.resolved()
     unknown = [m for m in cfg.methods if m not in METHODS]
@@ -180,13 +182,23 @@ def validate(cfg: ReproduceConfig) -> ReproduceConfig:
     check_model_name(cfg.model)
     tuning = [m for m in cfg.methods if METHODS[m].source == "models"]
     if tuning and _pv_base_dir(cfg.model) is None:
+        others = [m for m in cfg.methods if m not in tuning]
+        fix = (f"to run the other methods on it, add --methods {','.join(others)}" if others
+               else "pass a local HF folder as --model")
         raise LapelensError(f"method {tuning[0]} fine-tunes copies of the model, so it needs --model as a local HF folder "
-                            f"(got {cfg.model!r}): pass --model DIR, or leave {tuning[0]} out of --methods.")
+                            f"(got {cfg.model!r}; --methods includes it{' by default' if cfg.methods == METHOD_NAMES else ''}): {fix}.")
     # Corpora: bad names and language codes fail here, before the slow model load.
     load_corpus(cfg.corpus, split="valid", languages=list(cfg.languages))
     if cfg.corpus != WIKIPEDIA:  # the train split of Wikipedia is streamed only when it is needed
         load_corpus(cfg.corpus, split="train", languages=list(cfg.languages))
     if cfg.parallel == EMBEDDED:
+        have = corpus_languages(EMBEDDED)
+        missing = [l for l in cfg.languages if l not in have]
+        if missing:  # the parallel texts are embedded by default, whatever --corpus is
+            fix = ("pass --parallel flores (FLORES-200, from the Hugging Face hub)" if all(l in FLORES_CODES for l in missing)
+                   else f"leave {','.join(missing)} out of --languages")
+            raise LapelensError(f"--parallel embedded (the default: aligned texts for SES, dominance and prompted steering) "
+                                f"has no {','.join(missing)} (it has {','.join(have)}): {fix}.")
         load_parallel(cfg.parallel, split="valid", languages=list(cfg.languages))
     elif cfg.parallel == FLORES:
         missing = [l for l in cfg.languages if l not in FLORES_CODES]

@@ -34,6 +34,7 @@ from importlib import import_module, util
 from pathlib import Path
 from typing import Callable
 
+from lapelens._io import respect_umask
 from lapelens._version import __version__
 from lapelens.constants import GGUF_SOURCE
 from lapelens.errors import LapelensError
@@ -152,6 +153,9 @@ PRETRAINED: dict[str, PretrainedModel] = {
     )
 }
 
+#: What ``--model`` accepts, for help texts (the names come from ``PRETRAINED``).
+MODEL_HELP = f"'embedded', a named model ({', '.join(PRETRAINED)}), a .gguf file, a hub name or a local HF folder"
+
 
 def default_cache_dir() -> Path:
     """Where converted models live: the user's cache directory (``~/.cache/lapelens`` on Linux)."""
@@ -222,6 +226,7 @@ def convert_gguf(path: str | Path, out: str | Path, *, name: str | None = None) 
         "gguf_file": str(path), "gguf_size": stat.st_size, "gguf_mtime": stat.st_mtime, "architecture": arch,
         "name": name, "lapelens_version": __version__, "dtype": "float32",
     }, indent=2))
+    respect_umask(tmp)  # save_pretrained writes its safetensors 0600
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out

@@ -256,14 +256,18 @@ def test_pv_bad_inputs(tmp_path):
 def test_tune_per_language_calls_continue_training(tmp_path, monkeypatch):
     calls = []
 
-    def continue_training(model_dir, texts, out_dir, *, steps, lr, seq_len, batch_size, seed):
+    bars = []
+
+    def continue_training(model_dir, texts, out_dir, *, steps, lr, seq_len, batch_size, seed, bar):
         calls.append((model_dir, texts, out_dir, steps, lr, seq_len, batch_size, seed))
+        bars.append(bar)
         return out_dir
 
     monkeypatch.setattr(lapelens.embedded.train, "continue_training", continue_training)
     out = tune_per_language("base", {"en": ["a b"], "zh": ["c"]}, tmp_path, steps=5, lr=0.1, seq_len=8, batch_size=2, seed=7)
     assert out == {"en": tmp_path / "en", "zh": tmp_path / "zh"}
     assert calls == [("base", ["a b"], tmp_path / "en", 5, 0.1, 8, 2, 7), ("base", ["c"], tmp_path / "zh", 5, 0.1, 8, 2, 7)]
+    assert bars[0] is bars[1] and bars[0].total == 10  # one progress bar over both languages' steps
 
 
 # ---- registry and bad input ---------------------------------------------------------------------

@@ -123,13 +123,17 @@ def test_identify_refuses_meaningless_selections(capsys, tmp_path, two_language_
     assert main(["identify", "--method", "lap", "--stats", str(two_language_stats), "--languages", "en", "--out", out]) == 0
 
 
-def test_identify_top_rate_default_depends_on_the_model(capsys, tmp_path, two_language_stats):
+def test_identify_top_rate_default_depends_on_the_model(capsys, tmp_path):
     from lapelens.models import embedded_model_dir
 
-    assert main(["identify", "--stats", str(two_language_stats), "--out", str(tmp_path / "a")]) == 0
+    # 2 x 64 neurons: the paper's 1% keeps one (of 2 x 8, none: such a selection is refused)
+    s = ActivationStats.zeros(("en", "zh"), 2, 64, meta={"model": "toy"})
+    s.n[:] = 100
+    s.count[:] = torch.randint(0, 100, s.count.shape, generator=torch.Generator().manual_seed(0))
+    s.save(tmp_path / "stats")
+    assert main(["identify", "--stats", str(tmp_path / "stats"), "--out", str(tmp_path / "a")]) == 0
     assert "--top-rate 0.01 (the paper's default)" in capsys.readouterr().out
     assert LanguageNeurons.load(tmp_path / "a").meta["settings"]["top_rate"] == 0.01
-    s = ActivationStats.load(two_language_stats)
     s.meta["model"] = str(embedded_model_dir())  # what collect records for the embedded model
     s.save(tmp_path / "emb")
     assert main(["identify", "--stats", str(tmp_path / "emb"), "--out", str(tmp_path / "b")]) == 0

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -88,3 +89,38 @@ def torchrun(*args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
            "--master-port", str(port), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+#: ``lapelens ARGS`` in a child where every call of MODULE.NAME (one batch) takes DELAY s more, so
+#: that a signal or a second command lands in the middle of a stage; READY is touched after each call.
+_SLOW_CLI = r"""
+import importlib, sys, time
+sys.path.insert(0, {root!r})
+from pathlib import Path
+module = importlib.import_module({module!r})
+real = getattr(module, {name!r})
+def slow(*a, **k):
+    out = real(*a, **k)
+    Path({ready!r}).touch()
+    time.sleep({delay!r})
+    return out
+setattr(module, {name!r}, slow)
+from lapelens.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+#: What ``slow_cli`` slows down: a batch of a collection, a batch of generations.
+BATCH_OF_COLLECT = ("lapelens.activations", "_run_to_last_mlp")
+BATCH_OF_GENERATION = ("lapelens.evaluate.generation", "generate_ids")
+
+
+def slow_cli(argv: list[str], ready: Path, slow: tuple[str, str] = BATCH_OF_COLLECT, delay: float = 0.2,
+             timeout: float = 300) -> subprocess.Popen:
+    """Start ``lapelens ARGV`` (one thread) with ``slow`` slowed down; returns once its first batch is done."""
+    code = _SLOW_CLI.format(root=str(Path(__file__).resolve().parent.parent), ready=str(ready), module=slow[0],
+                            name=slow[1], delay=delay)
+    child = subprocess.Popen([sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + timeout
+    while not ready.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return child

@@ -66,12 +66,35 @@ def _check_common(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; ``argv`` lets tests call the CLI in-process."""
+    """Entry point; ``argv`` lets tests call the CLI in-process.
+
+    Every command holds the lock of its output folder(s) while it runs (a second writer is refused
+    at once), and ends on Ctrl-C or SIGTERM with one line saying what was saved (exit 130 / 143).
+    """
+    from lapelens import interrupt
+    from lapelens.cli._config import output_locks
+
     args = build_parser().parse_args(argv)
     try:
-        _check_common(args)
-        args.func(args)
+        with interrupt.signals_interrupt():
+            _check_common(args)
+            with output_locks(args, argv):
+                args.func(args)
     except LapelensError as exc:
+        _close_bars()
         print(f"lapelens {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        _close_bars()
+        print(f"lapelens {args.command}: {interrupt.summary(exc)}", file=sys.stderr)
+        return interrupt.exit_code(exc)
     return 0
+
+
+def _close_bars() -> None:
+    """End the progress bars a stopped stage left open: closed later (at exit) they would print
+    themselves again after the command's last line."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()

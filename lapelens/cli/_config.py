@@ -5,16 +5,21 @@ from __future__ import annotations
 import argparse
 import ast
 import inspect
+import os
 import textwrap
 import sys
 import typing
+from contextlib import ExitStack, contextmanager
 from dataclasses import MISSING, fields
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator, Sequence
 
 from lapelens.errors import LapelensError
 
 #: Namespace attribute holding the fields whose flags were given on the command line.
 _EXPLICIT = "_explicit_fields"
+#: Namespace attribute holding the config classes a command's flags came from.
+_CONFIGS = "_config_classes"
 
 
 class _Keep(dict):
@@ -105,6 +110,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     sequence, or a function returning one when the parser is built).
     """
     docs = attribute_docs(cls)
+    parser.set_defaults(**{_CONFIGS: (*(parser.get_default(_CONFIGS) or ()), cls)})
     for f in fields(cls):
         if f.metadata.get("hidden"):
             continue
@@ -167,3 +173,45 @@ def add_command(subparsers: Any, name: str, cls: type, run: Any, **parser_option
     add_config_arguments(parser, cls)
     parser.set_defaults(func=lambda args: run(config_from_args(cls, args)))
     return parser
+
+
+def outputs(args: argparse.Namespace) -> list[tuple[Path, bool, str]]:
+    """``(path, is_folder, flag)`` of every output the command's config marks (``lapelens.lock.OUTPUT``)."""
+    found = []
+    for cls in getattr(args, _CONFIGS, ()):
+        for f in fields(cls):
+            kind = f.metadata.get("output")
+            if kind is None:
+                continue
+            value = getattr(args, f.name, None)
+            if value is None and "output_default" in f.metadata:
+                value = f.metadata["output_default"](args)
+            if value is None:
+                continue
+            path = Path(value)
+            folder = kind == "folder" and path.suffix not in f.metadata.get("file_suffixes", ())
+            flag = f.name if f.metadata.get("positional") else "--" + f.name.replace("_", "-")
+            found.append((path, folder, flag))
+    return found
+
+
+def _torchrun_job() -> tuple[str | None, int]:
+    """This process's torchrun job (None outside torchrun) and rank: ranks of one job share a lock."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None, 0
+    key = ":".join(os.environ.get(k, "") for k in ("TORCHELASTIC_RUN_ID", "MASTER_ADDR", "MASTER_PORT"))
+    return f"torchrun {key}", int(os.environ.get("RANK", "0"))
+
+
+@contextmanager
+def output_locks(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Iterator[None]:
+    """Hold the lock of every output of the command (``lapelens.lock``) while inside."""
+    from lapelens.lock import OutputLock
+
+    job, rank = _torchrun_job()
+    command = f"lapelens {args.command}"
+    line = ["lapelens", *(sys.argv[1:] if argv is None else argv)]
+    with ExitStack() as stack:
+        for path, folder, flag in outputs(args):
+            stack.enter_context(OutputLock(path, command=command, folder=folder, flag=flag, argv=line, job=job, rank=rank))
+        yield

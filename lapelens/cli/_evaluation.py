@@ -81,7 +81,7 @@ def load_model_quietly(args: Any) -> Any:
             try:
                 with redirect_stdout(captured), redirect_stderr(captured):
                     return load_model(args.model, device=args.device)
-            except BaseException:
+            except Exception:  # not on Ctrl-C: what the load printed explains no failure then
                 sys.stderr.write(captured.getvalue())
                 for w in caught:
                     sys.stderr.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno))

@@ -7,13 +7,15 @@ Each command's config inherits the groups it takes, so a flag is declared (and c
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lapelens.constants import EMBEDDED
 from lapelens.defaults import SEQ_LEN  # noqa: F401 (named in a help text)
 from lapelens.errors import LapelensError
+from lapelens.lock import OUTPUT
+from lapelens.pretrained import MODEL_HELP  # noqa: F401 (named in a help text)
 from lapelens.evaluate.perplexity import DEFAULT_BATCH_SIZE, DEFAULT_EVAL_TOKENS  # noqa: F401 (help text)
 
 
@@ -25,7 +27,7 @@ def positive(value: int | float | None, flag: str) -> None:
 @dataclass(kw_only=True)
 class ModelOptions:
     model: str = EMBEDDED
-    """Hub name, local HF folder, or 'embedded'."""
+    """Model: {MODEL_HELP}."""
     device: str = "cpu"
     """Torch device: cpu, cuda, cuda:N or mps."""
     quiet: bool = False
@@ -126,7 +128,7 @@ class GenerationCommand(PromptOptions, SamplingOptions, ModelOptions):
     languages: tuple[str, ...] | None = None
     """Target languages (default: all of the neuron set); for an official .pth, as many as it has entries name
     them in the file's order."""
-    out: Path
+    out: Path = field(metadata=OUTPUT)
     """Folder for the result (summary.csv, samples.jsonl)."""
     figure: Path | None = None
     """Also write a bar chart as HTML to this file."""

@@ -27,6 +27,7 @@ from lapelens.cli._config import add_command
 from lapelens.cli._options import ModelOptions, positive
 from lapelens.constants import EMBEDDED
 from lapelens.errors import LapelensError
+from lapelens.lock import OUTPUT
 
 _DTYPES = ("float32", "bfloat16", "float16")
 #: Folder inside --out for the checkpoints of a collection in progress.
@@ -51,11 +52,11 @@ class CollectConfig(ModelOptions):
     """Tokens per chunk (default: {DEFAULT_SEQ_LEN}, or the model's context if shorter)."""
     batch_size: int = DEFAULT_BATCH_SIZE
     """Chunks per forward pass."""
-    out: Path
+    out: Path = field(metadata=OUTPUT)
     """Folder to write the statistics to."""
     official_tag: str | None = None
     """Also write official activation.{lang}.train.TAG files into --out."""
-    sentences_out: Path | None = None
+    sentences_out: Path | None = field(default=None, metadata=OUTPUT)
     """Also write per-sentence mean activations (for method ap) to this folder, one sentence per corpus document."""
     sentences_per_language: int = 500
     """With --sentences-out: documents per language to use as sentences."""

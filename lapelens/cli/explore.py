@@ -9,13 +9,14 @@ from pathlib import Path
 from lapelens.cli._config import add_command
 from lapelens.cli._options import positive
 from lapelens.errors import LapelensError
+from lapelens.lock import OUTPUT_FILE
 
 
 @dataclass(kw_only=True)
 class ExploreConfig:
     run_dir: Path = field(metadata={"positional": True})
     """Folder written by `lapelens reproduce` (stats/, neurons_*/, config.json)."""
-    out: Path
+    out: Path = field(metadata=OUTPUT_FILE)
     """HTML file to write."""
     model: str | None = None
     """Model to load instead of the one in the run's config.json."""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lapelens.cli._config import add_command
 from lapelens.errors import LapelensError
+from lapelens.lock import OUTPUT
 from lapelens.figures.export import FORMATS
 
 
@@ -16,7 +17,8 @@ from lapelens.figures.export import FORMATS
 class FiguresConfig:
     run_dir: Path = field(metadata={"positional": True})
     """Folder written by `lapelens reproduce --out`."""
-    out: Path | None = None
+    out: Path | None = field(default=None, metadata={  # no lock for a run folder that is not there: it is refused
+        **OUTPUT, "output_default": lambda args: args.run_dir / "figures" if args.run_dir.is_dir() else None})
     """Folder for the figures (default: RUN_DIR/figures, where reproduce writes them)."""
     formats: tuple[str, ...] = FORMATS
     """A subset of the formats (PNG and SVG need Chromium)."""

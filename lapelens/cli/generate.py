@@ -60,7 +60,8 @@ def run(cfg: GenerateConfig) -> None:
     if len(parallel) < cfg.n_prompts:
         raise LapelensError(f"The parallel corpus has {len(parallel)} aligned rows, fewer than --n-prompts {cfg.n_prompts}.")
     prompts = {lang: list(parallel[lang].iloc[:cfg.n_prompts]) for lang in languages}
-    result = generation_under_deactivation(model, neurons, prompts, random, cfg.prompt_tokens, sampling)
+    result = generation_under_deactivation(model, neurons, prompts, random, cfg.prompt_tokens, sampling,
+                                           progress=not cfg.quiet)
     cfg.write(result)
     print_frame(f"Generation with a language's {neurons.method} neurons deactivated", result.summary)
     print(f"\nwrote {cfg.out}")

@@ -8,8 +8,9 @@ from pathlib import Path
 from dataclasses import dataclass, field
 
 from lapelens.cli._config import add_config_arguments, config_from_args
-from lapelens.constants import OFFICIAL_MASK_SUFFIX
+from lapelens.constants import OFFICIAL_MASK_SUFFIX, STATS_META
 from lapelens.errors import LapelensError
+from lapelens.lock import OUTPUT
 
 def method_options() -> dict[str, list]:
     """Option name -> the registered ``Option`` of every method that takes it (one flag each)."""
@@ -40,7 +41,7 @@ def _method_names() -> list[str]:
 class IdentifyConfig:
     method: str = field(default="lape", metadata={"choices": _method_names})
     """Selection method (the list above)."""
-    out: Path
+    out: Path = field(metadata={**OUTPUT, "file_suffixes": (OFFICIAL_MASK_SUFFIX,)})
     """Output: a path ending in .pth is written as an official mask file, anything else as a lapelens folder."""
     languages: tuple[str, ...] | None = None
     """Languages to use, in this order (default: all in the input)."""
@@ -64,7 +65,7 @@ class IdentifyConfig:
     """Without --tuned: tune the base on each language first, from lang=FILE,... (one text per line)."""
     train_steps: int = 200
     """With --train-texts: optimiser steps per language."""
-    tuned_out: Path | None = None
+    tuned_out: Path | None = field(default=None, metadata=OUTPUT)
     """With --train-texts: where to write the tuned copies (default: OUT.tuned)."""
 
 
@@ -106,6 +107,9 @@ def load_stats(path: Path, tag: str | None = None, languages: tuple[str, ...] | 
 
     if not path.is_dir():
         raise LapelensError(f"--stats {path} is not a folder: pass a lapelens statistics folder or a folder of official activation files.")
+    inner = path / "stats"  # a `lapelens reproduce` folder keeps its statistics there
+    if not (path / STATS_META).is_file() and (inner / STATS_META).is_file():
+        raise LapelensError(f"--stats {path} is a run folder, not a statistics folder: pass --stats {inner}.")
     return load(path, "activation_stats", tag=tag, languages=languages)
 
 
@@ -141,6 +145,30 @@ def _check_options(method: str, options: dict, source, languages: tuple[str, ...
             embedded = model is not None and is_embedded(model)
             options[option.name] = getattr(defaults_for(model if embedded else "other"), option.name)
             print(f"{option.flag} {options[option.name]:g} ({'the embedded model' if embedded else 'the paper'}'s default)")
+
+
+
+def _check_not_empty(method: str, result, options: dict) -> None:
+    """Refuse a selection empty for every language (nothing is written); warn about empty languages."""
+    import sys
+
+    from lapelens.methods import METHODS
+
+    unit = "parameters" if METHODS[method].returns == "parameters" else "neurons"
+    rate = options.get("top_rate")
+    if result.budget == 0 and rate is not None:  # the rate is a share of every unit of the model
+        if unit == "neurons":
+            total = result.n_layers * result.d_mlp
+            raise LapelensError(f"--top-rate {rate:g} keeps round({rate:g} x {total:,}) = 0 of the model's {total:,} "
+                                f"neurons: give at least {1 / total:.3g}.")
+        raise LapelensError(f"--top-rate {rate:g} keeps no {unit}: give a larger one.")
+    empty = [l for l in result.languages if result.count(l) == 0]
+    if len(empty) == len(result.languages):
+        budget = f" (its budget: {result.budget:,})" if result.budget is not None else ""
+        raise LapelensError(f"method {method} selected no {unit} for any language{budget}, so nothing was written: "
+                            "loosen its options (a larger --top-rate, a lower threshold).")
+    if empty:
+        print(f"warning: method {method} selected no {unit} for {','.join(empty)} (written as empty sets).", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -198,6 +226,7 @@ def run(args: argparse.Namespace) -> None:
 
     _check_options(cfg.method, options, source, languages)
     result = identify(source, cfg.method, languages=languages, **options)
+    _check_not_empty(cfg.method, result, options)
     if cfg.out.suffix == OFFICIAL_MASK_SUFFIX:
         if spec.returns == "parameters":
             raise LapelensError(f"{cfg.method} selects parameters, which the official neuron mask format cannot hold: use a folder for --out.")

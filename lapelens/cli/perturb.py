@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lapelens.cli._config import add_command
@@ -11,6 +11,7 @@ from lapelens.cli._evaluation import load_model_quietly, load_perturbation, prin
 from lapelens.cli._options import EvalTextOptions, ModelOptions
 from lapelens.constants import COMPARE_TABLE
 from lapelens.errors import LapelensError
+from lapelens.lock import OUTPUT
 
 
 @dataclass(kw_only=True)
@@ -19,7 +20,7 @@ class PerturbConfig(EvalTextOptions, ModelOptions):
     """Neuron folders, official .pth masks or PV parameter-mask folders; NAME=PATH names one."""
     show: tuple[Path, ...] | None = None
     """Print saved results (folders written by --out) instead of computing."""
-    out: Path | None = None
+    out: Path | None = field(default=None, metadata=OUTPUT)
     """Folder for the result (with several --neurons: one sub-folder per name, plus compare.csv)."""
     figure: Path | None = None
     """Also write the heatmap(s) as HTML to this file."""

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import replace
+from pathlib import Path
 
 from lapelens.cli._config import add_config_arguments, config_from_args, explicit_fields
+from lapelens.constants import STAGE_RECORD
+from lapelens.interrupt import note
 from lapelens.pipeline import QUICK, ReproduceConfig, flag, reproduce
 
 
@@ -29,6 +32,13 @@ def quick_config(cfg: ReproduceConfig, explicit: frozenset[str]) -> tuple[Reprod
     return replace(cfg, **changes), line
 
 
+def saved_stages(out: Path) -> list[str]:
+    """The stages of a run folder that were saved (each with its record), in the order they finished:
+    a re-run with the same settings reuses them."""
+    records = [p for p in out.glob(f"*/{STAGE_RECORD}") if p.is_file()] if out.is_dir() else []
+    return [p.parent.name for p in sorted(records, key=lambda p: p.stat().st_mtime)]
+
+
 def run(args: argparse.Namespace) -> None:
     from lapelens.checkpoint import current_shard
     from lapelens.cli.collect import log_resumes, process_group
@@ -38,9 +48,14 @@ def run(args: argparse.Namespace) -> None:
         cfg, line = quick_config(cfg, explicit_fields(args))
         print(line)
     # Under torchrun every rank counts its share of the statistics; rank 0 alone runs the rest.
-    with process_group(cfg.device) as device, log_resumes("reproduce"):
-        lead = current_shard().rank == 0  # asked before: reproduce leaves the group after the statistics
-        summary = reproduce(replace(cfg, device=device))  # ranks > 0 log nothing and return {} after the statistics
+    try:
+        with process_group(cfg.device) as device, log_resumes("reproduce"):
+            lead = current_shard().rank == 0  # asked before: reproduce leaves the group after the statistics
+            summary = reproduce(replace(cfg, device=device))  # ranks > 0 log nothing and return {} after the statistics
+    except KeyboardInterrupt as exc:
+        stages = saved_stages(Path(cfg.out))
+        note(exc, f"{len(stages)} stages saved ({', '.join(stages)})" if stages else "no stage finished yet")
+        raise
     if lead:
         print(json.dumps({k: summary[k] for k in ("perturbation",) if k in summary}, indent=1, default=str))
         print(f"results, tables and figures in {cfg.out}")

@@ -11,6 +11,7 @@ from lapelens.cli._config import add_command
 from lapelens.cli._options import ModelOptions, positive
 from lapelens.constants import DOMINANCE_HTML, EMBEDDED, SES_HTML
 from lapelens.errors import LapelensError
+from lapelens.lock import OUTPUT
 from lapelens.evaluate.similarity import DEFAULT_BATCH_SIZE, VECTORS
 
 
@@ -36,7 +37,7 @@ class SesConfig(ModelOptions):
     """Tokens kept per text (default: the model's context minus the separator)."""
     batch_size: int = DEFAULT_BATCH_SIZE
     """Texts per forward pass."""
-    out: Path
+    out: Path = field(metadata=OUTPUT)
     """Folder to write the CSVs, JSON and HTML figures to."""
     quiet: bool = False
     """No progress bars and no tables on stdout."""

@@ -70,9 +70,9 @@ def run(cfg: SteerConfig) -> None:
     neurons, languages = cfg.neuron_set(model, "steering sets neurons")
     if cfg.mode == "unconditional":
         result = gen.unconditional_steering(model, neurons, stats, languages, cfg.samples, scale, sampling,
-                                            deactivate_others=cfg.deactivate_others)
+                                            deactivate_others=cfg.deactivate_others, progress=not cfg.quiet)
     elif cfg.mode == "kojima":
-        result = gen.kojima_pinning(model, neurons, languages, cfg.samples, sampling)
+        result = gen.kojima_pinning(model, neurons, languages, cfg.samples, sampling, progress=not cfg.quiet)
     else:
         from lapelens.corpus import load_parallel
 
@@ -80,7 +80,7 @@ def run(cfg: SteerConfig) -> None:
         parallel = load_parallel(cfg.parallel, split=cfg.parallel_split, languages=sorted(set(sources) | set(languages),
                                                                                             key=(sources + languages).index))
         result = gen.prompted_steering(model, neurons, stats, parallel, sources, languages, cfg.n_prompts,
-                                       cfg.prompt_tokens, scale, sampling)
+                                       cfg.prompt_tokens, scale, sampling, progress=not cfg.quiet)
     cfg.write(result)
     print_frame(f"{result.meta['experiment']} ({neurons.method} neurons): share of outputs in the target language",
                 result.summary)

@@ -10,6 +10,7 @@ from lapelens.cli._config import add_command
 from lapelens.cli._evaluation import load_model_quietly, print_frame, quiet_transformers
 from lapelens.cli._options import EvalTextOptions, ModelOptions
 from lapelens.errors import LapelensError
+from lapelens.lock import OUTPUT
 from lapelens.evaluate.sweep import DEFAULT_RATIOS
 from lapelens.methods._registry import sweep_methods
 
@@ -26,7 +27,7 @@ class SweepConfig(EvalTextOptions, ModelOptions):
     """Shares of all neurons to deactivate, each in [0, 1]."""
     method: str = field(default="lape", metadata={"choices": sweep_methods})
     """Ranking: a method with a top_rate to vary."""
-    out: Path
+    out: Path = field(metadata=OUTPUT)
     """Folder for the result."""
     figure: Path | None = None
     """Also write the line plot as HTML to this file."""

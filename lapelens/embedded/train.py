@@ -33,11 +33,13 @@ from jaxtyping import Int64
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from lapelens._io import respect_umask
 from lapelens._version import __version__
 from lapelens.constants import EMBEDDED, PAPER_LANGUAGES
 from lapelens.embedded.card import mean_nll, model_card, per_language_perplexity, previous_run
 from lapelens.embedded.tokenizer import train_tokenizer
 from lapelens.errors import LapelensError
+from lapelens.lock import OUTPUT
 
 
 @dataclass
@@ -45,7 +47,7 @@ class TrainConfig:
     """Everything that determines a training run (saved next to the model). The defaults are the
     recipe of the shipped embedded model (``lapelens train --out DIR --threads 2`` remakes it)."""
 
-    out: str
+    out: str = field(metadata=OUTPUT)
     """Folder to write the model, tokenizer, model card and log to."""
     corpus: str = EMBEDDED
     """Corpus name or folder (see ``lapelens.load_corpus``); its train and valid splits are used."""
@@ -156,8 +158,10 @@ def _train_loop(
     model: Any, next_batch: Callable[[], Tensor], *, steps: int, lr: float, warmup: int, min_lr_ratio: float,
     weight_decay: float, grad_clip: float, bf16: bool, evaluate: Callable[[], dict] | None = None,
     eval_every: int = 0, on_checkpoint: Callable[[int], None] | None = None, checkpoint_seconds: float = 0,
-    desc: str = "train", log_path: Path | None = None,
+    desc: str = "train", log_path: Path | None = None, bar: Any = None,
 ) -> _LoopResult:
+    """``bar``: a progress bar to advance one step at a time instead of the loop's own (one bar
+    over several runs, e.g. PV's tuning of every language)."""
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
@@ -165,8 +169,9 @@ def _train_loop(
     model.train()
     res = _LoopResult()
     start = last_ckpt = time.time()
-    bar = tqdm(range(steps), desc=desc, unit="step")
-    for step in bar:
+    own = bar is None
+    bar = tqdm(total=steps, desc=desc, unit="step") if own else bar
+    for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = lr * lr_schedule(step, steps, warmup, min_lr_ratio)
         x = next_batch()
@@ -187,10 +192,13 @@ def _train_loop(
         if log_path is not None:  # appended as we go, so a killed run keeps its curve
             with log_path.open("a") as f:
                 f.write(json.dumps(entry) + "\n")
-        bar.set_postfix(loss=f"{entry['train_loss']:.3f}")
+        bar.update(1)
+        bar.set_postfix(loss=f"{entry['train_loss']:.3f}", **({} if own else {"run": desc}))
         if on_checkpoint is not None and checkpoint_seconds and time.time() - last_ckpt > checkpoint_seconds:
             on_checkpoint(step + 1)
             last_ckpt = time.time()
+    if own:
+        bar.close()
     res.seconds = time.time() - start
     return res
 
@@ -200,6 +208,7 @@ def _save_hf(model: Any, tokenizer: Any, out: Path) -> None:
     model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
     model.to(torch.float32)
     tokenizer.save_pretrained(out)
+    respect_umask(out)  # save_pretrained writes its safetensors 0600
 
 
 # ---- the full run ----------------------------------------------------------------------------
@@ -309,12 +318,13 @@ def reevaluate(folder: str | Path, corpus: str = "embedded") -> dict[str, dict]:
 # ---- monolingual continued training (PV baseline) --------------------------------------------
 def continue_training(
     model_dir: str | Path, texts: Sequence[str], out_dir: str | Path, *, steps: int, lr: float = 5e-4,
-    seq_len: int = 256, batch_size: int = 8, seed: int = 0, warmup: int = 10,
+    seq_len: int = 256, batch_size: int = 8, seed: int = 0, warmup: int = 10, bar: Any = None,
 ) -> Path:
     """Tune an HF causal LM on one language's ``texts`` for ``steps`` steps; save it to ``out_dir``.
 
     Same loop as :func:`train` (AdamW, warmup + cosine to 10%, grad clip 1, no weight decay so
-    that untouched parameters stay put). Seeded: the same call gives the same weights.
+    that untouched parameters stay put). Seeded: the same call gives the same weights. ``bar``: a
+    progress bar to advance (default: one of its own).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -325,9 +335,10 @@ def continue_training(
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     chunks = pack_chunks(tokenizer, texts, seq_len)
     _train_loop(model, UniformMixture({"text": chunks}, batch_size, seed), steps=steps, lr=lr, warmup=warmup,
-                min_lr_ratio=0.1, weight_decay=0.0, grad_clip=1.0, bf16=False, desc=f"tune {Path(out_dir).name}")
+                min_lr_ratio=0.1, weight_decay=0.0, grad_clip=1.0, bf16=False, desc=f"tune {Path(out_dir).name}", bar=bar)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+    respect_umask(out)
     return out

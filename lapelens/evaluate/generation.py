@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from lapelens._compat import fix_bridge_kv_cache
 from lapelens._io import atomic_files
@@ -77,11 +78,13 @@ def encode_prompts(model: HookedModel, prompts: Sequence[str], max_tokens: int |
 
 
 @torch.inference_mode()
-def generate_ids(model: HookedModel, prompts: Sequence[Sequence[int]], sampling: Sampling = Sampling()) -> list[list[int]]:
+def generate_ids(model: HookedModel, prompts: Sequence[Sequence[int]], sampling: Sampling = Sampling(),
+                 on_batch: Callable[[int], Any] | None = None) -> list[list[int]]:
     """New token ids for each prompt (token ids), up to and excluding the first EOS.
 
     Prompts are left-padded into batches of ``sampling.batch_size`` (with an attention mask);
     whatever interventions are active on ``model`` apply. The global torch RNG is left as it was.
+    ``on_batch(n)`` is called after each batch of ``n`` prompts (a progress bar's ``update``).
     """
     fix_bridge_kv_cache()  # without it cached decoding ignores the context (lapelens._compat)
     _, eos, pad = _special_ids(model.tokenizer)
@@ -108,6 +111,8 @@ def generate_ids(model: HookedModel, prompts: Sequence[Sequence[int]], sampling:
             )
             for row in result[:, width:].tolist():
                 out.append(row[:row.index(eos)] if eos is not None and eos in row else row)
+            if on_batch is not None:
+                on_batch(len(group))
     return out
 
 
@@ -142,12 +147,17 @@ def continuation_nll(model: HookedModel, prompts: Sequence[Sequence[int]], conti
     return nll, count
 
 
+def _bar(total: int, desc: str, progress: bool) -> Any:
+    """One bar over every generation of an experiment (all conditions), with its total and ETA."""
+    return tqdm(total=total, desc=desc, unit="gen", disable=not progress)
+
+
 def _run(model: HookedModel, condition: Callable[[], AbstractContextManager], prompts: list[list[int]],
-         sampling: Sampling) -> tuple[list[list[int]], list[str], list[str]]:
+         sampling: Sampling, bar: Any = None) -> tuple[list[list[int]], list[str], list[str]]:
     from lapelens.langid import detect_languages
 
     with condition():
-        ids = generate_ids(model, prompts, sampling)
+        ids = generate_ids(model, prompts, sampling, on_batch=None if bar is None else bar.update)
     texts = _decode(model, ids)
     return ids, texts, detect_languages(texts)
 
@@ -240,20 +250,23 @@ def unconditional_shares(
     sampling: Sampling = Sampling(),
     experiment: str = "unconditional",
     meta: dict | None = None,
+    progress: bool = True,
 ) -> GenerationResult:
     """``n_samples`` generations from BOS alone without intervention and under each condition
     (keyed by its target language); share of outputs detected as the target, before and after."""
     if n_samples < 1:
         raise LapelensError(f"n_samples must be at least 1, got {n_samples}.")
     prompts = encode_prompts(model, [""] * n_samples)
-    _, base_texts, base_langs = _run(model, nullcontext, prompts, sampling)
+    bar = _bar(n_samples * (1 + len(conditions)), experiment, progress)
+    _, base_texts, base_langs = _run(model, nullcontext, prompts, sampling, bar)
     rows, samples = [], []
     samples += [{"condition": BEFORE, "sample": i, "text": t, "detected": d} for i, (t, d) in enumerate(zip(base_texts, base_langs))]
     for target, condition in conditions.items():
-        _, texts, langs = _run(model, condition, prompts, sampling)
+        _, texts, langs = _run(model, condition, prompts, sampling, bar)
         samples += [{"condition": target, "sample": i, "text": t, "detected": d} for i, (t, d) in enumerate(zip(texts, langs))]
         rows.append({"target": target, BEFORE: float(np.mean([l == target for l in base_langs])),
                      "after": float(np.mean([l == target for l in langs])), "n_samples": n_samples})
+    bar.close()
     summary = pd.DataFrame(rows).set_index("target")
     summary.columns.name = "share in target"
     return GenerationResult(summary, pd.DataFrame(samples),
@@ -270,6 +283,7 @@ def unconditional_steering(
     scale: float | int = 1.0,
     sampling: Sampling = Sampling(),
     deactivate_others: bool = False,
+    progress: bool = True,
 ) -> GenerationResult:
     """Generations from BOS with each target's neurons set to ``scale`` x their mean activation
     (``steer``). With ``deactivate_others`` the neurons of every other language of ``neurons``
@@ -291,7 +305,7 @@ def unconditional_steering(
     conditions = {l: (lambda l=l: condition(l)) for l in langs}
     return unconditional_shares(model, conditions, n_samples, sampling, "unconditional steering",
                                 {"method": neurons.method, "scale": scale, "deactivate_others": deactivate_others,
-                                 "neurons": {l: neurons.count(l) for l in langs}})
+                                 "neurons": {l: neurons.count(l) for l in langs}}, progress)
 
 
 def kojima_pinning(
@@ -300,6 +314,7 @@ def kojima_pinning(
     languages: Sequence[str] | None = None,
     n_samples: int = 100,
     sampling: Sampling = Sampling(),
+    progress: bool = True,
 ) -> GenerationResult:
     """Kojima et al.: each target's top-k and bottom-k AP neurons pinned to their medians."""
     langs = list(languages or ap_neurons.languages)
@@ -310,7 +325,7 @@ def kojima_pinning(
         bound.mask(lang)
     conditions = {l: (lambda l=l: bound.pin_to_median(l)) for l in langs}
     return unconditional_shares(model, conditions, n_samples, sampling, "Kojima median pinning",
-                                {"method": ap_neurons.method, "neurons": {l: ap_neurons.count(l) for l in langs}})
+                                {"method": ap_neurons.method, "neurons": {l: ap_neurons.count(l) for l in langs}}, progress)
 
 
 # ---- prompted steering (Tang et al., Tables 4 and 5) ----------------------------------------------
@@ -325,6 +340,7 @@ def prompted_steering(
     prompt_tokens: int = 32,
     scale: float | int = 1.0,
     sampling: Sampling = Sampling(),
+    progress: bool = True,
 ) -> GenerationResult:
     """For each (source, target): the share of outputs in the target language when prompting in
     the source language ``before`` any intervention, ``steered`` (target's neurons activated) and
@@ -345,10 +361,12 @@ def prompted_steering(
     if len(parallel) < 1 or n_prompts < 1:
         raise LapelensError("No prompts: the parallel corpus is empty or n_prompts < 1.")
     rows, samples = [], []
+    per_source = min(n_prompts, len(parallel))
+    bar = _bar(sum(per_source * (1 + 2 * sum(t != s for t in targets)) for s in sources), "prompted steering", progress)
     for src in sources:
         texts_in = list(parallel[src].iloc[:n_prompts])
         prompts = encode_prompts(model, texts_in, prompt_tokens)
-        _, base_texts, base_langs = _run(model, nullcontext, prompts, sampling)
+        _, base_texts, base_langs = _run(model, nullcontext, prompts, sampling, bar)
         samples += [{"source": src, "target": None, "condition": BEFORE, "prompt": p, "text": t, "detected": d}
                     for p, t, d in zip(texts_in, base_texts, base_langs)]
         for tgt in targets:
@@ -360,7 +378,7 @@ def prompted_steering(
                 "deactivated_and_steered": lambda: _both(bound.deactivate(src), bound.steer(tgt, stats, scale)),
             }
             for name, cond in conditions.items():
-                _, texts, detected = _run(model, cond, prompts, sampling)
+                _, texts, detected = _run(model, cond, prompts, sampling, bar)
                 row[name] = float(np.mean([l == tgt for l in detected]))
                 row[f"{name}_in_source"] = float(np.mean([l == src for l in detected]))
                 samples += [{"source": src, "target": tgt, "condition": name, "prompt": p, "text": t, "detected": d}
@@ -368,6 +386,7 @@ def prompted_steering(
             row["before_in_source"] = float(np.mean([l == src for l in base_langs]))
             row["n_prompts"] = len(prompts)
             rows.append(row)
+    bar.close()
     summary = pd.DataFrame(rows).set_index(["source", "target"])
     summary.columns.name = "share"
     return GenerationResult(summary, pd.DataFrame(samples), _sampling_meta(
@@ -390,6 +409,7 @@ def generation_under_deactivation(
     random_neurons: LanguageNeurons | None = None,
     prompt_tokens: int = 32,
     sampling: Sampling = Sampling.greedy(),
+    progress: bool = True,
 ) -> GenerationResult:
     """For each language: prompts in it, generated ``normal``-ly, with its neurons ``deactivated``,
     and (if given) with ``random`` neurons of the same sizes deactivated. Reports the share of
@@ -404,11 +424,12 @@ def generation_under_deactivation(
     conditions: dict[str, Callable[[str], AbstractContextManager]] = {
         "normal": lambda lang: nullcontext(), **{name: b.deactivate for name, b in bound.items()}}
     rows, samples = {}, []
+    bar = _bar(sum(len(t) for t in prompts.values()) * len(conditions), "generation under deactivation", progress)
     for lang, texts_in in prompts.items():
         ids_in = encode_prompts(model, list(texts_in), prompt_tokens)
         row = {}
         for name, make in conditions.items():
-            ids, texts, detected = _run(model, lambda: make(lang), ids_in, sampling)
+            ids, texts, detected = _run(model, lambda: make(lang), ids_in, sampling, bar)
             nll, count = continuation_nll(model, ids_in, ids)  # outside the intervention: unperturbed model
             row[(name, "share_in_language")] = float(np.mean([d == lang for d in detected]))
             row[(name, "ppl")] = float(np.exp(nll.sum() / count.sum())) if count.sum() else float("nan")
@@ -416,6 +437,7 @@ def generation_under_deactivation(
             samples += [{"language": lang, "condition": name, "prompt": p, "text": t, "detected": d, "nll": n, "tokens": int(c)}
                         for p, t, d, n, c in zip(texts_in, texts, detected, nll, count)]
         rows[lang] = row
+    bar.close()
     summary = pd.DataFrame.from_dict(rows, orient="index")
     summary.index.name = "language"
     summary.columns = pd.MultiIndex.from_tuples(summary.columns, names=["condition", "metric"])

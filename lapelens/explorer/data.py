@@ -77,8 +77,14 @@ def load_run(run_dir: str | Path) -> tuple[dict, ActivationStats, dict[str, Lang
     from lapelens.artifacts import kinds_in, load
 
     run = Path(run_dir)
-    if not (run / RUN_CONFIG).is_file() or not (run / "stats").is_dir():
-        raise LapelensError(f"{run} is not a finished `lapelens reproduce` folder (it needs {RUN_CONFIG} and stats/).")
+    if not run.is_dir():
+        raise LapelensError(f"{run} does not exist: pass the --out folder of a `lapelens reproduce` run.")
+    if not (run / "stats").is_dir():
+        raise LapelensError(f"{run} has no stats/ (the statistics, a run's first stage): pass the --out folder of a "
+                            f"`lapelens reproduce` run, or run `lapelens reproduce --out {run}` (it reuses what is there).")
+    if not (run / RUN_CONFIG).is_file():
+        raise LapelensError(f"{run} has no {RUN_CONFIG}: its `lapelens reproduce` run did not finish; re-run the same "
+                            "command to complete it (the stages already saved are reused).")
     config = json.loads((run / RUN_CONFIG).read_text())
     stats = load(run / "stats", "activation_stats")
     sets = {}

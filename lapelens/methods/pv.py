@@ -239,17 +239,22 @@ def tune_per_language(
     seq_len: int | None = None,
     batch_size: int | None = None,
     seed: int = 0,
+    progress: bool = True,
 ) -> dict[str, Path]:
     """One short continued-training run of ``base_dir`` per language (``out_dir/<lang>``), for PV.
 
     Uses ``lapelens.embedded.train.continue_training`` with the same settings and seed for every language,
     so the copies differ only by their text. Options left at None take ``continue_training``'s
-    defaults.
+    defaults. One progress bar counts the steps of every language.
     """
+    from tqdm.auto import tqdm
+
     from lapelens.embedded.train import continue_training
     out_dir = Path(out_dir)
     given = {k: v for k, v in dict(lr=lr, seq_len=seq_len, batch_size=batch_size).items() if v is not None}
-    return {
-        lang: Path(continue_training(base_dir, list(lang_texts), out_dir / lang, steps=steps, seed=seed, **given))
-        for lang, lang_texts in texts.items()
-    }
+    with tqdm(total=steps * len(texts), desc="pv tuning", unit="step", disable=not progress) as bar:
+        return {
+            lang: Path(continue_training(base_dir, list(lang_texts), out_dir / lang, steps=steps, seed=seed, bar=bar,
+                                         **given))
+            for lang, lang_texts in texts.items()
+        }
