@@ -27,7 +27,6 @@ from jaxtyping import Float, Int64
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from lapelens._version import __version__
 from lapelens.artifacts import load_folder, save_folder
 from lapelens.errors import LapelensError
 from lapelens.evaluate import similarity as _similarity
@@ -81,8 +80,17 @@ class SentenceEmbeddings:
         return bool(self.meta.get("first_token_in_mean", True))
 
     def _meta(self, **extra: Any) -> dict:
-        return {**self.meta, "languages": list(self.languages), "n_texts": self.n_texts,
-                "lapelens_version": __version__, **extra}
+        return {**self.meta, "languages": list(self.languages), "n_texts": self.n_texts, **extra}
+
+    def subset(self, languages: Sequence[str]) -> "SentenceEmbeddings":
+        """The same texts in ``languages`` only, in that order."""
+        missing = [l for l in languages if l not in self.languages]
+        if missing:
+            raise LapelensError(f"Language(s) {missing} are not in these embeddings; they have {list(self.languages)}.")
+        idx = torch.tensor([self.languages.index(l) for l in languages])
+        pick = lambda t: None if t is None else t[idx]  # noqa: E731
+        return replace(self, languages=tuple(languages), embeddings=self.embeddings[idx],
+                       **{name: pick(getattr(self, name)) for name in _OPTIONAL})
 
     # ---- the first content token ---------------------------------------------------------------
     def with_first_token(self, in_mean: bool) -> "SentenceEmbeddings":

@@ -36,7 +36,7 @@ once each language is centred on its own mean the shift is a no-op.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -127,8 +127,8 @@ def bootstrap_means(values: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     return values @ weights.T / n
 
 
-def interval(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(low, high): the 95% percentile interval over the last axis."""
+def interval(draws: np.ndarray) -> tuple[Any, Any]:
+    """(low, high): the 95% percentile interval over the last axis (arrays, or numbers for 1-d ``draws``)."""
     low, high = np.percentile(draws, [2.5, 97.5], axis=-1)
     return low, high
 

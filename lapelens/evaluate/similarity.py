@@ -186,9 +186,8 @@ def dominance(emb: "SentenceEmbeddings", measure: Measure = "standardized", vect
         r = langs.index(reference)
         others = [c for c in range(len(langs)) if c != r]
         rows, per_layer = {}, {}
-        for j, c in enumerate(COLUMNS):
-            if c not in ("gap", "retrieval"):
-                continue
+        for c in ("retrieval", "gap"):
+            j = COLUMNS.index(c)
             diff = over_draws[j, r] - over_draws[j, others].max(0)
             best = others[int(np.argmax(over[j, others]))]
             low, high = interval(diff)
@@ -248,7 +247,7 @@ def _load(path: Path, stem: str, suffixes: dict[str, int]) -> tuple[dict[str, pd
     return tables, meta, version
 
 
-def _named(table: pd.DataFrame | None, columns: str, index: str = "layer") -> pd.DataFrame | None:
+def _named(table: pd.DataFrame | None, columns: str | None, index: str = "layer") -> pd.DataFrame | None:
     if table is None:
         return None
     if index == "layer":
@@ -299,7 +298,7 @@ class SimilarityResult:
         index_cols = {"": 1, "_pairs": 3, "_neurons": 1, "_energy": 1, "_top_dims": 1, "_norms": 2, "_first_token": 1}
         t, meta, version = _load(Path(path), SES_STEM, index_cols)
         ses = _named(t[""], "measure")
-        if version < 2:  # pair columns, "mean" and a one-partner "mismatched" of the raw cosine
+        if version < 2 and "gap" not in ses:  # pair columns, "mean" and a one-partner "mismatched" of the raw cosine
             ses = ses[["mean", "mismatched"]].assign(gap=lambda s: s["mean"] - s["mismatched"])
             meta = {**meta, "measure": "raw", "mismatched_control": "one partner per text (schema 1)"}
         for name in ("_pairs", "_norms"):
@@ -357,7 +356,7 @@ class DominanceResult:
         names = ("", "_aligned", "_mismatched", "_summary", "_contrast", "_contrast_layers", "_eq6", "_eq6_unshifted",
                  "_eq6_mismatched", "_unshifted")
         t, meta, version = _load(Path(path), DOMINANCE_STEM, dict.fromkeys(names, 1))
-        if version < 2:  # Eq. 6 only: dominance.csv shifted, _unshifted, _mismatched its control
+        if version < 2 and t["_summary"] is None:  # Eq. 6 only: dominance.csv shifted, _unshifted, _mismatched its control
             if t["_unshifted"] is None:
                 raise LapelensError(f"{path} lacks {DOMINANCE_STEM}_unshifted.csv; run `lapelens ses` again.")
             return cls(None, None, None, None, None, None, {**meta, "measure": "raw"}, _named(t[""], "target"),
