@@ -329,3 +329,14 @@ def test_bad_input(tiny_dirs, parallel):
     with pytest.raises(LapelensError, match=r"shape \(lang=2, text, layer, d_model\)"):
         SentenceEmbeddings(("a", "b"), torch.zeros(3, 2, 1, 3))
     assert np.isfinite(_embeddings().similarity(n_boot=5).ses.to_numpy()).all()
+
+
+def test_cli_reads_an_indonesian_column_named_id(tiny_dirs, parallel, tmp_path):
+    """"id" is Indonesian's code: asked for as a language, the column is text, not the row index."""
+    csv = tmp_path / "parallel.csv"
+    parallel[["en", "fr"]].rename(columns={"fr": "id"}).to_csv(csv, index=False)
+    out = tmp_path / "out"
+    assert main(["ses", "--model", str(tiny_dirs["llama"]), "--parallel", str(csv), "--languages", "en,id",
+                 "--n-texts", "4", "--n-boot", "10", "--out", str(out), "--quiet"]) == 0
+    ses = SimilarityResult.load(out)
+    assert ses.meta["languages"] == ["en", "id"] and len(ses.meta["text_ids"]) == 4

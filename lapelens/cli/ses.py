@@ -20,7 +20,7 @@ from lapelens.evaluate.measures import DEFAULT_N_BOOT, MEASURES, VECTORS
 class SesConfig(ModelOptions):
     parallel: str = EMBEDDED
     """'embedded', 'flores', or a CSV file with one column per language (header: language codes; a column named
-    'id' becomes the row index)."""
+    'id' becomes the row index unless --languages names id, Indonesian)."""
     split: str = "valid"
     """Split of the parallel corpus (valid: text the embedded model was not trained on)."""
     languages: tuple[str, ...] | None = None
@@ -91,7 +91,7 @@ def _read_parallel(cfg: SesConfig, languages: list[str] | None):
                                 "per aligned text.") from None
         except pd.errors.ParserError as exc:
             raise LapelensError(f"--parallel {path} is not a readable CSV ({str(exc).splitlines()[0]}).") from None
-        if "id" in frame.columns:
+        if "id" in frame.columns and (languages is None or "id" not in languages):  # "id" is also Indonesian
             frame = frame.set_index("id")
         if len(frame.columns) < 2:
             raise LapelensError(f"--parallel {path} has {len(frame.columns)} language column(s) "
