@@ -14,7 +14,11 @@ high and content moves it little. Three measures (:data:`MEASURES`) of the cosin
 Where the means and deviations are fit (:data:`VECTORS`): ``all`` fits them on every text (the
 plain computation); ``heldout`` cuts the texts into two halves by position, fits on one half and
 transforms the other, then swaps, so that every text is transformed by statistics it did not enter
-and every measure is still taken over all n texts.
+and every measure is still taken over all n texts. The halves interleave (even and odd positions,
+:func:`halves`): aligned texts come in corpus order, and a first and second half would differ in
+topic, so each half's mean would carry a topic offset that translations share and mismatched pairs
+across halves do not (on the embedded model's 200 validation texts that inflated the standardized
+gap by 0.03-0.05 over the fit on all texts; interleaved halves agree with it within 0.001).
 
 Per ordered language pair (k, c) and text t, three *per-text scores* (:func:`text_scores`):
 
@@ -64,11 +68,10 @@ def check_measure(measure: str, vectors: str) -> None:
         raise LapelensError(f"vectors must be one of {list(VECTORS)}, got {vectors!r}.")
 
 
-def halves(n_texts: int) -> list[tuple[slice, slice]]:
-    """(fit, apply) folds: the first half (rounded up) and the second half by position, then swapped."""
-    mid = (n_texts + 1) // 2
-    first, second = slice(0, mid), slice(mid, n_texts)
-    return [(first, second), (second, first)]
+def halves(n_texts: int) -> list[tuple[Tensor, Tensor]]:
+    """(fit, apply) folds of text positions: even positions fit and odd ones are transformed, then swapped."""
+    even, odd = torch.arange(0, n_texts, 2), torch.arange(1, n_texts, 2)
+    return [(even, odd), (odd, even)]
 
 
 def transform(
@@ -79,7 +82,8 @@ def transform(
     h = h.double()
     if measure == "raw":
         return h
-    folds = halves(h.shape[1]) if vectors == "heldout" else [(slice(None), slice(None))]
+    every = torch.arange(h.shape[1])
+    folds = halves(h.shape[1]) if vectors == "heldout" else [(every, every)]
     out = torch.empty_like(h)
     for fit, apply in folds:
         mu = h[:, fit].mean(1, keepdim=True)  # each language's own mean
@@ -162,7 +166,7 @@ def dominance_matrix(
     """Mean shifted cosine (Eq. 6, raw embeddings) from every source language to every target, per layer.
 
     ``[k, c, i]`` is the mean over texts of ``cos(h_k - v_k + v_c, h_c)`` at layer i, ``v_x`` the
-    mean embedding of language x, fit on every text (``all``) or on the other half (``heldout``).
+    mean embedding of language x, fit on every text (``all``) or on the other half (``heldout``, :func:`halves`).
     ``mismatched``: ``h_c`` of the partner text (:func:`partner`) within the scored texts, so that it
     never enters ``v``; all NaN if a held-out half has a single text.
     """
@@ -170,7 +174,8 @@ def dominance_matrix(
     check_measure("raw", vectors)
     if n_texts < 2:
         raise LapelensError(f"Dominance needs at least 2 aligned texts, got {n_texts}.")
-    folds = halves(n_texts) if vectors == "heldout" else [(slice(None), slice(None))]
+    every = torch.arange(n_texts)
+    folds = halves(n_texts) if vectors == "heldout" else [(every, every)]
     total = torch.zeros(n_lang, n_lang, emb.shape[2], dtype=torch.float64)
     for fit, score in folds:
         v = emb[:, fit].double().mean(1)  # lang layer d_model
