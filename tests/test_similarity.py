@@ -285,7 +285,7 @@ def test_cli_writes_tables_figures_and_embeddings(tiny_dirs, parallel, tmp_path,
     assert raw.meta["first_token_in_mean"] is False and DominanceResult.load(raw_out).shifted is not None
 
 
-def test_cli_errors(tiny_dirs, parallel, tmp_path, capsys):
+def test_cli_errors(tiny_dirs, parallel, tmp_path, capsys, monkeypatch):
     csv = tmp_path / "parallel.csv"
     parallel.to_csv(csv)
     base = ["ses", "--model", str(tiny_dirs["llama"]), "--parallel", str(csv), "--out", str(tmp_path / "o")]
@@ -295,8 +295,11 @@ def test_cli_errors(tiny_dirs, parallel, tmp_path, capsys):
     assert "at most 5" in capsys.readouterr().err
     assert main(base + ["--n-texts", "3", "--languages", "en,xx"]) == 2
     assert "['xx'] are not in the parallel data" in capsys.readouterr().err
-    assert main(base + ["--n-texts", "3"]) == 2  # held-out standardization needs two texts per half
-    assert "needs at least 4 aligned texts, got 3" in capsys.readouterr().err
+    import lapelens.models
+
+    monkeypatch.setattr(lapelens.models, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert main(base + ["--n-texts", "3"]) == 2  # refused before the model runs
+    assert "needs at least 4 aligned texts, got 3: give more texts or --vectors all" in capsys.readouterr().err
     assert main(base + ["--n-texts", "4", "--n-boot", "0"]) == 2
     assert "--n-boot must be a positive number" in capsys.readouterr().err
     with pytest.raises(SystemExit):

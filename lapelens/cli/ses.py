@@ -108,6 +108,12 @@ def _read_parallel(cfg: SesConfig, languages: list[str] | None):
     return load_parallel(cfg.parallel, split=cfg.split, languages=languages)
 
 
+def _check_fit(cfg: SesConfig, n_texts: int) -> None:
+    if cfg.measure != "raw" and cfg.vectors == "heldout" and n_texts < 4:
+        raise LapelensError(f"--measure {cfg.measure} with --vectors heldout fits each language's mean on half of the "
+                            f"texts and needs at least 4 aligned texts, got {n_texts}: give more texts or --vectors all.")
+
+
 def _embeddings(cfg: SesConfig):
     import numpy as np
 
@@ -133,7 +139,8 @@ def _embeddings(cfg: SesConfig):
     if cfg.n_texts > len(frame):
         raise LapelensError(f"--n-texts {cfg.n_texts} is more than the {len(frame)} aligned texts of "
                             f"{cfg.parallel!r} ({cfg.split}): ask for at most {len(frame)}.")
-    # A random sample, back in corpus order: the held-out halves then fall on different documents.
+    _check_fit(cfg, cfg.n_texts)  # before the model runs
+    # A random sample, kept in corpus order.
     rows = np.sort(np.random.default_rng(cfg.seed).choice(len(frame), size=cfg.n_texts, replace=False))
     sample = frame.iloc[rows]
     return None, (sample, languages)
