@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from lapelens._version import __version__
 from lapelens.constants import (
-    DOMINANCE_META, GENERATION_META, NEURONS_META, NEURONS_TENSORS, OFFICIAL_ACTIVATION, PAPER_LANGUAGES, PARAMS_META,
+    DOMINANCE_META, EMBEDDINGS_META, EMBEDDINGS_TENSORS, GENERATION_META, NEURONS_META, NEURONS_TENSORS, OFFICIAL_ACTIVATION, PAPER_LANGUAGES, PARAMS_META,
     PARAMS_TENSORS, PERTURBATION_META, RUN_CONFIG, RUN_SUMMARY, SENTENCES_META, SENTENCES_TENSORS, SES_META, STATS_META,
     STATS_TENSORS, SWEEP_META,
 )
@@ -71,8 +71,11 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          tensors=PARAMS_TENSORS),
     Kind("sweep", SWEEP_META, "lapelens.evaluate.sweep:SweepResult", "`lapelens sweep`", contains=("perturbation",)),
     Kind("perturbation", PERTURBATION_META, "lapelens.evaluate.perplexity:PerturbationResult", "`lapelens perturb`"),
-    Kind("similarity", SES_META, "lapelens.evaluate.similarity:SimilarityResult", "`lapelens ses`"),
-    Kind("dominance", DOMINANCE_META, "lapelens.evaluate.similarity:DominanceResult", "`lapelens ses`"),
+    # similarity/dominance schema 2: measures with intervals, all-pairs control, retrieval (schema 1: raw cosine).
+    Kind("similarity", SES_META, "lapelens.evaluate.similarity:SimilarityResult", "`lapelens ses`", schema=2),
+    Kind("dominance", DOMINANCE_META, "lapelens.evaluate.similarity:DominanceResult", "`lapelens ses`", schema=2),
+    Kind("sentence_embeddings", EMBEDDINGS_META, "lapelens.evaluate.embeddings:SentenceEmbeddings",
+         "`lapelens ses --embeddings-out`", tensors=EMBEDDINGS_TENSORS),
     Kind("generation", GENERATION_META, "lapelens.evaluate.generation:GenerationResult",
          "`lapelens steer` or `lapelens generate`"),
 )}

@@ -28,6 +28,9 @@ SES_STEM: Final = "ses"
 DOMINANCE_STEM: Final = "dominance"
 SES_META: Final = f"{SES_STEM}.json"
 DOMINANCE_META: Final = f"{DOMINANCE_STEM}.json"
+#: Sentence embeddings per layer (``lapelens ses --embeddings-out``), to recompute SES without the model.
+EMBEDDINGS_TENSORS: Final = "embeddings.safetensors"
+EMBEDDINGS_META: Final = "embeddings.json"
 #: Figures ``lapelens ses`` writes beside its CSVs.
 SES_HTML: Final = f"{SES_STEM}.html"
 DOMINANCE_HTML: Final = f"{DOMINANCE_STEM}.html"

@@ -91,7 +91,7 @@ class ReproduceConfig:
     """Language whose top neurons the selection-ratio sweep deactivates; default: fr (the paper's) if among the
     languages, else the second language; 'none' skips the sweep."""
     ses_texts: int = 200
-    """Aligned texts for SES and dominance (at least 2)."""
+    """Aligned texts for SES and dominance (at least 4: the standardized measure fits on half of them)."""
     n_samples: int = 100
     """Generations from BOS per condition (unconditional steering, Kojima)."""
     n_prompts: int = 10
@@ -172,7 +172,8 @@ def validate(cfg: ReproduceConfig) -> ReproduceConfig:
                                 f"give at least {cfg.seq_len} (or a smaller --seq-len).")
     for name in ("ap_sentences", "ap_k", "pv_steps", "n_samples", "n_prompts", "max_new_tokens", "unconditional_tokens"):
         check_positive(getattr(cfg, name), flag(name))
-    check_positive(cfg.ses_texts, "--ses-texts", minimum=2)
+    # The standardized measure fits each language's mean on half of the texts: two per half at least.
+    check_positive(cfg.ses_texts, "--ses-texts", minimum=4)
     if not math.isfinite(cfg.steer_scale):
         raise LapelensError(f"--steer-scale must be a finite number, got {cfg.steer_scale}.")
     if cfg.sweep_target != "none" and cfg.sweep_target not in cfg.languages:
@@ -384,7 +385,9 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
     from lapelens.evaluate.sweep import SweepResult, selection_ratio_sweep
     from lapelens.models import load_model
     from lapelens.neurons import LanguageNeurons
-    from lapelens.evaluate.similarity import DominanceResult, SimilarityResult, sentence_embeddings
+    from lapelens.evaluate.embeddings import sentence_embeddings
+    from lapelens.evaluate.measures import DEFAULT_N_BOOT
+    from lapelens.evaluate.similarity import DominanceResult, SimilarityResult
     from lapelens.provenance import corpus_identity, model_identity, parallel_identity
     from lapelens.stats import ActivationStats
 
@@ -492,10 +495,13 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
         return emb
 
     text_inputs = {"parallel": parallel_id}
-    ses = stage("ses", {**inputs((METHODS[primary].stage,) if chosen is not None else (), ses_texts=cfg.ses_texts), **text_inputs},
-                lambda: embeddings().similarity(chosen), SimilarityResult.load, lambda r, p: r.save(p))
-    dom = stage("dominance", {**inputs(ses_texts=cfg.ses_texts), **text_inputs},
-                lambda: embeddings().dominance(), DominanceResult.load, lambda r, p: r.save(p))
+    # Standardized cosines fit held out, with bootstrap intervals (lapelens.evaluate.measures).
+    measure = dict(measure="standardized", vectors="heldout", n_boot=DEFAULT_N_BOOT, seed=cfg.seed)
+    ses = stage("ses", {**inputs((METHODS[primary].stage,) if chosen is not None else (), ses_texts=cfg.ses_texts,
+                                 **measure), **text_inputs},
+                lambda: embeddings().similarity(chosen, **measure), SimilarityResult.load, lambda r, p: r.save(p))
+    dom = stage("dominance", {**inputs(ses_texts=cfg.ses_texts, **measure), **text_inputs},
+                lambda: embeddings().dominance(**measure), DominanceResult.load, lambda r, p: r.save(p))
     _write_figure(ses.figure(), figs / "fig6_ses.html")
     _write_figure(dom.figure(), figs / "fig7_dominance.html")
 

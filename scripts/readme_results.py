@@ -116,19 +116,24 @@ def render(name: str, folder: Path) -> str:
                    + ", ".join(f"{METHOD_NAMES.get(m, m).split(' ')[0]} {v:.2f}" for m, v in agree.items()) + ".")
 
     ses = _csv(folder, "ses.csv", index_col=0)
-    if "mismatched" in ses.columns:
+    if "retrieval" in ses.columns:  # a run with the standardized measure (similarity schema 2)
+        out.append(_ses_sentence(ses, "SES (Fig. 6)"))
+        if (folder / "dominance_contrast.csv").is_file():
+            out.append(_dominance_sentence(_csv(folder, "dominance_summary.csv", index_col=0),
+                                           _csv(folder, "dominance_contrast.csv", index_col=0)))
+    elif "mismatched" in ses.columns:
         gap = ses["mean"] - ses["mismatched"]
         best = int(gap.idxmax())
         out.append(f"SES (Fig. 6): aligned minus mismatched-text control is largest at layer {best} "
                    f"({ses.loc[best, 'mean']:.2f} vs {ses.loc[best, 'mismatched']:.2f}); at the first layer "
                    f"{ses['mean'].iloc[0]:.2f} vs {ses['mismatched'].iloc[0]:.2f}, at the last {ses['mean'].iloc[-1]:.2f} vs "
                    f"{ses['mismatched'].iloc[-1]:.2f}.")
-    dom = _csv(folder, "dominance.csv", index_col=0)
-    if (folder / "dominance_mismatched.csv").is_file():
-        ctrl = _csv(folder, "dominance_mismatched.csv", index_col=0)
-        gain = (dom - ctrl).mean().sort_values(ascending=False)
-        out.append("Dominance (Fig. 7, Eq. 6): mean over layers of shifted SES minus the mismatched control, per target: "
-                   + ", ".join(f"{l} {v:.3f}" for l, v in gain.items()) + ".")
+        dom = _csv(folder, "dominance.csv", index_col=0)
+        if (folder / "dominance_mismatched.csv").is_file():
+            ctrl = _csv(folder, "dominance_mismatched.csv", index_col=0)
+            gain = (dom - ctrl).mean().sort_values(ascending=False)
+            out.append("Dominance (Fig. 7, Eq. 6): mean over layers of shifted SES minus the mismatched control, per target: "
+                       + ", ".join(f"{l} {v:.3f}" for l, v in gain.items()) + ".")
 
     unc = _csv(folder, "steer_unconditional.csv", index_col=0)
     koj = _csv(folder, "kojima.csv", index_col=0) if (folder / "kojima.csv").is_file() else None
@@ -153,6 +158,27 @@ def render(name: str, folder: Path) -> str:
 
 
 # ---- the embedded model ------------------------------------------------------------------------
+def _ses_sentence(ses: pd.DataFrame, label: str) -> str:
+    """SES of the standardized measure (ses.csv, similarity schema 2): where aligned - mismatched peaks."""
+    best = int(ses["gap"].idxmax())
+    row, first, last = ses.loc[best], ses.iloc[0], ses.iloc[-1]
+    return (f"{label}, standardized cosines: aligned minus mismatched texts is largest at layer {best} of "
+            f"0–{len(ses) - 1}, {row['gap']:.2f} [{row['gap_low']:.2f}, {row['gap_high']:.2f}] (first layer "
+            f"{first['gap']:.2f}, last {last['gap']:.2f}); top-1 retrieval of the translation there "
+            f"{row['retrieval']:.2f} (first {first['retrieval']:.2f}, last {last['retrieval']:.2f}).")
+
+
+def _dominance_sentence(summary: pd.DataFrame, contrast: pd.DataFrame) -> str:
+    """Dominance as retrieval into each target (dominance_summary.csv, dominance_contrast.csv)."""
+    c = contrast.loc["retrieval"]
+    order = summary["retrieval"].sort_values(ascending=False)
+    return ("Dominance (Fig. 7): retrieval into each target, mean over sources and layers: "
+            + ", ".join(f"{l} {v:.2f}" for l, v in order.items())
+            + f"; {c['reference']} minus the best other target ({c['best_other']}) {c['value']:+.3f} "
+            f"[{c['low']:+.3f}, {c['high']:+.3f}], {c['reference']} best at {int(c['layers_on_top'])} of "
+            f"{int(c['n_layers'])} layers.")
+
+
 def _figure_traces(path: Path) -> dict[str, dict]:
     """The traces of a plotly HTML figure written by the run, by name (heatmaps by type), with
     plotly's packed arrays (``{"dtype", "bdata", "shape"}``) decoded."""
@@ -278,6 +304,12 @@ def render_embedded(folder: Path) -> str:
                "under the unperturbed model:\n\n"
                + _deactivated_generation_table(dg, langs))
 
+    if (folder / "ses.csv").is_file() and "retrieval" in _csv(folder, "ses.csv", index_col=0).columns:
+        out.append(_ses_sentence(_csv(folder, "ses.csv", index_col=0), "**SES (Fig. 6; `fig6_ses.html`):**"))
+        if (folder / "dominance_contrast.csv").is_file():
+            out.append(_dominance_sentence(_csv(folder, "dominance_summary.csv", index_col=0),
+                                           _csv(folder, "dominance_contrast.csv", index_col=0)))
+        return "\n\n".join(out)
     ses = _figure_traces(folder / "fig6_ses.html")
     mean = pd.Series(ses["mean"]["y"], index=ses["mean"]["x"])
     control = pd.Series(ses["mean, mismatched texts (control)"]["y"], index=ses["mean, mismatched texts (control)"]["x"])

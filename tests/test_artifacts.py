@@ -16,6 +16,7 @@ import lapelens
 from lapelens.artifacts import KINDS, kinds_in
 from lapelens.cli import main
 from lapelens.errors import LapelensError
+from lapelens.evaluate.embeddings import SentenceEmbeddings
 from lapelens.evaluate.perplexity import PerturbationResult
 from lapelens.methods.pv import ParameterMask
 from lapelens.neurons import LanguageNeurons
@@ -51,6 +52,9 @@ def make_results() -> dict[str, object]:
         "sweep": run.sweep,
         "similarity": run.ses,
         "dominance": run.dominance,
+        "sentence_embeddings": SentenceEmbeddings(LANGS, torch.rand(3, 4, 2, 5, generator=g), {"model": "toy"},
+                                                  torch.rand(3, 4, 2, 5, generator=g), torch.tensor([[1, 2, 3, 4]] * 3),
+                                                  torch.rand(3, 2, generator=g), torch.rand(3, 2, generator=g)),
         "generation": run.generations["steer_prompted"],
     }
 
@@ -226,7 +230,7 @@ def test_unknown_and_ambiguous_paths(saved, tmp_path):
     saved["dominance"][0].save(both)
     with pytest.raises(LapelensError, match="several results"):
         lapelens.load(both)
-    assert lapelens.load(both, "dominance").shifted.equals(lapelens.load(both / "dominance.json").shifted)
+    assert lapelens.load(both, "dominance").retrieval.equals(lapelens.load(both / "dominance.json").retrieval)
 
 
 def test_summary_pair_keys_in_both_forms(tmp_path):

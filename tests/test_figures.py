@@ -26,7 +26,7 @@ from lapelens.figures import RunResults, figures_of, find_browser, run_figures, 
 from lapelens.figures import export
 from lapelens.figures.style import model_label
 from lapelens.neurons import LanguageNeurons
-from lapelens.evaluate.similarity import DominanceResult, SimilarityResult
+from lapelens.evaluate.embeddings import SentenceEmbeddings
 
 BROWSER = find_browser()
 needs_browser = pytest.mark.skipif(BROWSER is None, reason="PNG/SVG export and the browser tests need Chromium: "
@@ -58,13 +58,8 @@ def fake_run() -> RunResults:
     ratios = (0.0, 0.01, 0.02)
     sweep = SweepResult("fr", ratios, (0, 5, 10), (False, False, True),
                         fake_perturbation("lape", 9, rows=tuple(_label(r) for r in ratios)), {"method": "lape"})
-    pairs = ["en-zh", "en-fr", "zh-fr"]
-    ses = pd.DataFrame(np.linspace(0.1, 0.9, LAYERS * 3).reshape(LAYERS, 3), columns=pairs)
-    ses["mean"], ses["mismatched"] = ses.mean(axis=1), ses.mean(axis=1) / 3
-    ses.index, ses.columns = pd.RangeIndex(LAYERS, name="layer"), pd.Index(ses.columns, name="pair")
-    per_layer = lape.per_layer()
-    table = lambda k: pd.DataFrame(np.arange(LAYERS * 3).reshape(LAYERS, 3) / (7.0 + k), index=pd.RangeIndex(LAYERS, name="layer"),  # noqa: E731
-                                   columns=pd.Index(LANGS, name="target"))
+    emb = SentenceEmbeddings(LANGS, 3 + torch.randn(len(LANGS), 6, LAYERS, 5, generator=gen),
+                             {"model": "/x/lapelens/data/model"})
     target = pd.Index(LANGS, name="target")
     thirds = [1 / 3, 2 / 3, 1.0]
     samples = pd.DataFrame({"target": list(LANGS), "text": ["a", "b", "c"]})
@@ -84,8 +79,7 @@ def fake_run() -> RunResults:
         [["normal", "share_in_language"], ["deactivated", "share_in_language"]])  # lists, as JSON gives them back
     return RunResults(
         lape=lape, perturbations={m: fake_perturbation(m, k) for k, m in enumerate(METHODS)}, sweep=sweep,
-        ses=SimilarityResult(ses, {"model": "/x/lapelens/data/model", "n_texts": 6}, per_layer),
-        dominance=DominanceResult(table(0), table(1), {"vectors": "heldout", "model": "tiny"}, table(2)),
+        ses=emb.similarity(lape, n_boot=20), dominance=emb.dominance(n_boot=20),
         generations={"steer_unconditional": uncond("unconditional steering"), "steer_prompted": prompted,
                      "deactivated_generation": deact, "kojima": uncond("Kojima median pinning")})
 
@@ -340,5 +334,5 @@ def test_titles_name_the_model_briefly():
     assert model_label("/root/.cache/lapelens/smollm2-135m") == "smollm2-135m"
     assert model_label("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"
     run = fake_run()
-    assert "— embedded (6 texts)" in run.ses.figure().layout.title.text
+    assert "— embedded (6 texts;" in run.ses.figure().layout.title.text
     assert "/" not in run.lape.figure().layout.title.text

@@ -84,7 +84,7 @@ def test_reproduce_runs_it(registered, tiny_dirs, tmp_path, monkeypatch):
     out = tmp_path / "run"
     argv = ["reproduce", "--out", str(out), "--model", str(tiny_dirs["llama"]), "--languages", "en,zh,fr",
             "--methods", f"lape,{NAME}", "--seq-len", "16", "--tokens-per-language", "256",
-            "--eval-tokens-per-language", "32", "--top-rate", "0.1", "--ses-texts", "2", "--n-samples", "1",
+            "--eval-tokens-per-language", "32", "--top-rate", "0.1", "--ses-texts", "4", "--n-samples", "1",
             "--n-prompts", "1", "--max-new-tokens", "2", "--unconditional-tokens", "2", "--sweep-target", "none"]
     assert main(argv) == 0
     record = json.loads((out / f"neurons_{NAME}" / "stage.json").read_text())

@@ -39,7 +39,7 @@ def corpus(tmp_path):
 def argv(model, corpus, out, *extra):
     return ["reproduce", "--model", str(model), "--corpus", str(corpus), "--languages", "en,zh,fr", "--methods", "lape",
             "--seq-len", "16", "--tokens-per-language", "320", "--eval-tokens-per-language", "32", "--top-rate", "0.1",
-            "--ses-texts", "2", "--n-samples", "1", "--n-prompts", "1", "--max-new-tokens", "2",
+            "--ses-texts", "4", "--n-samples", "1", "--n-prompts", "1", "--max-new-tokens", "2",
             "--unconditional-tokens", "2", "--sweep-target", "none", "--out", str(out), *extra]
 
 

@@ -26,7 +26,7 @@ TIMING_KEYS = ("seconds", "tokens_per_second")
 
 def tiny_config(out, model, **overrides):
     settings = dict(model=str(model), languages=("en", "zh", "fr"), methods=("lape", "lap", "random"), seq_len=16,
-                    tokens_per_language=256, eval_tokens_per_language=32, top_rate=0.1, ses_texts=2, n_samples=1,
+                    tokens_per_language=256, eval_tokens_per_language=32, top_rate=0.1, ses_texts=4, n_samples=1,
                     n_prompts=1, max_new_tokens=2, unconditional_tokens=2, sweep_target="fr")
     return ReproduceConfig(out=str(out), **{**settings, **overrides})
 

@@ -1,19 +1,20 @@
-"""Sentence embeddings against HF-module hooks; SES and dominance arithmetic against hand-computed numbers."""
+"""Sentence embeddings against a plain Hugging Face forward (hidden_states[i + 1]); the results' files,
+figures and the `lapelens ses` command."""
 
-import math
+import json
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
 import torch
 
-from lapelens import LanguageNeurons, LapelensError, load_model
+from lapelens import LanguageNeurons, LapelensError, load, load_model
 from lapelens.cli import main
-from lapelens.evaluate.similarity import (
-    DominanceResult, SentenceEmbeddings, SimilarityResult, dominance_matrix, mean_over_sources, pair_similarity,
-    partner, sentence_embeddings, ses_matrix, shifted_similarity,
-)
-from tiny import TEXTS
+from lapelens.evaluate.embeddings import SentenceEmbeddings, sentence_embeddings
+from lapelens.evaluate.similarity import DominanceResult, SimilarityResult
+from lapelens.models import embedded_model_dir
+from tiny import ARCHS, TEXTS
 
 N_ROWS = 5
 
@@ -27,48 +28,81 @@ def parallel():
     return frame
 
 
-# ---- an independent reference: plain forward hooks on the HF decoder layers -------------------
-def _hf_reference(folder, arch, tokenizer, frame):
-    """[lang, text, layer, d_model]: mean over the text's tokens (BOS excluded) of each decoder layer's output,
-    every text run alone (no padding)."""
-    from transformers import AutoModelForCausalLM
+# ---- an independent reference: a plain HF forward, no lapelens hooks --------------------------------
+def hf_hidden_states(folder, frame):
+    """Per language and text, ``hidden_states[1:]`` ([layer, pos, d_model]) of the text run alone as [sep] + tokens."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    hf = AutoModelForCausalLM.from_pretrained(folder).eval()
-    layers = hf.transformer.h if arch == "gpt2" else hf.model.layers
-    outs = {}
-    handles = [layer.register_forward_hook(lambda mod, args, out, i=i: outs.__setitem__(i, out[0] if isinstance(out, tuple) else out))
-               for i, layer in enumerate(layers)]
-    try:
-        result = []
-        for lang in frame.columns:
-            per_text = []
-            for text in frame[lang]:
-                ids = [tokenizer.bos_token_id] + tokenizer(text, add_special_tokens=False)["input_ids"]
-                with torch.no_grad():
-                    hf(torch.tensor([ids]), use_cache=False)
-                per_text.append(torch.stack([outs[i][0, 1:].mean(0) for i in range(len(layers))]))
-            result.append(torch.stack(per_text))
-        return torch.stack(result)
-    finally:
-        for h in handles:
-            h.remove()
+    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+    sep = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    out = {}
+    for lang in frame.columns:
+        out[lang] = []
+        for text in frame[lang]:
+            ids = [sep] + tok(text, add_special_tokens=False)["input_ids"]
+            with torch.no_grad():
+                states = hf(torch.tensor([ids]), output_hidden_states=True, use_cache=False).hidden_states
+            out[lang].append(torch.stack(states[1:])[:, 0])
+    return out
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2"])
-def test_embeddings_equal_hf_hooks(tiny_dirs, parallel, arch):
+def check_against_hf(emb, states, languages, atol):
+    for k, lang in enumerate(languages):
+        norms = []
+        for t, h in enumerate(states[lang]):  # h: layer pos d_model
+            torch.testing.assert_close(emb.embeddings[k, t], h[:, 1:].mean(1), atol=atol, rtol=1e-4)
+            torch.testing.assert_close(emb.first_token[k, t], h[:, 1], atol=atol, rtol=1e-4)
+            assert emb.n_tokens[k, t] == h.shape[1] - 1
+            norms.append(h.norm(dim=-1))
+        torch.testing.assert_close(emb.separator_norm[k], torch.stack([n[:, 0] for n in norms]).mean(0),
+                                   atol=atol, rtol=1e-4)
+        torch.testing.assert_close(emb.token_norm_median[k], torch.cat([n[:, 1:] for n in norms], 1).median(1).values,
+                                   atol=atol, rtol=1e-4)
+        dropped = emb.drop_first_token()
+        for t, h in enumerate(states[lang]):
+            if h.shape[1] > 2:
+                torch.testing.assert_close(dropped.embeddings[k, t], h[:, 2:].mean(1), atol=atol, rtol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_embeddings_equal_hf_hidden_states(tiny_dirs, parallel, arch):
+    """At every layer i the mean over content tokens of HF's hidden_states[i + 1]: the last one is after the
+    final norm, for every architecture."""
     model = load_model(tiny_dirs[arch])
     lengths = [len(model.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in parallel["en"]]
     assert len(set(lengths[:3])) > 1  # the first batch of 3 is padded
     emb = sentence_embeddings(model, parallel, batch_size=3, progress=False)
-    ref = _hf_reference(tiny_dirs[arch], arch, model.tokenizer, parallel)
-    assert emb.languages == tuple(parallel.columns)
     assert emb.embeddings.shape == (len(parallel.columns), N_ROWS, model.cfg.n_layers, model.cfg.d_model)
-    torch.testing.assert_close(emb.embeddings, ref, atol=1e-5, rtol=1e-5)
-    # Batched with padding == one text at a time.
+    check_against_hf(emb, hf_hidden_states(tiny_dirs[arch], parallel), list(parallel.columns), atol=1e-5)
+    assert emb.meta["separator_in_mean"] is False and emb.meta["first_token_in_mean"] is True
+    assert emb.meta["n_truncated"] == 0 and emb.meta["text_ids"] == list(parallel.index)
+
+
+def test_embedded_model_equals_hf_hidden_states():
+    model = load_model("embedded")
+    from lapelens import load_parallel
+
+    frame = load_parallel("embedded", split="valid").head(5)
+    emb = sentence_embeddings(model, frame, batch_size=2, progress=False)
+    check_against_hf(emb, hf_hidden_states(embedded_model_dir(), frame), list(frame.columns), atol=1e-4)
+
+
+def test_first_token_option_and_batching(tiny_dirs, parallel):
+    model = load_model(tiny_dirs["llama"])
+    emb = sentence_embeddings(model, parallel, batch_size=3, progress=False)
     single = sentence_embeddings(model, parallel, batch_size=1, progress=False)
     torch.testing.assert_close(emb.embeddings, single.embeddings, atol=1e-5, rtol=1e-5)
-    assert emb.meta["separator_in_mean"] is False and emb.meta["n_truncated"] == 0
-    assert emb.meta["text_ids"] == list(parallel.index)
+    out = sentence_embeddings(model, parallel, batch_size=2, progress=False, first_token=False)
+    assert out.meta["first_token_in_mean"] is False and not out.first_token_in_mean
+    torch.testing.assert_close(out.embeddings, emb.drop_first_token().embeddings, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.with_first_token(True).embeddings, emb.embeddings, atol=1e-5, rtol=1e-5)
+    # A one-token text keeps its token (nothing else to average).
+    one = SentenceEmbeddings(("a", "b"), torch.ones(2, 2, 1, 3), {}, torch.zeros(2, 2, 1, 3),
+                             torch.tensor([[1, 2], [1, 2]]))
+    dropped = one.drop_first_token()
+    assert dropped.embeddings[:, 0].eq(1).all() and dropped.embeddings[:, 1].eq(2).all()
+    assert dropped.meta["n_single_token"] == 2
 
 
 def test_truncation_and_language_subset(tiny_dirs, parallel):
@@ -77,138 +111,30 @@ def test_truncation_and_language_subset(tiny_dirs, parallel):
     assert emb.languages == ("zh", "en")
     lengths = [len(model.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in parallel["en"]]
     assert emb.meta["max_tokens"] == 4 and emb.meta["n_truncated"] >= sum(n > 4 for n in lengths) > 0
-    # Truncation = embedding the first 4 tokens' text: compare one English text with the full run on its prefix.
     ids = model.tokenizer(parallel["en"].iloc[-1], add_special_tokens=False)["input_ids"][:4]
     prefix = model.tokenizer.decode(ids)
     assert model.tokenizer(prefix, add_special_tokens=False)["input_ids"] == ids
-    short = pd.DataFrame({"en": [prefix, prefix], "zh": ["x", "y"]})
-    ref = sentence_embeddings(model, short, progress=False)
+    ref = sentence_embeddings(model, pd.DataFrame({"en": [prefix, prefix], "zh": ["x", "y"]}), progress=False)
     torch.testing.assert_close(emb.embeddings[1, -1], ref.embeddings[0, 0], atol=1e-5, rtol=1e-5)
+    sub = emb.subset(["en"] * 1 + ["zh"])
+    assert sub.languages == ("en", "zh") and torch.equal(sub.embeddings[0], emb.embeddings[1])
+    assert torch.equal(sub.first_token[1], emb.first_token[0])
 
 
-def test_identical_texts_have_ses_one(tiny_dirs, parallel):
+def test_identical_texts_align_perfectly(tiny_dirs, parallel):
     model = load_model(tiny_dirs["gpt2"])
     frame = pd.DataFrame({"en": parallel["en"], "copy": parallel["en"], "fr": parallel["fr"]})
     emb = sentence_embeddings(model, frame, batch_size=2, progress=False)
-    ses = emb.similarity().ses
-    assert list(ses.columns) == ["en-copy", "en-fr", "copy-fr", "mean", "mismatched"]
-    assert ses["en-copy"].tolist() == pytest.approx([1.0] * model.cfg.n_layers, abs=1e-6)
-    assert ses["en-fr"].tolist() == pytest.approx(ses["copy-fr"].tolist(), abs=1e-6)
-    assert (ses["en-fr"] < 0.999).all()
-    assert ses["mean"].tolist() == pytest.approx(ses[["en-copy", "en-fr", "copy-fr"]].mean(axis=1).tolist())
-    # Identical embeddings: shifting one onto the other is exact, so the pair's cosine is 1 under both v's.
-    for vectors in ("heldout", "all"):
-        m = dominance_matrix(emb.embeddings, vectors)
-        assert m[0, 1].tolist() == pytest.approx([1.0] * model.cfg.n_layers, abs=1e-6)
-        assert m[1, 0].tolist() == pytest.approx([1.0] * model.cfg.n_layers, abs=1e-6)
+    pairs = emb.similarity(n_boot=10).pairs
+    for measure in ("raw", "centered", "standardized"):
+        pairs = emb.similarity(measure=measure, vectors="all", n_boot=10).pairs
+        copy = pairs.xs(("en", "copy"), level=("source", "target"))
+        assert copy["mean"].tolist() == pytest.approx([1.0] * model.cfg.n_layers)
+        assert copy["retrieval"].tolist() == [1.0] * model.cfg.n_layers
+        assert (pairs.xs(("en", "fr"), level=("source", "target"))["mean"] < 0.999).all()
 
 
-# ---- the arithmetic, by hand -------------------------------------------------------------------
-# Two languages, two texts, one layer, d_model 2.
-H0 = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])
-H1 = torch.tensor([[[1.0, 1.0]], [[1.0, -1.0]]])
-EMB = torch.stack([H0, H1])  # lang text layer d_model
-
-
-def test_ses_golden():
-    # cos([1,0],[1,1]) = 1/sqrt2, cos([0,1],[1,-1]) = -1/sqrt2 -> mean 0
-    assert pair_similarity(H0, H1).tolist() == pytest.approx([0.0], abs=1e-12)
-    a = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])
-    b = torch.tensor([[[1.0, 1.0]], [[0.0, 3.0]]])
-    assert pair_similarity(a, b).tolist() == pytest.approx([(1 / math.sqrt(2) + 1) / 2])
-    m = ses_matrix(torch.stack([a, b, H1]))
-    assert m.shape == (3, 3, 1)
-    assert m[0, 1, 0].item() == pytest.approx((1 / math.sqrt(2) + 1) / 2)
-    assert m[1, 0, 0].item() == m[0, 1, 0].item()
-    # b vs H1: cos([1,1],[1,1]) = 1, cos([0,3],[1,-1]) = -1/sqrt2
-    assert m[1, 2, 0].item() == pytest.approx((1 - 1 / math.sqrt(2)) / 2)
-    assert torch.diagonal(m[:, :, 0]).tolist() == pytest.approx([1.0] * 3)
-    # Control: text t against text partner(t) = 1 - t. a vs b: cos([1,0],[0,3]) = 0, cos([0,1],[1,1]) = 1/sqrt2.
-    c = ses_matrix(torch.stack([a, b]), mismatched=True)
-    assert c[0, 1, 0].item() == pytest.approx(1 / (2 * math.sqrt(2)))
-    # b vs a: cos([1,1],[0,1]) = 1/sqrt2, cos([0,3],[1,0]) = 0; a vs a: cos([1,0],[0,1]) = 0.
-    assert c[1, 0, 0].item() == pytest.approx(1 / (2 * math.sqrt(2)))
-    assert c[0, 0, 0].item() == pytest.approx(0.0, abs=1e-12)
-    result = SentenceEmbeddings(("a", "b"), torch.stack([a, b])).similarity()
-    assert result.ses.loc[0, "mismatched"] == pytest.approx(1 / (2 * math.sqrt(2)))
-
-
-def test_partner_never_pairs_a_text_with_itself():
-    for n in range(2, 9):
-        p = partner(n)
-        assert sorted(p.tolist()) == list(range(n)) and (p != torch.arange(n)).all()
-    assert partner(6).tolist() == [3, 4, 5, 0, 1, 2]
-
-
-def test_dominance_golden_all_vectors():
-    # v0 = [.5,.5], v1 = [1,0].
-    # 0 -> 1: text0 [1.5,-.5] vs [1,1]: 1/sqrt5; text1 [.5,.5] vs [1,-1]: 0.
-    # 1 -> 0: text0 [.5,1.5] vs [1,0]: 1/sqrt10; text1 [.5,-.5] vs [0,1]: -1/sqrt2.
-    m = dominance_matrix(EMB, "all")
-    assert m[0, 1, 0].item() == pytest.approx(1 / (2 * math.sqrt(5)))
-    assert m[1, 0, 0].item() == pytest.approx((1 / math.sqrt(10) - 1 / math.sqrt(2)) / 2)
-    assert m[0, 0, 0].item() == pytest.approx(1.0) and m[1, 1, 0].item() == pytest.approx(1.0)
-    result = SentenceEmbeddings(("a", "b"), EMB).dominance("all")
-    assert result.shifted.loc[0, "b"] == pytest.approx(1 / (2 * math.sqrt(5)))
-    assert result.shifted.loc[0, "a"] == pytest.approx((1 / math.sqrt(10) - 1 / math.sqrt(2)) / 2)
-    assert result.unshifted.loc[0].tolist() == pytest.approx([0.0, 0.0], abs=1e-12)
-    # Control, target text swapped: 0 -> 1: [1.5,-.5] vs [1,-1]: 2/sqrt5; [.5,.5] vs [1,1]: 1.
-    # 1 -> 0: [.5,1.5] vs [0,1]: 3/sqrt10; [.5,-.5] vs [1,0]: 1/sqrt2.
-    control = dominance_matrix(EMB, "all", mismatched=True)
-    assert control[0, 1, 0].item() == pytest.approx((2 / math.sqrt(5) + 1) / 2)
-    assert control[1, 0, 0].item() == pytest.approx((3 / math.sqrt(10) + 1 / math.sqrt(2)) / 2)
-    assert result.mismatched.loc[0, "b"] == pytest.approx((2 / math.sqrt(5) + 1) / 2)
-
-
-def test_dominance_golden_heldout_vectors():
-    # Fold 1: v from text0 (v0 = [1,0], v1 = [1,1]), scored on text1:
-    #   0 -> 1: [0,1]-[1,0]+[1,1] = [0,2] vs [1,-1]: -1/sqrt2;  1 -> 0: [1,-2] vs [0,1]: -2/sqrt5.
-    # Fold 2: v from text1 (v0 = [0,1], v1 = [1,-1]), scored on text0:
-    #   0 -> 1: [2,-2] vs [1,1]: 0;  1 -> 0: [0,3] vs [1,0]: 0.
-    m = dominance_matrix(EMB, "heldout")
-    assert m[0, 1, 0].item() == pytest.approx(-1 / (2 * math.sqrt(2)))
-    assert m[1, 0, 0].item() == pytest.approx(-1 / math.sqrt(5))
-    # Halves of one text have no other text to mismatch with: the control is undefined.
-    assert dominance_matrix(EMB, "heldout", mismatched=True).isnan().all()
-
-
-@pytest.mark.parametrize("mismatched", [False, True])
-def test_heldout_weighs_every_text_once_with_odd_counts(mismatched):
-    torch.manual_seed(0)
-    emb = torch.randn(3, 5, 2, 4)
-    got = dominance_matrix(emb, "heldout", mismatched=mismatched)
-    halves = [[0, 1, 2], [3, 4]]  # first half rounds up
-    # Control partners, within the scored half: shift by half its size (3 -> 1, 2 -> 1).
-    partners = {0: 1, 1: 2, 2: 0, 3: 4, 4: 3}
-    expected = torch.zeros(3, 3, 2, dtype=torch.float64)
-    for t in range(5):
-        other = halves[1] if t in halves[0] else halves[0]
-        v = emb[:, other].double().mean(1)
-        u = partners[t] if mismatched else t
-        for k in range(3):
-            for c in range(3):
-                h = emb[k, t].double() - v[k] + v[c]
-                expected[k, c] += torch.nn.functional.cosine_similarity(h, emb[c, u].double(), dim=-1) / 5
-    torch.testing.assert_close(got, expected)
-
-
-def test_shift_to_own_language_is_plain_ses():
-    torch.manual_seed(1)
-    h_k, h_c, v = torch.randn(4, 3, 6), torch.randn(4, 3, 6), torch.randn(3, 6)
-    # c == k: the shift cancels (v_c = v_k), leaving the plain SES of h_k vs h_c.
-    torch.testing.assert_close(shifted_similarity(h_k, h_c, v, v), pair_similarity(h_k, h_c))
-    torch.testing.assert_close(shifted_similarity(h_k, h_k, v, v), torch.ones(3, dtype=torch.float64))
-    for vectors in ("heldout", "all"):
-        m = dominance_matrix(torch.stack([h_k, h_c]), vectors)
-        torch.testing.assert_close(torch.diagonal(m, dim1=0, dim2=1), torch.ones(3, 2, dtype=torch.float64))
-
-
-def test_mean_over_sources_skips_the_target():
-    m = torch.tensor([[10.0 * k + c for c in range(3)] for k in range(3)])[:, :, None]
-    assert mean_over_sources(m)[:, 0].tolist() == pytest.approx([15.0, 11.0, 7.0])
-
-
-# ---- results: save/load and figures -------------------------------------------------------------
+# ---- results: files ---------------------------------------------------------------------------------
 def _neurons(n_layers, languages=("a", "b")):
     mask = torch.zeros(len(languages), n_layers, 8, dtype=torch.bool)
     mask[0, 0, :3] = True
@@ -216,42 +142,70 @@ def _neurons(n_layers, languages=("a", "b")):
     return LanguageNeurons(languages, mask, method="lape", meta={"model": "m"})
 
 
-def test_results_round_trip_and_figures(tmp_path):
-    torch.manual_seed(2)
-    emb = SentenceEmbeddings(("en", "zh", "ja"), torch.randn(3, 4, 2, 5), meta={"model": "m"})
-    ses = emb.similarity(_neurons(2))
-    assert ses.ses.index.name == "layer" and ses.ses.columns.name == "pair"
-    assert list(ses.ses.columns) == ["en-zh", "en-ja", "zh-ja", "mean", "mismatched"]
-    assert ses.ses.loc[1, "en-ja"] == pytest.approx(pair_similarity(emb.embeddings[0], emb.embeddings[2])[1].item())
-    assert ses.meta["n_texts"] == 4 and ses.meta["languages"] == ["en", "zh", "ja"] and "lapelens_version" in ses.meta
-    assert ses.neurons_per_layer.loc[0, "a"] == 3 and ses.neurons_per_layer.loc[1, "b"] == 2
-    dom = emb.dominance()
-    assert dom.meta["vectors"] == "heldout"
+def _embeddings(n_texts=6, n_layers=3, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    emb = 5 + torch.randn(3, n_texts, n_layers, 5, generator=g)
+    first = 30 + torch.randn(3, n_texts, n_layers, 5, generator=g)
+    return SentenceEmbeddings(("en", "zh", "ja"), emb, {"model": "m", "n_truncated": 0}, first,
+                              torch.randint(1, 6, (3, n_texts), generator=g), 50 + torch.rand(3, n_layers, generator=g),
+                              8 + torch.rand(3, n_layers, generator=g))
+
+
+def test_results_round_trip(tmp_path):
+    emb = _embeddings()
+    ses = emb.similarity(_neurons(3), n_boot=30)
+    assert list(ses.ses.columns[:4]) == ["mean", "mismatched", "gap", "retrieval"]
+    assert ses.meta["measure"] == "standardized" and ses.meta["vectors"] == "heldout" and ses.meta["chance"] == 1 / 6
+    assert ses.neurons_per_layer.loc[0, "a"] == 3 and ses.neurons_per_layer.loc[2, "b"] == 2
+    assert list(ses.norms.index.names) == ["language", "layer"] and len(ses.norms) == 9
+    # The first content tokens here are far larger than the median token: all are sinks.
+    assert (ses.norms["first_token_sinks"] == 1.0).all()
+    assert ses.first_token["gap_first_in"].tolist() == pytest.approx(ses.ses["gap"].tolist())
+    out = emb.drop_first_token().similarity(n_boot=30)
+    assert out.first_token["gap_first_out"].tolist() == pytest.approx(out.ses["gap"].tolist())
+    assert out.first_token["gap_first_in"].tolist() == pytest.approx(ses.ses["gap"].tolist(), rel=1e-5)  # float32 round trip
+    dom = emb.dominance(n_boot=30)
     ses.save(tmp_path)
     dom.save(tmp_path)
     ses2, dom2 = SimilarityResult.load(tmp_path), DominanceResult.load(tmp_path)
-    pd.testing.assert_frame_equal(ses2.ses, ses.ses)
+    for a, b in [(ses.ses, ses2.ses), (ses.pairs, ses2.pairs), (ses.energy, ses2.energy), (ses.norms, ses2.norms),
+                 (ses.top_dimensions, ses2.top_dimensions), (ses.first_token, ses2.first_token)]:
+        pd.testing.assert_frame_equal(a, b, check_dtype=False, check_names=False)
     pd.testing.assert_frame_equal(ses2.neurons_per_layer, ses.neurons_per_layer, check_dtype=False)
-    pd.testing.assert_frame_equal(dom2.shifted, dom.shifted)
-    pd.testing.assert_frame_equal(dom2.unshifted, dom.unshifted)
-    pd.testing.assert_frame_equal(dom2.mismatched, dom.mismatched)
-    assert ses2.meta == ses.meta and dom2.meta == dom.meta
+    for name in ("retrieval", "aligned", "mismatched", "summary", "contrast", "contrast_layers"):
+        pd.testing.assert_frame_equal(getattr(dom, name), getattr(dom2, name), check_dtype=False, check_names=False)
+    assert ses2.meta.pop("lapelens_version") == dom2.meta.pop("lapelens_version")  # stamped when saved
+    assert ses2.meta == ses.meta and dom2.meta == dom.meta and dom2.shifted is None
+    raw = emb.dominance(measure="raw", n_boot=10)
+    raw.save(tmp_path / "raw")
+    again = DominanceResult.load(tmp_path / "raw")
+    pd.testing.assert_frame_equal(again.shifted, raw.shifted, check_names=False)
+    pd.testing.assert_frame_equal(again.shifted_mismatched, raw.shifted_mismatched, check_names=False)
+    # Embeddings: every tensor back, and the same measures from them.
+    emb.save(tmp_path / "emb")
+    back = load(tmp_path / "emb")
+    assert isinstance(back, SentenceEmbeddings) and back.languages == emb.languages
+    for name in ("embeddings", "first_token", "n_tokens", "separator_norm", "token_norm_median"):
+        assert torch.equal(getattr(back, name), getattr(emb, name)), name
+    pd.testing.assert_frame_equal(back.similarity(n_boot=30).ses, emb.similarity(n_boot=30).ses)
 
-    fig = ses.figure()
-    assert isinstance(fig, go.Figure)
-    lines = [t for t in fig.data if t.type == "scatter"]
-    bars = [t for t in fig.data if t.type == "bar"]
-    assert [t.name for t in lines] == [*ses.ses.columns[:-1], "mean, mismatched texts (control)"]
-    assert list(lines[-1].y) == pytest.approx(ses.ses["mismatched"].tolist())
-    lines = lines[:-1]
-    assert list(lines[-1].y) == pytest.approx(ses.ses["mean"].tolist())
-    assert [t.name for t in bars] == ["a", "b"] and list(bars[0].y) == [3, 0]
-    assert len(SimilarityResult(ses.ses, ses.meta).figure().data) == 5  # no neuron panel
-    dfig = dom.figure()
-    assert len(dfig.data) == 9
-    assert list(dfig.data[3].y) == pytest.approx(dom.shifted["zh"].tolist())
-    assert list(dfig.data[4].y) == pytest.approx(dom.unshifted["zh"].tolist())
-    assert list(dfig.data[5].y) == pytest.approx(dom.mismatched["zh"].tolist()) and dfig.data[5].visible == "legendonly"
+
+def test_schema_1_results_still_load(tmp_path):
+    """Folders saved before the measures (raw cosine, one partner per text) load as raw results."""
+    layers = pd.RangeIndex(2, name="layer")
+    pd.DataFrame({"en-zh": [0.9, 0.8], "mean": [0.9, 0.8], "mismatched": [0.85, 0.79]}, index=layers).to_csv(tmp_path / "ses.csv")
+    (tmp_path / "ses.json").write_text(json.dumps({"kind": "similarity", "schema_version": 1, "model": "m", "n_texts": 4}))
+    for suffix, value in (("", 0.9), ("_unshifted", 0.5), ("_mismatched", 0.88)):
+        pd.DataFrame({"en": [value] * 2, "zh": [value] * 2}, index=layers).to_csv(tmp_path / f"dominance{suffix}.csv")
+    (tmp_path / "dominance.json").write_text(json.dumps({"kind": "dominance", "model": "m", "vectors": "heldout"}))
+    ses, dom = SimilarityResult.load(tmp_path), DominanceResult.load(tmp_path)
+    assert list(ses.ses.columns) == ["mean", "mismatched", "gap"] and ses.ses["gap"].tolist() == pytest.approx([0.05, 0.01])
+    assert ses.meta["measure"] == "raw" and ses.peak().name == 0
+    assert dom.retrieval is None and dom.shifted["en"].tolist() == [0.9, 0.9] and dom.shifted_mismatched["zh"].tolist() == [0.88] * 2
+    assert len(ses.figure().data) == 3 and len(dom.figure().data) == 2 * 3 + 3
+    (tmp_path / "ses.json").write_text(json.dumps({"kind": "similarity", "schema_version": 3}))
+    with pytest.raises(LapelensError, match="schema version 3"):
+        SimilarityResult.load(tmp_path)
 
 
 def test_load_refuses_a_folder_without_results(tmp_path):
@@ -259,9 +213,104 @@ def test_load_refuses_a_folder_without_results(tmp_path):
         SimilarityResult.load(tmp_path)
     with pytest.raises(LapelensError, match="no dominance result"):
         DominanceResult.load(tmp_path)
+    with pytest.raises(LapelensError, match="holds no sentence embeddings"):
+        SentenceEmbeddings.load(tmp_path)
 
 
-# ---- bad input ----------------------------------------------------------------------------------
+# ---- figures ----------------------------------------------------------------------------------------
+def test_figures_draw_the_tables():
+    emb = _embeddings()
+    ses = emb.similarity(_neurons(3), n_boot=30)
+    fig = ses.figure()
+    assert isinstance(fig, go.Figure) and "standardized" in fig.layout.title.text
+    by_name = {t.name: t for t in fig.data if t.showlegend is not False}
+    assert list(by_name["mean over pairs"].y) == pytest.approx(ses.ses["gap"].tolist())
+    assert list(by_name["retrieval, mean over pairs"].y) == pytest.approx(ses.ses["retrieval"].tolist())
+    assert list(by_name["chance (1/6)"].y) == pytest.approx([1 / 6] * 3)
+    band = next(t for t in fig.data if t.name == "95% interval" and t.legend == "legend")
+    assert list(band.y) == pytest.approx(ses.ses["gap_high"].tolist() + ses.ses["gap_low"].tolist()[::-1])
+    pairs = [t for t in fig.data if t.legendgroup == "pairs"]
+    assert len(pairs) == 3 and list(pairs[0].y) == pytest.approx(ses.pairs.xs(("en", "zh"), level=(1, 2))["gap"].tolist())
+    # Each panel its own legend: gap (legend), retrieval (legend2), neurons (legend3).
+    assert {t.legend for t in fig.data} == {"legend", "legend2", "legend3"}
+    assert [t.name for t in fig.data if t.type == "bar"] == ["a", "b"] and fig.layout.legend3.x == fig.layout.xaxis3.domain[0]
+    assert len(SimilarityResult(ses.ses, ses.meta).figure().layout.annotations) == 2  # no neuron panel
+    dom = emb.dominance(n_boot=30)
+    dfig = dom.figure()
+    zh = [t for t in dfig.data if t.legendgroup == "zh"]
+    assert list(zh[0].y) == pytest.approx(dom.retrieval["zh"].tolist())
+    assert list(zh[1].y) == pytest.approx(dom.aligned["zh"].tolist()) and zh[2].line.dash == "dash"
+    assert list(zh[2].y) == pytest.approx(dom.mismatched["zh"].tolist())
+    assert "retrieval into en minus the best other target" in dfig.layout.title.text
+    raw = emb.dominance(measure="raw", n_boot=10).figure()
+    en = [t for t in raw.data if t.legendgroup == "en"]
+    assert [t.line.dash for t in en] == [None, "solid", "dash", "dot"]
+
+
+# ---- CLI ----------------------------------------------------------------------------------------
+def test_cli_writes_tables_figures_and_embeddings(tiny_dirs, parallel, tmp_path, capsys):
+    csv = tmp_path / "parallel.csv"
+    parallel.to_csv(csv)
+    neurons = tmp_path / "neurons"
+    _neurons(2, ("en", "fr")).save(neurons)
+    out, saved = tmp_path / "out", tmp_path / "emb"
+    argv = ["ses", "--model", str(tiny_dirs["llama"]), "--parallel", str(csv), "--languages", "en,fr,zh",
+            "--n-texts", "4", "--seed", "3", "--batch-size", "2", "--n-boot", "50", "--neurons", str(neurons),
+            "--embeddings-out", str(saved), "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    for needle in ("SES per layer: measure standardized, vectors heldout; 4 texts x 3 languages", "Largest gap: layer",
+                   "en minus the best other target", "Diagnostics", "First content token in vs out"):
+        assert needle in printed, needle
+    for name in ("ses.csv", "ses_pairs.csv", "ses_neurons.csv", "ses_energy.csv", "ses_top_dims.csv", "ses_norms.csv",
+                 "ses_first_token.csv", "ses.json", "dominance.csv", "dominance_summary.csv", "dominance_contrast.csv",
+                 "dominance.json", "ses.html", "dominance.html"):
+        assert (out / name).is_file(), name
+    ses, dom = SimilarityResult.load(out), DominanceResult.load(out)
+    ids = ses.meta["text_ids"]
+    assert len(ids) == 4 and ids == [i for i in parallel.index if i in ids]  # a sample, in corpus order
+    assert ses.meta["parallel"] == str(csv) and ses.meta["n_boot"] == 50 and dom.meta["vectors"] == "heldout"
+    # The same numbers as the library on the same texts.
+    emb = sentence_embeddings(load_model(tiny_dirs["llama"]), parallel.loc[ids], languages=["en", "fr", "zh"], progress=False)
+    pd.testing.assert_frame_equal(ses.ses, emb.similarity(n_boot=50, seed=3).ses, atol=1e-6, check_names=False)
+    pd.testing.assert_frame_equal(dom.retrieval, emb.dominance(n_boot=50, seed=3).retrieval, atol=1e-6, check_names=False)
+    # From the saved embeddings, without the model: any measure, first token out.
+    raw_out = tmp_path / "raw"
+    assert main(["ses", "--embeddings", str(saved), "--measure", "raw", "--drop-first-token", "--n-boot", "50",
+                 "--out", str(raw_out), "--quiet"]) == 0
+    assert capsys.readouterr().out == ""
+    raw = SimilarityResult.load(raw_out)
+    expected = SentenceEmbeddings.load(saved).drop_first_token().similarity(measure="raw", n_boot=50).ses
+    pd.testing.assert_frame_equal(raw.ses, expected, check_names=False)
+    assert raw.meta["first_token_in_mean"] is False and DominanceResult.load(raw_out).shifted is not None
+
+
+def test_cli_errors(tiny_dirs, parallel, tmp_path, capsys, monkeypatch):
+    csv = tmp_path / "parallel.csv"
+    parallel.to_csv(csv)
+    base = ["ses", "--model", str(tiny_dirs["llama"]), "--parallel", str(csv), "--out", str(tmp_path / "o")]
+    assert main(base + ["--n-texts", "1"]) == 2
+    assert "--n-texts must be at least 2" in capsys.readouterr().err
+    assert main(base + ["--n-texts", "50"]) == 2
+    assert "at most 5" in capsys.readouterr().err
+    assert main(base + ["--n-texts", "3", "--languages", "en,xx"]) == 2
+    assert "['xx'] are not in the parallel data" in capsys.readouterr().err
+    import lapelens.models
+
+    monkeypatch.setattr(lapelens.models, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert main(base + ["--n-texts", "3"]) == 2  # refused before the model runs
+    assert "needs at least 4 aligned texts, got 3: give more texts or --vectors all" in capsys.readouterr().err
+    assert main(base + ["--n-texts", "4", "--n-boot", "0"]) == 2
+    assert "--n-boot must be a positive number" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(base + ["--measure", "cosine"])
+    assert "invalid choice: 'cosine'" in capsys.readouterr().err
+    _embeddings().save(tmp_path / "emb")
+    assert main(["ses", "--embeddings", str(tmp_path / "emb"), "--languages", "en,fr", "--out", str(tmp_path / "o")]) == 2
+    assert "--languages fr: not in the embeddings" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_bad_input(tiny_dirs, parallel):
     model = load_model(tiny_dirs["llama"])
     with pytest.raises(LapelensError, match=r"\['de'\] are not in the parallel data"):
@@ -274,47 +323,23 @@ def test_bad_input(tiny_dirs, parallel):
     blank.loc["p2", "fr"] = "  "
     with pytest.raises(LapelensError, match=r"'fr' has empty or missing texts in rows \['p2'\]"):
         sentence_embeddings(model, blank, progress=False)
-    with pytest.raises(LapelensError, match="3 layers"):
-        SentenceEmbeddings(("a", "b"), EMB).similarity(_neurons(3))
-    with pytest.raises(LapelensError, match="at least 2 aligned texts"):
-        SentenceEmbeddings(("a", "b"), EMB[:, :1]).dominance()
+    with pytest.raises(LapelensError, match="for a model with 2 layers, the embeddings have 3"):
+        _embeddings().similarity(_neurons(2), n_boot=5)
+    with pytest.raises(LapelensError, match=r"\['ko'\] are not in these embeddings"):
+        _embeddings().subset(["ko"])
+    with pytest.raises(LapelensError, match="first_token and n_tokens together"):
+        SentenceEmbeddings(("a", "b"), torch.zeros(2, 2, 1, 3), {}, torch.zeros(2, 2, 1, 3))
+    with pytest.raises(LapelensError, match=r"shape \(lang=2, text, layer, d_model\)"):
+        SentenceEmbeddings(("a", "b"), torch.zeros(3, 2, 1, 3))
+    assert np.isfinite(_embeddings().similarity(n_boot=5).ses.to_numpy()).all()
 
 
-# ---- CLI ----------------------------------------------------------------------------------------
-def test_cli_writes_tables_and_figures(tiny_dirs, parallel, tmp_path, capsys):
+def test_cli_reads_an_indonesian_column_named_id(tiny_dirs, parallel, tmp_path):
+    """"id" is Indonesian's code: asked for as a language, the column is text, not the row index."""
     csv = tmp_path / "parallel.csv"
-    parallel.to_csv(csv)
-    neurons = tmp_path / "neurons"
-    _neurons(2, ("en", "fr")).save(neurons)
+    parallel[["en", "fr"]].rename(columns={"fr": "id"}).to_csv(csv, index=False)
     out = tmp_path / "out"
-    argv = ["ses", "--model", str(tiny_dirs["llama"]), "--parallel", str(csv), "--languages", "en,fr,zh",
-            "--n-texts", "4", "--seed", "3", "--batch-size", "2", "--neurons", str(neurons), "--out", str(out)]
-    assert main(argv) == 0
-    printed = capsys.readouterr().out
-    assert "SES per layer (4 texts, 3 languages" in printed and "Control: shifted" in printed
-    for name in ("ses.csv", "ses_neurons.csv", "ses.json", "dominance.csv", "dominance_unshifted.csv", "dominance_mismatched.csv",
-                 "dominance.json", "ses.html", "dominance.html"):
-        assert (out / name).is_file(), name
-    ses, dom = SimilarityResult.load(out), DominanceResult.load(out)
-    ids = ses.meta["text_ids"]
-    assert len(ids) == 4 and ids == [i for i in parallel.index if i in ids]  # a sample, in corpus order
-    assert ses.meta["parallel"] == str(csv) and ses.meta["n_texts"] == 4 and dom.meta["vectors"] == "heldout"
-    # The same numbers as the library on the same texts.
-    emb = sentence_embeddings(load_model(tiny_dirs["llama"]), parallel.loc[ids], languages=["en", "fr", "zh"], progress=False)
-    pd.testing.assert_frame_equal(ses.ses, emb.similarity().ses, atol=1e-6)
-    pd.testing.assert_frame_equal(dom.shifted, emb.dominance().shifted, atol=1e-6)
-    pd.testing.assert_frame_equal(dom.mismatched, emb.dominance().mismatched, atol=1e-6)
-    assert list(ses.neurons_per_layer.columns) == ["en", "fr"]
-
-
-def test_cli_errors(tiny_dirs, parallel, tmp_path, capsys):
-    csv = tmp_path / "parallel.csv"
-    parallel.to_csv(csv)
-    base = ["ses", "--model", str(tiny_dirs["llama"]), "--parallel", str(csv), "--out", str(tmp_path / "o")]
-    assert main(base + ["--n-texts", "1"]) == 2
-    assert "--n-texts must be at least 2" in capsys.readouterr().err
-    assert main(base + ["--n-texts", "50"]) == 2
-    assert "at most 5" in capsys.readouterr().err
-    assert main(base + ["--n-texts", "3", "--languages", "en,xx"]) == 2
-    assert "['xx'] are not in the parallel data" in capsys.readouterr().err
-    assert not (tmp_path / "o").exists()
+    assert main(["ses", "--model", str(tiny_dirs["llama"]), "--parallel", str(csv), "--languages", "en,id",
+                 "--n-texts", "4", "--n-boot", "10", "--out", str(out), "--quiet"]) == 0
+    ses = SimilarityResult.load(out)
+    assert ses.meta["languages"] == ["en", "id"] and len(ses.meta["text_ids"]) == 4

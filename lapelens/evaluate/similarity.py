@@ -1,313 +1,218 @@
-"""Sentence-embedding similarity (Tang et al. Fig. 6) and language dominance (Fig. 7, Eq. 6).
+"""Sentence-embedding similarity (Tang et al. Fig. 6) and language dominance (Fig. 7, Eq. 6), measured
+so that they carry signal.
 
-The *sentence embedding* of a text at layer i is the mean, over the text's tokens, of the residual
-stream after block i (``blocks.{i}.hook_resid_post``; for the last block this is before the final
-norm). Each text runs alone as ``[sep] + tokens`` (``sep``: BOS, else EOS) and the separator
-position is left out of the mean: in a causal model its state is the same for every text, so it
-carries no language, and its residual norm is often far larger than that of real tokens (an
-attention sink), which would pull every cosine towards 1.
+The raw cosine of two sentence embeddings of a causal LM is mostly the mean vector all texts share
+(held in a few outlier dimensions): any two texts score 0.8-0.99. :mod:`lapelens.evaluate.measures`
+defines the ``raw``, ``centered`` and ``standardized`` (the default) measures, the per-text scores
+(aligned cosine ``mean``, ``mismatched`` control over all pairs t != u, top-1 ``retrieval`` of the
+translation) and the bootstrap; this module turns them into tables:
 
-- **SES** of languages k and c at layer i: the mean over aligned texts t of
-  ``cos(h_k[t, i], h_c[t, i])``.
-- **Dominance** (Eq. 6): shift the embedding of a text of language k to language c,
-  ``ĥ = h_k - v_k + v_c``, where ``v_x`` is the mean embedding of language x at that layer; the
-  score of target c at layer i is the mean SES between ``ĥ`` and ``h_c`` of the same texts,
-  averaged over the source languages k != c. With ``vectors="heldout"`` (the default) ``v`` is
-  not fit on the texts it is scored on: the texts are cut into two halves by position, ``v`` is
-  computed on one half and the shifted similarity measured on the other, then the halves swap
-  (two-fold cross-fitting; every text is scored once). ``vectors="all"`` computes ``v`` on every
-  text, as a plain reading of the paper does.
+- :func:`similarity` -> :class:`SimilarityResult`: per layer, averaged over ordered language pairs
+  k != c, ``mean``, ``mismatched``, ``gap`` (= mean - mismatched) and ``retrieval`` with bootstrap
+  95% intervals over texts (``ses``), the same per pair (``pairs``), the diagnostics
+  (:func:`diagnostics`) and the effect of leaving the first content token out of the mean
+  (``first_token``).
+- :func:`dominance` -> :class:`DominanceResult`: per target c, retrieval into c and the gap into c
+  averaged over sources k != c, per layer and over layers, and the interval of "reference (en) minus
+  the best other target". Once each language is centred on its own mean, Eq. 6's shift
+  ``h_k - v_k + v_c`` is a no-op; under ``raw`` the result also keeps Eq. 6's numbers (the old Fig. 7).
 
-**Control.** Sentence embeddings of a causal LM are anisotropic: the mean embedding of a language
-is most of the length of each embedding, so two *unrelated* texts already have a high cosine, and
-after the shift both sides contain ``v_c``. Both results therefore also report the same numbers
-with the target text *mismatched* (text t compared with another text of the set,
-:func:`partner`); only the gap between aligned and mismatched measures alignment of content.
-
-The arithmetic lives in small functions on tensors (:func:`pair_similarity`,
-:func:`ses_matrix`, :func:`dominance_matrix`) so that it can be checked by hand.
+The embeddings come from :func:`lapelens.evaluate.embeddings.sentence_embeddings`.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
-from jaxtyping import Float
-from torch import Tensor
-from tqdm.auto import tqdm
 
 from lapelens._io import atomic_files
-from lapelens._version import __version__
 from lapelens.artifacts import read_meta, require, write_meta
 from lapelens.constants import DOMINANCE_STEM, SES_STEM
 from lapelens.errors import LapelensError
-from lapelens.types import HookedModel
+from lapelens.evaluate.measures import (
+    DEFAULT_N_BOOT, SCORES, Measure, Vectors, bootstrap_means, check_measure, dominance_matrix, energy_shares,
+    interval, mean_over_sources, off_diagonal, text_scores, top_dimensions, transform,
+)
 
-#: How the language vectors ``v`` of Eq. 6 are fit (see the module docstring).
-Vectors = Literal["heldout", "all"]
-VECTORS: tuple[Vectors, ...] = ("heldout", "all")
+if TYPE_CHECKING:
+    from lapelens.evaluate.embeddings import SentenceEmbeddings
 
-DEFAULT_BATCH_SIZE = 8
-
-
-# ---- arithmetic on embeddings ------------------------------------------------------------------
-def pair_similarity(
-    a: Float[Tensor, "text layer d_model"], b: Float[Tensor, "text layer d_model"]
-) -> Float[Tensor, " layer"]:
-    """Mean over texts of the cosine similarity of ``a[t, i]`` and ``b[t, i]`` (float64)."""
-    cos = torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=-1)
-    return cos.mean(0)
+#: Columns of the per-layer tables, in order: the three per-text scores and the gap.
+COLUMNS = ("mean", "mismatched", "gap", "retrieval")
+#: Top dimensions of the shared mean reported per layer.
+TOP_DIMS = 3
+#: A first content token whose norm exceeds this multiple of the median token norm counts as a sink.
+SINK_RATIO = 3.0
 
 
-def partner(n_texts: int) -> Tensor:
-    """The mismatched pairing of the control: text t is compared with text ``(t + n // 2) % n``.
-
-    For n >= 2 no text meets itself, and in corpus order the partner lies half the set away
-    (so rarely in the same document).
-    """
-    return (torch.arange(n_texts) + n_texts // 2) % n_texts
-
-
-def ses_matrix(
-    emb: Float[Tensor, "lang text layer d_model"], mismatched: bool = False
-) -> Float[Tensor, "lang other layer"]:
-    """SES of every ordered pair of languages per layer (the diagonal is 1).
-
-    ``mismatched``: compare text t of language k with text ``partner(t)`` of language c (the
-    control; the matrix is then not symmetric and its diagonal not 1).
-    """
-    n_lang = emb.shape[0]
-    other = emb[:, partner(emb.shape[1])] if mismatched else emb
-    out = torch.empty(n_lang, n_lang, emb.shape[2], dtype=torch.float64)
-    for k in range(n_lang):
-        for c in range(n_lang):
-            out[k, c] = pair_similarity(emb[k], other[c])
-    return out
-
-
-def shifted_similarity(
-    h_k: Float[Tensor, "text layer d_model"],
-    h_c: Float[Tensor, "text layer d_model"],
-    v_k: Float[Tensor, "layer d_model"],
-    v_c: Float[Tensor, "layer d_model"],
-) -> Float[Tensor, " layer"]:
-    """Eq. 6 for one pair: mean SES between ``h_k - v_k + v_c`` and ``h_c``."""
-    return pair_similarity(h_k.double() - v_k.double() + v_c.double(), h_c)
-
-
-def _halves(n_texts: int) -> list[tuple[slice, slice]]:
-    """(fit, score) folds: first half / second half by position, then swapped."""
-    mid = (n_texts + 1) // 2
-    first, second = slice(0, mid), slice(mid, n_texts)
-    return [(first, second), (second, first)]
-
-
-def dominance_matrix(
-    emb: Float[Tensor, "lang text layer d_model"], vectors: Vectors = "heldout", mismatched: bool = False
-) -> Float[Tensor, "source target layer"]:
-    """Mean shifted SES (Eq. 6) from every source language to every target, per layer.
-
-    ``[k, c, i]`` is the mean over texts of ``cos(h_k - v_k + v_c, h_c)`` at layer i; the
-    diagonal is 1 by construction. ``vectors`` says where ``v`` is fit (module docstring).
-    ``mismatched``: the control, with ``h_c`` of the partner text (:func:`partner`) taken within
-    the texts being scored, so that it never enters ``v``; all NaN if a held-out half has a
-    single text (fewer than 4 texts).
-    """
-    n_lang, n_texts = emb.shape[:2]
-    if vectors not in VECTORS:
-        raise LapelensError(f"vectors must be one of {list(VECTORS)}, got {vectors!r}.")
-    if n_texts < 2:
-        raise LapelensError(f"Dominance needs at least 2 aligned texts, got {n_texts}.")
-    folds = _halves(n_texts) if vectors == "heldout" else [(slice(None), slice(None))]
-    total = torch.zeros(n_lang, n_lang, emb.shape[2], dtype=torch.float64)
-    for fit, score in folds:
-        v = emb[:, fit].double().mean(1)  # lang layer d_model
-        h = emb[:, score].double()
-        m = h.shape[1]
-        if mismatched and m < 2:
-            return torch.full_like(total, float("nan"))
-        target = h[:, partner(m)] if mismatched else h
-        for k in range(n_lang):
-            for c in range(n_lang):
-                # Sum of cosines, so that the folds' halves (possibly unequal) weigh per text.
-                total[k, c] += shifted_similarity(h[k], target[c], v[k], v[c]) * m
-    return total / n_texts  # every text is scored exactly once over the folds
-
-
-def mean_over_sources(matrix: Float[Tensor, "source target layer"]) -> Float[Tensor, "target layer"]:
-    """For each target c, the mean of ``matrix[k, c]`` over the sources k != c."""
-    n_lang = matrix.shape[0]
-    if n_lang < 2:
-        raise LapelensError("Averaging over other source languages needs at least 2 languages.")
-    off = ~torch.eye(n_lang, dtype=torch.bool)
-    return (matrix * off[:, :, None]).sum(0) / (n_lang - 1)
-
-
-# ---- sentence embeddings from a model ----------------------------------------------------------
-class _Done(Exception):
-    """Raised after the last block's residual: the final norm and unembedding are not needed."""
-
-
-@dataclass
-class SentenceEmbeddings:
-    """``embeddings[k, t, i]``: the embedding of aligned text t in ``languages[k]`` at layer i."""
-
-    languages: tuple[str, ...]
-    embeddings: Float[Tensor, "lang text layer d_model"]
-    meta: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.languages = tuple(self.languages)
-        if self.embeddings.ndim != 4 or self.embeddings.shape[0] != len(self.languages):
-            raise LapelensError(
-                f"SentenceEmbeddings.embeddings must have shape (lang={len(self.languages)}, text, layer, "
-                f"d_model); got {tuple(self.embeddings.shape)}."
-            )
-
-    @property
-    def n_texts(self) -> int:
-        return self.embeddings.shape[1]
-
-    def _meta(self, **extra: Any) -> dict:
-        return {**self.meta, "languages": list(self.languages), "n_texts": self.n_texts,
-                "lapelens_version": __version__, **extra}
-
-    def similarity(self, neurons: Any | None = None) -> "SimilarityResult":
-        """Fig. 6: SES per layer for every language pair, their ``mean``, and the control.
-
-        Column ``mismatched`` is the mean over pairs of the SES of non-aligned texts
-        (:func:`partner`): what the SES would be if translations were no closer than any two texts.
-
-        ``neurons`` (a :class:`~lapelens.neurons.LanguageNeurons` of the same model) adds its
-        neurons-per-layer table, which the figure draws beside the SES.
-        """
-        _check_pairs(self.languages, self.n_texts)
-        m = ses_matrix(self.embeddings)
-        n_lang = len(self.languages)
-        cols = {f"{self.languages[k]}-{self.languages[c]}": m[k, c].numpy()
-                for k in range(n_lang) for c in range(k + 1, n_lang)}
-        table = pd.DataFrame(cols, index=pd.RangeIndex(m.shape[2], name="layer"))
-        table["mean"] = table.mean(axis=1)
-        control = ses_matrix(self.embeddings, mismatched=True)
-        table["mismatched"] = control[~torch.eye(n_lang, dtype=torch.bool)].mean(0).numpy()  # over k != c
-        table.columns.name = "pair"
-        per_layer = None
-        extra: dict = {}
-        if neurons is not None:
-            if neurons.n_layers != m.shape[2]:
-                raise LapelensError(
-                    f"The neuron set is for a model with {neurons.n_layers} layers, the embeddings have "
-                    f"{m.shape[2]}: use neurons identified on this model."
-                )
-            per_layer = neurons.per_layer()
-            extra = {"neurons_method": neurons.method, "neurons_model": neurons.meta.get("model")}
-        return SimilarityResult(table, self._meta(**extra), per_layer)
-
-    def dominance(self, vectors: Vectors = "heldout") -> "DominanceResult":
-        """Fig. 7 / Eq. 6: per layer and target language, the mean shifted SES over sources k != c.
-
-        ``unshifted`` holds the same average of the plain SES (no shift) for comparison, and
-        ``mismatched`` the shifted SES to a non-aligned target text (the control).
-        """
-        _check_pairs(self.languages, self.n_texts)
-        index = pd.RangeIndex(self.embeddings.shape[2], name="layer")
-        columns = pd.Index(self.languages, name="target")
-        shifted = mean_over_sources(dominance_matrix(self.embeddings, vectors)).T.numpy()
-        plain = mean_over_sources(ses_matrix(self.embeddings)).T.numpy()
-        control = mean_over_sources(dominance_matrix(self.embeddings, vectors, mismatched=True)).T.numpy()
-        return DominanceResult(pd.DataFrame(shifted, index=index, columns=columns),
-                               pd.DataFrame(plain, index=index, columns=columns.copy()),
-                               self._meta(vectors=vectors),
-                               pd.DataFrame(control, index=index, columns=columns.copy()))
-
-
-def _check_pairs(languages: Sequence[str], n_texts: int) -> None:
+def check_pairs(languages: Sequence[str], n_texts: int) -> None:
     if len(languages) < 2:
         raise LapelensError(f"Similarity between languages needs at least 2 languages, got {list(languages)}.")
     if n_texts < 2:
         raise LapelensError(f"Need at least 2 aligned texts per language, got {n_texts}.")
 
 
-def sentence_embeddings(
-    model: HookedModel,
-    parallel: pd.DataFrame,
-    languages: Sequence[str] | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    max_tokens: int | None = None,
-    progress: bool = True,
-) -> SentenceEmbeddings:
-    """Per-layer sentence embeddings of every text of ``parallel`` (one column per language).
+def _check(emb: "SentenceEmbeddings", measure: str, vectors: str, n_boot: int) -> None:
+    check_pairs(emb.languages, emb.n_texts)
+    check_measure(measure, vectors)
+    if measure != "raw" and vectors == "heldout" and emb.n_texts < 4:
+        raise LapelensError(f"measure={measure!r} with held-out vectors fits each language's mean on half of the texts "
+                            f"and needs at least 4 aligned texts, got {emb.n_texts}: give more texts or vectors='all'.")
+    if n_boot < 1:
+        raise LapelensError(f"n_boot must be at least 1, got {n_boot}.")
 
-    Rows are aligned texts (as :func:`lapelens.corpus.load_parallel` returns them); ``languages``
-    picks columns (default: all). Texts are truncated to ``max_tokens`` tokens (default and cap:
-    the model's context minus the separator); ``meta["n_truncated"]`` counts them. Within each
-    language, texts are sorted by length and right-padded in batches; padded positions are
-    masked out of attention and out of the means. Only the per-text means are kept:
-    ``[lang, text, layer, d_model]`` floats, never per-token states beyond one batch.
+
+def text_scores_per_layer(emb: "SentenceEmbeddings", measure: Measure, vectors: Vectors) -> np.ndarray:
+    """``[score, source, target, layer, text]``: the per-text scores (``mean``, ``mismatched``,
+    ``retrieval``, ``gap``: :data:`COLUMNS` order) of every layer under ``measure``."""
+    s = np.stack([text_scores(transform(emb.embeddings[:, :, i], measure, vectors)).numpy()
+                  for i in range(emb.n_layers)], axis=3)
+    by_name = dict(zip(SCORES, s))
+    by_name["gap"] = by_name["mean"] - by_name["mismatched"]
+    return np.stack([by_name[c] for c in COLUMNS])
+
+
+def _with_intervals(point: np.ndarray, draws: np.ndarray, index: pd.Index) -> pd.DataFrame:
+    """``point[col, row]`` and ``draws[col, row, boot]`` as a table: COLUMNS, then their _low/_high."""
+    low, high = interval(draws)
+    cols = {c: point[j] for j, c in enumerate(COLUMNS)}
+    for j, c in enumerate(COLUMNS):
+        cols[f"{c}_low"], cols[f"{c}_high"] = low[j], high[j]
+    return pd.DataFrame(cols, index=index)
+
+
+def similarity(emb: "SentenceEmbeddings", neurons: Any = None, measure: Measure = "standardized",
+               vectors: Vectors = "heldout", n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> "SimilarityResult":
+    """:meth:`SentenceEmbeddings.similarity` (see there)."""
+    _check(emb, measure, vectors, n_boot)
+    langs, n_layers = emb.languages, emb.n_layers
+    if neurons is not None and neurons.n_layers != n_layers:
+        raise LapelensError(f"The neuron set is for a model with {neurons.n_layers} layers, the embeddings have "
+                            f"{n_layers}: use neurons identified on this model.")
+    off = off_diagonal(len(langs)).numpy()
+    per_pair = text_scores_per_layer(emb, measure, vectors)[:, off]  # col pair layer text
+    draws = bootstrap_means(per_pair, n_boot, seed)  # col pair layer boot
+    layers = pd.RangeIndex(n_layers, name="layer")
+    ses = _with_intervals(per_pair.mean((1, 3)), draws.mean(1), layers)
+    ses.columns.name = "measure"
+    pair_names = [(langs[k], langs[c]) for k, c in zip(*np.nonzero(off))]
+    pairs_index = pd.MultiIndex.from_tuples([(i, k, c) for i in range(n_layers) for k, c in pair_names],
+                                            names=["layer", "source", "target"])
+    pairs = _with_intervals(per_pair.mean(3).transpose(0, 2, 1).reshape(len(COLUMNS), -1),
+                            draws.transpose(0, 2, 1, 3).reshape(len(COLUMNS), -1, n_boot), pairs_index)
+    pairs.columns.name = "measure"
+    extra: dict = {}
+    per_layer = None
+    if neurons is not None:
+        per_layer = neurons.per_layer()
+        extra = {"neurons_method": neurons.method, "neurons_model": neurons.meta.get("model")}
+    first = None
+    if emb.first_token is not None:
+        cols = {}
+        for in_mean, tag in ((True, "first_in"), (False, "first_out")):
+            s = text_scores_per_layer(emb.with_first_token(in_mean), measure, vectors)[:, off].mean((1, 3))
+            cols.update({f"{c}_{tag}": s[j] for j, c in enumerate(COLUMNS)})
+        first = pd.DataFrame(cols, index=layers.copy())
+    diag = diagnostics(emb)
+    meta = emb._meta(measure=measure, vectors=vectors, n_boot=n_boot, seed=seed, chance=1 / emb.n_texts,
+                     first_token_in_mean=emb.first_token_in_mean, **extra)
+    return SimilarityResult(ses, meta, per_layer, pairs, diag["energy"], diag["top_dimensions"], diag["norms"], first)
+
+
+def diagnostics(emb: "SentenceEmbeddings") -> dict[str, pd.DataFrame]:
+    """Why the raw cosine misleads, per layer (embeddings as they are, fit on all texts):
+
+    - ``energy``: shares of the mean squared norm in the shared mean, the language means and the
+      rest (:func:`~lapelens.evaluate.measures.energy_shares`);
+    - ``top_dimensions``: the :data:`TOP_DIMS` dimensions holding most of the shared mean, its value
+      there and their share of its squared norm, and ``top_share`` (their sum);
+    - ``norms`` (per language and layer; needs the pass's norms): the separator's norm, the median
+      and largest norm of the first content token, the median content-token norm, the share of texts
+      whose first content token is over :data:`SINK_RATIO` times that median, and the dimension
+      where the first content tokens are largest (mean square over texts).
     """
-    from lapelens.activations import padded_batch, separator_id
+    layers = pd.RangeIndex(emb.n_layers, name="layer")
+    energy = pd.DataFrame([energy_shares(emb.embeddings[:, :, i]) for i in range(emb.n_layers)], index=layers)
+    rows = []
+    for i in range(emb.n_layers):
+        top = top_dimensions(emb.embeddings[:, :, i], TOP_DIMS)
+        row: dict[str, Any] = {}
+        for r, (dim, value, share) in enumerate(top, 1):
+            row.update({f"dim_{r}": dim, f"value_{r}": value, f"share_{r}": share})
+        row["top_share"] = sum(t[2] for t in top)
+        rows.append(row)
+    norms = None
+    if emb.first_token is not None and emb.token_norm_median is not None:
+        first = emb.first_token.double().norm(dim=-1)  # lang text layer
+        median = emb.token_norm_median.double()
+        sinks = (first > SINK_RATIO * median[:, None, :]).double().mean(1)
+        top_dim = emb.first_token.double().pow(2).mean(1).argmax(-1)  # lang layer
+        sep = emb.separator_norm.double() if emb.separator_norm is not None else torch.full_like(median, float("nan"))
+        index = pd.MultiIndex.from_product([emb.languages, range(emb.n_layers)], names=["language", "layer"])
+        norms = pd.DataFrame({"separator": sep.flatten().numpy(), "first_token_median": first.median(1).values.flatten().numpy(),
+                              "first_token_max": first.amax(1).flatten().numpy(), "token_median": median.flatten().numpy(),
+                              "first_token_sinks": sinks.flatten().numpy(), "first_token_top_dim": top_dim.flatten().numpy()},
+                             index=index)
+    return {"energy": energy, "top_dimensions": pd.DataFrame(rows, index=layers.copy()), "norms": norms}
 
-    langs = list(parallel.columns) if languages is None else list(dict.fromkeys(languages))
-    missing = [lang for lang in langs if lang not in parallel.columns]
-    if missing:
-        raise LapelensError(f"Language(s) {missing} are not in the parallel data; it has {list(parallel.columns)}.")
-    _check_pairs(langs, len(parallel))
-    if batch_size < 1 or (max_tokens is not None and max_tokens < 1):
-        raise LapelensError("batch_size and max_tokens must be at least 1.")
-    tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is None:
-        raise LapelensError("The model has no tokenizer: load it with lapelens.load_model.")
-    cfg = model.cfg
-    n_ctx = getattr(cfg, "n_ctx", None)
-    keep = min(max_tokens or n_ctx - 1, n_ctx - 1) if n_ctx else max_tokens
-    sep = separator_id(tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else sep
-    hooks = [f"blocks.{i}.hook_resid_post" for i in range(cfg.n_layers)]
-    if any(h not in model.hook_dict for h in hooks):
-        raise LapelensError(f"Model {cfg.model_name!r} has no blocks.{{i}}.hook_resid_post hooks.")
-    device = next(model.parameters()).device
-    out = torch.empty(len(langs), len(parallel), cfg.n_layers, cfg.d_model)
-    current: dict[str, Any] = {}
 
-    def make_hook(layer: int):
-        def hook(resid: Tensor, hook: Any) -> None:
-            w = current["weights"]
-            summed = torch.bmm(w.unsqueeze(1), resid.float()).squeeze(1)  # batch d_model
-            out[current["k"], current["rows"], layer] = (summed / current["lengths"][:, None]).cpu()
-            if layer == cfg.n_layers - 1:
-                raise _Done
-        return hook
-
-    n_truncated = 0
-    with torch.inference_mode(), model.hooks(fwd_hooks=[(h, make_hook(i)) for i, h in enumerate(hooks)]):
-        for k, lang in enumerate(langs):
-            texts = parallel[lang].tolist()
-            bad = [parallel.index[t] for t, s in enumerate(texts) if not isinstance(s, str) or not s.strip()]
-            if bad:
-                raise LapelensError(f"Language {lang!r} has empty or missing texts in rows {bad[:5]}: drop those rows.")
-            ids = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
-            n_truncated += sum(keep is not None and len(x) > keep for x in ids)
-            ids = [[sep] + x[:keep] for x in ids]
-            order = sorted(range(len(ids)), key=lambda t: len(ids[t]))
-            for b in tqdm(range(0, len(order), batch_size), desc=f"embed {lang}", disable=not progress):
-                rows = order[b:b + batch_size]
-                tokens, mask, weights = padded_batch(ids, rows, pad)
-                current.update(k=k, rows=torch.tensor(rows), weights=weights.to(device),
-                               lengths=weights.sum(1).to(device))
-                kwargs = {"attention_mask": mask.to(device)} if bool((mask == 0).any()) else {}
-                try:
-                    model(tokens.to(device), return_type=None, use_cache=False, **kwargs)
-                except _Done:
-                    continue
-                raise RuntimeError("The last block's hook_resid_post never fired; the hooks are not wired as expected.")
-    meta = {"model": str(cfg.model_name), "max_tokens": keep, "n_truncated": int(n_truncated),
-            "separator_in_mean": False, "hook": "blocks.{i}.hook_resid_post",
-            "text_ids": [str(i) for i in parallel.index]}
-    return SentenceEmbeddings(tuple(langs), out, meta)
+def dominance(emb: "SentenceEmbeddings", measure: Measure = "standardized", vectors: Vectors = "heldout",
+              n_boot: int = DEFAULT_N_BOOT, seed: int = 0, reference: str = "en") -> "DominanceResult":
+    """:meth:`SentenceEmbeddings.dominance` (see there)."""
+    _check(emb, measure, vectors, n_boot)
+    langs, n_layers = emb.languages, emb.n_layers
+    scores = torch.from_numpy(text_scores_per_layer(emb, measure, vectors))  # col source target layer text
+    into = mean_over_sources(scores.movedim(0, 2)).movedim(1, 0).numpy()  # col target layer text
+    draws = bootstrap_means(into, n_boot, seed)  # col target layer boot
+    point = into.mean(-1)  # col target layer
+    layers, targets = pd.RangeIndex(n_layers, name="layer"), pd.Index(langs, name="target")
+    table = {c: pd.DataFrame(point[j].T, index=layers.copy(), columns=targets.copy()) for j, c in enumerate(COLUMNS)}
+    over = point.mean(-1)  # col target (mean over layers)
+    over_draws = draws.mean(-2)  # col target boot
+    rid = COLUMNS.index("retrieval")
+    on_top = [int(sum(point[rid, c, i] > np.delete(point[rid, :, i], c).max() for i in range(n_layers)))
+              for c in range(len(langs))]
+    summary = _with_intervals(over, over_draws, targets.copy()).drop(columns=["mean_low", "mean_high", "mismatched_low",
+                                                                              "mismatched_high"])
+    summary["layers_on_top"] = on_top
+    contrast = contrast_layers = None
+    if reference in langs:
+        r = langs.index(reference)
+        others = [c for c in range(len(langs)) if c != r]
+        rows, per_layer = {}, {}
+        for c in ("retrieval", "gap"):
+            j = COLUMNS.index(c)
+            diff = over_draws[j, r] - over_draws[j, others].max(0)
+            best = others[int(np.argmax(over[j, others]))]
+            low, high = interval(diff)
+            rows[c] = {"reference": reference, "best_other": langs[best], "value": over[j, r] - over[j, best],
+                       "low": float(low), "high": float(high), "layers_on_top": on_top[r] if c == "retrieval" else
+                       int(sum(point[j, r, i] > point[j, others, i].max() for i in range(n_layers))),
+                       "n_layers": n_layers}
+            layer_diff = draws[j, r] - draws[j, others].max(0)  # layer boot
+            lo, hi = interval(layer_diff)
+            best_layer = [langs[others[b]] for b in np.argmax(point[j, others], axis=0)]
+            per_layer.update({c: point[j, r] - point[j, others].max(0), f"{c}_low": lo, f"{c}_high": hi,
+                              f"{c}_best_other": best_layer})
+        contrast = pd.DataFrame.from_dict(rows, orient="index")
+        contrast.index.name = "statistic"
+        contrast_layers = pd.DataFrame(per_layer, index=layers.copy())
+    eq6: dict[str, pd.DataFrame | None] = {"shifted": None, "unshifted": None, "shifted_mismatched": None}
+    if measure == "raw":
+        for name, m in (("shifted", False), ("shifted_mismatched", True)):
+            eq6[name] = pd.DataFrame(mean_over_sources(dominance_matrix(emb.embeddings, vectors, mismatched=m)).T.numpy(),
+                                     index=layers.copy(), columns=targets.copy())
+        eq6["unshifted"] = table["mean"].copy()
+    meta = emb._meta(measure=measure, vectors=vectors, n_boot=n_boot, seed=seed, chance=1 / emb.n_texts,
+                     reference=reference, first_token_in_mean=emb.first_token_in_mean)
+    return DominanceResult(table["retrieval"], table["mean"], table["mismatched"], summary, contrast, contrast_layers,
+                           meta, **eq6)
 
 
 # ---- results -----------------------------------------------------------------------------------
@@ -325,132 +230,147 @@ def _save(path: Path, stem: str, tables: dict[str, pd.DataFrame | None], meta: d
     return path
 
 
-def _load(path: Path, stem: str, suffixes: Sequence[str]) -> tuple[dict[str, pd.DataFrame | None], dict]:
-    require(path, _KINDS[stem], (f"{stem}.json", f"{stem}{suffixes[0]}.csv"),
+def _load(path: Path, stem: str, suffixes: dict[str, int]) -> tuple[dict[str, pd.DataFrame | None], dict, int]:
+    """(tables by suffix, meta, schema version); ``suffixes``: suffix -> number of index columns."""
+    first = next(iter(suffixes))
+    require(path, _KINDS[stem], (f"{stem}.json", f"{stem}{first}.csv"),
             f"{path} holds no {stem} result (expected {stem}.csv and {stem}.json); make one with `lapelens ses`.")
     meta = read_meta(path, _KINDS[stem])
+    version = json.loads((path / f"{stem}.json").read_text(encoding="utf-8")).get("schema_version") or 1
     tables: dict[str, pd.DataFrame | None] = {}
     try:
-        for suffix in suffixes:
+        for suffix, n_index in suffixes.items():
             file = path / f"{stem}{suffix}.csv"
-            tables[suffix] = pd.read_csv(file, index_col=0) if file.is_file() else None
+            tables[suffix] = pd.read_csv(file, index_col=list(range(n_index))) if file.is_file() else None
     except Exception as exc:
         raise LapelensError(f"{path} is corrupt ({type(exc).__name__}: {exc}); run `lapelens ses` again.") from exc
-    return tables, meta
+    return tables, meta, version
 
 
-def _named(table: pd.DataFrame, columns: str) -> pd.DataFrame:
-    table.index = pd.RangeIndex(len(table), name="layer")
+def _named(table: pd.DataFrame | None, columns: str | None, index: str = "layer") -> pd.DataFrame | None:
+    if table is None:
+        return None
+    if index == "layer":
+        table.index = pd.RangeIndex(len(table), name="layer")
+    else:
+        table.index = pd.Index([str(i) for i in table.index], name=index)
     table.columns = pd.Index([str(c) for c in table.columns], name=columns)
     return table
 
 
 @dataclass
 class SimilarityResult:
-    """Fig. 6: ``ses`` has one row per layer and one column per language pair ("en-zh"), plus "mean"."""
+    """Fig. 6. ``ses``: per layer (rows), ``mean``/``mismatched``/``gap``/``retrieval`` averaged over
+    ordered language pairs, and their ``_low``/``_high`` 95% bootstrap bounds.
+
+    ``pairs`` holds the same per (layer, source, target); ``energy``, ``top_dimensions`` and
+    ``norms`` the diagnostics (:func:`diagnostics`); ``first_token`` the four point estimates with
+    the first content token in (``_first_in``) and out of (``_first_out``) the mean. ``meta`` records
+    the measure, vectors, bootstrap and ``chance`` (1 / texts, retrieval's chance level).
+    """
 
     ses: pd.DataFrame
     meta: dict = field(default_factory=dict)
     #: Optional neurons per layer (rows) and language (columns) from a LanguageNeurons.
     neurons_per_layer: pd.DataFrame | None = None
+    pairs: pd.DataFrame | None = None
+    energy: pd.DataFrame | None = None
+    top_dimensions: pd.DataFrame | None = None
+    norms: pd.DataFrame | None = None
+    first_token: pd.DataFrame | None = None
+
+    def peak(self) -> pd.Series:
+        """The layer with the largest ``gap`` and that row of ``ses``."""
+        gap = self.ses["gap"] if "gap" in self.ses else self.ses["mean"] - self.ses["mismatched"]
+        return self.ses.loc[gap.idxmax()].rename(int(gap.idxmax()))
+
+    def _tables(self) -> dict[str, pd.DataFrame | None]:
+        return {"": self.ses, "_pairs": self.pairs, "_neurons": self.neurons_per_layer, "_energy": self.energy,
+                "_top_dims": self.top_dimensions, "_norms": self.norms, "_first_token": self.first_token}
 
     def save(self, path: str | Path) -> Path:
-        """Write ``ses.csv`` (+ ``ses_neurons.csv``) and ``ses.json`` into the folder ``path``."""
-        return _save(Path(path), SES_STEM, {"": self.ses, "_neurons": self.neurons_per_layer}, self.meta)
+        """Write ``ses.csv``, ``ses.json`` and the optional tables (``ses_pairs.csv``, ``ses_neurons.csv``,
+        ``ses_energy.csv``, ``ses_top_dims.csv``, ``ses_norms.csv``, ``ses_first_token.csv``) into ``path``."""
+        return _save(Path(path), SES_STEM, self._tables(), self.meta)
 
     @classmethod
     def load(cls, path: str | Path) -> "SimilarityResult":
-        tables, meta = _load(Path(path), SES_STEM, ("", "_neurons"))
-        neurons = tables["_neurons"]
-        return cls(_named(tables[""], "pair"), meta, None if neurons is None else _named(neurons, "language"))
+        index_cols = {"": 1, "_pairs": 3, "_neurons": 1, "_energy": 1, "_top_dims": 1, "_norms": 2, "_first_token": 1}
+        t, meta, version = _load(Path(path), SES_STEM, index_cols)
+        ses = _named(t[""], "measure")
+        if version < 2 and "gap" not in ses:  # pair columns, "mean" and a one-partner "mismatched" of the raw cosine
+            ses = ses[["mean", "mismatched"]].assign(gap=lambda s: s["mean"] - s["mismatched"])
+            meta = {**meta, "measure": "raw", "mismatched_control": "one partner per text (schema 1)"}
+        for name in ("_pairs", "_norms"):
+            if t[name] is not None:
+                t[name].columns.name = "measure" if name == "_pairs" else None
+        return cls(ses, meta, _named(t["_neurons"], "language"), t["_pairs"], _named(t["_energy"], "share"),
+                   _named(t["_top_dims"], "top"), t["_norms"], _named(t["_first_token"], "measure"))
 
     def figure(self) -> Any:
-        """SES per layer for every pair (the mean in black); neuron counts per layer beside it."""
-        import plotly.graph_objects as go
-        from plotly.subplots import make_subplots
+        """Fig. 6: aligned - mismatched with its interval, retrieval with chance, neurons per layer;
+        each panel with its own legend."""
+        from lapelens.evaluate.similarity_figures import ses_figure
 
-        from lapelens.figures.style import model_label
-
-        with_neurons = self.neurons_per_layer is not None
-        fig = make_subplots(rows=1, cols=2 if with_neurons else 1, horizontal_spacing=0.1, subplot_titles=(
-            ["Sentence-embedding similarity", "Language-specific neurons"] if with_neurons else None))
-        layers = list(self.ses.index)
-        styles = {"mean": dict(color="black", width=3), "mismatched": dict(color="grey", width=2, dash="dash")}
-        for pair in self.ses.columns:
-            name = "mean, mismatched texts (control)" if pair == "mismatched" else pair
-            fig.add_trace(go.Scatter(
-                x=layers, y=self.ses[pair].tolist(), name=name, mode="lines+markers" if pair == "mean" else "lines",
-                line=styles.get(pair, dict(width=1)), legendgroup="ses", legendgrouptitle_text="SES"), row=1, col=1)
-        fig.update_xaxes(title_text="layer", row=1, col=1)
-        fig.update_yaxes(title_text="mean cosine similarity", row=1, col=1)
-        if with_neurons:
-            for lang in self.neurons_per_layer.columns:
-                fig.add_trace(go.Bar(x=list(self.neurons_per_layer.index), y=self.neurons_per_layer[lang].tolist(),
-                                     name=lang, legendgroup="neurons", legendgrouptitle_text="neurons"), row=1, col=2)
-            fig.update_layout(barmode="stack")
-            fig.update_xaxes(title_text="layer", row=1, col=2)
-            fig.update_yaxes(title_text="neurons", row=1, col=2)
-        # Every pair has its own legend entry (21 for 7 languages): tall enough that none is cut off in a PNG.
-        fig.update_layout(title=f"SES per layer — {model_label(self.meta.get('model'))} ({self.meta.get('n_texts', '?')} texts)",
-                          width=1150 if with_neurons else 850, height=max(500, 140 + 17 * len(fig.data)),
-                          legend={"font": {"size": 11}, "tracegroupgap": 12})
-        return fig
+        return ses_figure(self)
 
 
 @dataclass
 class DominanceResult:
-    """Fig. 7: per layer (rows) and target language (columns), the mean SES after the Eq. 6 shift.
+    """Fig. 7: per layer (rows) and target language (columns), averaged over sources k != c:
+    ``retrieval`` into c, the aligned cosine into c (``aligned``) and the ``mismatched`` control.
 
-    ``unshifted`` is the same average of the plain SES, so the gain of the shift is ``shifted - unshifted``;
-    ``mismatched`` the shifted SES to a non-aligned target text (the control: ``shifted - mismatched``
-    is what the alignment of content adds).
+    ``summary`` (per target, averaged over layers): retrieval and gap with 95% intervals and
+    ``layers_on_top`` (layers where the target has the strictly highest value); ``contrast``: the
+    reference (en) minus the best other target, for retrieval and gap, with its interval;
+    ``contrast_layers``: the same per layer. Under the raw measure ``shifted``, ``unshifted`` and
+    ``shifted_mismatched`` are Eq. 6's mean cosines (the old Fig. 7); otherwise None.
     """
 
-    shifted: pd.DataFrame
-    unshifted: pd.DataFrame
+    retrieval: pd.DataFrame | None
+    aligned: pd.DataFrame | None
+    mismatched: pd.DataFrame | None
+    summary: pd.DataFrame | None
+    contrast: pd.DataFrame | None
+    contrast_layers: pd.DataFrame | None
     meta: dict = field(default_factory=dict)
-    mismatched: pd.DataFrame | None = None
+    shifted: pd.DataFrame | None = None
+    unshifted: pd.DataFrame | None = None
+    shifted_mismatched: pd.DataFrame | None = None
+
+    @property
+    def gap(self) -> pd.DataFrame | None:
+        return None if self.aligned is None else self.aligned - self.mismatched
 
     def save(self, path: str | Path) -> Path:
-        """Write ``dominance.csv``, ``dominance_unshifted.csv``, ``dominance_mismatched.csv`` and
-        ``dominance.json`` into ``path``."""
-        tables = {"": self.shifted, "_unshifted": self.unshifted, "_mismatched": self.mismatched}
+        """Write ``dominance.csv`` (retrieval), ``dominance.json`` and the other tables
+        (``dominance_{aligned,mismatched,summary,contrast,contrast_layers}.csv``, and under raw
+        ``dominance_eq6{,_unshifted,_mismatched}.csv``) into ``path``."""
+        tables = {"": self.retrieval, "_aligned": self.aligned, "_mismatched": self.mismatched,
+                  "_summary": self.summary, "_contrast": self.contrast, "_contrast_layers": self.contrast_layers,
+                  "_eq6": self.shifted, "_eq6_unshifted": self.unshifted, "_eq6_mismatched": self.shifted_mismatched}
         return _save(Path(path), DOMINANCE_STEM, tables, self.meta)
 
     @classmethod
     def load(cls, path: str | Path) -> "DominanceResult":
-        tables, meta = _load(Path(path), DOMINANCE_STEM, ("", "_unshifted", "_mismatched"))
-        if tables["_unshifted"] is None:
-            raise LapelensError(f"{path} lacks {DOMINANCE_STEM}_unshifted.csv; run `lapelens ses` again.")
-        control = tables["_mismatched"]
-        return cls(_named(tables[""], "target"), _named(tables["_unshifted"], "target"), meta,
-                   None if control is None else _named(control, "target"))
+        names = ("", "_aligned", "_mismatched", "_summary", "_contrast", "_contrast_layers", "_eq6", "_eq6_unshifted",
+                 "_eq6_mismatched", "_unshifted")
+        t, meta, version = _load(Path(path), DOMINANCE_STEM, dict.fromkeys(names, 1))
+        if version < 2 and t["_summary"] is None:  # Eq. 6 only: dominance.csv shifted, _unshifted, _mismatched its control
+            if t["_unshifted"] is None:
+                raise LapelensError(f"{path} lacks {DOMINANCE_STEM}_unshifted.csv; run `lapelens ses` again.")
+            return cls(None, None, None, None, None, None, {**meta, "measure": "raw"}, _named(t[""], "target"),
+                       _named(t["_unshifted"], "target"), _named(t["_mismatched"], "target"))
+        summary, contrast = t["_summary"], t["_contrast"]
+        return cls(_named(t[""], "target"), _named(t["_aligned"], "target"), _named(t["_mismatched"], "target"),
+                   None if summary is None else _named(summary, None, "target"),
+                   None if contrast is None else _named(contrast, None, "statistic"),
+                   _named(t["_contrast_layers"], None), meta, _named(t["_eq6"], "target"),
+                   _named(t["_eq6_unshifted"], "target"), _named(t["_eq6_mismatched"], "target"))
 
     def figure(self) -> Any:
-        """Shifted SES per target (solid), unshifted (dotted) and the mismatched control (dashed,
-        hidden until clicked in the legend), one colour per target."""
-        import plotly.colors
-        import plotly.graph_objects as go
+        """Fig. 7: retrieval into each target (chance dotted) beside the aligned cosine into it and
+        its mismatched control (under raw: Eq. 6's shifted cosine, unshifted and control)."""
+        from lapelens.evaluate.similarity_figures import dominance_figure
 
-        from lapelens.figures.style import model_label
-
-        fig = go.Figure()
-        palette = plotly.colors.qualitative.Plotly
-        layers = list(self.shifted.index)
-        for n, lang in enumerate(self.shifted.columns):
-            color = palette[n % len(palette)]
-            fig.add_trace(go.Scatter(x=layers, y=self.shifted[lang].tolist(), name=f"to {lang}", mode="lines+markers",
-                                     line=dict(color=color), legendgroup=lang))
-            fig.add_trace(go.Scatter(x=layers, y=self.unshifted[lang].tolist(), name=f"{lang} unshifted",
-                                     mode="lines", line=dict(color=color, dash="dot"), legendgroup=lang))
-            if self.mismatched is not None:
-                fig.add_trace(go.Scatter(x=layers, y=self.mismatched[lang].tolist(), name=f"to {lang}, mismatched",
-                                         mode="lines", line=dict(color=color, dash="dash"), legendgroup=lang,
-                                         visible="legendonly"))
-        per_target = 3 if self.mismatched is not None else 2
-        fig.update_layout(
-            title=f"Dominance (Eq. 6, v: {self.meta.get('vectors', '?')}) — {model_label(self.meta.get('model'))}",
-            xaxis_title="layer", yaxis_title="mean SES to the target language",
-            width=900, height=max(500, 160 + (21 * per_target + 8) * len(self.shifted.columns)),
-            legend={"font": {"size": 11}, "tracegroupgap": 8})
-        return fig
+        return dominance_figure(self)
