@@ -1,0 +1,97 @@
+"""How the explorer shows tokens: their text, byte pieces merged into whole characters, compact ids.
+
+Byte-level tokenizers split a CJK character into two or three tokens that are each only a part of
+its UTF-8 bytes; decoded alone, each gives U+FFFD. The page shows such a run as the character(s)
+it makes, found by decoding growing runs of the actual token ids (no tokenizer-specific byte
+tables), so it works for byte-level BPE and SentencePiece byte fallback alike.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+#: Decoding this means the token is only part of a character.
+REPLACEMENT = "\ufffd"
+#: Longest run of byte pieces tried as one unit (a UTF-8 character has at most 4 bytes; a piece
+#: may also carry whole characters before or after its partial bytes).
+MAX_RUN = 8
+#: The page's compact integers: fixed-width base 64, this alphabet (URL-safe base64's).
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def token_text(tokenizer: Any, token_id: int) -> str:
+    """What one token decodes to alone (U+FFFD inside: it is part of a character)."""
+    return tokenizer.decode([int(token_id)])
+
+
+def raw_token(tokenizer: Any, token_id: int) -> str:
+    """The token as the vocabulary spells it (shown where a byte piece cannot be merged), in angle quotes."""
+    return "\u2039" + str(tokenizer.convert_ids_to_tokens(int(token_id))) + "\u203a"
+
+
+def merged_runs(tokenizer: Any, ids: Sequence[int], partial: set[int] | None = None) -> list[tuple[int, int, str]]:
+    """``(start, length, text)`` for each run of tokens that only together decode to whole characters.
+
+    A run starts at a token whose own decoding holds U+FFFD and grows one token at a time (up to
+    ``MAX_RUN``) until the run decodes cleanly. A piece that never does (a window that cuts a
+    character) is left alone. ``partial`` (the ids known to be pieces) saves decoding every token.
+    """
+    ids = [int(i) for i in ids]
+    if partial is None:
+        partial = {i for i in set(ids) if REPLACEMENT in token_text(tokenizer, i)}
+    out: list[tuple[int, int, str]] = []
+    p = 0
+    while p < len(ids):
+        if ids[p] not in partial:
+            p += 1
+            continue
+        for end in range(p + 2, min(p + MAX_RUN, len(ids)) + 1):
+            text = tokenizer.decode(ids[p:end])
+            if REPLACEMENT not in text:
+                out.append((p, end - p, text))
+                p = end
+                break
+        else:
+            p += 1
+    return out
+
+
+def id_width(vocab_size: int) -> int:
+    """Characters per id in :func:`encode_ints` for ids below ``vocab_size`` (and -1)."""
+    return max(1, math.ceil(math.log(vocab_size + 1, len(ALPHABET))))
+
+
+def encode_ints(values: Sequence[int], width: int) -> str:
+    """Non-negative integers (or -1, for "none") as one string of ``width`` characters each.
+
+    -1 is stored as the largest number the width holds, which is why ``id_width`` leaves room for it.
+    """
+    top = len(ALPHABET) ** width
+    chars = []
+    for v in values:
+        v = top - 1 if v == -1 else int(v)
+        if not 0 <= v < top:
+            raise ValueError(f"{v} does not fit {width} base-64 characters")
+        chars.append("".join(ALPHABET[(v // len(ALPHABET) ** k) % len(ALPHABET)] for k in range(width - 1, -1, -1)))
+    return "".join(chars)
+
+
+def decode_ints(text: str, width: int) -> list[int]:
+    """Inverse of :func:`encode_ints` (the page's script does the same)."""
+    top = len(ALPHABET) ** width
+    out = []
+    for s in range(0, len(text), width):
+        v = 0
+        for c in text[s:s + width]:
+            v = v * len(ALPHABET) + ALPHABET.index(c)
+        out.append(-1 if v == top - 1 else v)
+    return out
+
+
+def fnv1a(text: str) -> int:
+    """32-bit FNV-1a of the UTF-8 bytes: the page finds a token's search shard with the same hash."""
+    h = 0x811C9DC5
+    for b in text.encode("utf-8"):
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return h
