@@ -235,17 +235,16 @@ def gather(
     edges = histogram_edges(stats.mean_activation()[rows].T.float(), stats.std_activation()[rows].T.float(), bins,
                             floor=_min_activation(model))
     s = sample_neurons(model, chunks, detail, edges, top_k, samples, window[0], window[1], seed=seed, progress=progress)
-    ids = torch.full(s.acts.shape, -1, dtype=torch.long)
-    runs: dict[tuple[int, int, int], list] = {}
+    used, runs = {}, {}
     partial = {i for i, t in enumerate(texts) if REPLACEMENT in t}
-    for k, lang in enumerate(langs):
-        for d, c in (s.chunk[:, k] >= 0).nonzero().tolist():
-            ch, p = int(s.chunk[d, k, c]), int(s.pos[d, k, c])
-            lo, hi = max(0, p - window[0]), min(inputs.seq_len, p + window[1] + 1)
-            ids[d, k, c, lo - (p - window[0]):hi - (p - window[0])] = chunks[lang][ch, lo:hi]
-            merged = merged_runs(tok, chunks[lang][ch, lo:hi].tolist(), partial)
-            if merged:
-                runs[(d, k, c)] = [(a + lo - (p - window[0]), n, t) for a, n, t in merged]
+    for k, lang in enumerate(langs):  # keep only the chunks a context shows, renumbered
+        kept = s.chunk[:, k].unique()
+        kept = kept[kept >= 0]
+        remap = torch.full((len(chunks[lang]),), -1, dtype=torch.long)
+        remap[kept] = torch.arange(len(kept))
+        s.chunk[:, k] = torch.where(s.chunk[:, k] >= 0, remap[s.chunk[:, k].clamp_min(0)], -1)
+        used[lang] = chunks[lang][kept]
+        runs[lang] = {c: r for c, ids in enumerate(used[lang].tolist()) if (r := merged_runs(tok, ids, partial))}
     lap("contexts and histograms")
 
     lape = sets[primary]
@@ -267,6 +266,7 @@ def gather(
         "detail_neurons": len(detail),
         "context_tokens_per_language": dict(zip(langs, s.tokens_seen.tolist())),
         "context_split": "train",
+        "context_seq_len": inputs.seq_len,
         "histogram_bins": bins,
         "logit_top": logit_top,
         "search_top": search_top,
@@ -284,7 +284,7 @@ def gather(
         model=inputs.model, languages=tuple(langs), n_layers=stats.n_layers, d_mlp=stats.d_mlp,
         selection=SelectionPanel(entropy, rank, float(thr), filter_rate, {m: n.mask for m, n in sets.items()}, primary),
         firing=FiringPanel(stats.count.clone(), stats.n.clone()), mean=MeanPanel(stats.mean_activation()),
-        histogram=HistogramPanel(detail, s.edges, s.hist), contexts=ContextPanel(s, ids, runs, width, inputs.seq_len),
+        histogram=HistogramPanel(detail, s.edges, s.hist), contexts=ContextPanel(s, used, runs, width, shown),
         logits=LogitPanel(effects, width), loss=LossPanel(loss),
         search=SearchIndex(texts, effects.token_neurons, effects.token_value), vocab=shown, settings=settings,
     )

@@ -56,14 +56,22 @@ class LossChanges:
 def choose_neurons(lape: LanguageNeurons, rank: Int64[Tensor, "layer neuron"], max_neurons: int,
                    per_language: int) -> Int64[Tensor, "m 2"]:
     """Every neuron of ``lape`` when there are at most ``max_neurons``; else each language's
-    ``per_language`` best (by LAPE rank), together. Sorted by rank."""
-    selected = lape.mask.any(dim=0).flatten()
+    ``per_language`` best by LAPE rank, taken in turns over the languages (each language's best
+    first) up to ``max_neurons`` in all. Sorted by rank."""
     key = torch.where(rank.flatten() < 0, rank.numel(), rank.flatten())  # unranked neurons last
+    selected = lape.mask.any(dim=0).flatten()
     if int(selected.sum()) > max_neurons:
-        selected = torch.zeros_like(selected)
+        queues = []
         for k in range(len(lape.languages)):
             idx = lape.mask[k].flatten().nonzero().flatten()
-            selected[idx[key[idx].argsort(stable=True)[:per_language]]] = True
+            queues.append(idx[key[idx].argsort(stable=True)[:per_language]].tolist())
+        chosen: list[int] = []
+        for turn in range(per_language):
+            for q in queues:
+                if turn < len(q) and q[turn] not in chosen and len(chosen) < max_neurons:
+                    chosen.append(q[turn])
+        selected = torch.zeros_like(selected)
+        selected[chosen] = True
     flat = selected.nonzero().flatten()
     flat = flat[key[flat].argsort(stable=True)]
     return torch.stack([flat // lape.d_mlp, flat % lape.d_mlp], dim=1)

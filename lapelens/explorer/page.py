@@ -71,7 +71,7 @@ def page_json(data: ExplorerData, folder: str) -> dict:
         "rows": {"index": listed, "rank": rank[listed].tolist(), "entropy": rounded(entropy[listed], 5),
                  "p": rounded(p[:, listed].T, 4), "loss": [rounded(loss[f], 6) if f in loss else None for f in listed]},
         "loss": data.loss.page_json(),
-        "contexts": data.contexts.settings(),
+        "contexts": data.contexts.page_json(),
         "search": {"shards": data.search.n_shards, "top": int(data.search.neurons.shape[1])},
         "live_limits": dict(LIMITS),
         "settings": st,

@@ -133,48 +133,44 @@ class HistogramPanel:
 class ContextPanel:
     """Per tracked neuron and language: the top contexts, then samples from lower quantiles.
 
-    ``ids[d, k, c]`` are the window's token ids (-1 outside the chunk) and ``runs[(d, k, c)]`` the
-    byte pieces merged into characters there (``(start, length, text)`` within the window).
+    ``samples.chunk`` indexes ``chunks[lang]`` (only the chunks some context shows); their tokens,
+    and the byte pieces merged into characters there (``runs[lang][chunk]``: ``(start, length,
+    text)``), are written once in the page, not once per context.
     """
 
     samples: NeuronSamples
-    ids: Int64[Tensor, "detail lang context window"]
-    runs: dict[tuple[int, int, int], list[tuple[int, int, str]]]
+    chunks: dict[str, Int64[Tensor, "chunk pos"]]
+    runs: dict[str, dict[int, list[tuple[int, int, str]]]]
     id_width: int
-    seq_len: int
+    #: Token id -> the text the page shows for it.
+    texts: dict[int, str]
 
     def scale(self) -> Float[Tensor, " detail"]:
         """Per neuron, the largest activation kept (> 0): the shading's full colour."""
         s = torch.nan_to_num(self.samples.value, nan=0.0, neginf=0.0).clamp_min(0).amax(dim=(1, 2))
         return torch.where(s > 0, s, torch.ones_like(s))
 
+    def page_json(self) -> dict:
+        s = self.samples
+        ids = sorted({i for c in self.chunks.values() for i in c.flatten().tolist()})
+        return {"top": s.top, "samples": s.samples, "groups": [list(g) for g in s.groups], "before": s.before,
+                "after": s.acts.shape[-1] - s.before - 1, "levels": LEVELS,
+                "chunks": {l: [encode_ints(row, self.id_width) for row in c.tolist()] for l, c in self.chunks.items()},
+                "runs": {l: {str(c): [list(x) for x in r] for c, r in runs.items()} for l, runs in self.runs.items()},
+                "vocab": {str(i): self.texts[i] for i in ids}}
+
     def layer_json(self, layer: int, vocab: Vocab) -> dict:
         s, out, scales = self.samples, {}, self.scale()
         for r, j in _rows(s.neurons, layer):
             langs = []
             for k in range(s.value.shape[1]):
-                contexts = []
-                for c in range(s.value.shape[2]):
-                    if int(s.chunk[r, k, c]) < 0:
-                        continue
-                    inside = (self.ids[r, k, c] >= 0).nonzero().flatten()
-                    a, b = int(inside[0]), int(inside[-1]) + 1
-                    ids = self.ids[r, k, c, a:b]
-                    vocab.add(ids)
-                    runs = [[start - a, n, text] for start, n, text in self.runs.get((r, k, c), [])]
-                    group = -1 if c < s.top else (c - s.top) // s.samples
-                    contexts.append([group, round(float(s.value[r, k, c]), 4), s.before - a,
-                                     encode_ints(ids.tolist(), self.id_width),
-                                     encode_levels(s.acts[r, k, c, a:b], float(scales[r])), runs])
+                contexts = [[-1 if c < s.top else (c - s.top) // s.samples, round(float(s.value[r, k, c]), 4),
+                             int(s.chunk[r, k, c]), int(s.pos[r, k, c]), encode_levels(s.acts[r, k, c], float(scales[r]))]
+                            for c in range(s.value.shape[2]) if int(s.chunk[r, k, c]) >= 0]
                 groups = [[*rounded(s.bounds[r, k, g], 4), round(float(s.share[r, k, g]), 5)] for g in range(len(s.groups))]
                 langs.append({"contexts": contexts, "groups": groups})
             out[str(j)] = {"scale": round(float(scales[r]), 5), "languages": langs}
         return out
-
-    def settings(self) -> dict:
-        s = self.samples
-        return {"top": s.top, "samples": s.samples, "groups": [list(g) for g in s.groups], "before": s.before,
-                "after": s.acts.shape[-1] - s.before - 1, "levels": LEVELS, "seq_len": self.seq_len}
 
 
 @dataclass

@@ -66,14 +66,37 @@ function histPanel(f, X, F) {
   return s + `<p class="note">Share of tokens per bin of act_fn(hook_pre), square-root height scale, on ${D.settings.context_tokens_label}; dashed line at 0; the outer bins also hold everything beyond them. Hover a bar for its numbers.</p>`;
 }
 
-function contextRows(ctxs, vocab, scale) {
+const chunkCache = new Map();
+function chunkTokens(lang, c) {
+  const key = `${lang}/${c}`;
+  if (!chunkCache.has(key)) chunkCache.set(key, decodeInts(D.contexts.chunks[lang][c], D.id_width));
+  return chunkCache.get(key);
+}
+
+// The window around pos, widened or narrowed so that no character split into byte pieces is cut.
+function contextWindow(ids, runs, pos) {
+  let a = Math.max(0, pos - D.contexts.before), b = Math.min(ids.length, pos + D.contexts.after + 1);
+  for (const [s0, n] of runs) {
+    const e0 = s0 + n, holds = s0 <= pos && pos < e0;
+    if (s0 < a && e0 > a) a = holds ? s0 : e0;
+    if (s0 < b && e0 > b) b = holds ? e0 : s0;
+  }
+  return [a, b];
+}
+
+function contextRows(ctxs, lang, scale) {
+  const runsOf = D.contexts.runs[lang] || {};
   let s = "";
-  for (const [group, value, center, idText, levels, runs] of ctxs) {
-    const ids = decodeInts(idText, D.id_width);
-    const vals = [...levels].map((c) => { const v = level(c); return v === null ? null : v * scale / D.contexts.levels; });
-    vals[center] = value;
-    s += `<div class="ctx" data-group="${group}" data-value="${value}" data-center="${center}"><span class="val">${value.toFixed(3)}</span>` +
-         shadedTokens(ids, vals, runs, { vocab, max: scale, center, approx: true }) + `</div>`;
+  for (const [group, value, c, pos, levels] of ctxs) {
+    const ids = chunkTokens(lang, c), runs = runsOf[c] || [], [a, b] = contextWindow(ids, runs, pos);
+    const first = pos - D.contexts.before, vals = [];
+    for (let i = a; i < b; i++) {
+      const v = i - first >= 0 && i - first < levels.length ? level(levels[i - first]) : null;
+      vals.push(i === pos ? value : v === null ? null : v * scale / D.contexts.levels);
+    }
+    const inside = runs.filter(([s0, n]) => s0 >= a && s0 + n <= b).map(([s0, n, t]) => [s0 - a, n, t]);
+    s += `<div class="ctx" data-group="${group}" data-value="${value}" data-chunk="${c}" data-pos="${pos}"><span class="val">${value.toFixed(3)}</span>` +
+         shadedTokens(ids.slice(a, b), vals, inside, { vocab: D.contexts.vocab, max: scale, center: pos - a, approx: true }) + `</div>`;
   }
   return s;
 }
@@ -86,12 +109,12 @@ function contextPanel(f, X, F) {
     const lang = D.languages[k];
     s += `<div class="ctx-lang" data-lang="${lang}"><h3>${esc(lang)}</h3>`;
     const top = block.contexts.filter((c) => c[0] < 0);
-    s += `<div class="group-head">top ${top.length}: the highest activations, one per ${C.seq_len}-token chunk</div>` + contextRows(top, X.vocab, scale);
+    s += `<div class="group-head">top ${top.length}: the highest activations, one per ${D.settings.context_seq_len}-token chunk</div>` + contextRows(top, lang, scale);
     C.groups.forEach(([qlo, qhi], g) => {
       const [lo, hi, share] = block.groups[g], rows = block.contexts.filter((c) => c[0] === g);
       const range = lo === null ? "" : `activation ${lo.toFixed(3)} to ${hi.toFixed(3)}, `;
       s += `<div class="group-head" data-group="${g}">${(100 * qlo).toFixed(0)}th to ${(100 * qhi).toFixed(0)}th percentile of ${esc(lang)} tokens (${range}${(100 * share).toFixed(1)}% of them): ${rows.length ? `${rows.length} at random` : "none"}</div>`;
-      s += contextRows(rows, X.vocab, scale);
+      s += contextRows(rows, lang, scale);
     });
     s += `</div>`;
   });
