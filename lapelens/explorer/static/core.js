@@ -103,18 +103,19 @@ function level(c) {
   return code >= 65 && code <= 90 ? -(code - 64) : parseInt(c, 36);
 }
 
-// Tokens shaded by activation, byte pieces merged: ids, values (null: not shown), runs [[start, n, text]].
+// Tokens shaded by activation, byte pieces merged: ids, values (null: not shown), runs [[start, n, text]];
+// a token's text from opts.texts (one per position) or opts.vocab (by id).
 function shadedTokens(ids, values, runs, opts) {
   const vocab = opts.vocab || {}, max = opts.max, center = opts.center ?? -1, start = new Map(runs.map((r) => [r[0], r]));
-  const text = (id) => opts.texts ? opts.texts[id] : (vocab[id] ?? `#${id}`);
+  const text = (j) => opts.texts ? opts.texts[j] : (vocab[ids[j]] ?? `#${ids[j]}`);
   let s = "";
   for (let i = 0; i < ids.length;) {
     const run = start.get(i), n = run ? run[1] : 1, idx = [...Array(n).keys()].map((j) => i + j);
     const vals = idx.map((j) => values[j]).filter((v) => v !== null && v !== undefined);
     const a = vals.length ? vals.reduce((p, v) => Math.abs(v) > Math.abs(p) ? v : p, 0) : 0;
-    const label = run ? run[2] : text(ids[i]);
-    const piece = !run && label.startsWith("\u2039") && label.endsWith("\u203a");
-    const tip = idx.map((j) => `${text(ids[j])}: ${values[j] === null ? "?" : (opts.approx ? "\u2248" : "") + Number(values[j]).toFixed(3)}`).join("\n");
+    const label = run ? run[2] : text(i);
+    const piece = !run && (label.includes("\ufffd") || (label.startsWith("\u2039") && label.endsWith("\u203a")));
+    const tip = idx.map((j) => `${text(j)}: ${values[j] === null ? "?" : (opts.approx && j !== center ? "\u2248" : "") + Number(values[j]).toFixed(3)}`).join("\n");
     const cls = ["tok", piece ? "piece" : "", idx.includes(center) ? "center" : ""].filter(Boolean).join(" ");
     s += `<span class="${cls}" data-pos="${i}" data-n="${n}" data-token-id="${ids[i]}" data-value="${a}" style="background:${shade(a, max)}" title="${esc(tip)}">${esc(shown(label))}</span>`;
     i += n;
