@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,10 +25,14 @@ class Explorer:
     inputs: ExplorerInputs
     model: HookedModel
     seconds: float
+    _pages: dict[str, Page] = field(default_factory=dict, repr=False)
 
     def page(self, path: str | Path | None = None) -> Page:
         """The page, its scripts in a folder named after ``path`` (``explorer.html`` -> ``explorer_files``)."""
-        return render(self.data, folder_for(path) if path is not None else "explorer_files")
+        folder = folder_for(path) if path is not None else "explorer_files"
+        if folder not in self._pages:
+            self._pages[folder] = render(self.data, folder)
+        return self._pages[folder]
 
     def save(self, path: str | Path) -> Path:
         """Write the page and its folder of scripts; open it from a file manager, no network needed."""
