@@ -105,8 +105,10 @@ def deactivated_nll(model: HookedModel, layer: int, neurons: Int64[Tensor, " n"]
     """Summed next-token NLL of each chunk with each of ``neurons`` (all of ``layer``) deactivated alone.
 
     The chunks are repeated once per neuron and each copy has its own neuron zeroed at
-    ``hook_post`` of ``layer``; layers below it are unperturbed, so an implementation that starts
-    from the residual stream entering ``layer`` gives the same numbers.
+    ``hook_post`` of ``layer``. Layers below it are unperturbed, so an implementation that starts
+    from the residual stream entering ``layer`` gives the same numbers; :func:`loss_changes` calls
+    this for one layer's neuron groups in turn with the same ``tokens`` batch, so that residual can
+    be computed once per batch and reused.
     """
     spec = neuron_spec(model)
     device = next(model.parameters()).device
@@ -141,8 +143,9 @@ def loss_changes(model: HookedModel, neurons: Int64[Tensor, "m 2"], chunks: Mapp
                  n_boot: int = 1000, seed: int = 0, progress: bool = True) -> LossChanges:
     """Deactivate each of ``neurons`` alone on every language's ``chunks``; see :class:`LossChanges`.
 
-    Neurons are grouped by layer, and for each layer the chunks run in batches of
-    :func:`rows_per_forward` rows through :func:`deactivated_nll`.
+    Neurons are grouped by layer; for each layer, each batch of chunks runs through
+    :func:`deactivated_nll` once per group of that layer's neurons (:func:`rows_per_forward` rows
+    per forward in all).
     """
     spec = neuron_spec(model)
     neurons = neurons.long().reshape(-1, 2)
@@ -168,12 +171,12 @@ def loss_changes(model: HookedModel, neurons: Int64[Tensor, "m 2"], chunks: Mapp
         perturbed = torch.zeros(m, len(c), dtype=torch.float64)
         for layer in neurons[:, 0].unique().tolist():
             rows = (neurons[:, 0] == layer).nonzero().flatten()
-            for g in range(0, len(rows), rows_max):
-                group = rows[g:g + rows_max]
-                per = max(1, rows_max // len(group))
-                for b in range(0, len(c), per):
-                    perturbed[group, b:b + per] = deactivated_nll(model, layer, neurons[group, 1], c[b:b + per])
-                    bar.update(len(group) * c[b:b + per].numel())
+            per = max(1, rows_max // min(len(rows), rows_max))  # chunks per batch; neurons per forward below
+            for b in range(0, len(c), per):
+                tokens = c[b:b + per]  # the same batch for every neuron group of this layer
+                for group in rows.split(max(1, rows_max // len(tokens))):
+                    perturbed[group, b:b + per] = deactivated_nll(model, layer, neurons[group, 1], tokens)
+                    bar.update(len(group) * tokens.numel())
         mean, low, high = bootstrap(perturbed - ref, torch.full((len(c),), c.shape[1] - 1), n_boot, seed)
         out["delta"][:, k], out["low"][:, k], out["high"][:, k] = mean, low, high
     bar.close()

@@ -149,6 +149,7 @@ function lossPanel(f, X, F) {
   const S = D.settings, LS = D.loss;
   let s = `<h2>Loss change when this neuron alone is deactivated \u2013 ${name(f)}</h2>`;
   const cover = `Computed for ${S.loss_neurons} of the ${S.primary_neurons} ${esc(S.primary)} neurons (${S.loss_neurons < S.primary_neurons ? `each language's ${S.loss_per_language} best by LAPE rank` : "all of them"}), on ${S.loss_tokens_label} of held-out (${S.loss_split}) text in ${S.loss_seq_len}-token chunks.`;
+  if (!F.loss && !S.loss_neurons) return s + `<p class="note" id="loss-missing">This page has no loss changes (built with --loss-max-neurons 0, as --serve does unless told otherwise).</p>`;
   if (!F.loss) return s + `<p class="note" id="loss-missing">Not computed for ${name(f)}. ${cover}</p>`;
   const [amin, amax] = LS.axis, w = 900, left = 44, right = 340, rowH = 20, h = rowH * K + 24;
   const x = (v) => left + (w - left - right) * (v - amin) / ((amax - amin) || 1);
