@@ -22,7 +22,7 @@ from lapelens.explorer import explore
 from lapelens.explorer.effects import logit_effects
 from lapelens.explorer.loss import bootstrap, choose_neurons
 from lapelens.explorer.page import page_json
-from lapelens.explorer.text import decode_ints, encode_ints, fnv1a, id_width, merged_runs
+from lapelens.explorer.text import decode_ints, encode_ints, fnv1a, id_width, merged_runs, raw_token
 from lapelens.neurons import LanguageNeurons
 from tiny import chromium, explorer_run, make_tiny_model
 
@@ -127,6 +127,10 @@ def test_byte_pieces_merge_into_the_characters_they_make(tmp_path):
                     ("" if p in covered else tok.decode([i])) for p, i in enumerate(ids))
     assert shown == "敏捷的棕色狐狸"
     assert all("\ufffd" in tok.decode([ids[s]]) and n >= 2 for s, n, _ in runs)
+    # a piece shown alone spells its bytes: the pieces of a run spell the UTF-8 bytes of its text
+    for start, n, text in runs:
+        spelled = "".join(raw_token(tok, i)[1:-1] for i in ids[start:start + n])
+        assert spelled.encode("latin-1").decode("unicode_escape").encode("latin-1") == text.encode("utf-8")
 
 
 # ---- numbers against the HF model ------------------------------------------------------------------

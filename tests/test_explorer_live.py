@@ -169,13 +169,17 @@ def test_search_ranks_first_what_the_hf_weights_rank_first(url, hf, built):
     ("/api/steer", dict(prompt="x", max_new_tokens="ten"), "max_new_tokens"),
     ("/api/steer", dict(prompt="word " * 120, max_new_tokens=20), "at most"),
     ("/api/search", dict(token=""), "empty"),
-    ("/api/search", dict(token="zzzzqqq"), "No single token"),
     ("/api/search", dict(token="the", top=0), "top"),
 ])
 def test_bad_requests_get_a_400_and_the_server_keeps_serving(url, path, params, says):
     status, body = get(url, path, **params)
     assert status == 400 and list(body) == ["error"] and says in body["error"] and "\n" not in body["error"]
     assert get(url, "/api/info")[0] == 200
+
+
+def test_a_search_that_finds_no_token_says_so(url):
+    status, body = get(url, "/api/search", token="zzzzqqq")
+    assert status == 200 and body["token_id"] is None and body["neurons"] == [] and "No single token" in body["note"]
 
 
 def test_unknown_paths_get_a_404(url):

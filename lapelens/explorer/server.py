@@ -94,7 +94,10 @@ class LiveExplorer:
         top = q.get("top", "20")
         if not top.isdigit() or not 1 <= int(top) <= 1000:
             raise LapelensError(f"top must be a whole number 1-1000, got {top!r}.")
-        ids = token_ids(self.model.tokenizer, self.texts, token)
+        try:
+            ids = token_ids(self.model.tokenizer, self.texts, token)
+        except LapelensError as exc:  # nothing found is an answer, not a bad request
+            return {"token": token, "token_id": None, "token_ids": [], "neurons": [], "note": str(exc)}
         with self.lock:
             flat, values = token_promoters(self.model, ids[0], int(top))
         d = neuron_spec(self.model).d_mlp

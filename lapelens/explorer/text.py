@@ -8,7 +8,9 @@ tables), so it works for byte-level BPE and SentencePiece byte fallback alike.
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 from typing import Any, Sequence
 
 #: Decoding this means the token is only part of a character.
@@ -25,9 +27,30 @@ def token_text(tokenizer: Any, token_id: int) -> str:
     return tokenizer.decode([int(token_id)])
 
 
+@functools.cache
+def _byte_level() -> dict[str, int]:
+    """GPT-2's byte-level alphabet (a printable character for each byte), reversed: character -> byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1), *range(ord("\xae"), ord("\xff") + 1)]
+    chars, extra = dict(zip(printable, printable)), 0
+    for b in range(256):
+        if b not in chars:
+            chars[b], extra = 256 + extra, extra + 1
+    return {chr(c): b for b, c in chars.items()}
+
+
 def raw_token(tokenizer: Any, token_id: int) -> str:
-    """The token as the vocabulary spells it (shown where a byte piece cannot be merged), in angle quotes."""
-    return "\u2039" + str(tokenizer.convert_ids_to_tokens(int(token_id))) + "\u203a"
+    """A token that is only part of a character, as its bytes (``\\xe7`` for each partial one), in angle quotes.
+
+    Byte-level BPE spells bytes with GPT-2's alphabet, SentencePiece byte fallback as ``<0xE7>``;
+    anything else is shown as the vocabulary spells it.
+    """
+    raw = str(tokenizer.convert_ids_to_tokens(int(token_id)))
+    table = _byte_level()
+    if match := re.fullmatch(r"<0x([0-9A-Fa-f]{2})>", raw):
+        raw = f"\\x{match.group(1).lower()}"
+    elif raw and all(c in table for c in raw):
+        raw = bytes(table[c] for c in raw).decode("utf-8", "backslashreplace")
+    return "\u2039" + raw + "\u203a"
 
 
 def merged_runs(tokenizer: Any, ids: Sequence[int], partial: set[int] | None = None) -> list[tuple[int, int, str]]:

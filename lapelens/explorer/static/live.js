@@ -13,12 +13,8 @@ async function api(path, params) {
 async function searchLive(q) {
   const variants = [...new Set([q, q.startsWith(" ") ? q : " " + q])], out = [];
   for (const token of variants) {
-    try {
-      const r = await api("/api/search", { token });
-      out.push({ token, id: r.token_id, neurons: r.neurons.map((n) => ({ f: n.layer * N + n.neuron, effect: n.effect })) });
-    } catch (e) {
-      if (!/No single token/.test(e.message)) throw e;
-    }
+    const r = await api("/api/search", { token });
+    if (r.token_id !== null) out.push({ token, id: r.token_id, neurons: r.neurons.map((n) => ({ f: n.layer * N + n.neuron, effect: n.effect })) });
   }
   return out;
 }
