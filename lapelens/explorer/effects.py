@@ -95,6 +95,7 @@ def logit_effects(model: HookedModel, top: int = 10, bins: int = 24, search_top:
         hi_i = torch.empty(n, 0, dtype=torch.long, device=w.device)
         lo_v, lo_i = hi_v.clone(), hi_i.clone()
         counts = torch.zeros(n * bins, dtype=torch.long, device=w.device)
+        offsets = (torch.arange(n, dtype=torch.int32, device=w.device) * bins)[:, None]
         for start in range(0, n_vocab, VOCAB_BLOCK):
             effect = w @ w_u[:, start:start + VOCAB_BLOCK]  # neuron block
             cols = torch.arange(start, start + effect.shape[1], device=w.device).expand(n, -1)
@@ -103,8 +104,9 @@ def logit_effects(model: HookedModel, top: int = 10, bins: int = 24, search_top:
             hi_v, hi_i = _merge_top(hi_v, hi_i, t.values, cols.gather(1, t.indices), min(top, hi_v.shape[1] + k), True)
             t = effect.topk(k, dim=1, largest=False)
             lo_v, lo_i = _merge_top(lo_v, lo_i, t.values, cols.gather(1, t.indices), min(top, lo_v.shape[1] + k), False)
-            b = ((effect - lo[:, None]) / width[:, None]).floor().clamp(0, bins - 1).long()
-            counts += torch.bincount((b + torch.arange(n, device=w.device)[:, None] * bins).flatten(), minlength=n * bins)
+            # bin = floor((effect - lo) / width), clamped; int32 truncation is floor once clamped at 0
+            b = (effect - lo[:, None]).div_(width[:, None]).clamp_(0, bins - 1).to(torch.int32)
+            counts += torch.bincount((b + offsets).flatten(), minlength=n * bins)
             m = min(search_top, n)
             best = effect.topk(m, dim=0)  # m block: this layer's strongest promoters of each token
             rows = slice(start, start + effect.shape[1])
