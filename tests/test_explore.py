@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM
 import lapelens
 from lapelens.activations import pack_chunks
 from lapelens.cli import main
-from lapelens.explorer import explore
+from lapelens.explorer import explore, from_parts
 from lapelens.explorer.effects import logit_effects
 from lapelens.explorer.loss import bootstrap, choose_neurons
 from lapelens.explorer.page import page_json
@@ -234,6 +234,18 @@ def test_the_page_holds_lists_and_the_layer_files_the_rest(built, run_dir):
     assert d["rows"]["index"] == union.flatten().nonzero().flatten().tolist()
     for row, f in enumerate(d["rows"]["index"][:10]):
         assert d["rows"]["p"][row] == pytest.approx(p[:, f].tolist(), abs=6e-5)
+
+
+def test_a_neuron_set_of_fewer_languages_is_shown_in_the_statistics_columns(run_dir):
+    stats = lapelens.ActivationStats.load(run_dir / "stats")
+    lape = lapelens.load(run_dir / "neurons_lape")
+    inputs = from_parts(stats, lape.subset(["zh", "en"]), model="m", corpus="c")
+    shown = inputs.sets["lape"]
+    assert shown.languages == stats.languages == ("en", "zh", "fr", "ja")
+    assert torch.equal(shown.mask[0], lape.mask[0]) and torch.equal(shown.mask[1], lape.mask[1])
+    assert not shown.mask[2:].any() and (inputs.model, inputs.corpus, inputs.seq_len) == ("m", "c", 16)
+    with pytest.raises(lapelens.LapelensError, match=r"languages \['xx'\]"):
+        from_parts(stats, LanguageNeurons(("xx",), lape.mask[:1], "lape"))
 
 
 def test_public_name_and_cli(run_dir, tmp_path):

@@ -71,6 +71,7 @@ def load_run(run_dir: str | Path) -> ExplorerInputs:
         if (s.n_layers, s.d_mlp) != (stats.n_layers, stats.d_mlp):
             raise LapelensError(f"{run}/neurons_{method} is for a {s.n_layers} x {s.d_mlp} model, the statistics for "
                                 f"{stats.n_layers} x {stats.d_mlp}.")
+        sets[method] = _aligned(s, stats)
     keep = ("model", "corpus", "tokens_per_language", "seq_len", "top_rate", "ap_k", "seed")
     return ExplorerInputs(model=str(config.get("model", "embedded")), corpus=str(config.get("corpus", "embedded")),
                           seq_len=int(config.get("seq_len", 256)), stats=stats, sets=sets, source=f"run {run}",
@@ -94,17 +95,24 @@ def from_parts(stats: ActivationStats, neurons: LanguageNeurons | None = None, m
     if (neurons.n_layers, neurons.d_mlp) != (stats.n_layers, stats.d_mlp):
         raise LapelensError(f"The {neurons.method} neuron set is for a {neurons.n_layers} x {neurons.d_mlp} model, "
                             f"the statistics for {stats.n_layers} x {stats.d_mlp}: use both from the same model.")
+    return ExplorerInputs(model=model, corpus=corpus, seq_len=int(seq_len or stats.meta.get("seq_len") or SEQ_LEN),
+                          stats=stats, sets={neurons.method: _aligned(neurons, stats)}, source=source or f"model {model}",
+                          run_config={"model": model, "corpus": corpus})
+
+
+def _aligned(neurons: LanguageNeurons, stats: ActivationStats) -> LanguageNeurons:
+    """``neurons`` over the statistics' languages, in their order (the page's columns); a language
+    the set lacks gets no neurons, one the statistics lack is refused."""
     missing = [l for l in neurons.languages if l not in stats.languages]
     if missing:
-        raise LapelensError(f"The neuron set has languages {missing} that the statistics lack ({list(stats.languages)}).")
-    if tuple(neurons.languages) != tuple(stats.languages):  # the page shows the statistics' languages
-        mask = torch.zeros(len(stats.languages), stats.n_layers, stats.d_mlp, dtype=torch.bool)
-        for k, lang in enumerate(neurons.languages):
-            mask[stats.lang_index(lang)] = neurons.mask[k]
-        neurons = LanguageNeurons(stats.languages, mask, neurons.method, dict(neurons.meta))
-    return ExplorerInputs(model=model, corpus=corpus, seq_len=int(seq_len or stats.meta.get("seq_len") or SEQ_LEN),
-                          stats=stats, sets={neurons.method: neurons}, source=source or f"model {model}",
-                          run_config={"model": model, "corpus": corpus})
+        raise LapelensError(f"The {neurons.method} neuron set has languages {missing} that the statistics lack "
+                            f"({list(stats.languages)}): use both for the same languages.")
+    if tuple(neurons.languages) == tuple(stats.languages):
+        return neurons
+    mask = torch.zeros(len(stats.languages), stats.n_layers, stats.d_mlp, dtype=torch.bool)
+    for k, lang in enumerate(neurons.languages):
+        mask[stats.lang_index(lang)] = neurons.mask[k]
+    return LanguageNeurons(stats.languages, mask, neurons.method, dict(neurons.meta))
 
 
 def lape_ranking(stats: ActivationStats, filter_rate: float = 0.95) -> tuple[Int64[Tensor, "layer neuron"], float]:
