@@ -48,7 +48,8 @@ class ExploreConfig:
     """Methods whose neurons get contexts and histograms (default: the primary one, LAPE)."""
     loss_max_neurons: int | None = None
     """Loss change for every primary neuron if there are at most this many, else for each language's
-    --loss-per-language best (default: {LOSS_MAX_NEURONS}; 0 with --serve, which then starts at once)."""
+    --loss-per-language best, taken in turns up to this many (default: {LOSS_MAX_NEURONS}; 0 with --serve,
+    which then starts at once)."""
     loss_per_language: int = 20
     """Neurons per language when not all get a loss change."""
     loss_tokens: int = 2560
@@ -71,7 +72,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "(by token, language, layer or neuron), and per neuron: a one-line summary, firing probability and mean "
         "activation per language, activation histograms, LAPE entropy and rank, the methods that selected it, top "
         "contexts and samples from lower quantiles, the tokens it promotes and suppresses and the histogram of its "
-        "logit effects, and the loss change with a 95%% interval when it alone is deactivated. --serve adds a text "
+        "logit effects, and the loss change with a 95% interval when it alone is deactivated. --serve adds a text "
         "box, steering and search on any token, through a JSON API (docs/explorer.md).",
     )
 
