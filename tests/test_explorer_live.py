@@ -182,6 +182,23 @@ def test_a_search_that_finds_no_token_says_so(url):
     assert status == 200 and body["token_id"] is None and body["neurons"] == [] and "No single token" in body["note"]
 
 
+def test_a_saved_page_is_served_as_it_was_written(built, tmp_path):
+    from lapelens.explorer.server import load_page
+
+    written = built.page(tmp_path / "p.html")
+    written.save(tmp_path / "p.html")
+    (tmp_path / "p.html").rename(tmp_path / "renamed.html")  # the folder is the one the page names
+    loaded = load_page(tmp_path / "renamed.html")
+    assert (loaded.html, loaded.folder, loaded.files) == (written.html, "p_files", written.files)
+    (tmp_path / "p_files" / "layer_000.js").unlink()
+    (tmp_path / "p_files" / "layer_001.js").unlink()
+    (tmp_path / "p_files" / "search_000.js").unlink()
+    with pytest.raises(lapelens.LapelensError, match="folder .* is missing"):
+        load_page(tmp_path / "renamed.html")
+    with pytest.raises(lapelens.LapelensError, match="not an explorer page"):
+        load_page(__file__)
+
+
 def test_unknown_paths_get_a_404(url):
     status, body = get(url, "/api/nothing")
     assert status == 404 and "/api/activations" in body["error"]

@@ -202,13 +202,19 @@ def serve(explorer: LiveExplorer, port: int = 8765, log: Callable[[str], None] |
 
 
 def load_page(path: str | Path) -> Page:
-    """A page written by ``Page.save`` (its HTML and the scripts of its folder)."""
-    from lapelens.explorer.page import folder_for
+    """A page written by ``Page.save``: its HTML and the scripts of the folder it names."""
+    import re
 
     path = Path(path)
     if not path.is_file():
         raise LapelensError(f"--page {path} does not exist: build it first with `lapelens explore ... --out {path}`.")
-    folder = path.parent / folder_for(path)
-    files = {p.name: p.read_text(encoding="utf-8") for p in sorted(folder.glob("*.js"))} if folder.is_dir() else {}
-    return Page(path.read_text(encoding="utf-8"), folder_for(path), files)
+    html = path.read_text(encoding="utf-8", errors="replace")
+    found = re.search(r'<script type="application/json" id="explorer-data">\{.*?"files":"([^"]+)"', html)
+    if found is None:
+        raise LapelensError(f"--page {path} is not an explorer page written by `lapelens explore --out`.")
+    folder = path.parent / found.group(1)
+    files = {p.name: p.read_text(encoding="utf-8") for p in sorted(folder.glob("*.js"))}
+    if not files and "lapelensLayer(" not in html:
+        raise LapelensError(f"--page {path}: its folder {folder} is missing; keep it beside the page.")
+    return Page(html, found.group(1), files)
 
