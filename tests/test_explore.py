@@ -89,9 +89,11 @@ def hf_effect(folder, arch, layer, neuron):
 
 # ---- small pieces, golden numbers ----------------------------------------------------------------
 def test_compact_integers_and_the_shard_hash():
-    assert encode_ints([0, 1, 63, 64, -1], 2) == "AAABA_BA__"
-    assert decode_ints("AAABA_BA__", 2) == [0, 1, 63, 64, -1]
-    assert id_width(4095) == 2 and id_width(4096) == 3 and id_width(49152) == 3 and id_width(262144) == 4
+    assert encode_ints([0, 1, 63, 64, 4095], 2) == "AAABA_BA__"
+    assert decode_ints("AAABA_BA__", 2) == [0, 1, 63, 64, 4095]
+    assert id_width(4096) == 2 and id_width(4097) == 3 and id_width(49152) == 3 and id_width(262144) == 3
+    with pytest.raises(ValueError):
+        encode_ints([4096], 2)
     assert fnv1a("") == 0x811C9DC5 and fnv1a("a") == 0xE40C292C and fnv1a("foobar") == 0xBF9CF968
 
 

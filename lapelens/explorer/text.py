@@ -9,7 +9,6 @@ tables), so it works for byte-level BPE and SentencePiece byte fallback alike.
 from __future__ import annotations
 
 import functools
-import math
 import re
 from typing import Any, Sequence
 
@@ -80,35 +79,34 @@ def merged_runs(tokenizer: Any, ids: Sequence[int], partial: set[int] | None = N
     return out
 
 
-def id_width(vocab_size: int) -> int:
-    """Characters per id in :func:`encode_ints` for ids below ``vocab_size`` (and -1)."""
-    return max(1, math.ceil(math.log(vocab_size + 1, len(ALPHABET))))
+def id_width(n: int) -> int:
+    """Characters per number in :func:`encode_ints` for numbers below ``n``."""
+    width = 1
+    while len(ALPHABET) ** width < n:
+        width += 1
+    return width
 
 
 def encode_ints(values: Sequence[int], width: int) -> str:
-    """Non-negative integers (or -1, for "none") as one string of ``width`` characters each.
-
-    -1 is stored as the largest number the width holds, which is why ``id_width`` leaves room for it.
-    """
-    top = len(ALPHABET) ** width
+    """Non-negative integers as one string of ``width`` base-64 characters each (most significant first)."""
+    top, base = len(ALPHABET) ** width, len(ALPHABET)
     chars = []
     for v in values:
-        v = top - 1 if v == -1 else int(v)
+        v = int(v)
         if not 0 <= v < top:
             raise ValueError(f"{v} does not fit {width} base-64 characters")
-        chars.append("".join(ALPHABET[(v // len(ALPHABET) ** k) % len(ALPHABET)] for k in range(width - 1, -1, -1)))
+        chars.append("".join(ALPHABET[(v // base**k) % base] for k in range(width - 1, -1, -1)))
     return "".join(chars)
 
 
 def decode_ints(text: str, width: int) -> list[int]:
     """Inverse of :func:`encode_ints` (the page's script does the same)."""
-    top = len(ALPHABET) ** width
     out = []
     for s in range(0, len(text), width):
         v = 0
         for c in text[s:s + width]:
             v = v * len(ALPHABET) + ALPHABET.index(c)
-        out.append(-1 if v == top - 1 else v)
+        out.append(v)
     return out
 
 

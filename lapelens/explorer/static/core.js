@@ -16,11 +16,11 @@ const signed = (x, d) => (x >= 0 ? "+" : "\u2212") + Math.abs(x).toFixed(d);
 const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 const DIGIT = new Map([...ALPHABET].map((c, i) => [c, i]));
 function decodeInts(text, width) {
-  const top = 64 ** width, out = [];
+  const out = [];
   for (let s = 0; s < text.length; s += width) {
     let v = 0;
     for (let i = s; i < s + width; i++) v = v * 64 + DIGIT.get(text[i]);
-    out.push(v === top - 1 ? -1 : v);
+    out.push(v);
   }
   return out;
 }
