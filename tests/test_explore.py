@@ -368,7 +368,7 @@ def test_a_neuron_page_shows_the_statistics_the_logits_and_the_loss(page, built,
         assert ("no detectable effect" in labels[lang].text_content()) == bool(spans_zero)
     summary = page.inner_text("#neuron-summary")
     top = built[0].model.tokenizer.decode([effect.argmax().item()])
-    assert summary.startswith(f"L{layer} N{neuron}: ") and "LAPE rank 0" in summary and json.dumps(top) in summary
+    assert summary.startswith(f"L{layer} N{neuron}: ") and "LAPE rank 0" in summary and f"promotes \u201c{top}\u201d" in summary
     assert page.errors == []
 
 

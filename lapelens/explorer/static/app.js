@@ -70,7 +70,7 @@ function renderList() {
   const cols = columns(), col = cols.find((c) => c.key === state.sort.key) || cols[2], dir = state.sort.dir;
   items.sort((a, b) => { const x = col.value(a), y = col.value(b); return (x < y ? -1 : x > y ? 1 : 0) * dir || a - b; });
   state.list = items;
-  let s = `<table id="neuron-table"><tr>${cols.map((c) => `<th data-sort="${c.key}" title="${esc(c.title || "sort")}" class="${c.key === col.key ? (dir > 0 ? "sorted-asc" : "sorted-desc") : ""}">${esc(c.label)}</th>`).join("")}</tr>`;
+  let s = `<table id="neuron-table"><tr>${cols.map((c) => `<th data-sort="${c.key}" title="${esc(c.title || "sort")}" class="${c.cls || ""} ${c.key === col.key ? (dir > 0 ? "sorted-asc" : "sorted-desc") : ""}">${esc(c.label)}</th>`).join("")}</tr>`;
   for (const f of items) {
     s += `<tr class="neuron-row${f === state.neuron ? " current" : ""}" data-flat="${f}" data-layer="${Math.floor(f / N)}" data-neuron="${f % N}">` +
          cols.map((c) => `<td class="${c.cls || ""}">${esc(c.text(f))}</td>`).join("") + `</tr>`;
@@ -151,7 +151,7 @@ function summaryLine(f, X, F) {
   const best = D.languages.map((l, k) => [l, F.p[k]]).sort((a, b) => b[1] - a[1])[0];
   const firing = fires.length ? `fires on ${fires.map(([l, p]) => `${l} ${p.toFixed(2)}`).join(", ")}` : `fires most on ${best[0]} ${best[1].toFixed(2)} (no language above LAPE's threshold ${t.toFixed(2)})`;
   const rank = F.rank < 0 ? "no LAPE rank" : `LAPE rank ${F.rank}`;
-  const lg = X.logits, off = F.j * lg.top, promoted = lg.promotedIds.slice(off, off + 3).map((id) => JSON.stringify(shown(X.vocab[id] ?? `#${id}`)));
+  const lg = X.logits, off = F.j * lg.top, promoted = lg.promotedIds.slice(off, off + 3).map((id) => `\u201c${shown(X.vocab[id] ?? `#${id}`)}\u201d`);
   let s = `${name(f)}: ${firing}; ${rank}; promotes ${promoted.join(", ")}`;
   if (F.loss) {
     const hits = D.languages.map((l, k) => [l, F.loss.delta[k], F.loss.low[k], F.loss.high[k]]).filter(([, , lo, hi]) => lo > 0 || hi < 0);

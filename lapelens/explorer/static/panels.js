@@ -124,11 +124,11 @@ function contextPanel(f, X, F) {
 function logitPanel(f, X, F) {
   const lg = X.logits, T = lg.top, off = F.j * T;
   const table = (ids, vals, cls) => `<table class="tokens ${cls}">` + ids.slice(off, off + T).map((id, i) =>
-    `<tr><td class="t" data-token-id="${id}">${esc(shown(X.vocab[id] ?? `#${id}`))}</td><td>${vals[off + i].toFixed(3)}</td></tr>`).join("") + "</table>";
+    `<tr><td class="t" data-token-id="${id}">${esc(shown(X.vocab[id] ?? `#${id}`).replace(/ /g, "\u2423"))}</td><td>${vals[off + i].toFixed(3)}</td></tr>`).join("") + "</table>";
   return `<h2>Direct effect on the logits \u2013 ${name(f)}</h2>` +
     `<div class="langblock"><h3>promoted</h3>${table(lg.promotedIds, lg.promoted_value, "promoted")}</div>` +
     `<div class="langblock"><h3>suppressed</h3>${table(lg.suppressedIds, lg.suppressed_value, "suppressed")}</div>` +
-    `<p class="note">W_out[layer][neuron] \u00b7 W_U: the logit change per unit of the neuron's output (hook_post), through the residual stream only (no final norm scale, no later layers).</p>`;
+    `<p class="note">W_out[layer][neuron] \u00b7 W_U: the logit change per unit of the neuron's output (hook_post), through the residual stream only (no final norm scale, no later layers). \u2423 is a space.</p>`;
 }
 
 function logitHistPanel(f, X, F) {
