@@ -199,6 +199,14 @@ def test_a_saved_page_is_served_as_it_was_written(built, tmp_path):
         load_page(__file__)
 
 
+def test_a_request_for_another_host_name_is_refused(url):
+    request = urllib.request.Request(url + "/api/info", headers={"Host": "attacker.example:80"})
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=60)
+    assert caught.value.code == 403 and "Host" in json.loads(caught.value.read())["error"]
+    assert get(url.replace("127.0.0.1", "localhost"), "/api/info")[0] == 200
+
+
 def test_unknown_paths_get_a_404(url):
     status, body = get(url, "/api/nothing")
     assert status == 404 and "/api/activations" in body["error"]

@@ -13,7 +13,9 @@ see another's forward. The API (documented in ``docs/explorer.md``):
 - ``GET /api/search?token=W[&top=N]``
 - ``GET /api/info``
 
-A bad request gets a 400 and ``{"error": "..."}``; the server keeps serving.
+A bad request gets a 400 and ``{"error": "..."}``; the server keeps serving. Requests whose Host
+is not 127.0.0.1 or localhost (at this port) get a 403, which keeps out pages that reach the port
+through a DNS name of their own.
 """
 
 from __future__ import annotations
@@ -151,6 +153,11 @@ def _handler(explorer: LiveExplorer, log: Callable[[str], None] | None) -> type[
             self._send(status, json.dumps(payload, ensure_ascii=False).encode(), "application/json; charset=utf-8")
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            port = self.server.server_address[1]
+            if self.headers.get("Host") not in (f"{HOST}:{port}", f"localhost:{port}"):
+                # another name for this address is a page elsewhere reaching in (DNS rebinding)
+                self._json(403, {"error": f"Open the explorer as http://{HOST}:{port}/ (Host {self.headers.get('Host')!r} refused)."})
+                return
             url = urlparse(self.path)
             path = unquote(url.path)
             if path in routes:
