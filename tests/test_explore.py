@@ -22,7 +22,8 @@ from lapelens.explorer import explore, from_parts
 from lapelens.explorer.effects import logit_effects
 from lapelens.explorer.loss import bootstrap, choose_neurons
 from lapelens.explorer.page import page_json
-from lapelens.explorer.text import decode_ints, encode_ints, fnv1a, id_width, merged_runs, raw_token
+from lapelens.explorer.text import (decode_fixed, decode_ints, encode_fixed, encode_ints, fnv1a, id_width, merged_runs,
+                                    raw_token)
 from lapelens.neurons import LanguageNeurons
 from tiny import chromium, explorer_run, make_tiny_model
 
@@ -94,6 +95,10 @@ def test_compact_integers_and_the_shard_hash():
     assert id_width(4096) == 2 and id_width(4097) == 3 and id_width(49152) == 3 and id_width(262144) == 3
     with pytest.raises(ValueError):
         encode_ints([4096], 2)
+    # fixed point: one step is the largest magnitude / (2**17 - 1); code 2**17 is zero, code 0 "none"
+    packed = encode_fixed([0.0, 3.0, -3.0, 1.5, float("nan")])
+    assert packed["s"] == 3.0 / 131071 and decode_ints(packed["d"], 3) == [131072, 262143, 1, 196608, 0]
+    assert decode_fixed(packed) == [0.0, 3.0, -3.0, pytest.approx(1.5, abs=packed["s"] / 2), None]
     assert fnv1a("") == 0x811C9DC5 and fnv1a("a") == 0xE40C292C and fnv1a("foobar") == 0xBF9CF968
 
 
@@ -225,7 +230,7 @@ def test_the_page_holds_lists_and_the_layer_files_the_rest(built, run_dir):
     ex, out = built
     html_bytes, folder_bytes = ex.page(out).sizes()
     files = sorted(p.name for p in (out.parent / "explorer_files").iterdir())
-    assert files == ["layer_000.js", "layer_001.js", "search_000.js"]
+    assert files == ["layer_000.js", "layer_001.js", "search_000.js", "vocab.js"]
     html = out.read_text()
     assert '"promoted_value"' not in html and '"promoted_value"' in (out.parent / "explorer_files" / "layer_001.js").read_text()
     assert html_bytes == len(html.encode()) and folder_bytes == sum(p.stat().st_size for p in (out.parent / "explorer_files").iterdir())
@@ -357,9 +362,16 @@ def test_a_neuron_page_shows_the_statistics_the_logits_and_the_loss(page, built,
     p = stats.firing_probability()
     firing = {l: float(v) for l, v in shown_bars(page, "firing").items()}  # 3 decimals (JS rounds ties up)
     assert firing == {l: pytest.approx(p[k, layer, neuron].item(), abs=5e-4 + 1e-12) for k, l in enumerate(stats.languages)}
+    mean = {l: float(v) for l, v in shown_bars(page, "mean").items()}  # 4 decimals of an 18-bit fixed-point value
+    assert mean == {l: pytest.approx(stats.mean_activation()[k, layer, neuron].item(), abs=6e-5)
+                    for k, l in enumerate(stats.languages)}
+    entropy = lapelens.methods.lape.entropy(stats.firing_probability())[layer, neuron].item()
+    assert float(page.inner_text("#entropy-value")) == pytest.approx(entropy, abs=6e-5)
     effect = hf_effect(Path(config["model"]), "llama", layer, neuron)
     ids = [int(t.get_attribute("data-token-id")) for t in page.locator("#panel-logits .promoted td.t").all()]
     assert ids == effect.topk(10).indices.tolist()
+    values = [float(t.inner_text()) for t in page.locator("#panel-logits .promoted td:not(.t)").all()]
+    assert values == pytest.approx(effect.topk(10).values.tolist(), abs=6e-4)
     assert page.locator("#panel-logit-hist rect").count() == 24
     labels = {t.get_attribute("data-label"): t for t in page.locator("svg.loss text.value").all()}
     for k, lang in enumerate(data.languages):

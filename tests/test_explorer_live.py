@@ -193,6 +193,7 @@ def test_a_saved_page_is_served_as_it_was_written(built, tmp_path):
     (tmp_path / "p_files" / "layer_000.js").unlink()
     (tmp_path / "p_files" / "layer_001.js").unlink()
     (tmp_path / "p_files" / "search_000.js").unlink()
+    (tmp_path / "p_files" / "vocab.js").unlink()
     with pytest.raises(lapelens.LapelensError, match="folder .* is missing"):
         load_page(tmp_path / "renamed.html")
     with pytest.raises(lapelens.LapelensError, match="not an explorer page"):
@@ -267,7 +268,7 @@ def test_the_live_page_talks_only_to_its_server(browser, url, built):
     assert any(p.startswith("/api/search?") for p in inside)
     assert errors == [] and outside == []
     assert {p.split("?")[0] for p in inside} <= {"/", "/explorer_files/layer_000.js", "/explorer_files/layer_001.js",
-                                                  "/api/activations", "/api/steer", "/api/search"}
+                                                  "/explorer_files/vocab.js", "/api/activations", "/api/steer", "/api/search"}
     page.close()
 
 

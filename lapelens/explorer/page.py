@@ -1,8 +1,8 @@
 """``ExplorerData`` -> the page: one HTML file and a folder of scripts beside it.
 
 The HTML holds what the overview, the list and the search need (a few hundred KB even for a real
-model); each layer's numbers and each search shard are a ``<script>`` file in the folder, loaded
-when a neuron of that layer is opened or a token is searched. Script files (not JSON fetched)
+model); each layer's numbers, each search shard and the texts of the tokens shown are ``<script>``
+files in the folder, loaded when a neuron of that layer is opened or a token is searched. Script files (not JSON fetched)
 because they load from ``file://``. The stylesheet, the scripts and the HTML skeleton are files
 of this package (``static/``); nothing comes from the network.
 """
@@ -44,7 +44,7 @@ def _label(per_language: dict, what: str) -> str:
     return ", ".join(f"{l} {n:,}" for l, n in per_language.items()) + f" {what}"
 
 
-def page_json(data: ExplorerData, folder: str) -> dict:
+def page_json(data: ExplorerData, folder: str, vocab: Vocab | None = None) -> dict:
     """What the HTML itself holds: every list and search needs, nothing per neuron beyond the listed ones."""
     sel = data.selection
     listed = sorted({f for mask in sel.selections.values() for f in mask.any(dim=0).flatten().nonzero().flatten().tolist()})
@@ -71,21 +71,18 @@ def page_json(data: ExplorerData, folder: str) -> dict:
         "rows": {"index": listed, "rank": rank[listed].tolist(), "entropy": rounded(entropy[listed], 5),
                  "p": rounded(p[:, listed].T, 4), "loss": [rounded(loss[f], 6) if f in loss else None for f in listed]},
         "loss": data.loss.page_json(),
-        "contexts": data.contexts.page_json(),
-        "search": {"shards": data.search.n_shards, "top": int(data.search.neurons.shape[1])},
+        "contexts": data.contexts.page_json(vocab if vocab is not None else Vocab(data.vocab)),
+        "search": {"shards": data.search.n_shards, "top": int(data.search.neurons.shape[1]), "width": data.search.width},
         "live_limits": dict(LIMITS),
         "settings": st,
     }
 
 
-def layer_json(data: ExplorerData, layer: int) -> dict:
-    """One layer's numbers, each panel's under its name, and the text of every token they show."""
-    vocab = Vocab(data.vocab)
+def layer_json(data: ExplorerData, layer: int, vocab: Vocab) -> dict:
+    """One layer's numbers, each panel's under its name (the texts of their tokens go to ``vocab``)."""
     panels = {"selection": data.selection, "firing": data.firing, "mean": data.mean, "histogram": data.histogram,
               "contexts": data.contexts, "logits": data.logits, "loss": data.loss}
-    out = {key: panel.layer_json(layer, vocab) for key, panel in panels.items()}
-    out["vocab"] = vocab.json()
-    return out
+    return {key: panel.layer_json(layer, vocab) for key, panel in panels.items()}
 
 
 @dataclass
@@ -128,9 +125,11 @@ def folder_for(page_file: str | Path) -> str:
 
 def render(data: ExplorerData, folder: str = "explorer_files", inline: bool = False) -> Page:
     """The page of ``data``; ``inline`` puts every script into the HTML (one file, e.g. for a notebook's iframe)."""
-    files = {f"layer_{i:03d}.js": _script("lapelensLayer", i, layer_json(data, i)) for i in range(data.n_layers)}
+    vocab = Vocab(data.vocab)  # every token text any layer or context shows, written once
+    files = {f"layer_{i:03d}.js": _script("lapelensLayer", i, layer_json(data, i, vocab)) for i in range(data.n_layers)}
     files.update({f"search_{s:03d}.js": _script("lapelensSearch", s, shard) for s, shard in enumerate(data.search.shards())})
-    blob = json.dumps(page_json(data, folder), ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+    blob = json.dumps(page_json(data, folder, vocab), ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+    files["vocab.js"] = _script("lapelensVocab", 0, vocab.json())
     st = data.settings
     title = f"lapelens neuron explorer: {data.model}"
     meta = (f"{data.n_layers} layers x {data.d_mlp} neurons, languages {', '.join(data.languages)}; from {st.get('source', '?')}; "

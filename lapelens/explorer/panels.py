@@ -2,7 +2,7 @@
 
 A panel holds its numbers for every neuron it covers and gives the page one layer's part
 (``layer_json``): the page loads a layer's data only when a neuron of that layer is opened.
-Token ids go into the layer's vocabulary (``Vocab``), so each text is written once per layer.
+Token ids a panel shows go into the page's vocabulary (``Vocab``), so each text is written once.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import Tensor
 from lapelens.explorer.contexts import NeuronSamples
 from lapelens.explorer.effects import LogitEffects
 from lapelens.explorer.loss import LossChanges
-from lapelens.explorer.text import encode_ints, id_width
+from lapelens.explorer.text import encode_fixed, encode_ints, id_width
 
 
 def rounded(t: Tensor, digits: int) -> Any:
@@ -53,7 +53,7 @@ def encode_levels(acts: Float[Tensor, " window"], scale: float) -> str:
 
 
 class Vocab:
-    """Token id -> text for the ids one layer file shows (``texts`` holds every id's text)."""
+    """Token id -> text for the ids the page shows (``texts`` holds every id's text)."""
 
     def __init__(self, texts: dict[int, str]):
         self.texts, self.used = texts, set()
@@ -89,7 +89,7 @@ class SelectionPanel:
                                for m, mask in self.selections.items()}}
 
     def layer_json(self, layer: int, vocab: Vocab) -> dict:
-        return {"entropy": rounded(self.entropy[layer], 5), "rank": self.rank[layer].tolist()}
+        return {"entropy": encode_fixed(self.entropy[layer].tolist()), "rank": self.rank[layer].tolist()}
 
 
 @dataclass
@@ -103,7 +103,9 @@ class FiringPanel:
         return self.count.double() / self.n.double().view(-1, 1, 1)
 
     def layer_json(self, layer: int, vocab: Vocab) -> dict:
-        return {"count": self.count[:, layer].T.flatten().tolist()}  # neuron j's languages at j*K...
+        counts = self.count[:, layer].T.flatten().tolist()  # neuron j's languages at j*K...
+        width = id_width(max(counts) + 1)
+        return {"width": width, "count": encode_ints(counts, width)}
 
 
 @dataclass
@@ -113,7 +115,7 @@ class MeanPanel:
     mean: Float64[Tensor, "lang layer neuron"]
 
     def layer_json(self, layer: int, vocab: Vocab) -> dict:
-        return {"mean": rounded(self.mean[:, layer].T.flatten(), 5)}
+        return {"mean": encode_fixed(self.mean[:, layer].T.flatten().tolist())}
 
 
 @dataclass
@@ -150,14 +152,15 @@ class ContextPanel:
         s = torch.nan_to_num(self.samples.value, nan=0.0, neginf=0.0).clamp_min(0).amax(dim=(1, 2))
         return torch.where(s > 0, s, torch.ones_like(s))
 
-    def page_json(self) -> dict:
+    def page_json(self, vocab: Vocab) -> dict:
+        """The chunks (their texts go to ``vocab``) and what every context needs to be drawn."""
         s = self.samples
-        ids = sorted({i for c in self.chunks.values() for i in c.flatten().tolist()})
+        for c in self.chunks.values():
+            vocab.add(c)
         return {"top": s.top, "samples": s.samples, "groups": [list(g) for g in s.groups], "before": s.before,
                 "after": s.acts.shape[-1] - s.before - 1, "levels": LEVELS,
                 "chunks": {l: [encode_ints(row, self.id_width) for row in c.tolist()] for l, c in self.chunks.items()},
-                "runs": {l: {str(c): [list(x) for x in r] for c, r in runs.items()} for l, runs in self.runs.items()},
-                "vocab": {str(i): self.texts[i] for i in ids}}
+                "runs": {l: {str(c): [list(x) for x in r] for c, r in runs.items()} for l, runs in self.runs.items()}}
 
     def layer_json(self, layer: int, vocab: Vocab) -> dict:
         s, out, scales = self.samples, {}, self.scale()
@@ -188,10 +191,10 @@ class LogitPanel:
         width = id_width(int(counts.max()) + 1)
         return {"top": e.promoted.shape[-1],
                 "promoted": encode_ints(e.promoted[layer].flatten().tolist(), self.id_width),
-                "promoted_value": rounded(e.promoted_value[layer].flatten(), 3),
+                "promoted_value": encode_fixed(e.promoted_value[layer].flatten().tolist()),
                 "suppressed": encode_ints(e.suppressed[layer].flatten().tolist(), self.id_width),
-                "suppressed_value": rounded(e.suppressed_value[layer].flatten(), 3),
-                "hist_range": rounded(e.hist_range[layer].flatten(), 4),
+                "suppressed_value": encode_fixed(e.suppressed_value[layer].flatten().tolist()),
+                "hist_range": encode_fixed(e.hist_range[layer].flatten().tolist()),
                 "hist_width": width, "hist": encode_ints(counts.flatten().tolist(), width)}
 
 

@@ -15,7 +15,7 @@ from jaxtyping import Float, Int64
 from torch import Tensor
 
 from lapelens.errors import LapelensError
-from lapelens.explorer.text import REPLACEMENT, fnv1a
+from lapelens.explorer.text import REPLACEMENT, encode_ints, fnv1a, id_width
 
 #: Tokens per shard of the offline index (about; the hash spreads them).
 SHARD_TOKENS = 2048
@@ -33,18 +33,25 @@ class SearchIndex:
     def n_shards(self) -> int:
         return max(1, math.ceil(len(self.texts) / SHARD_TOKENS))
 
+    @property
+    def width(self) -> int:
+        """Characters per neuron index in a shard (``encode_ints``)."""
+        return id_width(int(self.neurons.max()) + 1 if self.neurons.numel() else 1)
+
     def shards(self) -> list[dict[str, list]]:
-        """Shard s: ``{text: [[token id, [neurons...], [effects...]], ...]}`` for the texts hashing to s.
+        """Shard s: ``{text: [[token id, neurons, [effects...]], ...]}`` for the texts hashing to s,
+        ``neurons`` the flat indices as one ``encode_ints`` string, strongest first.
 
         Texts that are only part of a character (U+FFFD) cannot be typed and are left out.
         """
         out: list[dict[str, list]] = [{} for _ in range(self.n_shards)]
-        neurons, values = self.neurons.tolist(), self.value.tolist()
+        neurons, values, width = self.neurons.tolist(), self.value.tolist(), self.width
         for i, text in enumerate(self.texts):
             if not text or REPLACEMENT in text:
                 continue
             keep = [(n, round(v, 3)) for n, v in zip(neurons[i], values[i]) if n >= 0]
-            out[fnv1a(text) % self.n_shards].setdefault(text, []).append([i, [n for n, _ in keep], [v for _, v in keep]])
+            out[fnv1a(text) % self.n_shards].setdefault(text, []).append(
+                [i, encode_ints([n for n, _ in keep], width), [v for _, v in keep]])
         return out
 
 

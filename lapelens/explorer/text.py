@@ -1,4 +1,5 @@
-"""How the explorer shows tokens: their text, byte pieces merged into whole characters, compact ids.
+"""How the explorer writes tokens and numbers: text, byte pieces merged into whole characters, and
+compact strings for long arrays of integers and floats (the page's scripts decode them).
 
 Byte-level tokenizers split a CJK character into two or three tokens that are each only a part of
 its UTF-8 bytes; decoded alone, each gives U+FFFD. The page shows such a run as the character(s)
@@ -9,6 +10,7 @@ tables), so it works for byte-level BPE and SentencePiece byte fallback alike.
 from __future__ import annotations
 
 import functools
+import math
 import re
 from typing import Any, Sequence
 
@@ -108,6 +110,26 @@ def decode_ints(text: str, width: int) -> list[int]:
             v = v * len(ALPHABET) + ALPHABET.index(c)
         out.append(v)
     return out
+
+
+#: Fixed-point floats: 3 characters (18 bits) each, around this zero; code 0 (never a value's) means "none".
+FIXED_WIDTH = 3
+_FIXED_ZERO = len(ALPHABET) ** FIXED_WIDTH // 2
+_FIXED_NONE = 0
+
+
+def encode_fixed(values: Sequence[float]) -> dict:
+    """Floats as ``{"s": step, "d": codes}``: ``value = (code - 2**17) * step``, one step being the
+    largest magnitude / (2**17 - 1), so the error is at most step / 2; nan/inf become "none" (null)."""
+    finite = [abs(v) for v in values if math.isfinite(v)]
+    step = (max(finite) / (_FIXED_ZERO - 1) if finite and max(finite) > 0 else 1.0)
+    codes = [_FIXED_ZERO + round(v / step) if math.isfinite(v) else _FIXED_NONE for v in values]
+    return {"s": step, "d": encode_ints(codes, FIXED_WIDTH)}
+
+
+def decode_fixed(packed: dict) -> list[float | None]:
+    """Inverse of :func:`encode_fixed`, to its precision."""
+    return [None if c == _FIXED_NONE else (c - _FIXED_ZERO) * packed["s"] for c in decode_ints(packed["d"], FIXED_WIDTH)]
 
 
 def fnv1a(text: str) -> int:

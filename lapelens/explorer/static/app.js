@@ -121,7 +121,9 @@ async function searchOffline(q) {
   const variants = [...new Set([q, q.startsWith(" ") ? q : " " + q])], out = [];
   for (const v of variants) {
     const shard = await loadShard(fnv1a(v) % D.search.shards);
-    for (const [id, neurons, values] of shard[v] || []) out.push({ token: v, id, neurons: neurons.map((f, i) => ({ f, effect: values[i] })) });
+    for (const [id, neurons, values] of shard[v] || []) {
+      out.push({ token: v, id, neurons: decodeInts(neurons, D.search.width).map((f, i) => ({ f, effect: values[i] })) });
+    }
   }
   return out;
 }
@@ -151,7 +153,7 @@ function summaryLine(f, X, F) {
   const best = D.languages.map((l, k) => [l, F.p[k]]).sort((a, b) => b[1] - a[1])[0];
   const firing = fires.length ? `fires on ${fires.map(([l, p]) => `${l} ${p.toFixed(2)}`).join(", ")}` : `fires most on ${best[0]} ${best[1].toFixed(2)} (no language above LAPE's threshold ${t.toFixed(2)})`;
   const rank = F.rank < 0 ? "no LAPE rank" : `LAPE rank ${F.rank}`;
-  const lg = X.logits, off = F.j * lg.top, promoted = lg.promotedIds.slice(off, off + 3).map((id) => `\u201c${shown(X.vocab[id] ?? `#${id}`)}\u201d`);
+  const lg = X.logits, off = F.j * lg.top, promoted = lg.promotedIds.slice(off, off + 3).map((id) => `\u201c${shown(VOCAB[id] ?? `#${id}`)}\u201d`);
   let s = `${name(f)}: ${firing}; ${rank}; promotes ${promoted.join(", ")}`;
   if (F.loss) {
     const hits = D.languages.map((l, k) => [l, F.loss.delta[k], F.loss.low[k], F.loss.high[k]]).filter(([, , lo, hi]) => lo > 0 || hi < 0);

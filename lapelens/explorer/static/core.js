@@ -25,6 +25,11 @@ function decodeInts(text, width) {
   return out;
 }
 
+// Fixed-point floats (lapelens.explorer.text.encode_fixed): code 0 is "none".
+function decodeFixed(packed) {
+  return decodeInts(packed.d, 3).map((c) => c === 0 ? null : (c - 131072) * packed.s);
+}
+
 // 32-bit FNV-1a of the UTF-8 bytes (lapelens.explorer.text.fnv1a): a token's search shard.
 function fnv1a(text) {
   let h = 0x811c9dc5;
@@ -32,15 +37,23 @@ function fnv1a(text) {
   return h;
 }
 
-// ---- per-layer data and search shards, loaded on demand --------------------------------------
+// ---- per-layer data, search shards and token texts, loaded on demand ---------------------------
 const layers = new Map(), shards = new Map(), waiting = new Map();
+let VOCAB = null;  // token id -> the text shown for it (every token any layer or context shows)
 window.lapelensLayer = (i, data) => { layers.set(i, decodeLayer(data)); };
 window.lapelensSearch = (s, data) => { shards.set(`s${s}`, data); };
+window.lapelensVocab = (_, data) => { VOCAB = data; };
 
 function decodeLayer(x) {
   const lg = x.logits;
+  x.selection.entropy = decodeFixed(x.selection.entropy);
+  x.firing.count = decodeInts(x.firing.count, x.firing.width);
+  x.mean.mean = decodeFixed(x.mean.mean);
   lg.promotedIds = decodeInts(lg.promoted, D.id_width);
   lg.suppressedIds = decodeInts(lg.suppressed, D.id_width);
+  lg.promoted_value = decodeFixed(lg.promoted_value);
+  lg.suppressed_value = decodeFixed(lg.suppressed_value);
+  lg.hist_range = decodeFixed(lg.hist_range);
   lg.histCounts = decodeInts(lg.hist, lg.hist_width);
   return x;
 }
@@ -59,7 +72,9 @@ function loadScript(key, file, have) {
   p.catch(() => waiting.delete(key));
   return p;
 }
-const loadLayer = (i) => loadScript(`l${i}`, `layer_${String(i).padStart(3, "0")}.js`, () => layers.get(i));
+const loadVocab = () => loadScript("vocab", "vocab.js", () => VOCAB);
+const loadLayer = (i) => Promise.all([loadScript(`l${i}`, `layer_${String(i).padStart(3, "0")}.js`, () => layers.get(i)),
+                                      loadVocab()]).then(([x]) => x);
 const loadShard = (s) => loadScript(`s${s}`, `search_${String(s).padStart(3, "0")}.js`, () => shards.get(`s${s}`));
 
 // ---- neuron facts available without a layer file (the listed neurons) ---------------------------

@@ -96,7 +96,7 @@ function contextRows(ctxs, lang, scale) {
     }
     const inside = runs.filter(([s0, n]) => s0 >= a && s0 + n <= b).map(([s0, n, t]) => [s0 - a, n, t]);
     s += `<div class="ctx" data-group="${group}" data-value="${value}" data-chunk="${c}" data-pos="${pos}"><span class="val">${value.toFixed(3)}</span>` +
-         shadedTokens(ids.slice(a, b), vals, inside, { vocab: D.contexts.vocab, max: scale, center: pos - a, approx: true }) + `</div>`;
+         shadedTokens(ids.slice(a, b), vals, inside, { vocab: VOCAB, max: scale, center: pos - a, approx: true }) + `</div>`;
   }
   return s;
 }
@@ -124,7 +124,7 @@ function contextPanel(f, X, F) {
 function logitPanel(f, X, F) {
   const lg = X.logits, T = lg.top, off = F.j * T;
   const table = (ids, vals, cls) => `<table class="tokens ${cls}">` + ids.slice(off, off + T).map((id, i) =>
-    `<tr><td class="t" data-token-id="${id}">${esc(shown(X.vocab[id] ?? `#${id}`).replace(/ /g, "\u2423"))}</td><td>${vals[off + i].toFixed(3)}</td></tr>`).join("") + "</table>";
+    `<tr><td class="t" data-token-id="${id}">${esc(shown(VOCAB[id] ?? `#${id}`).replace(/ /g, "\u2423"))}</td><td>${vals[off + i].toFixed(3)}</td></tr>`).join("") + "</table>";
   return `<h2>Direct effect on the logits \u2013 ${name(f)}</h2>` +
     `<div class="langblock"><h3>promoted</h3>${table(lg.promotedIds, lg.promoted_value, "promoted")}</div>` +
     `<div class="langblock"><h3>suppressed</h3>${table(lg.suppressedIds, lg.suppressed_value, "suppressed")}</div>` +
