@@ -20,6 +20,7 @@ from torch import Tensor
 
 from lapelens.constants import RUN_CONFIG
 from lapelens.errors import LapelensError
+from lapelens.explorer.contexts import NeuronSamples
 from lapelens.explorer.panels import (ContextPanel, FiringPanel, HistogramPanel, LogitPanel, LossPanel, MeanPanel,
                                       SelectionPanel)
 from lapelens.explorer.search import SearchIndex
@@ -170,6 +171,36 @@ def _min_activation(model: HookedModel) -> float:
     return float(neuron_spec(model).act_fn()(torch.linspace(-20, 20, 4001)).min())
 
 
+def _contexts(model: HookedModel, inputs: ExplorerInputs, detail: Int64[Tensor, "detail 2"], texts: list[str],
+              context_tokens: int, top_k: int, samples: int, window: tuple[int, int], bins: int, seed: int,
+              progress: bool) -> tuple[NeuronSamples, dict[str, Tensor], dict[str, dict[int, list]]]:
+    """The pass over train text for the ``detail`` neurons, the chunks its contexts show (renumbered),
+    and the byte pieces merged into characters in each of those chunks."""
+    from lapelens.activations import pack_chunks
+    from lapelens.corpus import load_corpus
+    from lapelens.explorer.contexts import histogram_edges, sample_neurons
+
+    stats, tok = inputs.stats, model.tokenizer
+    langs = list(stats.languages)
+    train = load_corpus(inputs.corpus, split="train", languages=langs)
+    chunks = {l: pack_chunks(tok, train[l], inputs.seq_len, max(context_tokens, inputs.seq_len)) for l in langs}
+    rows = slice(None), detail[:, 0], detail[:, 1]  # lang x detail; histogram_edges takes one row per neuron
+    edges = histogram_edges(stats.mean_activation()[rows].T.float(), stats.std_activation()[rows].T.float(), bins,
+                            floor=_min_activation(model))
+    s = sample_neurons(model, chunks, detail, edges, top_k, samples, window[0], window[1], seed=seed, progress=progress)
+    used, runs = {}, {}
+    partial = {i for i, t in enumerate(texts) if REPLACEMENT in t}
+    for k, lang in enumerate(langs):  # keep only the chunks a context shows, renumbered
+        kept = s.chunk[:, k].unique()
+        kept = kept[kept >= 0]
+        remap = torch.full((len(chunks[lang]),), -1, dtype=torch.long)
+        remap[kept] = torch.arange(len(kept))
+        s.chunk[:, k] = torch.where(s.chunk[:, k] >= 0, remap[s.chunk[:, k].clamp_min(0)], -1)
+        used[lang] = chunks[lang][kept]
+        runs[lang] = {c: r for c, ids in enumerate(used[lang].tolist()) if (r := merged_runs(tok, ids, partial))}
+    return s, used, runs
+
+
 def gather(
     source: ExplorerInputs | str | Path,
     model: HookedModel | None = None,
@@ -198,10 +229,7 @@ def gather(
     most ``loss_max_neurons``, else each language's ``loss_per_language`` best, on ``loss_tokens``
     held-out tokens per language in chunks of ``loss_seq_len`` (``loss_max_neurons=0``: none).
     """
-    from lapelens.activations import pack_chunks
-    from lapelens.corpus import load_corpus
     from lapelens.evaluate.perplexity import evaluation_chunks
-    from lapelens.explorer.contexts import histogram_edges, sample_neurons
     from lapelens.explorer.effects import logit_effects
     from lapelens.explorer.loss import choose_neurons, loss_changes
     from lapelens.models import load_model, neuron_spec
@@ -236,23 +264,8 @@ def gather(
     for m in detail_methods:
         if m in sets:
             detail_mask |= sets[m].mask.any(dim=0)
-    detail = detail_mask.nonzero()
-    train = load_corpus(inputs.corpus, split="train", languages=langs)
-    chunks = {l: pack_chunks(tok, train[l], inputs.seq_len, max(context_tokens, inputs.seq_len)) for l in langs}
-    rows = slice(None), detail[:, 0], detail[:, 1]  # lang x detail; histogram_edges takes one row per neuron
-    edges = histogram_edges(stats.mean_activation()[rows].T.float(), stats.std_activation()[rows].T.float(), bins,
-                            floor=_min_activation(model))
-    s = sample_neurons(model, chunks, detail, edges, top_k, samples, window[0], window[1], seed=seed, progress=progress)
-    used, runs = {}, {}
-    partial = {i for i, t in enumerate(texts) if REPLACEMENT in t}
-    for k, lang in enumerate(langs):  # keep only the chunks a context shows, renumbered
-        kept = s.chunk[:, k].unique()
-        kept = kept[kept >= 0]
-        remap = torch.full((len(chunks[lang]),), -1, dtype=torch.long)
-        remap[kept] = torch.arange(len(kept))
-        s.chunk[:, k] = torch.where(s.chunk[:, k] >= 0, remap[s.chunk[:, k].clamp_min(0)], -1)
-        used[lang] = chunks[lang][kept]
-        runs[lang] = {c: r for c, ids in enumerate(used[lang].tolist()) if (r := merged_runs(tok, ids, partial))}
+    s, used, runs = _contexts(model, inputs, detail_mask.nonzero(), texts, context_tokens, top_k, samples, window, bins,
+                              seed, progress)
     lap("contexts and histograms")
 
     lape = sets[primary]
@@ -271,7 +284,7 @@ def gather(
         "lape_filter_rate": filter_rate,
         "primary": primary,
         "detail_methods": [m for m in detail_methods if m in sets],
-        "detail_neurons": len(detail),
+        "detail_neurons": len(s.neurons),
         "context_tokens_per_language": dict(zip(langs, s.tokens_seen.tolist())),
         "context_split": "train",
         "context_seq_len": inputs.seq_len,
@@ -292,7 +305,7 @@ def gather(
         model=inputs.model, languages=tuple(langs), n_layers=stats.n_layers, d_mlp=stats.d_mlp,
         selection=SelectionPanel(entropy, rank, float(thr), filter_rate, {m: n.mask for m, n in sets.items()}, primary),
         firing=FiringPanel(stats.count.clone(), stats.n.clone()), mean=MeanPanel(stats.mean_activation()),
-        histogram=HistogramPanel(detail, s.edges, s.hist), contexts=ContextPanel(s, used, runs, width, shown),
+        histogram=HistogramPanel(s.neurons, s.edges, s.hist), contexts=ContextPanel(s, used, runs, width, shown),
         logits=LogitPanel(effects, width), loss=LossPanel(loss),
         search=SearchIndex(texts, effects.token_neurons, effects.token_value), vocab=shown, settings=settings,
     )
