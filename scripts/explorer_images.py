@@ -6,7 +6,8 @@ Opens the page from ``file://`` in headless Chromium (Debian's ``/usr/bin/chromi
 Playwright) with every network request blocked (the page's folder of layer scripts loads from
 ``file://`` too), opens the best LAPE neuron (the first of the LAPE list) or the one given, and writes
 
-- ``explorer.png``: a screenshot of the whole page;
+- ``explorer.png``: a screenshot of the page from its top (at most ``MAX_HEIGHT`` pixels: the
+  overview, the neuron's summary and charts, the start of its contexts);
 - ``explorer.svg``: the page's own vector charts for that neuron (firing probability, mean
   activation, loss change, logit effects, activation histograms), each under its panel's heading,
   stacked into one SVG document with the page's stylesheet. The charts are the page's inline
@@ -24,6 +25,8 @@ from pathlib import Path
 
 PANELS = ("panel-firing", "panel-mean", "panel-loss", "panel-logit-hist", "panel-hist")
 WIDTH = 1280
+#: The PNG stops here: the overview, the neuron's summary and charts, and the first language's contexts.
+MAX_HEIGHT = 2600
 
 #: Per panel: its heading and the outer HTML and size of every inline <svg> in it, in page order.
 _COLLECT = """(ids) => ids.map((id) => {
@@ -91,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         page.wait_for_function(f"document.getElementById('panel-firing').dataset.neuron === '{layer}:{index}'")
         page.wait_for_timeout(300)
         png = args.page.with_suffix(".png")
-        page.screenshot(path=str(png), full_page=True)
+        height = min(page.evaluate("document.documentElement.scrollHeight"), MAX_HEIGHT)
+        page.screenshot(path=str(png), full_page=True, clip={"x": 0, "y": 0, "width": WIDTH, "height": height})
         panels = page.evaluate(_COLLECT, list(PANELS))
         css = page.evaluate("() => [...document.querySelectorAll('style')].map((s) => s.textContent).join('\\n')")
         title = f"{page.title()}: {page.inner_text('#neuron-title')}"

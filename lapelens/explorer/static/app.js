@@ -157,7 +157,8 @@ function summaryLine(f, X, F) {
   let s = `${name(f)}: ${firing}; ${rank}; promotes ${promoted.join(", ")}`;
   if (F.loss) {
     const hits = D.languages.map((l, k) => [l, F.loss.delta[k], F.loss.low[k], F.loss.high[k]]).filter(([, , lo, hi]) => lo > 0 || hi < 0);
-    s += hits.length ? `; deactivating it changes the loss on ${hits.map(([l, d, lo, hi]) => `${l} by ${signed(d, 4)} [${signed(lo, 4)}, ${signed(hi, 4)}]`).join(", ")} nats/token`
+    const sig = (x) => (x >= 0 ? "+" : "\u2212") + Number(Math.abs(x).toPrecision(2));
+    s += hits.length ? `; deactivating it changes the loss on ${hits.map(([l, d, lo, hi]) => `${l} by ${sig(d)} [${sig(lo)}, ${sig(hi)}]`).join(", ")} nats/token`
                      : "; deactivating it has no detectable effect on the loss";
   }
   return s + ".";
