@@ -11,7 +11,10 @@ LAPE selection, compares
   with plain safetensors (3 decimals);
 - the 10 promoted and 10 suppressed tokens with ``W_out[neuron] @ W_U`` computed from the HF
   model's own modules (``down_proj.weight[:, neuron] @ lm_head.weight.T``), loaded with
-  transformers, not through lapelens.
+  transformers, not through lapelens;
+- the page's token search (its offline index) for the most promoted token of each drawn neuron:
+  the neurons listed first equal the top of ``down_proj.weight.T @ lm_head.weight[token]`` over
+  every layer.
 
 Prints one line per check; exit code 1 if any differs.
 """
@@ -48,9 +51,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from playwright.sync_api import sync_playwright
 
+    import torch
     from _offline_page import open_offline
     from safetensors.torch import load_file
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     stats = load_file(str(args.run / "stats" / "stats.safetensors"))
     marker = json.loads((args.run / "stats" / "stats.json").read_text())
@@ -61,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     lape = load_file(str(args.run / "neurons_lape" / "neurons.safetensors"))["mask"]  # [lang, layer, neuron]
     selected = sorted(map(tuple, lape.any(dim=0).nonzero().tolist()))
     hf = AutoModelForCausalLM.from_pretrained(_model_folder(args.run))
+    tokenizer = AutoTokenizer.from_pretrained(_model_folder(args.run))
     w_u = hf.lm_head.weight.detach().float()  # the saved dtype may be bf16: rank in float32
+    w_down = torch.stack([layer.mlp.down_proj.weight.detach().T for layer in hf.model.layers])  # layer neuron d_model
     failures = 0
 
     def check(ok: bool, what: str) -> None:
@@ -76,16 +82,32 @@ def main(argv: list[str] | None = None) -> int:
         listed = sorted((int(r.get_attribute("data-layer")), int(r.get_attribute("data-neuron"))) for r in rows)
         check(listed == selected, f"overview lists {len(listed)} LAPE neurons; the run's neurons_lape has {len(selected)}")
         for layer, neuron in random.Random(args.seed).sample(selected, min(args.neurons, len(selected))):
-            page.fill("#layer-input", str(layer))
-            page.fill("#neuron-input", str(neuron))
-            page.click("#open-neuron")
-            shown = {t.get_attribute("data-label"): t.text_content() for t in page.locator("svg.firing text.value").all()}
-            want = {l: f"{prob[k, layer, neuron].item():.3f}" for k, l in enumerate(languages)}
-            check(shown == want, f"L{layer} N{neuron} firing probabilities {shown}")
+            page.select_option("#search-kind", "neuron")
+            page.fill("#search-input", f"{layer}:{neuron}")
+            page.click("#search-button")
+            page.wait_for_function(f"document.getElementById('panel-firing').dataset.neuron === '{layer}:{neuron}'")
+            shown = {t.get_attribute("data-label"): float(t.text_content()) for t in page.locator("svg.firing text.value").all()}
+            want = {l: prob[k, layer, neuron].item() for k, l in enumerate(languages)}
+            # 3 decimals as shown (JavaScript rounds a tie such as 0.5625 up, Python to even: compare numbers)
+            check(shown.keys() == want.keys() and all(abs(shown[l] - want[l]) <= 5e-4 + 1e-12 for l in want),
+                  f"L{layer} N{neuron} firing probabilities {shown}")
             effect = hf.model.layers[layer].mlp.down_proj.weight.detach()[:, neuron].float() @ w_u.T
             for cls, top in (("promoted", effect.topk(10).indices), ("suppressed", effect.topk(10, largest=False).indices)):
                 ids = [int(t.get_attribute("data-token-id")) for t in page.locator(f"#panel-logits .{cls} td.t").all()]
                 check(ids == top.tolist(), f"L{layer} N{neuron} {cls} token ids {ids[:5]}... = W_out @ W_U's")
+            token = int(effect.argmax())
+            text = tokenizer.decode([token])
+            if "\ufffd" in text or "\n" in text:  # a byte piece is not in the index; a text box holds no newline
+                continue
+            page.select_option("#search-kind", "token")
+            page.fill("#search-input", text)
+            page.click("#search-button")
+            page.wait_for_function("document.getElementById('search-status').textContent !== 'searching\u2026'")
+            table = page.locator(f"#search-results table.search-table[data-token-id='{token}']")
+            check(table.count() == 1, f"search {text!r}: the page's index has token {token}")
+            got = [int(r.get_attribute("data-flat")) for r in table.locator("tr.neuron-row").all()]
+            column = (w_down.float() @ w_u[token]).flatten()
+            check(got == column.topk(len(got)).indices.tolist(), f"search {text!r}: neurons {got[:3]}... = the top of W_out . W_U[token]")
         browser.close()
     check(not errors, f"page errors or network requests: {errors}")
     print(f"{failures} of the checks failed" if failures else "every check passed")

@@ -3,12 +3,13 @@
     python scripts/explorer_images.py figures/embedded/explorer.html [--neuron LAYER:INDEX]
 
 Opens the page from ``file://`` in headless Chromium (Debian's ``/usr/bin/chromium``, driven by
-Playwright) with every network request blocked, opens the best LAPE neuron (the first of the
-LAPE list) or the one given, and writes
+Playwright) with every network request blocked (the page's folder of layer scripts loads from
+``file://`` too), opens the best LAPE neuron (the first of the LAPE list) or the one given, and writes
 
-- ``explorer.png``: a screenshot of the whole page;
-- ``explorer.svg``: the page's own vector charts for that neuron (selection, firing probability,
-  mean activation, histograms, logit effects, loss change), each under its panel's heading,
+- ``explorer.png``: a screenshot of the page from its top (at most ``MAX_HEIGHT`` pixels: the
+  overview, the neuron's summary and charts, the start of its contexts);
+- ``explorer.svg``: the page's own vector charts for that neuron (firing probability, mean
+  activation, loss change, logit effects, activation histograms), each under its panel's heading,
   stacked into one SVG document with the page's stylesheet. The charts are the page's inline
   SVG elements as drawn, so the file is vector, not a picture of a picture.
 
@@ -22,8 +23,10 @@ import html
 import sys
 from pathlib import Path
 
-PANELS = ("panel-selection", "panel-firing", "panel-mean", "panel-hist", "panel-logits", "panel-loss")
+PANELS = ("panel-firing", "panel-mean", "panel-loss", "panel-logit-hist", "panel-hist")
 WIDTH = 1280
+#: The PNG stops here: the overview, the neuron's summary and charts, and the first language's contexts.
+MAX_HEIGHT = 2600
 
 #: Per panel: its heading and the outer HTML and size of every inline <svg> in it, in page order.
 _COLLECT = """(ids) => ids.map((id) => {
@@ -80,15 +83,19 @@ def main(argv: list[str] | None = None) -> int:
         browser, page, errors = open_offline(p, args.page, viewport={"width": WIDTH, "height": 900})
         if args.neuron:
             layer, index = args.neuron.split(":")
-            page.fill("#layer-input", layer)
-            page.fill("#neuron-input", index)
-            page.click("#open-neuron")
+            page.select_option("#search-kind", "neuron")
+            page.fill("#search-input", f"{layer}:{index}")
+            page.click("#search-button")
         else:
             page.select_option("#method-select", "lape")
-            page.locator("#neuron-list tr.neuron-row").first.click()
+            row = page.locator("#neuron-list tr.neuron-row").first
+            layer, index = row.get_attribute("data-layer"), row.get_attribute("data-neuron")
+            row.click()
+        page.wait_for_function(f"document.getElementById('panel-firing').dataset.neuron === '{layer}:{index}'")
         page.wait_for_timeout(300)
         png = args.page.with_suffix(".png")
-        page.screenshot(path=str(png), full_page=True)
+        height = min(page.evaluate("document.documentElement.scrollHeight"), MAX_HEIGHT)
+        page.screenshot(path=str(png), full_page=True, clip={"x": 0, "y": 0, "width": WIDTH, "height": height})
         panels = page.evaluate(_COLLECT, list(PANELS))
         css = page.evaluate("() => [...document.querySelectorAll('style')].map((s) => s.textContent).join('\\n')")
         title = f"{page.title()}: {page.inner_text('#neuron-title')}"

@@ -1,54 +1,49 @@
-"""The neuron explorer: its numbers against independent computations, and the page in headless Chromium.
+"""The neuron explorer's numbers against independent computations, and the offline page in headless Chromium.
 
-The browser tests open the page from file:// with every other request aborted, and read what a user
-sees (the bar labels, the token lists, the neuron list) back from the DOM.
+Independent means plain PyTorch on the Hugging Face model loaded from the same folder (forward hooks
+on ``mlp.act_fn``, ``down_proj`` and ``lm_head`` weights), numpy, or golden numbers worked out by
+hand. The browser tests open the page from file:// with every other request aborted, and read what
+a user sees back from the DOM.
 """
 
 import json
-import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
 import lapelens
-from lapelens import LanguageNeurons, LapelensError, load_model
-from lapelens.activations import collect, collect_sentence_means, iter_chunks
+from lapelens.activations import pack_chunks
 from lapelens.cli import main
-from lapelens.evaluate.perplexity import chunk_nll, evaluation_chunks
-from lapelens.explorer import explore, token_activations
+from lapelens.explorer import explore, from_parts
 from lapelens.explorer.effects import logit_effects
-from lapelens.methods import identify
-from tiny import TEXTS, make_tiny_model
+from lapelens.explorer.loss import bootstrap, choose_neurons
+from lapelens.explorer.page import page_json
+from lapelens.explorer.text import (decode_fixed, decode_ints, encode_fixed, encode_ints, fnv1a, id_width, merged_runs,
+                                    raw_token)
+from lapelens.neurons import LanguageNeurons
+from tiny import chromium, explorer_run, make_tiny_model
 
-CHROMIUM = "/usr/bin/chromium"
-BUDGETS = dict(context_tokens=64, top_k=3, loss_neurons=6, loss_tokens=32, loss_seq_len=16, progress=False)
+BUDGETS = dict(context_tokens=64, top_k=3, samples=2, window=(5, 4), loss_max_neurons=40, loss_tokens=64,
+               loss_seq_len=16, n_boot=300, progress=False)
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """A `lapelens reproduce`-shaped folder for a tiny random LLaMA: stats, five neuron sets, config.json."""
-    root = tmp_path_factory.mktemp("explore")
-    model_dir = make_tiny_model("llama", root / "model")
-    corpus = root / "corpus"
-    corpus.mkdir()
-    for lang, text in TEXTS.items():
-        (corpus / f"{lang}.train.txt").write_text("\n".join([text] * 8) + "\n")
-        (corpus / f"{lang}.valid.txt").write_text("\n".join([text[::-1]] * 4 + [text] * 4) + "\n")
-    run = root / "run"
-    model = load_model(model_dir)
-    stats = collect(model, lapelens.load_corpus(str(corpus), "train"), seq_len=16, progress=False)
-    stats.save(run / "stats")
-    lape = identify(stats, "lape", top_rate=0.2)
-    lape.save(run / "neurons_lape")
-    identify(stats, "lap").save(run / "neurons_lap")
-    identify(stats, "lave", top_rate=0.2).save(run / "neurons_lave")
-    identify(stats, "random", reference=lape, seed=0).save(run / "neurons_random")
-    sentences = {l: [s for s in TEXTS[l].replace("。", ".").split(".") if s.strip()] for l in TEXTS}
-    identify(collect_sentence_means(model, sentences, progress=False), "ap", k=3).save(run / "neurons_ap")
-    (run / "config.json").write_text(json.dumps({"model": str(model_dir), "corpus": str(corpus), "seq_len": 16}))
-    return run
+    return explorer_run(tmp_path_factory.mktemp("explore"))
+
+
+@pytest.fixture(scope="module")
+def config(run_dir):
+    return json.loads((run_dir / "config.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def hf(config):
+    return AutoModelForCausalLM.from_pretrained(config["model"]).eval()
 
 
 @pytest.fixture(scope="module")
@@ -57,171 +52,249 @@ def built(run_dir, tmp_path_factory):
     return explore(run_dir, out=out, **BUDGETS), out
 
 
-def hf_logit_effect(folder: Path, arch: str, layer: int, neuron: int) -> torch.Tensor:
-    """``W_out[layer][neuron] @ W_U`` from the HF modules, in plain torch."""
+def hf_acts(hf, layer, tokens):
+    """``act_fn(gate_proj(x))`` of every neuron of ``layer``, from a hook on the HF module."""
+    got = {}
+    handle = hf.model.layers[layer].mlp.act_fn.register_forward_hook(lambda m, i, o: got.__setitem__("a", o.detach()))
+    with torch.no_grad():
+        hf(tokens)
+    handle.remove()
+    return got["a"]
+
+
+def hf_chunk_nll(hf, tokens, layer=None, neuron=None):
+    """Summed next-token NLL per chunk, with ``act_fn`` output of one neuron zeroed if given."""
+    def zero(module, inputs, output):
+        output = output.clone()
+        output[..., neuron] = 0
+        return output
+
+    handle = hf.model.layers[layer].mlp.act_fn.register_forward_hook(zero) if layer is not None else None
+    with torch.no_grad():
+        logits = hf(tokens).logits
+    if handle:
+        handle.remove()
+    nll = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), reduction="none")
+    return nll.view(len(tokens), -1).double().sum(dim=1)
+
+
+def hf_effect(folder, arch, layer, neuron):
+    """``W_out[layer][neuron] @ W_U`` from the HF modules."""
     hf = AutoModelForCausalLM.from_pretrained(folder)
     if arch == "gpt2":  # Conv1D: weight is (in, out), so the neuron's output row is weight[neuron]
         w_out = hf.transformer.h[layer].mlp.c_proj.weight[neuron]
-    else:  # nn.Linear: weight is (out, in), the neuron's output direction is column `neuron`
+    else:  # nn.Linear: weight is (out, in); the neuron's output direction is column `neuron`
         w_out = hf.model.layers[layer].mlp.down_proj.weight[:, neuron]
     return (w_out @ hf.lm_head.weight.T).detach()
 
 
-# ---- numbers ----------------------------------------------------------------------------------
+# ---- small pieces, golden numbers ----------------------------------------------------------------
+def test_compact_integers_and_the_shard_hash():
+    assert encode_ints([0, 1, 63, 64, 4095], 2) == "AAABA_BA__"
+    assert decode_ints("AAABA_BA__", 2) == [0, 1, 63, 64, 4095]
+    assert id_width(4096) == 2 and id_width(4097) == 3 and id_width(49152) == 3 and id_width(262144) == 3
+    with pytest.raises(ValueError):
+        encode_ints([4096], 2)
+    # fixed point: one step is the largest magnitude / (2**17 - 1); code 2**17 is zero, code 0 "none"
+    packed = encode_fixed([0.0, 3.0, -3.0, 1.5, float("nan")])
+    assert packed["s"] == 3.0 / 131071 and decode_ints(packed["d"], 3) == [131072, 262143, 1, 196608, 0]
+    assert decode_fixed(packed) == [0.0, 3.0, -3.0, pytest.approx(1.5, abs=packed["s"] / 2), None]
+    assert fnv1a("") == 0x811C9DC5 and fnv1a("a") == 0xE40C292C and fnv1a("foobar") == 0xBF9CF968
+
+
+def test_bootstrap_interval_golden():
+    # Two chunks with changes 0 and 2 (one token each): resampled means are 0, 1, 2 with probability
+    # 1/4, 1/2, 1/4, so the 2.5% and 97.5% percentiles are 0 and 2; the mean is 1.
+    mean, low, high = bootstrap(torch.tensor([[0.0, 2.0]], dtype=torch.float64), torch.tensor([1, 1]), 4000, 0)
+    assert (mean.item(), low.item(), high.item()) == (1.0, 0.0, 2.0)
+    # The same change on every chunk: no spread at all.
+    mean, low, high = bootstrap(torch.full((1, 5), 3.0, dtype=torch.float64), torch.full((5,), 2), 100, 0)
+    assert mean.item() == low.item() == high.item() == 1.5
+
+
+def test_loss_neurons_all_or_each_languages_best():
+    mask = torch.zeros(2, 1, 6, dtype=torch.bool)
+    mask[0, 0, [0, 1, 2]] = True
+    mask[1, 0, [2, 3, 4]] = True
+    neurons = LanguageNeurons(("a", "b"), mask, "lape")
+    rank = torch.tensor([[5, 0, 1, 4, 2, -1]])
+    assert choose_neurons(neurons, rank, 10, 1).tolist() == [[0, 1], [0, 2], [0, 4], [0, 3], [0, 0]]
+    # Too many: each language's best in turns (a: 1, 2, 0; b: 2, 4, 3), up to the cap.
+    assert choose_neurons(neurons, rank, 3, 2).tolist() == [[0, 1], [0, 2], [0, 4]]
+    assert choose_neurons(neurons, rank, 4, 1).tolist() == [[0, 1], [0, 2]]
+
+
+def test_byte_pieces_merge_into_the_characters_they_make(tmp_path):
+    tok = lapelens.load_model(make_tiny_model("llama", tmp_path / "m")).tokenizer
+    ids = tok("敏捷的棕色狐狸", add_special_tokens=False)["input_ids"]
+    runs = merged_runs(tok, ids)
+    assert runs, "the tiny tokenizer splits these characters into byte pieces"
+    covered = {p for start, n, _ in runs for p in range(start, start + n)}
+    shown = "".join(next(t for s, n, t in runs if s == p) if any(s == p for s, _, _ in runs) else
+                    ("" if p in covered else tok.decode([i])) for p, i in enumerate(ids))
+    assert shown == "敏捷的棕色狐狸"
+    assert all("\ufffd" in tok.decode([ids[s]]) and n >= 2 for s, n, _ in runs)
+    # a piece shown alone spells its bytes: the pieces of a run spell the UTF-8 bytes of its text
+    for start, n, text in runs:
+        spelled = "".join(raw_token(tok, i)[1:-1] for i in ids[start:start + n])
+        assert spelled.encode("latin-1").decode("unicode_escape").encode("latin-1") == text.encode("utf-8")
+
+
+# ---- numbers against the HF model ------------------------------------------------------------------
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_logit_effects_equal_hf_down_projection_times_unembedding(arch, tmp_path):
     folder = make_tiny_model(arch, tmp_path / arch)
-    promoted, promoted_v, suppressed, suppressed_v = logit_effects(load_model(folder), top=5)
+    e = logit_effects(lapelens.load_model(folder), top=5, bins=12, search_top=4)
+    hf = AutoModelForCausalLM.from_pretrained(folder)
     for layer, neuron in [(0, 0), (1, 37), (1, 63)]:
-        effect = hf_logit_effect(folder, arch, layer, neuron)
-        assert promoted[layer, neuron].tolist() == effect.topk(5).indices.tolist()
-        assert suppressed[layer, neuron].tolist() == effect.topk(5, largest=False).indices.tolist()
-        torch.testing.assert_close(promoted_v[layer, neuron], effect.topk(5).values, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(suppressed_v[layer, neuron], effect.topk(5, largest=False).values, rtol=1e-4, atol=1e-5)
+        effect = hf_effect(folder, arch, layer, neuron)
+        assert e.promoted[layer, neuron].tolist() == effect.topk(5).indices.tolist()
+        assert e.suppressed[layer, neuron].tolist() == effect.topk(5, largest=False).indices.tolist()
+        torch.testing.assert_close(e.promoted_value[layer, neuron], effect.topk(5).values, rtol=1e-4, atol=1e-5)
+        lo, hi = e.hist_range[layer, neuron].tolist()
+        counts = np.bincount(np.clip(np.floor((effect.numpy() - lo) / ((hi - lo) / 12)), 0, 11).astype(int), minlength=12)
+        assert e.hist[layer, neuron].tolist() == counts.tolist()
+    # the search index: per token, the strongest promoters over all layers, from the HF weights
+    d_mlp = e.promoted.shape[1]
+    if arch == "gpt2":
+        w_out = torch.stack([hf.transformer.h[i].mlp.c_proj.weight for i in range(2)])  # layer neuron d_model
+    else:
+        w_out = torch.stack([hf.model.layers[i].mlp.down_proj.weight.T for i in range(2)])
+    effects = (w_out.reshape(-1, w_out.shape[-1]) @ hf.lm_head.weight.T).detach()  # flat neuron x vocab
+    for token in [0, 17, 200, 319]:
+        assert e.token_neurons[token].tolist() == effects[:, token].topk(4).indices.tolist()
+    assert d_mlp == 64
 
 
-def test_loss_change_equals_lapelens_deactivate(built, run_dir):
-    ex, _ = built
-    data, model = ex.data, ex.model
-    config = json.loads((run_dir / "config.json").read_text())
-    chunks = evaluation_chunks(model, config["corpus"], data.languages, 32, 16)
-    assert len(data.loss_neurons) == 6
-    for row in [0, 5]:
-        layer, neuron = data.loss_neurons[row].tolist()
-        mask = torch.zeros(len(data.languages), data.n_layers, data.d_mlp, dtype=torch.bool)
-        mask[:, layer, neuron] = True
-        single = LanguageNeurons(data.languages, mask, "single")
+def test_loss_change_equals_a_hook_on_the_hf_model(built, hf, config):
+    data = built[0].data
+    c = data.loss.changes
+    assert len(c.neurons) == int(data.selection.selections["lape"].any(dim=0).sum())  # all of them fit the budget
+    chunks = {l: pack_chunks(built[0].model.tokenizer, lapelens.load_corpus(config["corpus"], "valid")[l], 16, 64)
+              for l in data.languages}
+    for row in [0, len(c.neurons) - 1]:
+        layer, neuron = c.neurons[row].tolist()
         for k, lang in enumerate(data.languages):
-            tokens = chunks[lang].numel() - len(chunks[lang])
-            base = chunk_nll(model, chunks[lang]).sum() / tokens
-            with lapelens.deactivate(model, single, lang):
-                off = chunk_nll(model, chunks[lang]).sum() / tokens
-            assert data.loss_base[k].item() == pytest.approx(base.item(), abs=1e-5)
-            assert data.loss_delta[row, k].item() == pytest.approx((off - base).item(), abs=1e-5)
+            base = hf_chunk_nll(hf, chunks[lang])
+            diff = hf_chunk_nll(hf, chunks[lang], layer, neuron) - base
+            tokens = chunks[lang].shape[0] * 15
+            assert c.base[k].item() == pytest.approx(base.sum().item() / tokens, abs=1e-5)
+            assert c.delta[row, k].item() == pytest.approx(diff.sum().item() / tokens, abs=1e-5)
+            # the interval: numpy percentiles of the same resamples of these chunks
+            idx = torch.randint(0, len(diff), (c.n_boot, len(diff)), generator=torch.Generator().manual_seed(c.seed)).numpy()
+            boot = diff.numpy()[idx].sum(axis=1) / (15 * len(diff))
+            assert c.low[row, k].item() == pytest.approx(np.percentile(boot, 2.5), abs=1e-5)
+            assert c.high[row, k].item() == pytest.approx(np.percentile(boot, 97.5), abs=1e-5)
 
 
-def test_loss_neurons_are_lape_neurons_taken_round_robin_by_rank(built):
+def test_contexts_samples_and_histograms_equal_a_brute_force_pass(built, hf, config):
     data = built[0].data
-    lape = data.selections["lape"]
-    for layer, neuron in data.loss_neurons.tolist():
-        assert lape[:, layer, neuron].any()
-    # every language's best-ranked LAPE neuron is among them
-    flat_rank = data.lape_rank.flatten()
-    chosen = set((data.loss_neurons[:, 0] * data.d_mlp + data.loss_neurons[:, 1]).tolist())
-    for k in range(len(data.languages)):
-        idx = lape[k].flatten().nonzero().flatten()
-        if len(idx):
-            assert int(idx[flat_rank[idx].argmin()]) in chosen
-
-
-def test_lape_rank_reproduces_the_lape_selection(built):
-    data = built[0].data
-    selected = data.selections["lape"].any(dim=0)
-    n = int(selected.sum())
-    ranked = (data.lape_rank >= 0) & (data.lape_rank < n)
-    assert torch.equal(ranked, selected)
-
-
-def test_contexts_and_histograms_equal_a_brute_force_pass(built, run_dir):
-    ex = built[0]
-    s, model = ex.data.samples, ex.model
-    spec = lapelens.neuron_spec(model)
-    config = json.loads((run_dir / "config.json").read_text())
+    s, panel = data.contexts.samples, data.contexts
     texts = lapelens.load_corpus(config["corpus"], "train")
-    assert len(s.neurons) == int(torch.stack(list(ex.data.selections.values())).any(dim=(0, 1)).sum())
-    for k, lang in enumerate(ex.data.languages):
-        chunks = torch.stack(list(iter_chunks(model.tokenizer, texts[lang], 16, 64)))
-        acts = {}
-        hooks = [(spec.hook_pre(i), (lambda i: lambda a, hook: acts.__setitem__(i, spec.act_fn()(a).detach()))(i))
-                 for i in range(spec.n_layers)]
-        with torch.no_grad():
-            model.run_with_hooks(chunks, fwd_hooks=hooks, return_type=None)
+    assert torch.equal(s.neurons, data.selection.selections["lape"].any(dim=0).nonzero())
+    for k, lang in enumerate(data.languages):
+        chunks = pack_chunks(built[0].model.tokenizer, texts[lang], 16, 64)
         assert s.tokens_seen[k] == chunks.numel()
         for d, (layer, neuron) in enumerate(s.neurons.tolist()):
-            a = acts[layer][..., neuron]  # chunk pos
+            a = hf_acts(hf, layer, chunks)[..., neuron]  # chunk pos
             best, at = a.max(dim=1)
             top = best.topk(3)
-            torch.testing.assert_close(s.top[d, k], top.values, rtol=1e-4, atol=1e-5)
-            c, p = int(top.indices[0]), int(at[top.indices[0]])
-            assert (s.chunk[d, k, 0].item(), s.pos[d, k, 0].item()) == (c, p)
-            assert torch.equal(ex.data.chunks[lang][c], chunks[c])
-            torch.testing.assert_close(s.acts[d, k, 0, s.before], a[c, p], rtol=1e-4, atol=1e-5)
-            if p >= 1:
-                torch.testing.assert_close(s.acts[d, k, 0, s.before - 1], a[c, p - 1], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(s.value[d, k, :3], top.values, rtol=1e-4, atol=1e-5)
+            shown = panel.chunks[lang][s.chunk[d, k, 0]]
+            assert torch.equal(shown, chunks[int(top.indices[0])]) and s.pos[d, k, 0] == at[top.indices[0]]
+            p = int(s.pos[d, k, 0])
+            window = a[int(top.indices[0]), max(0, p - 5):p + 5]
+            kept = s.acts[d, k, 0, 5 - (p - max(0, p - 5)):][:len(window)]
+            torch.testing.assert_close(kept, window, rtol=1e-4, atol=1e-5)
+            flat = a.flatten().sort().values
+            for g, (q_lo, q_hi) in enumerate(s.groups):
+                lo, hi = flat[int(q_lo * (len(flat) - 1))], flat[int(q_hi * (len(flat) - 1))]
+                torch.testing.assert_close(s.bounds[d, k, g], torch.stack([lo, hi]), rtol=1e-4, atol=1e-5)
+                share = ((a >= lo) & (a < hi)).double().mean().item()
+                assert s.share[d, k, g].item() == pytest.approx(share, abs=0.02)  # 1 token of 64 may sit on a bound
+                for c in range(3 + g * 2, 3 + g * 2 + 2):
+                    if s.chunk[d, k, c] < 0:
+                        continue
+                    # the repeated texts give identical chunks: any of them has the same activations
+                    chunk = next(i for i in range(len(chunks)) if torch.equal(chunks[i], panel.chunks[lang][s.chunk[d, k, c]]))
+                    value = a[chunk, s.pos[d, k, c]]
+                    assert s.value[d, k, c].item() == pytest.approx(value.item(), abs=1e-5)
+                    assert lo - 1e-5 <= value < hi + 1e-5
             edges = s.edges[d]
             bins = ((a.flatten() - edges[0]) / (edges[-1] - edges[0]) * (len(edges) - 1)).floor().clamp(0, len(edges) - 2)
-            assert s.hist[d, k].tolist() == torch.bincount(bins.long(), minlength=len(edges) - 1).tolist()
+            hist = torch.bincount(bins.long(), minlength=len(edges) - 1)
+            assert (s.hist[d, k] - hist).abs().sum() <= 2  # a value on a bin edge may round to either side
 
 
-def test_byte_tokens_of_one_character_are_shown_as_that_character(built):
-    data, tok = built[0].data, built[0].model.tokenizer
-    checked = 0
-    for lang in ("zh", "ja"):
-        for c in data.samples.chunk[:, data.languages.index(lang)].unique().tolist():
-            ids = data.chunks[lang][c].tolist()
-            fixes = data.chunk_text[lang].get(c, {})
-            decoded = tok.decode(ids)
-            if "\ufffd" in decoded:  # the chunk starts or ends inside a character
-                continue
-            assert fixes, "the tiny tokenizer splits CJK characters into bytes"
-            assert "".join(fixes.get(p, data.vocab[i]) for p, i in enumerate(ids)) == decoded
-            checked += 1
-    assert checked
+def test_the_page_holds_lists_and_the_layer_files_the_rest(built, run_dir):
+    ex, out = built
+    html_bytes, folder_bytes = ex.page(out).sizes()
+    files = sorted(p.name for p in (out.parent / "explorer_files").iterdir())
+    assert files == ["layer_000.js", "layer_001.js", "search_000.js", "vocab.js"]
+    html = out.read_text()
+    assert '"promoted_value"' not in html and '"promoted_value"' in (out.parent / "explorer_files" / "layer_001.js").read_text()
+    assert html_bytes == len(html.encode()) and folder_bytes == sum(p.stat().st_size for p in (out.parent / "explorer_files").iterdir())
+    stats = lapelens.ActivationStats.load(run_dir / "stats")
+    d = page_json(ex.data, "explorer_files")
+    p = stats.firing_probability().flatten(1)
+    union = ex.data.selection.selections["lape"].any(0) | ex.data.selection.selections["lap"].any(0)
+    assert d["rows"]["index"] == union.flatten().nonzero().flatten().tolist()
+    for row, f in enumerate(d["rows"]["index"][:10]):
+        assert d["rows"]["p"][row] == pytest.approx(p[:, f].tolist(), abs=6e-5)
 
 
-def test_live_mode_shows_the_neurons_activation_per_token(built):
-    ex = built[0]
-    model = ex.model
-    tokens, acts = token_activations(model, 1, 5, "Le renard brun saute.")
-    store = {}
-    ids = [0] + model.tokenizer("Le renard brun saute.", add_special_tokens=False)["input_ids"]
-    model.run_with_hooks(torch.tensor([ids]), return_type=None,
-                         fwd_hooks=[("blocks.1.mlp.hook_pre", lambda a, hook: store.__setitem__("a", a[0, :, 5].detach()))])
-    torch.testing.assert_close(acts, torch.nn.functional.silu(store["a"]))
-    assert len(tokens) == len(ids)
-    shown = ex.live(1, 5, "Le renard brun saute.")
-    html = shown._repr_html_() if hasattr(shown, "_repr_html_") else shown.data
-    assert html.count('class="tok"') == len(ids) and f'data-act="{acts[-1].item():.6f}"' in html
-    try:
-        import ipywidgets  # noqa: F401
-    except ImportError:
-        with pytest.raises(LapelensError, match="ipywidgets"):
-            ex.live(1, 5)
-    else:
-        assert ex.live(1, 5).children
+def test_a_neuron_set_of_fewer_languages_is_shown_in_the_statistics_columns(run_dir):
+    stats = lapelens.ActivationStats.load(run_dir / "stats")
+    lape = lapelens.load(run_dir / "neurons_lape")
+    inputs = from_parts(stats, lape.subset(["zh", "en"]), model="m", corpus="c")
+    shown = inputs.sets["lape"]
+    assert shown.languages == stats.languages == ("en", "zh", "fr", "ja")
+    assert torch.equal(shown.mask[0], lape.mask[0]) and torch.equal(shown.mask[1], lape.mask[1])
+    assert not shown.mask[2:].any() and (inputs.model, inputs.corpus, inputs.seq_len) == ("m", "c", 16)
+    with pytest.raises(lapelens.LapelensError, match=r"languages \['xx'\]"):
+        from_parts(stats, LanguageNeurons(("xx",), lape.mask[:1], "lape"))
 
 
 def test_public_name_and_cli(run_dir, tmp_path):
     assert lapelens.explore is explore
     out = tmp_path / "cli.html"
-    assert main(["explore", str(run_dir), "--out", str(out), "--context-tokens", "32", "--loss-neurons", "2",
+    assert main(["explore", str(run_dir), "--out", str(out), "--context-tokens", "32", "--loss-max-neurons", "2",
                  "--loss-tokens", "32", "--loss-seq-len", "16", "--quiet"]) == 0
-    assert out.stat().st_size > 10_000 and "explorer-data" in out.read_text()
+    assert "explorer-data" in out.read_text() and (tmp_path / "cli_files" / "layer_001.js").is_file()
+    # statistics and a neuron set instead of a run folder (model and corpus given, as the statistics record none)
+    config = json.loads((run_dir / "config.json").read_text())
+    out2 = tmp_path / "parts.html"
+    assert main(["explore", "--stats", str(run_dir / "stats"), "--neurons", str(run_dir / "neurons_lape"), "--model",
+                 config["model"], "--corpus", config["corpus"], "--out", str(out2), "--context-tokens", "32",
+                 "--loss-max-neurons", "0", "--quiet"]) == 0
+    assert '"lape"' in out2.read_text() and '"lap"' not in out2.read_text()
     assert main(["explore", str(tmp_path), "--out", str(out)]) == 2  # not a run folder
+    assert main(["explore", str(run_dir)]) == 2  # neither --out nor --serve
+    assert main(["explore", "--out", str(out)]) == 2  # nothing to explore
 
 
 # ---- the page in a browser -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+        b = chromium(p)
+        if b is None:
+            pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
         yield b
         b.close()
 
 
 @pytest.fixture
 def page(browser, built):
-    page = browser.new_page()
-    page.errors, page.blocked = [], []
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.errors, page.blocked, page.files = [], [], []
     page.on("console", lambda m: m.type == "error" and page.errors.append(m.text))
     page.on("pageerror", lambda e: page.errors.append(str(e)))
 
     def route(r):
         if r.request.url.startswith("file://"):
+            page.files.append(r.request.url.rsplit("/", 1)[-1])
             r.continue_()
         else:
             page.blocked.append(r.request.url)
@@ -233,91 +306,157 @@ def page(browser, built):
     page.close()
 
 
-def open_by_index(page, layer, neuron):
-    page.fill("#layer-input", str(layer))
-    page.fill("#neuron-input", str(neuron))
-    page.click("#open-neuron")
+def open_neuron(page, layer, neuron):
+    page.select_option("#search-kind", "neuron")
+    page.fill("#search-input", f"L{layer} N{neuron}")
+    page.click("#search-button")
+    page.wait_for_function(f"document.getElementById('panel-firing').dataset.neuron === '{layer}:{neuron}'")
 
 
 def shown_bars(page, cls):
     return {t.get_attribute("data-label"): t.text_content() for t in page.locator(f"svg.{cls} text.value").all()}
 
 
-def test_page_loads_offline_without_errors(page):
+def listed(page):
+    return [(int(r.get_attribute("data-layer")), int(r.get_attribute("data-neuron")))
+            for r in page.locator("#neuron-list tr.neuron-row").all()]
+
+
+def test_page_loads_offline_and_loads_a_layer_only_when_opened(page):
     assert page.locator("#grid td.cell").count() > 0
+    assert not [f for f in page.files if f.startswith("layer_")]
+    open_neuron(page, 1, 5)
+    assert [f for f in page.files if f.startswith("layer_")] == ["layer_001.js"]
     assert page.errors == [] and page.blocked == []
 
 
-def test_overview_lists_every_lape_neuron(page, built):
+def test_overview_lists_and_language_columns(page, built):
     data = built[0].data
-    page.select_option("#method-select", "lape")
-    rows = page.locator("#neuron-list tr.neuron-row")
-    listed = {(int(r.get_attribute("data-layer")), int(r.get_attribute("data-neuron"))) for r in rows.all()}
-    lape = data.selections["lape"].any(dim=0)
-    assert listed == {tuple(x) for x in lape.nonzero().tolist()} and rows.count() == len(listed)
-    # a cell lists exactly that layer's neurons for that language
-    cell = page.locator("#grid td.cell[data-layer='1'][data-lang='2']")
-    cell.click()
-    rows = page.locator("#neuron-list tr.neuron-row")
-    listed = {int(r.get_attribute("data-neuron")) for r in rows.all()}
-    assert listed == set(data.selections["lape"][2, 1].nonzero().flatten().tolist())
-    assert int(cell.inner_text()) == len(listed)
+    lape = data.selection.selections["lape"]
+    assert set(listed(page)) == {tuple(x) for x in lape.any(dim=0).nonzero().tolist()}
+    page.locator("#grid td.cell[data-layer='1'][data-lang='2']").click()
+    assert {n for _, n in listed(page)} == set(lape[2, 1].nonzero().flatten().tolist())
+    page.locator("#grid th.lang-head[data-lang='1']").click()  # a language: its neurons in every layer
+    assert set(listed(page)) == {tuple(x) for x in lape[1].nonzero().tolist()}
     assert page.errors == []
 
 
-def test_choosing_a_neuron_updates_every_panel(page, built):
-    data = built[0].data
-    page.select_option("#method-select", "lape")
-    page.locator("#neuron-list tr.neuron-row").first.click()
-    first = page.locator("#neuron-list tr.neuron-row").first
-    a = (int(first.get_attribute("data-layer")), int(first.get_attribute("data-neuron")))
-    panels = ["panel-selection", "panel-firing", "panel-mean", "panel-hist", "panel-contexts", "panel-logits", "panel-loss"]
-    before = {p: page.inner_html(f"#{p}") for p in panels}
-    assert all(page.get_attribute(f"#{p}", "data-neuron") == f"{a[0]}:{a[1]}" for p in panels)
-    assert page.locator("#panel-contexts .ctx").count() > 0 and page.locator("#panel-hist svg.hist").count() == len(data.languages)
-    assert page.locator("#panel-loss svg.loss").count() == 1  # the best LAPE neuron has a loss change
-    lape = data.selections["lape"].any(dim=0)
-    b = next(tuple(x) for x in lape.nonzero().tolist() if tuple(x) != a)
-    open_by_index(page, *b)
-    for p in panels:
-        assert page.get_attribute(f"#{p}", "data-neuron") == f"{b[0]}:{b[1]}"
-        assert page.inner_html(f"#{p}") != before[p], p
-    assert page.inner_text("#neuron-title") == f"Layer {b[0]}, neuron {b[1]}"
-    # the first context of the first language shows the chunk's tokens up to its maximum, the maximum in bold
-    s = data.samples
-    d = s.neurons.tolist().index(list(b))
-    chunk, pos = data.chunks[data.languages[0]][s.chunk[d, 0, 0]], s.pos[d, 0, 0].item()
-    ctx = page.locator(f"#panel-contexts .ctx[data-lang='{data.languages[0]}']").first
-    ids = [int(t.get_attribute("data-token-id")) for t in ctx.locator("span.tok").all()]
-    assert ids == chunk[max(0, pos - s.before): pos + 5].tolist()
-    assert ctx.locator("span.tok").nth(min(pos, s.before)).evaluate("e => e.style.fontWeight") == "bold"
-    assert page.errors == []
-
-
-def test_firing_probabilities_and_means_equal_the_statistics(page, built, run_dir):
+def test_list_sorts_by_a_language_column(page, run_dir):
     stats = lapelens.ActivationStats.load(run_dir / "stats")
-    p, mean = stats.firing_probability(), stats.mean_activation()
-    selected = built[0].data.selections["lape"].any(dim=0)
-    unselected = (~torch.stack(list(built[0].data.selections.values())).any(dim=(0, 1))).nonzero()[0].tolist()
-    for layer, neuron in [tuple(selected.nonzero()[0].tolist()), tuple(unselected), (1, 63)]:
-        open_by_index(page, layer, neuron)
-        shown = shown_bars(page, "firing")
-        assert shown == {l: f"{round(p[k, layer, neuron].item(), 3):.3f}" for k, l in enumerate(stats.languages)}
-        shown = shown_bars(page, "mean")
-        for k, l in enumerate(stats.languages):
-            assert float(shown[l]) == pytest.approx(mean[k, layer, neuron].item(), abs=1e-4)
+    p = stats.firing_probability()[stats.lang_index("zh")]
+    page.locator("#neuron-table th[data-sort='p_zh']").click()
+    rows = listed(page)
+    shown = [round(p[l, n].item(), 3) for l, n in rows]
+    assert shown == sorted(shown, reverse=True) and len(rows) > 5
+    page.locator("#neuron-table th[data-sort='p_zh']").click()  # again: ascending
+    assert [round(p[l, n].item(), 3) for l, n in listed(page)] == sorted(shown)
+
+
+def test_a_neuron_page_shows_the_statistics_the_logits_and_the_loss(page, built, run_dir, hf, config):
+    data = built[0].data
+    stats = lapelens.ActivationStats.load(run_dir / "stats")
+    c = data.loss.changes
+    layer, neuron = c.neurons[0].tolist()
+    page.locator("#neuron-list tr.neuron-row").first.click()  # the list opens sorted by LAPE rank: the best first
+    page.wait_for_function(f"document.getElementById('panel-firing').dataset.neuron === '{layer}:{neuron}'")
+    p = stats.firing_probability()
+    firing = {l: float(v) for l, v in shown_bars(page, "firing").items()}  # 3 decimals (JS rounds ties up)
+    assert firing == {l: pytest.approx(p[k, layer, neuron].item(), abs=5e-4 + 1e-12) for k, l in enumerate(stats.languages)}
+    mean = {l: float(v) for l, v in shown_bars(page, "mean").items()}  # 4 decimals of an 18-bit fixed-point value
+    assert mean == {l: pytest.approx(stats.mean_activation()[k, layer, neuron].item(), abs=6e-5)
+                    for k, l in enumerate(stats.languages)}
+    entropy = lapelens.methods.lape.entropy(stats.firing_probability())[layer, neuron].item()
+    assert float(page.inner_text("#entropy-value")) == pytest.approx(entropy, abs=6e-5)
+    effect = hf_effect(Path(config["model"]), "llama", layer, neuron)
+    ids = [int(t.get_attribute("data-token-id")) for t in page.locator("#panel-logits .promoted td.t").all()]
+    assert ids == effect.topk(10).indices.tolist()
+    values = [float(t.inner_text()) for t in page.locator("#panel-logits .promoted td:not(.t)").all()]
+    assert values == pytest.approx(effect.topk(10).values.tolist(), abs=6e-4)
+    assert page.locator("#panel-logit-hist rect").count() == 24
+    labels = {t.get_attribute("data-label"): t for t in page.locator("svg.loss text.value").all()}
+    for k, lang in enumerate(data.languages):
+        assert float(labels[lang].get_attribute("data-delta")) == pytest.approx(c.delta[0, k].item(), abs=1e-6)
+        spans_zero = c.low[0, k] <= 0 <= c.high[0, k]
+        assert ("no detectable effect" in labels[lang].text_content()) == bool(spans_zero)
+    summary = page.inner_text("#neuron-summary")
+    top = built[0].model.tokenizer.decode([effect.argmax().item()])
+    assert summary.startswith(f"L{layer} N{neuron}: ") and "LAPE rank 0" in summary and f"promotes \u201c{top}\u201d" in summary
     assert page.errors == []
 
 
-def test_promoted_tokens_equal_w_out_times_w_u(page, built, run_dir):
-    folder = Path(json.loads((run_dir / "config.json").read_text())["model"])
-    for layer, neuron in [(0, 3), (1, 40)]:
-        open_by_index(page, layer, neuron)
-        effect = hf_logit_effect(folder, "llama", layer, neuron)
-        ids = [int(t.get_attribute("data-token-id")) for t in page.locator("#panel-logits .promoted td.t").all()]
-        assert ids == effect.topk(10).indices.tolist()
-        ids = [int(t.get_attribute("data-token-id")) for t in page.locator("#panel-logits .suppressed td.t").all()]
-        assert ids == effect.topk(10, largest=False).indices.tolist()
+def test_contexts_show_the_chunk_window_with_characters_whole(page, built):
+    data = built[0].data
+    s, panel, tok = data.contexts.samples, data.contexts, built[0].model.tokenizer
+    d = 0
+    layer, neuron = s.neurons[d].tolist()
+    open_neuron(page, layer, neuron)
+    for k, lang in enumerate(data.languages):
+        chunk = panel.chunks[lang][s.chunk[d, k, 0]].tolist()
+        pos = int(s.pos[d, k, 0])
+        row = page.locator(f"#panel-contexts .ctx-lang[data-lang='{lang}'] .ctx[data-group='-1']").first
+        spans = row.locator("span.tok").all()
+        first = int(spans[0].get_attribute("data-pos"))
+        ids = []
+        for sp in spans:
+            ids += [int(sp.get_attribute("data-token-id"))] + [None] * (int(sp.get_attribute("data-n")) - 1)
+        assert ids[0] == chunk[max(0, pos - 5)] or first == 0
+        text = "".join(sp.text_content() for sp in spans)
+        window = chunk[max(0, pos - 5):pos + 5]
+        if "\ufffd" not in tok.decode(window) and "\u2039" not in text:
+            assert text.replace("\u23ce", "\n") == tok.decode(window)  # byte pieces shown as whole characters
+        assert row.locator("span.center").count() == 1
+    assert page.errors == []
+
+
+def test_search_by_token_language_layer_and_neuron(page, built, hf):
+    data = built[0].data
+    page.fill("#search-input", "the")
+    page.click("#search-button")
+    page.wait_for_selector("#search-results table.search-table")
+    w_out = torch.stack([hf.model.layers[i].mlp.down_proj.weight.T for i in range(2)]).reshape(-1, 32)
+    for table in page.locator("#search-results table.search-table").all():
+        token = int(table.get_attribute("data-token-id"))
+        assert data.search.texts[token] in ("the", " the")
+        want = (w_out @ hf.lm_head.weight[token]).detach().topk(data.search.neurons.shape[1]).indices.tolist()
+        got = [int(r.get_attribute("data-flat")) for r in table.locator("tr.neuron-row").all()]
+        assert got == want
+    page.select_option("#search-kind", "auto")
+    page.fill("#search-input", "zh")
+    page.click("#search-button")
+    zh = data.selection.selections["lape"][data.languages.index("zh")]
+    assert set(listed(page)) == {tuple(x) for x in zh.nonzero().tolist()}
+    page.fill("#search-input", "L1")
+    page.click("#search-button")
+    assert {l for l, _ in listed(page)} == {1}
+    page.fill("#search-input", "1:7")
+    page.click("#search-button")
+    page.wait_for_function("document.getElementById('panel-firing').dataset.neuron === '1:7'")
+    page.fill("#search-input", "L9 N0")
+    page.click("#search-button")
+    assert "No such neuron" in page.inner_text("#search-status")
+    assert page.errors == []
+
+
+def test_prev_and_next_follow_the_list(page):
+    rows = listed(page)
+    page.locator("#neuron-list tr.neuron-row").nth(1).click()
+    page.wait_for_function(f"document.getElementById('panel-firing').dataset.neuron === '{rows[1][0]}:{rows[1][1]}'")
+    page.click("#next-neuron")
+    page.wait_for_function(f"document.getElementById('panel-firing').dataset.neuron === '{rows[2][0]}:{rows[2][1]}'")
+    page.click("#prev-neuron")
+    page.click("#prev-neuron")
+    page.wait_for_function(f"document.getElementById('panel-firing').dataset.neuron === '{rows[0][0]}:{rows[0][1]}'")
+    assert page.inner_text("#nav-position") == f"1 of {len(rows)} in the list"
+
+
+def test_an_untracked_neuron_says_what_is_missing(page, built):
+    data = built[0].data
+    untracked = (~data.selection.selections["lape"].any(dim=0)).nonzero()[0].tolist()
+    open_neuron(page, *untracked)
+    assert "is not one of them" in page.inner_text("#panel-contexts")
+    assert page.locator("#loss-missing").count() == 1
+    assert page.locator("#panel-logits td.t").count() == 20
+    assert page.errors == []
 
 
 def test_notebook_display_runs_the_page_in_an_iframe(browser, built):
@@ -332,13 +471,14 @@ def test_notebook_display_runs_the_page_in_an_iframe(browser, built):
     page.close()
 
 
-def test_an_unselected_neuron_says_what_is_missing(page, built):
-    data = built[0].data
-    unselected = (~torch.stack(list(data.selections.values())).any(dim=(0, 1))).nonzero()[0].tolist()
-    open_by_index(page, *unselected)
-    assert "was not selected" in page.inner_text("#panel-contexts")
-    assert "Not computed" in page.inner_text("#panel-loss")
-    assert page.locator("#panel-logits td.t").count() == 20
-    open_by_index(page, 99, 0)
-    assert "No such neuron" in page.inner_text("#pick-error")
-    assert page.errors == []
+def test_live_mode_in_a_notebook_shades_the_neurons_activation(built, hf):
+    ex = built[0]
+    text = "Le renard brun saute."
+    acts = lapelens.explorer.token_activations(ex.model, 1, 5, text)
+    ids = [0] + ex.model.tokenizer(text, add_special_tokens=False)["input_ids"]
+    want = hf_acts(hf, 1, torch.tensor([ids]))[0, :, 5]
+    assert acts.ids == ids[1:] and acts.separator[0] == 0
+    torch.testing.assert_close(torch.tensor(acts.values), want[1:], rtol=1e-4, atol=1e-5)
+    shown = ex.live(1, 5, text)
+    html = shown._repr_html_() if hasattr(shown, "_repr_html_") else shown.data
+    assert html.count('class="tok"') == len(ids) - 1 and f'data-act="{acts.values[-1]:.6f}"' in html

@@ -124,3 +124,39 @@ def slow_cli(argv: list[str], ready: Path, slow: tuple[str, str] = BATCH_OF_COLL
     while not ready.exists() and child.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     return child
+
+
+def explorer_run(root: Path) -> Path:
+    """A `lapelens reproduce`-shaped folder for a tiny random LLaMA (stats, LAPE, LAP, config.json)
+    over a corpus folder of the four TEXTS (train: the texts; valid: reversed and plain)."""
+    import json
+
+    import lapelens
+    from lapelens.activations import collect
+    from lapelens.methods import identify
+
+    model_dir = make_tiny_model("llama", root / "model")
+    corpus = root / "corpus"
+    corpus.mkdir(parents=True, exist_ok=True)
+    for lang, text in TEXTS.items():
+        (corpus / f"{lang}.train.txt").write_text("\n".join([text] * 8) + "\n")
+        (corpus / f"{lang}.valid.txt").write_text("\n".join([text[::-1]] * 4 + [text] * 4) + "\n")
+    run = root / "run"
+    model = lapelens.load_model(model_dir)
+    stats = collect(model, lapelens.load_corpus(str(corpus), "train"), seq_len=16, progress=False)
+    stats.save(run / "stats")
+    identify(stats, "lape", top_rate=0.2).save(run / "neurons_lape")
+    identify(stats, "lap").save(run / "neurons_lap")
+    (run / "config.json").write_text(json.dumps({"model": str(model_dir), "corpus": str(corpus), "seq_len": 16}))
+    return run
+
+
+def chromium(playwright):
+    """Debian's Chromium through Playwright (never a downloaded browser), or None if it is missing."""
+    import shutil
+
+    path = "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else shutil.which("chromium")
+    if path is None:
+        return None
+    return playwright.chromium.launch(executable_path=path, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])

@@ -1,9 +1,12 @@
-"""Second pass over text for a fixed set of neurons: top-activating contexts and histograms.
+"""Second pass over text for a fixed set of neurons: top contexts, quantile samples and histograms.
 
-Only the neurons the explorer shows in full (the selected ones) are tracked, so memory is fixed by
-(neurons, languages, top-k, window, bins) and does not grow with the text. Each chunk contributes
-at most one context per neuron (at its maximum), so the top-k of a neuron are k different chunks
-rather than k neighbouring tokens of the same sentence.
+Per language, the activations ``act_fn(hook_pre)`` of the tracked neurons on every token of that
+language's chunks are kept in memory (neurons x tokens floats, in blocks of neurons if that is
+large), so everything is exact: the top contexts are the ``top_k`` chunks with the highest maximum
+(one per chunk, so they are different texts), the quantile samples are drawn uniformly (seeded)
+among the tokens whose activation lies between two quantiles of that language's distribution, and
+the histogram counts every token. Each context is a window of ``before`` tokens, the token, and
+``after`` tokens, cut at the chunk's edges (outside it the model saw other text).
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float, Int64
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -21,144 +23,172 @@ from lapelens.errors import LapelensError
 from lapelens.models import neuron_spec
 from lapelens.types import HookedModel
 
+#: Quantile ranges of a language's token activations that sample contexts, highest first.
+QUANTILE_GROUPS = ((0.9, 0.99), (0.5, 0.9), (0.0, 0.5))
+#: Activations kept in memory at once (float32): more neurons than fit run in several passes.
+MAX_FLOATS = 1 << 27
+
 
 @dataclass
 class NeuronSamples:
-    """What the second pass keeps, per tracked neuron ``d`` (rows of ``neurons``) and language ``k``.
+    """What the pass keeps, per tracked neuron ``d`` (rows of ``neurons``) and language ``k``.
 
-    ``top[d, k, r]`` is the r-th highest activation of the neuron on a chunk (``-inf``: fewer than
-    r + 1 chunks), found in chunk ``chunk[d, k, r]`` (index among language k's chunks) at position
-    ``pos[d, k, r]``; ``acts[d, k, r]`` is the window of activations around it (0 outside the
-    chunk), the maximum at index ``before``.
-    ``hist[d, k, b]`` counts tokens whose activation falls into bin b of ``edges[d]`` (the outer
-    bins also take everything beyond them).
+    Contexts ``c`` are the ``top`` chunk maxima first (highest first; missing ones have value
+    ``-inf``), then ``samples`` per quantile group of ``groups`` (missing: ``nan``). For each,
+    ``value`` is the activation of the chosen token, found in chunk ``chunk`` (index among
+    language k's chunks, -1 if missing) at position ``pos``; ``acts[d, k, c]`` is the window
+    around it (the token at index ``before``; ``nan`` outside the chunk). ``bounds[d, k, g]`` are
+    the activations at group g's two quantiles (a token belongs to it if ``lo <= a < hi``) and
+    ``share[d, k, g]`` the exact fraction of the language's tokens inside. ``hist[d, k, b]``
+    counts tokens per bin of ``edges[d]`` (the outer bins also take everything beyond them).
     """
 
     neurons: Int64[Tensor, "detail 2"]
-    top: Float[Tensor, "detail lang top"]
-    chunk: Int64[Tensor, "detail lang top"]
-    pos: Int64[Tensor, "detail lang top"]
-    acts: Float[Tensor, "detail lang top window"]
+    value: Float[Tensor, "detail lang context"]
+    chunk: Int64[Tensor, "detail lang context"]
+    pos: Int64[Tensor, "detail lang context"]
+    acts: Float[Tensor, "detail lang context window"]
+    bounds: Float[Tensor, "detail lang group 2"]
+    share: Float[Tensor, "detail lang group"]
     edges: Float[Tensor, "detail edge"]
     hist: Int64[Tensor, "detail lang bin"]
+    top: int
+    samples: int
+    groups: tuple[tuple[float, float], ...]
     before: int
     tokens_seen: Int64[Tensor, " lang"]
-
-
-class SampleAccumulator:
-    """Constant-memory top-k contexts and fixed-bin histograms of ``act_fn(hook_pre)``."""
-
-    def __init__(self, model: HookedModel, neurons: Int64[Tensor, "detail 2"], n_lang: int,
-                 edges: Float[Tensor, "detail edge"], top_k: int = 3, before: int = 10, after: int = 4):
-        self.spec = neuron_spec(model)
-        if neurons.ndim != 2 or neurons.shape[1] != 2:
-            raise LapelensError(f"neurons must be (layer, neuron) rows, got shape {tuple(neurons.shape)}.")
-        if len(neurons) and (int(neurons[:, 0].max()) >= self.spec.n_layers or int(neurons[:, 1].max()) >= self.spec.d_mlp):
-            raise LapelensError(f"A tracked neuron lies outside the model's {self.spec.n_layers} x {self.spec.d_mlp} neurons.")
-        self.neurons, self.edges = neurons.long(), edges.float()
-        self.k, self.before, self.after = top_k, before, after
-        d, w, bins = len(neurons), before + 1 + after, edges.shape[1] - 1
-        self.top = torch.full((d, n_lang, top_k), -torch.inf)
-        self.chunk = torch.full((d, n_lang, top_k), -1, dtype=torch.long)
-        self.pos = torch.zeros(d, n_lang, top_k, dtype=torch.long)
-        self.acts = torch.zeros(d, n_lang, top_k, w)
-        self.hist = torch.zeros(d, n_lang, bins, dtype=torch.long)
-        self.tokens_seen = torch.zeros(n_lang, dtype=torch.long)
-        self._act = self.spec.act_fn()
-        # Per layer: which rows of `neurons` live there, and their neuron indices.
-        self.by_layer = {}
-        for layer in range(self.spec.n_layers):
-            rows = (self.neurons[:, 0] == layer).nonzero().flatten()
-            if len(rows):
-                self.by_layer[layer] = (rows, self.neurons[rows, 1])
-
-    def update(self, k: int, layer: int, pre: Float[Tensor, "batch pos neuron"], first_chunk: int) -> None:
-        """Add one batch of ``hook_pre`` of ``layer`` for language ``k``; its chunks are numbered from ``first_chunk``."""
-        if layer not in self.by_layer:
-            return
-        rows, cols = self.by_layer[layer]
-        act = self._act(pre[..., cols.to(pre.device)].float()).cpu()  # batch pos n
-        self._histogram(k, rows, act)
-        self._top(k, rows, act, first_chunk)
-
-    def _histogram(self, k: int, rows: Tensor, act: Tensor) -> None:
-        edges = self.edges[rows]  # n edge
-        bins = edges.shape[1] - 1
-        lo, width = edges[:, 0], (edges[:, -1] - edges[:, 0]) / bins
-        b = ((act - lo) / width).floor().clamp(0, bins - 1).long()  # batch pos n
-        flat = (b + torch.arange(len(rows)) * bins).flatten()
-        self.hist[rows, k] += torch.bincount(flat, minlength=len(rows) * bins).view(len(rows), bins)
-
-    def _top(self, k: int, rows: Tensor, act: Tensor, first_chunk: int) -> None:
-        batch, pos, n = act.shape
-        best, where = act.max(dim=1)  # batch n: each chunk's maximum per neuron
-        take = min(self.k, batch)
-        value, chunk = best.topk(take, dim=0)  # take n
-        at = where.gather(0, chunk)  # take n: position of the maximum
-        window = torch.arange(self.before + 1 + self.after)
-        # Padded so that every window is in range; position p of a chunk is p + before there.
-        pad_act = F.pad(act, (0, 0, self.before, self.after))
-        idx = at[..., None] + window  # take n window
-        new_act = pad_act[chunk[..., None], idx, torch.arange(n)[None, :, None]]
-        # Merge with what is kept: concatenate along the top dimension, keep the k largest.
-        all_top = torch.cat([self.top[rows, k], value.T], dim=1)  # n (k + take)
-        all_chunk = torch.cat([self.chunk[rows, k], (chunk + first_chunk).T], dim=1)
-        all_pos = torch.cat([self.pos[rows, k], at.T], dim=1)
-        all_act = torch.cat([self.acts[rows, k], new_act.transpose(0, 1)], dim=1)
-        keep = all_top.topk(self.k, dim=1).indices
-        self.top[rows, k] = all_top.gather(1, keep)
-        self.chunk[rows, k] = all_chunk.gather(1, keep)
-        self.pos[rows, k] = all_pos.gather(1, keep)
-        self.acts[rows, k] = all_act.gather(1, keep[..., None].expand(-1, -1, all_act.shape[-1]))
-
-    def result(self) -> NeuronSamples:
-        return NeuronSamples(self.neurons, self.top, self.chunk, self.pos, self.acts, self.edges, self.hist,
-                             self.before, self.tokens_seen)
 
 
 class _Done(Exception):
     """Raised after the last tracked layer: nothing after it is needed."""
 
 
-def sample_neurons(
-    model: HookedModel,
-    chunks_by_language: Mapping[str, Sequence[Int64[Tensor, " pos"]]],
-    neurons: Int64[Tensor, "detail 2"],
-    edges: Float[Tensor, "detail edge"],
-    top_k: int = 3,
-    before: int = 10,
-    after: int = 4,
-    batch_size: int = 8,
-    progress: bool = True,
-) -> NeuronSamples:
-    """Run the chunks of each language through ``model`` and keep contexts and histograms of ``neurons``."""
-    acc = SampleAccumulator(model, neurons, len(chunks_by_language), edges, top_k, before, after)
-    spec = acc.spec
-    if not acc.by_layer:
-        return acc.result()
-    last = max(acc.by_layer)
-    state: dict[str, Any] = {}
+def _activations(model: HookedModel, chunks: Tensor, neurons: Tensor, batch_size: int, desc: str,
+                 progress: bool) -> Float[Tensor, "detail chunk pos"]:
+    """``act_fn(hook_pre)`` of ``neurons`` on every token of ``chunks``."""
+    spec = neuron_spec(model)
+    out = torch.empty(len(neurons), *chunks.shape)
+    by_layer = {layer: (neurons[:, 0] == layer).nonzero().flatten() for layer in neurons[:, 0].unique().tolist()}
+    last, act, state = max(by_layer), spec.act_fn(), {}
 
     def make(layer: int):
+        rows = by_layer[layer]
+        cols = neurons[rows, 1]
+
         def hook(pre: Tensor, hook: Any) -> None:
-            acc.update(state["k"], layer, pre, state["first"])
+            b = state["batch"]
+            out[rows, b:b + pre.shape[0]] = act(pre[..., cols.to(pre.device)].float()).permute(2, 0, 1).cpu()
             if layer == last:
                 raise _Done
         return hook
 
     device = next(model.parameters()).device
-    fwd = [(spec.hook_pre(layer), make(layer)) for layer in acc.by_layer]
-    with torch.inference_mode(), model.hooks(fwd_hooks=fwd):
-        for k, (lang, chunks) in enumerate(chunks_by_language.items()):
-            for b in tqdm(range(0, len(chunks), batch_size), desc=f"contexts {lang}", disable=not progress):
-                batch = torch.stack(chunks[b:b + batch_size])
-                state.update(k=k, first=b)
-                try:
-                    model(batch.to(device), return_type=None, use_cache=False)
-                except _Done:
-                    pass
-                acc.tokens_seen[k] += batch.numel()
-    return acc.result()
+    with torch.inference_mode(), model.hooks(fwd_hooks=[(spec.hook_pre(l), make(l)) for l in by_layer]):
+        for b in tqdm(range(0, len(chunks), batch_size), desc=desc, disable=not progress):
+            state["batch"] = b
+            try:
+                model(chunks[b:b + batch_size].to(device), return_type=None, use_cache=False)
+            except _Done:
+                pass
+    return out
+
+
+def _windows(acts: Tensor, chunk: Tensor, pos: Tensor, before: int, after: int) -> Tensor:
+    """``acts[d, chunk, pos - before .. pos + after]`` for each chosen ``(chunk, pos)`` (``nan`` outside)."""
+    d, n_chunks, seq = acts.shape
+    offsets = torch.arange(-before, after + 1)
+    at = pos[..., None] + offsets  # d c w
+    inside = (at >= 0) & (at < seq) & (chunk[..., None] >= 0)
+    flat = acts.reshape(d, -1)
+    idx = (chunk.clamp_min(0)[..., None] * seq + at.clamp(0, seq - 1)).reshape(d, -1)
+    out = flat.gather(1, idx).view(*at.shape)
+    return torch.where(inside, out, torch.full_like(out, torch.nan))
+
+
+def _choose(acts: Tensor, top: int, samples: int, groups: Sequence[tuple[float, float]], generator: torch.Generator,
+            edges: Tensor) -> tuple[Tensor, ...]:
+    """Top chunk maxima and quantile samples of one language for a block of neurons ``acts[d, chunk, pos]``."""
+    d, n_chunks, seq = acts.shape
+    flat = acts.reshape(d, -1)
+    best, where = acts.max(dim=2)  # d chunk
+    k = min(top, n_chunks)
+    t = best.topk(k, dim=1)
+    value = torch.full((d, top), -torch.inf)
+    chunk = torch.full((d, top), -1, dtype=torch.long)
+    pos = torch.zeros(d, top, dtype=torch.long)
+    value[:, :k], chunk[:, :k], pos[:, :k] = t.values, t.indices, where.gather(1, t.indices)
+    ordered = flat.sort(dim=1).values
+    n = flat.shape[1]
+    bounds = torch.empty(d, len(groups), 2)
+    share = torch.empty(d, len(groups))
+    s_value = torch.full((d, len(groups) * samples), torch.nan)
+    s_flat = torch.full((d, len(groups) * samples), -1, dtype=torch.long)
+    keys = torch.rand(flat.shape, generator=generator)
+    for g, (q_lo, q_hi) in enumerate(groups):
+        lo = ordered[:, min(int(q_lo * (n - 1)), n - 1)]
+        hi = ordered[:, min(int(q_hi * (n - 1)), n - 1)]
+        inside = (flat >= lo[:, None]) & (flat < hi[:, None])
+        bounds[:, g] = torch.stack([lo, hi], dim=1)
+        share[:, g] = inside.double().mean(dim=1).float()
+        m = min(samples, n)
+        pick = torch.where(inside, keys, torch.full_like(keys, torch.inf)).topk(m, dim=1, largest=False)
+        ok = torch.isfinite(pick.values)
+        s_flat[:, g * samples:g * samples + m] = torch.where(ok, pick.indices, -1)
+        s_value[:, g * samples:g * samples + m] = torch.where(ok, flat.gather(1, pick.indices), torch.nan)
+    s_chunk = torch.where(s_flat >= 0, s_flat // seq, -1)
+    s_pos = torch.where(s_flat >= 0, s_flat % seq, 0)
+    bins = edges.shape[1] - 1
+    lo_e, width = edges[:, :1], (edges[:, -1:] - edges[:, :1]) / bins
+    b = ((flat - lo_e) / width).floor().clamp(0, bins - 1).long()
+    hist = torch.zeros(d, bins, dtype=torch.long).scatter_add_(1, b, torch.ones_like(b))
+    return (torch.cat([value, s_value], 1), torch.cat([chunk, s_chunk], 1), torch.cat([pos, s_pos], 1),
+            bounds, share, hist)
+
+
+def sample_neurons(
+    model: HookedModel,
+    chunks_by_language: Mapping[str, Int64[Tensor, "chunk pos"]],
+    neurons: Int64[Tensor, "detail 2"],
+    edges: Float[Tensor, "detail edge"],
+    top: int = 10,
+    samples: int = 3,
+    before: int = 20,
+    after: int = 20,
+    groups: Sequence[tuple[float, float]] = QUANTILE_GROUPS,
+    batch_size: int = 8,
+    seed: int = 0,
+    progress: bool = True,
+) -> NeuronSamples:
+    """Run each language's chunks through ``model`` and keep contexts and histograms of ``neurons``."""
+    spec = neuron_spec(model)
+    neurons = neurons.long()
+    if neurons.ndim != 2 or neurons.shape[1] != 2:
+        raise LapelensError(f"neurons must be (layer, neuron) rows, got shape {tuple(neurons.shape)}.")
+    if len(neurons) and (int(neurons[:, 0].max()) >= spec.n_layers or int(neurons[:, 1].max()) >= spec.d_mlp):
+        raise LapelensError(f"A tracked neuron lies outside the model's {spec.n_layers} x {spec.d_mlp} neurons.")
+    n_lang, d, n_ctx, w = len(chunks_by_language), len(neurons), top + samples * len(groups), before + 1 + after
+    out = dict(value=torch.full((d, n_lang, n_ctx), torch.nan), chunk=torch.full((d, n_lang, n_ctx), -1, dtype=torch.long),
+               pos=torch.zeros(d, n_lang, n_ctx, dtype=torch.long), acts=torch.full((d, n_lang, n_ctx, w), torch.nan),
+               bounds=torch.full((d, n_lang, len(groups), 2), torch.nan), share=torch.zeros(d, n_lang, len(groups)),
+               hist=torch.zeros(d, n_lang, edges.shape[1] - 1, dtype=torch.long))
+    seen = torch.zeros(n_lang, dtype=torch.long)
+    for k, (lang, chunks) in enumerate(chunks_by_language.items()):
+        seen[k] = chunks.numel()
+        if not d:
+            continue
+        # Neurons sorted by layer so that a block stops early when its neurons are in low layers.
+        order = torch.argsort(neurons[:, 0] * spec.d_mlp + neurons[:, 1])
+        step = max(1, MAX_FLOATS // max(1, chunks.numel()))
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + k)
+        for s in range(0, d, step):
+            rows = order[s:s + step]
+            acts = _activations(model, chunks, neurons[rows], batch_size, f"contexts {lang}", progress)
+            value, chunk, pos, bounds, share, hist = _choose(acts, top, samples, groups, generator, edges[rows])
+            out["value"][rows, k], out["chunk"][rows, k], out["pos"][rows, k] = value, chunk, pos
+            out["acts"][rows, k] = _windows(acts, chunk, pos, before, after)
+            out["bounds"][rows, k], out["share"][rows, k], out["hist"][rows, k] = bounds, share, hist
+    return NeuronSamples(neurons=neurons, edges=edges.float(), top=top, samples=samples, groups=tuple(map(tuple, groups)),
+                         before=before, tokens_seen=seen, **out)
 
 
 def histogram_edges(
@@ -168,7 +198,7 @@ def histogram_edges(
 
     From ``min(floor, min_k mean - 3 std)`` to ``max_k mean + 4 std`` (activations are skewed to
     the right: rare large values are what a language neuron is about). Values outside fall into
-    the outer bins, so nothing is dropped; edges are known before the pass, which keeps it single.
+    the outer bins, so nothing is dropped.
     """
     lo = torch.minimum((mean - 3 * std).min(dim=1).values, torch.full((len(mean),), floor))
     hi = (mean + 4 * std).max(dim=1).values

@@ -1,10 +1,9 @@
-"""Everything the explorer page shows, gathered from a run folder and its model.
+"""Everything the explorer page shows, gathered from statistics, neuron sets and the model.
 
 From the saved results (cheap, for every neuron): firing counts, mean activations, LAPE entropy and
 rank, which method selected which neuron for which language. From the model: every neuron's direct
-logit effect (a matrix product), and, for the selected neurons only, a second pass over train text
-(top contexts, histograms) and, for a capped number of LAPE neurons, the loss change when the
-neuron alone is deactivated.
+logit effects (matrix products), a pass over train text for the tracked neurons (contexts,
+histograms), and the loss change of single neurons on held-out text (the expensive part).
 """
 
 from __future__ import annotations
@@ -16,63 +15,43 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from jaxtyping import Bool, Float, Float64, Int64
+from jaxtyping import Int64
 from torch import Tensor
 
 from lapelens.constants import RUN_CONFIG
 from lapelens.errors import LapelensError
-from lapelens.explorer.contexts import NeuronSamples, histogram_edges, sample_neurons
-from lapelens.explorer.effects import logit_effects, loss_changes
-from lapelens.methods._registry import METHODS, with_role
+from lapelens.explorer.contexts import NeuronSamples
+from lapelens.explorer.panels import (ContextPanel, FiringPanel, HistogramPanel, LogitPanel, LossPanel, MeanPanel,
+                                      SelectionPanel)
+from lapelens.explorer.search import SearchIndex
+from lapelens.explorer.text import REPLACEMENT, id_width, merged_runs, raw_token
+from lapelens.methods._registry import METHODS, neuron_methods, with_role
 from lapelens.neurons import LanguageNeurons
 from lapelens.stats import ActivationStats
 from lapelens.types import HookedModel
 
 
 @dataclass
-class ExplorerData:
-    """The explorer's content; ``neurons`` rows are ``(layer, neuron)``."""
+class ExplorerInputs:
+    """What a page is built from: statistics, neuron sets, the model's name and the text's corpus."""
 
     model: str
-    languages: tuple[str, ...]
-    n: Int64[Tensor, " lang"]
-    count: Int64[Tensor, "lang layer neuron"]
-    mean: Float64[Tensor, "lang layer neuron"]
-    entropy: Float64[Tensor, "layer neuron"]
-    #: Position in LAPE's ranking (0 = lowest entropy); -1 where no language passes the filter.
-    lape_rank: Int64[Tensor, "layer neuron"]
-    lape_threshold: float | None
-    selections: dict[str, Bool[Tensor, "lang layer neuron"]]
-    promoted: Int64[Tensor, "layer neuron top"]
-    promoted_logit: Float[Tensor, "layer neuron top"]
-    suppressed: Int64[Tensor, "layer neuron top"]
-    suppressed_logit: Float[Tensor, "layer neuron top"]
-    samples: NeuronSamples
-    #: The second pass's chunks per language (``samples.chunk`` indexes them).
-    chunks: dict[str, Int64[Tensor, "chunk pos"]]
-    #: lang -> chunk -> position -> text shown instead of the token's own (see ``partial_characters``).
-    chunk_text: dict[str, dict[int, dict[int, str]]]
-    loss_neurons: Int64[Tensor, "m 2"]
-    loss_base: Float64[Tensor, " lang"]
-    loss_delta: Float64[Tensor, "m lang"]
-    #: Token id -> text, for every id the page shows.
-    vocab: dict[int, str]
-    #: Budgets, caps, timings and provenance, shown on the page.
-    settings: dict = field(default_factory=dict)
+    corpus: str
+    seq_len: int
+    stats: ActivationStats
+    #: Method -> neuron set, in registry order.
+    sets: dict[str, LanguageNeurons]
+    #: Where they came from (shown on the page).
+    source: str
+    run_config: dict = field(default_factory=dict)
 
     @property
-    def n_layers(self) -> int:
-        return self.count.shape[1]
-
-    @property
-    def d_mlp(self) -> int:
-        return self.count.shape[2]
-
-    def firing_probability(self) -> Float64[Tensor, "lang layer neuron"]:
-        return self.count.double() / self.n.double().view(-1, 1, 1)
+    def primary(self) -> str:
+        """The set whose neurons get loss changes and whose languages steer: LAPE's, else the first."""
+        return with_role("primary", self.sets) or next(iter(self.sets))
 
 
-def load_run(run_dir: str | Path) -> tuple[dict, ActivationStats, dict[str, LanguageNeurons]]:
+def load_run(run_dir: str | Path) -> ExplorerInputs:
     """``config.json``, the statistics and every neuron set of a ``lapelens reproduce`` folder."""
     from lapelens.artifacts import kinds_in, load
 
@@ -88,8 +67,6 @@ def load_run(run_dir: str | Path) -> tuple[dict, ActivationStats, dict[str, Lang
     config = json.loads((run / RUN_CONFIG).read_text())
     stats = load(run / "stats", "activation_stats")
     sets = {}
-    from lapelens.methods._registry import neuron_methods
-
     for method in neuron_methods():  # the neuron sets a run can hold, in registry order
         folder = run / f"neurons_{method}"
         if kinds_in(folder) == ["language_neurons"]:
@@ -101,7 +78,48 @@ def load_run(run_dir: str | Path) -> tuple[dict, ActivationStats, dict[str, Lang
         if (s.n_layers, s.d_mlp) != (stats.n_layers, stats.d_mlp):
             raise LapelensError(f"{run}/neurons_{method} is for a {s.n_layers} x {s.d_mlp} model, the statistics for "
                                 f"{stats.n_layers} x {stats.d_mlp}.")
-    return config, stats, sets
+        sets[method] = _aligned(s, stats)
+    keep = ("model", "corpus", "tokens_per_language", "seq_len", "top_rate", "ap_k", "seed")
+    return ExplorerInputs(model=str(config.get("model", "embedded")), corpus=str(config.get("corpus", "embedded")),
+                          seq_len=int(config.get("seq_len", 256)), stats=stats, sets=sets, source=f"run {run}",
+                          run_config={k: config[k] for k in keep if k in config})
+
+
+def from_parts(stats: ActivationStats, neurons: LanguageNeurons | None = None, model: str | None = None,
+               corpus: str | None = None, seq_len: int | None = None, source: str = "") -> ExplorerInputs:
+    """Inputs from statistics and one neuron set (default: LAPE on ``stats`` with the model's default
+    ``top_rate``); the model, corpus and chunk length default to what the statistics record."""
+    from lapelens.corpus import SPLITS
+    from lapelens.defaults import SEQ_LEN, defaults_for
+    from lapelens.methods import identify
+
+    model = model or str(stats.meta.get("model") or "embedded")
+    recorded = str(stats.meta.get("corpus") or "embedded")
+    base, _, split = recorded.rpartition(":")
+    corpus = corpus or (base if split in SPLITS and base else recorded)
+    if neurons is None:
+        neurons = identify(stats, "lape", top_rate=defaults_for(model).top_rate)
+    if (neurons.n_layers, neurons.d_mlp) != (stats.n_layers, stats.d_mlp):
+        raise LapelensError(f"The {neurons.method} neuron set is for a {neurons.n_layers} x {neurons.d_mlp} model, "
+                            f"the statistics for {stats.n_layers} x {stats.d_mlp}: use both from the same model.")
+    return ExplorerInputs(model=model, corpus=corpus, seq_len=int(seq_len or stats.meta.get("seq_len") or SEQ_LEN),
+                          stats=stats, sets={neurons.method: _aligned(neurons, stats)}, source=source or f"model {model}",
+                          run_config={"model": model, "corpus": corpus})
+
+
+def _aligned(neurons: LanguageNeurons, stats: ActivationStats) -> LanguageNeurons:
+    """``neurons`` over the statistics' languages, in their order (the page's columns); a language
+    the set lacks gets no neurons, one the statistics lack is refused."""
+    missing = [l for l in neurons.languages if l not in stats.languages]
+    if missing:
+        raise LapelensError(f"The {neurons.method} neuron set has languages {missing} that the statistics lack "
+                            f"({list(stats.languages)}): use both for the same languages.")
+    if tuple(neurons.languages) == tuple(stats.languages):
+        return neurons
+    mask = torch.zeros(len(stats.languages), stats.n_layers, stats.d_mlp, dtype=torch.bool)
+    for k, lang in enumerate(neurons.languages):
+        mask[stats.lang_index(lang)] = neurons.mask[k]
+    return LanguageNeurons(stats.languages, mask, neurons.method, dict(neurons.meta))
 
 
 def lape_ranking(stats: ActivationStats, filter_rate: float = 0.95) -> tuple[Int64[Tensor, "layer neuron"], float]:
@@ -122,54 +140,35 @@ def lape_ranking(stats: ActivationStats, filter_rate: float = 0.95) -> tuple[Int
     return rank.view(h.shape), thr
 
 
-def loss_neuron_choice(lape: LanguageNeurons, rank: Int64[Tensor, "layer neuron"], cap: int) -> Int64[Tensor, "m 2"]:
-    """Up to ``cap`` LAPE neurons, taken round robin over languages, each language's in rank order,
-    so that every language's best neurons get a loss change."""
-    queues = []
-    for k in range(len(lape.languages)):
-        idx = lape.mask[k].flatten().nonzero().flatten()
-        queues.append(idx[rank.flatten()[idx].argsort()].tolist())
-    chosen: list[int] = []
-    seen: set[int] = set()
-    while len(chosen) < cap and any(queues):
-        for q in queues:
-            while q and q[0] in seen:
-                q.pop(0)
-            if q and len(chosen) < cap:
-                seen.add(q[0])
-                chosen.append(q.pop(0))
-    flat = torch.tensor(sorted(chosen, key=lambda f: int(rank.flatten()[f])), dtype=torch.long)
-    return torch.stack([flat // lape.d_mlp, flat % lape.d_mlp], dim=1) if len(flat) else torch.empty(0, 2, dtype=torch.long)
+@dataclass
+class ExplorerData:
+    """The page's content: one data class per panel, the search index and every token's text."""
+
+    model: str
+    languages: tuple[str, ...]
+    n_layers: int
+    d_mlp: int
+    selection: SelectionPanel
+    firing: FiringPanel
+    mean: MeanPanel
+    histogram: HistogramPanel
+    contexts: ContextPanel
+    logits: LogitPanel
+    loss: LossPanel
+    search: SearchIndex
+    #: Token id -> the text the page shows for it alone (a byte piece: its raw token in angle quotes).
+    vocab: dict[int, str]
+    #: Budgets, timings and provenance, shown on the page.
+    settings: dict = field(default_factory=dict)
 
 
-def _vocab(tokenizer: Any, ids: Sequence[int]) -> dict[int, str]:
-    """Readable text of each token: its decoding, or the raw token where it is a partial character."""
-    out = {}
-    for i in sorted(set(ids)):
-        text = tokenizer.decode([i])
-        if "\ufffd" in text:
-            text = "\u2039" + str(tokenizer.convert_ids_to_tokens(i)) + "\u203a"
-        out[i] = text
-    return out
-
-
-def partial_characters(tokenizer: Any, chunk: Sequence[int], partial: set[int]) -> dict[int, str]:
-    """Positions of ``chunk`` whose token is only part of a character (byte-level tokens), with
-    what to show there: a run of such tokens shows the character(s) they make together on its
-    last token and nothing on the others (their activations are still shaded)."""
-    out: dict[int, str] = {}
-    run: list[int] = []
-    for p, i in enumerate(list(chunk) + [None]):
-        if i is not None and i in partial:
-            run.append(p)
-            continue
-        if run:
-            text = tokenizer.decode([chunk[q] for q in run])
-            if "\ufffd" not in text:
-                out.update({q: "" for q in run[:-1]})
-                out[run[-1]] = text
-            run = []
-    return out
+def _vocab(tokenizer: Any, n_vocab: int) -> tuple[list[str], dict[int, str]]:
+    """Every id's decoded text (for search) and the text the page shows for it."""
+    n = min(n_vocab, len(tokenizer))
+    texts = tokenizer.batch_decode([[i] for i in range(n)]) + [""] * (n_vocab - n)
+    shown = {i: (raw_token(tokenizer, i) if REPLACEMENT in t else t) for i, t in enumerate(texts[:n])}
+    shown.update({i: f"#{i}" for i in range(n, n_vocab)})
+    return texts, shown
 
 
 def _min_activation(model: HookedModel) -> float:
@@ -178,30 +177,67 @@ def _min_activation(model: HookedModel) -> float:
     return float(neuron_spec(model).act_fn()(torch.linspace(-20, 20, 4001)).min())
 
 
+def _contexts(model: HookedModel, inputs: ExplorerInputs, detail: Int64[Tensor, "detail 2"], texts: list[str],
+              context_tokens: int, top_k: int, samples: int, window: tuple[int, int], bins: int, seed: int,
+              progress: bool) -> tuple[NeuronSamples, dict[str, Tensor], dict[str, dict[int, list]]]:
+    """The pass over train text for the ``detail`` neurons, the chunks its contexts show (renumbered),
+    and the byte pieces merged into characters in each of those chunks."""
+    from lapelens.activations import pack_chunks
+    from lapelens.corpus import load_corpus
+    from lapelens.explorer.contexts import histogram_edges, sample_neurons
+
+    stats, tok = inputs.stats, model.tokenizer
+    langs = list(stats.languages)
+    train = load_corpus(inputs.corpus, split="train", languages=langs)
+    chunks = {l: pack_chunks(tok, train[l], inputs.seq_len, max(context_tokens, inputs.seq_len)) for l in langs}
+    rows = slice(None), detail[:, 0], detail[:, 1]  # lang x detail; histogram_edges takes one row per neuron
+    edges = histogram_edges(stats.mean_activation()[rows].T.float(), stats.std_activation()[rows].T.float(), bins,
+                            floor=_min_activation(model))
+    s = sample_neurons(model, chunks, detail, edges, top_k, samples, window[0], window[1], seed=seed, progress=progress)
+    used, runs = {}, {}
+    partial = {i for i, t in enumerate(texts) if REPLACEMENT in t}
+    for k, lang in enumerate(langs):  # keep only the chunks a context shows, renumbered
+        kept = s.chunk[:, k].unique()
+        kept = kept[kept >= 0]
+        remap = torch.full((len(chunks[lang]),), -1, dtype=torch.long)
+        remap[kept] = torch.arange(len(kept))
+        s.chunk[:, k] = torch.where(s.chunk[:, k] >= 0, remap[s.chunk[:, k].clamp_min(0)], -1)
+        used[lang] = chunks[lang][kept]
+        runs[lang] = {c: r for c, ids in enumerate(used[lang].tolist()) if (r := merged_runs(tok, ids, partial))}
+    return s, used, runs
+
+
 def gather(
-    run_dir: str | Path,
+    source: ExplorerInputs | str | Path,
     model: HookedModel | None = None,
     *,
     context_tokens: int = 8192,
-    top_k: int = 3,
-    window: tuple[int, int] = (10, 4),
+    top_k: int = 10,
+    samples: int = 3,
+    window: tuple[int, int] = (20, 20),
     bins: int = 24,
     logit_top: int = 10,
-    loss_neurons: int = 42,
-    loss_tokens: int = 256,
+    search_top: int = 5,
+    loss_max_neurons: int = 160,
+    loss_per_language: int = 20,
+    loss_tokens: int = 2560,
     loss_seq_len: int = 128,
+    n_boot: int = 1000,
     detail_methods: Sequence[str] | None = None,
+    seed: int = 0,
     progress: bool = True,
 ) -> ExplorerData:
-    """Collect the explorer's content for a ``lapelens reproduce`` folder.
+    """Collect the explorer's content for a ``lapelens reproduce`` folder (or :func:`from_parts` inputs).
 
-    ``model`` defaults to ``load_model(config["model"])``. Budgets: ``context_tokens`` train tokens
-    per language for contexts and histograms (neurons selected by ``detail_methods`` only);
-    ``loss_neurons`` LAPE neurons get a loss change, on ``loss_tokens`` held-out tokens per language.
+    ``model`` defaults to ``load_model(inputs.model)``. Budgets: ``context_tokens`` train tokens per
+    language for the contexts and histograms of the neurons ``detail_methods`` selected (default:
+    the primary method's); every neuron of the primary set gets a loss change when there are at
+    most ``loss_max_neurons``, else each language's ``loss_per_language`` best, on ``loss_tokens``
+    held-out tokens per language in chunks of ``loss_seq_len`` (``loss_max_neurons=0``: none).
     """
-    from lapelens.activations import iter_chunks
-    from lapelens.corpus import load_corpus
     from lapelens.evaluate.perplexity import evaluation_chunks
+    from lapelens.explorer.effects import logit_effects
+    from lapelens.explorer.loss import choose_neurons, loss_changes
     from lapelens.models import load_model, neuron_spec
 
     start = time.perf_counter()
@@ -210,23 +246,23 @@ def gather(
     def lap(name: str) -> None:
         timings[name] = round(time.perf_counter() - start - sum(timings.values()), 1)
 
-    config, stats, sets = load_run(run_dir)
+    inputs = source if isinstance(source, ExplorerInputs) else load_run(source)
+    stats, sets = inputs.stats, inputs.sets
     if model is None:
-        model = load_model(config["model"])
-    neuron_spec(model).check_fits(stats.n_layers, stats.d_mlp, "run's statistics")
+        model = load_model(inputs.model)
+    neuron_spec(model).check_fits(stats.n_layers, stats.d_mlp, "statistics")
     lap("load")
-    langs = list(stats.languages)
-    lape = sets[with_role("primary", METHODS)]
-    filter_rate = lape.meta.get("settings", {}).get("filter_rate", 0.95)
+    langs, primary = list(stats.languages), inputs.primary
+    filter_rate = sets[primary].meta.get("settings", {}).get("filter_rate", 0.95)
     rank, thr = lape_ranking(stats, filter_rate)
     entropy = torch.tensor(stats.neuron_table()["entropy"].to_numpy()).view(stats.n_layers, stats.d_mlp).double()
-    promoted, promoted_logit, suppressed, suppressed_logit = logit_effects(model, logit_top)
+    effects = logit_effects(model, logit_top, bins, search_top)
+    tok = model.tokenizer
+    texts, shown = _vocab(tok, effects.token_neurons.shape[0])
+    width = id_width(len(texts))
     lap("logit effects")
 
-    # Second pass: contexts and histograms of the selected neurons, on train text.
-    from lapelens.methods._registry import neuron_methods
-
-    detail_methods = neuron_methods() if detail_methods is None else tuple(detail_methods)
+    detail_methods = (primary,) if detail_methods is None else tuple(detail_methods)
     unknown = [m for m in detail_methods if m not in neuron_methods()]
     if unknown:
         raise LapelensError(f"Unknown methods {unknown}: choose from {list(neuron_methods())}.")
@@ -234,61 +270,48 @@ def gather(
     for m in detail_methods:
         if m in sets:
             detail_mask |= sets[m].mask.any(dim=0)
-    detail = detail_mask.nonzero()
-    seq_len = int(config.get("seq_len", 256))
-    texts = load_corpus(config.get("corpus", "embedded"), split="train", languages=langs)
-    chunks = {l: list(iter_chunks(model.tokenizer, texts[l], seq_len, max(context_tokens, seq_len))) for l in langs}
-    d_rows = slice(None), detail[:, 0], detail[:, 1]  # lang x detail; histogram_edges takes one row per neuron
-    edges = histogram_edges(stats.mean_activation()[d_rows].T.float(), stats.std_activation()[d_rows].T.float(), bins,
-                            floor=_min_activation(model))
-    samples = sample_neurons(model, chunks, detail, edges, top_k, window[0], window[1], progress=progress)
-    chunks = {l: torch.stack(c) for l, c in chunks.items()}
+    s, used, runs = _contexts(model, inputs, detail_mask.nonzero(), texts, context_tokens, top_k, samples, window, bins,
+                              seed, progress)
     lap("contexts and histograms")
 
-    # Loss change of single LAPE neurons, on held-out text.
-    chosen = loss_neuron_choice(lape, rank, loss_neurons)
-    eval_chunks = evaluation_chunks(model, config.get("corpus", "embedded"), langs, max(loss_tokens, loss_seq_len), loss_seq_len)
-    base, delta = loss_changes(model, chosen, eval_chunks, progress=progress)
+    lape = sets[primary]
+    chosen = choose_neurons(lape, rank, loss_max_neurons, loss_per_language) if loss_max_neurons > 0 else torch.empty(0, 2, dtype=torch.long)
+    eval_chunks = evaluation_chunks(model, inputs.corpus, langs, max(loss_tokens, loss_seq_len), loss_seq_len)
+    loss = loss_changes(model, chosen, eval_chunks, n_boot=n_boot, seed=seed, progress=progress)
     lap("loss changes")
 
-    ids = set(promoted.flatten().tolist()) | set(suppressed.flatten().tolist())
-    for k, lang in enumerate(langs):
-        used = samples.chunk[:, k].unique()
-        ids |= set(chunks[lang][used[used >= 0]].flatten().tolist())
-    vocab = _vocab(model.tokenizer, sorted(ids))
-    partial = {i for i in vocab if "\ufffd" in model.tokenizer.decode([i])}
-    shown = {}  # lang -> chunk index -> position -> text, for byte tokens that form a character together
-    for k, lang in enumerate(langs):
-        used = samples.chunk[:, k].unique().tolist()
-        fixes = {c: partial_characters(model.tokenizer, chunks[lang][c].tolist(), partial) for c in used if c >= 0}
-        shown[lang] = {c: f for c, f in fixes.items() if f}
-    lape_total = int(lape.mask.any(dim=0).sum())
+    from lapelens.defaults import defaults_for
+
     settings = {
-        "run_dir": str(run_dir),
-        "run_config": {k: config[k] for k in ("model", "corpus", "tokens_per_language", "seq_len", "top_rate", "ap_k", "seed")
-                       if k in config},
+        "source": inputs.source,
+        "run_config": inputs.run_config,
+        "corpus": inputs.corpus,
         "stats_tokens_per_language": dict(zip(langs, stats.n.tolist())),
         "lape_filter_rate": filter_rate,
+        "primary": primary,
         "detail_methods": [m for m in detail_methods if m in sets],
-        "detail_neurons": len(detail),
-        "context_tokens_per_language": dict(zip(langs, samples.tokens_seen.tolist())),
+        "detail_neurons": len(s.neurons),
+        "context_tokens_per_language": dict(zip(langs, s.tokens_seen.tolist())),
         "context_split": "train",
-        "top_k": top_k,
-        "window": list(window),
+        "context_seq_len": inputs.seq_len,
         "histogram_bins": bins,
         "logit_top": logit_top,
+        "search_top": search_top,
         "loss_neurons": len(chosen),
-        "loss_neurons_cap": loss_neurons,
-        "lape_neurons": lape_total,
-        "loss_tokens_per_language": {l: int(c.numel()) for l, c in eval_chunks.items()},
+        "loss_max_neurons": loss_max_neurons,
+        "loss_per_language": loss_per_language,
+        "primary_neurons": int(lape.mask.any(dim=0).sum()),
+        "loss_tokens_per_language": dict(zip(langs, loss.tokens.tolist())),
+        "loss_seq_len": loss_seq_len,
         "loss_split": "valid",
+        "steer_scale": defaults_for(inputs.model).steer_scale,
         "timings_seconds": timings,
     }
-    lap("vocabulary")
     return ExplorerData(
-        model=str(config.get("model")), languages=tuple(langs), n=stats.n.clone(), count=stats.count.clone(),
-        mean=stats.mean_activation(), entropy=entropy, lape_rank=rank, lape_threshold=float(thr),
-        selections={m: s.mask for m, s in sets.items()}, promoted=promoted, promoted_logit=promoted_logit,
-        suppressed=suppressed, suppressed_logit=suppressed_logit, samples=samples, chunks=chunks, chunk_text=shown, loss_neurons=chosen,
-        loss_base=base, loss_delta=delta, vocab=vocab, settings=settings,
+        model=inputs.model, languages=tuple(langs), n_layers=stats.n_layers, d_mlp=stats.d_mlp,
+        selection=SelectionPanel(entropy, rank, float(thr), filter_rate, {m: n.mask for m, n in sets.items()}, primary),
+        firing=FiringPanel(stats.count.clone(), stats.n.clone()), mean=MeanPanel(stats.mean_activation()),
+        histogram=HistogramPanel(s.neurons, s.edges, s.hist), contexts=ContextPanel(s, used, runs, width, shown),
+        logits=LogitPanel(effects, width), loss=LossPanel(loss),
+        search=SearchIndex(texts, effects.token_neurons, effects.token_value), vocab=shown, settings=settings,
     )

@@ -1,167 +1,141 @@
-"""``ExplorerData`` -> one self-contained HTML page: the data as JSON, a hand-written script, inline SVG.
+"""``ExplorerData`` -> the page: one HTML file and a folder of scripts beside it.
 
-Nothing is loaded from anywhere: the page works from ``file://`` without network.
+The HTML holds what the overview, the list and the search need (a few hundred KB even for a real
+model); each layer's numbers, each search shard and the texts of the tokens shown are ``<script>``
+files in the folder, loaded when a neuron of that layer is opened or a token is searched. Script files (not JSON fetched)
+because they load from ``file://``. The stylesheet, the scripts and the HTML skeleton are files
+of this package (``static/``); nothing comes from the network.
 """
 
 from __future__ import annotations
 
 import html
 import json
-import math
-from typing import Any
-
-import torch
-from torch import Tensor
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
 
 from lapelens._version import __version__
-from lapelens.explorer._assets import CSS, JS
 from lapelens.explorer.data import ExplorerData
-from lapelens.methods._registry import METHODS, with_role
-from lapelens.stats import languages_last
+from lapelens.explorer.live import LIMITS
+from lapelens.explorer.panels import Vocab, rounded
+
+#: The page's scripts, in load order (each part uses the ones before it).
+SCRIPTS = ("core.js", "panels.js", "live.js", "app.js")
+#: The one line that tells the page it is offline; the live server serves it with "live".
+OFFLINE_MODE = '<meta name="lapelens-mode" content="offline">'
+LIVE_MODE = '<meta name="lapelens-mode" content="live">'
 
 
-def _round(t: Tensor, digits: int) -> list:
-    """Nested lists of floats rounded to ``digits`` decimals (``-inf`` -> None): short JSON."""
-    t = t.double()
-    scale = 10.0**digits
-    out = (torch.round(t * scale) / scale).tolist()
-    if bool(torch.isinf(t).any()):
-        def fix(x: Any) -> Any:
-            return [fix(v) for v in x] if isinstance(x, list) else (None if math.isinf(x) else x)
-        out = fix(out)
-    return out
+def static_text(name: str) -> str:
+    return (resources.files("lapelens.explorer") / "static" / name).read_text(encoding="utf-8")
 
 
-#: Context activations are shaded, not read: 35 levels of the neuron's largest kept value, one
-#: character per token ("0"-"9", "a"-"z" for 0..35; "A"-"Z" for -1..-26), which keeps the page small.
-LEVELS = 35
-_POSITIVE = "0123456789abcdefghijklmnopqrstuvwxyz"
-_NEGATIVE = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+def _script(call: str, key: int, payload: dict) -> str:
+    blob = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+    return f"{call}({key},{blob});\n"
 
 
-def encode_levels(acts: Tensor, scale: Tensor) -> list:
-    """``acts[d, k, r, w]`` as one string per context window (see ``LEVELS``)."""
-    q = torch.round(acts / scale[:, None, None, None] * LEVELS).clamp(-len(_NEGATIVE), LEVELS).to(torch.int64)
-    table = {v: (_NEGATIVE[-v - 1] if v < 0 else _POSITIVE[v]) for v in range(-len(_NEGATIVE), LEVELS + 1)}
-    return [[["".join(table[v] for v in window) for window in k] for k in d] for d in q.tolist()]
-
-
-def _tokens_label(per_language: dict) -> str:
+def _label(per_language: dict, what: str) -> str:
     values = set(per_language.values())
-    return f"{values.pop():,} tokens per language" if len(values) == 1 else ", ".join(f"{l} {n:,}" for l, n in per_language.items()) + " tokens"
+    if len(values) == 1:
+        return f"{values.pop():,} {what} per language"
+    return ", ".join(f"{l} {n:,}" for l, n in per_language.items()) + f" {what}"
 
 
-def payload(data: ExplorerData) -> dict:
-    """The JSON the page script reads. Per-neuron arrays are flat over ``layer * d_mlp + neuron``
-    (times languages or top-k where they have that axis)."""
-    s = data.samples
-    flat = lambda rows: (rows[:, 0] * data.d_mlp + rows[:, 1]).tolist()  # noqa: E731
-    scale = s.top.clamp_min(0).amax(dim=(1, 2)).nan_to_num(0, posinf=0, neginf=0)
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    # Only the chunks some context points into, renumbered per language.
-    chunks, texts, refs = {}, {}, torch.full_like(s.chunk, -1)
-    for k, lang in enumerate(data.languages):
-        used = s.chunk[:, k].unique()
-        used = used[used >= 0]
-        chunks[lang] = data.chunks[lang][used].tolist()
-        fixes = data.chunk_text.get(lang, {})
-        texts[lang] = {str(r): fixes[c] for r, c in enumerate(used.tolist()) if c in fixes}
-        remap = torch.full((len(data.chunks[lang]),), -1, dtype=torch.long)
-        remap[used] = torch.arange(len(used))
-        refs[:, k] = torch.where(s.chunk[:, k] >= 0, remap[s.chunk[:, k].clamp_min(0)], -1)
-    primary = with_role("primary", METHODS)
-    settings = dict(data.settings)
-    settings["context_tokens_label"] = _tokens_label(settings.get("context_tokens_per_language", {})) + " of train text"
-    settings["loss_tokens_label"] = _tokens_label(settings.get("loss_tokens_per_language", {}))
+def page_json(data: ExplorerData, folder: str, vocab: Vocab | None = None) -> dict:
+    """What the HTML itself holds: every list and search needs, nothing per neuron beyond the listed ones."""
+    sel = data.selection
+    listed = sorted({f for mask in sel.selections.values() for f in mask.any(dim=0).flatten().nonzero().flatten().tolist()})
+    p = data.firing.probability().flatten(1)  # lang flat
+    entropy, rank = sel.entropy.flatten(), sel.rank.flatten()
+    loss = data.loss.rows(data.d_mlp)
+    st = dict(data.settings)
+    st["context_tokens_label"] = _label(st["context_tokens_per_language"], "tokens") + " of train text"
+    st["loss_tokens_label"] = _label(st["loss_tokens_per_language"], "predicted tokens")
+    st["coverage"] = (f"Every neuron has its firing probabilities, mean activations, LAPE entropy and rank, and logit "
+                      f"effects. Contexts and activation histograms: the {st['detail_neurons']:,} neurons that "
+                      f"{', '.join(st['detail_methods'])} selected. Loss change when deactivated: {st['loss_neurons']:,} "
+                      f"of the {st['primary_neurons']:,} {st['primary']} neurons.")
     return {
         "lapelens_version": __version__,
         "model": data.model,
         "languages": list(data.languages),
         "n_layers": data.n_layers,
         "d_mlp": data.d_mlp,
-        "n": data.n.tolist(),
-        # The page reads count[f * K + k]: neuron f's languages side by side (layer neuron lang).
-        "count": languages_last(data.count).flatten().tolist(),
-        "mean": _round(languages_last(data.mean).flatten(), 4),
-        "entropy": _round(data.entropy.flatten(), 5),
-        "rank": data.lape_rank.flatten().tolist(),
-        "lape_threshold": data.lape_threshold,
-        "lape_total": int(data.selections[primary].any(dim=0).sum()) if primary in data.selections else 0,
-        "selections": {m: {l: mask[k].flatten().nonzero().flatten().tolist() for k, l in enumerate(data.languages)}
-                       for m, mask in data.selections.items()},
-        "logits": {
-            "top": data.promoted.shape[-1],
-            "promoted": data.promoted.flatten().tolist(),
-            "promoted_logit": _round(data.promoted_logit.flatten(), 3),
-            "suppressed": data.suppressed.flatten().tolist(),
-            "suppressed_logit": _round(data.suppressed_logit.flatten(), 3),
-        },
-        "detail": {
-            "index": flat(s.neurons),
-            "edges": _round(s.edges[:, [0, -1]], 5),
-            "hist": s.hist.tolist(),
-            "top": _round(s.top, 4),
-            "scale": _round(scale, 5),
-            "chunk": refs.tolist(),
-            "pos": s.pos.tolist(),
-            "act": encode_levels(s.acts, scale),
-            "before": s.before,
-            "levels": LEVELS,
-        },
-        "chunks": chunks,
-        "chunk_text": texts,
-        "loss": {"neurons": flat(data.loss_neurons), "base": _round(data.loss_base, 5), "delta": _round(data.loss_delta, 6)},
-        "vocab": {str(i): t for i, t in data.vocab.items()},
-        "settings": settings,
+        "n": data.firing.n.tolist(),
+        "id_width": data.logits.id_width,
+        "files": folder,
+        "selection": sel.page_json(data.languages),
+        "rows": {"index": listed, "rank": rank[listed].tolist(), "entropy": rounded(entropy[listed], 5),
+                 "p": rounded(p[:, listed].T, 4), "loss": [rounded(loss[f], 6) if f in loss else None for f in listed]},
+        "loss": data.loss.page_json(),
+        "contexts": data.contexts.page_json(vocab if vocab is not None else Vocab(data.vocab)),
+        "search": {"shards": data.search.n_shards, "top": int(data.search.neurons.shape[1]), "width": data.search.width},
+        "live_limits": dict(LIMITS),
+        "settings": st,
     }
 
 
-def render(data: ExplorerData) -> str:
-    """The whole page as one HTML string."""
-    blob = json.dumps(payload(data), ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+def layer_json(data: ExplorerData, layer: int, vocab: Vocab) -> dict:
+    """One layer's numbers, each panel's under its name (the texts of their tokens go to ``vocab``)."""
+    panels = {"selection": data.selection, "firing": data.firing, "mean": data.mean, "histogram": data.histogram,
+              "contexts": data.contexts, "logits": data.logits, "loss": data.loss}
+    return {key: panel.layer_json(layer, vocab) for key, panel in panels.items()}
+
+
+@dataclass
+class Page:
+    """The HTML and the scripts of its folder (``files``: name -> text; none when inlined)."""
+
+    html: str
+    folder: str
+    files: dict[str, str]
+
+    def live_html(self) -> str:
+        """The same page telling its script that the lapelens server (and its API) is behind it."""
+        return self.html.replace(OFFLINE_MODE, LIVE_MODE, 1)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the page to ``path`` and its scripts to the folder beside it (replacing an older one)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        folder = path.parent / self.folder
+        for old in [*folder.glob("layer_*.js"), *folder.glob("search_*.js")]:  # a page of another model's size
+            old.unlink()
+        if self.files:
+            folder.mkdir(exist_ok=True)
+            for name, text in self.files.items():
+                (folder / name).write_text(text, encoding="utf-8")
+        elif folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        path.write_text(self.html, encoding="utf-8")
+        return path
+
+    def sizes(self) -> tuple[int, int]:
+        """Bytes of the HTML and of all the folder's scripts together."""
+        return len(self.html.encode()), sum(len(t.encode()) for t in self.files.values())
+
+
+def folder_for(page_file: str | Path) -> str:
+    """``explorer.html`` -> ``explorer_files`` (as browsers name a saved page's folder)."""
+    return Path(page_file).stem + "_files"
+
+
+def render(data: ExplorerData, folder: str = "explorer_files", inline: bool = False) -> Page:
+    """The page of ``data``; ``inline`` puts every script into the HTML (one file, e.g. for a notebook's iframe)."""
+    vocab = Vocab(data.vocab)  # every token text any layer or context shows, written once
+    files = {f"layer_{i:03d}.js": _script("lapelensLayer", i, layer_json(data, i, vocab)) for i in range(data.n_layers)}
+    files.update({f"search_{s:03d}.js": _script("lapelensSearch", s, shard) for s, shard in enumerate(data.search.shards())})
+    blob = json.dumps(page_json(data, folder, vocab), ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+    files["vocab.js"] = _script("lapelensVocab", 0, vocab.json())
     st = data.settings
     title = f"lapelens neuron explorer: {data.model}"
-    meta = (f"{data.n_layers} layers x {data.d_mlp} neurons, languages {', '.join(data.languages)}; run {st.get('run_dir', '?')}; "
+    meta = (f"{data.n_layers} layers x {data.d_mlp} neurons, languages {', '.join(data.languages)}; from {st.get('source', '?')}; "
             f"lapelens {__version__}")
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<link rel="icon" href="data:,">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>{CSS}</style></head>
-<body>
-<header><h1>{html.escape(title)}</h1><div class="meta">{html.escape(meta)}</div></header>
-<main>
-<section id="overview">
-<h2>Overview: neurons selected per layer and language</h2>
-<p>Method: <select id="method-select"></select>
-<span class="note">Click a cell to list its neurons; click a neuron to open it.</span></p>
-<div id="grid-box"></div>
-<h3 id="list-title"></h3>
-<div class="list" id="neuron-list"></div>
-</section>
-<section id="picker">
-<h2>Open any neuron</h2>
-layer <input type="number" id="layer-input" min="0" max="{data.n_layers - 1}" value="0">
-neuron <input type="number" id="neuron-input" min="0" max="{data.d_mlp - 1}" value="0">
-<button id="open-neuron">open</button> <span id="pick-error" class="err"></span>
-<p class="note">Every neuron has its firing probabilities, mean activations, entropy and logit effects. Contexts and
-histograms exist only for the {st.get('detail_neurons', 0):,} neurons that {', '.join(st.get('detail_methods', []))} selected; the loss change
-only for {st.get('loss_neurons', 0)} of the {st.get('lape_neurons', 0)} LAPE neurons (a capped budget, so that the page builds in minutes).</p>
-</section>
-<div id="neuron-view" style="display:none">
-<h2 id="neuron-title"></h2>
-<div class="panels">
-<section id="panel-selection" class="wide"></section>
-<section id="panel-firing"></section>
-<section id="panel-mean"></section>
-<section id="panel-hist" class="wide"></section>
-<section id="panel-logits"></section>
-<section id="panel-loss"></section>
-<section id="panel-contexts" class="wide"></section>
-</div>
-</div>
-</main>
-<script type="application/json" id="explorer-data">{blob}</script>
-<script>{JS}</script>
-</body></html>
-"""
+    values = {"title": html.escape(title), "meta": html.escape(meta), "css": static_text("explorer.css"), "data": blob,
+              "js": "\n".join(static_text(name) for name in SCRIPTS).replace("</script", "<\\/script"),
+              "inline": "".join(f"<script>{text}</script>" for text in files.values()) if inline else ""}
+    page = re.sub(r"\{\{(\w+)\}\}", lambda m: values[m.group(1)], static_text("page.html"))
+    return Page(page, folder, {} if inline else files)

@@ -1,0 +1,227 @@
+"""One data class per panel of the neuron page (as sae_vis does), each writing its own JSON.
+
+A panel holds its numbers for every neuron it covers and gives the page one layer's part
+(``layer_json``): the page loads a layer's data only when a neuron of that layer is opened.
+Token ids a panel shows go into the page's vocabulary (``Vocab``), so each text is written once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from jaxtyping import Bool, Float, Float64, Int64
+from torch import Tensor
+
+from lapelens.explorer.contexts import NeuronSamples
+from lapelens.explorer.effects import LogitEffects
+from lapelens.explorer.loss import LossChanges
+from lapelens.explorer.text import encode_fixed, encode_ints, id_width
+
+
+def rounded(t: Tensor, digits: int) -> Any:
+    """Nested lists of floats rounded to ``digits`` decimals; ``nan``/``inf`` -> None (valid JSON)."""
+    values = t.double().tolist()
+
+    def fix(x: Any) -> Any:
+        if isinstance(x, list):
+            return [fix(v) for v in x]
+        return None if not math.isfinite(x) else round(x, digits)
+
+    return fix(values)
+
+
+#: Context activations are shaded, not read: one character per token, 0..35 levels of the neuron's
+#: largest kept value ("0"-"9", "a"-"z") and -1..-26 below zero ("A"-"Z"); "." outside the chunk.
+LEVELS = 35
+_POSITIVE = "0123456789abcdefghijklmnopqrstuvwxyz"
+_NEGATIVE = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def encode_levels(acts: Float[Tensor, " window"], scale: float) -> str:
+    """A window of activations as one level character per token (see ``LEVELS``)."""
+    out = []
+    for a in acts.tolist():
+        if not math.isfinite(a):
+            out.append(".")
+            continue
+        v = max(-len(_NEGATIVE), min(LEVELS, round(a / scale * LEVELS)))
+        out.append(_NEGATIVE[-v - 1] if v < 0 else _POSITIVE[v])
+    return "".join(out)
+
+
+class Vocab:
+    """Token id -> text for the ids the page shows (``texts`` holds every id's text)."""
+
+    def __init__(self, texts: dict[int, str]):
+        self.texts, self.used = texts, set()
+
+    def add(self, ids: Any) -> None:
+        self.used.update(int(i) for i in (ids.flatten().tolist() if isinstance(ids, Tensor) else ids) if int(i) >= 0)
+
+    def json(self) -> dict[str, str]:
+        return {str(i): self.texts[i] for i in sorted(self.used)}
+
+
+def _rows(neurons: Int64[Tensor, "m 2"], layer: int) -> list[tuple[int, int]]:
+    """``(row, neuron)`` for the rows of ``neurons`` in ``layer``."""
+    return [(r, int(neurons[r, 1])) for r in (neurons[:, 0] == layer).nonzero().flatten().tolist()]
+
+
+@dataclass
+class SelectionPanel:
+    """LAPE's entropy and rank of every neuron, and which method selected it for which language."""
+
+    entropy: Float64[Tensor, "layer neuron"]
+    #: Place in LAPE's ranking (0 = lowest entropy); -1 where no language passes the filter.
+    rank: Int64[Tensor, "layer neuron"]
+    threshold: float
+    filter_rate: float
+    selections: dict[str, Bool[Tensor, "lang layer neuron"]]
+    primary: str
+
+    def page_json(self, languages: tuple[str, ...]) -> dict:
+        return {"threshold": self.threshold, "filter_rate": self.filter_rate, "primary": self.primary,
+                "lape_total": int(self.selections[self.primary].any(dim=0).sum()) if self.primary in self.selections else 0,
+                "selections": {m: {l: mask[k].flatten().nonzero().flatten().tolist() for k, l in enumerate(languages)}
+                               for m, mask in self.selections.items()}}
+
+    def layer_json(self, layer: int, vocab: Vocab) -> dict:
+        return {"entropy": encode_fixed(self.entropy[layer].tolist()), "rank": self.rank[layer].tolist()}
+
+
+@dataclass
+class FiringPanel:
+    """Firing probability ``count / n`` per language, from the statistics."""
+
+    count: Int64[Tensor, "lang layer neuron"]
+    n: Int64[Tensor, " lang"]
+
+    def probability(self) -> Float64[Tensor, "lang layer neuron"]:
+        return self.count.double() / self.n.double().view(-1, 1, 1)
+
+    def layer_json(self, layer: int, vocab: Vocab) -> dict:
+        counts = self.count[:, layer].T.flatten().tolist()  # neuron j's languages at j*K...
+        width = id_width(max(counts) + 1)
+        return {"width": width, "count": encode_ints(counts, width)}
+
+
+@dataclass
+class MeanPanel:
+    """Mean activation ``act_fn(hook_pre)`` per language (LAVE's score), from the statistics."""
+
+    mean: Float64[Tensor, "lang layer neuron"]
+
+    def layer_json(self, layer: int, vocab: Vocab) -> dict:
+        return {"mean": encode_fixed(self.mean[:, layer].T.flatten().tolist())}
+
+
+@dataclass
+class HistogramPanel:
+    """Histograms of each tracked neuron's activation per language (bins shared by its languages)."""
+
+    neurons: Int64[Tensor, "detail 2"]
+    edges: Float[Tensor, "detail edge"]
+    hist: Int64[Tensor, "detail lang bin"]
+
+    def layer_json(self, layer: int, vocab: Vocab) -> dict:
+        return {str(j): {"range": rounded(self.edges[r, [0, -1]], 5), "counts": self.hist[r].tolist()}
+                for r, j in _rows(self.neurons, layer)}
+
+
+@dataclass
+class ContextPanel:
+    """Per tracked neuron and language: the top contexts, then samples from lower quantiles.
+
+    ``samples.chunk`` indexes ``chunks[lang]`` (only the chunks some context shows); their tokens,
+    and the byte pieces merged into characters there (``runs[lang][chunk]``: ``(start, length,
+    text)``), are written once in the page, not once per context.
+    """
+
+    samples: NeuronSamples
+    chunks: dict[str, Int64[Tensor, "chunk pos"]]
+    runs: dict[str, dict[int, list[tuple[int, int, str]]]]
+    id_width: int
+    #: Token id -> the text the page shows for it.
+    texts: dict[int, str]
+
+    def scale(self) -> Float[Tensor, " detail"]:
+        """Per neuron, the largest activation kept (> 0): the shading's full colour."""
+        s = torch.nan_to_num(self.samples.value, nan=0.0, neginf=0.0).clamp_min(0).amax(dim=(1, 2))
+        return torch.where(s > 0, s, torch.ones_like(s))
+
+    def page_json(self, vocab: Vocab) -> dict:
+        """The chunks (their texts go to ``vocab``) and what every context needs to be drawn."""
+        s = self.samples
+        for c in self.chunks.values():
+            vocab.add(c)
+        return {"top": s.top, "samples": s.samples, "groups": [list(g) for g in s.groups], "before": s.before,
+                "after": s.acts.shape[-1] - s.before - 1, "levels": LEVELS,
+                "chunks": {l: [encode_ints(row, self.id_width) for row in c.tolist()] for l, c in self.chunks.items()},
+                "runs": {l: {str(c): [list(x) for x in r] for c, r in runs.items()} for l, runs in self.runs.items()}}
+
+    def layer_json(self, layer: int, vocab: Vocab) -> dict:
+        s, out, scales = self.samples, {}, self.scale()
+        for r, j in _rows(s.neurons, layer):
+            langs = []
+            for k in range(s.value.shape[1]):
+                contexts = [[-1 if c < s.top else (c - s.top) // s.samples, round(float(s.value[r, k, c]), 4),
+                             int(s.chunk[r, k, c]), int(s.pos[r, k, c]), encode_levels(s.acts[r, k, c], float(scales[r]))]
+                            for c in range(s.value.shape[2]) if int(s.chunk[r, k, c]) >= 0]
+                groups = [[*rounded(s.bounds[r, k, g], 4), round(float(s.share[r, k, g]), 5)] for g in range(len(s.groups))]
+                langs.append({"contexts": contexts, "groups": groups})
+            out[str(j)] = {"scale": round(float(scales[r]), 5), "languages": langs}
+        return out
+
+
+@dataclass
+class LogitPanel:
+    """Direct logit effects: each neuron's promoted and suppressed tokens and its effect histogram."""
+
+    effects: LogitEffects
+    id_width: int
+
+    def layer_json(self, layer: int, vocab: Vocab) -> dict:
+        e = self.effects
+        vocab.add(e.promoted[layer])
+        vocab.add(e.suppressed[layer])
+        counts = e.hist[layer]
+        width = id_width(int(counts.max()) + 1)
+        return {"top": e.promoted.shape[-1],
+                "promoted": encode_ints(e.promoted[layer].flatten().tolist(), self.id_width),
+                "promoted_value": encode_fixed(e.promoted_value[layer].flatten().tolist()),
+                "suppressed": encode_ints(e.suppressed[layer].flatten().tolist(), self.id_width),
+                "suppressed_value": encode_fixed(e.suppressed_value[layer].flatten().tolist()),
+                "hist_range": encode_fixed(e.hist_range[layer].flatten().tolist()),
+                "hist_width": width, "hist": encode_ints(counts.flatten().tolist(), width)}
+
+
+@dataclass
+class LossPanel:
+    """Loss change per language when each chosen neuron alone is deactivated, with 95% intervals."""
+
+    changes: LossChanges
+
+    def axis(self) -> list[float]:
+        """One range for every neuron of the page: all intervals, and 0."""
+        c = self.changes
+        if not len(c.neurons):
+            return [0.0, 0.0]
+        return [min(0.0, float(c.low.min())), max(0.0, float(c.high.max()))]
+
+    def page_json(self) -> dict:
+        c = self.changes
+        return {"axis": self.axis(), "base": rounded(c.base, 5), "tokens": c.tokens.tolist(), "chunks": c.chunks.tolist(),
+                "n_boot": c.n_boot, "count": len(c.neurons)}
+
+    def rows(self, d_mlp: int) -> dict[int, Float64[Tensor, " lang"]]:
+        """Flat neuron index -> its mean changes (for the page's list)."""
+        c = self.changes
+        return {int(l) * d_mlp + int(j): c.delta[r] for r, (l, j) in enumerate(c.neurons.tolist())}
+
+    def layer_json(self, layer: int, vocab: Vocab) -> dict:
+        c = self.changes
+        return {str(j): {"delta": rounded(c.delta[r], 6), "low": rounded(c.low[r], 6), "high": rounded(c.high[r], 6)}
+                for r, j in _rows(c.neurons, layer)}
