@@ -14,12 +14,13 @@ from transformers import AutoModelForCausalLM
 
 import lapelens
 from lapelens import LanguageNeurons, LapelensError, load_model
-from lapelens.activations import collect, collect_sentence_means, iter_chunks
+from lapelens.activations import collect, collect_sentence_means
 from lapelens.cli import main
 from lapelens.evaluate.perplexity import chunk_nll, evaluation_chunks
 from lapelens.explorer import explore, token_activations
 from lapelens.explorer.effects import logit_effects
 from lapelens.methods import identify
+from lapelens.tokens import iter_chunks
 from tiny import TEXTS, make_tiny_model
 
 CHROMIUM = "/usr/bin/chromium"

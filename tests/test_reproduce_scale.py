@@ -52,7 +52,7 @@ def _identical(a, b):
 def test_interrupted_stats_stage_resumes_from_its_checkpoint(tiny_dirs, corpus, tmp_path, monkeypatch, capsys):
     model = tiny_dirs["llama"]
     assert main(argv(model, corpus, tmp_path / "whole")) == 0
-    real = acts._run_to_last_mlp
+    real = acts.run_until
     calls = []
 
     def crash_after(n):
@@ -63,13 +63,13 @@ def test_interrupted_stats_stage_resumes_from_its_checkpoint(tiny_dirs, corpus, 
             return real(*a, **k)
         return run
 
-    monkeypatch.setattr(acts, "_run_to_last_mlp", crash_after(7))
+    monkeypatch.setattr(acts, "run_until", crash_after(7))
     with pytest.raises(KeyboardInterrupt):
         main(argv(model, corpus, tmp_path / "resumed", "--checkpoint-every", "0"))
     checkpoints = list((tmp_path / "resumed" / pipeline.STATS_CHECKPOINT).glob("*/rank0-of-1.safetensors"))
     assert len(checkpoints) == 1 and not (tmp_path / "resumed" / "stats").exists()
     calls.clear()
-    monkeypatch.setattr(acts, "_run_to_last_mlp", crash_after(10**9))
+    monkeypatch.setattr(acts, "run_until", crash_after(10**9))
     capsys.readouterr()
     assert main(argv(model, corpus, tmp_path / "resumed", "--checkpoint-every", "0")) == 0
     out = capsys.readouterr()
@@ -89,7 +89,7 @@ def test_interrupted_stats_stage_resumes_from_its_checkpoint(tiny_dirs, corpus, 
 
 def test_a_checkpoint_of_other_settings_is_discarded_not_mixed_in(tiny_dirs, corpus, tmp_path, monkeypatch):
     model = tiny_dirs["llama"]
-    real = acts._run_to_last_mlp
+    real = acts.run_until
     calls = []
 
     def crash(*a, **k):
@@ -98,10 +98,10 @@ def test_a_checkpoint_of_other_settings_is_discarded_not_mixed_in(tiny_dirs, cor
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(acts, "_run_to_last_mlp", crash)
+    monkeypatch.setattr(acts, "run_until", crash)
     with pytest.raises(KeyboardInterrupt):
         main(argv(model, corpus, tmp_path / "run", "--checkpoint-every", "0"))
-    monkeypatch.setattr(acts, "_run_to_last_mlp", real)
+    monkeypatch.setattr(acts, "run_until", real)
     # other tokens per language: the half-done collection of 320 tokens must not be resumed
     args = argv(model, corpus, tmp_path / "run")
     args[args.index("--tokens-per-language") + 1] = "256"

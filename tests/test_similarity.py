@@ -255,9 +255,9 @@ def test_results_round_trip_and_figures(tmp_path):
 
 
 def test_load_refuses_a_folder_without_results(tmp_path):
-    with pytest.raises(LapelensError, match="no ses result"):
+    with pytest.raises(LapelensError, match="not a similarity result .expected ses.json and ses.csv."):
         SimilarityResult.load(tmp_path)
-    with pytest.raises(LapelensError, match="no dominance result"):
+    with pytest.raises(LapelensError, match="not a dominance result .expected dominance.json and dominance.csv."):
         DominanceResult.load(tmp_path)
 
 

@@ -8,6 +8,7 @@ from importlib import import_module
 from typing import Sequence
 
 from lapelens._version import __version__
+from lapelens.checks import check_device, check_languages, check_model_name
 from lapelens.errors import LapelensError
 
 #: Sub-command name -> module under lapelens.cli (each defines `add_parser(subparsers)`).
@@ -52,8 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_common(args: argparse.Namespace) -> None:
     """Checks every command shares, before it loads anything: device, model path, language list."""
-    from lapelens.checks import check_device, check_languages, check_model_name
-
     if isinstance(getattr(args, "device", None), str):
         check_device(args.device)
     if isinstance(getattr(args, "model", None), str):

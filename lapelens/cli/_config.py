@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import ast
 import inspect
-import textwrap
 import sys
+import textwrap
 import typing
 from dataclasses import MISSING, fields
 from typing import Any
@@ -29,7 +29,11 @@ def attribute_docs(cls: type) -> dict[str, str]:
     included; ``{NAME}`` in a docstring is the value of ``NAME`` in the class's module."""
     docs: dict[str, str] = {}
     for klass in reversed([k for k in cls.__mro__ if k is not object and "__dataclass_fields__" in vars(k)]):
-        tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):  # made by make_dataclass: its fields carry their help as metadata
+            continue
+        tree = ast.parse(textwrap.dedent(source))
         body = tree.body[0].body  # type: ignore[attr-defined]
         names = vars(sys.modules[klass.__module__])
         for node, nxt in zip(body, body[1:]):
@@ -102,14 +106,15 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
 
     A field whose default is None (one that depends on other settings) says its default in its
     docstring. ``field(metadata=...)``: ``positional`` (an argument, not a flag), ``choices`` (a
-    sequence, or a function returning one when the parser is built).
+    sequence, or a function returning one when the parser is built), ``help`` (for a field without
+    a docstring, e.g. of a class made by ``make_dataclass``).
     """
     docs = attribute_docs(cls)
     for f in fields(cls):
         if f.metadata.get("hidden"):
             continue
         flag = f.name if f.metadata.get("positional") else "--" + f.name.replace("_", "-")
-        text = docs.get(f.name, "").replace("%", "%%")
+        text = (f.metadata.get("help") or docs.get(f.name, "")).replace("%", "%%")
         default = f.default_factory() if f.default_factory is not MISSING else f.default  # type: ignore[misc]
         choices = _choices(f)
         if f.metadata.get("positional"):

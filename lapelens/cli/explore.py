@@ -9,6 +9,8 @@ from pathlib import Path
 from lapelens.cli._config import add_command
 from lapelens.cli._options import positive
 from lapelens.errors import LapelensError
+from lapelens.explorer import explore
+from lapelens.models import load_model
 
 
 @dataclass(kw_only=True)
@@ -45,9 +47,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(cfg: ExploreConfig) -> None:
-    from lapelens.explorer import explore
-    from lapelens.models import load_model
-
     for flag, value in (("--context-tokens", cfg.context_tokens), ("--top-k", cfg.top_k),
                         ("--loss-tokens", cfg.loss_tokens), ("--loss-seq-len", cfg.loss_seq_len)):
         positive(value, flag)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lapelens.cli._config import add_command
 from lapelens.cli._options import ModelOptions, positive
 from lapelens.constants import DOMINANCE_HTML, EMBEDDED, SES_HTML
+from lapelens.corpus import load_parallel
 from lapelens.errors import LapelensError
-from lapelens.evaluate.similarity import DEFAULT_BATCH_SIZE, VECTORS
+from lapelens.evaluate.similarity import DEFAULT_BATCH_SIZE, VECTORS, sentence_embeddings
+from lapelens.models import load_model
+from lapelens.neurons import load_neurons
 
 
 @dataclass(kw_only=True)
@@ -56,8 +58,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _read_parallel(cfg: SesConfig, languages: list[str] | None):
     import pandas as pd
 
-    from lapelens.corpus import load_parallel
-
     path = Path(cfg.parallel)
     if cfg.parallel not in (EMBEDDED, "flores") and path.suffix == ".csv":
         if not path.is_file():
@@ -91,10 +91,6 @@ def _read_parallel(cfg: SesConfig, languages: list[str] | None):
 
 def run(cfg: SesConfig) -> None:
     import numpy as np
-
-    from lapelens.models import load_model
-    from lapelens.neurons import load_neurons
-    from lapelens.evaluate.similarity import sentence_embeddings
 
     languages = list(cfg.languages) if cfg.languages else None
     if languages is not None and len(languages) < 2:

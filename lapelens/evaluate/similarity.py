@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, ClassVar, Literal, Sequence
 
 import pandas as pd
 import torch
@@ -40,11 +40,14 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from lapelens._io import atomic_files
 from lapelens._version import __version__
-from lapelens.artifacts import read_meta, require, write_meta
-from lapelens.constants import DOMINANCE_STEM, SES_STEM
+from lapelens.constants import DOMINANCE_META, DOMINANCE_STEM, SES_META, SES_STEM
 from lapelens.errors import LapelensError
+from lapelens.evaluate._registry import Context, Setting, experiment, positive
+from lapelens.figures.style import model_label
+from lapelens.hooks import layer_hooks, run_until
+from lapelens.results import Result
+from lapelens.tokens import padded_batch, separator_id
 from lapelens.types import HookedModel
 
 #: How the language vectors ``v`` of Eq. 6 are fit (see the module docstring).
@@ -148,10 +151,6 @@ def mean_over_sources(matrix: Float[Tensor, "source target layer"]) -> Float[Ten
 
 
 # ---- sentence embeddings from a model ----------------------------------------------------------
-class _Done(Exception):
-    """Raised after the last block's residual: the final norm and unembedding are not needed."""
-
-
 @dataclass
 class SentenceEmbeddings:
     """``embeddings[k, t, i]``: the embedding of aligned text t in ``languages[k]`` at layer i."""
@@ -249,8 +248,6 @@ def sentence_embeddings(
     masked out of attention and out of the means. Only the per-text means are kept:
     ``[lang, text, layer, d_model]`` floats, never per-token states beyond one batch.
     """
-    from lapelens.activations import padded_batch, separator_id
-
     langs = list(parallel.columns) if languages is None else list(dict.fromkeys(languages))
     missing = [lang for lang in langs if lang not in parallel.columns]
     if missing:
@@ -273,17 +270,14 @@ def sentence_embeddings(
     out = torch.empty(len(langs), len(parallel), cfg.n_layers, cfg.d_model)
     current: dict[str, Any] = {}
 
-    def make_hook(layer: int):
-        def hook(resid: Tensor, hook: Any) -> None:
-            w = current["weights"]
-            summed = torch.bmm(w.unsqueeze(1), resid.float()).squeeze(1)  # batch d_model
-            out[current["k"], current["rows"], layer] = (summed / current["lengths"][:, None]).cpu()
-            if layer == cfg.n_layers - 1:
-                raise _Done
-        return hook
+    def take(layer: int, resid: Tensor) -> None:
+        w = current["weights"]
+        summed = torch.bmm(w.unsqueeze(1), resid.float()).squeeze(1)  # batch d_model
+        out[current["k"], current["rows"], layer] = (summed / current["lengths"][:, None]).cpu()
 
     n_truncated = 0
-    with torch.inference_mode(), model.hooks(fwd_hooks=[(h, make_hook(i)) for i, h in enumerate(hooks)]):
+    # The pass stops after the last block's residual: the final norm and unembedding are not needed.
+    with torch.inference_mode(), model.hooks(fwd_hooks=layer_hooks(dict(enumerate(hooks)), take)):
         for k, lang in enumerate(langs):
             texts = parallel[lang].tolist()
             bad = [parallel.index[t] for t, s in enumerate(texts) if not isinstance(s, str) or not s.strip()]
@@ -299,11 +293,7 @@ def sentence_embeddings(
                 current.update(k=k, rows=torch.tensor(rows), weights=weights.to(device),
                                lengths=weights.sum(1).to(device))
                 kwargs = {"attention_mask": mask.to(device)} if bool((mask == 0).any()) else {}
-                try:
-                    model(tokens.to(device), return_type=None, use_cache=False, **kwargs)
-                except _Done:
-                    continue
-                raise RuntimeError("The last block's hook_resid_post never fired; the hooks are not wired as expected.")
+                run_until(model, tokens.to(device), use_cache=False, **kwargs)
     meta = {"model": str(cfg.model_name), "max_tokens": keep, "n_truncated": int(n_truncated),
             "separator_in_mean": False, "hook": "blocks.{i}.hook_resid_post",
             "text_ids": [str(i) for i in parallel.index]}
@@ -311,32 +301,13 @@ def sentence_embeddings(
 
 
 # ---- results -----------------------------------------------------------------------------------
-#: ``{stem}.json`` marks each result's folder (``lapelens.artifacts.KINDS``).
-_KINDS = {SES_STEM: "similarity", DOMINANCE_STEM: "dominance"}
-
-
-def _save(path: Path, stem: str, tables: dict[str, pd.DataFrame | None], meta: dict) -> Path:
-    # An optional table absent now must not survive from an earlier save (drop=).
-    with atomic_files(path, f"{stem}.json", drop=[f"{stem}{suffix}.csv" for suffix in tables]) as tmp:
-        for suffix, table in tables.items():
-            if table is not None:
-                table.to_csv(tmp / f"{stem}{suffix}.csv")
-        write_meta(tmp / f"{stem}.json", _KINDS[stem], meta)
-    return path
-
-
-def _load(path: Path, stem: str, suffixes: Sequence[str]) -> tuple[dict[str, pd.DataFrame | None], dict]:
-    require(path, _KINDS[stem], (f"{stem}.json", f"{stem}{suffixes[0]}.csv"),
-            f"{path} holds no {stem} result (expected {stem}.csv and {stem}.json); make one with `lapelens ses`.")
-    meta = read_meta(path, _KINDS[stem])
+def _read_tables(folder: Path, stem: str, suffixes: Sequence[str]) -> dict[str, pd.DataFrame | None]:
+    """``{suffix: table}`` of the ``{stem}{suffix}.csv`` files present in ``folder``."""
     tables: dict[str, pd.DataFrame | None] = {}
-    try:
-        for suffix in suffixes:
-            file = path / f"{stem}{suffix}.csv"
-            tables[suffix] = pd.read_csv(file, index_col=0) if file.is_file() else None
-    except Exception as exc:
-        raise LapelensError(f"{path} is corrupt ({type(exc).__name__}: {exc}); run `lapelens ses` again.") from exc
-    return tables, meta
+    for suffix in suffixes:
+        file = folder / f"{stem}{suffix}.csv"
+        tables[suffix] = pd.read_csv(file, index_col=0) if file.is_file() else None
+    return tables
 
 
 def _named(table: pd.DataFrame, columns: str) -> pd.DataFrame:
@@ -346,7 +317,7 @@ def _named(table: pd.DataFrame, columns: str) -> pd.DataFrame:
 
 
 @dataclass
-class SimilarityResult:
+class SimilarityResult(Result):
     """Fig. 6: ``ses`` has one row per layer and one column per language pair ("en-zh"), plus "mean"."""
 
     ses: pd.DataFrame
@@ -354,13 +325,19 @@ class SimilarityResult:
     #: Optional neurons per layer (rows) and language (columns) from a LanguageNeurons.
     neurons_per_layer: pd.DataFrame | None = None
 
-    def save(self, path: str | Path) -> Path:
-        """Write ``ses.csv`` (+ ``ses_neurons.csv``) and ``ses.json`` into the folder ``path``."""
-        return _save(Path(path), SES_STEM, {"": self.ses, "_neurons": self.neurons_per_layer}, self.meta)
+    kind: ClassVar[str] = "similarity"
+    marker: ClassVar[str] = SES_META
+    make: ClassVar[str] = "`lapelens ses`"
+    required: ClassVar[tuple[str, ...]] = (f"{SES_STEM}.csv",)
+    files: ClassVar[tuple[str, ...]] = (f"{SES_STEM}.csv", f"{SES_STEM}_neurons.csv")
+
+    def _tables(self) -> dict:
+        """``ses.csv`` (+ ``ses_neurons.csv``) beside ``ses.json``."""
+        return {f"{SES_STEM}.csv": (self.ses, {}), f"{SES_STEM}_neurons.csv": (self.neurons_per_layer, {})}
 
     @classmethod
-    def load(cls, path: str | Path) -> "SimilarityResult":
-        tables, meta = _load(Path(path), SES_STEM, ("", "_neurons"))
+    def _read(cls, folder: Path, meta: dict) -> "SimilarityResult":
+        tables = _read_tables(folder, SES_STEM, ("", "_neurons"))
         neurons = tables["_neurons"]
         return cls(_named(tables[""], "pair"), meta, None if neurons is None else _named(neurons, "language"))
 
@@ -368,8 +345,6 @@ class SimilarityResult:
         """SES per layer for every pair (the mean in black); neuron counts per layer beside it."""
         import plotly.graph_objects as go
         from plotly.subplots import make_subplots
-
-        from lapelens.figures.style import model_label
 
         with_neurons = self.neurons_per_layer is not None
         fig = make_subplots(rows=1, cols=2 if with_neurons else 1, horizontal_spacing=0.1, subplot_titles=(
@@ -398,7 +373,7 @@ class SimilarityResult:
 
 
 @dataclass
-class DominanceResult:
+class DominanceResult(Result):
     """Fig. 7: per layer (rows) and target language (columns), the mean SES after the Eq. 6 shift.
 
     ``unshifted`` is the same average of the plain SES, so the gain of the shift is ``shifted - unshifted``;
@@ -411,17 +386,22 @@ class DominanceResult:
     meta: dict = field(default_factory=dict)
     mismatched: pd.DataFrame | None = None
 
-    def save(self, path: str | Path) -> Path:
-        """Write ``dominance.csv``, ``dominance_unshifted.csv``, ``dominance_mismatched.csv`` and
-        ``dominance.json`` into ``path``."""
+    kind: ClassVar[str] = "dominance"
+    marker: ClassVar[str] = DOMINANCE_META
+    make: ClassVar[str] = "`lapelens ses`"
+    required: ClassVar[tuple[str, ...]] = (f"{DOMINANCE_STEM}.csv",)
+    files: ClassVar[tuple[str, ...]] = tuple(f"{DOMINANCE_STEM}{s}.csv" for s in ("", "_unshifted", "_mismatched"))
+
+    def _tables(self) -> dict:
+        """``dominance.csv``, ``dominance_unshifted.csv``, ``dominance_mismatched.csv`` beside ``dominance.json``."""
         tables = {"": self.shifted, "_unshifted": self.unshifted, "_mismatched": self.mismatched}
-        return _save(Path(path), DOMINANCE_STEM, tables, self.meta)
+        return {f"{DOMINANCE_STEM}{suffix}.csv": (table, {}) for suffix, table in tables.items()}
 
     @classmethod
-    def load(cls, path: str | Path) -> "DominanceResult":
-        tables, meta = _load(Path(path), DOMINANCE_STEM, ("", "_unshifted", "_mismatched"))
+    def _read(cls, folder: Path, meta: dict) -> "DominanceResult":
+        tables = _read_tables(folder, DOMINANCE_STEM, ("", "_unshifted", "_mismatched"))
         if tables["_unshifted"] is None:
-            raise LapelensError(f"{path} lacks {DOMINANCE_STEM}_unshifted.csv; run `lapelens ses` again.")
+            raise LapelensError(f"{folder} lacks {DOMINANCE_STEM}_unshifted.csv; run `lapelens ses` again.")
         control = tables["_mismatched"]
         return cls(_named(tables[""], "target"), _named(tables["_unshifted"], "target"), meta,
                    None if control is None else _named(control, "target"))
@@ -431,8 +411,6 @@ class DominanceResult:
         hidden until clicked in the legend), one colour per target."""
         import plotly.colors
         import plotly.graph_objects as go
-
-        from lapelens.figures.style import model_label
 
         fig = go.Figure()
         palette = plotly.colors.qualitative.Plotly
@@ -454,3 +432,26 @@ class DominanceResult:
             width=900, height=max(500, 160 + (21 * per_target + 8) * len(self.shifted.columns)),
             legend={"font": {"size": 11}, "tracegroupgap": 8})
         return fig
+
+
+# ---- the experiments: both from one set of embeddings per run ---------------------------------------
+SES_TEXTS = Setting("ses_texts", 200, "Aligned texts for SES and dominance (at least 2).", quick=40, check=positive(2))
+
+
+def _embeddings(ctx: Context) -> SentenceEmbeddings:
+    return ctx.shared("embeddings", lambda: sentence_embeddings(ctx.model, ctx.parallel.head(ctx.cfg.ses_texts),
+                                                                ctx.languages))
+
+
+@experiment("ses", result=SimilarityResult, reads=("primary?", "parallel"), settings=(SES_TEXTS,), figure="fig6_ses",
+            exports={"sentence_embeddings": sentence_embeddings}, paper="Fig. 6", order=40)
+def ses_stage(ctx: Context) -> SimilarityResult:
+    """SES per layer of the aligned texts, beside the primary method's neurons per layer."""
+    return _embeddings(ctx).similarity(ctx.selection("primary"))
+
+
+@experiment("dominance", result=DominanceResult, reads=("parallel",), settings=(SES_TEXTS,), figure="fig7_dominance",
+            paper="Fig. 7, Eq. 6", order=50)
+def dominance_stage(ctx: Context) -> DominanceResult:
+    """Eq. 6's shifted SES per layer and target language."""
+    return _embeddings(ctx).dominance()

@@ -18,6 +18,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lapelens.errors import LapelensError
+from lapelens.hooks import layer_hooks, run_until
 from lapelens.models import neuron_spec
 from lapelens.types import HookedModel
 
@@ -116,10 +117,6 @@ class SampleAccumulator:
                              self.before, self.tokens_seen)
 
 
-class _Done(Exception):
-    """Raised after the last tracked layer: nothing after it is needed."""
-
-
 def sample_neurons(
     model: HookedModel,
     chunks_by_language: Mapping[str, Sequence[Int64[Tensor, " pos"]]],
@@ -136,27 +133,19 @@ def sample_neurons(
     spec = acc.spec
     if not acc.by_layer:
         return acc.result()
-    last = max(acc.by_layer)
     state: dict[str, Any] = {}
 
-    def make(layer: int):
-        def hook(pre: Tensor, hook: Any) -> None:
-            acc.update(state["k"], layer, pre, state["first"])
-            if layer == last:
-                raise _Done
-        return hook
+    def take(layer: int, pre: Tensor) -> None:
+        acc.update(state["k"], layer, pre, state["first"])
 
     device = next(model.parameters()).device
-    fwd = [(spec.hook_pre(layer), make(layer)) for layer in acc.by_layer]
+    fwd = layer_hooks({layer: spec.hook_pre(layer) for layer in acc.by_layer}, take)  # stops after the last tracked layer
     with torch.inference_mode(), model.hooks(fwd_hooks=fwd):
         for k, (lang, chunks) in enumerate(chunks_by_language.items()):
             for b in tqdm(range(0, len(chunks), batch_size), desc=f"contexts {lang}", disable=not progress):
                 batch = torch.stack(chunks[b:b + batch_size])
                 state.update(k=k, first=b)
-                try:
-                    model(batch.to(device), return_type=None, use_cache=False)
-                except _Done:
-                    pass
+                run_until(model, batch.to(device), use_cache=False)
                 acc.tokens_seen[k] += batch.numel()
     return acc.result()
 

@@ -9,7 +9,6 @@ neuron alone is deactivated.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +19,18 @@ from jaxtyping import Bool, Float, Float64, Int64
 from torch import Tensor
 
 from lapelens.constants import RUN_CONFIG
+from lapelens.corpus import load_corpus
 from lapelens.errors import LapelensError
+from lapelens.evaluate.perplexity import evaluation_chunks
 from lapelens.explorer.contexts import NeuronSamples, histogram_edges, sample_neurons
 from lapelens.explorer.effects import logit_effects, loss_changes
-from lapelens.methods._registry import METHODS, with_role
+from lapelens.methods._common import quantile_value
+from lapelens.methods._registry import METHODS, neuron_methods, with_role
+from lapelens.models import load_model, neuron_spec
 from lapelens.neurons import LanguageNeurons
-from lapelens.stats import ActivationStats
+from lapelens.run import Run
+from lapelens.stats import ActivationStats, entropy
+from lapelens.tokens import iter_chunks
 from lapelens.types import HookedModel
 
 
@@ -72,38 +77,30 @@ class ExplorerData:
         return self.count.double() / self.n.double().view(-1, 1, 1)
 
 
-def load_run(run_dir: str | Path) -> tuple[dict, ActivationStats, dict[str, LanguageNeurons]]:
-    """``config.json``, the statistics and every neuron set of a ``lapelens reproduce`` folder."""
-    from lapelens.artifacts import kinds_in, load
+def finished_run(run_dir: str | Path) -> Run:
+    """The run folder, refused unless ``reproduce`` finished it (the page needs its statistics)."""
+    run = Run(run_dir)
+    if not run.finished or not run.saved("stats"):
+        raise LapelensError(f"{run.path} is not a finished `lapelens reproduce` folder (it needs {RUN_CONFIG} and stats/).")
+    return run
 
-    run = Path(run_dir)
-    if not (run / RUN_CONFIG).is_file() or not (run / "stats").is_dir():
-        raise LapelensError(f"{run} is not a finished `lapelens reproduce` folder (it needs {RUN_CONFIG} and stats/).")
-    config = json.loads((run / RUN_CONFIG).read_text())
-    stats = load(run / "stats", "activation_stats")
-    sets = {}
-    from lapelens.methods._registry import neuron_methods
 
-    for method in neuron_methods():  # the neuron sets a run can hold, in registry order
-        folder = run / f"neurons_{method}"
-        if kinds_in(folder) == ["language_neurons"]:
-            sets[method] = load(folder, "language_neurons")
+def _neuron_sets(run: Run, stats: ActivationStats) -> dict[str, LanguageNeurons]:
+    """The run's neuron sets (PV's parameter mask left out), checked against its statistics."""
+    sets = {m: s for m, s in run.selections.items() if isinstance(s, LanguageNeurons)}
     primary = with_role("primary", METHODS)  # LAPE: the page ranks every neuron as it does
     if primary not in sets:
-        raise LapelensError(f"{run} has no {METHODS[primary].stage}/: run `lapelens reproduce` with the {primary} method.")
+        raise LapelensError(f"{run.path} has no {METHODS[primary].stage}/: run `lapelens reproduce` with the {primary} method.")
     for method, s in sets.items():
         if (s.n_layers, s.d_mlp) != (stats.n_layers, stats.d_mlp):
-            raise LapelensError(f"{run}/neurons_{method} is for a {s.n_layers} x {s.d_mlp} model, the statistics for "
+            raise LapelensError(f"{run.path}/neurons_{method} is for a {s.n_layers} x {s.d_mlp} model, the statistics for "
                                 f"{stats.n_layers} x {stats.d_mlp}.")
-    return config, stats, sets
+    return sets
 
 
 def lape_ranking(stats: ActivationStats, filter_rate: float = 0.95) -> tuple[Int64[Tensor, "layer neuron"], float]:
     """Each neuron's place in LAPE's ranking, computed as ``entropy_select`` does (float32 ``p``,
     stable ascending sort of the entropy, ``inf`` where no ``p_k`` exceeds the threshold)."""
-    from lapelens.methods._common import quantile_value
-    from lapelens.methods.lape import entropy
-
     probs = stats.count / stats.n.view(-1, 1, 1)
     h = entropy(probs)
     thr = quantile_value(probs.flatten(), filter_rate, "filter_rate")
@@ -167,8 +164,6 @@ def partial_characters(tokenizer: Any, chunk: Sequence[int], partial: set[int]) 
 
 
 def _min_activation(model: HookedModel) -> float:
-    from lapelens.models import neuron_spec
-
     return float(neuron_spec(model).act_fn()(torch.linspace(-20, 20, 4001)).min())
 
 
@@ -193,18 +188,15 @@ def gather(
     per language for contexts and histograms (neurons selected by ``detail_methods`` only);
     ``loss_neurons`` LAPE neurons get a loss change, on ``loss_tokens`` held-out tokens per language.
     """
-    from lapelens.activations import iter_chunks
-    from lapelens.corpus import load_corpus
-    from lapelens.evaluate.perplexity import evaluation_chunks
-    from lapelens.models import load_model, neuron_spec
-
     start = time.perf_counter()
     timings: dict[str, float] = {}
 
     def lap(name: str) -> None:
         timings[name] = round(time.perf_counter() - start - sum(timings.values()), 1)
 
-    config, stats, sets = load_run(run_dir)
+    run = finished_run(run_dir)
+    config, stats = run.config, run.stats
+    sets = _neuron_sets(run, stats)
     if model is None:
         model = load_model(config["model"])
     neuron_spec(model).check_fits(stats.n_layers, stats.d_mlp, "run's statistics")
@@ -218,8 +210,6 @@ def gather(
     lap("logit effects")
 
     # Second pass: contexts and histograms of the selected neurons, on train text.
-    from lapelens.methods._registry import neuron_methods
-
     detail_methods = neuron_methods() if detail_methods is None else tuple(detail_methods)
     unknown = [m for m in detail_methods if m not in neuron_methods()]
     if unknown:

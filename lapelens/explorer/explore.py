@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lapelens.explorer.data import ExplorerData, gather
+from lapelens.explorer.data import ExplorerData, finished_run, gather
 from lapelens.explorer.live import html_object, live
 from lapelens.explorer.page import render
+from lapelens.models import load_model
 from lapelens.types import HookedModel
 
 
@@ -54,12 +55,9 @@ def explore(run_dir: str | Path, model: HookedModel | None = None, out: str | Pa
     page is also written there. In Jupyter the returned object shows the page inline, and
     ``.live(layer, neuron)`` shows one neuron on text you type.
     """
-    from lapelens.explorer.data import load_run
-    from lapelens.models import load_model
-
     start = time.perf_counter()
     if model is None:
-        model = load_model(load_run(run_dir)[0]["model"])
+        model = load_model(finished_run(run_dir).config["model"])
     data = gather(run_dir, model, **budgets)
     page = render(data)
     explorer = Explorer(data, page, model, round(time.perf_counter() - start, 1))

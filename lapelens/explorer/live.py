@@ -11,6 +11,7 @@ from torch import Tensor
 
 from lapelens.errors import LapelensError
 from lapelens.models import neuron_spec
+from lapelens.tokens import separator_id
 from lapelens.types import HookedModel
 
 
@@ -18,8 +19,6 @@ from lapelens.types import HookedModel
 def token_activations(model: HookedModel, layer: int, neuron: int, text: str) -> tuple[list[str], Float[Tensor, " pos"]]:
     """The tokens of ``[sep] + text`` (as ``lapelens collect`` feeds documents) and the neuron's
     activation ``act_fn(hook_pre)`` on each."""
-    from lapelens.activations import separator_id
-
     spec = neuron_spec(model)
     if not (0 <= layer < spec.n_layers and 0 <= neuron < spec.d_mlp):
         raise LapelensError(f"No neuron ({layer}, {neuron}): the model has {spec.n_layers} layers x {spec.d_mlp} neurons.")
