@@ -24,7 +24,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Callable, Iterator, Mapping
 
 import torch
-from jaxtyping import Bool
+from jaxtyping import Bool, Int
 from torch import Tensor
 
 from lapelens.errors import LapelensError
@@ -150,7 +150,7 @@ def layer_hooks(names: Mapping[int, str], take: Callable[[int, Tensor], None]) -
     return [(name, make(layer)) for layer, name in names.items()]
 
 
-def run_until(model: HookedModel, tokens: Tensor, **kwargs: Any) -> None:
+def run_until(model: HookedModel, tokens: Int[Tensor, "batch pos"], **kwargs: Any) -> None:
     """``model(tokens)`` under hooks of :func:`layer_hooks`, up to the deepest hooked layer."""
     try:
         model(tokens, return_type=None, **kwargs)

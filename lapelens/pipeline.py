@@ -118,7 +118,7 @@ class BaseConfig:
                        languages=tuple(self.languages), methods=tuple(self.methods))
 
 
-_CONFIGS: dict[tuple, type] = {}
+_CONFIGS: dict[tuple, type] = {}  # settings (kept alive by the key) -> their class
 _CONFIG_DOC = """What to run and how big: the pipeline's own settings and every registered experiment's.
 The defaults are sized for the embedded model on 2 CPU cores."""
 
@@ -130,7 +130,7 @@ def reproduce_config() -> type:
     an experiment registered later, as a test's toy experiment, gets its flags too.
     """
     settings = all_settings()
-    key = tuple((name, id(s)) for name, s in settings.items())
+    key = tuple(settings.values())  # Setting compares by identity (eq=False): a setting replaced is a new key
     if key not in _CONFIGS:
         core = {f.name for f in fields(BaseConfig)}
         taken = [name for name in settings if name in core]
