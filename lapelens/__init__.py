@@ -3,7 +3,7 @@
 from importlib import import_module
 from typing import Any
 
-from lapelens._version import __version__
+from lapelens._version import __version__  # noqa: F401 (public: lapelens.__version__)
 
 # Public names -> the module that defines them. Imported on first use, so that
 # `import lapelens` stays cheap and has no side effects. A public function must not share its
