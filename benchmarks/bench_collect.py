@@ -19,7 +19,8 @@ import torch
 
 from _models import corpus, make_llama
 from lapelens import load_model
-from lapelens.activations import collect_chunks, pack_chunks
+from lapelens.activations import collect_chunks
+from lapelens.tokens import pack_chunks
 
 
 def main() -> None:

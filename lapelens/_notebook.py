@@ -54,6 +54,7 @@ def notebook_setup(
     # transformers' weight-loading bar.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="IProgress not found")
+        # deferred into the filter: their first import is what warns
         from transformers.utils import logging as hf_logging
 
         from lapelens.activations import collect

@@ -1,6 +1,6 @@
 """Stream per-language neuron statistics out of a hooked model.
 
-Text is tokenized lazily and packed into full ``seq_len`` chunks (:func:`iter_chunks`), the chunks
+Text is tokenized lazily and packed into full ``seq_len`` chunks (``tokens.iter_chunks``), the chunks
 run through the model with one hook per layer on ``mlp.hook_pre``, and constant-memory running sums
 (:class:`NeuronAccumulator`) become an :class:`~lapelens.stats.ActivationStats`. Nothing that grows
 with the corpus is kept: not the activations, not the token ids.
@@ -26,105 +26,23 @@ from tqdm.auto import tqdm
 from lapelens._version import __version__
 from lapelens.checkpoint import (DEFAULT_CHECKPOINT_EVERY, Checkpointer, Position, StreamHash, all_reduce_sum,
                                  current_shard, describe)
+from lapelens.defaults import SEQ_LEN as DEFAULT_SEQ_LEN  # one default for every command
 from lapelens.errors import LapelensError
+from lapelens.hooks import layer_hooks, run_until
 from lapelens.interrupt import deferred, note
 from lapelens.models import NeuronSpec, neuron_spec
 from lapelens.stats import ActivationStats, SentenceActivations
+from lapelens.tokens import iter_chunks, padded_batch, separator_id, tokenize
 from lapelens.types import HookedModel
 
-from lapelens.defaults import SEQ_LEN as DEFAULT_SEQ_LEN  # one default for every command
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_SENTENCE_TOKENS = 128
-
-#: Documents tokenized per call to the (fast, batched) tokenizer while streaming.
-_TOKENIZE_GROUP = 64
 #: Most rows of a hook's activation reduced at once. Few large operations beat many small
 #: ones (each multi-threaded op waits for all threads, which is costly on a busy machine);
 #: the cap only bounds the one reusable buffer.
 _BLOCK_BYTES = 1 << 26
 
 _log = logging.getLogger(__name__)
-
-
-# ---- tokenizing and packing ------------------------------------------------------------------
-def separator_id(tokenizer: Any) -> int:
-    """The token put before every document: BOS, or EOS when the tokenizer has no BOS."""
-    for name in ("bos_token_id", "eos_token_id"):
-        tid = getattr(tokenizer, name, None)
-        if tid is not None:
-            return int(tid)
-    raise LapelensError(
-        "The tokenizer has neither a BOS nor an EOS token, so documents cannot be separated: "
-        "set tokenizer.bos_token (or eos_token) before collecting."
-    )
-
-
-def _tokenize(tokenizer: Any, texts: Iterable[str]) -> Iterator[list[int]]:
-    it = iter(texts)
-    while group := list(itertools.islice(it, _TOKENIZE_GROUP)):
-        if not all(isinstance(t, str) for t in group):
-            raise LapelensError("Texts must be strings, one document each.")
-        yield from tokenizer(group, add_special_tokens=False, verbose=False)["input_ids"]
-
-
-def iter_chunks(
-    tokenizer: Any, texts: Iterable[str], seq_len: int, max_tokens: int | None = None, skip_tokens: int = 0
-) -> Iterator[Int64[Tensor, " pos"]]:
-    """Yield ``seq_len``-token chunks of ``texts``, tokenizing lazily.
-
-    Each document becomes ``[sep] + tokens`` (``sep`` from :func:`separator_id`), documents are
-    concatenated, and the stream is cut into full chunks: no padding, the incomplete tail is
-    dropped. The first ``skip_tokens // seq_len`` chunks are skipped (the chunks an earlier
-    collection of ``skip_tokens`` counted), then at most ``max_tokens // seq_len`` chunks are
-    yielded. Empty documents are skipped. Raises :class:`LapelensError` if the texts do not fill
-    a single chunk.
-    """
-    if seq_len < 1:
-        raise LapelensError(f"seq_len must be a positive number of tokens, got {seq_len}.")
-    max_chunks = None if max_tokens is None else max_tokens // seq_len
-    if max_chunks is not None and max_chunks < 1:
-        raise LapelensError(
-            f"max_tokens={max_tokens} is less than one chunk of seq_len={seq_len}: ask for more tokens."
-        )
-    if skip_tokens < 0:
-        raise LapelensError(f"skip_tokens must be >= 0, got {skip_tokens}.")
-    skip = skip_tokens // seq_len
-    sep = separator_id(tokenizer)
-    buffer: list[int] = []
-    n_chunks = n_tokens = 0
-    for ids in _tokenize(tokenizer, texts):
-        if not ids:
-            continue
-        buffer.append(sep)
-        buffer.extend(ids)
-        n_tokens += len(ids) + 1
-        start = 0
-        while len(buffer) - start >= seq_len:
-            if skip:
-                skip -= 1
-            else:
-                yield torch.tensor(buffer[start:start + seq_len], dtype=torch.long)
-                n_chunks += 1
-            start += seq_len
-            if n_chunks == max_chunks:
-                return
-        del buffer[:start]
-    if n_chunks == 0 and skip_tokens:
-        raise LapelensError(f"The texts hold no full chunk of seq_len={seq_len} after the first {skip_tokens} tokens: "
-                            "give more text or a smaller skip.")
-    if n_chunks == 0:
-        what = "no text (0 tokens)" if n_tokens == 0 else f"only {n_tokens} tokens"
-        raise LapelensError(
-            f"The texts give {what}, less than one chunk of seq_len={seq_len}: "
-            "give more text or use a smaller seq_len."
-        )
-
-
-def pack_chunks(
-    tokenizer: Any, texts: Iterable[str], seq_len: int, max_tokens: int | None = None
-) -> Int64[Tensor, "chunk pos"]:
-    """All chunks of :func:`iter_chunks` as one tensor (for evaluation sets that fit in memory)."""
-    return torch.stack(list(iter_chunks(tokenizer, texts, seq_len, max_tokens)))
 
 
 # ---- the accumulator -------------------------------------------------------------------------
@@ -210,43 +128,9 @@ class NeuronAccumulator:
         )
 
 
-class _Done(Exception):
-    """Raised by the last layer's hook: nothing after it (last down-projection, unembedding) is needed."""
-
-
-def _run_to_last_mlp(model: HookedModel, tokens: Tensor, **kwargs: Any) -> None:
-    try:
-        model(tokens, return_type=None, **kwargs)
-    except _Done:
-        return
-    raise RuntimeError("The last layer's hook_pre never fired; the model's hooks are not wired as expected.")
-
-
-def _hooks(spec: NeuronSpec, fn: Any) -> list[tuple[str, Any]]:
-    def make(layer: int):
-        last = layer == spec.n_layers - 1
-
-        def hook(pre: Tensor, hook: Any) -> None:
-            fn(layer, pre)
-            if last:
-                raise _Done
-        return hook
-
-    return [(spec.hook_pre(i), make(i)) for i in range(spec.n_layers)]
-
-
-def padded_batch(ids: Sequence[Sequence[int]], rows: Sequence[int], pad: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Right-padded ``ids[r]`` for r in ``rows`` (each starting with a separator token), their
-    attention mask, and the weights of the tokens a sentence mean averages (the separator excluded)."""
-    width = max(len(ids[r]) for r in rows)
-    tokens = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, r in enumerate(rows):
-        tokens[i, :len(ids[r])] = torch.tensor(ids[r])
-        mask[i, :len(ids[r])] = 1
-    weights = mask.float()
-    weights[:, 0] = 0  # the separator
-    return tokens, mask, weights
+def _hooks(spec: NeuronSpec, take: Any) -> list[tuple[str, Any]]:
+    """``take(layer, hook_pre)`` on every layer; the pass stops after the last one's."""
+    return layer_hooks({i: spec.hook_pre(i) for i in range(spec.n_layers)}, take)
 
 
 def _device(model: HookedModel) -> torch.device:
@@ -352,7 +236,7 @@ def _collect(model: HookedModel, chunks_by_language: Mapping[str, Any], batch_si
                     with deferred():  # Ctrl-C under the CLI lands after the batch, not inside it
                         clean = False
                         if shard.owns(b):
-                            _run_to_last_mlp(model, batch.to(device), use_cache=False)
+                            run_until(model, batch.to(device), use_cache=False)
                             acc.add_tokens(k_now, batch.numel())
                         positions[k_now] = Position(b + 1, positions[k_now].tokens + batch.numel(), digest)
                         clean = unsaved = True
@@ -397,7 +281,7 @@ def collect(
 ) -> ActivationStats:
     """Per-language firing counts and activation sums of every MLP neuron of ``model``.
 
-    Each language's texts are packed into ``seq_len`` chunks (:func:`iter_chunks`; default
+    Each language's texts are packed into ``seq_len`` chunks (``tokens.iter_chunks``; default
     ``DEFAULT_SEQ_LEN`` or the model's context if shorter), at most ``tokens_per_language`` tokens
     (rounded down to whole chunks; all the text if None), and run in batches of ``batch_size``
     chunks. Memory does not grow with the amount of text. ``corpus`` is recorded in the meta.
@@ -460,7 +344,7 @@ def collect(
 def _chunked_tokens(tokenizer: Any, texts: Sequence[str], seq_len: int, skip_tokens: int = 0) -> int:
     """The tokens :func:`iter_chunks` yields from ``texts`` without a budget (the progress bar's
     total): every document with its separator, cut into whole chunks, less the skipped ones."""
-    n = sum(len(ids) + 1 for ids in _tokenize(tokenizer, texts) if ids)
+    n = sum(len(ids) + 1 for ids in tokenize(tokenizer, texts) if ids)
     return max(0, n // seq_len - skip_tokens // seq_len) * seq_len
 
 
@@ -505,7 +389,7 @@ def collect_sentence_means(
     for k, (lang, sentences) in enumerate(sentences_by_language.items()):
         if isinstance(sentences, str) or len(sentences) == 0:
             raise LapelensError(f"Language {lang!r} has no sentences: give a list of sentences for every language.")
-        for s, toks in enumerate(_tokenize(tokenizer, sentences)):
+        for s, toks in enumerate(tokenize(tokenizer, sentences)):
             if not toks:
                 raise LapelensError(f"Sentence {s} of {lang!r} is empty: remove empty sentences.")
             ids.append([sep] + toks[:keep])
@@ -531,7 +415,7 @@ def collect_sentence_means(
             current.update(rows=torch.tensor(rows), weights=weights.to(device),
                            lengths=weights.sum(1).to(device))
             kwargs = {"attention_mask": mask.to(device)} if bool((mask == 0).any()) else {}
-            _run_to_last_mlp(model, tokens.to(device), use_cache=False, **kwargs)
+            run_until(model, tokens.to(device), use_cache=False, **kwargs)
     return SentenceActivations(
         tuple(sentences_by_language), torch.tensor(labels, dtype=torch.int64), means,
         meta={"model": str(model.cfg.model_name), "max_tokens_per_sentence": keep,

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Literal, Sequence
 import pandas as pd
 
 from lapelens.constants import EMBEDDED, PAPER_LANGUAGES
+from lapelens.defaults import default_languages
 from lapelens.errors import LapelensError
 
 Split = Literal["train", "valid"]
@@ -154,8 +155,6 @@ def corpus_languages(name: str | os.PathLike = EMBEDDED, split: str = "train") -
 def default_languages_of(name: str | os.PathLike = EMBEDDED, split: str = "train") -> list[str]:
     """Every command's default languages on this corpus: the paper's seven if it has them all
     (the embedded corpus does), else all it has."""
-    from lapelens.defaults import default_languages
-
     return default_languages(corpus_languages(name, split))
 
 

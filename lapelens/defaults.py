@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lapelens.constants import EMBEDDED, PAPER_LANGUAGES
+from lapelens.models import embedded_model_dir
 
 #: Tokens per chunk for statistics and perplexity (collect, perturb, sweep, reproduce).
 SEQ_LEN = 256
@@ -42,8 +43,6 @@ def is_embedded(model: str | None) -> bool:
     (what statistics record as their model)."""
     if model is None or str(model) == EMBEDDED:
         return True
-    from lapelens.models import embedded_model_dir
-
     try:
         return Path(str(model)).expanduser().resolve() == embedded_model_dir().resolve()
     except OSError:

@@ -25,8 +25,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from lapelens._compat import fix_bridge_kv_cache
 from lapelens.constants import EMBEDDED
 from lapelens.errors import LapelensError
+from lapelens.pretrained import PRETRAINED, hf_folder
 from lapelens.types import HookedModel
 
 #: Activation functions (names as in ``transformers.activations.ACT2FN``) for which
@@ -192,9 +194,6 @@ def load_model(
     Hugging Face ``from_pretrained``; ``device`` is then ignored.
     """
     from transformer_lens.model_bridge import TransformerBridge
-
-    from lapelens._compat import fix_bridge_kv_cache
-    from lapelens.pretrained import PRETRAINED, hf_folder
 
     fix_bridge_kv_cache()  # without it cached decoding silently ignores the context
     name = str(name_or_path)

@@ -9,6 +9,7 @@ of neuron indices.
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
@@ -20,12 +21,16 @@ from jaxtyping import Bool, Float, Int64
 from torch import Tensor
 
 from lapelens._io import atomic_file
-from lapelens.artifacts import load_folder, save_folder
+from lapelens.artifacts import Kind, kind_of_marker, load_folder, register_kind, save_folder, wrong_kind
 from lapelens.constants import NEURONS_META, NEURONS_TENSORS, PAPER_LANGUAGES
 from lapelens.errors import LapelensError
+from lapelens.figures.style import model_label
+from lapelens.hooks import set_to, zeroed
+from lapelens.models import neuron_spec
+from lapelens.stats import ActivationStats
 from lapelens.types import BoundSelection, HookedModel, Selection
 
-#: Artifact kind (``lapelens.artifacts.KINDS``).
+#: Artifact kind (registered below, with its class).
 KIND = "language_neurons"
 #: Keys of the JSON file that are attributes of the object, not free-form ``meta``.
 #: The fields among them saved as top-level JSON keys (a file written before they were fields has the same keys).
@@ -104,8 +109,6 @@ class LanguageNeurons(Selection):
 
     def on(self, model: HookedModel) -> BoundSelection:
         """This selection checked against ``model`` once; its interventions then trust it."""
-        from lapelens.interventions import BoundNeurons
-
         return BoundNeurons(self, model)
 
     def lang_index(self, lang: str) -> int:
@@ -217,8 +220,6 @@ class LanguageNeurons(Selection):
     def figure(self) -> Any:
         """Fig. 5: neurons per layer, one line per language (the paper's skewed U shape)."""
         import plotly.graph_objects as go
-
-        from lapelens.figures.style import model_label
 
         table = self.per_layer()
         fig = go.Figure([go.Scatter(x=list(table.index), y=table[lang].tolist(), mode="lines+markers", name=lang)
@@ -359,13 +360,60 @@ class LanguageNeurons(Selection):
 
 
 def load_neurons(path: str | Path, languages: Sequence[str] | None = None, d_mlp: int | None = None) -> LanguageNeurons:
-    """A lapelens neuron folder, or an official mask file (any file: ``from_official``).
-
-    ``languages`` and ``d_mlp`` only apply to official files (a lapelens folder records both).
-    """
-    from lapelens.artifacts import load
-
+    """A lapelens neuron folder (or its ``neurons.json``), or an official mask file (any other file:
+    ``from_official``). ``languages`` and ``d_mlp`` only apply to official files (a lapelens folder
+    records both)."""
     path = Path(path)
     if not path.exists():
         raise LapelensError(f"{path} does not exist: pass a lapelens neuron folder or an official .pth mask file.")
-    return load(path, KIND, languages=languages, d_mlp=d_mlp)
+    if path.is_file():
+        found = kind_of_marker(path)
+        if found is None:
+            return LanguageNeurons.from_official(path, languages=languages, d_mlp=d_mlp)
+        if found != KIND:
+            raise wrong_kind(path.parent, found, (KIND,))
+        path = path.parent
+    return LanguageNeurons.load(path)
+
+
+class BoundNeurons(BoundSelection):
+    """A ``LanguageNeurons`` checked against one model (``neurons.on(model)``)."""
+
+    def __init__(self, neurons: LanguageNeurons, model: HookedModel):
+        neuron_spec(model).check_fits(neurons.n_layers, neurons.d_mlp, f"{neurons.method} neuron set")
+        self.neurons, self.model, self.languages = neurons, model, neurons.languages
+        self._checked_stats: list[ActivationStats] = []
+
+    def mask(self, lang: str | Sequence[str]) -> Bool[Tensor, "layer neuron"]:
+        """``lang``'s neurons (several languages: their union)."""
+        langs = [lang] if isinstance(lang, str) else list(lang)
+        return self.neurons.mask[[self.neurons.lang_index(l) for l in langs]].any(dim=0)
+
+    def deactivate(self, lang: str | Sequence[str]) -> AbstractContextManager:
+        return zeroed(self.model, self.mask(lang))
+
+    def deactivate_mask(self, mask: Bool[Tensor, "layer neuron"]) -> AbstractContextManager:
+        """Deactivate a mask derived from this set's masks (e.g. other languages' neurons minus the target's)."""
+        return zeroed(self.model, mask)
+
+    def steer(self, lang: str, stats: ActivationStats, scale: float | int = 1.0) -> AbstractContextManager:
+        """``lapelens.steer``; the statistics are checked on first use."""
+        if not any(s is stats for s in self._checked_stats):
+            neuron_spec(self.model).check_fits(stats.n_layers, stats.d_mlp, "statistics")
+            self._checked_stats.append(stats)
+        mask = self.mask(lang)
+        values = float(scale) * stats.mean_activation()[stats.lang_index(lang)]
+        return set_to(self.model, mask, values.float())
+
+    def pin_to_median(self, lang: str) -> AbstractContextManager:
+        """``lapelens.pin_to_median``."""
+        neurons = self.neurons
+        if "median" not in neurons.values:
+            raise LapelensError(
+                f"The {neurons.method} neuron set has no 'median' values to pin to (it has {sorted(neurons.values) or 'none'}): "
+                "use AP neurons from identify(sentences, 'ap')."
+            )
+        return set_to(self.model, self.mask(lang), neurons.values["median"][neurons.lang_index(lang)])
+
+
+register_kind(Kind(KIND, NEURONS_META, LanguageNeurons, "`lapelens identify`", tensors=NEURONS_TENSORS))

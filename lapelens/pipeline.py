@@ -1,62 +1,73 @@
-"""The paper's pipeline end to end: statistics, every method, every experiment, every figure.
+"""The paper's pipeline end to end: statistics, every method, every registered experiment, every figure.
 
 ``reproduce(ReproduceConfig(out=...))`` runs, on one model and corpus (default: the embedded ones),
 
-1. ``collect`` on the train split, and per-sentence means for AP;
-2. neuron selection with every requested method (LAPE, LAP, LAVE, random, AP, PV);
-3. Table 3 / Fig. 5 (neurons per language and layer, overlaps, agreement between methods);
-4. the PPL-change matrix of every method (Fig. 2, 3, 8) and their comparison;
-5. the selection-ratio sweep (Fig. 4);
-6. SES and dominance per layer (Fig. 6, 7);
-7. steering (Tables 4, 5), Kojima's pinning, and generation under deactivation (Tables 1, 2);
+1. ``collect`` on the train split (the ``stats`` stage);
+2. neuron selection with every requested method (``lapelens.methods``; one ``neurons_NAME``
+   stage each, per-sentence means for AP in ``sentences``);
+3. every experiment of ``lapelens.evaluate`` (``EXPERIMENTS``, in their order: Table 3 and Fig. 5,
+   the PPL-change matrices of Fig. 2, 3 and 8, the sweep of Fig. 4, SES and dominance of Fig. 6
+   and 7, steering, Kojima's pinning and generation under deactivation), each a stage (or one per
+   method) of ``lapelens.stages``;
 
-and writes each result (CSV/JSON/safetensors) plus an HTML figure to ``out``. Every setting is
-checked before the first stage. Each stage is saved as soon as it is done, with a ``stage.json``
-recording what it was computed from (the settings that affect it, the model's and corpus's
-identity, and the fingerprints of the stages it reads); a re-run reuses a stage only when that
-record matches, and recomputes it otherwise (saying why), so an interrupted run resumes where it
-stopped and a run with other settings recomputes exactly what they change. ``config.json``
-(the settings, and every stage's fingerprint), ``summary.json``, ``tables/`` and ``figures/``
-describe one complete run: they are removed when a run starts and written when it ends.
+and writes each result plus its figures to ``out`` (HTML, PNG, SVG), its tables to
+``out/tables`` and its summary entries to ``summary.json``. ``ReproduceConfig`` holds the
+pipeline's own settings and every experiment's (``Setting``); all are checked before the first
+stage. ``config.json`` (the settings, and every stage's fingerprint), ``summary.json``,
+``tables/`` and ``figures/`` describe one complete run: they are removed when a run starts and
+written when it ends. ``lapelens.load(out)`` reads the run back (``lapelens.run.Run``).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import shutil
-import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, make_dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
 from lapelens._io import atomic_write_text
-from lapelens._version import __version__
-from lapelens.artifacts import PAIR_SEPARATOR, stamp
-from lapelens.constants import EMBEDDED, PAPER_LANGUAGES, RUN_CONFIG, RUN_SUMMARY, RUN_TABLES, STAGE_RECORD
-from lapelens.defaults import DEFAULT_CHECKPOINT_EVERY, SEQ_LEN
+from lapelens.activations import collect, collect_sentence_means
+from lapelens.artifacts import stamp
+from lapelens.checkpoint import current_shard, leave_process_group
+from lapelens.checks import check_device, check_languages, check_model_name, check_positive, check_rate
+from lapelens.constants import EMBEDDED, PAPER_LANGUAGES, RUN_CONFIG, RUN_SUMMARY
+from lapelens.corpus import FLORES, FLORES_CODES, WIKIPEDIA, corpus_languages, load_corpus, load_parallel
+from lapelens.defaults import DEFAULT_CHECKPOINT_EVERY, SEQ_LEN, defaults_for
 from lapelens.errors import LapelensError
+from lapelens.evaluate import EXPERIMENTS, Context, Experiment, all_settings
+from lapelens.evaluate._registry import RECORDED, flag
+from lapelens.evaluate.perplexity import evaluation_chunks
+from lapelens.figures import write_figure
 from lapelens.lock import OUTPUT
-from lapelens.methods import METHODS, with_role
+from lapelens.methods import METHODS, identify
+from lapelens.methods.pv import tune_per_language
+from lapelens.models import embedded_model_dir, load_model
+from lapelens.neurons import LanguageNeurons
+from lapelens.parameters import ParameterMask
 from lapelens.pretrained import MODEL_HELP  # noqa: F401 (named in a help text)
+from lapelens.provenance import corpus_identity, model_identity, parallel_identity
+from lapelens.stages import StageCache
+from lapelens.stats import ActivationStats, SentenceActivations
 
 #: Every registered method, in registry order (the default of ``--methods``).
 METHOD_NAMES = tuple(METHODS)
-#: File each stage folder records its inputs in.
-STAGE_JSON = STAGE_RECORD
 #: Folder the stats stage keeps ``collect``'s checkpoints in while it runs (removed once it is saved).
 STATS_CHECKPOINT = "stats.checkpoint"
 #: Written at the end of a run; removed at its start (they describe the whole run).
 RUN_FILES = (RUN_CONFIG, RUN_SUMMARY)
 RUN_FOLDERS = ("tables", "figures")
-#: ``--quick``: the budgets it lowers (an explicit flag keeps its value).
-QUICK = dict(tokens_per_language=40_000, eval_tokens_per_language=4096, ap_sentences=60, ap_k=30,
-             pv_steps=4, ses_texts=40, n_samples=12, n_prompts=4, max_new_tokens=16, unconditional_tokens=16)
+#: ``--quick``: the budgets it lowers of the pipeline's own settings (an experiment's ``Setting``
+#: says its own; an explicit flag keeps its value).
+CORE_QUICK = dict(tokens_per_language=40_000, eval_tokens_per_language=4096, ap_sentences=60, ap_k=30, pv_steps=4)
 
 
 @dataclass
-class ReproduceConfig:
-    """What to run and how big. The defaults are sized for the embedded model on 2 CPU cores."""
+class BaseConfig:
+    """What to run and how big: the pipeline's own settings (``ReproduceConfig`` adds every
+    experiment's). The defaults are sized for the embedded model on 2 CPU cores."""
 
     out: str = field(metadata=OUTPUT)
     """Folder for every result, figure and the summary."""
@@ -87,28 +98,6 @@ class ReproduceConfig:
     """Kojima's top-k and bottom-k AP neurons per language."""
     pv_steps: int = 20
     """Continued-training steps per language for PV's tuned copies."""
-    sweep_target: str | None = None
-    """Language whose top neurons the selection-ratio sweep deactivates; default: fr (the paper's) if among the
-    languages, else the second language; 'none' skips the sweep."""
-    ses_texts: int = 200
-    """Aligned texts for SES and dominance (at least 4: the standardized measure fits on half of them)."""
-    n_samples: int = 100
-    """Generations from BOS per condition (unconditional steering, Kojima)."""
-    n_prompts: int = 10
-    """Prompts per language for prompted steering and generation under deactivation."""
-    max_new_tokens: int = 24
-    """New tokens per prompted generation (prompted steering, generation under deactivation)."""
-    unconditional_tokens: int = 64
-    """New tokens per generation from BOS (unconditional steering, Kojima): the model drifts
-    between languages and langdetect needs text, so 24 tokens read fewer samples as the target
-    (measured on the previously shipped model: 3 of 7 languages >= 0.8 at 24 tokens, 5 of 7 at 64,
-    same neurons and scale)."""
-    steer_scale: float | None = None
-    """Steering sets each neuron to scale x its mean activation on the target language. Default: 8 on the
-    embedded model (no language reaches a 0.8 target share at 1, 5 of 7 do at 8; README), 1 (the paper's) on
-    any other."""
-    steer_deactivate_others: bool = True
-    """Unconditional steering also deactivates the other languages' neurons."""
     seed: int = 0
     """Seed of the random neurons, the bootstrap, PV's tuning and sampling."""
     device: str = "cpu"
@@ -118,41 +107,71 @@ class ReproduceConfig:
     batch): a run killed while counting resumes there when re-run with the same command."""
 
     @classmethod
-    def quick(cls, out: str, **overrides: Any) -> "ReproduceConfig":
+    def quick(cls, out: str, **overrides: Any) -> "BaseConfig":
         """A smaller run (notebooks, CI): small budgets, same code path, noisier numbers."""
-        return cls(out=out, **{**QUICK, **overrides})
+        return cls(out=out, **{**quick_settings(), **overrides})
 
-    def resolved(self) -> "ReproduceConfig":
-        """The same settings with every model-dependent default filled in (what ``config.json`` records)."""
-        from lapelens.defaults import defaults_for
-
+    def resolved(self) -> "BaseConfig":
+        """The same settings with every default that depends on others filled in (what ``config.json`` records)."""
         d = defaults_for(self.model)
-        target = self.sweep_target
-        if target is None:
-            target = "fr" if "fr" in self.languages else (self.languages[1] if len(self.languages) > 1 else "none")
-        return replace(self, top_rate=d.top_rate if self.top_rate is None else self.top_rate,
-                       steer_scale=d.steer_scale if self.steer_scale is None else self.steer_scale,
-                       sweep_target=target, languages=tuple(self.languages), methods=tuple(self.methods))
+        filled = {s.name: s.resolve(self) for s in all_settings().values()
+                  if s.resolve is not None and getattr(self, s.name, None) is None}
+        return replace(self, top_rate=d.top_rate if self.top_rate is None else self.top_rate, **filled,
+                       languages=tuple(self.languages), methods=tuple(self.methods))
 
 
-def flag(name: str) -> str:
-    """The CLI flag of a config field (error messages name what the user typed)."""
-    return "--" + name.replace("_", "-")
+_CONFIGS: dict[tuple, type] = {}  # settings (kept alive by the key) -> their class
+_CONFIG_DOC = """What to run and how big: the pipeline's own settings and every registered experiment's.
+The defaults are sized for the embedded model on 2 CPU cores."""
+
+
+def reproduce_config() -> type:
+    """``ReproduceConfig``: ``BaseConfig`` plus one field per registered experiment setting.
+
+    Made again when the registry changes (``lapelens.ReproduceConfig`` is always the current one):
+    an experiment registered later, as a test's toy experiment, gets its flags too.
+    """
+    settings = all_settings()
+    key = tuple(settings.values())  # Setting compares by identity (eq=False): a setting replaced is a new key
+    if key not in _CONFIGS:
+        core = {f.name for f in fields(BaseConfig)}
+        taken = [name for name in settings if name in core]
+        if taken:
+            raise LapelensError(f"Experiment setting(s) {taken} are names of reproduce's own settings: rename them.")
+        extra = [(s.name, s.value_type | None if s.default is None else s.value_type,
+                  field(default=s.default, metadata={"help": s.help})) for s in settings.values()]
+        cls = make_dataclass("ReproduceConfig", extra, bases=(BaseConfig,))
+        cls.__module__, cls.__doc__ = __name__, _CONFIG_DOC
+        _CONFIGS[key] = cls
+    return _CONFIGS[key]
+
+
+def quick_settings() -> dict[str, Any]:
+    """``--quick``'s values: the pipeline's budgets, then each experiment setting's ``quick``."""
+    return {**CORE_QUICK, **{s.name: s.quick for s in all_settings().values() if s.has_quick}}
+
+
+def __getattr__(name: str) -> Any:
+    # ReproduceConfig and QUICK follow the experiment registry (see reproduce_config).
+    if name == "ReproduceConfig":
+        return reproduce_config()
+    if name == "QUICK":
+        return quick_settings()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _pv_base_dir(model: str) -> Path | None:
     """The local HF folder PV fine-tunes copies of, or None when the model is not one."""
-    from lapelens.models import embedded_model_dir
-
     base = embedded_model_dir() if model == EMBEDDED else Path(model).expanduser()
     return base if (base / "config.json").is_file() else None  # an HF model folder's config
 
 
-def validate(cfg: ReproduceConfig) -> ReproduceConfig:
-    """Check every setting (cheaply, before any model is loaded); returns ``cfg.resolved()``."""
-    from lapelens.checks import check_device, check_languages, check_model_name, check_positive, check_rate
-    from lapelens.corpus import FLORES, FLORES_CODES, WIKIPEDIA, corpus_languages, load_corpus, load_parallel
-
+def validate(cfg: BaseConfig) -> BaseConfig:
+    """Check every setting (cheaply, before any model is loaded); returns ``cfg.resolved()`` (a
+    config of an older ``ReproduceConfig`` class gets the settings of experiments registered since)."""
+    current = reproduce_config()
+    if type(cfg) is not current:
+        cfg = current(**{f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name in current.__dataclass_fields__})
     cfg = cfg.resolved()
     unknown = [m for m in cfg.methods if m not in METHODS]
     if unknown:
@@ -170,15 +189,11 @@ def validate(cfg: ReproduceConfig) -> ReproduceConfig:
         if value < cfg.seq_len:
             raise LapelensError(f"{flag(name)} {value} is less than one chunk of --seq-len {cfg.seq_len}: "
                                 f"give at least {cfg.seq_len} (or a smaller --seq-len).")
-    for name in ("ap_sentences", "ap_k", "pv_steps", "n_samples", "n_prompts", "max_new_tokens", "unconditional_tokens"):
+    for name in ("ap_sentences", "ap_k", "pv_steps"):
         check_positive(getattr(cfg, name), flag(name))
-    # The standardized measure fits each language's mean on half of the texts: two per half at least.
-    check_positive(cfg.ses_texts, "--ses-texts", minimum=4)
-    if not math.isfinite(cfg.steer_scale):
-        raise LapelensError(f"--steer-scale must be a finite number, got {cfg.steer_scale}.")
-    if cfg.sweep_target != "none" and cfg.sweep_target not in cfg.languages:
-        raise LapelensError(f"--sweep-target {cfg.sweep_target} is not among --languages {','.join(cfg.languages)}: "
-                            "pick one of them, or 'none' to skip the sweep.")
+    for setting in all_settings().values():
+        if setting.check is not None:
+            setting.check(getattr(cfg, setting.name), flag(setting.name), cfg)
     check_device(cfg.device)
     check_model_name(cfg.model)
     tuning = [m for m in cfg.methods if METHODS[m].source == "models"]
@@ -210,85 +225,6 @@ def validate(cfg: ReproduceConfig) -> ReproduceConfig:
     return cfg
 
 
-def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """What changed between two stage records, in words."""
-    out = []
-    for key in sorted(set(old) | set(new), key=lambda k: (list(new) + list(old)).index(k)):
-        a, b = old.get(key), new.get(key)
-        if a == b:
-            continue
-        if prefix == "depends":
-            out.append(f"its input {key} changed" if a is not None and b is not None else f"its inputs changed ({key})")
-        elif isinstance(a, dict) and isinstance(b, dict) and key == "settings":
-            out += _differences(a, b, key)
-        elif isinstance(a, dict) and isinstance(b, dict) and key == "depends":
-            out += _differences(a, b, key)
-        elif key in ("model", "corpus", "parallel", "eval_corpus"):
-            out.append(f"the {key.replace('_', ' ')} changed")
-        else:
-            out.append(f"{key} {a!r} -> {b!r}")
-    return out
-
-
-class _Stages:
-    """Runs named stages once: a stage whose output exists and was computed from the same inputs is
-    loaded; otherwise it is computed (again), and the log says why."""
-
-    def __init__(self, out: Path, log: Callable[[str], None] = print, seed: int = 0, lead: bool = True):
-        # ``lead``: this process writes (rank 0 under torchrun); the others compute and keep nothing.
-        self.out, self.log, self.seed, self.lead = out, log if lead else (lambda _: None), seed, lead
-        self.timings: dict[str, float] = {}
-        self.fingerprints: dict[str, str] = {}
-        self.recomputed: dict[str, str] = {}
-        self.reused: list[str] = []
-
-    def __call__(self, name: str, inputs: dict, compute: Callable[[], Any], load: Callable[[Path], Any],
-                 save: Callable[[Any, Path], Any]) -> Any:
-        import torch
-
-        from lapelens.provenance import digest
-
-        path = self.out / name
-        fingerprint = digest(inputs)
-        self.fingerprints[name] = fingerprint
-        reason = "not computed yet"
-        if path.exists():
-            try:
-                record = json.loads((path / STAGE_JSON).read_text())
-                old = record["inputs"] if record["fingerprint"] != fingerprint else None
-            except (OSError, ValueError, KeyError, TypeError):
-                old, reason = {}, "no record of the settings it was computed from"
-            if old is None:
-                try:
-                    result = load(path)
-                except LapelensError as exc:
-                    reason = f"unreadable ({exc})"
-                else:
-                    self.log(f"[reproduce] {name}: reusing {path} (computed with the same settings)")
-                    self.reused.append(name)
-                    return result
-            elif old:
-                reason = "; ".join(_differences(old, inputs)) or "its record differs"
-        self.log(f"[reproduce] {name}: computing ({reason}) ...")
-        self.recomputed[name] = reason
-        start = time.time()
-        torch.manual_seed(self.seed)  # each stage as in a fresh run, whatever ran before it
-        result = compute()
-        if not self.lead:
-            return result
-        tmp = path.with_name(path.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        save(result, tmp)
-        record = {"stage": name, "fingerprint": fingerprint, "lapelens_version": __version__, "inputs": inputs}
-        atomic_write_text(tmp / STAGE_JSON, json.dumps(record, indent=2, ensure_ascii=False, default=str))
-        if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
-        self.timings[name] = round(time.time() - start, 1)
-        self.log(f"[reproduce] {name}: {self.timings[name]} s")
-        return result
-
-
 def _collect_resumably(out: Path, fingerprint: str, collect: Callable[[Path], Any], lead: bool = True) -> Any:
     """The stats stage with ``collect``'s checkpoints in ``out/stats.checkpoint/FINGERPRINT``:
     an interrupted collection resumes; one made with other settings is discarded, not refused
@@ -301,7 +237,7 @@ def _collect_resumably(out: Path, fingerprint: str, collect: Callable[[Path], An
     return collect(folder / fingerprint)
 
 
-def _method_stages(cfg: ReproduceConfig, stage: Callable[..., Any], inputs: Callable[..., dict], stats: Any, model: Any,
+def _method_stages(cfg: BaseConfig, stage: Callable[..., Any], inputs: Callable[..., dict], stats: Any, model: Any,
                    out: Path, train_id: dict, langs: list[str]) -> dict[str, Any]:
     """The selection of every method in ``cfg.methods`` (in that order), each a stage ``neurons_NAME``.
 
@@ -310,13 +246,6 @@ def _method_stages(cfg: ReproduceConfig, stage: Callable[..., Any], inputs: Call
     means, a stage of its own, made once) or ``models`` (copies tuned per language inside the
     stage); a method with a reference depends on the reference's stage instead of its input's.
     """
-    from lapelens.activations import collect_sentence_means
-    from lapelens.corpus import load_corpus
-    from lapelens.methods import identify
-    from lapelens.methods.pv import ParameterMask, tune_per_language
-    from lapelens.neurons import LanguageNeurons
-    from lapelens.stats import SentenceActivations
-
     wanted = set(cfg.methods)
     for name in reversed(list(METHODS)):  # a referenced method runs whenever a method that needs it does
         if name in wanted and METHODS[name].reference:
@@ -362,35 +291,16 @@ def _method_stages(cfg: ReproduceConfig, stage: Callable[..., Any], inputs: Call
 
 def _write_figure(fig: Any, path: Path) -> None:
     """``path`` as HTML (offline: plotly.min.js beside it), PNG and SVG (needs Chromium)."""
-    from lapelens.figures import write_figure
-
     write_figure(fig, path)
 
 
-def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
+def reproduce(cfg: BaseConfig, log: Callable[[str], None] = print) -> dict:
     """Run the pipeline; returns the headline numbers (also written to ``summary.json``).
 
     Under ``torchrun`` every rank counts its share of the statistics, then all ranks leave the
     default process group (it is destroyed) and rank 0 alone runs the later stages; the other
     ranks return ``{}``.
     """
-    import torch
-
-    from lapelens.activations import collect
-    from lapelens.checkpoint import current_shard, leave_process_group
-    from lapelens.corpus import load_corpus, load_parallel
-    from lapelens.evaluate.generation import (GenerationResult, Sampling, generation_under_deactivation,
-                                              kojima_pinning, prompted_steering, unconditional_steering)
-    from lapelens.evaluate.perplexity import PerturbationResult, compare, compare_figure, evaluation_chunks, perturbation_matrix
-    from lapelens.evaluate.sweep import SweepResult, selection_ratio_sweep
-    from lapelens.models import load_model
-    from lapelens.neurons import LanguageNeurons
-    from lapelens.evaluate.embeddings import sentence_embeddings
-    from lapelens.evaluate.measures import DEFAULT_N_BOOT
-    from lapelens.evaluate.similarity import DominanceResult, SimilarityResult
-    from lapelens.provenance import corpus_identity, model_identity, parallel_identity
-    from lapelens.stats import ActivationStats
-
     cfg = validate(cfg)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
@@ -401,32 +311,23 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
             (out / name).unlink(missing_ok=True)
         for name in RUN_FOLDERS:
             shutil.rmtree(out / name, ignore_errors=True)
-    stage = _Stages(out, log, cfg.seed, lead)
     langs = list(cfg.languages)
     model = load_model(cfg.model, device=cfg.device)
     n_ctx = getattr(model.cfg, "n_ctx", None)
     if n_ctx and cfg.seq_len > n_ctx:
         raise LapelensError(f"--seq-len {cfg.seq_len} is longer than the model's context of {n_ctx} tokens: "
                             f"give --seq-len {n_ctx} or less.")
-    figs = out / "figures"
-    summary: dict[str, Any] = {"model": cfg.model, "languages": langs}
     # What every stage is computed from, besides the stages it reads.
-    model_id = model_identity(cfg.model)
+    stage = StageCache(out, log, cfg.seed, lead, identity={"model": model_identity(cfg.model), "languages": langs})
     train_id = corpus_identity(cfg.corpus, "train", langs)
-    eval_id = {**corpus_identity(cfg.corpus, "valid", langs), "tokens_per_language": cfg.eval_tokens_per_language,
-               "seq_len": cfg.seq_len}
     parallel_split = "valid" if cfg.parallel == EMBEDDED else "all"
-    parallel_id = parallel_identity(cfg.parallel, parallel_split)
-    fp = stage.fingerprints
-
-    def inputs(depends: tuple[str, ...] = (), **settings: Any) -> dict:
-        record: dict[str, Any] = {"model": model_id, "languages": langs, "settings": settings}
-        record["depends"] = {d: fp.get(d) for d in depends}
-        return record
+    texts = {"eval_corpus": {**corpus_identity(cfg.corpus, "valid", langs), "tokens_per_language": cfg.eval_tokens_per_language,
+                             "seq_len": cfg.seq_len},
+             "parallel": parallel_identity(cfg.parallel, parallel_split)}
 
     # 1. statistics -------------------------------------------------------------------------
-    stats_inputs = {**inputs(tokens_per_language=cfg.tokens_per_language, seq_len=cfg.seq_len), "corpus": train_id}
-    stats = stage("stats", stats_inputs, lambda: _collect_resumably(out, fp["stats"], lambda checkpoint: collect(
+    stats_inputs = {**stage.inputs(tokens_per_language=cfg.tokens_per_language, seq_len=cfg.seq_len), "corpus": train_id}
+    stats = stage("stats", stats_inputs, lambda: _collect_resumably(out, stage.fingerprints["stats"], lambda checkpoint: collect(
                       model, load_corpus(cfg.corpus, split="train", languages=langs), tokens_per_language=cfg.tokens_per_language,
                       seq_len=cfg.seq_len, corpus=cfg.corpus, checkpoint=checkpoint,
                       checkpoint_every=cfg.checkpoint_every), lead),
@@ -439,109 +340,27 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
     shutil.rmtree(out / STATS_CHECKPOINT, ignore_errors=True)
 
     # 2. methods: one stage per registered method in --methods (and the methods they reference) ---
-    neurons = _method_stages(cfg, stage, inputs, stats, model, out, train_id, langs)
+    selections = _method_stages(cfg, stage, stage.inputs, stats, model, out, train_id, langs)
 
-    # 3. tables: Table 3, Fig. 5, overlaps, agreement between methods ---------------------------
-    # The experiments ask the registry which method plays which role (LAPE is the primary one).
-    primary, baseline, pinned = (with_role(r, neurons) for r in ("primary", "baseline", "pinned"))
-    chosen = neurons[primary] if primary else None
+    # 3. experiments: each a stage (or one per method), its tables, summary entries and figures ------
+    ctx = Context(cfg, model, stats, selections,
+                  chunks=lambda: evaluation_chunks(model, cfg.corpus, langs, cfg.eval_tokens_per_language, cfg.seq_len),
+                  parallel=lambda: load_parallel(cfg.parallel, split=parallel_split, languages=langs))
     (out / "tables").mkdir(exist_ok=True)
-    if chosen is not None:
-        table_path = lambda key: out / "tables" / RUN_TABLES[key].format(method=primary)  # noqa: E731
-        chosen.per_language().to_csv(table_path("per_language"))
-        chosen.per_layer().to_csv(table_path("per_layer"))
-        chosen.jaccard().to_csv(table_path("jaccard"))
-        agreement = {m: chosen.compare(n)["jaccard"] for m, n in neurons.items()
-                     if m != primary and isinstance(n, LanguageNeurons)}
-        if agreement:
-            import pandas as pd
-
-            table = pd.DataFrame(agreement)
-            table.to_csv(table_path("jaccard_vs_methods"))
-            summary[f"jaccard_{primary}_vs"] = table.mean().round(4).to_dict()
-        summary[f"{primary}_per_language"] = chosen.per_language()["neurons"].to_dict()
-        summary[f"{primary}_per_layer"] = chosen.per_layer().sum(axis=1).to_dict()
-        _write_figure(chosen.figure(), figs / "fig5_layers.html")
-
-    # 4. perturbation matrices ----------------------------------------------------------------
-    chunks = evaluation_chunks(model, cfg.corpus, langs, cfg.eval_tokens_per_language, cfg.seq_len)
-    matrices = {}
-    for m, sel in neurons.items():
-        matrices[m] = stage(f"perturb_{m}", {**inputs((f"neurons_{m}",), seed=cfg.seed), "eval_corpus": eval_id},
-                            lambda sel=sel: perturbation_matrix(model, sel, chunks, seed=cfg.seed),
-                            PerturbationResult.load, lambda r, p: r.save(p))
-        _write_figure(matrices[m].figure(), figs / f"fig2_perturb_{m}.html")
-    if matrices:
-        table = compare(matrices, reference=baseline)
-        table.to_csv(out / "tables" / RUN_TABLES["perturbation_summary"])
-        summary["perturbation"] = json.loads(table.to_json(orient="index"))
-        _write_figure(compare_figure(matrices), figs / "fig3_perturb_methods.html")
-
-    # 5. sweep --------------------------------------------------------------------------------
-    if cfg.sweep_target != "none":
-        sweep = stage("sweep", {**inputs(("stats",), target=cfg.sweep_target, seed=cfg.seed), "eval_corpus": eval_id},
-                      lambda: selection_ratio_sweep(model, stats, cfg.sweep_target, chunks, seed=cfg.seed),
-                      SweepResult.load, lambda r, p: r.save(p))
-        _write_figure(sweep.figure(), figs / "fig4_sweep.html")
-
-    # 6. SES and dominance ----------------------------------------------------------------------
-    par = load_parallel(cfg.parallel, split=parallel_split, languages=langs)
-    emb = None
-
-    def embeddings() -> Any:
-        nonlocal emb
-        if emb is None:
-            emb = sentence_embeddings(model, par.head(cfg.ses_texts), langs)
-        return emb
-
-    text_inputs = {"parallel": parallel_id}
-    # Standardized cosines fit held out, with bootstrap intervals (lapelens.evaluate.measures).
-    measure = dict(measure="standardized", vectors="heldout", n_boot=DEFAULT_N_BOOT, seed=cfg.seed)
-    ses = stage("ses", {**inputs((METHODS[primary].stage,) if chosen is not None else (), ses_texts=cfg.ses_texts,
-                                 **measure), **text_inputs},
-                lambda: embeddings().similarity(chosen, **measure), SimilarityResult.load, lambda r, p: r.save(p))
-    dom = stage("dominance", {**inputs(ses_texts=cfg.ses_texts, **measure), **text_inputs},
-                lambda: embeddings().dominance(**measure), DominanceResult.load, lambda r, p: r.save(p))
-    _write_figure(ses.figure(), figs / "fig6_ses.html")
-    _write_figure(dom.figure(), figs / "fig7_dominance.html")
-
-    # 7. generation -----------------------------------------------------------------------------
-    sampling = Sampling(max_new_tokens=cfg.unconditional_tokens, seed=cfg.seed)
-    greedy = Sampling.greedy(max_new_tokens=cfg.max_new_tokens)
-    gens: dict[str, Any] = {}
-    if chosen is not None:
-        primary_stage = METHODS[primary].stage
-        gens["steer_unconditional"] = stage(
-            "steer_unconditional",
-            inputs((primary_stage, "stats"), n_samples=cfg.n_samples, scale=cfg.steer_scale, sampling=asdict(sampling),
-                   deactivate_others=cfg.steer_deactivate_others),
-            lambda: unconditional_steering(model, chosen, stats, langs, cfg.n_samples, cfg.steer_scale, sampling,
-                                           deactivate_others=cfg.steer_deactivate_others),
-            GenerationResult.load, lambda r, p: r.save(p))
-        gens["steer_prompted"] = stage(
-            "steer_prompted",
-            {**inputs((primary_stage, "stats"), n_prompts=cfg.n_prompts, scale=cfg.steer_scale, sampling=asdict(greedy)),
-             **text_inputs},
-            lambda: prompted_steering(model, chosen, stats, par, n_prompts=cfg.n_prompts, scale=cfg.steer_scale, sampling=greedy),
-            GenerationResult.load, lambda r, p: r.save(p))
-        prompts = {l: par[l].head(cfg.n_prompts).tolist() for l in langs}
-        gens["deactivated_generation"] = stage(
-            "deactivated_generation",
-            {**inputs((primary_stage, METHODS[baseline].stage) if baseline else (primary_stage,),
-                      n_prompts=cfg.n_prompts, sampling=asdict(greedy)), **text_inputs},
-            lambda: generation_under_deactivation(model, chosen, prompts, neurons.get(baseline), sampling=greedy),
-            GenerationResult.load, lambda r, p: r.save(p))
-    else:
-        log(f"[reproduce] steering and generation under deactivation use the primary method's neurons: skipped "
-            f"({with_role('primary', METHODS)} is not in --methods)")
-    if pinned:
-        gens["kojima"] = stage("kojima", inputs((METHODS[pinned].stage,), n_samples=cfg.n_samples, sampling=asdict(sampling)),
-                               lambda: kojima_pinning(model, neurons[pinned], langs, cfg.n_samples, sampling),
-                               GenerationResult.load, lambda r, p: r.save(p))
-    for name, g in gens.items():
-        g.summary.to_csv(out / "tables" / f"{name}.csv")
-        _write_figure(g.figure(), figs / f"{name}.html")
-        summary[name] = json.loads(_pair_keyed(g.summary).to_json(orient="index"))
+    summary: dict[str, Any] = {"model": cfg.model, "languages": langs}
+    for exp in EXPERIMENTS.values():
+        why = exp.missing(list(selections))
+        if why is None and exp.runs_if is not None and not exp.runs_if(cfg):
+            why = "its settings turn it off"
+        if why is not None:
+            log(f"[reproduce] {exp.name}: skipped ({why})")
+            continue
+        result = _run(exp, ctx, stage, texts)
+        for name, table in (exp.tables(result) if exp.tables else {}).items():
+            table.to_csv(out / "tables" / name)
+        summary.update(exp.summary(result) if exp.summary else {})
+        for name, fig in exp.draw(result).items():
+            _write_figure(fig, out / "figures" / f"{name}.html")
 
     summary["timings_seconds"] = stage.timings
     summary["recomputed"] = stage.recomputed
@@ -555,10 +374,33 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
     return summary
 
 
-def _pair_keyed(frame: Any) -> Any:
-    """``frame`` with a tuple row index (source, target) relabelled ``"en->zh"``, for JSON keys."""
-    if frame.index.nlevels == 1:
-        return frame
-    out = frame.copy()
-    out.index = [PAIR_SEPARATOR.join(map(str, i)) for i in frame.index]
-    return out
+def _run(exp: Experiment, ctx: Context, stage: StageCache, texts: dict[str, dict]) -> Any:
+    """The experiment's result: computed (or reused) as its stage, one per method for a per-method one."""
+    if not exp.cached:
+        return exp.compute(ctx)
+    reads = [r.rstrip("?") for r in exp.reads]
+    depends = [d for r in reads for d in _stages_read(r, ctx)]
+    recorded = {RECORDED[r]: texts[RECORDED[r]] for r in reads if r in RECORDED}
+    settings = exp.settings_record(ctx.cfg)
+
+    def run(method: str | None = None) -> Any:
+        own = (METHODS[method].stage,) if method is not None else ()
+        inputs = {**stage.inputs((*own, *depends), **settings), **recorded}
+        compute = (lambda: exp.compute(ctx, method)) if method is not None else (lambda: exp.compute(ctx))
+        return stage(exp.stage(method), inputs, compute, exp.result.load, lambda r, p: r.save(p))
+
+    if exp.per_method:
+        return {m: run(m) for m in ctx.selections}
+    return run()
+
+
+def _stages_read(read: str, ctx: Context) -> tuple[str, ...]:
+    """The stages whose fingerprints a stage that reads ``read`` records."""
+    if read == "stats":
+        return ("stats",)
+    if read == "selections":
+        return tuple(METHODS[m].stage for m in ctx.selections)
+    if read in ("primary", "baseline", "pinned"):
+        method = ctx.role(read)
+        return (METHODS[method].stage,) if method is not None else ()
+    return ()

@@ -13,7 +13,9 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import lapelens.corpus as c
 from lapelens.constants import EMBEDDED
+from lapelens.models import embedded_model_dir
 
 _HASHED_BYTES = 64 * 2**20
 
@@ -37,8 +39,6 @@ def files_identity(files: Iterable[Path]) -> str:
 
 def model_identity(name: str) -> dict:
     """``{"model": name, "files": hash}``; for a hub name only the name (the hub versions it)."""
-    from lapelens.models import embedded_model_dir
-
     folder = embedded_model_dir() if name == EMBEDDED else Path(name).expanduser()
     if not folder.is_dir():
         return {"model": name}
@@ -48,8 +48,6 @@ def model_identity(name: str) -> dict:
 
 def corpus_identity(name: str, split: str, languages: Sequence[str]) -> dict:
     """Identity of the text ``load_corpus(name, split, languages)`` reads."""
-    from lapelens import corpus as c
-
     out: dict[str, Any] = {"corpus": name, "split": split}
     if name == EMBEDDED:
         out["files"] = files_identity([c.CORPUS_DIR / "mono" / f"{lang}.{split}.jsonl.xz" for lang in languages])
@@ -63,8 +61,6 @@ def corpus_identity(name: str, split: str, languages: Sequence[str]) -> dict:
 
 def parallel_identity(name: str, split: str) -> dict:
     """Identity of a parallel corpus (the embedded one is built from both mono splits)."""
-    from lapelens import corpus as c
-
     if name == EMBEDDED:
         return {"parallel": name, "split": split, "files": files_identity((c.CORPUS_DIR / "mono").glob("*.jsonl.xz"))}
     return {"parallel": name, "split": split}

@@ -11,14 +11,14 @@ from jaxtyping import Float, Float64, Int64, Shaped
 from torch import Tensor
 
 from lapelens._io import atomic_file
-from lapelens.artifacts import load_folder, save_folder
+from lapelens.artifacts import Kind, load_folder, register_kind, save_folder
 from lapelens.constants import OFFICIAL_ACTIVATION, SENTENCES_META, SENTENCES_TENSORS, STATS_META, STATS_TENSORS
 from lapelens.errors import LapelensError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-#: Artifact kinds (``lapelens.artifacts.KINDS``).
+#: Artifact kinds (registered below, with their classes).
 KIND = "activation_stats"
 SENTENCES_KIND = "sentence_activations"
 _TENSORS = ("count", "act_sum", "act_sq_sum")
@@ -33,6 +33,23 @@ def languages_last(x: Shaped[Tensor, "lang *unit"]) -> Shaped[Tensor, "*unit lan
     bit (LAPE's entropy) runs on this layout.
     """
     return x.movedim(0, -1).contiguous()
+
+
+def entropy(scores: Float[Tensor, "lang *unit"]) -> Float[Tensor, "*unit"]:
+    """``H = -sum_k q_k log q_k`` of ``q = scores / scores.sum(lang)``, with 0/0 -> 0 and 0 log 0 = 0:
+    LAPE's score of a unit (``methods.lape``), and the ``entropy`` column of :meth:`ActivationStats.neuron_table`.
+
+    Computed on the official layout (``languages_last``), so that it rounds as ``identify.py``.
+    """
+    return entropy_languages_last(languages_last(scores))
+
+
+def entropy_languages_last(scores: Float[Tensor, "*unit lang"]) -> Float[Tensor, "*unit"]:
+    """:func:`entropy` on scores already in the official layout, languages last and contiguous."""
+    normed = scores / scores.sum(dim=-1, keepdim=True)
+    normed[torch.isnan(normed)] = 0
+    log_q = torch.where(normed > 0, normed.log(), 0)
+    return -torch.sum(normed * log_q, dim=-1)
 
 
 @dataclass
@@ -52,8 +69,8 @@ class ActivationStats:
     #: model, seq_len, corpus and whatever else produced the numbers (saved as JSON).
     meta: dict = field(default_factory=dict)
     #: False for statistics read from official ``activation.*`` files, which hold firing counts only
-    #: (``act_sum`` and ``act_sq_sum`` are then zeros). After ``meta``: a caller passing ``meta``
-    #: positionally (as before this was a field) keeps meaning ``meta``.
+    #: (``act_sum`` and ``act_sq_sum`` are then zeros). After ``meta``, so that ``meta`` passed
+    #: positionally stays ``meta``.
     has_activation_sums: bool = True
 
     def __post_init__(self) -> None:
@@ -159,15 +176,13 @@ class ActivationStats:
         """
         import pandas as pd
 
-        from lapelens.methods.lape import entropy  # LAPE's, here on the float64 probabilities
-
         p = self.firing_probability()
         columns = {f"p_{l}": p[k].flatten().numpy() for k, l in enumerate(self.languages)}
         if self.has_activation_sums:
             mean = self.mean_activation()
             columns.update({f"mean_{l}": mean[k].flatten().numpy() for k, l in enumerate(self.languages)})
         index = pd.MultiIndex.from_product([range(self.n_layers), range(self.d_mlp)], names=["layer", "neuron"])
-        columns["entropy"] = entropy(p).flatten().numpy()
+        columns["entropy"] = entropy(p).flatten().numpy()  # LAPE's, here on the float64 probabilities
         return pd.DataFrame(columns, index=index)
 
     # ---- persistence -------------------------------------------------------------------------
@@ -272,3 +287,8 @@ class SentenceActivations:
             return cls(tuple(meta.pop("languages")), t["labels"], t["means"], meta)
         except (KeyError, TypeError) as exc:
             raise LapelensError(f"{path} is not a readable lapelens sentence-activation folder ({exc}).") from None
+
+
+register_kind(Kind(KIND, STATS_META, ActivationStats, "`lapelens collect`", schema=2, tensors=STATS_TENSORS))
+register_kind(Kind(SENTENCES_KIND, SENTENCES_META, SentenceActivations,
+                   "`lapelens identify --method ap` (or `lapelens.collect_sentence_means`)", tensors=SENTENCES_TENSORS))

@@ -10,17 +10,19 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from test_figures import fake_run
 
 import lapelens
+import lapelens.loader  # noqa: F401  (every kind registered, as lapelens.load sees them)
 from lapelens.artifacts import KINDS, kinds_in
 from lapelens.cli import main
 from lapelens.errors import LapelensError
 from lapelens.evaluate.embeddings import SentenceEmbeddings
 from lapelens.evaluate.perplexity import PerturbationResult
-from lapelens.methods.pv import ParameterMask
 from lapelens.neurons import LanguageNeurons
+from lapelens.parameters import ParameterMask
+from lapelens.run import Run, pair_key
 from lapelens.stats import ActivationStats, SentenceActivations
+from tiny import fake_run, save_run
 
 LANGS = ("en", "zh", "fr")
 
@@ -48,14 +50,14 @@ def make_results() -> dict[str, object]:
                                             {"median": torch.rand(mask.shape, generator=g)}),
         "parameter_mask": ParameterMask(LANGS, {"model.layers.0.mlp.up_proj.weight": torch.rand(3, 4, 5, generator=g) < 0.2},
                                         "pv", {"model": "toy"}),
-        "perturbation": run.perturbations["lape"],
-        "sweep": run.sweep,
-        "similarity": run.ses,
-        "dominance": run.dominance,
+        "perturbation": run["perturb"]["lape"],
+        "sweep": run["sweep"],
+        "similarity": run["ses"],
+        "dominance": run["dominance"],
         "sentence_embeddings": SentenceEmbeddings(LANGS, torch.rand(3, 4, 2, 5, generator=g), {"model": "toy"},
                                                   torch.rand(3, 4, 2, 5, generator=g), torch.tensor([[1, 2, 3, 4]] * 3),
                                                   torch.rand(3, 2, generator=g), torch.rand(3, 2, generator=g)),
-        "generation": run.generations["steer_prompted"],
+        "generation": run["steer_prompted"],
     }
 
 
@@ -148,13 +150,13 @@ def test_official_files_load(saved, tmp_path):
 
 
 def test_run_folder_loads(tmp_path):
-    from test_figures import save_run
-
     run = save_run(fake_run(), tmp_path / "run")
     (run / "summary.json").write_text("{}")
     back = lapelens.load(run)
-    assert set(back.perturbations) == {"lape", "random"}
-    assert back.perturbations["lape"].ppl.equals(lapelens.load(run / "perturb_lape").ppl)
+    assert isinstance(back, Run) and set(back["perturb"]) == {"lape", "random"}
+    assert back["perturb"]["lape"].ppl.equals(lapelens.load(run / "perturb_lape").ppl)
+    assert back.summary == {} and back.methods == ["lape", "random", "ap"]
+    assert torch.equal(back["layers"].neurons.mask, lapelens.load(run / "neurons_lape").mask)
 
 
 def test_newer_schema_is_refused(saved, tmp_path):
@@ -235,8 +237,6 @@ def test_unknown_and_ambiguous_paths(saved, tmp_path):
 
 def test_summary_pair_keys_in_both_forms(tmp_path):
     """Runs written before "en->zh" keys (the committed figures/*/summary.json) read the same."""
-    from lapelens.artifacts import pair_key, read_summary
-
     assert pair_key("('en', 'zh')") == pair_key("en->zh") == "en->zh"
     assert pair_key("en") == "en" and pair_key("(not a tuple") == "(not a tuple"
     old = {"model": "m", "steer_prompted": {"('en', 'zh')": {"steered": 0.5}}, "lape_per_language": {"en": 3}}
@@ -244,7 +244,7 @@ def test_summary_pair_keys_in_both_forms(tmp_path):
     for i, summary in enumerate((old, new)):
         (tmp_path / str(i)).mkdir()
         (tmp_path / str(i) / "summary.json").write_text(json.dumps(summary))
-    assert read_summary(tmp_path / "0") == read_summary(tmp_path / "1") == new
+    assert Run(tmp_path / "0").summary == Run(tmp_path / "1").summary == new
     shipped = Path(__file__).parent.parent / "figures" / "smollm2-135m"
     if (shipped / "summary.json").is_file():
-        assert "en->zh" in read_summary(shipped)["steer_prompted"]
+        assert "en->zh" in Run(shipped).summary["steer_prompted"]

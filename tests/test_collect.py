@@ -7,9 +7,8 @@ import torch
 
 from lapelens import LapelensError, load_model, neuron_spec
 from lapelens.cli import main
-from lapelens.activations import (
-    NeuronAccumulator, collect, collect_chunks, collect_sentence_means, iter_chunks, pack_chunks, separator_id,
-)
+from lapelens.activations import NeuronAccumulator, collect, collect_chunks, collect_sentence_means
+from lapelens.tokens import iter_chunks, pack_chunks, separator_id
 from tiny import ARCHS, TEXTS, tiny_tokenizer
 
 SEQ = 16

@@ -29,7 +29,6 @@ from lapelens.embedded.corpus.extract import (
     book_paragraphs,
     clean_text,
     clean_ui_text,
-    extract_book_page,
     extract_page,
     read_mo,
 )
@@ -380,7 +379,7 @@ def test_extract_page(tmp_path):
     assert unicodedata.is_normalized("NFC", extract_page(page)[-1][1])
 
 
-def test_extract_book_page(tmp_path):
+def test_book_paragraphs(tmp_path):
     page = tmp_path / "b.html"
     body = (
         '<div class="para">Run <code class="command">apt</code>\n\t &amp; wait.</div>'
@@ -389,11 +388,12 @@ def test_extract_book_page(tmp_path):
         '<p>a DocBook p</p><img src="x.png"><br>'
     )
     page.write_text(f"<html><body>{body}</body></html>")
-    assert extract_book_page(page, "handbook") == [
-        ("p0", "Run apt & wait."), ("p1", "Outer tail"), ("p2", "inner"), ("p3", "Listing:"),
-    ]
-    assert extract_book_page(page, "reference") == [("p0", "a DocBook p")]
-    assert extract_book_page(page, "install") == [("p0", "a DocBook p")]
+    def paragraphs(book: str) -> list[tuple[str, str]]:
+        return [(pid, text) for pid, text, _ in book_paragraphs(page, book)]
+
+    assert paragraphs("handbook") == [("p0", "Run apt & wait."), ("p1", "Outer tail"), ("p2", "inner"), ("p3", "Listing:")]
+    assert paragraphs("reference") == [("p0", "a DocBook p")]
+    assert paragraphs("install") == [("p0", "a DocBook p")]
 
 
 def test_book_skeleton_hides_link_text(tmp_path):

@@ -65,6 +65,7 @@ def _crashing(docs, after):
 def _rank_main(rank, world, init, folder, out):
     """One rank: uninterrupted run; a run that crashes part-way with checkpoints; its resumption."""
     import lapelens.activations as acts
+    import lapelens.tokens
 
     torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
@@ -72,7 +73,7 @@ def _rank_main(rank, world, init, folder, out):
         kw = dict(tokens_per_language=TOKENS, seq_len=SEQ, batch_size=BATCH, progress=False)
         whole = collect(model, TEXTS_ALL, **kw)
         ck = Path(out) / "ck"
-        acts._TOKENIZE_GROUP = 1  # so that the crash comes after document 3 of "fr", part-way through it
+        lapelens.tokens._TOKENIZE_GROUP = 1  # so that the crash comes after document 3 of "fr", part-way through it
         crash = {l: _crashing(d, 3) if l == "fr" else d for l, d in TEXTS_ALL.items()}
         try:
             collect(model, crash, checkpoint=ck, checkpoint_every=0, **kw)
@@ -81,10 +82,10 @@ def _rank_main(rank, world, init, folder, out):
         info = json.loads(__import__("safetensors").safe_open(
             str(ck / f"rank{rank}-of-{world}.safetensors"), "pt").metadata()["lapelens_checkpoint"])
         forwards = []
-        real = acts._run_to_last_mlp
-        acts._run_to_last_mlp = lambda *a, **k: (forwards.append(1), real(*a, **k))
+        real = acts.run_until
+        acts.run_until = lambda *a, **k: (forwards.append(1), real(*a, **k))
         resumed = collect(model, TEXTS_ALL, checkpoint=ck, checkpoint_every=0, **kw)
-        acts._run_to_last_mlp = real
+        acts.run_until = real
         assert not ck.exists()  # every rank's file and then the folder are removed at the end
         if rank == 0:
             whole.save(Path(out) / "whole")

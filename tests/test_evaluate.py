@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
 from lapelens import ActivationStats, LanguageNeurons, LapelensError, load_model, neuron_spec
-from lapelens.activations import pack_chunks
 from lapelens.evaluate import generation as gen
 from lapelens.evaluate.perplexity import NONE, PerturbationResult, chunk_nll, compare, perturbation_matrix
 from lapelens.evaluate.sweep import SweepResult, selection_ratio_sweep, sweep_masks
 from lapelens.interventions import deactivate, pin_to_median, steer
+from lapelens.tokens import pack_chunks
 from test_interventions import hf_mlp
 from tiny import ARCHS, TEXTS
 
@@ -379,11 +379,13 @@ def _cli_chunks(model, corpus_dir):
 
 
 def test_cli_steer_and_generate(models, tiny_dirs, tmp_path, capsys, fake_detector, monkeypatch):
-    import lapelens.corpus
+    import lapelens.cli.generate
+    import lapelens.cli.steer
     from lapelens.cli import main
 
     parallel = pd.DataFrame({l: [TEXTS[l], TEXTS[l][:20], TEXTS[l][5:]] for l in LANGS})
-    monkeypatch.setattr(lapelens.corpus, "load_parallel", lambda name, split, languages: parallel[list(languages)])
+    for command in (lapelens.cli.steer, lapelens.cli.generate):
+        monkeypatch.setattr(command, "load_parallel", lambda name, split, languages: parallel[list(languages)])
 
     spec = neuron_spec(models["gpt2"])
     neurons = random_neurons(spec, share=0.3)

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
 import lapelens
-from lapelens.activations import pack_chunks
 from lapelens.cli import main
 from lapelens.explorer import explore, from_parts
 from lapelens.explorer.effects import logit_effects
@@ -25,6 +24,7 @@ from lapelens.explorer.page import page_json
 from lapelens.explorer.text import (decode_fixed, decode_ints, encode_fixed, encode_ints, fnv1a, id_width, merged_runs,
                                     raw_token)
 from lapelens.neurons import LanguageNeurons
+from lapelens.tokens import pack_chunks
 from tiny import chromium, explorer_run, make_tiny_model
 
 BUDGETS = dict(context_tokens=64, top_k=3, samples=2, window=(5, 4), loss_max_neurons=40, loss_tokens=64,

@@ -12,87 +12,22 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
 import pytest
-import torch
 
 from lapelens.cli import main
 from lapelens.errors import LapelensError
-from lapelens.evaluate.generation import GenerationResult
-from lapelens.evaluate.perplexity import NONE, PerturbationResult, cell_text, compare_figure
-from lapelens.evaluate.sweep import SweepResult, _label
-from lapelens.figures import RunResults, figures_of, find_browser, run_figures, write_figure, write_figures
-from lapelens.figures import export
+from lapelens.evaluate import figures_of
+from lapelens.evaluate.perplexity import NONE, cell_text, compare_figure
+from lapelens.figures import export, find_browser, write_figure, write_figures
 from lapelens.figures.style import model_label
-from lapelens.neurons import LanguageNeurons
-from lapelens.evaluate.embeddings import SentenceEmbeddings
+from lapelens.run import Run
+from tiny import RUN_LANGS as LANGS
+from tiny import fake_perturbation, fake_run, save_run
 
 BROWSER = find_browser()
 needs_browser = pytest.mark.skipif(BROWSER is None, reason="PNG/SVG export and the browser tests need Chromium: "
                                    "apt-get install chromium (.ci/run installs it)")
-LANGS = ("en", "zh", "fr")
-METHODS = ("lape", "random")
-LAYERS = 4
-
-
-# ---- a tiny finished run, built from results (no model) ------------------------------------------
-def fake_perturbation(method: str, seed: int, rows=(NONE, *LANGS)) -> PerturbationResult:
-    """Per-chunk NLLs where deactivating a language hurts that language most (a Fig. 2 diagonal)."""
-    rng = np.random.default_rng(seed)
-    records = []
-    for row in rows:
-        for lang in LANGS:
-            for chunk in range(3):
-                tokens = 40 + 5 * chunk
-                hurt = 0.0 if row == NONE else (0.4 if row == lang else 0.05)
-                records.append((row, lang, chunk, tokens * (2.0 + hurt + rng.normal(0, 0.03)), tokens))
-    chunks = pd.DataFrame(records, columns=["perturbed", "evaluated", "chunk", "nll", "tokens"])
-    return PerturbationResult(chunks, {"method": method, "unit": "neurons"}, n_boot=50, seed=0)
-
-
-def fake_run() -> RunResults:
-    gen = torch.Generator().manual_seed(0)
-    lape = LanguageNeurons(LANGS, torch.rand(len(LANGS), LAYERS, 16, generator=gen) < 0.2, "lape",
-                           {"model": "/somewhere/lapelens/data/model"})
-    ratios = (0.0, 0.01, 0.02)
-    sweep = SweepResult("fr", ratios, (0, 5, 10), (False, False, True),
-                        fake_perturbation("lape", 9, rows=tuple(_label(r) for r in ratios)), {"method": "lape"})
-    emb = SentenceEmbeddings(LANGS, 3 + torch.randn(len(LANGS), 6, LAYERS, 5, generator=gen),
-                             {"model": "/x/lapelens/data/model"})
-    target = pd.Index(LANGS, name="target")
-    thirds = [1 / 3, 2 / 3, 1.0]
-    samples = pd.DataFrame({"target": list(LANGS), "text": ["a", "b", "c"]})
-    uncond = lambda name: GenerationResult(  # noqa: E731
-        pd.DataFrame({"before": [0.0, 1 / 12, 0.25], "after": thirds, "n_samples": [12, 12, 12]}, index=target),
-        samples, {"experiment": name}, ["before", "after"])
-    pairs_index = pd.MultiIndex.from_tuples([(a, b) for a in LANGS for b in LANGS if a != b], names=["source", "target"])
-    prompted = GenerationResult(
-        pd.DataFrame({"before": 0.0, "steered": np.linspace(0, 1, 6), "deactivated_and_steered": 1 / 7,
-                      "n_prompts": 4}, index=pairs_index),
-        samples, {"experiment": "prompted steering"}, ["before", "steered", "deactivated_and_steered"])
-    columns = pd.MultiIndex.from_product([["normal", "deactivated"], ["share_in_language", "ppl"]],
-                                         names=["condition", "metric"])
-    deact = GenerationResult(
-        pd.DataFrame([[1.0, 12.5, 2 / 3, 30.25]] * 3, index=pd.Index(LANGS, name="language"), columns=columns),
-        samples, {"experiment": "generation under deactivation"},
-        [["normal", "share_in_language"], ["deactivated", "share_in_language"]])  # lists, as JSON gives them back
-    return RunResults(
-        lape=lape, perturbations={m: fake_perturbation(m, k) for k, m in enumerate(METHODS)}, sweep=sweep,
-        ses=emb.similarity(lape, n_boot=20), dominance=emb.dominance(n_boot=20),
-        generations={"steer_unconditional": uncond("unconditional steering"), "steer_prompted": prompted,
-                     "deactivated_generation": deact, "kojima": uncond("Kojima median pinning")})
-
-
-def save_run(run: RunResults, folder: Path, methods=(*METHODS, "ap")) -> Path:
-    """The stage folders ``reproduce`` writes, and the config.json it writes last (AP in the methods
-    for Kojima's stage, without an AP perturbation: a figure per saved stage, no more)."""
-    stages = {"neurons_lape": run.lape, "sweep": run.sweep, "ses": run.ses, "dominance": run.dominance,
-              **{f"perturb_{m}": r for m, r in run.perturbations.items()}, **run.generations}
-    for name, result in stages.items():
-        result.save(folder / name)
-    (folder / "config.json").write_text(json.dumps({"methods": list(methods), "stages": {n: "x" for n in stages}}))
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +154,7 @@ def test_pages_render_in_headless_chromium_with_the_network_blocked(tmp_path):
     run = fake_run()
     figs = figures_of(run)
     write_figures(figs, tmp_path, formats=("html",))
-    lape_matrix = run.perturbations["lape"].value("relative").drop(index=NONE) * 100
+    lape_matrix = run["perturb"]["lape"].value("relative").drop(index=NONE) * 100
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=BROWSER, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
@@ -253,7 +188,7 @@ def test_pages_render_in_headless_chromium_with_the_network_blocked(tmp_path):
 # ---- (c) lapelens figures RUN_DIR -------------------------------------------------------------------
 def test_run_figures_equal_the_figures_of_the_results_before_saving(run_dir):
     direct = figures_of(fake_run())
-    again = run_figures(run_dir)
+    again = Run(run_dir).figures()
     assert list(again) == list(direct) == [
         "fig5_layers", "fig2_perturb_lape", "fig2_perturb_random", "fig3_perturb_methods", "fig4_sweep", "fig6_ses",
         "fig7_dominance", "steer_unconditional", "steer_prompted", "deactivated_generation", "kojima"]
@@ -281,7 +216,7 @@ def test_figures_draw_only_the_run_s_methods_and_stages(tmp_path):
     config = json.loads((folder / "config.json").read_text())
     del config["stages"]["sweep"]  # a sweep folder the run did not compute
     (folder / "config.json").write_text(json.dumps(config))
-    names = set(run_figures(folder))
+    names = set(Run(folder).figures())
     assert "fig2_perturb_lape" in names and "fig2_perturb_random" not in names and "fig4_sweep" not in names
     assert "kojima" not in names  # Kojima needs AP, which this run did not use
 
@@ -334,5 +269,5 @@ def test_titles_name_the_model_briefly():
     assert model_label("/root/.cache/lapelens/smollm2-135m") == "smollm2-135m"
     assert model_label("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"
     run = fake_run()
-    assert "— embedded (6 texts;" in run.ses.figure().layout.title.text
-    assert "/" not in run.lape.figure().layout.title.text
+    assert "— embedded (6 texts;" in run["ses"].figure().layout.title.text
+    assert "/" not in run["layers"].figure().layout.title.text

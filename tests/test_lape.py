@@ -128,7 +128,7 @@ def test_lape_matches_official_algorithm(case):
 
     # Without a tie at the cut, torch.topk (the script's call) picks the same neurons.
     probs = stats.count / stats.n[:, None, None]
-    from lapelens.methods.lape import entropy
+    from lapelens.stats import entropy
     h = entropy(probs)
     h[(probs > ours.meta["threshold"]).sum(0) == 0] = torch.inf
     s = torch.sort(h.flatten()).values

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import lapelens.embedded.train
+import lapelens.methods.pv
 from lapelens import METHODS, identify
 from lapelens.cli import main
 from lapelens.errors import LapelensError
@@ -203,11 +203,12 @@ def test_pv_golden():
     m = identify(state(PV_BASE), "pv", tuned={l: state(w) for l, w in PV_TUNED.items()}, **PV_OPTS)
     assert isinstance(m, ParameterMask) and m.languages == ("en", "zh", "fr")
     assert sorted(m.masks) == sorted([Q, U])  # no embedding, no norm
-    assert m.for_language("en")[U].tolist() == [[True, False, False, False]]
-    assert m.for_language("en")[Q].tolist() == [[False, False]]
-    assert m.for_language("zh")[Q].tolist() == [[True, False]]
-    assert m.for_language("zh")[U].tolist() == [[False, False, True, False]]
-    assert m.for_language("fr")[Q].tolist() == [[True, False]]
+    en, zh, fr = range(3)
+    assert m.masks[U][en].tolist() == [[True, False, False, False]]
+    assert m.masks[Q][en].tolist() == [[False, False]]
+    assert m.masks[Q][zh].tolist() == [[True, False]]
+    assert m.masks[U][zh].tolist() == [[False, False, True, False]]
+    assert m.masks[Q][fr].tolist() == [[True, False]]
     assert m.per_language()["parameters"].tolist() == [1, 2, 1]
     assert m.per_language().loc["zh", "share"] == pytest.approx(2 / 6)
     assert m.per_tensor().loc[Q].tolist() == [0, 1, 1]
@@ -263,7 +264,7 @@ def test_tune_per_language_calls_continue_training(tmp_path, monkeypatch):
         bars.append(bar)
         return out_dir
 
-    monkeypatch.setattr(lapelens.embedded.train, "continue_training", continue_training)
+    monkeypatch.setattr(lapelens.methods.pv, "continue_training", continue_training)
     out = tune_per_language("base", {"en": ["a b"], "zh": ["c"]}, tmp_path, steps=5, lr=0.1, seq_len=8, batch_size=2, seed=7)
     assert out == {"en": tmp_path / "en", "zh": tmp_path / "zh"}
     assert calls == [("base", ["a b"], tmp_path / "en", 5, 0.1, 8, 2, 7), ("base", ["c"], tmp_path / "zh", 5, 0.1, 8, 2, 7)]
@@ -389,7 +390,6 @@ def test_ap_chunking_gives_the_same_result(monkeypatch):
 
 
 def test_pv_with_real_tuning_runs(tmp_path):
-    import lapelens.activations  # noqa: F401  (continue_training packs text with it)
     from tiny import TEXTS, make_tiny_model
 
     base = make_tiny_model("llama", tmp_path / "base", n_layers=1, d_model=16, d_mlp=32)
@@ -421,7 +421,7 @@ def test_cli_pv_tunes_from_text_files(tmp_path, monkeypatch):
         save_file({k: v.contiguous() for k, v in state(PV_TUNED[lang]).items()}, str(out_dir / "model.safetensors"))
         return out_dir
 
-    monkeypatch.setattr(lapelens.embedded.train, "continue_training", continue_training)
+    monkeypatch.setattr(lapelens.methods.pv, "continue_training", continue_training)
     (tmp_path / "base").mkdir()
     save_file({k: v.contiguous() for k, v in state(PV_BASE).items()}, str(tmp_path / "base" / "model.safetensors"))
     for lang in PV_TUNED:

@@ -65,8 +65,8 @@ def test_an_interrupted_collect_saves_says_so_and_resumes_bit_identical(tiny_dir
     import lapelens.activations as acts
 
     forwards = []
-    real = acts._run_to_last_mlp
-    monkeypatch.setattr(acts, "_run_to_last_mlp", lambda *a, **k: (forwards.append(1), real(*a, **k)))
+    real = acts.run_until
+    monkeypatch.setattr(acts, "run_until", lambda *a, **k: (forwards.append(1), real(*a, **k)))
     capsys.readouterr()
     assert main(_collect_argv(tiny_dirs, corpus, out)) == 0
     assert "resuming from checkpoint" in capsys.readouterr().err

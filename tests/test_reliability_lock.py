@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 
-import lapelens.models
 from lapelens import LapelensError
 from lapelens.cli import main
 from lapelens.constants import LOCK_FILE
 from lapelens.lock import OutputLock, lock_path
-from tiny import TEXTS, slow_cli, torchrun
+from tiny import TEXTS, refuse_model_loads, slow_cli, torchrun
 
 ROOT = Path(__file__).parent.parent
 
@@ -57,10 +56,7 @@ def _dead_pid() -> int:
 
 @pytest.fixture
 def no_model_load(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a model was loaded although the output folder is in use")
-
-    monkeypatch.setattr(lapelens.models, "load_model", refuse)
+    refuse_model_loads(monkeypatch, "a model was loaded although the output folder is in use")
 
 
 def test_two_reproduce_into_one_folder_the_second_is_refused_and_the_first_goes_on(tiny_dirs, tmp_path):

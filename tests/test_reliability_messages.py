@@ -4,19 +4,16 @@ fix in one line (exit 2), before any model is loaded."""
 import pytest
 import torch
 
-import lapelens.models
 from lapelens import ActivationStats, LanguageNeurons
 from lapelens.cli import build_parser, main
 from lapelens.pipeline import METHOD_NAMES
 from lapelens.pretrained import PRETRAINED
+from tiny import refuse_model_loads
 
 
 @pytest.fixture
 def no_model_load(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a model was loaded before the input was checked")
-
-    monkeypatch.setattr(lapelens.models, "load_model", refuse)
+    refuse_model_loads(monkeypatch, "a model was loaded before the input was checked")
 
 
 def one_line_error(capsys, argv, *needles):

@@ -6,6 +6,8 @@ import tqdm.auto
 
 import lapelens.activations as acts
 import lapelens.evaluate.generation as gen
+import lapelens.methods.pv
+import lapelens.training
 from lapelens import identify, load_model
 from lapelens.activations import collect, collect_sentence_means
 from lapelens.evaluate.generation import Sampling
@@ -106,7 +108,9 @@ def test_generation_experiments_count_every_generation(model, texts, monkeypatch
 
 def test_pv_tuning_is_one_bar_over_every_language(tiny_dirs, texts, tmp_path, monkeypatch):
     bars = Bars()
-    monkeypatch.setattr(tqdm.auto, "tqdm", bars)
+    monkeypatch.setattr(tqdm.auto, "tqdm", bars)  # transformers' bars
+    for module in (lapelens.methods.pv, lapelens.training):  # ours, as each module imported it
+        monkeypatch.setattr(module, "tqdm", bars)
     tune_per_language(tiny_dirs["llama"], {l: texts[l] for l in ("en", "zh")}, tmp_path, steps=2, seq_len=16,
                       batch_size=2)
     ours = [bar for bar in bars.shown() if bar[0] not in ("Loading weights", "Writing model shards")]  # transformers'

@@ -34,7 +34,7 @@ def test_reproduce_end_to_end_and_resume(tiny_dirs, tmp_path):
     import lapelens
 
     run = lapelens.load(out)
-    assert set(run.perturbations) == {"lape", "lap", "lave", "random", "ap", "pv"}
+    assert set(run["perturb"]) == {"lape", "lap", "lave", "random", "ap", "pv"}
     assert json.loads((out / "config.json").read_text())["kind"] == "run"
 
     # A second run loads every stage instead of recomputing it: same numbers, no timings.

@@ -52,7 +52,7 @@ def _identical(a, b):
 def test_interrupted_stats_stage_resumes_from_its_checkpoint(tiny_dirs, corpus, tmp_path, monkeypatch, capsys):
     model = tiny_dirs["llama"]
     assert main(argv(model, corpus, tmp_path / "whole")) == 0
-    real = acts._run_to_last_mlp
+    real = acts.run_until
     calls = []
 
     def crash_after(n):
@@ -63,7 +63,7 @@ def test_interrupted_stats_stage_resumes_from_its_checkpoint(tiny_dirs, corpus, 
             return real(*a, **k)
         return run
 
-    monkeypatch.setattr(acts, "_run_to_last_mlp", crash_after(7))
+    monkeypatch.setattr(acts, "run_until", crash_after(7))
     capsys.readouterr()
     # a Ctrl-C inside the 8th batch: the checkpoint of the 7 before it stands, and the line says so
     assert main(argv(model, corpus, tmp_path / "resumed", "--checkpoint-every", "0")) == 130
@@ -73,7 +73,7 @@ def test_interrupted_stats_stage_resumes_from_its_checkpoint(tiny_dirs, corpus, 
     checkpoints = list((tmp_path / "resumed" / pipeline.STATS_CHECKPOINT).glob("*/rank0-of-1.safetensors"))
     assert len(checkpoints) == 1 and not (tmp_path / "resumed" / "stats").exists()
     calls.clear()
-    monkeypatch.setattr(acts, "_run_to_last_mlp", crash_after(10**9))
+    monkeypatch.setattr(acts, "run_until", crash_after(10**9))
     capsys.readouterr()
     assert main(argv(model, corpus, tmp_path / "resumed", "--checkpoint-every", "0")) == 0
     out = capsys.readouterr()
@@ -93,7 +93,7 @@ def test_interrupted_stats_stage_resumes_from_its_checkpoint(tiny_dirs, corpus, 
 
 def test_a_checkpoint_of_other_settings_is_discarded_not_mixed_in(tiny_dirs, corpus, tmp_path, monkeypatch):
     model = tiny_dirs["llama"]
-    real = acts._run_to_last_mlp
+    real = acts.run_until
     calls = []
 
     def crash(*a, **k):
@@ -102,9 +102,9 @@ def test_a_checkpoint_of_other_settings_is_discarded_not_mixed_in(tiny_dirs, cor
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(acts, "_run_to_last_mlp", crash)
+    monkeypatch.setattr(acts, "run_until", crash)
     assert main(argv(model, corpus, tmp_path / "run", "--checkpoint-every", "0")) == 130  # a Ctrl-C
-    monkeypatch.setattr(acts, "_run_to_last_mlp", real)
+    monkeypatch.setattr(acts, "run_until", real)
     # other tokens per language: the half-done collection of 320 tokens must not be resumed
     args = argv(model, corpus, tmp_path / "run")
     args[args.index("--tokens-per-language") + 1] = "256"

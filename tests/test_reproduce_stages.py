@@ -13,6 +13,9 @@ import pytest
 
 import lapelens.pipeline as pipeline
 from lapelens import ActivationStats, ReproduceConfig, reproduce
+from lapelens.constants import STAGE_RECORD
+from lapelens.errors import LapelensError
+from lapelens.stages import StageCache
 from test_stats import save_schema_1
 
 #: Stages that read LAPE's neurons (directly or through neurons_random) ...
@@ -85,7 +88,7 @@ def test_stages_are_reused_only_when_computed_from_the_same_settings(tiny_dirs, 
     assert not differing, differing
 
     # 2. A stage without a record, or with a corrupt file, is recomputed; the rest is reused.
-    (fresh / "neurons_lap" / pipeline.STAGE_JSON).unlink()  # e.g. a folder from a lapelens without stage records
+    (fresh / "neurons_lap" / STAGE_RECORD).unlink()  # e.g. a folder from a lapelens without stage records
     (fresh / "perturb_lape" / "chunks.csv").write_text("perturbed,evaluated\nnone\n")
     # Statistics saved before schema 2 (layer x neuron x lang) are reused too, read language first.
     save_schema_1(ActivationStats.load(fresh / "stats"), fresh / "stats")
@@ -106,12 +109,12 @@ def test_stages_are_reused_only_when_computed_from_the_same_settings(tiny_dirs, 
     with pytest.raises(KeyboardInterrupt):
         reproduce(tiny_config(fresh, tiny_dirs["llama"], top_rate=0.3), log=quiet)
     assert not (fresh / "config.json").exists() and not (fresh / "summary.json").exists()
-    record = json.loads((fresh / "neurons_lape" / pipeline.STAGE_JSON).read_text())
+    record = json.loads((fresh / "neurons_lape" / STAGE_RECORD).read_text())
     assert record["inputs"]["settings"] == {"top_rate": 0.3}
 
 
 def test_stage_records_without_a_model(tmp_path):
-    """_Stages alone, with a toy result: the record decides reuse; a changed setting or input says why."""
+    """The stage cache alone, with a toy result: the record decides reuse; a changed setting or input says why."""
     calls = []
 
     def compute(value):
@@ -128,22 +131,22 @@ def test_stage_records_without_a_model(tmp_path):
         try:
             return json.loads((path / "value.json").read_text())
         except ValueError as exc:
-            raise pipeline.LapelensError(f"bad value ({exc})") from None
+            raise LapelensError(f"bad value ({exc})") from None
 
-    stages = pipeline._Stages(tmp_path, log=lambda line: None)
+    stages = StageCache(tmp_path, log=lambda line: None)
     assert stages("a", {"settings": {"k": 1}}, compute(1), load, save) == 1
     assert stages("b", {"settings": {}, "depends": {"a": stages.fingerprints["a"]}}, compute(10), load, save) == 10
 
-    again = pipeline._Stages(tmp_path, log=lambda line: None)
+    again = StageCache(tmp_path, log=lambda line: None)
     assert again("a", {"settings": {"k": 1}}, compute(1), load, save) == 1 and calls == [1, 10]  # reused
     assert again("a", {"settings": {"k": 2}}, compute(2), load, save) == 2
     assert again.recomputed == {"a": "k 1 -> 2"}
     assert again("b", {"settings": {}, "depends": {"a": again.fingerprints["a"]}}, compute(20), load, save) == 20
     assert again.recomputed["b"] == "its input a changed"
-    assert json.loads((tmp_path / "b" / pipeline.STAGE_JSON).read_text())["fingerprint"] == again.fingerprints["b"]
+    assert json.loads((tmp_path / "b" / STAGE_RECORD).read_text())["fingerprint"] == again.fingerprints["b"]
     assert not list(tmp_path.glob("*.partial"))
 
     (tmp_path / "b" / "value.json").write_text("{not json")
-    third = pipeline._Stages(tmp_path, log=lambda line: None)
+    third = StageCache(tmp_path, log=lambda line: None)
     assert third("b", {"settings": {}, "depends": {"a": again.fingerprints["a"]}}, compute(30), load, save) == 30
     assert third.recomputed["b"].startswith("unreadable (bad value")

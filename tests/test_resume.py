@@ -13,6 +13,7 @@ import torch
 from safetensors import safe_open
 
 import lapelens.activations as acts
+import lapelens.tokens
 from lapelens import LapelensError, load_model
 from lapelens.activations import collect
 from lapelens.checkpoint import CHECKPOINT_FILE, Checkpointer, Shard
@@ -49,15 +50,15 @@ def _checkpoint_info(folder):
 
 def _count_forwards(monkeypatch):
     calls = []
-    real = acts._run_to_last_mlp
-    monkeypatch.setattr(acts, "_run_to_last_mlp", lambda *a, **k: (calls.append(1), real(*a, **k)))
+    real = acts.run_until
+    monkeypatch.setattr(acts, "run_until", lambda *a, **k: (calls.append(1), real(*a, **k)))
     return calls
 
 
 @pytest.fixture(autouse=True)
 def one_document_at_a_time(monkeypatch):
     """Tokenize one document per call, so that a crash after document d happens there."""
-    monkeypatch.setattr(acts, "_TOKENIZE_GROUP", 1)
+    monkeypatch.setattr(lapelens.tokens, "_TOKENIZE_GROUP", 1)
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +149,7 @@ def test_checkpoints_are_written_at_most_every_interval(model, tmp_path, monkeyp
 
 
 def test_cli_resumes_says_so_and_matches_an_uninterrupted_run(tiny_dirs, tmp_path, monkeypatch, capsys):
-    import lapelens.corpus
+    import lapelens.cli.collect
     from lapelens.stats import ActivationStats
 
     folder = tmp_path / "corpus"
@@ -161,17 +162,17 @@ def test_cli_resumes_says_so_and_matches_an_uninterrupted_run(tiny_dirs, tmp_pat
                 "--quiet", "--out", str(tmp_path / out)]
 
     assert main(argv("whole")) == 0
-    real = lapelens.corpus.load_corpus
+    real = lapelens.cli.collect.load_corpus
 
     def crash_in(langs):
-        monkeypatch.setattr(lapelens.corpus, "load_corpus", lambda *a, **k: {
+        monkeypatch.setattr(lapelens.cli.collect, "load_corpus", lambda *a, **k: {
             l: _crashing(d, 3) if l in langs else d for l, d in real(*a, **k).items()})
         capsys.readouterr()
         assert main(argv("resumed" if langs == ("zh",) else "other")) == 130  # a Ctrl-C: the shell's code
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and re.fullmatch(r"lapelens collect: interrupted; [\d,]+ tokens saved, "
                                               "re-run the same command to resume", err[0]), err
-        monkeypatch.setattr(lapelens.corpus, "load_corpus", real)
+        monkeypatch.setattr(lapelens.cli.collect, "load_corpus", real)
 
     crash_in(("zh",))
     assert (tmp_path / "resumed" / "collect.checkpoint").is_dir()
@@ -195,8 +196,8 @@ sys.path.insert(0, {tests!r})
 from lapelens import load_model
 from lapelens.activations import collect
 from test_resume import TEXTS_EN_ZH, TOKENS, SEQ, BATCH
-import lapelens.activations
-lapelens.activations._TOKENIZE_GROUP = 1
+import lapelens.tokens
+lapelens.tokens._TOKENIZE_GROUP = 1
 
 def slow(docs):
     for d in docs:

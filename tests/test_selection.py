@@ -10,8 +10,9 @@ import lapelens.models
 from lapelens import LanguageNeurons, LapelensError, load_model, neuron_spec
 from lapelens.evaluate import generation as gen
 from lapelens.evaluate.perplexity import perturbation_matrix
-from lapelens.interventions import BoundNeurons, BoundParameters, deactivate, zero_parameters
-from lapelens.methods.pv import ParameterMask
+from lapelens.interventions import deactivate, zero_parameters
+from lapelens.neurons import BoundNeurons
+from lapelens.parameters import BoundParameters, ParameterMask
 from lapelens.stats import ActivationStats
 from lapelens.types import BoundSelection, HookedModel, Selection
 from tiny import TEXTS

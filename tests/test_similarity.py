@@ -14,7 +14,7 @@ from lapelens.cli import main
 from lapelens.evaluate.embeddings import SentenceEmbeddings, sentence_embeddings
 from lapelens.evaluate.similarity import DominanceResult, SimilarityResult
 from lapelens.models import embedded_model_dir
-from tiny import ARCHS, TEXTS
+from tiny import ARCHS, TEXTS, refuse_model_loads
 
 N_ROWS = 5
 
@@ -209,9 +209,9 @@ def test_schema_1_results_still_load(tmp_path):
 
 
 def test_load_refuses_a_folder_without_results(tmp_path):
-    with pytest.raises(LapelensError, match="no ses result"):
+    with pytest.raises(LapelensError, match="not a similarity result .expected ses.json and ses.csv."):
         SimilarityResult.load(tmp_path)
-    with pytest.raises(LapelensError, match="no dominance result"):
+    with pytest.raises(LapelensError, match="not a dominance result .expected dominance.json and dominance.csv."):
         DominanceResult.load(tmp_path)
     with pytest.raises(LapelensError, match="holds no sentence embeddings"):
         SentenceEmbeddings.load(tmp_path)
@@ -295,9 +295,7 @@ def test_cli_errors(tiny_dirs, parallel, tmp_path, capsys, monkeypatch):
     assert "at most 5" in capsys.readouterr().err
     assert main(base + ["--n-texts", "3", "--languages", "en,xx"]) == 2
     assert "['xx'] are not in the parallel data" in capsys.readouterr().err
-    import lapelens.models
-
-    monkeypatch.setattr(lapelens.models, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    refuse_model_loads(monkeypatch, "the model was loaded")
     assert main(base + ["--n-texts", "3"]) == 2  # refused before the model runs
     assert "needs at least 4 aligned texts, got 3: give more texts or --vectors all" in capsys.readouterr().err
     assert main(base + ["--n-texts", "4", "--n-boot", "0"]) == 2
@@ -343,3 +341,40 @@ def test_cli_reads_an_indonesian_column_named_id(tiny_dirs, parallel, tmp_path):
                  "--n-texts", "4", "--n-boot", "10", "--out", str(out), "--quiet"]) == 0
     ses = SimilarityResult.load(out)
     assert ses.meta["languages"] == ["en", "id"] and len(ses.meta["text_ids"]) == 4
+
+
+# ---- the ses and dominance experiments of `lapelens reproduce` -----------------------------------------
+def test_reproduce_settings_of_ses_and_dominance(tiny_dirs, parallel, tmp_path, capsys, monkeypatch):
+    """Measure, vectors and resamples are reproduce flags (standardized, heldout, 1000 by default), shared by
+    both experiments and used by their stages; their stage records keep the keys earlier runs wrote (so
+    those stages are reused)."""
+    from types import SimpleNamespace
+
+    from lapelens.evaluate import EXPERIMENTS, Context
+    from lapelens.pipeline import ReproduceConfig, validate
+
+    model, langs = load_model(tiny_dirs["llama"]), ["en", "zh", "fr"]
+    settings = SimpleNamespace(languages=langs, ses_texts=4, ses_measure="raw", ses_vectors="all", ses_n_boot=20, seed=3)
+    ctx = Context(settings, model, parallel=lambda: parallel)
+    emb = sentence_embeddings(model, parallel.head(4), langs, progress=False)
+    ses, dom = EXPERIMENTS["ses"].compute(ctx), EXPERIMENTS["dominance"].compute(ctx)
+    pd.testing.assert_frame_equal(ses.ses, emb.similarity(measure="raw", vectors="all", n_boot=20, seed=3).ses)
+    pd.testing.assert_frame_equal(dom.summary, emb.dominance(measure="raw", vectors="all", n_boot=20, seed=3).summary)
+    assert ses.meta["measure"] == dom.meta["measure"] == "raw" and dom.shifted is not None  # Eq. 6 under raw
+
+    cfg = validate(ReproduceConfig(out="x", seed=3))
+    expected = {"ses_texts": 200, "measure": "standardized", "vectors": "heldout", "n_boot": 1000, "seed": 3}
+    assert EXPERIMENTS["ses"].settings_record(cfg) == EXPERIMENTS["dominance"].settings_record(cfg) == expected
+    quick = validate(ReproduceConfig.quick("x", ses_measure="raw", ses_vectors="all", ses_n_boot=50))
+    assert EXPERIMENTS["ses"].settings_record(quick) == {"ses_texts": 40, "measure": "raw", "vectors": "all",
+                                                         "n_boot": 50, "seed": 0}
+    refuse_model_loads(monkeypatch, "a model was loaded before the settings were checked")
+    capsys.readouterr()
+    for flags, message in ((["--ses-measure", "cosine"], "--ses-measure must be one of raw, centered, standardized, "
+                                                          "got 'cosine'."),
+                           (["--ses-vectors", "half"], "--ses-vectors must be one of heldout, all, got 'half'."),
+                           (["--ses-n-boot", "0"], "--ses-n-boot must be at least 1, got 0."),
+                           (["--ses-texts", "3"], "--ses-texts must be at least 4, got 3.")):
+        assert main(["reproduce", "--out", str(tmp_path / "run"), *flags]) == 2
+        assert capsys.readouterr().err.strip() == f"lapelens reproduce: error: {message}"
+    assert not (tmp_path / "run").exists()

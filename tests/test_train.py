@@ -8,7 +8,8 @@ from lapelens import load_model, neuron_spec
 from lapelens.errors import LapelensError
 from lapelens.embedded.card import unigram_nll
 from lapelens.embedded.tokenizer import CJK_CHARACTER, token_byte_lengths, train_tokenizer
-from lapelens.embedded.train import TrainConfig, continue_training, lr_schedule, reevaluate, train
+from lapelens.embedded.train import TrainConfig, reevaluate, train
+from lapelens.training import continue_training, lr_schedule
 
 DOCS = {
     "en": ["Choose Format - Cells and open the Numbers tab.", "Select the text you want to copy.",

@@ -91,6 +91,22 @@ def torchrun(*args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
+def refuse_model_loads(monkeypatch, why: str) -> None:
+    """Make ``load_model`` fail with ``why`` in every lapelens module that imported it (each command's
+    module imports it at the top, so replacing ``lapelens.models.load_model`` alone is not enough)."""
+    import lapelens.models
+    from lapelens.cli import build_parser
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(why)
+
+    build_parser()  # every command's module imported, so that each one's load_model is replaced
+    real = lapelens.models.load_model
+    for module in [m for name, m in sys.modules.items() if name.startswith("lapelens")]:
+        if getattr(module, "load_model", None) is real:
+            monkeypatch.setattr(module, "load_model", refuse)
+
+
 #: ``lapelens ARGS`` in a child where every call of MODULE.NAME (one batch) takes DELAY s more, so
 #: that a signal or a second command lands in the middle of a stage; READY is touched after each call.
 _SLOW_CLI = r"""
@@ -109,7 +125,7 @@ from lapelens.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 #: What ``slow_cli`` slows down: a batch of a collection, a batch of generations.
-BATCH_OF_COLLECT = ("lapelens.activations", "_run_to_last_mlp")
+BATCH_OF_COLLECT = ("lapelens.activations", "run_until")
 BATCH_OF_GENERATION = ("lapelens.evaluate.generation", "generate_ids")
 
 
@@ -160,3 +176,97 @@ def chromium(playwright):
         return None
     return playwright.chromium.launch(executable_path=path, args=[
         "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+# ---- a tiny finished run, built from results (no model) ------------------------------------------
+#: The languages and methods of :func:`fake_run`.
+RUN_LANGS = ("en", "zh", "fr")
+RUN_METHODS = ("lape", "random")
+
+
+def fake_perturbation(method: str, seed: int, rows=None):
+    """Per-chunk NLLs where deactivating a language hurts that language most (a Fig. 2 diagonal)."""
+    import numpy as np
+    import pandas as pd
+
+    from lapelens.evaluate.perplexity import NONE, PerturbationResult
+
+    rng = np.random.default_rng(seed)
+    records = []
+    for row in rows or (NONE, *RUN_LANGS):
+        for lang in RUN_LANGS:
+            for chunk in range(3):
+                tokens = 40 + 5 * chunk
+                hurt = 0.0 if row == NONE else (0.4 if row == lang else 0.05)
+                records.append((row, lang, chunk, tokens * (2.0 + hurt + rng.normal(0, 0.03)), tokens))
+    chunks = pd.DataFrame(records, columns=["perturbed", "evaluated", "chunk", "nll", "tokens"])
+    return PerturbationResult(chunks, {"method": method, "unit": "neurons"}, n_boot=50, seed=0)
+
+
+def fake_run(layers: int = 4) -> dict:
+    """One result of every experiment of ``reproduce``, by experiment name (as ``Run.results`` holds them)."""
+    import numpy as np
+    import pandas as pd
+
+    from lapelens.evaluate.embeddings import SentenceEmbeddings
+    from lapelens.evaluate.generation import GenerationResult
+    from lapelens.evaluate.layers import NeuronLayout
+    from lapelens.evaluate.sweep import SweepResult, _label
+    from lapelens.neurons import LanguageNeurons
+
+    langs = RUN_LANGS
+    gen = torch.Generator().manual_seed(0)
+    lape = LanguageNeurons(langs, torch.rand(len(langs), layers, 16, generator=gen) < 0.2, "lape",
+                           {"model": "/somewhere/lapelens/data/model"})
+    ratios = (0.0, 0.01, 0.02)
+    sweep = SweepResult("fr", ratios, (0, 5, 10), (False, False, True),
+                        fake_perturbation("lape", 9, rows=tuple(_label(r) for r in ratios)), {"method": "lape"})
+    emb = SentenceEmbeddings(langs, 3 + torch.randn(len(langs), 6, layers, 5, generator=gen),
+                             {"model": "/x/lapelens/data/model"})
+    target = pd.Index(langs, name="target")
+    thirds = [1 / 3, 2 / 3, 1.0]
+    samples = pd.DataFrame({"target": list(langs), "text": ["a", "b", "c"]})
+    uncond = lambda name: GenerationResult(  # noqa: E731
+        pd.DataFrame({"before": [0.0, 1 / 12, 0.25], "after": thirds, "n_samples": [12, 12, 12]}, index=target),
+        samples, {"experiment": name}, ["before", "after"])
+    pairs_index = pd.MultiIndex.from_tuples([(a, b) for a in langs for b in langs if a != b], names=["source", "target"])
+    prompted = GenerationResult(
+        pd.DataFrame({"before": 0.0, "steered": np.linspace(0, 1, 6), "deactivated_and_steered": 1 / 7,
+                      "n_prompts": 4}, index=pairs_index),
+        samples, {"experiment": "prompted steering"}, ["before", "steered", "deactivated_and_steered"])
+    columns = pd.MultiIndex.from_product([["normal", "deactivated"], ["share_in_language", "ppl"]],
+                                         names=["condition", "metric"])
+    deact = GenerationResult(
+        pd.DataFrame([[1.0, 12.5, 2 / 3, 30.25]] * 3, index=pd.Index(langs, name="language"), columns=columns),
+        samples, {"experiment": "generation under deactivation"},
+        [["normal", "share_in_language"], ["deactivated", "share_in_language"]])  # lists, as JSON gives them back
+    return {
+        "layers": NeuronLayout("lape", lape),
+        "perturb": {m: fake_perturbation(m, k) for k, m in enumerate(RUN_METHODS)},
+        "sweep": sweep,
+        "ses": emb.similarity(lape, n_boot=20),
+        "dominance": emb.dominance(n_boot=20),
+        "steer_unconditional": uncond("unconditional steering"), "steer_prompted": prompted,
+        "deactivated_generation": deact, "kojima": uncond("Kojima median pinning"),
+    }
+
+
+def save_run(results: dict, folder: Path, methods=(*RUN_METHODS, "ap")) -> Path:
+    """The stage folders ``reproduce`` writes for ``results`` (``fake_run``'s form), and the
+    config.json it writes last (AP in the methods for Kojima's stage, without an AP perturbation:
+    a figure per saved stage, no more). The layers experiment saves nothing: its neurons do."""
+    import json
+
+    from lapelens.evaluate import EXPERIMENTS
+
+    stages = {}
+    for name, result in results.items():
+        exp = EXPERIMENTS[name]
+        if not exp.cached:
+            stages[f"neurons_{result.method}"] = result.neurons
+        elif exp.per_method:
+            stages.update({exp.stage(m): r for m, r in result.items()})
+        else:
+            stages[exp.stage()] = result
+    for name, result in stages.items():
+        result.save(folder / name)
+    (folder / "config.json").write_text(json.dumps({"methods": list(methods), "stages": {n: "x" for n in stages}}))
+    return folder

@@ -7,7 +7,10 @@ import sys
 from importlib import import_module
 from typing import Sequence
 
+from lapelens import interrupt
 from lapelens._version import __version__
+from lapelens.checks import check_device, check_languages, check_model_name
+from lapelens.cli._config import output_locks
 from lapelens.errors import LapelensError
 
 #: Sub-command name -> module under lapelens.cli (each defines `add_parser(subparsers)`).
@@ -52,8 +55,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_common(args: argparse.Namespace) -> None:
     """Checks every command shares, before it loads anything: device, model path, language list."""
-    from lapelens.checks import check_device, check_languages, check_model_name
-
     if isinstance(getattr(args, "device", None), str):
         check_device(args.device)
     if isinstance(getattr(args, "model", None), str):
@@ -71,9 +72,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     Every command holds the lock of its output folder(s) while it runs (a second writer is refused
     at once), and ends on Ctrl-C or SIGTERM with one line saying what was saved (exit 130 / 143).
     """
-    from lapelens import interrupt
-    from lapelens.cli._config import output_locks
-
     args = build_parser().parse_args(argv)
     try:
         with interrupt.signals_interrupt():

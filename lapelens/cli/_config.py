@@ -6,8 +6,8 @@ import argparse
 import ast
 import inspect
 import os
-import textwrap
 import sys
+import textwrap
 import typing
 from contextlib import ExitStack, contextmanager
 from dataclasses import MISSING, fields
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from lapelens.errors import LapelensError
+from lapelens.lock import OutputLock
 
 #: Namespace attribute holding the fields whose flags were given on the command line.
 _EXPLICIT = "_explicit_fields"
@@ -34,7 +35,11 @@ def attribute_docs(cls: type) -> dict[str, str]:
     included; ``{NAME}`` in a docstring is the value of ``NAME`` in the class's module."""
     docs: dict[str, str] = {}
     for klass in reversed([k for k in cls.__mro__ if k is not object and "__dataclass_fields__" in vars(k)]):
-        tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):  # made by make_dataclass: its fields carry their help as metadata
+            continue
+        tree = ast.parse(textwrap.dedent(source))
         body = tree.body[0].body  # type: ignore[attr-defined]
         names = vars(sys.modules[klass.__module__])
         for node, nxt in zip(body, body[1:]):
@@ -107,7 +112,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
 
     A field whose default is None (one that depends on other settings) says its default in its
     docstring. ``field(metadata=...)``: ``positional`` (an argument, not a flag), ``choices`` (a
-    sequence, or a function returning one when the parser is built).
+    sequence, or a function returning one when the parser is built), ``help`` (for a field without
+    a docstring, e.g. of a class made by ``make_dataclass``).
     """
     docs = attribute_docs(cls)
     parser.set_defaults(**{_CONFIGS: (*(parser.get_default(_CONFIGS) or ()), cls)})
@@ -115,7 +121,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         if f.metadata.get("hidden"):
             continue
         flag = f.name if f.metadata.get("positional") else "--" + f.name.replace("_", "-")
-        text = docs.get(f.name, "").replace("%", "%%")
+        text = (f.metadata.get("help") or docs.get(f.name, "")).replace("%", "%%")
         default = f.default_factory() if f.default_factory is not MISSING else f.default  # type: ignore[misc]
         choices = _choices(f)
         if f.metadata.get("positional"):
@@ -206,8 +212,6 @@ def _torchrun_job() -> tuple[str | None, int]:
 @contextmanager
 def output_locks(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Iterator[None]:
     """Hold the lock of every output of the command (``lapelens.lock``) while inside."""
-    from lapelens.lock import OutputLock
-
     job, rank = _torchrun_job()
     command = f"lapelens {args.command}"
     line = ["lapelens", *(sys.argv[1:] if argv is None else argv)]

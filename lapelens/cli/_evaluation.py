@@ -7,7 +7,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from lapelens.artifacts import SELECTION_KINDS
 from lapelens.errors import LapelensError
+from lapelens.loader import load
+from lapelens.models import load_model, neuron_spec
+from lapelens.neurons import LanguageNeurons, default_official_languages
 
 
 def load_selection(path: Path, model: Any, languages: list[str] | None = None, flag: str = "--neurons") -> Any:
@@ -18,10 +22,6 @@ def load_selection(path: Path, model: Any, languages: list[str] | None = None, f
     when there are as many; a 7-entry file without them is read in the paper's order
     (en,zh,fr,es,vi,id,ja), and a note says so. Any other length needs ``--languages``.
     """
-    from lapelens.artifacts import SELECTION_KINDS, load
-    from lapelens.models import neuron_spec
-    from lapelens.neurons import LanguageNeurons
-
     if not path.exists():
         raise LapelensError(f"{flag} {path} does not exist: pass a lapelens neuron folder or an official .pth mask file.")
     names = official_names(path, languages, flag) if path.is_file() else None
@@ -35,8 +35,6 @@ def load_selection(path: Path, model: Any, languages: list[str] | None = None, f
 def official_names(path: Path, languages: list[str] | None, flag: str = "--neurons") -> list[str] | None:
     """The names of an official file's entries from ``--languages``, or None for the paper's default."""
     import torch
-
-    from lapelens.neurons import default_official_languages
 
     try:
         n_entries = len(torch.load(path, weights_only=True, map_location="cpu"))
@@ -69,8 +67,6 @@ def load_model_quietly(args: Any) -> Any:
     from contextlib import redirect_stderr, redirect_stdout
 
     from transformers.utils import logging as hf_logging
-
-    from lapelens.models import load_model
 
     captured = io.StringIO()
     verbosity = hf_logging.get_verbosity()

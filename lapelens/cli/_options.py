@@ -11,12 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lapelens.checks import check_positive
+from lapelens.cli._evaluation import load_selection
 from lapelens.constants import EMBEDDED
 from lapelens.defaults import SEQ_LEN  # noqa: F401 (named in a help text)
 from lapelens.errors import LapelensError
+from lapelens.evaluate.generation import Sampling
+from lapelens.evaluate.perplexity import DEFAULT_BATCH_SIZE, DEFAULT_EVAL_TOKENS, evaluation_chunks  # noqa: F401 (help text)
 from lapelens.lock import OUTPUT
+from lapelens.neurons import LanguageNeurons
 from lapelens.pretrained import MODEL_HELP  # noqa: F401 (named in a help text)
-from lapelens.evaluate.perplexity import DEFAULT_BATCH_SIZE, DEFAULT_EVAL_TOKENS  # noqa: F401 (help text)
 
 
 def positive(value: int | float | None, flag: str) -> None:
@@ -60,8 +64,6 @@ class EvalTextOptions:
             positive(getattr(self, name), "--" + name.replace("_", "-"))
 
     def chunks(self, model: Any, languages: list[str]) -> Any:
-        from lapelens.evaluate.perplexity import evaluation_chunks
-
         return evaluation_chunks(model, self.corpus, languages, self.tokens_per_language, self.seq_len, self.split)
 
     @property
@@ -101,9 +103,6 @@ class SamplingOptions:
 
     def sampling(self, greedy: bool) -> Any:
         """The ``Sampling`` these flags describe, after checking them."""
-        from lapelens.checks import check_positive
-        from lapelens.evaluate.generation import Sampling
-
         positive(self.max_new_tokens, "--max-new-tokens")
         positive(self.batch_size, "--batch-size")
         if self.top_p is not None and not 0 < self.top_p <= 1:
@@ -135,9 +134,6 @@ class GenerationCommand(PromptOptions, SamplingOptions, ModelOptions):
 
     def neuron_set(self, model: Any, what: str) -> tuple[Any, list[str]]:
         """The neuron set and the languages to run, checked; ``what`` says why a PV mask is refused."""
-        from lapelens.cli._evaluation import load_selection
-        from lapelens.neurons import LanguageNeurons
-
         requested = list(self.languages) if self.languages else None
         neurons = load_selection(self.neurons, model, requested)
         if not isinstance(neurons, LanguageNeurons):

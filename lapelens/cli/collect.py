@@ -16,18 +16,21 @@ import json
 import logging
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from dataclasses import dataclass, field
-
 from lapelens.activations import DEFAULT_BATCH_SIZE, DEFAULT_SENTENCE_TOKENS, DEFAULT_SEQ_LEN  # noqa: F401 (help)
-from lapelens.checkpoint import DEFAULT_CHECKPOINT_EVERY
+from lapelens.activations import collect, collect_sentence_means
+from lapelens.checkpoint import DEFAULT_CHECKPOINT_EVERY, current_shard
 from lapelens.cli._config import add_command
+from lapelens.cli._evaluation import quiet_transformers
 from lapelens.cli._options import ModelOptions, positive
 from lapelens.constants import EMBEDDED
+from lapelens.corpus import default_languages_of, load_corpus
 from lapelens.errors import LapelensError
 from lapelens.lock import OUTPUT
+from lapelens.models import load_model
 
 _DTYPES = ("float32", "bfloat16", "float16")
 #: Folder inside --out for the checkpoints of a collection in progress.
@@ -84,8 +87,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(cfg: CollectConfig) -> None:
-    from lapelens.cli._evaluation import quiet_transformers
-
     with quiet_transformers(cfg.quiet):  # also silence transformers' weight-loading bar
         _run(cfg)
 
@@ -159,11 +160,6 @@ def _run(cfg: CollectConfig) -> None:
 
 def _collect(cfg: CollectConfig, languages: list[str] | None, device: str, device_map: str | dict | None) -> None:
     import torch
-
-    from lapelens.activations import collect, collect_sentence_means
-    from lapelens.checkpoint import current_shard
-    from lapelens.corpus import default_languages_of, load_corpus
-    from lapelens.models import load_model
 
     if device_map is not None and "device_map" not in inspect.signature(load_model).parameters:
         raise LapelensError("--device-map needs lapelens.load_model(..., device_map=...), which this version lacks.")

@@ -8,6 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lapelens.cli._config import add_command
+from lapelens.constants import PAPER_LANGUAGES
+from lapelens.corpus import CORPUS_DIR, load_corpus
+from lapelens.embedded.corpus.build import build
+from lapelens.embedded.corpus.fetch import EXTRA_LANGUAGES
+from lapelens.embedded.corpus.write import report
 
 
 @dataclass(kw_only=True)
@@ -52,12 +57,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_build(cfg: BuildConfig) -> None:
-    from lapelens.constants import PAPER_LANGUAGES
-    from lapelens.corpus import CORPUS_DIR
-    from lapelens.embedded.corpus.build import build
-    from lapelens.embedded.corpus.fetch import EXTRA_LANGUAGES
-    from lapelens.embedded.corpus.write import report
-
     out = cfg.out or CORPUS_DIR
     languages = list(cfg.languages) if cfg.languages else [*PAPER_LANGUAGES, *EXTRA_LANGUAGES]
     options = dict(l10n=cfg.l10n, books=cfg.books)
@@ -70,8 +69,6 @@ def run_build(cfg: BuildConfig) -> None:
 
 
 def run_show(cfg: ShowConfig) -> None:
-    from lapelens.corpus import load_corpus
-
     languages = list(cfg.languages) if cfg.languages else None
     print(f"{'lang':6}{'split':7}{'docs':>8}{'paragraphs':>12}{'chars':>12}")
     for split in cfg.splits:

@@ -7,9 +7,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lapelens.cli._config import add_command
+from lapelens.cli._evaluation import quiet_transformers
 from lapelens.cli._options import positive
+from lapelens.cli.identify import load_stats
 from lapelens.errors import LapelensError
+from lapelens.explorer import explore
+from lapelens.explorer.data import ExplorerInputs, from_parts, load_run
+from lapelens.explorer.server import LiveExplorer, load_page, serve
+from lapelens.loader import load
 from lapelens.lock import OUTPUT_FILE
+from lapelens.models import load_model
 
 #: --loss-max-neurons when not given: a page to save gets this; --serve gets none (it starts at once).
 LOSS_MAX_NEURONS = 160
@@ -79,10 +86,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(cfg: ExploreConfig) -> None:
-    from lapelens.cli._evaluation import quiet_transformers
-    from lapelens.explorer import explore
-    from lapelens.models import load_model
-
     for flag in ("context_tokens", "top_k", "samples", "window", "loss_per_language", "loss_tokens", "loss_seq_len",
                  "n_boot", "search_top"):
         positive(getattr(cfg, flag), "--" + flag.replace("_", "-"))
@@ -107,7 +110,7 @@ def run(cfg: ExploreConfig) -> None:
     with quiet_transformers(cfg.quiet):
         model = load_model(cfg.model or inputs.model, device=cfg.device)
     if cfg.serve and cfg.page is not None:
-        return _serve(cfg, model, inputs, page=_page_of(cfg.page))
+        return _serve(cfg, model, inputs, page=load_page(cfg.page))
     default_loss = 0 if cfg.serve and cfg.out is None else LOSS_MAX_NEURONS
     ex = explore(inputs, model, cfg.out, context_tokens=cfg.context_tokens, top_k=cfg.top_k,
                  samples=cfg.samples, window=(cfg.window, cfg.window), detail_methods=cfg.detail_methods,
@@ -127,19 +130,13 @@ def run(cfg: ExploreConfig) -> None:
         _serve(cfg, model, inputs, page=ex.page())
 
 
-def _inputs(cfg: ExploreConfig):
-    from lapelens.explorer.data import from_parts, load_run
-
+def _inputs(cfg: ExploreConfig) -> ExplorerInputs:
     if cfg.run_dir is not None:
         inputs = load_run(cfg.run_dir)
     else:
-        from lapelens.cli.identify import load_stats
-
         stats = load_stats(cfg.stats)
         neurons = None
         if cfg.neurons is not None:
-            from lapelens.artifacts import load
-
             if not cfg.neurons.exists():
                 raise LapelensError(f"--neurons {cfg.neurons} does not exist: pass a folder from `lapelens identify`.")
             neurons = load(cfg.neurons, "language_neurons")
@@ -152,15 +149,7 @@ def _inputs(cfg: ExploreConfig):
     return inputs
 
 
-def _page_of(path: Path):
-    from lapelens.explorer.server import load_page
-
-    return load_page(path)
-
-
-def _serve(cfg: ExploreConfig, model, inputs, page) -> None:
-    from lapelens.explorer.server import LiveExplorer, serve
-
+def _serve(cfg: ExploreConfig, model, inputs: ExplorerInputs, page) -> None:
     explorer = LiveExplorer(model, page, inputs.stats, inputs.sets[inputs.primary])
     serve(explorer, cfg.port, log=None if cfg.quiet else (lambda line: print(line, flush=True)),
           ready=lambda line: print(line, flush=True))

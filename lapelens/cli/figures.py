@@ -9,8 +9,11 @@ from pathlib import Path
 
 from lapelens.cli._config import add_command
 from lapelens.errors import LapelensError
-from lapelens.lock import OUTPUT
+from lapelens.evaluate import EXPERIMENTS
+from lapelens.figures import write_figures
 from lapelens.figures.export import FORMATS
+from lapelens.lock import OUTPUT
+from lapelens.run import Run
 
 
 @dataclass(kw_only=True)
@@ -24,26 +27,31 @@ class FiguresConfig:
     """A subset of the formats (PNG and SVG need Chromium)."""
 
 
+def stage_names() -> str:
+    """The folders a run's figures are drawn from, from the registries."""
+    return ", ".join(["neurons_*"] + [f"{e.name}_*" if e.per_method else e.name for e in EXPERIMENTS.values() if e.cached])
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     return add_command(
         subparsers, "figures", FiguresConfig, run,
         help="Redraw every figure of a finished `lapelens reproduce` run (HTML, PNG, SVG) from its saved results.",
-        description="Load the saved results of a reproduce run folder (neurons_lape, perturb_*, sweep, ses, "
-        "dominance, steer_*, deactivated_generation, kojima; no model, nothing recomputed) and write each "
-        "figure as NAME.html (offline: it loads plotly.min.js from the same folder), NAME.png and NAME.svg "
-        "(rendered by kaleido in a local Chromium).",
+        description=f"Load the saved results of a reproduce run folder ({stage_names()}; no model, nothing "
+        "recomputed) and write each figure as NAME.html (offline: it loads plotly.min.js from the same folder), "
+        "NAME.png and NAME.svg (rendered by kaleido in a local Chromium).",
     )
 
 
 def run(cfg: FiguresConfig) -> None:
-    from lapelens.figures import run_figures, write_figures
-
     formats = [f.lower() for f in cfg.formats]
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or not formats:
         raise LapelensError(f"--formats takes a comma-separated subset of {','.join(FORMATS)}; got {','.join(cfg.formats)!r}.")
     start = time.time()
-    figs = run_figures(cfg.run_dir)
+    figs = Run(cfg.run_dir).figures()
+    if not figs:
+        raise LapelensError(f"{cfg.run_dir} holds no saved result to draw (expected the stage folders "
+                            f"`lapelens reproduce` writes: {stage_names()}).")
     out = cfg.out if cfg.out is not None else cfg.run_dir / "figures"
     written = write_figures(figs, out, formats)
     print(f"wrote {len(written)} files ({len(figs)} figures x {', '.join(formats)}) to {out} "

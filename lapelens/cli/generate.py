@@ -9,6 +9,12 @@ from pathlib import Path
 from lapelens.cli._config import add_command
 from lapelens.cli._evaluation import load_model_quietly, print_frame, quiet_transformers
 from lapelens.cli._options import GenerationCommand, positive
+from lapelens.corpus import load_parallel
+from lapelens.errors import LapelensError
+from lapelens.evaluate.generation import generation_under_deactivation
+from lapelens.methods import identify
+from lapelens.models import neuron_spec
+from lapelens.neurons import load_neurons
 
 
 @dataclass(kw_only=True)
@@ -34,12 +40,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(cfg: GenerateConfig) -> None:
-    from lapelens.corpus import load_parallel
-    from lapelens.errors import LapelensError
-    from lapelens.evaluate.generation import generation_under_deactivation
-    from lapelens.models import neuron_spec
-    from lapelens.neurons import load_neurons
-
     sampling = cfg.sampling(greedy=not cfg.sample)
     positive(cfg.n_prompts, "--n-prompts")
     positive(cfg.prompt_tokens, "--prompt-tokens")
@@ -53,8 +53,6 @@ def run(cfg: GenerateConfig) -> None:
         random = load_neurons(cfg.random_neurons, languages=neurons.languages if official else None,
                               d_mlp=d_mlp if official else None)
     elif cfg.random_seed is not None:
-        from lapelens.methods import identify
-
         random = identify(neurons, "random", seed=cfg.random_seed)
     parallel = load_parallel(cfg.parallel, split=cfg.parallel_split, languages=languages)
     if len(parallel) < cfg.n_prompts:

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from dataclasses import dataclass, field
-
+from lapelens.checks import check_positive, check_quantile, check_rate
 from lapelens.cli._config import add_config_arguments, config_from_args
 from lapelens.constants import OFFICIAL_MASK_SUFFIX, STATS_META
+from lapelens.defaults import defaults_for, is_embedded
 from lapelens.errors import LapelensError
+from lapelens.loader import load
 from lapelens.lock import OUTPUT
+from lapelens.methods import METHODS, identify
+from lapelens.methods.pv import tune_per_language
+from lapelens.neurons import load_neurons
+from lapelens.stats import SentenceActivations
+
 
 def method_options() -> dict[str, list]:
     """Option name -> the registered ``Option`` of every method that takes it (one flag each)."""
-    from lapelens.methods import METHODS
-
     out: dict[str, list] = {}
     for spec in METHODS.values():
         for option in spec.option_specs:
@@ -32,8 +38,6 @@ def _option_help(entries: list) -> str:
 
 
 def _method_names() -> list[str]:
-    from lapelens.methods import METHODS
-
     return list(METHODS)
 
 
@@ -70,8 +74,6 @@ class IdentifyConfig:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from lapelens.methods import METHODS
-
     methods_help = "\n".join(
         f"  {m.name:7} reads {m.source}; options: {', '.join(m.options) or 'none'}\n          {m.summary}"
         for m in METHODS.values()
@@ -103,8 +105,6 @@ def _pairs(text: str, what: str) -> dict[str, str]:
 
 def load_stats(path: Path, tag: str | None = None, languages: tuple[str, ...] | None = None):
     """A lapelens statistics folder, or a folder of official ``activation.{lang}.train.{tag}`` files."""
-    from lapelens.artifacts import load
-
     if not path.is_dir():
         raise LapelensError(f"--stats {path} is not a folder: pass a lapelens statistics folder or a folder of official activation files.")
     inner = path / "stats"  # a `lapelens reproduce` folder keeps its statistics there
@@ -125,10 +125,6 @@ def _read_texts(spec: str) -> dict[str, list[str]]:
 
 def _check_options(method: str, options: dict, source, languages: tuple[str, ...] | None) -> None:
     """Refuse meaningless selections before computing them; fill the model-dependent defaults."""
-    from lapelens.checks import check_positive, check_quantile, check_rate
-    from lapelens.defaults import defaults_for, is_embedded
-    from lapelens.methods import METHODS
-
     checks = {"rate": check_rate, "quantile": check_quantile, "positive": check_positive}
     spec = METHODS[method]
     for option in spec.option_specs:
@@ -147,13 +143,8 @@ def _check_options(method: str, options: dict, source, languages: tuple[str, ...
             print(f"{option.flag} {options[option.name]:g} ({'the embedded model' if embedded else 'the paper'}'s default)")
 
 
-
 def _check_not_empty(method: str, result, options: dict) -> None:
     """Refuse a selection empty for every language (nothing is written); warn about empty languages."""
-    import sys
-
-    from lapelens.methods import METHODS
-
     unit = "parameters" if METHODS[method].returns == "parameters" else "neurons"
     rate = options.get("top_rate")
     if result.budget == 0 and rate is not None:  # the rate is a share of every unit of the model
@@ -172,11 +163,6 @@ def _check_not_empty(method: str, result, options: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from lapelens.methods import METHODS, identify
-    from lapelens.methods.pv import tune_per_language
-    from lapelens.neurons import load_neurons
-    from lapelens.stats import SentenceActivations
-
     cfg = config_from_args(IdentifyConfig, args)
     spec = METHODS[cfg.method]
     languages = cfg.languages or None

@@ -6,8 +6,11 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lapelens.artifacts import SELECTION_KINDS
 from lapelens.cli._config import add_command
 from lapelens.errors import LapelensError
+from lapelens.loader import load
+from lapelens.neurons import LanguageNeurons
 
 
 @dataclass(kw_only=True)
@@ -37,8 +40,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _read(path: Path, cfg: ShowConfig):
-    from lapelens.artifacts import SELECTION_KINDS, load
-
     if not path.exists():
         raise LapelensError(f"{path} does not exist: pass a lapelens neuron folder or an official .pth mask file.")
     languages = list(cfg.languages) if cfg.languages else None
@@ -58,9 +59,6 @@ def run_show(cfg: ShowConfig) -> None:
 
 
 def run_compare(cfg: CompareConfig) -> None:
-    from lapelens.errors import LapelensError
-    from lapelens.neurons import LanguageNeurons
-
     first, second = _read(cfg.path, cfg), _read(cfg.other, cfg)
     if not (isinstance(first, LanguageNeurons) and isinstance(second, LanguageNeurons)):
         raise LapelensError("compare works on neuron sets, not PV parameter masks.")

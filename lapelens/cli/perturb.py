@@ -11,7 +11,9 @@ from lapelens.cli._evaluation import load_model_quietly, load_perturbation, prin
 from lapelens.cli._options import EvalTextOptions, ModelOptions
 from lapelens.constants import COMPARE_TABLE
 from lapelens.errors import LapelensError
+from lapelens.evaluate.perplexity import PerturbationResult, compare, compare_figure, perturbation_matrix
 from lapelens.lock import OUTPUT
+from lapelens.methods import METHODS
 
 
 @dataclass(kw_only=True)
@@ -62,9 +64,6 @@ def _report(name: str, result) -> None:
 
 
 def run(cfg: PerturbConfig) -> None:
-    from lapelens.evaluate.perplexity import PerturbationResult, compare, compare_figure, perturbation_matrix
-    from lapelens.methods import METHODS
-
     if cfg.show:
         results = {str(p): PerturbationResult.load(p) for p in cfg.show}
     else:

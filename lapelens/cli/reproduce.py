@@ -1,4 +1,6 @@
-"""Run the paper's pipeline (statistics, every method, every experiment, every figure) on one model."""
+"""Run the paper's pipeline (statistics, every method, every experiment, every figure) on one model.
+
+Its flags are ``ReproduceConfig``'s fields: the pipeline's own and every registered experiment's settings."""
 
 from __future__ import annotations
 
@@ -7,25 +9,29 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from lapelens.checkpoint import current_shard
 from lapelens.cli._config import add_config_arguments, config_from_args, explicit_fields
+from lapelens.cli.collect import log_resumes, process_group
 from lapelens.constants import STAGE_RECORD
 from lapelens.interrupt import note
-from lapelens.pipeline import QUICK, ReproduceConfig, flag, reproduce
+from lapelens.pipeline import BaseConfig, flag, quick_settings, reproduce, reproduce_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("reproduce", help="the whole paper on one model (default: the embedded one)", description=__doc__)
-    add_config_arguments(p, ReproduceConfig)
-    quick = ", ".join(f"{flag(k)} {v}" for k, v in QUICK.items())
+    p = sub.add_parser("reproduce", help="the whole paper on one model (default: the embedded one)",
+                       description=__doc__.split("\n\n")[0])
+    add_config_arguments(p, reproduce_config())
+    quick = ", ".join(f"{flag(k)} {v}" for k, v in quick_settings().items())
     p.add_argument("--quick", action="store_true",
                    help=f"smaller budgets, same code path, noisier numbers: {quick}; a flag you pass keeps your value")
     p.set_defaults(func=run)
 
 
-def quick_config(cfg: ReproduceConfig, explicit: frozenset[str]) -> tuple[ReproduceConfig, str]:
+def quick_config(cfg: BaseConfig, explicit: frozenset[str]) -> tuple[BaseConfig, str]:
     """``cfg`` with ``--quick``'s budgets except where a flag was given; and a line saying what changed."""
-    changes = {k: v for k, v in QUICK.items() if k not in explicit and getattr(cfg, k) != v}
-    kept = [flag(k) for k in QUICK if k in explicit]
+    quick = quick_settings()
+    changes = {k: v for k, v in quick.items() if k not in explicit and getattr(cfg, k) != v}
+    kept = [flag(k) for k in quick if k in explicit]
     line = "--quick: " + (", ".join(f"{flag(k)} {getattr(cfg, k)} -> {v}" for k, v in changes.items()) or "nothing to change")
     if kept:
         line += f" (kept as given: {', '.join(kept)})"
@@ -40,10 +46,7 @@ def saved_stages(out: Path) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> None:
-    from lapelens.checkpoint import current_shard
-    from lapelens.cli.collect import log_resumes, process_group
-
-    cfg = config_from_args(ReproduceConfig, args)
+    cfg = config_from_args(reproduce_config(), args)
     if args.quick:
         cfg, line = quick_config(cfg, explicit_fields(args))
         print(line)

@@ -4,17 +4,19 @@ they carry signal (standardized cosines, mismatched control, retrieval, bootstra
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lapelens.cli._config import add_command
 from lapelens.cli._options import ModelOptions, positive
 from lapelens.constants import DOMINANCE_HTML, EMBEDDED, SES_HTML
+from lapelens.corpus import load_parallel
 from lapelens.errors import LapelensError
-from lapelens.evaluate.embeddings import DEFAULT_BATCH_SIZE
+from lapelens.evaluate.embeddings import DEFAULT_BATCH_SIZE, SentenceEmbeddings, sentence_embeddings
 from lapelens.evaluate.measures import DEFAULT_N_BOOT, MEASURES, VECTORS
 from lapelens.lock import OUTPUT
+from lapelens.models import load_model
+from lapelens.neurons import load_neurons
 
 
 @dataclass(kw_only=True)
@@ -76,8 +78,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _read_parallel(cfg: SesConfig, languages: list[str] | None):
     import pandas as pd
 
-    from lapelens.corpus import load_parallel
-
     path = Path(cfg.parallel)
     if cfg.parallel not in (EMBEDDED, "flores") and path.suffix == ".csv":
         if not path.is_file():
@@ -118,8 +118,6 @@ def _check_fit(cfg: SesConfig, n_texts: int) -> None:
 def _embeddings(cfg: SesConfig):
     import numpy as np
 
-    from lapelens.evaluate.embeddings import SentenceEmbeddings
-
     languages = list(cfg.languages) if cfg.languages else None
     if languages is not None and len(languages) < 2:
         raise LapelensError(f"--languages {','.join(languages)}: SES compares languages, give at least two.")
@@ -148,10 +146,6 @@ def _embeddings(cfg: SesConfig):
 
 
 def run(cfg: SesConfig) -> None:
-    from lapelens.evaluate.embeddings import sentence_embeddings
-    from lapelens.models import load_model
-    from lapelens.neurons import load_neurons
-
     positive(cfg.n_boot, "--n-boot")
     emb, todo = _embeddings(cfg)
     neurons = load_neurons(cfg.neurons) if cfg.neurons is not None else None

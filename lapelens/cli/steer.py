@@ -6,11 +6,15 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lapelens.checks import check_finite
 from lapelens.cli._config import add_command
 from lapelens.cli._evaluation import load_model_quietly, print_frame, quiet_transformers
 from lapelens.cli._options import GenerationCommand, positive
-from lapelens.defaults import EMBEDDED_DEFAULTS, PAPER
+from lapelens.cli.identify import load_stats
+from lapelens.corpus import load_parallel
+from lapelens.defaults import EMBEDDED_DEFAULTS, PAPER, defaults_for
 from lapelens.errors import LapelensError
+from lapelens.evaluate import generation as gen
 
 MODES = ("unconditional", "prompted", "kojima")
 _EMBEDDED_SCALE, _PAPER_SCALE = f"{EMBEDDED_DEFAULTS.steer_scale:g}", f"{PAPER.steer_scale:g}"
@@ -48,10 +52,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(cfg: SteerConfig) -> None:
-    from lapelens.checks import check_finite
-    from lapelens.defaults import defaults_for
-    from lapelens.evaluate import generation as gen
-
     sampling = cfg.sampling(greedy=cfg.greedy)
     scale = defaults_for(cfg.model).steer_scale if cfg.scale is None else cfg.scale
     check_finite(scale, "--scale")
@@ -62,7 +62,6 @@ def run(cfg: SteerConfig) -> None:
     if cfg.mode != "kojima":
         if cfg.stats is None:
             raise LapelensError(f"--mode {cfg.mode} sets neurons to their mean activation: give --stats FOLDER.")
-        from lapelens.cli.identify import load_stats
 
         stats = load_stats(cfg.stats)
     with quiet_transformers(cfg.quiet):
@@ -74,8 +73,6 @@ def run(cfg: SteerConfig) -> None:
     elif cfg.mode == "kojima":
         result = gen.kojima_pinning(model, neurons, languages, cfg.samples, sampling, progress=not cfg.quiet)
     else:
-        from lapelens.corpus import load_parallel
-
         sources = list(cfg.sources) if cfg.sources else languages
         parallel = load_parallel(cfg.parallel, split=cfg.parallel_split, languages=sorted(set(sources) | set(languages),
                                                                                             key=(sources + languages).index))

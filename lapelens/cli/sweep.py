@@ -9,9 +9,10 @@ from pathlib import Path
 from lapelens.cli._config import add_command
 from lapelens.cli._evaluation import load_model_quietly, print_frame, quiet_transformers
 from lapelens.cli._options import EvalTextOptions, ModelOptions
+from lapelens.cli.identify import load_stats
 from lapelens.errors import LapelensError
+from lapelens.evaluate.sweep import DEFAULT_RATIOS, selection_ratio_sweep
 from lapelens.lock import OUTPUT
-from lapelens.evaluate.sweep import DEFAULT_RATIOS
 from lapelens.methods._registry import sweep_methods
 
 
@@ -44,9 +45,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(cfg: SweepConfig) -> None:
-    from lapelens.cli.identify import load_stats
-    from lapelens.evaluate.sweep import selection_ratio_sweep
-
     cfg.check_sizes()
     bad = [r for r in cfg.ratios if not 0 <= r <= 1]
     if bad:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from lapelens.cli._config import add_config_arguments, config_from_args
-from lapelens.embedded.train import TrainConfig, train
+from lapelens.embedded.train import TrainConfig, reevaluate, train
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,8 +21,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     if args.reevaluate:
         import json
-
-        from lapelens.embedded.train import reevaluate
 
         print(json.dumps(reevaluate(args.out, args.corpus), indent=1))
         return

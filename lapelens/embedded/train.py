@@ -13,33 +13,32 @@ Two stages, both seeded and logged:
 The final evaluation reports, per language, the valid perplexity next to an add-one unigram
 model's and the bits per UTF-8 byte, which do not depend on the tokenizer.
 
-``continue_training`` reuses the loop for short monolingual tuning runs (the PV baseline). The
-tokenizer lives in ``lapelens.embedded.tokenizer``, the evaluation and the model card in
+The training loop lives in ``lapelens.training`` (PV's short monolingual tuning runs use it too),
+the tokenizer in ``lapelens.embedded.tokenizer``, the evaluation and the model card in
 ``lapelens.embedded.card``.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
-from jaxtyping import Int64
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from lapelens._io import respect_umask
 from lapelens._version import __version__
 from lapelens.constants import EMBEDDED, PAPER_LANGUAGES
+from lapelens.corpus import load_corpus
 from lapelens.embedded.card import mean_nll, model_card, per_language_perplexity, previous_run
 from lapelens.embedded.tokenizer import train_tokenizer
 from lapelens.errors import LapelensError
 from lapelens.lock import OUTPUT
+from lapelens.models import embedded_model_dir
+from lapelens.tokens import pack_chunks
+from lapelens.training import UniformMixture, train_loop
 
 
 @dataclass
@@ -101,28 +100,10 @@ class TrainConfig:
     """torch threads (0: leave torch's default)."""
 
 
-
 # ---- data ------------------------------------------------------------------------------------
 def pack_languages(tokenizer: Any, texts_by_language: Mapping[str, Sequence[str]], seq_len: int) -> dict[str, Tensor]:
-    """Every language's documents as BOS-separated ``seq_len`` chunks (see ``lapelens.activations``)."""
-    from lapelens.activations import pack_chunks
-
+    """Every language's documents as BOS-separated ``seq_len`` chunks (see ``lapelens.tokens``)."""
     return {lang: pack_chunks(tokenizer, docs, seq_len) for lang, docs in texts_by_language.items()}
-
-
-class UniformMixture:
-    """Batches whose rows come from languages drawn uniformly, each row a random chunk of it."""
-
-    def __init__(self, chunks: Mapping[str, Tensor], batch_size: int, seed: int):
-        self.langs = list(chunks)
-        self.chunks = [chunks[l] for l in self.langs]
-        self.batch_size = batch_size
-        self.gen = torch.Generator().manual_seed(seed)
-
-    def __call__(self) -> Int64[Tensor, "batch pos"]:
-        lang_idx = torch.randint(len(self.chunks), (self.batch_size,), generator=self.gen)
-        rows = [self.chunks[k][torch.randint(len(self.chunks[k]), (1,), generator=self.gen)][0] for k in lang_idx.tolist()]
-        return torch.stack(rows)
 
 
 # ---- model -----------------------------------------------------------------------------------
@@ -138,71 +119,6 @@ def llama_config(cfg: TrainConfig, tokenizer: Any) -> Any:
     )
 
 
-def lr_schedule(step: int, total: int, warmup: int, min_ratio: float) -> float:
-    """Multiplier of the peak learning rate: linear warmup, then cosine down to ``min_ratio``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-
-@dataclass
-class _LoopResult:
-    log: list[dict] = field(default_factory=list)
-    seconds: float = 0.0
-    tokens: int = 0
-
-
-def _train_loop(
-    model: Any, next_batch: Callable[[], Tensor], *, steps: int, lr: float, warmup: int, min_lr_ratio: float,
-    weight_decay: float, grad_clip: float, bf16: bool, evaluate: Callable[[], dict] | None = None,
-    eval_every: int = 0, on_checkpoint: Callable[[int], None] | None = None, checkpoint_seconds: float = 0,
-    desc: str = "train", log_path: Path | None = None, bar: Any = None,
-) -> _LoopResult:
-    """``bar``: a progress bar to advance one step at a time instead of the loop's own (one bar
-    over several runs, e.g. PV's tuning of every language)."""
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=lr, betas=(0.9, 0.95), eps=1e-8)
-    model.train()
-    res = _LoopResult()
-    start = last_ckpt = time.time()
-    own = bar is None
-    bar = tqdm(total=steps, desc=desc, unit="step") if own else bar
-    for step in range(steps):
-        for group in opt.param_groups:
-            group["lr"] = lr * lr_schedule(step, steps, warmup, min_lr_ratio)
-        x = next_batch()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(x).logits
-        loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        res.tokens += x.numel()
-        entry = {"step": step + 1, "tokens": res.tokens, "train_loss": loss.item(), "lr": opt.param_groups[0]["lr"],
-                 "seconds": round(time.time() - start, 1)}
-        if evaluate is not None and eval_every and ((step + 1) % eval_every == 0 or step + 1 == steps):
-            entry.update(evaluate())
-            model.train()
-        res.log.append(entry)
-        if log_path is not None:  # appended as we go, so a killed run keeps its curve
-            with log_path.open("a") as f:
-                f.write(json.dumps(entry) + "\n")
-        bar.update(1)
-        bar.set_postfix(loss=f"{entry['train_loss']:.3f}", **({} if own else {"run": desc}))
-        if on_checkpoint is not None and checkpoint_seconds and time.time() - last_ckpt > checkpoint_seconds:
-            on_checkpoint(step + 1)
-            last_ckpt = time.time()
-    if own:
-        bar.close()
-    res.seconds = time.time() - start
-    return res
-
-
 def _save_hf(model: Any, tokenizer: Any, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
@@ -216,8 +132,6 @@ def train(cfg: TrainConfig) -> Path:
     """Train tokenizer and model on ``cfg.corpus``; write an HF folder with a model card to ``cfg.out``."""
     from transformers import LlamaForCausalLM
 
-    from lapelens.corpus import load_corpus
-
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
@@ -227,8 +141,6 @@ def train(cfg: TrainConfig) -> Path:
     valid_docs = load_corpus(cfg.corpus, split="valid", languages=list(cfg.languages))
     if cfg.init_from:
         from transformers import AutoTokenizer
-
-        from lapelens.models import embedded_model_dir
 
         source = embedded_model_dir() if cfg.init_from == EMBEDDED else Path(cfg.init_from)
         tokenizer = AutoTokenizer.from_pretrained(source)
@@ -257,7 +169,7 @@ def train(cfg: TrainConfig) -> Path:
         _save_hf(model, tokenizer, out)
         (out / "checkpoint.json").write_text(json.dumps({"step": step}))
 
-    result = _train_loop(
+    result = train_loop(
         model, UniformMixture(train_chunks, cfg.batch_size, cfg.seed), steps=cfg.steps, lr=cfg.lr,
         warmup=cfg.warmup_steps, min_lr_ratio=cfg.min_lr_ratio, weight_decay=cfg.weight_decay,
         grad_clip=cfg.grad_clip, bf16=cfg.bf16, evaluate=evaluate, eval_every=cfg.eval_every,
@@ -296,8 +208,6 @@ def reevaluate(folder: str | Path, corpus: str = "embedded") -> dict[str, dict]:
     rebuilt) and rewrite its ``training_summary.json`` and model card with the new numbers."""
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    from lapelens.corpus import load_corpus
-
     folder = Path(folder)
     summary, log = previous_run(folder)
     if summary is None:
@@ -313,32 +223,3 @@ def reevaluate(folder: str | Path, corpus: str = "embedded") -> dict[str, dict]:
     (folder / "training_summary.json").write_text(json.dumps(summary, indent=2))
     (folder / "README.md").write_text(model_card(summary, log))
     return summary["per_language"]
-
-
-# ---- monolingual continued training (PV baseline) --------------------------------------------
-def continue_training(
-    model_dir: str | Path, texts: Sequence[str], out_dir: str | Path, *, steps: int, lr: float = 5e-4,
-    seq_len: int = 256, batch_size: int = 8, seed: int = 0, warmup: int = 10, bar: Any = None,
-) -> Path:
-    """Tune an HF causal LM on one language's ``texts`` for ``steps`` steps; save it to ``out_dir``.
-
-    Same loop as :func:`train` (AdamW, warmup + cosine to 10%, grad clip 1, no weight decay so
-    that untouched parameters stay put). Seeded: the same call gives the same weights. ``bar``: a
-    progress bar to advance (default: one of its own).
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from lapelens.activations import pack_chunks
-
-    torch.manual_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    chunks = pack_chunks(tokenizer, texts, seq_len)
-    _train_loop(model, UniformMixture({"text": chunks}, batch_size, seed), steps=steps, lr=lr, warmup=warmup,
-                min_lr_ratio=0.1, weight_decay=0.0, grad_clip=1.0, bf16=False, desc=f"tune {Path(out_dir).name}", bar=bar)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    respect_umask(out)
-    return out

@@ -1,12 +1,22 @@
-"""Evaluation under interventions: perplexity matrices, selection-ratio sweeps, steering and generation."""
+"""Experiments under interventions, one module each, behind one registry (``EXPERIMENTS``).
 
-from lapelens.evaluate.perplexity import (
-    PerturbationResult,
-    chunk_nll,
-    compare,
-    compare_figure,
-    evaluation_chunks,
-    perturbation_matrix,
-)
+Every module of this package that declares an experiment (``lapelens.evaluate._registry.experiment``)
+does so when it is imported; all of them are imported here, so a new experiment is one new file.
+"""
 
-__all__ = ["PerturbationResult", "chunk_nll", "compare", "compare_figure", "evaluation_chunks", "perturbation_matrix"]
+from __future__ import annotations
+
+import pkgutil
+from importlib import import_module
+
+from lapelens.evaluate._registry import (EXPERIMENTS, Context, Experiment, Setting, all_settings, experiment,
+                                         exported, figures_of, finite, positive, unregister)
+
+# The submodules stay reachable as attributes (``lapelens.evaluate.perplexity``): import the
+# modules, not their same-named functions.
+for _info in pkgutil.iter_modules(__path__):
+    if not _info.name.startswith("_"):
+        import_module(f"{__name__}.{_info.name}")
+
+__all__ = ["EXPERIMENTS", "Context", "Experiment", "Setting", "all_settings", "experiment", "exported", "figures_of",
+           "finite", "positive", "unregister"]

@@ -13,6 +13,9 @@ The same pass keeps what the diagnostics need: the state of each text's first co
 number of content tokens, the mean norm of the separator and the median norm of the content tokens
 per language and layer. :class:`SentenceEmbeddings` saves all of it (safetensors + JSON), so that
 every measure and figure can be recomputed without the model.
+
+The experiments ``ses`` (Fig. 6) and ``dominance`` (Fig. 7) of a run are declared here: both are
+measured on one set of embeddings per run.
 """
 
 from __future__ import annotations
@@ -27,10 +30,14 @@ from jaxtyping import Float, Int64
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from lapelens.artifacts import load_folder, save_folder
+from lapelens.artifacts import Kind, load_folder, register_kind, save_folder
+from lapelens.constants import EMBEDDINGS_META, EMBEDDINGS_TENSORS
 from lapelens.errors import LapelensError
 from lapelens.evaluate import similarity as _similarity
-from lapelens.evaluate.measures import DEFAULT_N_BOOT, Measure, Vectors
+from lapelens.evaluate._registry import Context, Setting, experiment, positive
+from lapelens.evaluate.measures import DEFAULT_N_BOOT, MEASURES, VECTORS, Measure, Vectors
+from lapelens.hooks import layer_hooks, run_until
+from lapelens.tokens import padded_batch, separator_id
 from lapelens.types import HookedModel
 
 DEFAULT_BATCH_SIZE = 8
@@ -157,10 +164,6 @@ class SentenceEmbeddings:
         return cls(tuple(languages), t["embeddings"], meta, **{name: t.get(name) for name in _OPTIONAL})
 
 
-class _Done(Exception):
-    """Raised after the final norm: the unembedding is not needed."""
-
-
 def sentence_embeddings(
     model: HookedModel,
     parallel: pd.DataFrame,
@@ -181,8 +184,6 @@ def sentence_embeddings(
     Within each language, texts are sorted by length and right-padded in batches; padded positions
     are masked out of attention and out of the means.
     """
-    from lapelens.activations import padded_batch, separator_id
-
     langs = list(parallel.columns) if languages is None else list(dict.fromkeys(languages))
     missing = [lang for lang in langs if lang not in parallel.columns]
     if missing:
@@ -212,22 +213,19 @@ def sentence_embeddings(
     token_norms: list[list[list[Tensor]]] = [[[] for _ in range(n_layers)] for _ in range(n_lang)]
     current: dict[str, Any] = {}
 
-    def make_hook(layer: int):
-        def hook(resid: Tensor, hook: Any) -> None:
-            k, rows, w = current["k"], current["rows"], current["weights"]
-            states = resid.float()
-            summed = torch.bmm(w.unsqueeze(1), states).squeeze(1)  # batch d_model
-            out[k, rows, layer] = (summed / current["lengths"][:, None]).cpu()
-            first[k, rows, layer] = states[:, 1].cpu()
-            norms = states.norm(dim=-1)
-            sep_norm[k, layer] += norms[:, 0].double().sum().cpu()
-            token_norms[k][layer].append(norms[w > 0].cpu())
-            if layer == n_layers - 1:
-                raise _Done
-        return hook
+    def take(layer: int, resid: Tensor) -> None:
+        k, rows, w = current["k"], current["rows"], current["weights"]
+        states = resid.float()
+        summed = torch.bmm(w.unsqueeze(1), states).squeeze(1)  # batch d_model
+        out[k, rows, layer] = (summed / current["lengths"][:, None]).cpu()
+        first[k, rows, layer] = states[:, 1].cpu()
+        norms = states.norm(dim=-1)
+        sep_norm[k, layer] += norms[:, 0].double().sum().cpu()
+        token_norms[k][layer].append(norms[w > 0].cpu())
 
     n_truncated = 0
-    with torch.inference_mode(), model.hooks(fwd_hooks=[(h, make_hook(i)) for i, h in enumerate(hooks)]):
+    # The pass stops after the final norm: the unembedding is not needed.
+    with torch.inference_mode(), model.hooks(fwd_hooks=layer_hooks(dict(enumerate(hooks)), take)):
         for k, lang in enumerate(langs):
             texts = parallel[lang].tolist()
             bad = [parallel.index[t] for t, s in enumerate(texts) if not isinstance(s, str) or not s.strip()]
@@ -244,11 +242,7 @@ def sentence_embeddings(
                 current.update(k=k, rows=torch.tensor(rows), weights=weights.to(device),
                                lengths=weights.sum(1).to(device))
                 kwargs = {"attention_mask": mask.to(device)} if bool((mask == 0).any()) else {}
-                try:
-                    model(tokens.to(device), return_type=None, use_cache=False, **kwargs)
-                except _Done:
-                    continue
-                raise RuntimeError("The final norm's hook never fired; the hooks are not wired as expected.")
+                run_until(model, tokens.to(device), use_cache=False, **kwargs)
     medians = torch.tensor([[torch.cat(token_norms[k][i]).median().item() for i in range(n_layers)]
                             for k in range(n_lang)])
     meta = {"model": str(cfg.model_name), "max_tokens": keep, "n_truncated": int(n_truncated),
@@ -257,3 +251,55 @@ def sentence_embeddings(
             "text_ids": [str(i) for i in parallel.index]}
     emb = SentenceEmbeddings(tuple(langs), out, meta, first, n_tokens, (sep_norm / n_texts).float(), medians)
     return emb if first_token else emb.drop_first_token()
+
+
+register_kind(Kind(EMBEDDINGS_KIND, EMBEDDINGS_META, SentenceEmbeddings, "`lapelens ses --embeddings-out`",
+                   tensors=EMBEDDINGS_TENSORS))
+
+
+# ---- the experiments: SES and dominance from one set of embeddings per run ------------------------
+def _one_of(choices: tuple[str, ...]):
+    def check(value: Any, name: str, cfg: Any) -> None:
+        if value not in choices:
+            raise LapelensError(f"{name} must be one of {', '.join(choices)}, got {value!r}.")
+    return check
+
+
+SES_TEXTS = Setting("ses_texts", 200, "Aligned texts for SES and dominance (at least 4: the standardized measure fits "
+                    "on half of them).", quick=40, check=positive(4))
+SES_MEASURE = Setting("ses_measure", "standardized", "How SES and dominance compare two texts: raw, centered or "
+                      "standardized (see `lapelens ses --help`).", check=_one_of(MEASURES))
+SES_VECTORS = Setting("ses_vectors", "heldout", "Where SES and dominance fit the means and deviations: heldout (on one "
+                      "half of the texts, applied to the other, then swapped) or all.", check=_one_of(VECTORS))
+SES_N_BOOT = Setting("ses_n_boot", DEFAULT_N_BOOT, "Bootstrap resamples of the texts for the SES and dominance "
+                     "intervals.", check=positive())
+SES_SETTINGS = (SES_TEXTS, SES_MEASURE, SES_VECTORS, SES_N_BOOT)
+
+
+def _measure(cfg: Any) -> dict:
+    """The measure's arguments of ``similarity``/``dominance``; the bootstrap takes the run's seed."""
+    return dict(measure=cfg.ses_measure, vectors=cfg.ses_vectors, n_boot=cfg.ses_n_boot, seed=cfg.seed)
+
+
+def _record(cfg: Any) -> dict:
+    return {"ses_texts": cfg.ses_texts, **_measure(cfg)}
+
+
+def _embeddings(ctx: Context) -> SentenceEmbeddings:
+    return ctx.shared("embeddings", lambda: sentence_embeddings(ctx.model, ctx.parallel.head(ctx.cfg.ses_texts),
+                                                                ctx.languages))
+
+
+@experiment("ses", result=_similarity.SimilarityResult, reads=("primary?", "parallel"), settings=SES_SETTINGS,
+            record=_record, figure="fig6_ses", paper="Fig. 6", order=40,
+            exports={"sentence_embeddings": sentence_embeddings, "SentenceEmbeddings": SentenceEmbeddings})
+def ses_stage(ctx: Context) -> "_similarity.SimilarityResult":
+    """SES per layer of the aligned texts, beside the primary method's neurons per layer."""
+    return _embeddings(ctx).similarity(ctx.selection("primary"), **_measure(ctx.cfg))
+
+
+@experiment("dominance", result=_similarity.DominanceResult, reads=("parallel",), settings=SES_SETTINGS,
+            record=_record, figure="fig7_dominance", paper="Fig. 7, Eq. 6", order=50)
+def dominance_stage(ctx: Context) -> "_similarity.DominanceResult":
+    """Retrieval into each target language (and, under raw, Eq. 6's shifted SES) per layer."""
+    return _embeddings(ctx).dominance(**_measure(ctx.cfg))

@@ -18,10 +18,11 @@ by the intervention and not by the random draws.
 from __future__ import annotations
 
 import dataclasses
+import json
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,13 +30,16 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+import lapelens.langid as langid
 from lapelens._compat import fix_bridge_kv_cache
-from lapelens._io import atomic_files
-from lapelens.artifacts import read_meta, require, write_meta
-from lapelens.constants import GENERATION_META, GENERATION_SAMPLES, GENERATION_SUMMARY
+from lapelens.constants import GENERATION_META, GENERATION_SAMPLES, GENERATION_SUMMARY, PAIR_SEPARATOR
+from lapelens.defaults import defaults_for
 from lapelens.errors import LapelensError
+from lapelens.evaluate._registry import Context, Setting, experiment, finite, positive
 from lapelens.neurons import LanguageNeurons
+from lapelens.results import Result
 from lapelens.stats import ActivationStats
+from lapelens.tokens import separator_id
 from lapelens.types import HookedModel
 
 BEFORE = "before"
@@ -62,8 +66,6 @@ class Sampling:
 
 # ---- generating --------------------------------------------------------------------------------
 def _special_ids(tokenizer: Any) -> tuple[int, int | None, int]:
-    from lapelens.activations import separator_id
-
     bos = separator_id(tokenizer)
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos if eos is not None else bos)
@@ -154,21 +156,15 @@ def _bar(total: int, desc: str, progress: bool) -> Any:
 
 def _run(model: HookedModel, condition: Callable[[], AbstractContextManager], prompts: list[list[int]],
          sampling: Sampling, bar: Any = None) -> tuple[list[list[int]], list[str], list[str]]:
-    from lapelens.langid import detect_languages
-
     with condition():
         ids = generate_ids(model, prompts, sampling, on_batch=None if bar is None else bar.update)
     texts = _decode(model, ids)
-    return ids, texts, detect_languages(texts)
+    return ids, texts, langid.detect_languages(texts)
 
 
 # ---- results -----------------------------------------------------------------------------------
-#: Artifact kind (``lapelens.artifacts.KINDS``).
-KIND = "generation"
-
-
 @dataclass
-class GenerationResult:
+class GenerationResult(Result):
     """A summary table (rows named, e.g. by target language) and every generated text."""
 
     summary: pd.DataFrame
@@ -176,6 +172,11 @@ class GenerationResult:
     meta: dict = field(default_factory=dict)
     share_columns: list = field(default_factory=list)
     """The summary's columns that are shares in a language (what ``figure`` draws)."""
+
+    kind: ClassVar[str] = "generation"
+    marker: ClassVar[str] = GENERATION_META
+    make: ClassVar[str] = "`lapelens steer` or `lapelens generate`"
+    files: ClassVar[tuple[str, ...]] = (GENERATION_SUMMARY, GENERATION_SAMPLES)
 
     def __post_init__(self) -> None:
         # JSON has no tuples: a MultiIndex column such as ("normal", "share_in_language") comes back a list.
@@ -210,31 +211,26 @@ class GenerationResult:
         )
         return fig
 
-    def save(self, path: str | Path) -> Path:
-        """A folder: ``summary.csv``, ``samples.jsonl`` (one generated text per line), ``generation.json``."""
-        path = Path(path)
-        meta = {**self.meta, "share_columns": self.share_columns, "index": list(self.summary.index.names),
+    # ---- persistence: ``summary.csv``, ``samples.jsonl`` (one generated text per line) and
+    # ``generation.json`` -------------------------------------------------------------------------
+    def _tables(self) -> dict:
+        # 17 digits: read back, the summary is the computed one, so a reused stage writes the same tables.
+        return {GENERATION_SUMMARY: (self.summary, {"float_format": "%.17g"})}
+
+    def _write(self, tmp: Path) -> None:
+        super()._write(tmp)
+        self.samples.to_json(tmp / GENERATION_SAMPLES, orient="records", lines=True, force_ascii=False)
+
+    def _meta(self) -> dict:
+        return {**self.meta, "share_columns": self.share_columns, "index": list(self.summary.index.names),
                 "header_rows": self.summary.columns.nlevels}
-        with atomic_files(path, GENERATION_META) as tmp:
-            # 17 digits: read back, the summary is the computed one, so a reused stage writes the same tables.
-            self.summary.to_csv(tmp / GENERATION_SUMMARY, float_format="%.17g")
-            self.samples.to_json(tmp / GENERATION_SAMPLES, orient="records", lines=True, force_ascii=False)
-            write_meta(tmp / GENERATION_META, KIND, meta)
-        return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "GenerationResult":
-        path = Path(path)
-        require(path, KIND, (GENERATION_META,), f"{path} is not a generation result (no {GENERATION_META}).")
-        meta = read_meta(path, KIND)
-        try:
-            index, header = meta.pop("index"), meta.pop("header_rows")
-            summary = pd.read_csv(path / GENERATION_SUMMARY, index_col=list(range(len(index))), header=list(range(header)),
-                                  keep_default_na=False, na_values=[""])
-            samples = pd.read_json(path / GENERATION_SAMPLES, orient="records", lines=True, dtype=False)
-        except (KeyError, TypeError, OSError, ValueError) as exc:
-            raise LapelensError(f"{path} is corrupt ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                                "run the generation again.") from None
+    def _read(cls, folder: Path, meta: dict) -> "GenerationResult":
+        index, header = meta.pop("index"), meta.pop("header_rows")
+        summary = pd.read_csv(folder / GENERATION_SUMMARY, index_col=list(range(len(index))), header=list(range(header)),
+                              keep_default_na=False, na_values=[""])
+        samples = pd.read_json(folder / GENERATION_SAMPLES, orient="records", lines=True, dtype=False)
         return cls(summary, samples, meta, meta.pop("share_columns", []))
 
 
@@ -444,3 +440,89 @@ def generation_under_deactivation(
     return GenerationResult(summary, pd.DataFrame(samples), _sampling_meta(
         model, sampling, experiment="generation under deactivation", method=neurons.method,
         random=random_neurons is not None, prompt_tokens=prompt_tokens), [(name, "share_in_language") for name in conditions])
+
+
+# ---- the experiments (Tables 1, 2, 4, 5 and Kojima's) ----------------------------------------------
+N_SAMPLES = Setting("n_samples", 100, "Generations from BOS per condition (unconditional steering, Kojima).", quick=12,
+                    check=positive())
+N_PROMPTS = Setting("n_prompts", 10, "Prompts per language for prompted steering and generation under deactivation.",
+                    quick=4, check=positive())
+MAX_NEW_TOKENS = Setting("max_new_tokens", 24, "New tokens per prompted generation (prompted steering, generation "
+                         "under deactivation).", quick=16, check=positive())
+UNCONDITIONAL_TOKENS = Setting(
+    "unconditional_tokens", 64, "New tokens per generation from BOS (unconditional steering, Kojima): the model drifts "
+    "between languages and langdetect needs text, so 24 tokens read fewer samples as the target (measured on the "
+    "previously shipped model: 3 of 7 languages >= 0.8 at 24 tokens, 5 of 7 at 64, same neurons and scale).",
+    quick=16, check=positive())
+STEER_SCALE = Setting(
+    "steer_scale", None, "Steering sets each neuron to scale x its mean activation on the target language. Default: 8 "
+    "on the embedded model (no language reaches a 0.8 target share at 1, 5 of 7 do at 8; README), 1 (the paper's) on "
+    "any other.", type=float, check=finite, resolve=lambda cfg: defaults_for(cfg.model).steer_scale)
+STEER_DEACTIVATE_OTHERS = Setting("steer_deactivate_others", True,
+                                  "Unconditional steering also deactivates the other languages' neurons.")
+
+
+def _sampling(cfg: Any) -> Sampling:
+    """Sampling from BOS (unconditional steering, Kojima)."""
+    return Sampling(max_new_tokens=cfg.unconditional_tokens, seed=cfg.seed)
+
+
+def _greedy(cfg: Any) -> Sampling:
+    """Greedy decoding of prompts (prompted steering, generation under deactivation)."""
+    return Sampling.greedy(max_new_tokens=cfg.max_new_tokens)
+
+
+def _pair_keyed(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with a tuple row index (source, target) relabelled ``"en->zh"``, for JSON keys."""
+    if frame.index.nlevels == 1:
+        return frame
+    out = frame.copy()
+    out.index = [PAIR_SEPARATOR.join(map(str, i)) for i in frame.index]
+    return out
+
+
+def _outputs(name: str) -> dict[str, Any]:
+    """A generation experiment's table (its summary, ``tables/NAME.csv``) and ``summary.json`` entry."""
+    return {"tables": lambda r: {f"{name}.csv": r.summary},
+            "summary": lambda r: {name: json.loads(_pair_keyed(r.summary).to_json(orient="index"))}}
+
+
+@experiment("steer_unconditional", result=GenerationResult, reads=("primary", "stats"),
+            settings=(N_SAMPLES, UNCONDITIONAL_TOKENS, STEER_SCALE, STEER_DEACTIVATE_OTHERS),
+            record=lambda cfg: dict(n_samples=cfg.n_samples, scale=cfg.steer_scale, sampling=dataclasses.asdict(_sampling(cfg)),
+                                    deactivate_others=cfg.steer_deactivate_others),
+            exports={"Sampling": Sampling, "unconditional_steering": unconditional_steering},
+            paper="Tables 4, 5 (from BOS, Kojima's setting)", order=60, **_outputs("steer_unconditional"))
+def steer_unconditional_stage(ctx: Context) -> GenerationResult:
+    cfg = ctx.cfg
+    return unconditional_steering(ctx.model, ctx.selection("primary"), ctx.stats, ctx.languages, cfg.n_samples,
+                                  cfg.steer_scale, _sampling(cfg), deactivate_others=cfg.steer_deactivate_others)
+
+
+@experiment("steer_prompted", result=GenerationResult, reads=("primary", "stats", "parallel"),
+            settings=(N_PROMPTS, MAX_NEW_TOKENS, STEER_SCALE),
+            record=lambda cfg: dict(n_prompts=cfg.n_prompts, scale=cfg.steer_scale, sampling=dataclasses.asdict(_greedy(cfg))),
+            exports={"prompted_steering": prompted_steering}, paper="Tables 4, 5", order=70,
+            **_outputs("steer_prompted"))
+def steer_prompted_stage(ctx: Context) -> GenerationResult:
+    cfg = ctx.cfg
+    return prompted_steering(ctx.model, ctx.selection("primary"), ctx.stats, ctx.parallel, n_prompts=cfg.n_prompts,
+                             scale=cfg.steer_scale, sampling=_greedy(cfg))
+
+
+@experiment("deactivated_generation", result=GenerationResult, reads=("primary", "baseline?", "parallel"),
+            settings=(N_PROMPTS, MAX_NEW_TOKENS),
+            record=lambda cfg: dict(n_prompts=cfg.n_prompts, sampling=dataclasses.asdict(_greedy(cfg))),
+            exports={"generation_under_deactivation": generation_under_deactivation}, paper="Tables 1, 2", order=80,
+            **_outputs("deactivated_generation"))
+def deactivated_generation_stage(ctx: Context) -> GenerationResult:
+    prompts = {l: ctx.parallel[l].head(ctx.cfg.n_prompts).tolist() for l in ctx.languages}
+    return generation_under_deactivation(ctx.model, ctx.selection("primary"), prompts, ctx.selection("baseline"),
+                                         sampling=_greedy(ctx.cfg))
+
+
+@experiment("kojima", result=GenerationResult, reads=("pinned",), settings=(N_SAMPLES, UNCONDITIONAL_TOKENS),
+            record=lambda cfg: dict(n_samples=cfg.n_samples, sampling=dataclasses.asdict(_sampling(cfg))),
+            exports={"kojima_pinning": kojima_pinning}, paper="Kojima et al.", order=90, **_outputs("kojima"))
+def kojima_stage(ctx: Context) -> GenerationResult:
+    return kojima_pinning(ctx.model, ctx.selection("pinned"), ctx.languages, ctx.cfg.n_samples, _sampling(ctx.cfg))

@@ -23,7 +23,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -33,11 +33,16 @@ from jaxtyping import Float64, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from lapelens._io import atomic_files
 from lapelens._version import __version__
-from lapelens.artifacts import checked, require, write_meta
-from lapelens.constants import EMBEDDED, PERTURBATION_CHUNKS, PERTURBATION_META, PERTURBATION_TABLE
+from lapelens.constants import EMBEDDED, PERTURBATION_CHUNKS, PERTURBATION_META, PERTURBATION_TABLE, RUN_TABLES
+from lapelens.corpus import load_corpus
+from lapelens.defaults import SEQ_LEN
 from lapelens.errors import LapelensError
+from lapelens.evaluate._registry import Context, experiment
+from lapelens.figures.style import CELL_HEIGHT, CELL_WIDTH
+from lapelens.methods._registry import METHODS, with_role
+from lapelens.results import Result
+from lapelens.tokens import pack_chunks
 from lapelens.types import HookedModel, Selection
 
 #: Row label of the unperturbed model.
@@ -53,9 +58,6 @@ DEFAULT_N_BOOT = 1000
 Value = Literal["ppl", "change", "relative"]
 RowContexts = Mapping[str, Callable[[], AbstractContextManager]]
 
-# File names inside a saved result folder, and its kind (``lapelens.artifacts.KINDS``).
-CHUNKS_CSV, TABLE_CSV, RESULT_JSON = PERTURBATION_CHUNKS, PERTURBATION_TABLE, PERTURBATION_META
-KIND = "perturbation"
 
 
 # ---- the measurement -------------------------------------------------------------------------
@@ -156,12 +158,9 @@ def evaluation_chunks(
     split: str = "valid",
 ) -> dict[str, Int[Tensor, "chunk pos"]]:
     """Held-out text of each language packed into ``seq_len`` chunks (as ``lapelens collect`` does)."""
-    from lapelens.activations import DEFAULT_SEQ_LEN, pack_chunks
-    from lapelens.corpus import load_corpus
-
     if seq_len is None:
         n_ctx = getattr(model.cfg, "n_ctx", None)
-        seq_len = min(DEFAULT_SEQ_LEN, n_ctx) if n_ctx else DEFAULT_SEQ_LEN
+        seq_len = min(SEQ_LEN, n_ctx) if n_ctx else SEQ_LEN
     texts = load_corpus(corpus, split=split, languages=languages)
     return {lang: pack_chunks(model.tokenizer, docs, seq_len, tokens_per_language) for lang, docs in texts.items()}
 
@@ -204,7 +203,7 @@ def perturbation_matrix(
 
 # ---- the result ------------------------------------------------------------------------------
 @dataclass
-class PerturbationResult:
+class PerturbationResult(Result):
     """Per-chunk NLL sums of every (perturbed, evaluated) pair, and the tables derived from them.
 
     ``chunks`` has one row per (perturbed, evaluated, chunk) with the chunk's summed ``nll`` and
@@ -216,6 +215,12 @@ class PerturbationResult:
     meta: dict = field(default_factory=dict)
     n_boot: int = DEFAULT_N_BOOT
     seed: int = 0
+
+    kind: ClassVar[str] = "perturbation"
+    marker: ClassVar[str] = PERTURBATION_META
+    make: ClassVar[str] = "`lapelens perturb` (or the reproduce stage)"
+    required: ClassVar[tuple[str, ...]] = (PERTURBATION_CHUNKS,)
+    files: ClassVar[tuple[str, ...]] = (PERTURBATION_CHUNKS, PERTURBATION_TABLE)
 
     def __post_init__(self) -> None:
         need = {"perturbed", "evaluated", "chunk", "nll", "tokens"}
@@ -360,45 +365,31 @@ class PerturbationResult:
         """Heatmap of the perturbed rows (relative change in %, absolute change, or PPL)."""
         return heatmap(self, value)
 
-    # ---- persistence ---------------------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
-        """A folder: ``chunks.csv`` (the raw numbers), ``table.csv`` (all derived values) and
-        ``perturbation.json`` (settings and provenance)."""
-        path = Path(path)
-        meta = {**self.meta, "rows": self.rows, "columns": self.columns,
+    # ---- persistence: ``chunks.csv`` (the raw numbers), ``table.csv`` (all derived values) and
+    # ``perturbation.json`` (settings and provenance) --------------------------------------------
+    def _tables(self) -> dict:
+        return {PERTURBATION_CHUNKS: (self.chunks, {"index": False, "float_format": "%.17g"}),
+                PERTURBATION_TABLE: (self.table(), {"float_format": "%.10g"})}
+
+    def _meta(self) -> dict:
+        return {**self.meta, "rows": self.rows, "columns": self.columns,
                 "n_boot": self.n_boot, "seed": self.seed, "summary": self.summary().to_dict()}
-        with atomic_files(path, RESULT_JSON) as tmp:
-            self.chunks.to_csv(tmp / CHUNKS_CSV, index=False, float_format="%.17g")
-            self.table().to_csv(tmp / TABLE_CSV, float_format="%.10g")
-            write_meta(tmp / RESULT_JSON, KIND, meta)
-        return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "PerturbationResult":
-        path = Path(path)
-        require(path, KIND, (CHUNKS_CSV, RESULT_JSON), f"{path} is not a perturbation result (expected {CHUNKS_CSV} "
-                f"and {RESULT_JSON}); make one with `lapelens perturb`.")
-        redo = "run `lapelens perturb` (or the reproduce stage) again"
-        try:
-            meta = json.loads((path / RESULT_JSON).read_text())
-            chunks = pd.read_csv(path / CHUNKS_CSV, dtype={"perturbed": str, "evaluated": str}, keep_default_na=False)
-        except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-            raise LapelensError(f"{path} is corrupt ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); {redo}.") from None
-        meta = checked(path, meta, KIND)
+    def _read(cls, folder: Path, meta: dict) -> "PerturbationResult":
+        redo = f"make it again with {cls.make}"
+        chunks = pd.read_csv(folder / PERTURBATION_CHUNKS, dtype={"perturbed": str, "evaluated": str}, keep_default_na=False)
         missing = [c for c in ("perturbed", "evaluated", "chunk", "nll", "tokens") if c not in chunks.columns]
         if missing or chunks.empty or NONE not in set(chunks["perturbed"]):
-            raise LapelensError(f"{path / CHUNKS_CSV} is corrupt ({'no column ' + ', '.join(missing) if missing else 'no rows of the unperturbed model'}); {redo}.")
+            raise LapelensError(f"{folder / PERTURBATION_CHUNKS} is corrupt ({'no column ' + ', '.join(missing) if missing else 'no rows of the unperturbed model'}); {redo}.")
         numbers = chunks[["nll", "tokens"]]
         if not all(pd.api.types.is_numeric_dtype(t) for t in numbers.dtypes) or numbers.isna().any().any():
-            raise LapelensError(f"{path / CHUNKS_CSV} is corrupt (missing or non-numeric nll/tokens); {redo}.")
+            raise LapelensError(f"{folder / PERTURBATION_CHUNKS} is corrupt (missing or non-numeric nll/tokens); {redo}.")
         if chunks.duplicated(["perturbed", "evaluated", "chunk"]).any():
-            raise LapelensError(f"{path / CHUNKS_CSV} is corrupt (a chunk appears twice); {redo}.")
+            raise LapelensError(f"{folder / PERTURBATION_CHUNKS} is corrupt (a chunk appears twice); {redo}.")
         for key in ("rows", "columns", "summary"):
             meta.pop(key, None)
-        try:
-            return cls(chunks, meta, n_boot=meta.pop("n_boot", DEFAULT_N_BOOT), seed=meta.pop("seed", 0))
-        except (ValueError, KeyError, IndexError) as exc:
-            raise LapelensError(f"{path} is corrupt ({type(exc).__name__}: {exc}); {redo}.") from None
+        return cls(chunks, meta, n_boot=meta.pop("n_boot", DEFAULT_N_BOOT), seed=meta.pop("seed", 0))
 
 
 #: From this magnitude on a cell prints two significant digits and a power of ten ("4.3e6%"):
@@ -423,8 +414,6 @@ def cell_text(value: float, kind: Value = "relative") -> str:
 def heatmap(result: PerturbationResult, value: Value = "relative", title: str | None = None) -> Any:
     """Fig. 2: rows = deactivated language, columns = evaluated language, the number in every cell."""
     import plotly.graph_objects as go
-
-    from lapelens.figures.style import CELL_HEIGHT, CELL_WIDTH
 
     frame = result.value(value).drop(index=NONE)
     lo, hi = result.interval(value)
@@ -479,11 +468,7 @@ def compare_figure(results: Mapping[str, PerturbationResult], value: Value = "re
     1 PPL), with the colour bar labelled in the values themselves: one scale on which every
     method's diagonal still shows. ``ppl`` is coloured linearly.
     """
-    import math
-
     from plotly.subplots import make_subplots
-
-    from lapelens.figures.style import CELL_HEIGHT, CELL_WIDTH
 
     names = list(results)
     cols = max(1, min(columns, len(names)))
@@ -522,3 +507,23 @@ def compare_figure(results: Mapping[str, PerturbationResult], value: Value = "re
         width=max(700, 160 + cols * (CELL_WIDTH * 0.8 * n_x + 30)), height=140 + rows * (CELL_HEIGHT * 0.8 * n_y + 60),
     )
     return fig
+
+
+# ---- the experiment: one matrix per method, and their comparison ------------------------------------
+def _comparison(results: Mapping[str, PerturbationResult]) -> pd.DataFrame:
+    """``compare`` against the run's baseline method (random neurons), if it ran."""
+    return compare(results, reference=with_role("baseline", [m for m in results if m in METHODS]))
+
+
+@experiment(
+    "perturb", result=PerturbationResult, reads=("chunks",), per_method=True, record=lambda cfg: {"seed": cfg.seed},
+    figures=lambda results: {**{f"fig2_perturb_{m}": r.figure() for m, r in results.items()},
+                             "fig3_perturb_methods": compare_figure(results)},
+    tables=lambda results: {RUN_TABLES["perturbation_summary"]: _comparison(results)},
+    summary=lambda results: {"perturbation": json.loads(_comparison(results).to_json(orient="index"))},
+    exports={"evaluation_chunks": evaluation_chunks, "perturbation_matrix": perturbation_matrix,
+             "compare_perturbations": compare},
+    paper="Fig. 2, 3, 8", order=20)
+def perturbation_stage(ctx: Context, method: str) -> PerturbationResult:
+    """The PPL-change matrix of one method's selection on the held-out chunks."""
+    return perturbation_matrix(ctx.model, ctx.selections[method], ctx.chunks, seed=ctx.cfg.seed)

@@ -25,22 +25,22 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from lapelens._io import atomic_files
-from lapelens.artifacts import read_meta, require, write_meta
-from lapelens.constants import DOMINANCE_STEM, SES_STEM
+from lapelens.constants import DOMINANCE_META, DOMINANCE_STEM, SES_META, SES_STEM
 from lapelens.errors import LapelensError
 from lapelens.evaluate.measures import (
     DEFAULT_N_BOOT, SCORES, Measure, Vectors, bootstrap_means, check_measure, dominance_matrix, energy_shares,
     interval, mean_over_sources, off_diagonal, text_scores, top_dimensions, transform,
 )
+from lapelens.evaluate.similarity_figures import dominance_figure, ses_figure
+from lapelens.results import Result
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # embeddings.py builds on this module (its methods call these functions)
     from lapelens.evaluate.embeddings import SentenceEmbeddings
 
 #: Columns of the per-layer tables, in order: the three per-text scores and the gap.
@@ -216,35 +216,18 @@ def dominance(emb: "SentenceEmbeddings", measure: Measure = "standardized", vect
 
 
 # ---- results -----------------------------------------------------------------------------------
-#: ``{stem}.json`` marks each result's folder (``lapelens.artifacts.KINDS``).
-_KINDS = {SES_STEM: "similarity", DOMINANCE_STEM: "dominance"}
+def _schema_version(folder: Path, marker: str) -> int:
+    """The schema version the result in ``folder`` was saved with (1: before markers had one)."""
+    return json.loads((folder / marker).read_text(encoding="utf-8")).get("schema_version") or 1
 
 
-def _save(path: Path, stem: str, tables: dict[str, pd.DataFrame | None], meta: dict) -> Path:
-    # An optional table absent now must not survive from an earlier save (drop=).
-    with atomic_files(path, f"{stem}.json", drop=[f"{stem}{suffix}.csv" for suffix in tables]) as tmp:
-        for suffix, table in tables.items():
-            if table is not None:
-                table.to_csv(tmp / f"{stem}{suffix}.csv")
-        write_meta(tmp / f"{stem}.json", _KINDS[stem], meta)
-    return path
-
-
-def _load(path: Path, stem: str, suffixes: dict[str, int]) -> tuple[dict[str, pd.DataFrame | None], dict, int]:
-    """(tables by suffix, meta, schema version); ``suffixes``: suffix -> number of index columns."""
-    first = next(iter(suffixes))
-    require(path, _KINDS[stem], (f"{stem}.json", f"{stem}{first}.csv"),
-            f"{path} holds no {stem} result (expected {stem}.csv and {stem}.json); make one with `lapelens ses`.")
-    meta = read_meta(path, _KINDS[stem])
-    version = json.loads((path / f"{stem}.json").read_text(encoding="utf-8")).get("schema_version") or 1
+def _read_tables(folder: Path, stem: str, suffixes: dict[str, int]) -> dict[str, pd.DataFrame | None]:
+    """``{suffix: table}`` of the ``{stem}{suffix}.csv`` files present; ``suffixes``: suffix -> index columns."""
     tables: dict[str, pd.DataFrame | None] = {}
-    try:
-        for suffix, n_index in suffixes.items():
-            file = path / f"{stem}{suffix}.csv"
-            tables[suffix] = pd.read_csv(file, index_col=list(range(n_index))) if file.is_file() else None
-    except Exception as exc:
-        raise LapelensError(f"{path} is corrupt ({type(exc).__name__}: {exc}); run `lapelens ses` again.") from exc
-    return tables, meta, version
+    for suffix, n_index in suffixes.items():
+        file = folder / f"{stem}{suffix}.csv"
+        tables[suffix] = pd.read_csv(file, index_col=list(range(n_index))) if file.is_file() else None
+    return tables
 
 
 def _named(table: pd.DataFrame | None, columns: str | None, index: str = "layer") -> pd.DataFrame | None:
@@ -258,8 +241,14 @@ def _named(table: pd.DataFrame | None, columns: str | None, index: str = "layer"
     return table
 
 
+#: The optional tables of each result, by file suffix, and their index columns.
+_SES_TABLES = {"": 1, "_pairs": 3, "_neurons": 1, "_energy": 1, "_top_dims": 1, "_norms": 2, "_first_token": 1}
+_DOMINANCE_TABLES = dict.fromkeys(("", "_aligned", "_mismatched", "_summary", "_contrast", "_contrast_layers", "_eq6",
+                                   "_eq6_unshifted", "_eq6_mismatched", "_unshifted"), 1)
+
+
 @dataclass
-class SimilarityResult:
+class SimilarityResult(Result):
     """Fig. 6. ``ses``: per layer (rows), ``mean``/``mismatched``/``gap``/``retrieval`` averaged over
     ordered language pairs, and their ``_low``/``_high`` 95% bootstrap bounds.
 
@@ -279,26 +268,32 @@ class SimilarityResult:
     norms: pd.DataFrame | None = None
     first_token: pd.DataFrame | None = None
 
+    kind: ClassVar[str] = "similarity"
+    marker: ClassVar[str] = SES_META
+    make: ClassVar[str] = "`lapelens ses`"
+    #: Schema 2: measures with intervals, the all-pairs control, retrieval (schema 1: the raw cosine).
+    schema: ClassVar[int] = 2
+    required: ClassVar[tuple[str, ...]] = (f"{SES_STEM}.csv",)
+    files: ClassVar[tuple[str, ...]] = tuple(f"{SES_STEM}{suffix}.csv" for suffix in _SES_TABLES)
+
     def peak(self) -> pd.Series:
         """The layer with the largest ``gap`` and that row of ``ses``."""
         gap = self.ses["gap"] if "gap" in self.ses else self.ses["mean"] - self.ses["mismatched"]
         return self.ses.loc[gap.idxmax()].rename(int(gap.idxmax()))
 
-    def _tables(self) -> dict[str, pd.DataFrame | None]:
-        return {"": self.ses, "_pairs": self.pairs, "_neurons": self.neurons_per_layer, "_energy": self.energy,
-                "_top_dims": self.top_dimensions, "_norms": self.norms, "_first_token": self.first_token}
-
-    def save(self, path: str | Path) -> Path:
-        """Write ``ses.csv``, ``ses.json`` and the optional tables (``ses_pairs.csv``, ``ses_neurons.csv``,
-        ``ses_energy.csv``, ``ses_top_dims.csv``, ``ses_norms.csv``, ``ses_first_token.csv``) into ``path``."""
-        return _save(Path(path), SES_STEM, self._tables(), self.meta)
+    def _tables(self) -> dict:
+        """``ses.csv`` and the optional ``ses_pairs.csv``, ``ses_neurons.csv``, ``ses_energy.csv``,
+        ``ses_top_dims.csv``, ``ses_norms.csv``, ``ses_first_token.csv`` beside ``ses.json``."""
+        tables = {"": self.ses, "_pairs": self.pairs, "_neurons": self.neurons_per_layer, "_energy": self.energy,
+                  "_top_dims": self.top_dimensions, "_norms": self.norms, "_first_token": self.first_token}
+        return {f"{SES_STEM}{suffix}.csv": (table, {}) for suffix, table in tables.items()}
 
     @classmethod
-    def load(cls, path: str | Path) -> "SimilarityResult":
-        index_cols = {"": 1, "_pairs": 3, "_neurons": 1, "_energy": 1, "_top_dims": 1, "_norms": 2, "_first_token": 1}
-        t, meta, version = _load(Path(path), SES_STEM, index_cols)
+    def _read(cls, folder: Path, meta: dict) -> "SimilarityResult":
+        t = _read_tables(folder, SES_STEM, _SES_TABLES)
         ses = _named(t[""], "measure")
-        if version < 2 and "gap" not in ses:  # pair columns, "mean" and a one-partner "mismatched" of the raw cosine
+        if _schema_version(folder, cls.marker) < 2 and "gap" not in ses:
+            # pair columns, "mean" and a one-partner "mismatched" of the raw cosine
             ses = ses[["mean", "mismatched"]].assign(gap=lambda s: s["mean"] - s["mismatched"])
             meta = {**meta, "measure": "raw", "mismatched_control": "one partner per text (schema 1)"}
         for name in ("_pairs", "_norms"):
@@ -310,13 +305,11 @@ class SimilarityResult:
     def figure(self) -> Any:
         """Fig. 6: aligned - mismatched with its interval, retrieval with chance, neurons per layer;
         each panel with its own legend."""
-        from lapelens.evaluate.similarity_figures import ses_figure
-
         return ses_figure(self)
 
 
 @dataclass
-class DominanceResult:
+class DominanceResult(Result):
     """Fig. 7: per layer (rows) and target language (columns), averaged over sources k != c:
     ``retrieval`` into c, the aligned cosine into c (``aligned``) and the ``mismatched`` control.
 
@@ -338,27 +331,33 @@ class DominanceResult:
     unshifted: pd.DataFrame | None = None
     shifted_mismatched: pd.DataFrame | None = None
 
+    kind: ClassVar[str] = "dominance"
+    marker: ClassVar[str] = DOMINANCE_META
+    make: ClassVar[str] = "`lapelens ses`"
+    #: Schema 2: retrieval into each target with intervals (schema 1: Eq. 6's raw cosine only).
+    schema: ClassVar[int] = 2
+    required: ClassVar[tuple[str, ...]] = (f"{DOMINANCE_STEM}.csv",)
+    files: ClassVar[tuple[str, ...]] = tuple(f"{DOMINANCE_STEM}{suffix}.csv" for suffix in _DOMINANCE_TABLES)
+
     @property
     def gap(self) -> pd.DataFrame | None:
         return None if self.aligned is None else self.aligned - self.mismatched
 
-    def save(self, path: str | Path) -> Path:
-        """Write ``dominance.csv`` (retrieval), ``dominance.json`` and the other tables
-        (``dominance_{aligned,mismatched,summary,contrast,contrast_layers}.csv``, and under raw
-        ``dominance_eq6{,_unshifted,_mismatched}.csv``) into ``path``."""
+    def _tables(self) -> dict:
+        """``dominance.csv`` (retrieval) and ``dominance_{aligned,mismatched,summary,contrast,contrast_layers}.csv``,
+        and under raw ``dominance_eq6{,_unshifted,_mismatched}.csv``, beside ``dominance.json``."""
         tables = {"": self.retrieval, "_aligned": self.aligned, "_mismatched": self.mismatched,
                   "_summary": self.summary, "_contrast": self.contrast, "_contrast_layers": self.contrast_layers,
                   "_eq6": self.shifted, "_eq6_unshifted": self.unshifted, "_eq6_mismatched": self.shifted_mismatched}
-        return _save(Path(path), DOMINANCE_STEM, tables, self.meta)
+        return {f"{DOMINANCE_STEM}{suffix}.csv": (table, {}) for suffix, table in tables.items()}
 
     @classmethod
-    def load(cls, path: str | Path) -> "DominanceResult":
-        names = ("", "_aligned", "_mismatched", "_summary", "_contrast", "_contrast_layers", "_eq6", "_eq6_unshifted",
-                 "_eq6_mismatched", "_unshifted")
-        t, meta, version = _load(Path(path), DOMINANCE_STEM, dict.fromkeys(names, 1))
-        if version < 2 and t["_summary"] is None:  # Eq. 6 only: dominance.csv shifted, _unshifted, _mismatched its control
+    def _read(cls, folder: Path, meta: dict) -> "DominanceResult":
+        t = _read_tables(folder, DOMINANCE_STEM, _DOMINANCE_TABLES)
+        if _schema_version(folder, cls.marker) < 2 and t["_summary"] is None:
+            # Eq. 6 only: dominance.csv shifted, _unshifted, _mismatched its control
             if t["_unshifted"] is None:
-                raise LapelensError(f"{path} lacks {DOMINANCE_STEM}_unshifted.csv; run `lapelens ses` again.")
+                raise LapelensError(f"{folder} lacks {DOMINANCE_STEM}_unshifted.csv; run `lapelens ses` again.")
             return cls(None, None, None, None, None, None, {**meta, "measure": "raw"}, _named(t[""], "target"),
                        _named(t["_unshifted"], "target"), _named(t["_mismatched"], "target"))
         summary, contrast = t["_summary"], t["_contrast"]
@@ -371,6 +370,4 @@ class DominanceResult:
     def figure(self) -> Any:
         """Fig. 7: retrieval into each target (chance dotted) beside the aligned cosine into it and
         its mismatched control (under raw: Eq. 6's shifted cosine, unshifted and control)."""
-        from lapelens.evaluate.similarity_figures import dominance_figure
-
         return dominance_figure(self)

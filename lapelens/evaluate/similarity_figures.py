@@ -6,6 +6,8 @@ from typing import Any
 
 import pandas as pd
 
+from lapelens.figures.style import model_label
+
 #: Pixels per legend entry, for the room under the panels.
 _ENTRY = 21
 _BAND = "rgba(80, 80, 80, 0.18)"
@@ -29,8 +31,6 @@ def _legends_under(fig: Any, entries: list[int]) -> None:
 
 
 def _title(what: str, meta: dict) -> str:
-    from lapelens.figures.style import model_label
-
     how = f"{meta.get('measure', 'raw')}, vectors: {meta.get('vectors', '?')}"
     return f"{what} — {model_label(meta.get('model'))} ({meta.get('n_texts', '?')} texts; {how})"
 

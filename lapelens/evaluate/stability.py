@@ -16,9 +16,11 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from lapelens.activations import collect_chunks, pack_chunks
+from lapelens.activations import collect_chunks
 from lapelens.errors import LapelensError
+from lapelens.methods import identify
 from lapelens.stats import ActivationStats
+from lapelens.tokens import pack_chunks
 from lapelens.types import HookedModel
 
 
@@ -61,8 +63,6 @@ def split_half_stability(
 ) -> StabilityResult:
     """Select neurons with ``method`` (``options`` as for :func:`lapelens.identify`) on the even and
     on the odd chunks of each language's first ``tokens_per_language`` tokens, and compare."""
-    from lapelens.methods import identify
-
     chunks = {lang: pack_chunks(model.tokenizer, texts, seq_len, tokens_per_language)
               for lang, texts in texts_by_language.items()}
     short = [lang for lang, c in chunks.items() if len(c) < 2]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -24,11 +24,9 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from lapelens._io import atomic_files
-from lapelens.artifacts import read_meta, require, write_meta
-from lapelens.constants import SWEEP_META as SWEEP_JSON
-from lapelens.constants import SWEEP_TABLE
+from lapelens.constants import SWEEP_META, SWEEP_TABLE
 from lapelens.errors import LapelensError
+from lapelens.evaluate._registry import Context, Setting, experiment
 from lapelens.evaluate.perplexity import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_N_BOOT,
@@ -37,12 +35,14 @@ from lapelens.evaluate.perplexity import (
     Value,
     evaluate_rows,
 )
+from lapelens.methods import identify
+from lapelens.methods._registry import sweep_methods
 from lapelens.neurons import LanguageNeurons
+from lapelens.results import Result
 from lapelens.stats import ActivationStats
 from lapelens.types import HookedModel
 
 DEFAULT_RATIOS = (0.0, 0.01, 0.02, 0.04, 0.06, 0.08, 0.10)
-KIND = "sweep"
 
 
 def _label(ratio: float) -> str:
@@ -58,9 +58,6 @@ def sweep_masks(
 ) -> tuple[dict[float, Tensor], dict[float, bool]]:
     """``{ratio: bool (layer, neuron) mask of target's neurons}`` and whether each selection was
     short of its budget (fewer neurons pass the filter than the ratio asks for)."""
-    from lapelens.methods import identify
-    from lapelens.methods._registry import sweep_methods
-
     if method not in sweep_methods():
         raise LapelensError(f"The sweep varies top_rate, which only {list(sweep_methods())} have; got {method!r}.")
     stats.lang_index(target)
@@ -81,7 +78,7 @@ def sweep_masks(
 
 
 @dataclass
-class SweepResult:
+class SweepResult(Result):
     """PPL of every language (columns) per ratio (rows) with the target's top neurons deactivated."""
 
     target: str
@@ -90,6 +87,12 @@ class SweepResult:
     saturated: tuple[bool, ...]
     matrix: PerturbationResult
     meta: dict = field(default_factory=dict)
+
+    kind: ClassVar[str] = "sweep"
+    marker: ClassVar[str] = SWEEP_META
+    make: ClassVar[str] = "`lapelens sweep`"
+    contains: ClassVar[tuple[str, ...]] = (PerturbationResult.kind,)
+    files: ClassVar[tuple[str, ...]] = (SWEEP_TABLE,)
 
     def _by_ratio(self, frame: pd.DataFrame) -> pd.DataFrame:
         out = frame.loc[[_label(r) for r in self.ratios]]
@@ -131,27 +134,20 @@ class SweepResult:
         )
         return fig
 
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        meta = {**self.meta, "target": self.target, "ratios": list(self.ratios),
+    # ---- persistence: the matrix's files, ``sweep.csv`` (the table) and ``sweep.json`` -----------
+    def _write(self, tmp: Path) -> None:
+        self.matrix.save(tmp)
+        self.table().to_csv(tmp / SWEEP_TABLE, float_format="%.10g")
+
+    def _meta(self) -> dict:
+        return {**self.meta, "target": self.target, "ratios": list(self.ratios),
                 "n_neurons": list(self.n_neurons), "saturated": list(self.saturated)}
-        with atomic_files(path, SWEEP_JSON) as tmp:
-            self.matrix.save(tmp)
-            self.table().to_csv(tmp / SWEEP_TABLE, float_format="%.10g")
-            write_meta(tmp / SWEEP_JSON, KIND, meta)
-        return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "SweepResult":
-        path = Path(path)
-        require(path, KIND, (SWEEP_JSON,), f"{path} is not a sweep result (no {SWEEP_JSON}); make one with `lapelens sweep`.")
-        meta = read_meta(path, KIND)
-        matrix = PerturbationResult.load(path)
-        try:
-            return cls(meta.pop("target"), tuple(meta.pop("ratios")), tuple(meta.pop("n_neurons")),
-                       tuple(meta.pop("saturated")), matrix, meta)
-        except (KeyError, TypeError) as exc:
-            raise LapelensError(f"{path / SWEEP_JSON} is corrupt ({type(exc).__name__}: {exc}); run `lapelens sweep` again.") from None
+    def _read(cls, folder: Path, meta: dict) -> "SweepResult":
+        matrix = PerturbationResult.load(folder)
+        return cls(meta.pop("target"), tuple(meta.pop("ratios")), tuple(meta.pop("n_neurons")),
+                   tuple(meta.pop("saturated")), matrix, meta)
 
 
 def selection_ratio_sweep(
@@ -183,3 +179,29 @@ def selection_ratio_sweep(
     matrix = PerturbationResult(table, {**meta, "unit": "neurons"}, n_boot=n_boot, seed=seed)
     rs = tuple(masks)
     return SweepResult(target, rs, tuple(int(masks[r].sum()) for r in rs), tuple(short[r] for r in rs), matrix, meta)
+
+
+# ---- the experiment ---------------------------------------------------------------------------------
+def _default_target(cfg: Any) -> str:
+    return "fr" if "fr" in cfg.languages else (cfg.languages[1] if len(cfg.languages) > 1 else "none")
+
+
+def _check_target(value: str, name: str, cfg: Any) -> None:
+    if value != "none" and value not in cfg.languages:
+        raise LapelensError(f"{name} {value} is not among --languages {','.join(cfg.languages)}: "
+                            "pick one of them, or 'none' to skip the sweep.")
+
+
+SWEEP_TARGET = Setting(
+    "sweep_target", None, "Language whose top neurons the selection-ratio sweep deactivates; default: fr (the paper's) "
+    "if among the languages, else the second language; 'none' skips the sweep.", type=str, check=_check_target,
+    resolve=_default_target)
+
+
+@experiment("sweep", result=SweepResult, reads=("stats", "chunks"), settings=(SWEEP_TARGET,),
+            record=lambda cfg: {"target": cfg.sweep_target, "seed": cfg.seed},
+            runs_if=lambda cfg: cfg.sweep_target != "none", figure="fig4_sweep",
+            exports={"selection_ratio_sweep": selection_ratio_sweep}, paper="Fig. 4", order=30)
+def sweep_stage(ctx: Context) -> SweepResult:
+    """LAPE's selection-ratio sweep for the target language, on the held-out chunks."""
+    return selection_ratio_sweep(ctx.model, ctx.stats, ctx.cfg.sweep_target, ctx.chunks, seed=ctx.cfg.seed)

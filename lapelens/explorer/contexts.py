@@ -12,7 +12,7 @@ the histogram counts every token. Each context is a window of ``before`` tokens,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 from jaxtyping import Float, Int64
@@ -20,6 +20,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lapelens.errors import LapelensError
+from lapelens.hooks import layer_hooks, run_until
 from lapelens.models import neuron_spec
 from lapelens.types import HookedModel
 
@@ -59,37 +60,26 @@ class NeuronSamples:
     tokens_seen: Int64[Tensor, " lang"]
 
 
-class _Done(Exception):
-    """Raised after the last tracked layer: nothing after it is needed."""
-
-
 def _activations(model: HookedModel, chunks: Tensor, neurons: Tensor, batch_size: int, desc: str,
                  progress: bool) -> Float[Tensor, "detail chunk pos"]:
     """``act_fn(hook_pre)`` of ``neurons`` on every token of ``chunks``."""
     spec = neuron_spec(model)
     out = torch.empty(len(neurons), *chunks.shape)
-    by_layer = {layer: (neurons[:, 0] == layer).nonzero().flatten() for layer in neurons[:, 0].unique().tolist()}
-    last, act, state = max(by_layer), spec.act_fn(), {}
+    rows_of = {layer: (neurons[:, 0] == layer).nonzero().flatten() for layer in neurons[:, 0].unique().tolist()}
+    by_layer = {layer: (rows, neurons[rows, 1]) for layer, rows in rows_of.items()}
+    act, state = spec.act_fn(), {}
 
-    def make(layer: int):
-        rows = by_layer[layer]
-        cols = neurons[rows, 1]
-
-        def hook(pre: Tensor, hook: Any) -> None:
-            b = state["batch"]
-            out[rows, b:b + pre.shape[0]] = act(pre[..., cols.to(pre.device)].float()).permute(2, 0, 1).cpu()
-            if layer == last:
-                raise _Done
-        return hook
+    def take(layer: int, pre: Tensor) -> None:
+        rows, cols = by_layer[layer]
+        b = state["batch"]
+        out[rows, b:b + pre.shape[0]] = act(pre[..., cols.to(pre.device)].float()).permute(2, 0, 1).cpu()
 
     device = next(model.parameters()).device
-    with torch.inference_mode(), model.hooks(fwd_hooks=[(spec.hook_pre(l), make(l)) for l in by_layer]):
+    fwd = layer_hooks({layer: spec.hook_pre(layer) for layer in by_layer}, take)  # stops after the last tracked layer
+    with torch.inference_mode(), model.hooks(fwd_hooks=fwd):
         for b in tqdm(range(0, len(chunks), batch_size), desc=desc, disable=not progress):
             state["batch"] = b
-            try:
-                model(chunks[b:b + batch_size].to(device), return_type=None, use_cache=False)
-            except _Done:
-                pass
+            run_until(model, chunks[b:b + batch_size].to(device), use_cache=False)
     return out
 
 

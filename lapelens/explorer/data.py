@@ -8,7 +8,6 @@ histograms), and the loss change of single neurons on held-out text (the expensi
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,15 +18,25 @@ from jaxtyping import Int64
 from torch import Tensor
 
 from lapelens.constants import RUN_CONFIG
+from lapelens.corpus import SPLITS, load_corpus
+from lapelens.defaults import SEQ_LEN, defaults_for
 from lapelens.errors import LapelensError
-from lapelens.explorer.contexts import NeuronSamples
+from lapelens.evaluate.perplexity import evaluation_chunks
+from lapelens.explorer.contexts import NeuronSamples, histogram_edges, sample_neurons
+from lapelens.explorer.effects import logit_effects
+from lapelens.explorer.loss import choose_neurons, loss_changes
 from lapelens.explorer.panels import (ContextPanel, FiringPanel, HistogramPanel, LogitPanel, LossPanel, MeanPanel,
                                       SelectionPanel)
 from lapelens.explorer.search import SearchIndex
 from lapelens.explorer.text import REPLACEMENT, id_width, merged_runs, raw_token
+from lapelens.methods import identify
+from lapelens.methods._common import quantile_value
 from lapelens.methods._registry import METHODS, neuron_methods, with_role
+from lapelens.models import load_model, neuron_spec
 from lapelens.neurons import LanguageNeurons
-from lapelens.stats import ActivationStats
+from lapelens.run import Run
+from lapelens.stats import ActivationStats, entropy
+from lapelens.tokens import pack_chunks
 from lapelens.types import HookedModel
 
 
@@ -52,36 +61,34 @@ class ExplorerInputs:
 
 
 def load_run(run_dir: str | Path) -> ExplorerInputs:
-    """``config.json``, the statistics and every neuron set of a ``lapelens reproduce`` folder."""
-    from lapelens.artifacts import kinds_in, load
-
+    """``config.json``, the statistics and every neuron set of a finished ``lapelens reproduce`` folder
+    (read through :class:`lapelens.run.Run`, the one reader of a run folder)."""
     run = Path(run_dir)
     if not run.is_dir():
         raise LapelensError(f"{run} does not exist: pass the --out folder of a `lapelens reproduce` run.")
-    if not (run / "stats").is_dir():
-        raise LapelensError(f"{run} has no stats/ (the statistics, a run's first stage): pass the --out folder of a "
-                            f"`lapelens reproduce` run, or run `lapelens reproduce --out {run}` (it reuses what is there).")
-    if not (run / RUN_CONFIG).is_file():
-        raise LapelensError(f"{run} has no {RUN_CONFIG}: its `lapelens reproduce` run did not finish; re-run the same "
-                            "command to complete it (the stages already saved are reused).")
-    config = json.loads((run / RUN_CONFIG).read_text())
-    stats = load(run / "stats", "activation_stats")
-    sets = {}
-    for method in neuron_methods():  # the neuron sets a run can hold, in registry order
-        folder = run / f"neurons_{method}"
-        if kinds_in(folder) == ["language_neurons"]:
-            sets[method] = load(folder, "language_neurons")
+    run = Run(run)
+    if not (run.path / "stats").is_dir():
+        raise LapelensError(f"{run.path} has no stats/ (the statistics, a run's first stage): pass the --out folder "
+                            f"of a `lapelens reproduce` run, or run `lapelens reproduce --out {run.path}` (it reuses "
+                            "what is there).")
+    if not run.finished:
+        raise LapelensError(f"{run.path} has no {RUN_CONFIG}: its `lapelens reproduce` run did not finish; re-run the "
+                            "same command to complete it (the stages already saved are reused).")
+    config, stats = run.config, run.stats
+    # The run's neuron sets in registry order (PV's parameter mask is not one).
+    sets = {m: run.selections[m] for m in neuron_methods() if isinstance(run.selections.get(m), LanguageNeurons)}
     primary = with_role("primary", METHODS)  # LAPE: the page ranks every neuron as it does
     if primary not in sets:
-        raise LapelensError(f"{run} has no {METHODS[primary].stage}/: run `lapelens reproduce` with the {primary} method.")
+        raise LapelensError(f"{run.path} has no {METHODS[primary].stage}/: run `lapelens reproduce` with the {primary} "
+                            "method.")
     for method, s in sets.items():
         if (s.n_layers, s.d_mlp) != (stats.n_layers, stats.d_mlp):
-            raise LapelensError(f"{run}/neurons_{method} is for a {s.n_layers} x {s.d_mlp} model, the statistics for "
-                                f"{stats.n_layers} x {stats.d_mlp}.")
+            raise LapelensError(f"{run.path}/{METHODS[method].stage} is for a {s.n_layers} x {s.d_mlp} model, the "
+                                f"statistics for {stats.n_layers} x {stats.d_mlp}.")
         sets[method] = _aligned(s, stats)
     keep = ("model", "corpus", "tokens_per_language", "seq_len", "top_rate", "ap_k", "seed")
     return ExplorerInputs(model=str(config.get("model", "embedded")), corpus=str(config.get("corpus", "embedded")),
-                          seq_len=int(config.get("seq_len", 256)), stats=stats, sets=sets, source=f"run {run}",
+                          seq_len=int(config.get("seq_len", 256)), stats=stats, sets=sets, source=f"run {run.path}",
                           run_config={k: config[k] for k in keep if k in config})
 
 
@@ -89,10 +96,6 @@ def from_parts(stats: ActivationStats, neurons: LanguageNeurons | None = None, m
                corpus: str | None = None, seq_len: int | None = None, source: str = "") -> ExplorerInputs:
     """Inputs from statistics and one neuron set (default: LAPE on ``stats`` with the model's default
     ``top_rate``); the model, corpus and chunk length default to what the statistics record."""
-    from lapelens.corpus import SPLITS
-    from lapelens.defaults import SEQ_LEN, defaults_for
-    from lapelens.methods import identify
-
     model = model or str(stats.meta.get("model") or "embedded")
     recorded = str(stats.meta.get("corpus") or "embedded")
     base, _, split = recorded.rpartition(":")
@@ -125,9 +128,6 @@ def _aligned(neurons: LanguageNeurons, stats: ActivationStats) -> LanguageNeuron
 def lape_ranking(stats: ActivationStats, filter_rate: float = 0.95) -> tuple[Int64[Tensor, "layer neuron"], float]:
     """Each neuron's place in LAPE's ranking, computed as ``entropy_select`` does (float32 ``p``,
     stable ascending sort of the entropy, ``inf`` where no ``p_k`` exceeds the threshold)."""
-    from lapelens.methods._common import quantile_value
-    from lapelens.methods.lape import entropy
-
     probs = stats.count / stats.n.view(-1, 1, 1)
     h = entropy(probs)
     thr = quantile_value(probs.flatten(), filter_rate, "filter_rate")
@@ -172,8 +172,6 @@ def _vocab(tokenizer: Any, n_vocab: int) -> tuple[list[str], dict[int, str]]:
 
 
 def _min_activation(model: HookedModel) -> float:
-    from lapelens.models import neuron_spec
-
     return float(neuron_spec(model).act_fn()(torch.linspace(-20, 20, 4001)).min())
 
 
@@ -182,10 +180,6 @@ def _contexts(model: HookedModel, inputs: ExplorerInputs, detail: Int64[Tensor, 
               progress: bool) -> tuple[NeuronSamples, dict[str, Tensor], dict[str, dict[int, list]]]:
     """The pass over train text for the ``detail`` neurons, the chunks its contexts show (renumbered),
     and the byte pieces merged into characters in each of those chunks."""
-    from lapelens.activations import pack_chunks
-    from lapelens.corpus import load_corpus
-    from lapelens.explorer.contexts import histogram_edges, sample_neurons
-
     stats, tok = inputs.stats, model.tokenizer
     langs = list(stats.languages)
     train = load_corpus(inputs.corpus, split="train", languages=langs)
@@ -235,11 +229,6 @@ def gather(
     most ``loss_max_neurons``, else each language's ``loss_per_language`` best, on ``loss_tokens``
     held-out tokens per language in chunks of ``loss_seq_len`` (``loss_max_neurons=0``: none).
     """
-    from lapelens.evaluate.perplexity import evaluation_chunks
-    from lapelens.explorer.effects import logit_effects
-    from lapelens.explorer.loss import choose_neurons, loss_changes
-    from lapelens.models import load_model, neuron_spec
-
     start = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -279,8 +268,6 @@ def gather(
     eval_chunks = evaluation_chunks(model, inputs.corpus, langs, max(loss_tokens, loss_seq_len), loss_seq_len)
     loss = loss_changes(model, chosen, eval_chunks, n_boot=n_boot, seed=seed, progress=progress)
     lap("loss changes")
-
-    from lapelens.defaults import defaults_for
 
     settings = {
         "source": inputs.source,

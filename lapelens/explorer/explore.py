@@ -9,9 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from lapelens.explorer.data import ExplorerData, ExplorerInputs, gather, load_run
+from lapelens.errors import LapelensError
+from lapelens.explorer.data import ExplorerData, ExplorerInputs, from_parts, gather, load_run
 from lapelens.explorer.live import html_object, live
 from lapelens.explorer.page import Page, folder_for, render
+from lapelens.explorer.server import LiveExplorer, make_server
+from lapelens.models import load_model
 from lapelens.neurons import LanguageNeurons
 from lapelens.stats import ActivationStats
 from lapelens.types import HookedModel
@@ -57,8 +60,6 @@ class Explorer:
     def server(self, port: int = 0, log: Callable[[str], None] | None = None) -> Any:
         """A live server for this page on 127.0.0.1 (not started: call ``serve_forever()``, or
         :func:`lapelens.explorer.server.serve`)."""
-        from lapelens.explorer.server import LiveExplorer, make_server
-
         inputs = self.inputs
         live_explorer = LiveExplorer(self.model, self.page(), inputs.stats, inputs.sets[inputs.primary])
         return make_server(live_explorer, port, log)
@@ -75,10 +76,6 @@ def explore(run_dir: str | Path | ExplorerInputs | None = None, model: HookedMod
     ``out`` the page is also written there (with its folder of scripts). In Jupyter the returned
     object shows the page inline, and ``.live(layer, neuron)`` shows one neuron on text you type.
     """
-    from lapelens.errors import LapelensError
-    from lapelens.explorer.data import from_parts
-    from lapelens.models import load_model
-
     start = time.perf_counter()
     if run_dir is not None and stats is not None:
         raise LapelensError("Give a run folder or statistics (and a neuron set), not both.")

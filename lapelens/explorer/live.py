@@ -15,8 +15,11 @@ from typing import Any
 import torch
 
 from lapelens.errors import LapelensError
+from lapelens.evaluate.generation import Sampling, generate_ids
 from lapelens.explorer.text import merged_runs
+from lapelens.interventions import set_activations
 from lapelens.models import neuron_spec
+from lapelens.tokens import separator_id
 from lapelens.types import HookedModel
 
 #: Bounds on what one request may ask (the page's inputs use the same).
@@ -65,8 +68,6 @@ def number(value: Any, what: str) -> float:
 
 def encode(model: HookedModel, text: str, what: str, room: int = 0, allow_empty: bool = False) -> list[int]:
     """``[separator] + tokens of text``, refusing empty or over-long text."""
-    from lapelens.activations import separator_id
-
     if not isinstance(text, str) or (not text and not allow_empty):
         raise LapelensError(f"The {what} is empty: give some text.")
     if len(text) > LIMITS["max_text_chars"]:
@@ -102,8 +103,6 @@ def token_activations(model: HookedModel, layer: int, neuron: int, text: str) ->
 
 def neuron_setting(model: HookedModel, layer: int, neuron: int, value: float) -> AbstractContextManager:
     """Neuron ``(layer, neuron)``'s activation set to ``value`` at every position (``lapelens.set_activations``)."""
-    from lapelens.interventions import set_activations
-
     layer, neuron = check_neuron(model, layer, neuron)
     spec = neuron_spec(model)
     mask = torch.zeros(spec.n_layers, spec.d_mlp, dtype=torch.bool)
@@ -115,8 +114,6 @@ def neuron_setting(model: HookedModel, layer: int, neuron: int, value: float) ->
 def continuation(model: HookedModel, prompt: str, max_new_tokens: int,
                  intervention: AbstractContextManager | None = None) -> tuple[list[int], str]:
     """Greedy continuation (no repetition penalty, up to EOS) of ``[sep] + prompt`` under ``intervention``."""
-    from lapelens.evaluate.generation import Sampling, generate_ids
-
     if not 1 <= max_new_tokens <= LIMITS["max_new_tokens"]:
         raise LapelensError(f"max_new_tokens must be 1-{LIMITS['max_new_tokens']}, got {max_new_tokens}.")
     ids = encode(model, prompt, "prompt", room=max_new_tokens, allow_empty=True)

@@ -21,6 +21,7 @@ through a DNS name of their own.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,7 +30,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qs, unquote, urlparse
 
 from lapelens.errors import LapelensError
-from lapelens.explorer.effects import token_promoters
+from lapelens.explorer.effects import token_promoters, unembedding
 from lapelens.explorer.live import LIMITS, check_neuron, continuation, neuron_setting, number, token_activations
 from lapelens.explorer.page import Page
 from lapelens.explorer.search import text_index, token_ids
@@ -45,8 +46,6 @@ class LiveExplorer:
     """The model, its statistics and neuron set, and the page: everything a request may need."""
 
     def __init__(self, model: HookedModel, page: Page, stats: ActivationStats, neurons: LanguageNeurons):
-        from lapelens.explorer.effects import unembedding
-
         spec = neuron_spec(model)
         spec.check_fits(stats.n_layers, stats.d_mlp, "statistics")
         spec.check_fits(neurons.n_layers, neurons.d_mlp, f"{neurons.method} neuron set")
@@ -210,8 +209,6 @@ def serve(explorer: LiveExplorer, port: int = 8765, log: Callable[[str], None] |
 
 def load_page(path: str | Path) -> Page:
     """A page written by ``Page.save``: its HTML and the scripts of the folder it names."""
-    import re
-
     path = Path(path)
     if not path.is_file():
         raise LapelensError(f"--page {path} does not exist: build it first with `lapelens explore ... --out {path}`.")

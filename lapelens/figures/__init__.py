@@ -1,6 +1,9 @@
-"""Figures of a run: which figure from which result (``run``) and offline export (``export``)."""
+"""Figures: offline export (HTML, PNG, SVG) and the shared look (``style``).
+
+Which figure comes from which result is declared by each experiment (``lapelens.evaluate``);
+``lapelens.load(run_dir).figures()`` draws every figure of a run.
+"""
 
 from lapelens.figures.export import find_browser, write_figure, write_figures
-from lapelens.figures.run import RunResults, figures_of, load_run, run_figures
 
-__all__ = ["RunResults", "figures_of", "find_browser", "load_run", "run_figures", "write_figure", "write_figures"]
+__all__ = ["find_browser", "write_figure", "write_figures"]

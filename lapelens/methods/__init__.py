@@ -23,7 +23,7 @@ for _info in pkgutil.iter_modules(__path__):
         import_module(f"{__name__}.{_info.name}")
 
 from lapelens.methods.ap import select_sentences  # noqa: E402
-from lapelens.methods.pv import ParameterMask  # noqa: E402
+from lapelens.parameters import ParameterMask  # noqa: E402
 
 #: What each kind of input may be, by ``Method.source``.
 _ACCEPTS: dict[str, tuple[type, ...]] = {

@@ -36,23 +36,7 @@ from lapelens.errors import LapelensError
 from lapelens.methods._common import check_rate, check_stats, quantile_value, settings
 from lapelens.methods._registry import OptionHelp, register
 from lapelens.neurons import LanguageNeurons
-from lapelens.stats import ActivationStats, languages_last
-
-
-def entropy(scores: Float[Tensor, "lang *unit"]) -> Float[Tensor, "*unit"]:
-    """``H = -sum_k q_k log q_k`` of ``q = scores / scores.sum(lang)``, with 0/0 -> 0 and 0 log 0 = 0.
-
-    Computed on the official layout (``languages_last``), so that it rounds as ``identify.py``.
-    """
-    return _entropy(languages_last(scores))
-
-
-def _entropy(scores: Float[Tensor, "*unit lang"]) -> Float[Tensor, "*unit"]:
-    """:func:`entropy` on scores already in the official layout, languages last and contiguous."""
-    normed = scores / scores.sum(dim=-1, keepdim=True)
-    normed[torch.isnan(normed)] = 0
-    log_q = torch.where(normed > 0, normed.log(), 0)
-    return -torch.sum(normed * log_q, dim=-1)
+from lapelens.stats import ActivationStats, entropy_languages_last, languages_last
 
 
 def entropy_select(
@@ -86,7 +70,7 @@ def entropy_select(
     scores = languages_last(scores)
     unit_shape, n_lang = scores.shape[:-1], scores.shape[-1]
 
-    h = _entropy(scores)
+    h = entropy_languages_last(scores)
     flat_scores = scores.flatten()
     thr = quantile_value(flat_scores, filter_rate, "filter_rate")
     passing = (scores > thr).sum(dim=-1)

@@ -24,28 +24,21 @@ tensor ``lang x *shape``), which interventions zero.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Mapping, Sequence
+from typing import Mapping, Sequence
 
-import pandas as pd
 import torch
-from jaxtyping import Bool
 from safetensors import safe_open
 from torch import Tensor
+from tqdm.auto import tqdm
 
-from lapelens.artifacts import load_folder, save_folder
-from lapelens.constants import PARAMS_META, PARAMS_TENSORS
 from lapelens.errors import LapelensError
 from lapelens.methods._common import settings
 from lapelens.methods._registry import OptionHelp, register
 from lapelens.methods.lape import ENTROPY_OPTIONS, entropy_select
-from lapelens.types import BoundSelection, HookedModel, Selection
+from lapelens.parameters import ParameterMask
+from lapelens.training import continue_training
 
-#: Artifact kind (``lapelens.artifacts.KINDS``).
-KIND = "parameter_mask"
-#: Keys of the JSON file that are attributes of the object, not free-form ``meta``.
-_RESERVED = ("lapelens_version", "method", "languages", "budget", "selected")
 #: A parameter inside a numbered transformer block (LLaMA/Mistral/Qwen ``model.layers.3.``,
 #: GPT-2/BLOOM ``transformer.h.3.``, OPT ``model.decoder.layers.3.``, GPT-NeoX ``layers.3.``).
 _BLOCK = re.compile(r"(^|\.)(layers|h|blocks|layer)\.\d+\.")
@@ -54,91 +47,6 @@ _BLOCK = re.compile(r"(^|\.)(layers|h|blocks|layer)\.\d+\.")
 def is_block_matrix(name: str, tensor: Tensor) -> bool:
     """Attention or MLP weight matrix of a transformer block (what PV considers)."""
     return tensor.ndim == 2 and name.endswith("weight") and _BLOCK.search(name) is not None
-
-
-@dataclass
-class ParameterMask(Selection):
-    """Parameters selected for each language: ``masks[name][k]`` is a bool tensor shaped like
-    the HF parameter ``name`` (e.g. ``"model.layers.0.mlp.gate_proj.weight"``), True where the
-    entry belongs to ``languages[k]``. Parameters that PV did not consider have no key."""
-
-    languages: tuple[str, ...]
-    masks: dict[str, Bool[Tensor, "lang *shape"]]
-    method: str = "pv"
-    meta: dict = field(default_factory=dict)
-    budget: int | None = None
-    """Parameters the entropy selection was asked for: ``round(entries * top_rate)``."""
-    selected: int | None = None
-    """Parameters it found (fewer than ``budget`` when too few pass the filter)."""
-
-    def __post_init__(self) -> None:
-        self.languages = tuple(self.languages)
-        for name, m in self.masks.items():
-            if m.dtype != torch.bool or m.ndim < 1 or m.shape[0] != len(self.languages):
-                raise LapelensError(
-                    f"ParameterMask.masks[{name!r}] must be a bool tensor (lang={len(self.languages)}, *shape); "
-                    f"got {m.dtype} {tuple(m.shape)}."
-                )
-
-    #: What the selection counts (``Selection.unit``).
-    unit: ClassVar[str] = "parameters"
-
-    def on(self, model: HookedModel) -> BoundSelection:
-        """This selection checked against ``model`` once; its interventions then trust it."""
-        from lapelens.interventions import BoundParameters
-
-        return BoundParameters(self, model)
-
-    def lang_index(self, lang: str) -> int:
-        if lang not in self.languages:
-            raise LapelensError(f"Language {lang!r} has no parameter set here (languages: {list(self.languages)}).")
-        return self.languages.index(lang)
-
-    def for_language(self, lang: str) -> dict[str, Bool[Tensor, "*shape"]]:
-        """``{parameter name: bool mask shaped like the parameter}`` for one language."""
-        k = self.lang_index(lang)
-        return {name: m[k] for name, m in self.masks.items()}
-
-    def count(self, lang: str) -> int:
-        k = self.lang_index(lang)
-        return int(sum(int(m[k].sum()) for m in self.masks.values()))
-
-    def per_language(self) -> pd.DataFrame:
-        """Selected parameters per language and their share of the parameters considered."""
-        total = sum(m[0].numel() for m in self.masks.values())
-        counts = [self.count(l) for l in self.languages]
-        df = pd.DataFrame({"parameters": counts, "share": [c / total if total else float("nan") for c in counts]},
-                          index=pd.Index(self.languages, name="language"))
-        df.columns.name = "summary"
-        return df
-
-    def per_tensor(self) -> pd.DataFrame:
-        """Selected entries per parameter tensor (rows) and language (columns)."""
-        rows = {name: [int(m[k].sum()) for k in range(len(self.languages))] for name, m in self.masks.items()}
-        return pd.DataFrame.from_dict(rows, orient="index", columns=pd.Index(self.languages, name="language")).rename_axis("parameter")
-
-    def summary(self) -> str:
-        head = f"method: {self.method}   model: {self.meta.get('model') or '?'}   languages: {', '.join(self.languages)}"
-        return "\n\n".join([head, "Parameters per language:\n" + self.per_language().to_string(),
-                            "Parameters per tensor:\n" + self.per_tensor().to_string()])
-
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        meta = {"method": self.method, "languages": list(self.languages), "budget": self.budget, "selected": self.selected,
-                **{k: v for k, v in self.meta.items() if k not in _RESERVED}}
-        return save_folder(path, KIND, self.masks, meta)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "ParameterMask":
-        path = Path(path)
-        meta, masks = load_folder(path, KIND, f"{path} is not a lapelens parameter-mask folder (expected {PARAMS_TENSORS} "
-                                  f"and {PARAMS_META}).")
-        try:
-            languages = tuple(meta.pop("languages"))
-        except (KeyError, TypeError) as exc:
-            raise LapelensError(f"{path} is corrupt ({type(exc).__name__}: {exc}); run `lapelens identify --method pv` again.") from exc
-        meta.pop("lapelens_version", None)
-        return cls(languages, masks, meta.pop("method", "pv"), meta, meta.pop("budget", None), meta.pop("selected", None))
 
 
 def load_weights(source: str | Path | Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -243,13 +151,10 @@ def tune_per_language(
 ) -> dict[str, Path]:
     """One short continued-training run of ``base_dir`` per language (``out_dir/<lang>``), for PV.
 
-    Uses ``lapelens.embedded.train.continue_training`` with the same settings and seed for every language,
+    Uses ``lapelens.training.continue_training`` with the same settings and seed for every language,
     so the copies differ only by their text. Options left at None take ``continue_training``'s
     defaults. One progress bar counts the steps of every language.
     """
-    from tqdm.auto import tqdm
-
-    from lapelens.embedded.train import continue_training
     out_dir = Path(out_dir)
     given = {k: v for k, v in dict(lr=lr, seq_len=seq_len, batch_size=batch_size).items() if v is not None}
     with tqdm(total=steps * len(texts), desc="pv tuning", unit="step", disable=not progress) as bar:

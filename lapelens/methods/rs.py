@@ -7,6 +7,7 @@ import torch
 from lapelens.errors import LapelensError
 from lapelens.methods._common import check_stats, settings
 from lapelens.methods._registry import register
+from lapelens.methods.lape import lape
 from lapelens.neurons import LanguageNeurons
 from lapelens.stats import ActivationStats
 
@@ -32,8 +33,6 @@ def random_neurons(
     if isinstance(source, ActivationStats):
         check_stats(source)
         if reference is None:
-            from lapelens.methods.lape import lape
-
             reference = lape(source)
         shape = (source.n_layers, source.d_mlp)
         if (reference.n_layers, reference.d_mlp) != shape:

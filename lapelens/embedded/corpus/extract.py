@@ -156,7 +156,10 @@ _LINKS = re.compile("\x00+")
 
 
 def book_paragraphs(path: Path, book: str) -> list[tuple[str, str, str]]:
-    """``(paragraph id, clean text, skeleton)``: the skeleton has every link's text replaced by
+    """``(paragraph id, clean text, skeleton)`` of one page of a Debian book (``"handbook"``,
+    ``"reference"`` or ``"install"``). The id is the paragraph's position (``p0``, ``p1``, ...):
+    every translation is built from the same DocBook source, so positions align across languages
+    (``build`` checks the count against English). The skeleton has every link's text replaced by
     one placeholder, so that an untranslated paragraph whose cross-references were translated
     ("see Sección 1.5.9, “Alias de órdenes”") still equals its English skeleton."""
     parser = _BookParser("div", "para") if book == "handbook" else _BookParser("p", None)
@@ -166,14 +169,6 @@ def book_paragraphs(path: Path, book: str) -> list[tuple[str, str, str]]:
         skeleton = "".join("\x00" if link else text for text, link in parts)
         out.append((f"p{k}", clean_text("".join(text for text, _ in parts)), clean_text(_LINKS.sub("\x00", skeleton))))
     return out
-
-
-def extract_book_page(path: Path, book: str = "handbook") -> list[tuple[str, str]]:
-    """``(paragraph id, clean text)`` of one page of a Debian book (``"handbook"``,
-    ``"reference"`` or ``"install"``); the id is the paragraph's position (``p0``, ``p1``, ...):
-    every translation is built from the same DocBook source, so positions align across languages
-    (``build`` checks the count against English)."""
-    return [(pid, text) for pid, text, _ in book_paragraphs(path, book)]
 
 
 def read_mo(path: Path) -> dict[str, str]:
