@@ -365,7 +365,7 @@ def test_a_neuron_page_shows_the_statistics_the_logits_and_the_loss(page, built,
     mean = {l: float(v) for l, v in shown_bars(page, "mean").items()}  # 4 decimals of an 18-bit fixed-point value
     assert mean == {l: pytest.approx(stats.mean_activation()[k, layer, neuron].item(), abs=6e-5)
                     for k, l in enumerate(stats.languages)}
-    entropy = lapelens.methods.lape.entropy(stats.firing_probability())[layer, neuron].item()
+    entropy = lapelens.stats.entropy(stats.firing_probability())[layer, neuron].item()
     assert float(page.inner_text("#entropy-value")) == pytest.approx(entropy, abs=6e-5)
     effect = hf_effect(Path(config["model"]), "llama", layer, neuron)
     ids = [int(t.get_attribute("data-token-id")) for t in page.locator("#panel-logits .promoted td.t").all()]
