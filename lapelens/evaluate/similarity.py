@@ -17,7 +17,8 @@ translation) and the bootstrap; this module turns them into tables:
   the best other target". Once each language is centred on its own mean, Eq. 6's shift
   ``h_k - v_k + v_c`` is a no-op; under ``raw`` the result also keeps Eq. 6's numbers (the old Fig. 7).
 
-The embeddings come from :func:`lapelens.evaluate.embeddings.sentence_embeddings`.
+The embeddings come from :func:`lapelens.evaluate.embeddings.sentence_embeddings`; that module also
+declares the ``ses`` and ``dominance`` experiments of ``lapelens reproduce`` (it builds on this one).
 """
 
 from __future__ import annotations
