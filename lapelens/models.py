@@ -38,6 +38,9 @@ SIGN_PRESERVING_ACTIVATIONS = frozenset(
     }
 )
 
+#: How attention runs: fused where no hook looks into it, or TransformerLens' eager attention everywhere.
+ATTENTION = ("sdpa", "eager")
+
 #: Model families whose HF config does not name the activation (the module hard-codes it).
 _HARDCODED_ACTIVATION = {"bloom": "gelu_pytorch_tanh"}
 
@@ -179,6 +182,7 @@ def load_model(
     cache_dir: str | Path | None = None,
     device_map: str | dict[str, str | int] | None = None,
     offload_folder: str | Path | None = None,
+    attention: str = "sdpa",
 ) -> Any:
     """A TransformerLens ``TransformerBridge`` for a hub name, a local HF folder, a ``.gguf`` file,
     a named pretrained model (``"smollm2-135m"``, ``"gemma-3-270m"``: see :mod:`lapelens.pretrained`)
@@ -190,12 +194,20 @@ def load_model(
     layout is checked at once, and ``model.generate`` reads its KV cache (:mod:`lapelens._compat`).
     ``device_map`` (and ``offload_folder``) spread a model too big for one device over several, as in
     Hugging Face ``from_pretrained``; ``device`` is then ignored.
+
+    ``attention="sdpa"`` (the default) lets attention layers that no hook looks into run fused,
+    as the plain Hugging Face model does (:mod:`lapelens.sdpa`); every hook still fires where one
+    is added. ``"eager"`` keeps TransformerLens' step-by-step attention in every layer (the
+    numbers of lapelens before fused attention, to float rounding).
     """
     from transformer_lens.model_bridge import TransformerBridge
 
     from lapelens._compat import fix_bridge_kv_cache
     from lapelens.pretrained import PRETRAINED, hf_folder
+    from lapelens.sdpa import use_sdpa
 
+    if attention not in ATTENTION:
+        raise LapelensError(f"attention={attention!r} is unknown: use one of {', '.join(ATTENTION)}.")
     fix_bridge_kv_cache()  # without it cached decoding silently ignores the context
     name = str(name_or_path)
     if name in PRETRAINED or name.lower().endswith(".gguf"):
@@ -232,5 +244,6 @@ def load_model(
             "offline, use load_model('embedded')."
         ) from exc
     model.eval()
+    use_sdpa(model, attention == "sdpa")
     neuron_spec(model)
     return model
