@@ -40,6 +40,17 @@ SIGN_PRESERVING_ACTIVATIONS = frozenset(
 
 #: How attention runs: fused where no hook looks into it, or TransformerLens' eager attention everywhere.
 ATTENTION = ("sdpa", "eager")
+#: The dtypes a model can be loaded in, by name (statistics are summed in float64 whatever it is).
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def torch_dtype(name: str | torch.dtype) -> torch.dtype:
+    """``torch.float32`` ... for one of :data:`DTYPES` (or a torch dtype among them)."""
+    if isinstance(name, torch.dtype) and str(name).removeprefix("torch.") in DTYPES:
+        return name
+    if name not in DTYPES:
+        raise LapelensError(f"dtype {name!r} is not supported: use one of {', '.join(DTYPES)}.")
+    return getattr(torch, name)
 
 #: Model families whose HF config does not name the activation (the module hard-codes it).
 _HARDCODED_ACTIVATION = {"bloom": "gelu_pytorch_tanh"}
@@ -178,7 +189,7 @@ def embedded_model_dir() -> Path:
 def load_model(
     name_or_path: str | Path = EMBEDDED,
     device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str = torch.float32,
     cache_dir: str | Path | None = None,
     device_map: str | dict[str, str | int] | None = None,
     offload_folder: str | Path | None = None,
@@ -195,6 +206,8 @@ def load_model(
     ``device_map`` (and ``offload_folder``) spread a model too big for one device over several, as in
     Hugging Face ``from_pretrained``; ``device`` is then ignored.
 
+    ``dtype``: one of :data:`DTYPES` (a name or a torch dtype). bfloat16 has float32's range at
+    half the memory; float16 can overflow, which ``collect`` detects and refuses.
     ``attention="sdpa"`` (the default) lets attention layers that no hook looks into run fused,
     as the plain Hugging Face model does (:mod:`lapelens.sdpa`); every hook still fires where one
     is added. ``"eager"`` keeps TransformerLens' step-by-step attention in every layer (the
@@ -208,6 +221,7 @@ def load_model(
 
     if attention not in ATTENTION:
         raise LapelensError(f"attention={attention!r} is unknown: use one of {', '.join(ATTENTION)}.")
+    dtype = torch_dtype(dtype)
     fix_bridge_kv_cache()  # without it cached decoding silently ignores the context
     name = str(name_or_path)
     if name in PRETRAINED or name.lower().endswith(".gguf"):

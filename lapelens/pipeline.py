@@ -26,7 +26,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,6 +37,7 @@ from lapelens.constants import EMBEDDED, PAPER_LANGUAGES, RUN_CONFIG, RUN_SUMMAR
 from lapelens.defaults import DEFAULT_CHECKPOINT_EVERY, SEQ_LEN
 from lapelens.errors import LapelensError
 from lapelens.methods import METHODS, with_role
+from lapelens.models import DTYPES
 
 #: Every registered method, in registry order (the default of ``--methods``).
 METHOD_NAMES = tuple(METHODS)
@@ -111,6 +112,9 @@ class ReproduceConfig:
     """Seed of the random neurons, the bootstrap, PV's tuning and sampling."""
     device: str = "cpu"
     """Torch device: cpu, cuda, cuda:N or mps (under torchrun, 'cuda' means cuda:LOCAL_RANK for each rank)."""
+    dtype: str = field(default="float32", metadata={"choices": DTYPES})
+    """Model dtype for every stage. bfloat16: float32's range at half the memory; float16: a run whose activations
+    overflow stops with an error. Firing counts are taken in this dtype, sums accumulate in float64."""
     checkpoint_every: float = DEFAULT_CHECKPOINT_EVERY
     """Seconds between checkpoints of the statistics' running sums (in OUT/stats.checkpoint; 0: after every
     batch): a run killed while counting resumes there when re-run with the same command."""
@@ -177,6 +181,8 @@ def validate(cfg: ReproduceConfig) -> ReproduceConfig:
         raise LapelensError(f"--sweep-target {cfg.sweep_target} is not among --languages {','.join(cfg.languages)}: "
                             "pick one of them, or 'none' to skip the sweep.")
     check_device(cfg.device)
+    if cfg.dtype not in DTYPES:
+        raise LapelensError(f"--dtype {cfg.dtype} is not supported: use one of {', '.join(DTYPES)}.")
     check_model_name(cfg.model)
     tuning = [m for m in cfg.methods if METHODS[m].source == "models"]
     if tuning and _pv_base_dir(cfg.model) is None:
@@ -388,7 +394,7 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
             shutil.rmtree(out / name, ignore_errors=True)
     stage = _Stages(out, log, cfg.seed, lead)
     langs = list(cfg.languages)
-    model = load_model(cfg.model, device=cfg.device)
+    model = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
     n_ctx = getattr(model.cfg, "n_ctx", None)
     if n_ctx and cfg.seq_len > n_ctx:
         raise LapelensError(f"--seq-len {cfg.seq_len} is longer than the model's context of {n_ctx} tokens: "
@@ -397,6 +403,8 @@ def reproduce(cfg: ReproduceConfig, log: Callable[[str], None] = print) -> dict:
     summary: dict[str, Any] = {"model": cfg.model, "languages": langs}
     # What every stage is computed from, besides the stages it reads.
     model_id = model_identity(cfg.model)
+    if cfg.dtype != "float32":  # float32 runs keep the fingerprints they always had
+        model_id["dtype"] = cfg.dtype
     train_id = corpus_identity(cfg.corpus, "train", langs)
     eval_id = {**corpus_identity(cfg.corpus, "valid", langs), "tokens_per_language": cfg.eval_tokens_per_language,
                "seq_len": cfg.seq_len}

@@ -7,7 +7,7 @@ Each command's config inherits the groups it takes, so a flag is declared (and c
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from lapelens.constants import EMBEDDED
 from lapelens.defaults import SEQ_LEN  # noqa: F401 (named in a help text)
 from lapelens.errors import LapelensError
 from lapelens.evaluate.perplexity import DEFAULT_BATCH_SIZE, DEFAULT_EVAL_TOKENS  # noqa: F401 (help text)
+from lapelens.models import DTYPES
 
 
 def positive(value: int | float | None, flag: str) -> None:
@@ -30,6 +31,13 @@ class ModelOptions:
     """Torch device: cpu, cuda, cuda:N or mps."""
     quiet: bool = False
     """No progress bars."""
+
+
+@dataclass(kw_only=True)
+class DtypeOptions:
+    dtype: str = field(default="float32", metadata={"choices": DTYPES})
+    """Model dtype. bfloat16: float32's range at half the memory; float16: a run whose activations overflow stops
+    with an error. Firing counts are taken in this dtype, sums accumulate in float64."""
 
 
 @dataclass(kw_only=True)
@@ -118,7 +126,7 @@ class SamplingOptions:
 
 
 @dataclass(kw_only=True)
-class GenerationCommand(PromptOptions, SamplingOptions, ModelOptions):
+class GenerationCommand(PromptOptions, SamplingOptions, DtypeOptions, ModelOptions):
     """What ``generate`` and ``steer`` share: a neuron set, prompts, sampling, a result folder."""
 
     neurons: Path
