@@ -35,6 +35,7 @@ from lapelens.errors import LapelensError
 from lapelens.methods.pv import ParameterMask
 from lapelens.models import NeuronSpec, neuron_spec
 from lapelens.neurons import LanguageNeurons
+from lapelens.resume import first_layer
 from lapelens.stats import ActivationStats
 from lapelens.types import BoundSelection, HookedModel, Selection
 
@@ -297,6 +298,9 @@ class BoundNeurons(BoundSelection):
 
     def deactivate(self, lang: Languages) -> AbstractContextManager:
         return _zeroed(self.model, self.mask(lang))
+
+    def first_layer(self, lang: Languages) -> int:
+        return first_layer(self.mask(lang))
 
     def deactivate_mask(self, mask: Bool[Tensor, "layer neuron"]) -> AbstractContextManager:
         """Deactivate a mask derived from this set's masks (e.g. other languages' neurons minus the target's)."""
