@@ -102,8 +102,8 @@ class SamplingOptions:
     """HF-style repetition penalty (default: 1.1 greedy, as the official generation script; 1.0 sampling)."""
     seed: int = 0
     """Sampling seed, the same for every condition."""
-    batch_size: int = 50
-    """Sequences generated at once."""
+    batch_size: int | None = None
+    """Sequences generated at once (default: all of a condition's at once)."""
 
     def sampling(self, greedy: bool) -> Any:
         """The ``Sampling`` these flags describe, after checking them."""
