@@ -194,6 +194,7 @@ def load_model(
     device_map: str | dict[str, str | int] | None = None,
     offload_folder: str | Path | None = None,
     attention: str = "sdpa",
+    hf_model: Any = None,
 ) -> Any:
     """A TransformerLens ``TransformerBridge`` for a hub name, a local HF folder, a ``.gguf`` file,
     a named pretrained model (``"smollm2-135m"``, ``"gemma-3-270m"``: see :mod:`lapelens.pretrained`)
@@ -212,6 +213,10 @@ def load_model(
     as the plain Hugging Face model does (:mod:`lapelens.sdpa`); every hook still fires where one
     is added. ``"eager"`` keeps TransformerLens' step-by-step attention in every layer (the
     numbers of lapelens before fused attention, to float rounding).
+
+    ``hf_model``: a Hugging Face causal LM already in memory (built from a config and randomly
+    initialised, say) to bridge in place of loading weights; ``name_or_path`` is then the folder
+    its tokenizer is read from, and the model keeps its own device and dtype.
     """
     from transformer_lens.model_bridge import TransformerBridge
 
@@ -247,9 +252,16 @@ def load_model(
             f"Model folder {name!r} does not exist: check the path, or use 'embedded' "
             f"or a named model ({', '.join(PRETRAINED)})."
         )
+    if hf_model is not None:
+        if device_map is not None:
+            raise LapelensError("device_map applies to weights lapelens loads: place hf_model yourself before passing it.")
+        weight = next(hf_model.parameters())
+        device, dtype = weight.device, weight.dtype
     try:
         where: dict[str, Any] = {"device": device} if device_map is None else {
             "device_map": device_map, "offload_folder": None if offload_folder is None else str(offload_folder)}
+        if hf_model is not None:
+            where["hf_model"] = hf_model
         model = TransformerBridge.boot_transformers(name, dtype=dtype, **where)
     except OSError as exc:  # hub unreachable, unknown repo, or missing files
         raise LapelensError(
