@@ -3,17 +3,17 @@
 Ways, interleaved (each repeat runs every way once, in a rotated order, so that background load
 drifting during the run hits all alike): ``hf body`` (``model.model``: the decoder body a collection
 must compute, SDPA attention), ``collect`` (:func:`lapelens.activations.collect_chunks`: counts,
-sums and squares of every neuron through TransformerLens hooks) and, with ``--before``,
-``collect eager`` (the same with TransformerLens' eager attention in every layer, as lapelens ran
-before fused attention). Target: collect >= 0.97x the body forward.
+sums and squares of every neuron through TransformerLens hooks) and, with ``--tl``,
+``collect eager`` (the same with TransformerLens' eager attention in every layer:
+``load_model(..., attention="eager")``). Target: collect >= 0.97x the body forward.
 
 ``--profile`` adds one profiled run of each way: the share of the time in each kind of operator
 (matmuls, attention, element-wise, the rest), then the top operators. A profile is a share, so it
 stays meaningful on a busy machine where absolute rates do not.
 
-    python benchmarks/bench_collect.py --model smollm2-135m --threads 2 --before
-    python benchmarks/bench_collect.py --model gemma-3-270m --threads 2 --before
-    python benchmarks/bench_collect.py --model smollm2-135m --profile --before --repeats 1
+    python benchmarks/bench_collect.py --model smollm2-135m --threads 2 --tl
+    python benchmarks/bench_collect.py --model gemma-3-270m --threads 2 --tl
+    python benchmarks/bench_collect.py --model smollm2-135m --profile --tl --repeats 1
     python benchmarks/bench_collect.py --model shape --layers 2 --chunks 2 --repeats 1   # quick check
 """
 
@@ -79,7 +79,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int)
-    ap.add_argument("--before", action="store_true", help="also collect with TransformerLens' eager attention")
+    ap.add_argument("--tl", action="store_true", help="also collect with TransformerLens' eager attention")
     ap.add_argument("--profile", action="store_true", help="where the time goes, per way")
     args = ap.parse_args()
     if args.threads:
@@ -96,7 +96,7 @@ def main() -> None:
         folder = folder_of(args.model, Path(tmp), args.layers)
         hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="sdpa").eval()
         bridges = {"collect": load_model(folder)}
-        if args.before:
+        if args.tl:
             bridges["collect eager"] = load_model(folder, attention="eager")
     vocab = hf.config.vocab_size
     chunks = torch.randint(0, vocab, (args.chunks, args.seq_len), generator=torch.Generator().manual_seed(0))

@@ -9,8 +9,8 @@ The two settings of ``reproduce``'s generation stages, each on its own batch:
   deactivation).
 
 Ways, interleaved (alternating which runs first): ``lapelens`` (:func:`generate_ids` on the bridge:
-all of a condition's sequences in one batch), ``before`` (TransformerLens' generate loop in
-batches of 50, eager attention: how lapelens generated before), ``hf generate`` (the plain
+all of a condition's sequences in one batch), ``tl`` (TransformerLens' generate loop in batches
+of 50 with eager attention: ``model.generate`` of the bridge), ``hf generate`` (the plain
 Hugging Face model, SDPA, the same GenerationConfig and seed). The tokens of ``lapelens`` and
 ``hf generate`` are compared: they are the same when the bridge computes the same logits.
 
@@ -30,7 +30,7 @@ import torch
 
 
 def tl_generate_ids(model: Any, prompts: Any, sampling: Any) -> list[list[int]]:
-    """Generation as lapelens did it before: TransformerLens' generate loop, in batches of 50."""
+    """Generation by TransformerLens' generate loop (the bridge's ``generate``), in batches of 50."""
     from lapelens.evaluate import generation as gen
 
     _, eos, pad = gen._special_ids(model.tokenizer)
@@ -110,7 +110,7 @@ def main() -> None:
           f"{torch.get_num_threads()} threads", flush=True)
     for name, (prompts, sampling) in settings.items():
         ways = {"lapelens": lambda: gen.generate_ids(model, prompts, sampling),
-                "before": lambda: tl_generate_ids(eager, prompts, sampling),
+                "tl": lambda: tl_generate_ids(eager, prompts, sampling),
                 "hf generate": lambda: hf_generate(hf, tok, prompts, sampling)}
         times: dict[str, list[float]] = {w: [] for w in ways}
         outputs: dict[str, Any] = {}
@@ -127,7 +127,7 @@ def main() -> None:
               f"({'sampled' if sampling.do_sample else 'greedy'}); "
               + ", ".join(f"{w} {n_tok / t:.1f} tok/s ({t:.2f} s)" for w, t in med.items())
               + f"; lapelens / hf generate throughput {med['hf generate'] / med['lapelens']:.2f} (target >= 0.9), "
-              f"before / hf generate {med['hf generate'] / med['before']:.2f}; "
+              f"tl / hf generate {med['hf generate'] / med['tl']:.2f}; "
               f"outputs identical to hf generate: {same}/{len(prompts)}", flush=True)
 
 

@@ -3,9 +3,8 @@
 For each stage, the same inputs go through (interleaved, alternating which runs first):
 
 - ``lapelens``: the stage's own function, as ``reproduce`` calls it;
-- ``before`` (with ``--before``): the same function as lapelens ran it before fused attention,
-  row starts and Hugging Face generation (TransformerLens' eager attention, every perturbation row a
-  full forward, TransformerLens' generate loop in batches of 50);
+- ``tl`` (with ``--tl``): the same function the TransformerLens way: eager attention in every layer,
+  every perturbation row a full forward, TransformerLens' generate loop in batches of 50;
 - ``floor``: the plain Hugging Face model (SDPA attention, no bridge, no hooks) doing only what the
   stage must do: a body forward over the same chunks for the statistics, over the same padded
   batches for sentence means and embeddings; a forward with loss (``labels=``) per row and chunk
@@ -17,8 +16,8 @@ neurons -- is part of the stage's time, not of the floor's: it shows in the rati
 from the statistics stage (LAPE at ``--top-rate``, random of the same sizes) and the sentence means
 (AP), as in ``reproduce``; the budgets are flags (small by default, reproduce's with ``--full``).
 
-    python benchmarks/bench_stages.py --model smollm2-135m --threads 2 --before
-    python benchmarks/bench_stages.py --model gemma-3-270m --threads 2 --before
+    python benchmarks/bench_stages.py --model smollm2-135m --threads 2 --tl
+    python benchmarks/bench_stages.py --model gemma-3-270m --threads 2 --tl
     python benchmarks/bench_stages.py --model embedded --tiny     # a quick check that it works
 
 Run it on a quiet machine: other jobs on the cores change the ratios several-fold.
@@ -72,7 +71,7 @@ def _padded_batches(tokenizer: Any, texts: list[str], keep: int, batch_size: int
 
 
 @contextlib.contextmanager
-def _as_before():
+def _the_tl_way():
     """Inside: generation by TransformerLens' loop, and every perturbation row a full forward."""
     from lapelens.evaluate import generation as gen
     from lapelens.evaluate import perplexity as ppl
@@ -88,7 +87,7 @@ def _as_before():
         gen.generate_ids, ppl.evaluate_rows, sweep.evaluate_rows = saved
 
 
-def build_stages(name: str, budget: dict, top_rate: float, scale: float, before: bool) -> tuple[list[Stage], str]:
+def build_stages(name: str, budget: dict, top_rate: float, scale: float, tl: bool) -> tuple[list[Stage], str]:
     from lapelens import load_model
     from lapelens.activations import collect_chunks, collect_sentence_means, iter_chunks
     from lapelens.constants import PAPER_LANGUAGES
@@ -100,7 +99,7 @@ def build_stages(name: str, budget: dict, top_rate: float, scale: float, before:
     from lapelens.methods import identify
     folder = model_folder(name)
     model = load_model(folder)
-    eager = load_model(folder, attention="eager") if before else None
+    eager = load_model(folder, attention="eager") if tl else None
     hf = _hf(folder)
     tok = model.tokenizer
     langs = list(PAPER_LANGUAGES)
@@ -119,11 +118,11 @@ def build_stages(name: str, budget: dict, top_rate: float, scale: float, before:
 
     def variants(run: Callable[[Any], Any]) -> dict[str, Callable[[], Any]]:
         ways = {"lapelens": lambda: run(model)}
-        if before:
+        if tl:
             def old() -> Any:
-                with _as_before():
+                with _the_tl_way():
                     return run(eager)
-            ways["before"] = old
+            ways["tl"] = old
         return ways
 
     def body(batches: list[tuple[torch.Tensor, torch.Tensor | None]]) -> Callable[[], None]:
@@ -194,7 +193,8 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m", help="smollm2-135m, gemma-3-270m, embedded or a local HF folder")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     ap.add_argument("--repeats", type=int, default=1, help="times each way runs (interleaved)")
-    ap.add_argument("--before", action="store_true", help="also time each stage as lapelens ran it before")
+    ap.add_argument("--tl", action="store_true", help="also time each stage the TransformerLens way (eager attention, "
+                    "full-forward rows, its generate loop)")
     ap.add_argument("--full", action="store_true", help="reproduce's budgets (long)")
     ap.add_argument("--tiny", action="store_true", help="tiny budgets: a check that it works")
     ap.add_argument("--stages", help="comma-separated subset (default: all)")
@@ -207,7 +207,7 @@ def main() -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
-    stages, label = build_stages(args.model, budget, args.top_rate, args.steer_scale, args.before)
+    stages, label = build_stages(args.model, budget, args.top_rate, args.steer_scale, args.tl)
     if args.stages:
         wanted = set(args.stages.split(","))
         stages = [s for s in stages if s.name in wanted]
@@ -225,18 +225,18 @@ def main() -> None:
         med = {w: statistics.median(t) for w, t in times.items()}
         line = f"{stage.name:>24}: " + ", ".join(f"{w} {t:.2f} s" for w, t in med.items())
         line += f"; lapelens/floor {med['lapelens'] / med['floor']:.2f}"
-        if "before" in med:
-            line += f", before/floor {med['before'] / med['floor']:.2f}, before/lapelens {med['before'] / med['lapelens']:.2f}"
+        if "tl" in med:
+            line += f", tl/floor {med['tl'] / med['floor']:.2f}, tl/lapelens {med['tl'] / med['lapelens']:.2f}"
         print(f"{line}   ({stage.work})", flush=True)
         rows.append((stage.name, med))
-    print("\n| stage | lapelens s | " + ("before s | " if args.before else "") + "floor s | lapelens / floor |"
-          + (" before / floor |" if args.before else ""))
-    print("|---|---:|" + ("---:|" if args.before else "") + "---:|---:|" + ("---:|" if args.before else ""))
+    print("\n| stage | lapelens s | " + ("tl s | " if args.tl else "") + "floor s | lapelens / floor |"
+          + (" tl / floor |" if args.tl else ""))
+    print("|---|---:|" + ("---:|" if args.tl else "") + "---:|---:|" + ("---:|" if args.tl else ""))
     for name, med in rows:
-        cells = [f"{med['lapelens']:.1f}"] + ([f"{med['before']:.1f}"] if args.before else []) + [f"{med['floor']:.1f}",
+        cells = [f"{med['lapelens']:.1f}"] + ([f"{med['tl']:.1f}"] if args.tl else []) + [f"{med['floor']:.1f}",
                                                                                                  f"{med['lapelens'] / med['floor']:.2f}"]
-        if args.before:
-            cells.append(f"{med['before'] / med['floor']:.2f}")
+        if args.tl:
+            cells.append(f"{med['tl'] / med['floor']:.2f}")
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 

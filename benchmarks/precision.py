@@ -1,9 +1,9 @@
 """What reduced precision changes: firing decisions and LAPE selections in bfloat16 against float32.
 
 1. **Firing decisions, paired.** The same chunks (``--corpus``, ``--tokens`` per language, seq_len
-   256, as ``lapelens collect``) run through the model in float32 with fused attention (what
-   lapelens does now), in bfloat16, and in float32 with TransformerLens' eager attention (what
-   lapelens did before, and what earlier float32 statistics were made with). For every token and
+   256, as ``lapelens collect``) run through the model in float32 with fused attention
+   (``load_model``'s default), in bfloat16, and in float32 with TransformerLens' eager attention
+   (``attention="eager"``). For every token and
    neuron, ``hook_pre > 0`` is compared: the count and share of decisions that differ, per pair.
    The forwards are timed side by side: how much slower (or faster) bfloat16 is on this machine.
 2. **LAPE selections.** LAPE at ``--top-rate`` on the paired pass's counts of each way, and the

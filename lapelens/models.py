@@ -211,8 +211,8 @@ def load_model(
     half the memory; float16 can overflow, which ``collect`` detects and refuses.
     ``attention="sdpa"`` (the default) lets attention layers that no hook looks into run fused,
     as the plain Hugging Face model does (:mod:`lapelens.sdpa`); every hook still fires where one
-    is added. ``"eager"`` keeps TransformerLens' step-by-step attention in every layer (the
-    numbers of lapelens before fused attention, to float rounding).
+    is added. ``"eager"`` keeps TransformerLens' step-by-step attention in every layer (the two
+    differ at float rounding).
 
     ``hf_model``: a Hugging Face causal LM already in memory (built from a config and randomly
     initialised, say) to bridge in place of loading weights; ``name_or_path`` is then the folder

@@ -12,7 +12,7 @@ forward of its attention bridges: an attention bridge with no hook on any hook p
 and no compatibility mode runs the wrapped Hugging Face module itself, with fused attention --
 the same computation as the plain Hugging Face model. As soon as one of its hook points carries
 a hook (``run_with_cache``, a patching experiment), that layer runs TransformerLens' own
-attention again, on the same mask, so every hook fires exactly as before. Models whose Hugging
+attention again, on the same mask, and every hook in it fires as with eager attention. Models whose Hugging
 Face class has no SDPA path (BLOOM), or whose attention bridge hands the attention to Hugging
 Face instead of computing it (OPT's: its ``hook_pattern`` reads the weights eager attention
 returns), are left as they are.
