@@ -210,7 +210,7 @@ def load_model(
     ``dtype``: one of :data:`DTYPES` (a name or a torch dtype). bfloat16 has float32's range at
     half the memory; float16 can overflow, which ``collect`` detects and refuses.
     ``attention="sdpa"`` (the default) lets attention layers that no hook looks into run fused,
-    as the plain Hugging Face model does (:mod:`lapelens.sdpa`); every hook still fires where one
+    as the plain Hugging Face model does (:mod:`lapelens.fastpath`); every hook still fires where one
     is added. ``"eager"`` keeps TransformerLens' step-by-step attention in every layer (the two
     differ at float rounding).
 
@@ -222,7 +222,7 @@ def load_model(
 
     from lapelens._compat import fix_bridge_kv_cache
     from lapelens.pretrained import PRETRAINED, hf_folder
-    from lapelens.sdpa import use_sdpa
+    from lapelens.fastpath import skip_unobserved_norm_hooks, use_sdpa
 
     if attention not in ATTENTION:
         raise LapelensError(f"attention={attention!r} is unknown: use one of {', '.join(ATTENTION)}.")
@@ -271,5 +271,6 @@ def load_model(
         ) from exc
     model.eval()
     use_sdpa(model, attention == "sdpa")
+    skip_unobserved_norm_hooks(model)  # exact: the norm hooks nobody reads are not computed
     neuron_spec(model)
     return model

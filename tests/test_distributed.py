@@ -114,7 +114,7 @@ def test_device_map_with_a_layer_offloaded_to_disk(tiny_dirs, one_process, tmp_p
     """accelerate's dispatch through the same bridge and hooks: one layer's weights live on disk."""
     from transformer_lens.model_bridge import TransformerBridge
 
-    from lapelens.sdpa import use_sdpa
+    from lapelens.fastpath import use_sdpa
 
     device_map = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu",
                   "model.layers.1": "disk", "model.norm": "cpu", "lm_head": "cpu"}

@@ -1,5 +1,6 @@
-"""lapelens.sdpa: unobserved attention runs fused and equals the plain Hugging Face model; an
-attention hook brings TransformerLens' attention back, with its values."""
+"""lapelens.fastpath: unobserved attention runs fused and equals the plain Hugging Face model; an
+attention hook brings TransformerLens' attention back, with its values; unobserved norm hooks are
+not computed, and the output is the same bit for bit."""
 
 import pytest
 import torch
@@ -7,7 +8,7 @@ from transformers import AutoModelForCausalLM
 
 from lapelens import load_model
 from lapelens.errors import LapelensError
-from lapelens.sdpa import use_sdpa, uses_sdpa
+from lapelens.fastpath import use_sdpa, uses_sdpa
 from tiny import ARCHS
 
 #: The Hugging Face classes with an SDPA path whose attention bridge computes attention itself.
@@ -80,3 +81,16 @@ def test_switching_back_and_forth(tiny_dirs):
 def test_unknown_attention_is_refused():
     with pytest.raises(LapelensError, match="attention='flash' is unknown"):
         load_model("embedded", attention="flash")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_unobserved_norm_hooks_are_skipped_with_the_same_output(tiny_dirs, arch):
+    model = load_model(tiny_dirs[arch], attention="eager")
+    tokens, mask = _inputs()
+    scales = lambda n: n.endswith("hook_scale")  # noqa: E731
+    with torch.inference_mode():
+        for kw in ({}, {"attention_mask": mask}):
+            skipped = model(tokens, **kw)
+            observed, cache = model.run_with_cache(tokens, names_filter=scales, **kw)  # the bridge's own norm path
+            assert torch.equal(skipped, observed)
+            assert len(cache.cache_dict) >= 2 * model.cfg.n_layers + 1  # ln1, ln2 per block, ln_final (and BLOOM's embedding norm)

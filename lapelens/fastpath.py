@@ -1,24 +1,26 @@
-"""Fused attention (PyTorch SDPA) for the layers nobody is looking into.
+"""The plain Hugging Face computation for the parts of a bridge that nobody is looking into.
 
-TransformerLens forces eager attention on every bridge and recomputes attention step by step,
-so that ``hook_attn_scores`` and ``hook_pattern`` can fire: the scores and the softmax are
-materialised as ``batch x heads x pos x pos`` tensors in every layer. When no hook reads or
-edits anything inside a layer's attention -- lapelens' own hooks sit on the MLPs -- that is pure
-overhead (on a 576-wide model at 256 tokens, about a tenth of the forward).
-
+**Attention.** TransformerLens forces eager attention on every bridge and recomputes attention
+step by step, so that ``hook_attn_scores`` and ``hook_pattern`` can fire: the scores and the
+softmax are materialised as ``batch x heads x pos x pos`` tensors in every layer. When no hook
+reads or edits anything inside a layer's attention -- lapelens' own hooks sit on the MLPs -- that
+is pure overhead (on a 576-wide model at 256 tokens, about a tenth of the forward).
 :func:`use_sdpa` switches a bridged model's Hugging Face attention to ``"sdpa"`` and wraps the
 forward of its attention bridges: an attention bridge with no hook on any hook point inside it
 (``hook_in``, ``hook_q`` ... ``hook_pattern``, ``hook_z``, ``hook_out``), no processed weights
 and no compatibility mode runs the wrapped Hugging Face module itself, with fused attention --
 the same computation as the plain Hugging Face model. As soon as one of its hook points carries
 a hook (``run_with_cache``, a patching experiment), that layer runs TransformerLens' own
-attention again, on the same mask, and every hook in it fires as with eager attention. Models whose Hugging
-Face class has no SDPA path (BLOOM), or whose attention bridge hands the attention to Hugging
-Face instead of computing it (OPT's: its ``hook_pattern`` reads the weights eager attention
-returns), are left as they are.
+attention again, on the same mask, and every hook in it fires as with eager attention. Models
+whose Hugging Face class has no SDPA path (BLOOM), or whose attention bridge hands the attention
+to Hugging Face instead of computing it (OPT's: its ``hook_pattern`` reads the weights eager
+attention returns), are left as they are. Fused and eager attention add in other orders: the
+numbers differ at float rounding.
 
-The switch changes numbers at float rounding (fused and eager attention add in other orders),
-never the semantics; ``load_model(..., attention="eager")`` keeps TransformerLens' attention.
+**Norms.** A normalisation bridge on Hugging Face's own norm computes the variance, the scale and
+the normalised input for ``hook_scale`` and ``hook_normalized`` and then, when no hook changed
+them, returns the Hugging Face norm of its input. :func:`skip_unobserved_norm_hooks` makes it skip
+that work while neither hook point carries a hook: the same output, bit for bit.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from torch import nn
 from lapelens.types import HookedModel
 
 #: Marks a forward this module wrapped, so wrapping is idempotent.
-_WRAPPED = "_lapelens_sdpa_wrapped"
+_WRAPPED = "_lapelens_fastpath_wrapped"
 #: attention bridge -> (its hook points, the bridges whose weights it computes with), found once.
 _PARTS: "weakref.WeakKeyDictionary[nn.Module, tuple[list[nn.Module], list[nn.Module]]]" = weakref.WeakKeyDictionary()
 
@@ -66,9 +68,8 @@ def _parts(bridge: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
 def _observed(bridge: nn.Module) -> bool:
     """Whether anything must see or change what happens inside this attention."""
     hook_points, components = _parts(bridge)
-    for hp in hook_points:
-        if hp._forward_hooks or hp._forward_pre_hooks or hp._backward_hooks or hp._backward_pre_hooks:
-            return True
+    if _hooked(*hook_points):
+        return True
     # Folded or centred weights live in the bridge, not in the Hugging Face module.
     return any(getattr(c, "compatibility_mode", False) or getattr(c, "_use_processed_weights", False)
                for c in components)
@@ -113,6 +114,38 @@ def use_sdpa(model: HookedModel, enabled: bool = True) -> bool:
         hf.set_attn_implementation("eager")
         return False
     return True
+
+
+def skip_unobserved_norm_hooks(model: HookedModel) -> None:
+    """Let every normalisation bridge of ``model`` that runs the Hugging Face norm skip computing
+    ``hook_scale`` and ``hook_normalized`` while no hook is on them (its output is the same). Idempotent."""
+    from transformer_lens.model_bridge.generalized_components.normalization import NormalizationBridge
+
+    # The base class's forward: subclasses with a forward of their own keep it.
+    if any(isinstance(m, NormalizationBridge) for m in model.modules()) and not getattr(
+            NormalizationBridge.forward, _WRAPPED, False):
+        NormalizationBridge.forward = _wrap_norm(NormalizationBridge.forward)
+
+
+def _hooked(*hook_points: nn.Module) -> bool:
+    return any(hp._forward_hooks or hp._forward_pre_hooks or hp._backward_hooks or hp._backward_pre_hooks
+               for hp in hook_points)
+
+
+def _wrap_norm(forward: Callable[..., Any]) -> Callable[..., Any]:
+    def fast_forward(self: Any, hidden_states: Any, **kwargs: Any) -> Any:
+        norm = self._modules.get("_original_component")
+        # The cases in which the bridge's own forward returns norm(hook_in(x)), cast back.
+        native = self.use_native_layernorm_autograd or getattr(self.config, "layer_norm_folding", False)
+        if (norm is None or not native or isinstance(norm, nn.Identity) or kwargs
+                or _hooked(self.hook_scale, self.hook_normalized)):
+            return forward(self, hidden_states, **kwargs)
+        x = self.hook_in(hidden_states)
+        return self.hook_out(norm(x).to(x.dtype))
+
+    setattr(fast_forward, _WRAPPED, True)
+    fast_forward.__doc__ = forward.__doc__
+    return fast_forward
 
 
 def uses_sdpa(model: HookedModel) -> bool:
