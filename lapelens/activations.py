@@ -68,6 +68,10 @@ class NeuronAccumulator:
         self._max_rows = max(1, _BLOCK_BYTES // (4 * spec.d_mlp))
         # Reused across updates, sized to the largest block seen (at most _BLOCK_BYTES).
         self._ones = self._pos = torch.empty(0)
+        # Layers whose activations held inf or NaN since the last check, and their dtype. A flag
+        # on the device, read once per batch (check_finite): no host sync per layer.
+        self._bad = torch.zeros(spec.n_layers, dtype=torch.bool)
+        self._dtype: torch.dtype | None = None
 
     def _buffers(self, rows: int, device: torch.device) -> tuple[Tensor, Tensor]:
         if self._pos.shape[0] < rows or self._pos.device != device:
@@ -80,8 +84,10 @@ class NeuronAccumulator:
         if x.shape[-1] != self.spec.d_mlp:
             raise LapelensError(f"hook_pre of layer {layer} has {x.shape[-1]} neurons, expected {self.spec.d_mlp}.")
         if not self._placed:  # keep the totals where the model runs (its first layer's device)
-            self._count, self._sum, self._sq = (t.to(x.device) for t in (self._count, self._sum, self._sq))
+            self._count, self._sum, self._sq, self._bad = (
+                t.to(x.device) for t in (self._count, self._sum, self._sq, self._bad))
             self._placed = True
+        self._dtype = x.dtype
         count, total, sq = self._count[k, layer], self._sum[k, layer], self._sq[k, layer]
         for r in range(0, x.shape[0], self._max_rows):
             block = x[r:r + self._max_rows].float()
@@ -92,8 +98,32 @@ class NeuronAccumulator:
             torch.gt(block, 0, out=pos)
             count += (ones @ pos)[0].to(count.device)
             act = self._act(block)
-            total += (ones @ act)[0].to(count.device)
-            sq += (ones @ act.mul_(act))[0].to(count.device)
+            block_sum = (ones @ act)[0]
+            block_sq = (ones @ act.mul_(act))[0]
+            # A sum of finite activations cannot overflow float32, so an inf or NaN among them
+            # shows in these d_mlp numbers. float16 also sums hook_pre itself: a ReLU turns an
+            # overflowed -inf into 0, which the activation sums would not show.
+            finite = torch.isfinite(block_sum).all() & torch.isfinite(block_sq).all()
+            if x.dtype == torch.float16:
+                finite &= torch.isfinite((ones @ block)[0]).all()
+            self._bad[layer] |= ~finite.to(self._bad.device)
+            total += block_sum.to(count.device)
+            sq += block_sq.to(count.device)
+
+    def check_finite(self) -> None:
+        """Raise if an activation since the last check was inf or NaN (counts and sums would be wrong),
+        naming the first such layer and what to do. One host sync; call it once per batch."""
+        bad = self._bad.nonzero()
+        if not len(bad):
+            return
+        layer = int(bad[0])
+        self._bad.zero_()
+        where = f"blocks.{layer}.mlp.hook_pre"
+        if self._dtype == torch.float16:
+            raise LapelensError(f"float16 activations overflow at layer {layer} (inf or NaN in {where}): collect in "
+                                "bfloat16 (--dtype bfloat16, float32's range) or float32 (--dtype float32).")
+        raise LapelensError(f"Activations at layer {layer} are inf or NaN ({where}, {self._dtype}): the model's "
+                            "weights or inputs hold inf or NaN; check the checkpoint.")
 
     def add_tokens(self, k: int, n_tokens: int) -> None:
         self.n[k] += n_tokens
@@ -237,6 +267,7 @@ def _collect(model: HookedModel, chunks_by_language: Mapping[str, Any], batch_si
                         clean = False
                         if shard.owns(b):
                             run_until(model, batch.to(device), use_cache=False)
+                            acc.check_finite()  # before the batch's tokens count or a checkpoint is written
                             acc.add_tokens(k_now, batch.numel())
                         positions[k_now] = Position(b + 1, positions[k_now].tokens + batch.numel(), digest)
                         clean = unsaved = True
@@ -264,6 +295,9 @@ def _collect(model: HookedModel, chunks_by_language: Mapping[str, Any], batch_si
     seq_len = seq_lens.pop() if len(seq_lens) == 1 else sorted(seq_lens)
     if shard.world > 1:  # the float sums are rounded in another order than in one process
         meta = {**meta, "world_size": shard.world}
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    if dtype != "float32":  # recorded when not float32, so float32 statistics stay as they always were
+        meta = {**meta, "dtype": dtype}
     return acc.result({"model": str(model.cfg.model_name), "seq_len": seq_len, "lapelens_version": __version__, **meta})
 
 
@@ -406,6 +440,10 @@ def collect_sentence_means(
         weights = current["weights"]
         act = act_fn(pre.float()).reshape(*weights.shape, -1)  # [batch, pos, neuron]
         summed = torch.bmm(weights.unsqueeze(1), act).squeeze(1)
+        if not bool(torch.isfinite(summed).all()):
+            raise LapelensError(f"Activations at layer {layer} are inf or NaN (blocks.{layer}.mlp.hook_pre, {pre.dtype}): "
+                                + ("load the model in bfloat16 or float32." if pre.dtype == torch.float16
+                                   else "the model's weights or inputs hold inf or NaN."))
         means[current["rows"], layer] = (summed / current["lengths"][:, None]).to(means.device)
 
     with torch.inference_mode(), model.hooks(fwd_hooks=_hooks(spec, take)):

@@ -28,6 +28,7 @@ from torch import Tensor
 from lapelens._compat import fix_bridge_kv_cache
 from lapelens.constants import EMBEDDED
 from lapelens.errors import LapelensError
+from lapelens.fastpath import skip_unobserved_norm_hooks, use_sdpa
 from lapelens.pretrained import PRETRAINED, hf_folder
 from lapelens.types import HookedModel
 
@@ -39,6 +40,20 @@ SIGN_PRESERVING_ACTIVATIONS = frozenset(
         "gelu_accurate", "quick_gelu", "silu", "swish", "relu2", "elu",
     }
 )
+
+#: How attention runs: fused where no hook looks into it, or TransformerLens' eager attention everywhere.
+ATTENTION = ("sdpa", "eager")
+#: The dtypes a model can be loaded in, by name (statistics are summed in float64 whatever it is).
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def torch_dtype(name: str | torch.dtype) -> torch.dtype:
+    """``torch.float32`` ... for one of :data:`DTYPES` (or a torch dtype among them)."""
+    if isinstance(name, torch.dtype) and str(name).removeprefix("torch.") in DTYPES:
+        return name
+    if name not in DTYPES:
+        raise LapelensError(f"dtype {name!r} is not supported: use one of {', '.join(DTYPES)}.")
+    return getattr(torch, name)
 
 #: Model families whose HF config does not name the activation (the module hard-codes it).
 _HARDCODED_ACTIVATION = {"bloom": "gelu_pytorch_tanh"}
@@ -177,10 +192,12 @@ def embedded_model_dir() -> Path:
 def load_model(
     name_or_path: str | Path = EMBEDDED,
     device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str = torch.float32,
     cache_dir: str | Path | None = None,
     device_map: str | dict[str, str | int] | None = None,
     offload_folder: str | Path | None = None,
+    attention: str = "sdpa",
+    hf_model: Any = None,
 ) -> Any:
     """A TransformerLens ``TransformerBridge`` for a hub name, a local HF folder, a ``.gguf`` file,
     a named pretrained model (``"smollm2-135m"``, ``"gemma-3-270m"``: see :mod:`lapelens.pretrained`)
@@ -192,9 +209,23 @@ def load_model(
     layout is checked at once, and ``model.generate`` reads its KV cache (:mod:`lapelens._compat`).
     ``device_map`` (and ``offload_folder``) spread a model too big for one device over several, as in
     Hugging Face ``from_pretrained``; ``device`` is then ignored.
+
+    ``dtype``: one of :data:`DTYPES` (a name or a torch dtype). bfloat16 has float32's range at
+    half the memory; float16 can overflow, which ``collect`` detects and refuses.
+    ``attention="sdpa"`` (the default) lets attention layers that no hook looks into run fused,
+    as the plain Hugging Face model does (:mod:`lapelens.fastpath`); every hook still fires where one
+    is added. ``"eager"`` keeps TransformerLens' step-by-step attention in every layer (the two
+    differ at float rounding).
+
+    ``hf_model``: a Hugging Face causal LM already in memory (built from a config and randomly
+    initialised, say) to bridge in place of loading weights; ``name_or_path`` is then the folder
+    its tokenizer is read from, and the model keeps its own device and dtype.
     """
     from transformer_lens.model_bridge import TransformerBridge
 
+    if attention not in ATTENTION:
+        raise LapelensError(f"attention={attention!r} is unknown: use one of {', '.join(ATTENTION)}.")
+    dtype = torch_dtype(dtype)
     fix_bridge_kv_cache()  # without it cached decoding silently ignores the context
     name = str(name_or_path)
     if name in PRETRAINED or name.lower().endswith(".gguf"):
@@ -220,9 +251,16 @@ def load_model(
             f"Model folder {name!r} does not exist: check the path, or use 'embedded' "
             f"or a named model ({', '.join(PRETRAINED)})."
         )
+    if hf_model is not None:
+        if device_map is not None:
+            raise LapelensError("device_map applies to weights lapelens loads: place hf_model yourself before passing it.")
+        weight = next(hf_model.parameters())
+        device, dtype = weight.device, weight.dtype
     try:
         where: dict[str, Any] = {"device": device} if device_map is None else {
             "device_map": device_map, "offload_folder": None if offload_folder is None else str(offload_folder)}
+        if hf_model is not None:
+            where["hf_model"] = hf_model
         model = TransformerBridge.boot_transformers(name, dtype=dtype, **where)
     except OSError as exc:  # hub unreachable, unknown repo, or missing files
         raise LapelensError(
@@ -231,5 +269,7 @@ def load_model(
             "offline, use load_model('embedded')."
         ) from exc
     model.eval()
+    use_sdpa(model, attention == "sdpa")
+    skip_unobserved_norm_hooks(model)  # exact: the norm hooks nobody reads are not computed
     neuron_spec(model)
     return model

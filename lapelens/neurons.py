@@ -27,6 +27,7 @@ from lapelens.errors import LapelensError
 from lapelens.figures.style import model_label
 from lapelens.hooks import set_to, zeroed
 from lapelens.models import neuron_spec
+from lapelens.resume import first_layer
 from lapelens.stats import ActivationStats
 from lapelens.types import BoundSelection, HookedModel, Selection
 
@@ -391,6 +392,9 @@ class BoundNeurons(BoundSelection):
 
     def deactivate(self, lang: str | Sequence[str]) -> AbstractContextManager:
         return zeroed(self.model, self.mask(lang))
+
+    def first_layer(self, lang: str | Sequence[str]) -> int:
+        return first_layer(self.mask(lang))
 
     def deactivate_mask(self, mask: Bool[Tensor, "layer neuron"]) -> AbstractContextManager:
         """Deactivate a mask derived from this set's masks (e.g. other languages' neurons minus the target's)."""

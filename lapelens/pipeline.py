@@ -44,7 +44,7 @@ from lapelens.figures import write_figure
 from lapelens.lock import OUTPUT
 from lapelens.methods import METHODS, identify
 from lapelens.methods.pv import tune_per_language
-from lapelens.models import embedded_model_dir, load_model
+from lapelens.models import DTYPES, embedded_model_dir, load_model
 from lapelens.neurons import LanguageNeurons
 from lapelens.parameters import ParameterMask
 from lapelens.pretrained import MODEL_HELP  # noqa: F401 (named in a help text)
@@ -102,6 +102,9 @@ class BaseConfig:
     """Seed of the random neurons, the bootstrap, PV's tuning and sampling."""
     device: str = "cpu"
     """Torch device: cpu, cuda, cuda:N or mps (under torchrun, 'cuda' means cuda:LOCAL_RANK for each rank)."""
+    dtype: str = field(default="float32", metadata={"choices": DTYPES})
+    """Model dtype for every stage. bfloat16: float32's range at half the memory; float16: a run whose activations
+    overflow stops with an error. Firing counts are taken in this dtype, sums accumulate in float64."""
     checkpoint_every: float = DEFAULT_CHECKPOINT_EVERY
     """Seconds between checkpoints of the statistics' running sums (in OUT/stats.checkpoint; 0: after every
     batch): a run killed while counting resumes there when re-run with the same command."""
@@ -195,6 +198,8 @@ def validate(cfg: BaseConfig) -> BaseConfig:
         if setting.check is not None:
             setting.check(getattr(cfg, setting.name), flag(setting.name), cfg)
     check_device(cfg.device)
+    if cfg.dtype not in DTYPES:
+        raise LapelensError(f"--dtype {cfg.dtype} is not supported: use one of {', '.join(DTYPES)}.")
     check_model_name(cfg.model)
     tuning = [m for m in cfg.methods if METHODS[m].source == "models"]
     if tuning and _pv_base_dir(cfg.model) is None:
@@ -312,13 +317,16 @@ def reproduce(cfg: BaseConfig, log: Callable[[str], None] = print) -> dict:
         for name in RUN_FOLDERS:
             shutil.rmtree(out / name, ignore_errors=True)
     langs = list(cfg.languages)
-    model = load_model(cfg.model, device=cfg.device)
+    model = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
     n_ctx = getattr(model.cfg, "n_ctx", None)
     if n_ctx and cfg.seq_len > n_ctx:
         raise LapelensError(f"--seq-len {cfg.seq_len} is longer than the model's context of {n_ctx} tokens: "
                             f"give --seq-len {n_ctx} or less.")
     # What every stage is computed from, besides the stages it reads.
-    stage = StageCache(out, log, cfg.seed, lead, identity={"model": model_identity(cfg.model), "languages": langs})
+    model_id = model_identity(cfg.model)
+    if cfg.dtype != "float32":  # float32 runs keep the fingerprints they always had
+        model_id["dtype"] = cfg.dtype
+    stage = StageCache(out, log, cfg.seed, lead, identity={"model": model_id, "languages": langs})
     train_id = corpus_identity(cfg.corpus, "train", langs)
     parallel_split = "valid" if cfg.parallel == EMBEDDED else "all"
     texts = {"eval_corpus": {**corpus_identity(cfg.corpus, "valid", langs), "tokens_per_language": cfg.eval_tokens_per_language,

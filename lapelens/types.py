@@ -54,6 +54,11 @@ class BoundSelection(ABC):
     def deactivate(self, lang: str | Sequence[str]) -> AbstractContextManager:
         """The context that removes ``lang``'s units (a list: their union) from the model."""
 
+    def first_layer(self, lang: str | Sequence[str]) -> int:
+        """The lowest block ``deactivate(lang)`` changes (the number of blocks: none): a forward
+        under it may start there from the unperturbed residual stream. 0 unless the selection knows."""
+        return 0
+
 
 class Selection(ABC):
     """What a selection method returns: units of the model per language.

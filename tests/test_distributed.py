@@ -115,11 +115,14 @@ def test_device_map_with_a_layer_offloaded_to_disk(tiny_dirs, one_process, tmp_p
     """accelerate's dispatch through the same bridge and hooks: one layer's weights live on disk."""
     from transformer_lens.model_bridge import TransformerBridge
 
+    from lapelens.fastpath import use_sdpa
+
     device_map = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu",
                   "model.layers.1": "disk", "model.norm": "cpu", "lm_head": "cpu"}
     model = TransformerBridge.boot_transformers(str(tiny_dirs["llama"]), device_map=device_map,
                                                 offload_folder=str(tmp_path / "offload"))
     model.eval()
+    use_sdpa(model)  # as load_model does: the one-process statistics were made with fused attention
     assert model.original_model.hf_device_map["model.layers.1"] == "disk"
     stats = collect(model, TEXTS_ALL, tokens_per_language=TOKENS, seq_len=SEQ, batch_size=BATCH, progress=False)
     _close(stats, one_process)

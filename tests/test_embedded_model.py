@@ -109,6 +109,6 @@ def test_cli_loads_the_model_quietly(capfd):
     from lapelens.cli._evaluation import load_model_quietly
 
     capfd.readouterr()
-    model = load_model_quietly(argparse.Namespace(model="embedded", device="cpu"))
+    model = load_model_quietly(argparse.Namespace(model="embedded", device="cpu", dtype="float32"))
     assert capfd.readouterr() == ("", "")
     assert neuron_spec(model).n_layers == json.loads((embedded_model_dir() / "config.json").read_text())["num_hidden_layers"]

@@ -57,7 +57,7 @@ def load_perturbation(path: Path, model: Any, languages: list[str] | None = None
 
 
 def load_model_quietly(args: Any) -> Any:
-    """``load_model(args.model, device=args.device)`` (``args``: a command's config) with nothing the loading prints reaching the
+    """``load_model(args.model, device=args.device, dtype=args.dtype)`` (``args``: a command's config) with nothing the loading prints reaching the
     terminal: transformers' weight-loading bar and log lines, ``print``s and warnings are captured.
     If loading fails, what was captured goes to stderr before the error propagates, so nothing that
     explains the failure is lost."""
@@ -76,7 +76,7 @@ def load_model_quietly(args: Any) -> Any:
             warnings.simplefilter("always")
             try:
                 with redirect_stdout(captured), redirect_stderr(captured):
-                    return load_model(args.model, device=args.device)
+                    return load_model(args.model, device=args.device, dtype=args.dtype)
             except Exception:  # not on Ctrl-C: what the load printed explains no failure then
                 sys.stderr.write(captured.getvalue())
                 for w in caught:

@@ -19,6 +19,7 @@ from lapelens.errors import LapelensError
 from lapelens.evaluate.generation import Sampling
 from lapelens.evaluate.perplexity import DEFAULT_BATCH_SIZE, DEFAULT_EVAL_TOKENS, evaluation_chunks  # noqa: F401 (help text)
 from lapelens.lock import OUTPUT
+from lapelens.models import DTYPES
 from lapelens.neurons import LanguageNeurons
 from lapelens.pretrained import MODEL_HELP  # noqa: F401 (named in a help text)
 
@@ -36,6 +37,13 @@ class ModelOptions:
     """Torch device: cpu, cuda, cuda:N or mps."""
     quiet: bool = False
     """No progress bars."""
+
+
+@dataclass(kw_only=True)
+class DtypeOptions:
+    dtype: str = field(default="float32", metadata={"choices": DTYPES})
+    """Model dtype. bfloat16: float32's range at half the memory; float16: a run whose activations overflow stops
+    with an error. Firing counts are taken in this dtype, sums accumulate in float64."""
 
 
 @dataclass(kw_only=True)
@@ -98,8 +106,8 @@ class SamplingOptions:
     """HF-style repetition penalty (default: 1.1 greedy, as the official generation script; 1.0 sampling)."""
     seed: int = 0
     """Sampling seed, the same for every condition."""
-    batch_size: int = 50
-    """Sequences generated at once."""
+    batch_size: int | None = None
+    """Sequences generated at once (default: all of a condition's at once)."""
 
     def sampling(self, greedy: bool) -> Any:
         """The ``Sampling`` these flags describe, after checking them."""
@@ -119,7 +127,7 @@ class SamplingOptions:
 
 
 @dataclass(kw_only=True)
-class GenerationCommand(PromptOptions, SamplingOptions, ModelOptions):
+class GenerationCommand(PromptOptions, SamplingOptions, DtypeOptions, ModelOptions):
     """What ``generate`` and ``steer`` share: a neuron set, prompts, sampling, a result folder."""
 
     neurons: Path

@@ -25,20 +25,19 @@ from lapelens.activations import collect, collect_sentence_means
 from lapelens.checkpoint import DEFAULT_CHECKPOINT_EVERY, current_shard
 from lapelens.cli._config import add_command
 from lapelens.cli._evaluation import quiet_transformers
-from lapelens.cli._options import ModelOptions, positive
+from lapelens.cli._options import DtypeOptions, ModelOptions, positive
 from lapelens.constants import EMBEDDED
 from lapelens.corpus import default_languages_of, load_corpus
 from lapelens.errors import LapelensError
 from lapelens.lock import OUTPUT
 from lapelens.models import load_model
 
-_DTYPES = ("float32", "bfloat16", "float16")
 #: Folder inside --out for the checkpoints of a collection in progress.
 CHECKPOINT_DIR = "collect.checkpoint"
 
 
 @dataclass(kw_only=True)
-class CollectConfig(ModelOptions):
+class CollectConfig(DtypeOptions, ModelOptions):
     corpus: str = EMBEDDED
     """'embedded', 'wikipedia', or a folder of {lang}.txt files (one document per line)."""
     split: str = "train"
@@ -73,8 +72,6 @@ class CollectConfig(ModelOptions):
     checkpoint_every: float = DEFAULT_CHECKPOINT_EVERY
     """Seconds between checkpoints of the running sums in OUT/{CHECKPOINT_DIR} (0: after every batch). Re-running
     the same command resumes from it."""
-    dtype: str = field(default="float32", metadata={"choices": _DTYPES})
-    """Model dtype."""
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -159,13 +156,11 @@ def _run(cfg: CollectConfig) -> None:
 
 
 def _collect(cfg: CollectConfig, languages: list[str] | None, device: str, device_map: str | dict | None) -> None:
-    import torch
-
     if device_map is not None and "device_map" not in inspect.signature(load_model).parameters:
         raise LapelensError("--device-map needs lapelens.load_model(..., device_map=...), which this version lacks.")
     texts = load_corpus(cfg.corpus, split=cfg.split, languages=languages or default_languages_of(cfg.corpus, cfg.split))
     where = {"device_map": device_map} if device_map is not None else {"device": device}
-    model = load_model(cfg.model, dtype=getattr(torch, cfg.dtype), **where)
+    model = load_model(cfg.model, dtype=cfg.dtype, **where)
     stats = collect(model, texts, tokens_per_language=cfg.tokens_per_language, seq_len=cfg.seq_len,
                     batch_size=cfg.batch_size, progress=not cfg.quiet, corpus=f"{cfg.corpus}:{cfg.split}",
                     checkpoint=cfg.out / CHECKPOINT_DIR, checkpoint_every=cfg.checkpoint_every, skip_tokens=cfg.skip_tokens)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lapelens.cli._config import add_command
 from lapelens.cli._evaluation import load_model_quietly, load_perturbation, print_frame, quiet_transformers
-from lapelens.cli._options import EvalTextOptions, ModelOptions
+from lapelens.cli._options import DtypeOptions, EvalTextOptions, ModelOptions
 from lapelens.constants import COMPARE_TABLE
 from lapelens.errors import LapelensError
 from lapelens.evaluate.perplexity import PerturbationResult, compare, compare_figure, perturbation_matrix
@@ -17,7 +17,7 @@ from lapelens.methods import METHODS
 
 
 @dataclass(kw_only=True)
-class PerturbConfig(EvalTextOptions, ModelOptions):
+class PerturbConfig(EvalTextOptions, DtypeOptions, ModelOptions):
     neurons: tuple[str, ...] | None = None
     """Neuron folders, official .pth masks or PV parameter-mask folders; NAME=PATH names one."""
     show: tuple[Path, ...] | None = None

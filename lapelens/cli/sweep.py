@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lapelens.cli._config import add_command
 from lapelens.cli._evaluation import load_model_quietly, print_frame, quiet_transformers
-from lapelens.cli._options import EvalTextOptions, ModelOptions
+from lapelens.cli._options import DtypeOptions, EvalTextOptions, ModelOptions
 from lapelens.cli.identify import load_stats
 from lapelens.errors import LapelensError
 from lapelens.evaluate.sweep import DEFAULT_RATIOS, selection_ratio_sweep
@@ -17,7 +17,7 @@ from lapelens.methods._registry import sweep_methods
 
 
 @dataclass(kw_only=True)
-class SweepConfig(EvalTextOptions, ModelOptions):
+class SweepConfig(EvalTextOptions, DtypeOptions, ModelOptions):
     stats: Path
     """Statistics folder (from `lapelens collect`) to rank neurons by."""
     target: str

@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from jaxtyping import Int64
+from torch import Tensor
 from tqdm.auto import tqdm
 
 import lapelens.langid as langid
@@ -48,7 +50,9 @@ BEFORE = "before"
 @dataclass(frozen=True)
 class Sampling:
     """How to generate. The defaults sample (Kojima et al.'s unconditional setting);
-    ``Sampling.greedy()`` is the official generation script's (greedy, repetition penalty 1.1)."""
+    ``Sampling.greedy()`` is the official generation script's (greedy, repetition penalty 1.1).
+    ``batch_size``: sequences generated at once; None (the default) generates all of a
+    condition's at once."""
 
     max_new_tokens: int = 48
     do_sample: bool = True
@@ -57,11 +61,22 @@ class Sampling:
     top_p: float | int | None = None
     repetition_penalty: float | int = 1.0
     seed: int = 0
-    batch_size: int = 50
+    batch_size: int | None = None
 
     @classmethod
     def greedy(cls, **kw: Any) -> "Sampling":
         return cls(**{"do_sample": False, "repetition_penalty": 1.1, **kw})
+
+    def generation_config(self, eos: int | None, pad: int) -> Any:
+        """The Hugging Face ``GenerationConfig`` of these settings, every sampling option set, so
+        that neither a model's own generation config nor transformers' defaults (``top_k=50``) apply."""
+        from transformers import GenerationConfig
+
+        sample = {"temperature": float(self.temperature), "top_k": self.top_k or 0,
+                  "top_p": 1.0 if self.top_p is None else float(self.top_p)} if self.do_sample else {}
+        return GenerationConfig(max_new_tokens=self.max_new_tokens, do_sample=self.do_sample,
+                                repetition_penalty=float(self.repetition_penalty), eos_token_id=eos, pad_token_id=pad,
+                                num_beams=1, **sample)
 
 
 # ---- generating --------------------------------------------------------------------------------
@@ -79,42 +94,61 @@ def encode_prompts(model: HookedModel, prompts: Sequence[str], max_tokens: int |
     return [[bos] + (list(i)[:max_tokens] if max_tokens else list(i)) for i in ids]
 
 
+def left_padded(prompts: Sequence[Sequence[int]], pad: int) -> tuple[Int64[Tensor, "batch pos"], Int64[Tensor, "batch pos"]]:
+    """Token ids left-padded to the longest prompt, and their attention mask."""
+    if any(not p for p in prompts):
+        raise LapelensError("Every prompt needs at least one token (BOS).")
+    width = max(len(p) for p in prompts)
+    tokens = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, p in enumerate(prompts):
+        tokens[row, width - len(p):] = torch.tensor(list(p))
+        mask[row, width - len(p):] = 1
+    return tokens, mask
+
+
+@contextmanager
+def _own_generation_config(hf: Any) -> Iterator[None]:
+    """The model's generation config set aside: it fills every option a call leaves unset."""
+    from transformers import GenerationConfig
+
+    saved = hf.generation_config
+    hf.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        hf.generation_config = saved
+
+
 @torch.inference_mode()
 def generate_ids(model: HookedModel, prompts: Sequence[Sequence[int]], sampling: Sampling = Sampling(),
                  on_batch: Callable[[int], Any] | None = None) -> list[list[int]]:
     """New token ids for each prompt (token ids), up to and excluding the first EOS.
 
-    Prompts are left-padded into batches of ``sampling.batch_size`` (with an attention mask);
-    whatever interventions are active on ``model`` apply. The global torch RNG is left as it was.
+    Prompts are left-padded into batches of ``sampling.batch_size`` (all at once by default),
+    with an attention mask, and decoded by Hugging Face's ``generate`` on the bridged model: a KV
+    cache, logits of the last position only, its logits processors and sampling. Every hook of
+    the bridge fires at every step, so whatever interventions are active on ``model`` apply.
+    Seeded: the same prompts, settings and batches give the same tokens; the global torch RNG is
+    left as it was.
     ``on_batch(n)`` is called after each batch of ``n`` prompts (a progress bar's ``update``).
     """
-    fix_bridge_kv_cache()  # without it cached decoding ignores the context (lapelens._compat)
+    fix_bridge_kv_cache()  # a layer with an attention hook runs TransformerLens' attention: it must read the cache
     _, eos, pad = _special_ids(model.tokenizer)
+    hf = model.original_model
     device = next(model.parameters()).device
+    size = sampling.batch_size or max(1, len(prompts))
+    config = sampling.generation_config(eos, pad)
     out: list[list[int]] = []
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), _own_generation_config(hf):
         torch.manual_seed(sampling.seed)
-        for start in range(0, len(prompts), sampling.batch_size):
-            group = [list(p) for p in prompts[start:start + sampling.batch_size]]
-            if any(not p for p in group):
-                raise LapelensError("Every prompt needs at least one token (BOS).")
-            width = max(len(p) for p in group)
-            tokens = torch.full((len(group), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(group), width), dtype=torch.long)
-            for row, p in enumerate(group):
-                tokens[row, width - len(p):] = torch.tensor(p)
-                mask[row, width - len(p):] = 1
-            kwargs = {"attention_mask": mask.to(device)} if not bool(mask.all()) else {}
-            result = model.generate(
-                tokens.to(device), max_new_tokens=sampling.max_new_tokens, do_sample=sampling.do_sample,
-                temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p,
-                repetition_penalty=sampling.repetition_penalty, stop_at_eos=eos is not None, eos_token_id=eos,
-                verbose=False, **kwargs,
-            )
-            for row in result[:, width:].tolist():
+        for start in range(0, len(prompts), size):
+            tokens, mask = left_padded(prompts[start:start + size], pad)
+            result = hf.generate(input_ids=tokens.to(device), attention_mask=mask.to(device), generation_config=config)
+            for row in result[:, tokens.shape[1]:].tolist():
                 out.append(row[:row.index(eos)] if eos is not None and eos in row else row)
             if on_batch is not None:
-                on_batch(len(group))
+                on_batch(len(result))
     return out
 
 

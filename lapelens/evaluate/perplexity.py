@@ -42,6 +42,7 @@ from lapelens.evaluate._registry import Context, experiment
 from lapelens.figures.style import CELL_HEIGHT, CELL_WIDTH
 from lapelens.methods._registry import METHODS, with_role
 from lapelens.results import Result
+from lapelens.resume import capture, starting_at
 from lapelens.tokens import pack_chunks
 from lapelens.types import HookedModel, Selection
 
@@ -61,6 +62,31 @@ RowContexts = Mapping[str, Callable[[], AbstractContextManager]]
 
 
 # ---- the measurement -------------------------------------------------------------------------
+def _check_chunks(chunks: Tensor, batch_size: int) -> None:
+    if chunks.ndim != 2 or chunks.shape[1] < 2:
+        raise LapelensError(f"Chunks must be token ids of shape [chunk, pos] with pos >= 2; got {tuple(chunks.shape)}.")
+    if batch_size < 1:
+        raise LapelensError(f"batch_size must be at least 1, got {batch_size}.")
+
+
+def _nll(logits: Tensor, batch: Tensor) -> Tensor:
+    """Summed next-token NLL of each row of ``batch``, float64 on the CPU."""
+    # Targets shifted left; the last position predicts nothing (ignore_index), which avoids
+    # copying logits[:, :-1] (the largest tensor of the pass).
+    targets = batch.roll(-1, dims=1)
+    targets[:, -1] = -100
+    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), reduction="none")
+    nll = nll.view(batch.shape).double().sum(dim=1).cpu()
+    if not bool(torch.isfinite(nll).all()):
+        raise LapelensError(f"The loss is inf or NaN ({logits.dtype} logits): in float16 the activations overflow; "
+                            "evaluate in bfloat16 or float32.")
+    return nll
+
+
+def _logits(model: HookedModel, batch: Tensor) -> Tensor:
+    return model(batch, return_type="logits", use_cache=False)
+
+
 @torch.inference_mode()
 def chunk_nll(
     model: HookedModel,
@@ -71,22 +97,9 @@ def chunk_nll(
 
     Runs under whatever interventions are active on ``model``.
     """
-    if chunks.ndim != 2 or chunks.shape[1] < 2:
-        raise LapelensError(f"Chunks must be token ids of shape [chunk, pos] with pos >= 2; got {tuple(chunks.shape)}.")
-    if batch_size < 1:
-        raise LapelensError(f"batch_size must be at least 1, got {batch_size}.")
+    _check_chunks(chunks, batch_size)
     device = next(model.parameters()).device
-    out = []
-    for batch in chunks.split(batch_size):
-        batch = batch.to(device)
-        logits = model(batch, return_type="logits", use_cache=False)
-        # Targets shifted left; the last position predicts nothing (ignore_index), which avoids
-        # copying logits[:, :-1] (the largest tensor of the pass).
-        targets = batch.roll(-1, dims=1)
-        targets[:, -1] = -100
-        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), reduction="none")
-        out.append(nll.view(batch.shape).double().sum(dim=1).cpu())
-    return torch.cat(out)
+    return torch.cat([_nll(_logits(model, b.to(device)), b) for b in chunks.split(batch_size)])
 
 
 def row_contexts(model: HookedModel, perturbation: Any,
@@ -97,14 +110,21 @@ def row_contexts(model: HookedModel, perturbation: Any,
     PV parameters), or such a mapping already; anything else is refused with a clear error. The selection is bound to the model here, checked
     once before any forward pass, and every row uses the bound selection.
     """
+    return _rows(model, perturbation, rows)[0]
+
+
+def _rows(model: HookedModel, perturbation: Any,
+          rows: Sequence[str] | None = None) -> tuple[dict[str, Callable[[], AbstractContextManager]], dict[str, int]]:
+    """:func:`row_contexts`, and the first block each row perturbs (0 when not known)."""
     if isinstance(perturbation, Mapping):
-        return dict(perturbation)
+        return dict(perturbation), {}
     if isinstance(perturbation, Selection):
         rows = list(perturbation.languages if rows is None else rows)
         for lang in rows:
             perturbation.lang_index(lang)
         bound = perturbation.on(model)
-        return {lang: (lambda lang=lang: bound.deactivate(lang)) for lang in rows}
+        return ({lang: (lambda lang=lang: bound.deactivate(lang)) for lang in rows},
+                {lang: bound.first_layer(lang) for lang in rows})
     raise LapelensError(
         f"Cannot perturb with a {type(perturbation).__name__}: pass LanguageNeurons, a ParameterMask, "
         "or a mapping from row label to a context-manager factory."
@@ -124,29 +144,74 @@ def evaluate_rows(
     chunks: Mapping[str, Int[Tensor, "chunk pos"]],
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = True,
+    starts: Mapping[str, int] | None = None,
 ) -> pd.DataFrame:
     """Per-chunk NLL sums for the unperturbed model and every row: a long DataFrame with columns
-    ``perturbed, evaluated, chunk, nll, tokens``."""
+    ``perturbed, evaluated, chunk, nll, tokens``.
+
+    ``starts``: the first block each row perturbs (missing: 0). A row that perturbs nothing below
+    block ``l`` starts there, from the unperturbed row's residual stream (``lapelens.resume``),
+    computed once per batch; a row that perturbs nothing at all takes the unperturbed losses.
+    Either way its losses are those of a full forward. Rows are then evaluated batch by batch,
+    entering each row's context once per batch; without any such row, row by row as before.
+    """
     if not chunks:
         raise LapelensError("No evaluation text: pass at least one language's chunks.")
     if NONE in contexts:
         raise LapelensError(f"{NONE!r} is reserved for the unperturbed row; rename that row.")
+    for c in chunks.values():
+        _check_chunks(c, batch_size)
+    n_layers = int(model.cfg.n_layers)
+    starts = {row: min(int((starts or {}).get(row, 0)), n_layers) for row in contexts}
     rows = [NONE, *contexts]
-    frames = []
     bar = tqdm(total=len(rows) * sum(int(c.numel()) for c in chunks.values()), unit="tok", unit_scale=True,
                desc="perplexity", disable=not progress)
+    resume = any(s > 0 for s in starts.values())
+    frames = []
     for lang, c in chunks.items():
-        for row in rows:
-            if row == NONE:
-                nll = chunk_nll(model, c, batch_size)
-            else:
-                with contexts[row]():
-                    nll = chunk_nll(model, c, batch_size)
-            frames.append(pd.DataFrame({"perturbed": row, "evaluated": lang, "chunk": np.arange(len(c)),
-                                        "nll": nll.numpy(), "tokens": c.shape[1] - 1}))
-            bar.update(int(c.numel()))
+        nll = _resumed(model, contexts, starts, c, batch_size, bar) if resume else _row_by_row(model, contexts, c, batch_size, bar)
+        frames += [pd.DataFrame({"perturbed": row, "evaluated": lang, "chunk": np.arange(len(c)),
+                                 "nll": nll[row].numpy(), "tokens": c.shape[1] - 1}) for row in rows]
     bar.close()
     return pd.concat(frames, ignore_index=True)
+
+
+@torch.inference_mode()
+def _row_by_row(model: HookedModel, contexts: RowContexts, chunks: Tensor, batch_size: int, bar: Any) -> dict[str, Tensor]:
+    out = {NONE: chunk_nll(model, chunks, batch_size)}
+    bar.update(int(chunks.numel()))
+    for row, context in contexts.items():
+        with context():
+            out[row] = chunk_nll(model, chunks, batch_size)
+        bar.update(int(chunks.numel()))
+    return out
+
+
+@torch.inference_mode()
+def _resumed(model: HookedModel, contexts: RowContexts, starts: Mapping[str, int], chunks: Tensor, batch_size: int,
+             bar: Any) -> dict[str, Tensor]:
+    n_layers = int(model.cfg.n_layers)
+    needed = sorted({s for s in starts.values() if 0 < s < n_layers})
+    device = next(model.parameters()).device
+    parts: dict[str, list[Tensor]] = {row: [] for row in (NONE, *contexts)}
+    for cpu_batch in chunks.split(batch_size):
+        batch = cpu_batch.to(device)
+        logits, residual = capture(model, batch, needed, return_type="logits", use_cache=False)
+        parts[NONE].append(_nll(logits, batch))
+        del logits
+        for row, context in contexts.items():
+            start = starts[row]
+            if start >= n_layers:  # nothing perturbed: the unperturbed losses, exactly
+                parts[row].append(parts[NONE][-1])
+                continue
+            with context():
+                if start > 0:
+                    with starting_at(model, start, residual[start]):
+                        parts[row].append(_nll(_logits(model, batch), batch))
+                else:
+                    parts[row].append(_nll(_logits(model, batch), batch))
+        bar.update(int(cpu_batch.numel()) * len(parts))
+    return {row: torch.cat(p) for row, p in parts.items()}
 
 
 def evaluation_chunks(
@@ -183,9 +248,9 @@ def perturbation_matrix(
     ``perturbation`` is a ``LanguageNeurons`` (deactivated), a ``ParameterMask`` (zeroed), or a
     mapping ``row label -> context factory``; ``rows`` restricts its languages.
     """
-    contexts = row_contexts(model, perturbation, rows)
+    contexts, starts = _rows(model, perturbation, rows)
     start = time.perf_counter()
-    table = evaluate_rows(model, contexts, chunks, batch_size, progress)
+    table = evaluate_rows(model, contexts, chunks, batch_size, progress, starts)
     seconds = time.perf_counter() - start
     n_tokens = sum(int(c.numel()) for c in chunks.values()) * (len(contexts) + 1)
     info = {

@@ -172,7 +172,8 @@ def selection_ratio_sweep(
     by_ratio = LanguageNeurons(tuple(_label(r) for r in rows), torch.stack([masks[r] for r in rows]), method) if rows else None
     bound = by_ratio.on(model) if by_ratio is not None else None
     contexts = {_label(r): (lambda r=r: bound.deactivate(_label(r))) for r in rows}
-    table = evaluate_rows(model, contexts, chunks, batch_size, progress)
+    starts = {_label(r): bound.first_layer(_label(r)) for r in rows}
+    table = evaluate_rows(model, contexts, chunks, batch_size, progress, starts)
     meta = {"model": str(getattr(model.cfg, "model_name", "?")), "method": method, "options": options,
             "seq_len": sorted({int(c.shape[1]) for c in chunks.values()}),
             "chunks": {lang: int(len(c)) for lang, c in chunks.items()}}

@@ -1,0 +1,41 @@
+"""The GPU benchmark runs on the CPU with a tiny shape (CI's smoke test), its bridge shares the plain
+model's weights and counts what plain PyTorch hooks on the HF modules count."""
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import bench_gpu  # noqa: E402
+
+from lapelens.activations import collect_chunks  # noqa: E402
+
+
+def test_gpu_benchmark_smoke_on_cpu(capsys):
+    rates = bench_gpu.main(["--device", "cpu", "--shape", "tiny", "--tokens", "256", "--seq-len", "64", "--repeats", "1"])
+    assert set(rates) == {"hf logits", "hf body", "lapelens collect"} and all(r > 0 for r in rates.values())
+    out = capsys.readouterr().out
+    assert "tiny shape" in out and "bfloat16 on cpu" in out and "lapelens collect / hf body" in out
+
+
+def test_the_bridge_shares_the_weights_and_counts_like_hf(tmp_path):
+    hf, bridge = bench_gpu.build("tiny", "cpu", torch.bfloat16, tmp_path)
+    ours = {p.data_ptr() for p in bridge.original_model.parameters()}
+    assert ours == {p.data_ptr() for p in hf.parameters()}  # one copy of the weights
+    chunks = torch.randint(0, 320, (3, 32), generator=torch.Generator().manual_seed(0))
+    counts = torch.zeros(2, 176, dtype=torch.int64)
+
+    def count(i):
+        def hook(module, args, out):
+            counts[i] += (out > 0).sum((0, 1))
+        return hook
+
+    handles = [layer.mlp.gate_proj.register_forward_hook(count(i)) for i, layer in enumerate(hf.model.layers)]
+    with torch.inference_mode():
+        hf.model(chunks)
+    for h in handles:
+        h.remove()
+    stats = collect_chunks(bridge, {"x": chunks}, progress=False)
+    assert torch.equal(stats.count[0], counts) and stats.meta["dtype"] == "bfloat16"
