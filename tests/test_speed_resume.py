@@ -104,3 +104,19 @@ def test_first_layer():
     assert first_layer(mask) == 3
     mask[1, 6] = True
     assert first_layer(mask) == 1
+
+
+def test_the_explorers_loss_change_started_at_the_neurons_layer_equals_a_full_forward():
+    from lapelens.explorer.loss import deactivated_nll
+
+    model = load_model("embedded")
+    spec = neuron_spec(model)
+    tokens = torch.randint(3, model.cfg.d_vocab, (2, 9), generator=torch.Generator().manual_seed(1))
+    neurons = torch.tensor([0, 5, 700])
+    for layer in (1, spec.n_layers - 1):
+        with torch.inference_mode():
+            _, kept = capture(model, tokens, [layer], return_type=None, use_cache=False)
+        full = deactivated_nll(model, layer, neurons, tokens)
+        started = deactivated_nll(model, layer, neurons, tokens, kept[layer])
+        assert torch.equal(started, full), layer
+        assert (full.shape == (3, 2)) and not torch.equal(full[0], full[2])  # each copy has its own neuron zeroed

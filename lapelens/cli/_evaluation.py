@@ -57,8 +57,8 @@ def load_perturbation(path: Path, model: Any, languages: list[str] | None = None
 
 
 def load_model_quietly(args: Any) -> Any:
-    """``load_model(args.model, device=args.device, dtype=args.dtype)`` (``args``: a command's config) with nothing the loading prints reaching the
-    terminal: transformers' weight-loading bar and log lines, ``print``s and warnings are captured.
+    """``load_model(args.model, device=args.device, dtype=args.dtype)`` (``args``: a command's
+    config) with nothing the loading prints reaching the terminal: transformers' weight-loading bar and log lines, ``print``s and warnings are captured.
     If loading fails, what was captured goes to stderr before the error propagates, so nothing that
     explains the failure is lost."""
     import io

@@ -5,9 +5,10 @@ of a language is the mean change of next-token NLL per predicted token over its 
 its 95% interval comes from resampling chunks (paired: the same resampled chunks with and without
 the neuron), so a change whose interval spans 0 is no detectable effect at that budget.
 
-The cost is one forward per (neuron, chunk). :func:`deactivated_nll` is the one function that pays
-it, for the neurons of one layer at a time, so that a forward which resumes from the residual
-stream entering that layer (computed once, unperturbed) can replace it without touching the rest.
+The cost is one forward per (neuron, chunk) from the neuron's layer up: the blocks below it are
+unperturbed, so the residual stream entering that layer is computed once per batch of chunks
+(:func:`lapelens.resume.capture`) and every perturbed copy starts there
+(:func:`lapelens.resume.forward_from`), with the same losses as a full forward.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float64, Int64
+from jaxtyping import Float, Float64, Int64
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from lapelens.errors import LapelensError
 from lapelens.models import neuron_spec
 from lapelens.neurons import LanguageNeurons
+from lapelens.resume import capture, forward_from
 from lapelens.types import HookedModel
 
 #: Most rows (chunks x neurons) in one forward, and most logits (rows x positions x vocabulary)
@@ -101,14 +103,14 @@ def base_nll(model: HookedModel, tokens: Int64[Tensor, "chunk pos"]) -> Float64[
 
 @torch.inference_mode()
 def deactivated_nll(model: HookedModel, layer: int, neurons: Int64[Tensor, " n"],
-                    tokens: Int64[Tensor, "chunk pos"]) -> Float64[Tensor, "n chunk"]:
+                    tokens: Int64[Tensor, "chunk pos"],
+                    residual: Float[Tensor, "chunk pos d_model"] | None = None) -> Float64[Tensor, "n chunk"]:
     """Summed next-token NLL of each chunk with each of ``neurons`` (all of ``layer``) deactivated alone.
 
     The chunks are repeated once per neuron and each copy has its own neuron zeroed at
     ``hook_post`` of ``layer``. Layers below it are unperturbed, so an implementation that starts
-    from the residual stream entering ``layer`` gives the same numbers; :func:`loss_changes` calls
-    this for one layer's neuron groups in turn with the same ``tokens`` batch, so that residual can
-    be computed once per batch and reused.
+    from the residual stream entering ``layer`` gives the same numbers: with ``residual`` (that
+    stream for ``tokens``, from :func:`lapelens.resume.capture`) the forward starts at ``layer``.
     """
     spec = neuron_spec(model)
     device = next(model.parameters()).device
@@ -122,7 +124,11 @@ def deactivated_nll(model: HookedModel, layer: int, neurons: Int64[Tensor, " n"]
 
     rows = tokens.to(device).repeat(n, 1)
     with model.hooks(fwd_hooks=[(spec.hook_post(layer), zero_each)]):
-        logits = model(rows, return_type="logits", use_cache=False)
+        if residual is None or layer == 0:
+            logits = model(rows, return_type="logits", use_cache=False)
+        else:
+            start = residual.to(device).repeat(n, *([1] * (residual.ndim - 1)))
+            logits = forward_from(model, rows, layer, start, return_type="logits", use_cache=False)
     return _chunk_nll(logits, rows).view(n, c).cpu()
 
 
@@ -174,8 +180,14 @@ def loss_changes(model: HookedModel, neurons: Int64[Tensor, "m 2"], chunks: Mapp
             per = max(1, rows_max // min(len(rows), rows_max))  # chunks per batch; neurons per forward below
             for b in range(0, len(c), per):
                 tokens = c[b:b + per]  # the same batch for every neuron group of this layer
+                residual = None
+                if layer > 0:
+                    with torch.inference_mode():
+                        _, kept = capture(model, tokens.to(next(model.parameters()).device), [layer], return_type=None,
+                                          use_cache=False)
+                    residual = kept[layer]
                 for group in rows.split(max(1, rows_max // len(tokens))):
-                    perturbed[group, b:b + per] = deactivated_nll(model, layer, neurons[group, 1], tokens)
+                    perturbed[group, b:b + per] = deactivated_nll(model, layer, neurons[group, 1], tokens, residual)
                     bar.update(len(group) * tokens.numel())
         mean, low, high = bootstrap(perturbed - ref, torch.full((len(c),), c.shape[1] - 1), n_boot, seed)
         out["delta"][:, k], out["low"][:, k], out["high"][:, k] = mean, low, high
