@@ -40,11 +40,13 @@ from pathlib import Path
 
 import pandas as pd
 
-PARTS = ("help_0_8k", "help_8k_32k", "help_32k_128k", "books_0_32k", "books_32k_128k")
-#: Condition -> (text, tokens per language, the parts merged for it).
+PARTS = ("help_0_8k", "help_8k_32k", "help_0_32k", "help_32k_128k", "books_0_32k", "books_32k_128k")
+#: Condition -> (text, tokens per language, the parts merged for it). A condition whose parts were not
+#: collected for a model is left out of its table; ``help_0_32k`` is the 32k help budget collected in one part.
 CONDITIONS = {
     "help 8k": ("help", 8192, ("help_0_8k",)),
     "help 32k": ("help", 32768, ("help_0_8k", "help_8k_32k")),
+    "help 32k ": ("help", 32768, ("help_0_32k",)),
     "help 128k": ("help", 131072, ("help_0_8k", "help_8k_32k", "help_32k_128k")),
     "books 32k": ("books", 32768, ("books_0_32k",)),
     "books 128k": ("books", 131072, ("books_0_32k", "books_32k_128k")),
@@ -61,8 +63,9 @@ def load_parts(parts_dir: Path | None, counts_dir: Path, languages: list[str]) -
     out = {}
     for part in PARTS:
         if parts_dir is not None:
-            out[part] = lapelens.load(parts_dir / part)
-        else:
+            if (parts_dir / part / "stats.json").is_file():  # a part still being collected has only a checkpoint
+                out[part] = lapelens.load(parts_dir / part)
+        elif any(counts_dir.glob(f"activation.*.train.{part}")):
             out[part] = ActivationStats.from_official(counts_dir, part, languages)
     return out
 
@@ -78,20 +81,26 @@ def table(parts: dict, languages: list[str]) -> tuple[pd.DataFrame, dict]:
 
     rows, selections = [], {}
     for name, (text, tokens, used) in CONDITIONS.items():
+        if not all(part in parts for part in used):
+            continue
         stats = parts[used[0]]
         for part in used[1:]:
             stats = stats.merge(parts[part])
         stats = stats.select(languages)
         for rate in TOP_RATES:
             selections[name, rate] = lapelens.identify(stats, "lape", top_rate=rate)
-    reference = pairs(selections[REFERENCE])
+    if not selections:
+        raise SystemExit(f"none of the parts {', '.join(PARTS)} was found")
+    reference_key = next((key for key in selections if key[0].strip() == REFERENCE[0] and key[1] == REFERENCE[1]),
+                         next(iter(selections)))
+    reference = pairs(selections[reference_key])
     for (name, rate), sel in selections.items():
         text, tokens, used = CONDITIONS[name]
         shares = sel.layer_shares(3)
         per_layer = sel.per_layer().sum(axis=1)
         chosen = pairs(sel)
         union = chosen | reference
-        rows.append({"condition": name, "text": text, "tokens_per_language": tokens, "top_rate": rate,
+        rows.append({"condition": name.strip(), "text": text, "tokens_per_language": tokens, "top_rate": rate,
                      "parts": "+".join(used), "pairs": len(chosen),
                      "first_third": shares["first"], "middle_third": shares["middle"], "last_third": shares["last"],
                      "first_layer": per_layer.iloc[0] / per_layer.sum(), "last_layer": per_layer.iloc[-1] / per_layer.sum(),
@@ -114,11 +123,11 @@ def figure(frame: pd.DataFrame, selections: dict, model: str):
         fig.add_trace(go.Bar(y=labels, x=frame[column].tolist(), orientation="h", name=column.replace("_", " "),
                              marker_color=color, text=[f"{v:.0%}" for v in frame[column]], textposition="inside",
                              legendgroup="thirds", legendgrouptitle_text="layers"), row=1, col=1)
-    for name in CONDITIONS:
+    for name in dict.fromkeys(name for name, _ in selections):
         sel = selections[name, 0.01]
         per_layer = sel.per_layer().sum(axis=1)
         fig.add_trace(go.Scatter(x=list(per_layer.index), y=(per_layer / per_layer.sum()).tolist(), mode="lines+markers",
-                                 name=name, legendgroup="conditions", legendgrouptitle_text="text, tokens per language"),
+                                 name=name.strip(), legendgroup="conditions", legendgrouptitle_text="text, tokens per language"),
                       row=1, col=2)
     fig.update_layout(barmode="stack", width=1300, height=max(520, 120 + 26 * len(labels)),
                       title=f"LAPE layer profile under other budgets, texts and top rates — {model_label(model)}",
