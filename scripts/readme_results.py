@@ -427,7 +427,7 @@ def render_summary(root: Path) -> str:
 
 
 def _robustness_models(root: Path) -> list[str]:
-    return sorted(p.parent.name for p in (root / "figures").glob("*/robustness/robustness.csv"))
+    return sorted(p.parent.parent.name for p in (root / "figures").glob("*/robustness/robustness.csv"))
 
 
 def render_robustness(root: Path) -> str:
