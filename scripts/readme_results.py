@@ -33,9 +33,9 @@ import base64
 import json
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -486,7 +486,7 @@ def rewrite(text: str, root: Path, file: str) -> str:
         pattern = _pattern(name)
         if b.file == file and pattern.search(text):
             block = b.make(root)
-            text = pattern.sub(lambda m: m.group(1) + block + "\n" + m.group(2), text)
+            text = pattern.sub(lambda m, block=block: m.group(1) + block + "\n" + m.group(2), text)
     return text
 
 

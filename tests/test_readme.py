@@ -19,7 +19,7 @@ import readme_results  # noqa: E402
 
 def test_generated_blocks_match_the_run_files():
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "readme_results.py"), "--check"],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
 
 
