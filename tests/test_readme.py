@@ -91,3 +91,15 @@ def test_robustness_block_by_hand(tmp_path):
         "last_layer,jaccard_vs_reference\nhelp 32k,0.01,help,32768,help_0_8k+help_8k_32k,1234,0.05,0.1,0.85,0.004,0.2,1.0\n")
     block = readme_results.render_robustness(tmp_path)
     assert "| help 32k | 0.01 | 1,234 | 5% / 10% / 85% | 0.4% | 20.0% | 1.00 |" in block
+
+
+def test_tables_are_found_under_tables(tmp_path):
+    """A folder laid out as a run lays out its tables (``tables/*.csv``) renders the same block."""
+    folder = tmp_path / "smollm2-135m"
+    shutil.copytree(ROOT / "figures" / "smollm2-135m", folder,
+                    ignore=shutil.ignore_patterns("*.png", "*.svg", "*.html", "*.js", "*.pth"))
+    (folder / "tables").mkdir()
+    for csv in folder.glob("*.csv"):
+        csv.rename(folder / "tables" / csv.name)
+    assert not list(folder.glob("*.csv"))
+    assert readme_results.render("smollm2-135m", folder) == readme_results.render("smollm2-135m", ROOT / "figures" / "smollm2-135m")
