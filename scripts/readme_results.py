@@ -1,22 +1,28 @@
-"""Write (or check) the README's result sections from the files in ``figures/<model>/``.
+"""Write (or check) the generated result blocks of the README and the docs from the files in ``figures/<model>/``.
 
-Every number of a README section between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->``
-comes from files; nothing is typed by hand:
+Every number of a block between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` comes from
+files; nothing is typed by hand. ``BLOCKS`` says which file holds each block:
 
-- ``smollm2-135m``, ``gemma-3-270m``: the CSV/JSON files that ``scripts/real_model_results.py``
-  copied out of a ``lapelens reproduce`` run (its ``config.json`` and ``summary.json`` included).
-- ``embedded``, ``embedded-steering-limits``: ``figures/embedded/*.csv`` and, for the numbers no
-  CSV holds (LAPE's diagonal with its intervals, the ratio sweep, SES), the data of the run's own
-  figures (``fig2_perturb_lape.html``, ``fig4_sweep.html``, ``fig6_ses.html``). That run kept no
-  ``config.json``; it used the default settings, so the settings the text states are read from
-  ``lapelens.ReproduceConfig`` and checked against what the CSVs record. If the defaults change,
-  the check fails: re-run ``lapelens reproduce`` rather than only regenerate the text.
-- ``embedded-model``: ``lapelens/data/model/training_summary.json`` (the validation table).
+- ``README.md``, ``summary``: one row per model of ``SUMMARY_MODELS`` from its ``summary.json`` (LAPE
+  against random on the deactivated language, the layer thirds) and its ``ses.csv`` when that holds the
+  standardized measure; a model whose folder is absent is a row saying "not run".
+- ``docs/results.md``:
+  - ``smollm2-135m``, ``gemma-3-270m``, ``qwen2.5-coder-0.5b``: the CSV/JSON files that
+    ``scripts/real_model_results.py`` copied out of a ``lapelens reproduce`` run (its ``config.json``
+    and ``summary.json`` included);
+  - ``embedded``, ``embedded-steering-limits``: ``figures/embedded/*.csv`` and, for the numbers no CSV
+    holds (LAPE's diagonal with its intervals, the ratio sweep, SES), the data of the run's own figures
+    (``fig2_perturb_lape.html``, ``fig4_sweep.html``, ``fig6_ses.html``). The settings the text states are
+    read from ``lapelens.ReproduceConfig`` and checked against what the CSVs record: if the defaults
+    change, the check fails; re-run ``lapelens reproduce`` rather than only regenerate the text;
+  - ``robustness``: ``figures/<model>/robustness/robustness.csv`` (``scripts/robustness.py``) of every
+    model that has one.
+- ``docs/embedded-model.md``, ``embedded-model``: ``lapelens/data/model/training_summary.json``.
 
-``--check`` fails (exit 1) when the README differs from what the files say; ``tests/test_readme.py``
-runs it.
+A table is read from ``figures/<model>/NAME`` or ``figures/<model>/tables/NAME``. ``--check`` fails
+(exit 1) when a file differs from what the data say; ``tests/test_readme.py`` runs it.
 
-    python scripts/readme_results.py            # rewrite the sections
+    python scripts/readme_results.py            # rewrite the blocks
     python scripts/readme_results.py --check    # compare only
 """
 
@@ -27,6 +33,8 @@ import base64
 import json
 import re
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +42,11 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {"smollm2-135m": "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized)",
-          "gemma-3-270m": "Gemma 3 270M (Q4_K_M GGUF, dequantized)"}
+          "gemma-3-270m": "Gemma 3 270M (Q4_K_M GGUF, dequantized)",
+          "qwen2.5-coder-0.5b": "Qwen2.5-Coder-0.5B-Instruct (AWQ, then Q4_K_M GGUF, dequantized)"}
+#: The README's rows, in order: folder name under figures/ -> label.
+SUMMARY_MODELS = {"embedded": "embedded (8 × 1,024 neurons)", "smollm2-135m": "SmolLM2-135M (30 × 1,536)",
+                  "gemma-3-270m": "Gemma 3 270M (18 × 2,048)", "qwen2.5-coder-0.5b": "Qwen2.5-Coder-0.5B (24 × 4,864)"}
 METHOD_NAMES = {"lape": "LAPE", "lave": "LAVE", "lap": "LAP", "ap": "AP (Kojima)", "random": "random (LAPE's sizes)", "pv": "PV"}
 
 
@@ -48,12 +60,26 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _path(folder: Path, name: str) -> Path:
+    """``folder/name``, else ``folder/tables/name`` or the result's own folder (``ses/ses.csv``,
+    ``dominance/dominance_summary.csv``), as a run lays them out; the first if none exists."""
+    stage = name.removesuffix(".csv").split("_")[0]
+    for candidate in (folder / name, folder / "tables" / name, folder / stage / name):
+        if candidate.is_file():
+            return candidate
+    return folder / name
+
+
+def _has(folder: Path, name: str) -> bool:
+    return _path(folder, name).is_file()
+
+
 def _csv(folder: Path, name: str, **kw) -> pd.DataFrame:
-    return pd.read_csv(folder / name, **kw)
+    return pd.read_csv(_path(folder, name), **kw)
 
 
 def _deactivated_generation(folder: Path) -> pd.DataFrame:
-    return pd.read_csv(folder / "deactivated_generation.csv", header=[0, 1], index_col=0).dropna(how="all")
+    return _csv(folder, "deactivated_generation.csv", header=[0, 1], index_col=0).dropna(how="all")
 
 
 def _deactivated_generation_table(dg: pd.DataFrame, langs: list[str]) -> str:
@@ -65,6 +91,9 @@ def _deactivated_generation_table(dg: pd.DataFrame, langs: list[str]) -> str:
 
 
 def render(name: str, folder: Path) -> str:
+    if not (folder / "summary.json").is_file():
+        return (f"Not run: `figures/{name}/` is not in the repository (`scripts/real_model_results.py` copies a "
+                f"`lapelens reproduce --model {name}` run there).")
     cfg = json.loads((folder / "config.json").read_text())
     summary = json.loads((folder / "summary.json").read_text())
     times = summary.get("timings_seconds", {})
@@ -105,12 +134,12 @@ def render(name: str, folder: Path) -> str:
     out.append("LAPE's matrix (row: language deactivated; column: language evaluated):\n\n"
                + _table(["deactivated \\ evaluated"] + langs, rows))
 
-    if (folder / "split_half_stability.csv").is_file():
+    if _has(folder, "split_half_stability.csv"):
         st = _csv(folder, "split_half_stability.csv", index_col=0)
         out.append("Split-half stability (beyond the paper; LAPE on the even vs the odd chunks of the same tokens): Jaccard "
                    + ", ".join(f"{l} {st.loc[l, 'jaccard']:.2f}" for l in langs if l in st.index)
                    + f" (random sets of these sizes: ≤ {st['jaccard_random'].max():.3f}).")
-    if (folder / "jaccard_lape_vs_methods.csv").is_file():
+    if _has(folder, "jaccard_lape_vs_methods.csv"):
         agree = _csv(folder, "jaccard_lape_vs_methods.csv", index_col=0).mean()
         out.append("Agreement with LAPE (mean Jaccard over languages): "
                    + ", ".join(f"{METHOD_NAMES.get(m, m).split(' ')[0]} {v:.2f}" for m, v in agree.items()) + ".")
@@ -118,7 +147,7 @@ def render(name: str, folder: Path) -> str:
     ses = _csv(folder, "ses.csv", index_col=0)
     if "retrieval" in ses.columns:  # a run with the standardized measure (similarity schema 2)
         out.append(_ses_sentence(ses, "SES (Fig. 6)"))
-        if (folder / "dominance_contrast.csv").is_file():
+        if _has(folder, "dominance_contrast.csv"):
             out.append(_dominance_sentence(_csv(folder, "dominance_summary.csv", index_col=0),
                                            _csv(folder, "dominance_contrast.csv", index_col=0)))
     elif "mismatched" in ses.columns:
@@ -129,14 +158,14 @@ def render(name: str, folder: Path) -> str:
                    f"{ses['mean'].iloc[0]:.2f} vs {ses['mismatched'].iloc[0]:.2f}, at the last {ses['mean'].iloc[-1]:.2f} vs "
                    f"{ses['mismatched'].iloc[-1]:.2f}.")
         dom = _csv(folder, "dominance.csv", index_col=0)
-        if (folder / "dominance_mismatched.csv").is_file():
+        if _has(folder, "dominance_mismatched.csv"):
             ctrl = _csv(folder, "dominance_mismatched.csv", index_col=0)
             gain = (dom - ctrl).mean().sort_values(ascending=False)
             out.append("Dominance (Fig. 7, Eq. 6): mean over layers of shifted SES minus the mismatched control, per target: "
                        + ", ".join(f"{l} {v:.3f}" for l, v in gain.items()) + ".")
 
     unc = _csv(folder, "steer_unconditional.csv", index_col=0)
-    koj = _csv(folder, "kojima.csv", index_col=0) if (folder / "kojima.csv").is_file() else None
+    koj = _csv(folder, "kojima.csv", index_col=0) if _has(folder, "kojima.csv") else None
     rows = [["before"] + [f"{unc.loc[l, 'before']:.2f}" for l in langs],
             [f"LAPE steering, scale {cfg['steer_scale']}" + (" +off" if cfg.get("steer_deactivate_others") else "")]
             + [f"{unc.loc[l, 'after']:.2f}" for l in langs]]
@@ -145,7 +174,7 @@ def render(name: str, folder: Path) -> str:
     out.append(f"Unconditional generation from BOS ({int(unc['n_samples'].iloc[0])} samples per target, "
                f"{cfg['unconditional_tokens']} tokens, temperature 1): share in the target language (langdetect), Table 4:\n\n"
                + _table(["setting"] + langs, rows))
-    if (folder / "deactivated_generation.csv").is_file():
+    if _has(folder, "deactivated_generation.csv"):
         out.append("Generation under deactivation (Tables 1/2; prompts in each language, greedy): share of the output in "
                    "the prompt's language, and the output's perplexity under the unperturbed model:\n\n"
                    + _deactivated_generation_table(_deactivated_generation(folder), langs))
@@ -304,9 +333,9 @@ def render_embedded(folder: Path) -> str:
                "under the unperturbed model:\n\n"
                + _deactivated_generation_table(dg, langs))
 
-    if (folder / "ses.csv").is_file() and "retrieval" in _csv(folder, "ses.csv", index_col=0).columns:
+    if _has(folder, "ses.csv") and "retrieval" in _csv(folder, "ses.csv", index_col=0).columns:
         out.append(_ses_sentence(_csv(folder, "ses.csv", index_col=0), "**SES (Fig. 6; `fig6_ses.html`):**"))
-        if (folder / "dominance_contrast.csv").is_file():
+        if _has(folder, "dominance_contrast.csv"):
             out.append(_dominance_sentence(_csv(folder, "dominance_summary.csv", index_col=0),
                                            _csv(folder, "dominance_contrast.csv", index_col=0)))
         return "\n\n".join(out)
@@ -355,50 +384,132 @@ def render_embedded_model(path: Path) -> str:
                                  ["bits per byte"] + [f"{per[l]['bits_per_byte']:.2f}" for l in langs]])
 
 
-#: Every generated README section: its name and what renders it from the repository root.
+# ---- the README's one table and the robustness runs -----------------------------------------------
+def _thirds(per_layer: pd.Series) -> list[float]:
+    """Share of the selected (language, neuron) pairs in each third of the layers, cut as
+    ``LanguageNeurons.layer_shares`` cuts them (``numpy.array_split``)."""
+    total = per_layer.sum()
+    return [per_layer.iloc[g].sum() / total for g in np.array_split(np.arange(len(per_layer)), 3)]
+
+
+def _standardized_ses(folder: Path) -> str:
+    """The peak of aligned minus mismatched standardized cosines, or a dash when the run kept only the raw
+    cosine (a ``ses.csv`` without ``gap``, or only the figure)."""
+    if not _has(folder, "ses.csv"):
+        return "– (raw cosine only)" if (folder / "fig6_ses.html").is_file() else "–"
+    ses = _csv(folder, "ses.csv", index_col=0)
+    if "gap" not in ses.columns:
+        return "– (raw cosine only)"
+    best = int(ses["gap"].idxmax())
+    return f"{ses.loc[best, 'gap']:.2f} at layer {best} of 0–{len(ses) - 1}"
+
+
+def render_summary(root: Path) -> str:
+    """The README's results table: one row per model of ``SUMMARY_MODELS``."""
+    rows = []
+    for name, label in SUMMARY_MODELS.items():
+        folder = root / "figures" / name
+        if not (folder / "summary.json").is_file():
+            rows.append([label, "not run", "–", "–", "–"])
+            continue
+        summary = json.loads((folder / "summary.json").read_text())
+        lape, rand = summary["perturbation"]["lape"], summary["perturbation"].get("random")
+        change = _pct(lape["diag_mean_relative"])
+        if rand is not None:
+            change += f" vs {_pct(rand['diag_mean_relative'])} ({lape['diag_mean_relative'] / rand['diag_mean_relative']:.1f}×)"
+        per_layer = pd.Series(summary["lape_per_layer"]).astype(float)
+        per_layer.index = per_layer.index.astype(int)
+        thirds = " / ".join(f"{100 * v:.0f}%" for v in _thirds(per_layer.sort_index()))
+        rows.append([label, f"{sum(summary['lape_per_language'].values()):,}", change, thirds, _standardized_ses(folder)])
+    return _table(["model", "LAPE neurons, summed over languages", "PPL change on the deactivated language: LAPE vs random",
+                   "LAPE neurons in the first / middle / last third of the layers",
+                   "SES, standardized: largest aligned − mismatched gap"], rows)
+
+
+def _robustness_models(root: Path) -> list[str]:
+    return sorted(p.parent.parent.name for p in (root / "figures").glob("*/robustness/robustness.csv"))
+
+
+def render_robustness(root: Path) -> str:
+    """The layer profile under other budgets, texts and top rates, per model (``scripts/robustness.py``)."""
+    models = _robustness_models(root)
+    if not models:
+        return ("No robustness run is in the repository: `scripts/robustness.py --out figures/<model>/robustness` "
+                "writes one.")
+    out = []
+    for name in models:
+        frame = pd.read_csv(root / "figures" / name / "robustness" / "robustness.csv", index_col=[0, 1])
+        rows = [[condition, f"{rate:g}", f"{int(r['pairs']):,}",
+                 f"{100 * r['first_third']:.0f}% / {100 * r['middle_third']:.0f}% / {100 * r['last_third']:.0f}%",
+                 f"{100 * r['first_layer']:.1f}%", f"{100 * r['last_layer']:.1f}%", f"{r['jaccard_vs_reference']:.2f}"]
+                for (condition, rate), r in frame.iterrows()]
+        out.append(f"**{MODELS.get(name, name)}** (`figures/{name}/robustness/`):\n\n"
+                   + _table(["text, tokens per language", "top_rate", "pairs", "first / middle / last third",
+                             "first layer", "last layer", "Jaccard vs help 32k, 0.01"], rows))
+    return "\n\n".join(out)
+
+
+@dataclass(frozen=True)
+class Block:
+    """A generated block: the file (from the repository root) that holds it, and how it is rendered."""
+
+    file: str
+    make: Callable[[Path], str]
+
+
+#: Every generated block, by name.
 BLOCKS = {
-    **{name: (lambda root, name=name: render(name, root / "figures" / name)) for name in MODELS},
-    "embedded": lambda root: render_embedded(root / "figures" / "embedded"),
-    "embedded-steering-limits": lambda root: render_embedded_steering_limits(root / "figures" / "embedded"),
-    "embedded-model": lambda root: render_embedded_model(root / "lapelens" / "data" / "model" / "training_summary.json"),
+    "summary": Block("README.md", render_summary),
+    "embedded": Block("docs/results.md", lambda root: render_embedded(root / "figures" / "embedded")),
+    "embedded-steering-limits": Block("docs/results.md",
+                                      lambda root: render_embedded_steering_limits(root / "figures" / "embedded")),
+    **{name: Block("docs/results.md", lambda root, name=name: render(name, root / "figures" / name)) for name in MODELS},
+    "robustness": Block("docs/results.md", render_robustness),
+    "embedded-model": Block("docs/embedded-model.md",
+                            lambda root: render_embedded_model(root / "lapelens" / "data" / "model" / "training_summary.json")),
 }
+FILES = tuple(dict.fromkeys(b.file for b in BLOCKS.values()))
 
 
 def _pattern(name: str) -> re.Pattern:
     return re.compile(rf"(<!-- results:{re.escape(name)} -->\n)(?:.*?\n)?(<!-- /results:{re.escape(name)} -->)", re.S)
 
 
-def missing(readme: str) -> list[str]:
-    """The generated sections whose markers the README lacks (a deleted marker must not pass the check)."""
-    return [name for name in BLOCKS if not _pattern(name).search(readme)]
+def missing(text: str, file: str) -> list[str]:
+    """The blocks of ``file`` whose markers ``text`` lacks (a deleted marker must not pass the check)."""
+    return [name for name, b in BLOCKS.items() if b.file == file and not _pattern(name).search(text)]
 
 
-def rewrite(readme: str, root: Path) -> str:
-    for name, make in BLOCKS.items():
+def rewrite(text: str, root: Path, file: str) -> str:
+    """``text`` (the content of ``file``) with each of its blocks rendered again from ``root``."""
+    for name, b in BLOCKS.items():
         pattern = _pattern(name)
-        if pattern.search(readme):
-            block = make(root)
-            readme = pattern.sub(lambda m: m.group(1) + block + "\n" + m.group(2), readme)
-    return readme
+        if b.file == file and pattern.search(text):
+            block = b.make(root)
+            text = pattern.sub(lambda m, block=block: m.group(1) + block + "\n" + m.group(2), text)
+    return text
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--check", action="store_true", help="only compare; exit 1 if the README differs")
+    p.add_argument("--check", action="store_true", help="only compare; exit 1 if a file differs")
     args = p.parse_args()
-    path = ROOT / "README.md"
-    old = path.read_text()
-    new = rewrite(old, ROOT)
-    if missing(old):
-        print(f"README.md lacks the generated sections {missing(old)}", file=sys.stderr)
-        return 1
-    if args.check:
-        if new != old:
-            print("README.md's results differ from figures/*/ (run scripts/readme_results.py)", file=sys.stderr)
-            return 1
-        return 0
-    path.write_text(new)
-    return 0
+    status = 0
+    for file in FILES:
+        path = ROOT / file
+        old = path.read_text(encoding="utf-8")
+        if missing(old, file):
+            print(f"{file} lacks the generated blocks {missing(old, file)}", file=sys.stderr)
+            status = 1
+            continue
+        new = rewrite(old, ROOT, file)
+        if args.check:
+            if new != old:
+                print(f"{file}'s results differ from figures/*/ (run scripts/readme_results.py)", file=sys.stderr)
+                status = 1
+        elif new != old:
+            path.write_text(new, encoding="utf-8")
+    return status
 
 
 if __name__ == "__main__":
