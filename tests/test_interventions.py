@@ -6,7 +6,7 @@ from transformers import AutoModelForCausalLM
 
 from lapelens import ActivationStats, LanguageNeurons, LapelensError, load_model, neuron_spec
 from lapelens.interventions import deactivate, pin_to_median, set_activations, steer, zero_parameters
-from tiny import ARCHS, GATED
+from tiny import ARCHS, GATED, hf_mlp
 
 TOKENS = torch.tensor([[0, 5, 17, 42, 99, 120, 7, 64], [0, 3, 250, 11, 19, 88, 140, 2]])
 
@@ -14,21 +14,6 @@ TOKENS = torch.tensor([[0, 5, 17, 42, 99, 120, 7, 64], [0, 3, 250, 11, 19, 88, 1
 @pytest.fixture(scope="module")
 def models(tiny_dirs):
     return {arch: load_model(tiny_dirs[arch]) for arch in ARCHS}
-
-
-def hf_mlp(hf, arch, layer):
-    """(up-or-in projection, gate projection or None, down projection) modules of an HF layer."""
-    if arch == "gpt2":
-        mlp = hf.transformer.h[layer].mlp
-        return mlp.c_fc, None, mlp.c_proj
-    if arch == "bloom":
-        mlp = hf.transformer.h[layer].mlp
-        return mlp.dense_h_to_4h, None, mlp.dense_4h_to_h
-    if arch == "opt":
-        block = hf.model.decoder.layers[layer]
-        return block.fc1, None, block.fc2
-    mlp = hf.model.layers[layer].mlp
-    return mlp.up_proj, mlp.gate_proj, mlp.down_proj
 
 
 def random_mask(spec, share=0.25, seed=0):

@@ -16,7 +16,7 @@ from lapelens import ActivationStats, ReproduceConfig, reproduce
 from lapelens.constants import STAGE_RECORD
 from lapelens.errors import LapelensError
 from lapelens.stages import StageCache
-from test_stats import save_schema_1
+from tiny import save_schema_1
 
 #: Stages that read LAPE's neurons (directly or through neurons_random) ...
 AFTER_LAPE = {"neurons_lape", "neurons_random", "perturb_lape", "perturb_random", "ses", "steer_unconditional",

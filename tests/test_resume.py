@@ -18,17 +18,9 @@ from lapelens import LapelensError, load_model
 from lapelens.activations import collect
 from lapelens.checkpoint import CHECKPOINT_FILE, Checkpointer, Shard
 from lapelens.cli import main
-from tiny import TEXTS
+from tiny import RESUME_BATCH as BATCH, RESUME_SEQ as SEQ, RESUME_TEXTS as TEXTS_EN_ZH, RESUME_TOKENS as TOKENS, TESTS
 
-SEQ, BATCH, TOKENS = 16, 2, 320  # 10 batches per language
 KEYS = ("n", "count", "act_sum", "act_sq_sum")
-
-
-def _docs(lang, n=60):
-    return [f"{TEXTS[lang]} {i}" for i in range(n)]
-
-
-TEXTS_EN_ZH = {lang: _docs(lang) for lang in ("en", "zh")}
 
 
 def _assert_identical(a, b):
@@ -195,7 +187,7 @@ import sys, time
 sys.path.insert(0, {tests!r})
 from lapelens import load_model
 from lapelens.activations import collect
-from test_resume import TEXTS_EN_ZH, TOKENS, SEQ, BATCH
+from tiny import RESUME_TEXTS as TEXTS_EN_ZH, RESUME_TOKENS as TOKENS, RESUME_SEQ as SEQ, RESUME_BATCH as BATCH
 import lapelens.tokens
 lapelens.tokens._TOKENIZE_GROUP = 1
 
@@ -215,7 +207,7 @@ def test_killed_process_resumes_bit_identical(model, whole, tiny_dirs, tmp_path,
     """kill -9 right after the first checkpoint (SIGTERM without a handler ends a process the same way;
     SIGINT raises KeyboardInterrupt, as in the tests above)."""
     folder = tmp_path / "ck"
-    code = _CHILD.format(tests=str(Path(__file__).parent), model=str(tiny_dirs["llama"]), folder=str(folder))
+    code = _CHILD.format(tests=str(TESTS), model=str(tiny_dirs["llama"]), folder=str(folder))
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ck = folder / CHECKPOINT_FILE.format(rank=0, world=1)
     deadline = time.monotonic() + 120

@@ -11,6 +11,7 @@ from lapelens import LapelensError, __version__
 from lapelens.artifacts import KINDS
 from lapelens.constants import OFFICIAL_ACTIVATION, STATS_META, STATS_TENSORS
 from lapelens.stats import ActivationStats, SentenceActivations
+from tiny import save_schema_1
 
 
 def _random_stats(languages, n_layers=3, d_mlp=5, seed=0, meta=None):
@@ -21,21 +22,6 @@ def _random_stats(languages, n_layers=3, d_mlp=5, seed=0, meta=None):
     act_sum = torch.randn(k, n_layers, d_mlp, generator=g, dtype=torch.float64) * 10
     act_sq = act_sum.abs() * 3 + torch.rand(k, n_layers, d_mlp, generator=g, dtype=torch.float64)
     return ActivationStats(tuple(languages), n, count, act_sum, act_sq, meta=dict(meta or {"model": "m"}))
-
-
-def save_schema_1(stats: ActivationStats, folder, kind: bool = True):
-    """``stats`` written as lapelens wrote statistics before schema 2: tensors ``layer x neuron x
-    lang``, ``has_activation_sums`` a meta key (only when False); ``kind=False``: a marker without
-    kind and schema version, as before markers had them. Files in ``folder`` are replaced, others kept."""
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({"n": stats.n, **{k: getattr(stats, k).permute(1, 2, 0).contiguous() for k in ("count", "act_sum", "act_sq_sum")}},
-              str(folder / STATS_TENSORS))
-    meta = {"kind": "activation_stats", "schema_version": 1} if kind else {}
-    meta.update({"lapelens_version": "0.1.0", **stats.meta, "languages": list(stats.languages)})
-    if not stats.has_activation_sums:
-        meta["has_activation_sums"] = False
-    (folder / STATS_META).write_text(json.dumps(meta))
-    return folder
 
 
 def test_save_load_round_trip(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -10,6 +11,10 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
+
+from lapelens.constants import STATS_META, STATS_TENSORS
+from lapelens.stats import ActivationStats
 
 #: Architectures the suite covers: plain MLPs (gpt2, bloom, opt) and gated ones (llama, mistral, qwen2).
 ARCHS = ("gpt2", "bloom", "opt", "llama", "mistral", "qwen2")
@@ -270,3 +275,43 @@ def save_run(results: dict, folder: Path, methods=(*RUN_METHODS, "ap")) -> Path:
         result.save(folder / name)
     (folder / "config.json").write_text(json.dumps({"methods": list(methods), "stages": {n: "x" for n in stages}}))
     return folder
+
+
+# ---- shared by several test files (no test file imports another) -------------------------------------
+#: The tests folder, and the repository above it.
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+
+def hf_mlp(hf, arch, layer):
+    """(up-or-in projection, gate projection or None, down projection) modules of an HF layer."""
+    if arch == "gpt2":
+        mlp = hf.transformer.h[layer].mlp
+        return mlp.c_fc, None, mlp.c_proj
+    if arch == "bloom":
+        mlp = hf.transformer.h[layer].mlp
+        return mlp.dense_h_to_4h, None, mlp.dense_4h_to_h
+    if arch == "opt":
+        block = hf.model.decoder.layers[layer]
+        return block.fc1, None, block.fc2
+    mlp = hf.model.layers[layer].mlp
+    return mlp.up_proj, mlp.gate_proj, mlp.down_proj
+
+
+def save_schema_1(stats: ActivationStats, folder, kind: bool = True):
+    """``stats`` written as lapelens wrote statistics before schema 2: tensors ``layer x neuron x
+    lang``, ``has_activation_sums`` a meta key (only when False); ``kind=False``: a marker without
+    kind and schema version, as before markers had them. Files in ``folder`` are replaced, others kept."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({"n": stats.n, **{k: getattr(stats, k).permute(1, 2, 0).contiguous() for k in ("count", "act_sum", "act_sq_sum")}},
+              str(folder / STATS_TENSORS))
+    meta = {"kind": "activation_stats", "schema_version": 1} if kind else {}
+    meta.update({"lapelens_version": "0.1.0", **stats.meta, "languages": list(stats.languages)})
+    if not stats.has_activation_sums:
+        meta["has_activation_sums"] = False
+    (folder / STATS_META).write_text(json.dumps(meta))
+    return folder
+
+
+#: A collection cut into 10 batches per language, for the resume tests (in-process and in a child).
+RESUME_SEQ, RESUME_BATCH, RESUME_TOKENS = 16, 2, 320
+RESUME_TEXTS = {lang: [f"{TEXTS[lang]} {i}" for i in range(60)] for lang in ("en", "zh")}
