@@ -387,7 +387,9 @@ def prompted_steering(
     summary.columns.name = "share"
     return GenerationResult(summary, pd.DataFrame(samples), _sampling_meta(
         model, sampling, experiment="prompted steering", method=neurons.method, scale=scale,
-        n_prompts=n_prompts, prompt_tokens=prompt_tokens), [BEFORE, "steered", "deactivated_and_steered"])
+        n_prompts=n_prompts, prompt_tokens=prompt_tokens,
+        neurons={l: neurons.count(l) for l in dict.fromkeys([*sources, *targets])}),
+        [BEFORE, "steered", "deactivated_and_steered"])
 
 
 @contextmanager
@@ -439,7 +441,9 @@ def generation_under_deactivation(
     summary.columns = pd.MultiIndex.from_tuples(summary.columns, names=["condition", "metric"])
     return GenerationResult(summary, pd.DataFrame(samples), _sampling_meta(
         model, sampling, experiment="generation under deactivation", method=neurons.method,
-        random=random_neurons is not None, prompt_tokens=prompt_tokens), [(name, "share_in_language") for name in conditions])
+        random=random_neurons is not None, prompt_tokens=prompt_tokens,
+        n_prompts={lang: len(texts) for lang, texts in prompts.items()},
+        neurons={lang: neurons.count(lang) for lang in prompts}), [(name, "share_in_language") for name in conditions])
 
 
 # ---- the experiments (Tables 1, 2, 4, 5 and Kojima's) ----------------------------------------------

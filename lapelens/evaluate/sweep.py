@@ -162,10 +162,13 @@ def selection_ratio_sweep(
     n_boot: int = DEFAULT_N_BOOT,
     seed: int = 0,
     progress: bool = True,
+    selected_rate: float | None = None,
     **options: Any,
 ) -> SweepResult:
     """PPL on every language of ``chunks`` as the ratio of ``target``'s top neurons grows
-    (see the module docstring for the definition). ``options`` go to the selection method."""
+    (see the module docstring for the definition). ``options`` go to the selection method.
+    ``selected_rate``: the ``top_rate`` the method's own selection uses (the run's), recorded so
+    that Fig. 4 marks it."""
     masks, short = sweep_masks(stats, target, ratios, method, **options)
     # One neuron set whose "languages" are the ratios, bound once: every row trusts the check.
     rows = [r for r in masks if r > 0]
@@ -178,7 +181,8 @@ def selection_ratio_sweep(
             "chunks": {lang: int(len(c)) for lang, c in chunks.items()}}
     matrix = PerturbationResult(table, {**meta, "unit": "neurons"}, n_boot=n_boot, seed=seed)
     rs = tuple(masks)
-    return SweepResult(target, rs, tuple(int(masks[r].sum()) for r in rs), tuple(short[r] for r in rs), matrix, meta)
+    return SweepResult(target, rs, tuple(int(masks[r].sum()) for r in rs), tuple(short[r] for r in rs), matrix,
+                       {**meta, "selected_rate": selected_rate})
 
 
 # ---- the experiment ---------------------------------------------------------------------------------
@@ -199,9 +203,10 @@ SWEEP_TARGET = Setting(
 
 
 @experiment("sweep", result=SweepResult, reads=("stats", "chunks"), settings=(SWEEP_TARGET,),
-            record=lambda cfg: {"target": cfg.sweep_target, "seed": cfg.seed},
+            record=lambda cfg: {"target": cfg.sweep_target, "seed": cfg.seed, "selected_rate": cfg.top_rate},
             runs_if=lambda cfg: cfg.sweep_target != "none", figure="fig4_sweep",
             exports={"selection_ratio_sweep": selection_ratio_sweep}, paper="Fig. 4", order=30)
 def sweep_stage(ctx: Context) -> SweepResult:
     """LAPE's selection-ratio sweep for the target language, on the held-out chunks."""
-    return selection_ratio_sweep(ctx.model, ctx.stats, ctx.cfg.sweep_target, ctx.chunks, seed=ctx.cfg.seed)
+    return selection_ratio_sweep(ctx.model, ctx.stats, ctx.cfg.sweep_target, ctx.chunks, seed=ctx.cfg.seed,
+                                 selected_rate=ctx.cfg.top_rate)
