@@ -51,6 +51,8 @@ RUN_TABLES: Final = {  # {method}: the primary method's name (``lapelens.methods
     "jaccard_vs_methods": "jaccard_{method}_vs_methods.csv",
     "perturbation_summary": "perturbation_summary.csv",
 }
+#: Row label of the unperturbed model in a perturbation matrix (PPL changes are measured against it).
+UNPERTURBED: Final = "none"
 #: How ``summary.json`` names a pair of languages (source, target): ``"en->zh"``.
 PAIR_SEPARATOR: Final = "->"
 #: ``lapelens perturb`` with several neuron sets: their side-by-side summary.

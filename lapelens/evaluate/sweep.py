@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Int
@@ -27,6 +26,7 @@ from torch import Tensor
 from lapelens.constants import SWEEP_META, SWEEP_TABLE
 from lapelens.errors import LapelensError
 from lapelens.evaluate._registry import Context, Setting, experiment
+from lapelens.figures.sweep import sweep_figure
 from lapelens.evaluate.perplexity import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_N_BOOT,
@@ -109,30 +109,14 @@ class SweepResult(Result):
         out.insert(0, "n_neurons", list(self.n_neurons))
         return out
 
-    def figure(self, value: Value = "relative") -> Any:
-        import plotly.graph_objects as go
+    def interval(self, value: Value = "relative") -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(low, high) of the 95% paired-bootstrap interval, ratio x evaluated language."""
+        low, high = self.matrix.interval(value)
+        return self._by_ratio(low), self._by_ratio(high)
 
-        frame = self.value(value)
-        lo, hi = (self._by_ratio(f) for f in self.matrix.interval(value))
-        scale = 100.0 if value == "relative" else 1.0
-        fig = go.Figure()
-        x = [r * 100 for r in self.ratios]
-        for lang in frame.columns:
-            own = lang == self.target
-            fig.add_trace(go.Scatter(
-                x=x, y=frame[lang] * scale, name=lang, mode="lines+markers",
-                line={"width": 4 if own else 1.5},
-                error_y={"type": "data", "symmetric": False, "array": (hi[lang] - frame[lang]) * scale,
-                         "arrayminus": (frame[lang] - lo[lang]) * scale, "thickness": 1},
-                customdata=np.array(self.n_neurons), hovertemplate="%{x}%: %{y:.3g} (%{customdata} neurons)",
-            ))
-        fig.update_layout(
-            title=f"Deactivating the top {self.target} neurons ({self.meta.get('method', 'lape')})",
-            xaxis_title="selection ratio (% of all neurons ranked by entropy)",
-            yaxis_title={"relative": "PPL change (%)", "change": "PPL change", "ppl": "PPL"}[value],
-            legend_title="evaluated",
-        )
-        return fig
+    def figure(self, value: Value = "relative") -> Any:
+        """Fig. 4 (``lapelens.figures.sweep``): signed-log y axis, the selected rate marked."""
+        return sweep_figure(self, value)
 
     # ---- persistence: the matrix's files, ``sweep.csv`` (the table) and ``sweep.json`` -----------
     def _write(self, tmp: Path) -> None:
