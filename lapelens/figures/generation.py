@@ -56,7 +56,7 @@ def _interval_caption(shares: np.ndarray, n: np.ndarray, what: str) -> str:
     return f"{what}: Wilson 95% intervals ({_half_widths(shares, n)}; each one in the hover)."
 
 
-def _of(share: float, n: float) -> str:
+def _of(share: float | int, n: float | int) -> str:
     return f"{round(share * n)} of {n:g}" if np.isfinite(share * n) else "n not recorded"
 
 
@@ -102,8 +102,8 @@ def share_bars(result: Any, figure: str = "Share of outputs in the target langua
     n = _counts(result, n_column)
     fig = go.Figure()
     _bars(fig, x, summary[cols].rename(columns=names or {}), n)
-    names = [str(name) for name in summary.index.names if name]
-    fig.update_layout(xaxis={"title": " → ".join(names), "tickmode": "array", "tickvals": x},
+    levels = [str(name) for name in summary.index.names if name]
+    fig.update_layout(xaxis={"title": " → ".join(levels), "tickmode": "array", "tickvals": x},
                       yaxis={"title": "share of outputs in the target language", "range": [0, 1.12]})
     shares = summary[cols].to_numpy(dtype=np.float64)
     caption = [f"n = {span(n)} generations per bar{_prompting(meta)}, {_sampling(meta)}.",

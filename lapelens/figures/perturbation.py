@@ -84,7 +84,7 @@ def _colour(z: np.ndarray, kind: Value) -> np.ndarray:
     return z if kind == "ppl" else signed_log(z)
 
 
-def _colorbar(kind: Value, low: float, high: float) -> dict:
+def _colorbar(kind: Value, low: float | int, high: float | int) -> dict:
     bar: dict[str, Any] = {"title": {"text": _LABELS[kind] + ("" if kind == "ppl" else ", signed log"), "side": "right"}}
     if kind != "ppl":
         vals, text = signed_log_ticks(high, "%" if kind == "relative" else "", bottom=low)
@@ -127,7 +127,7 @@ def _sizes(result: Any) -> str:
     return span(sizes.values()) if sizes else "?"
 
 
-def _colour_caption(kind: Value, low: float, high: float, shared: bool) -> str:
+def _colour_caption(kind: Value, low: float | int, high: float | int, shared: bool) -> str:
     if kind == "ppl":
         return f"Colour: PPL from {low:.3g} to {high:.3g}."
     unit = "%" if kind == "relative" else " PPL"

@@ -25,7 +25,7 @@ def _band(x: list, low: pd.Series, high: pd.Series, color: str, legend: str, nam
                       line=dict(width=0), hoverinfo="skip", name=name, legend=legend)
 
 
-def _legends_under(fig: Any, panels: int, plot_height: float) -> None:
+def _legends_under(fig: Any, panels: int, plot_height: float | int) -> None:
     """One horizontal legend under each panel (``legend``, ``legend2``, ...), left-aligned with it."""
     for n in range(1, panels + 1):
         x_axis = fig.layout[f"xaxis{'' if n == 1 else n}"]

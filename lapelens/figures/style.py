@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+from jaxtyping import Float, Float64
+from numpy.typing import ArrayLike
 
 from lapelens.pretrained import PRETRAINED
 
@@ -51,7 +53,7 @@ def title_text(figure: str, method: str | None, model: object) -> str:
     return " — ".join(parts)
 
 
-def finish(fig: Any, title: str, caption: Sequence[str], *, width: int, height: int, top: int = 60,
+def finish(fig: Any, title: str, caption: Sequence[str], *, width: float | int, height: float | int, top: int = 60,
            caption_gap: int = CAPTION_GAP, min_width: int = 0) -> Any:
     """Give ``fig`` its title, a caption (one line per item) under the plot area, and a size at
     which both fit: the width grows to the longest line, the bottom margin to the caption.
@@ -64,7 +66,7 @@ def finish(fig: Any, title: str, caption: Sequence[str], *, width: int, height: 
     margin = fig.layout.margin.to_plotly_json() if fig.layout.margin else {}
     fig.update_layout(
         title={"text": title, "font": {"size": TITLE_SIZE}, "x": 0.01, "xanchor": "left"},
-        width=width, height=height + bottom, margin={**margin, "t": top, "b": bottom},
+        width=width, height=int(height) + bottom, margin={**margin, "t": top, "b": bottom},
     )
     if lines:
         fig.add_annotation(text="<br>".join(lines), xref="paper", yref="paper", x=0, y=0, xanchor="left",
@@ -77,7 +79,7 @@ def _plain(text: str) -> str:
     return re.sub(r"<[^>]+>", "", text)
 
 
-def span(values: Iterable[int]) -> str:
+def span(values: Iterable[Any]) -> str:
     """"12" for equal values, "9–14" for a range (a caption's neurons or samples per language);
     "?" when none is known."""
     vals = sorted({int(v) for v in values if v is not None and math.isfinite(float(v))})
@@ -87,7 +89,8 @@ def span(values: Iterable[int]) -> str:
 
 
 # ---- shares ---------------------------------------------------------------------------------------
-def wilson(share: Any, n: Any) -> tuple[np.ndarray, np.ndarray]:
+def wilson(share: Float[ArrayLike, "*shape"], n: Float[ArrayLike, "*shape"]
+           ) -> tuple[Float64[np.ndarray, "*shape"], Float64[np.ndarray, "*shape"]]:
     """Wilson score 95% interval (low, high) of a share ``k / n`` (``k`` recovered as ``share * n``)."""
     p = np.asarray(share, dtype=np.float64)
     n = np.asarray(n, dtype=np.float64)
@@ -97,18 +100,18 @@ def wilson(share: Any, n: Any) -> tuple[np.ndarray, np.ndarray]:
         denom = 1 + Z95 ** 2 / n
         centre = (phat + Z95 ** 2 / (2 * n)) / denom
         half = Z95 * np.sqrt(phat * (1 - phat) / n + Z95 ** 2 / (4 * n ** 2)) / denom
-    return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+    return np.asarray(np.clip(centre - half, 0, 1)), np.asarray(np.clip(centre + half, 0, 1))
 
 
 # ---- the signed-log scale ---------------------------------------------------------------------------
-def signed_log(z: Any, unit: float = 1.0) -> np.ndarray:
+def signed_log(z: Float[ArrayLike, "*shape"], unit: float | int = 1.0) -> Float64[np.ndarray, "*shape"]:
     """``sign(z) * log10(1 + |z| / unit)``: linear near 0, logarithmic beyond ``unit``, defined for
     negative values (a PPL change can be either sign; plotly's log axis takes none)."""
     z = np.asarray(z, dtype=np.float64)
-    return np.sign(z) * np.log10(1.0 + np.abs(z) / unit)
+    return np.asarray(np.sign(z) * np.log10(1.0 + np.abs(z) / unit))
 
 
-def signed_log_ticks(top: float, unit: str = "%", bottom: float | None = None) -> tuple[list[float], list[str]]:
+def signed_log_ticks(top: float | int, unit: str = "%", bottom: float | int | None = None) -> tuple[list[float], list[str]]:
     """Tick positions (on the signed-log scale) and labels (in values) from ``bottom`` (default
     ``-top``) to ``top``: 0, the powers of ten in between (and 3 x them over three decades or
     fewer), and the ends themselves, leaving out a tick that would crowd one kept before it."""
@@ -128,7 +131,7 @@ def signed_log_ticks(top: float, unit: str = "%", bottom: float | None = None) -
     return [float(signed_log(t)) for t in kept], [_value_label(t, unit) for t in kept]
 
 
-def _value_label(value: float, unit: str) -> str:
+def _value_label(value: float | int, unit: str) -> str:
     if value == 0:
         return f"0{unit}"
     sign = "+" if value > 0 else "−"
