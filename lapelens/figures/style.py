@@ -15,7 +15,6 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 from jaxtyping import Float, Float64
-from numpy.typing import ArrayLike
 
 from lapelens.pretrained import PRETRAINED
 
@@ -89,7 +88,7 @@ def span(values: Iterable[Any]) -> str:
 
 
 # ---- shares ---------------------------------------------------------------------------------------
-def wilson(share: Float[ArrayLike, "*shape"], n: Float[ArrayLike, "*shape"]
+def wilson(share: Float[np.ndarray, "*shape"] | float | int, n: Float[np.ndarray, "*shape"] | float | int
            ) -> tuple[Float64[np.ndarray, "*shape"], Float64[np.ndarray, "*shape"]]:
     """Wilson score 95% interval (low, high) of a share ``k / n`` (``k`` recovered as ``share * n``)."""
     p = np.asarray(share, dtype=np.float64)
@@ -104,7 +103,7 @@ def wilson(share: Float[ArrayLike, "*shape"], n: Float[ArrayLike, "*shape"]
 
 
 # ---- the signed-log scale ---------------------------------------------------------------------------
-def signed_log(z: Float[ArrayLike, "*shape"], unit: float | int = 1.0) -> Float64[np.ndarray, "*shape"]:
+def signed_log(z: Float[np.ndarray, "*shape"] | float | int, unit: float | int = 1.0) -> Float64[np.ndarray, "*shape"]:
     """``sign(z) * log10(1 + |z| / unit)``: linear near 0, logarithmic beyond ``unit``, defined for
     negative values (a PPL change can be either sign; plotly's log axis takes none)."""
     z = np.asarray(z, dtype=np.float64)
