@@ -145,7 +145,10 @@ def model_name(folder: Path, given: str | None) -> str | None:
         model = json.loads(config.read_text(encoding="utf-8")).get("model")
         if model:
             text = str(model)
-            return Path(text).name if (text.startswith("/") or text.startswith(".")) else text
+            if not (text.startswith("/") or text.startswith(".")):
+                return text
+            path = Path(text)  # a local folder: titles name it by its last part, the shipped model "embedded"
+            return "embedded" if path.parts[-3:] == ("lapelens", "data", "model") else path.name
     return given
 
 

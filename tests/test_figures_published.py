@@ -116,6 +116,10 @@ def good():
 def test_the_checker_passes_the_figures_of_a_run(good, tmp_path):
     assert check.check_folder(folder_with(tmp_path, good)) == []
     assert check.main([str(tmp_path / "figs")]) == 0
+    # the model as the run records it: a name, or the shipped model's folder on some machine
+    assert check.model_name(folder_with(tmp_path, good, "/opt/lapelens/data/model"), None) == "embedded"
+    assert check.model_name(folder_with(tmp_path, good, "HuggingFaceTB/SmolLM2-135M"), None) == "HuggingFaceTB/SmolLM2-135M"
+    assert check.check_folder(folder_with(tmp_path, good, "gemma-3-270m"))[0].endswith("does not name 'gemma-3-270m'")
 
 
 def test_the_checker_fails_each_rule(good, tmp_path, capsys):
