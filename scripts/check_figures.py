@@ -6,8 +6,9 @@ A folder fails (exit 1, one line per problem) when
 
 - **shared range**: its perturbation heatmaps (``fig2_perturb_*``, ``fig3_perturb_methods``) do not
   all have one colour range (a heatmap's ``zmin``/``zmax``, or its colour axis' ``cmin``/``cmax``);
-- **model**: a title does not name the folder's model (``model`` of its ``config.json``: the name,
-  or the last part of a path; a folder without one is checked against ``--model``);
+- **model**: a title does not name the folder's model (``model`` of its ``config.json``, or of its
+  parent's for a run's ``figures/``: the name, or the last part of a path, "embedded" for the shipped
+  model; a folder without one is checked against ``--model``);
 - **hidden**: a trace is drawn only in the legend (``visible`` is ``"legendonly"`` or false);
 - **flattened**: a curve or bar series lies flat against its axis. On a linear axis, a trace is
   flattened when its nonzero magnitudes span more than ``SPAN`` x (max |v| / min |v|) and more
@@ -140,8 +141,10 @@ def flattened(fig: dict) -> list[str]:
 
 
 def model_name(folder: Path, given: str | None) -> str | None:
-    config = folder / "config.json"
-    if config.is_file():
+    """The model the titles must name: from the folder's ``config.json`` (a published folder), or
+    its parent's (the ``figures/`` of a run folder), else ``given``."""
+    config = next((c for c in (folder / "config.json", folder.parent / "config.json") if c.is_file()), None)
+    if config is not None:
         model = json.loads(config.read_text(encoding="utf-8")).get("model")
         if model:
             text = str(model)
