@@ -42,6 +42,12 @@ GENERATION_META: Final = "generation.json"
 # A `lapelens reproduce` run folder.
 RUN_CONFIG: Final = "config.json"
 RUN_SUMMARY: Final = "summary.json"
+#: Marks a published run folder (``lapelens figures RUN_DIR --out DIR``): the run's results, tables and
+#: figures without its statistics; ``lapelens.load`` reads it as a run.
+RUN_PUBLISHED: Final = "published.json"
+#: A run's tables, and its figures (a published folder keeps its figures at the top).
+RUN_TABLES_DIR: Final = "tables"
+RUN_FIGURES_DIR: Final = "figures"
 STAGE_RECORD: Final = "stage.json"
 #: Tables a run writes to ``tables/`` (besides one per generation stage, named after it).
 RUN_TABLES: Final = {  # {method}: the primary method's name (``lapelens.methods.with_role``), "lape"
@@ -51,6 +57,8 @@ RUN_TABLES: Final = {  # {method}: the primary method's name (``lapelens.methods
     "jaccard_vs_methods": "jaccard_{method}_vs_methods.csv",
     "perturbation_summary": "perturbation_summary.csv",
 }
+#: Row label of the unperturbed model in a perturbation matrix (PPL changes are measured against it).
+UNPERTURBED: Final = "none"
 #: How ``summary.json`` names a pair of languages (source, target): ``"en->zh"``.
 PAIR_SEPARATOR: Final = "->"
 #: ``lapelens perturb`` with several neuron sets: their side-by-side summary.

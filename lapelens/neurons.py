@@ -24,7 +24,7 @@ from lapelens._io import atomic_file
 from lapelens.artifacts import Kind, kind_of_marker, load_folder, register_kind, save_folder, wrong_kind
 from lapelens.constants import NEURONS_META, NEURONS_TENSORS, PAPER_LANGUAGES
 from lapelens.errors import LapelensError
-from lapelens.figures.style import model_label
+from lapelens.figures.layers import layers_figure
 from lapelens.hooks import set_to, zeroed
 from lapelens.models import neuron_spec
 from lapelens.resume import first_layer
@@ -219,16 +219,9 @@ class LanguageNeurons(Selection):
         return df
 
     def figure(self) -> Any:
-        """Fig. 5: neurons per layer, one line per language (the paper's skewed U shape)."""
-        import plotly.graph_objects as go
-
-        table = self.per_layer()
-        fig = go.Figure([go.Scatter(x=list(table.index), y=table[lang].tolist(), mode="lines+markers", name=lang)
-                         for lang in table.columns])
-        model = f" — {model_label(self.meta['model'])}" if self.meta.get("model") else ""
-        fig.update_layout(title=f"Language-specific neurons per layer ({self.method}){model}",
-                          xaxis_title="layer", yaxis_title="neurons", legend_title="language")
-        return fig
+        """Fig. 5: neurons per layer, one line per language (the paper's skewed U shape;
+        ``lapelens.figures.layers``)."""
+        return layers_figure(self)
 
     def summary(self) -> str:
         """The summary tables as text (what ``lapelens neurons show`` prints)."""

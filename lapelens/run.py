@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import ast
 import json
+import shutil
 from functools import cached_property
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from lapelens.artifacts import Kind, register_kind
-from lapelens.constants import PAIR_SEPARATOR, RUN_CONFIG, RUN_SUMMARY
+from lapelens._io import atomic_write_text
+from lapelens._version import __version__
+from lapelens.constants import (
+    PAIR_SEPARATOR, RUN_CONFIG, RUN_FIGURES_DIR, RUN_PUBLISHED, RUN_SUMMARY, RUN_TABLES_DIR, STAGE_RECORD,
+)
 from lapelens.errors import LapelensError
 from lapelens.evaluate import EXPERIMENTS, Context, figures_of
 from lapelens.methods import METHODS
@@ -65,8 +70,21 @@ class Run:
         found = {p.name.removeprefix(s) for p in self.path.iterdir() if p.is_dir() for s in stems if p.name.startswith(s)}
         return [m for m in METHODS if m in found] + sorted(found - set(METHODS))
 
+    @property
+    def published(self) -> bool:
+        """A folder ``lapelens figures RUN_DIR --out DIR`` wrote: results and figures, no statistics."""
+        return (self.path / RUN_PUBLISHED).is_file()
+
+    @property
+    def figures_dir(self) -> Path:
+        """Where the run's figures are: ``figures/`` of a run folder, the top of a published one."""
+        return self.path if self.published else self.path / RUN_FIGURES_DIR
+
     @cached_property
     def stats(self) -> ActivationStats:
+        if self.published:
+            raise LapelensError(f"{self.path} is a published run (results and figures, no statistics): use the run "
+                                "folder it was published from.")
         if not self.saved("stats"):
             raise LapelensError(f"{self.path} has no stats/: it is not (yet) a `lapelens reproduce` run.")
         return ActivationStats.load(self.path / "stats")
@@ -114,6 +132,40 @@ class Run:
         """``{file name without suffix: go.Figure}`` for every result the run holds."""
         return figures_of(self.results)
 
+    def data_stages(self) -> list[str]:
+        """The stage folders the figures are drawn from: every saved experiment result and every
+        saved neuron set (a parameter mask, tens of MB, is left out: no figure reads it)."""
+        known = [m for m in self.methods if m in METHODS]
+        stages = [METHODS[m].stage for m in known if METHODS[m].returns != "parameters"]
+        for exp in EXPERIMENTS.values():
+            if exp.cached:
+                stages += [exp.stage(m) for m in self.methods] if exp.per_method else [exp.stage()]
+        return [s for s in dict.fromkeys(stages) if self.saved(s)]
+
+    def publish(self, out: str | Path) -> list[Path]:
+        """Copy what the figures are drawn from into ``out``: ``config.json``, ``summary.json``,
+        ``tables/`` and the :meth:`data_stages` folders, each replaced whole; then the marker
+        ``published.json``, listing them. ``Run(out)`` reads the copy as it reads this run (no
+        statistics, no tuned models, no checkpoints); returns the files and folders written."""
+        out = Path(out)
+        if out.resolve() == self.path.resolve():
+            return []
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        for name in (RUN_CONFIG, RUN_SUMMARY):
+            if (self.path / name).is_file():
+                shutil.copyfile(self.path / name, out / name)
+                written.append(out / name)
+        folders = [RUN_TABLES_DIR] * (self.path / RUN_TABLES_DIR).is_dir() + self.data_stages()
+        for name in folders:
+            written.append(_replace_folder(self.path / name, out / name))
+        left_out = sorted(p.name for p in self.path.iterdir() if p.is_dir() and p.name not in folders
+                          and (p / STAGE_RECORD).is_file())
+        atomic_write_text(out / RUN_PUBLISHED, json.dumps({
+            "kind": "published_run", "lapelens_version": __version__, "folders": folders,
+            "left_out": left_out}, indent=2))
+        return [*written, out / RUN_PUBLISHED]
+
     @cached_property
     def summary(self) -> dict:
         """``summary.json``, with pair keys in the ``"en->zh"`` form whichever form it was written in."""
@@ -136,6 +188,16 @@ def pair_key(key: str) -> str:
         if isinstance(parts, tuple):
             return PAIR_SEPARATOR.join(map(str, parts))
     return key
+
+
+def _replace_folder(source: Path, target: Path) -> Path:
+    """``target`` becomes a copy of ``source`` (written beside it, then swapped in)."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
 
 
 register_kind(Kind("run", RUN_CONFIG, Run, "`lapelens reproduce`", requires=(RUN_SUMMARY,)))

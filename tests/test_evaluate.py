@@ -114,7 +114,9 @@ def test_save_load_round_trip(models, chunks, tmp_path):
     table = pd.read_csv(tmp_path / "r" / "table.csv", index_col=[0, 1])
     assert table.loc[("fr", "en"), "relative"] == pytest.approx(result.relative.loc["fr", "en"])
     fig = result.figure()
-    assert np.allclose(fig.data[0].z, result.relative.drop(index=NONE).to_numpy() * 100)
+    change = result.relative.drop(index=NONE).to_numpy() * 100  # coloured by its signed log, printed as it is
+    assert np.allclose(fig.data[0].z, np.sign(change) * np.log10(1 + np.abs(change)))
+    assert fig.data[0].text[1][2] == f"{change[1, 2]:.1f}%".replace("-0.0%", "0.0%")
     with pytest.raises(LapelensError, match="not a perturbation result"):
         PerturbationResult.load(tmp_path)
 
@@ -330,7 +332,10 @@ def test_prompted_steering_and_deactivated_generation(models, fake_detector, tmp
     back = gen.GenerationResult.load(tmp_path / "g")
     assert np.allclose(back.summary.to_numpy(dtype=float), out.summary.to_numpy(dtype=float))
     assert list(back.samples["text"]) == list(out.samples["text"])
-    assert len(out.figure().data) == 3
+    bars = [(t.yaxis, t.name) for t in out.figure().data if t.type == "bar"]  # share and PPL panels, 3 conditions each
+    assert [b for b in bars if b[0] == "y"] == [("y", "normal"), ("y", "its test neurons deactivated"),
+                                                ("y", "random neurons (same sizes) deactivated")]
+    assert [b[1] for b in bars if b[0] == "y2"] == [b[1] for b in bars if b[0] == "y"]
 
 
 # ---- CLI --------------------------------------------------------------------------------------

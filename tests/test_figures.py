@@ -18,9 +18,10 @@ import pytest
 from lapelens.cli import main
 from lapelens.errors import LapelensError
 from lapelens.evaluate import figures_of
-from lapelens.evaluate.perplexity import NONE, cell_text, compare_figure
+from lapelens.evaluate.perplexity import NONE
 from lapelens.figures import export, find_browser, write_figure, write_figures
-from lapelens.figures.style import model_label
+from lapelens.figures.perturbation import cell_text, colour_range, compare_figure
+from lapelens.figures.style import model_label, signed_log
 from lapelens.run import Run
 from tiny import RUN_LANGS as LANGS
 from tiny import fake_perturbation, fake_run, save_run
@@ -236,7 +237,8 @@ def test_heatmap_cells_carry_the_matrix_values():
     trace = fig.data[0]
     matrix = result.value("relative").drop(index=NONE) * 100
     assert list(trace.y) == list(matrix.index) == list(LANGS) and list(trace.x) == list(LANGS)
-    np.testing.assert_array_equal(np.asarray(trace.z), matrix.to_numpy())
+    # the colour is the signed log of the change in %; the number in the cell is the change itself
+    np.testing.assert_allclose(np.asarray(trace.z), np.sign(matrix.to_numpy()) * np.log10(1 + np.abs(matrix.to_numpy())))
     assert trace.texttemplate == "%{text}"
     assert [list(r) for r in trace.text] == [[cell_text(v) for v in row] for row in matrix.to_numpy()]
     assert (cell_text(12.345), cell_text(-0.04), cell_text(-0.004, "change"), cell_text(1234.5, "ppl")) == (
@@ -247,27 +249,46 @@ def test_heatmap_cells_carry_the_matrix_values():
     shown = np.array([[float(t.rstrip("%")) for t in row] for row in trace.text])
     np.testing.assert_allclose(shown, matrix.to_numpy(), atol=0.05 + 1e-9)
     assert shown.diagonal().min() > np.where(np.eye(3, dtype=bool), -np.inf, shown).max()  # the diagonal built in
+    # its own colour range: the largest |change| (the diagonal's ~49%), symmetric
+    top = np.abs(matrix.to_numpy()).max()
+    assert (trace.zmin, trace.zmax) == pytest.approx((-np.log10(1 + top), np.log10(1 + top)))
     change = result.figure("change").data[0]
     assert [list(r) for r in change.text] == [[cell_text(v, "change") for v in row]
                                               for row in result.change.drop(index=NONE).to_numpy()]
-    # The comparison figure carries the same numbers, on one colour scale.
-    both = compare_figure({"lape": result, "random": fake_perturbation("random", 1)})
+    # The comparison figure carries the same numbers, on one colour axis.
+    random = fake_perturbation("random", 1)
+    both = compare_figure({"lape": result, "random": random})
     assert [list(r) for r in both.data[0].text] == [list(r) for r in trace.text]
     assert both.data[0].coloraxis == both.data[1].coloraxis == "coloraxis"
-    # ... a signed log of the values (LAP's 10^5 % beside LAPE's 10 %), the colour bar labelled in values
-    values = [np.asarray(m.value("relative").drop(index=NONE)) * 100 for m in (result, fake_perturbation("random", 1))]
+    values = [np.asarray(m.value("relative").drop(index=NONE)) * 100 for m in (result, random)]
     for t, v in zip(both.data, values):
         np.testing.assert_allclose(np.asarray(t.z), np.sign(v) * np.log10(1 + np.abs(v)))
     assert both.layout.coloraxis.cmax == pytest.approx(np.log10(1 + max(np.abs(v).max() for v in values)))
     bar = both.layout.coloraxis.colorbar
-    assert bar.ticktext[list(bar.tickvals).index(pytest.approx(np.log10(11)))] == "10%"
+    assert bar.ticktext[list(bar.tickvals).index(pytest.approx(np.log10(11)))] == "+10%"
     assert bar.ticktext[list(bar.tickvals).index(0)] == "0%"
+
+
+def test_a_run_s_perturbation_heatmaps_share_one_colour_range():
+    run = fake_run()
+    run["perturb"]["random"] = fake_perturbation("random", 1, hurt=(0.05, 0.05))  # no diagonal: ~5% everywhere
+    figs = figures_of(run)
+    low, high = colour_range(list(run["perturb"].values()))
+    expected = pytest.approx((float(signed_log(low)), float(signed_log(high))))
+    for m in run["perturb"]:
+        assert (figs[f"fig2_perturb_{m}"].data[0].zmin, figs[f"fig2_perturb_{m}"].data[0].zmax) == expected, m
+    axis = figs["fig3_perturb_methods"].layout.coloraxis
+    assert (axis.cmin, axis.cmax) == expected
+    # random's own matrix (changes of ~5%) would span its own, narrower range on its own
+    alone = run["perturb"]["random"].figure().data[0]
+    assert alone.zmax < figs["fig2_perturb_random"].data[0].zmax
 
 
 def test_titles_name_the_model_briefly():
     assert model_label("/home/u/site-packages/lapelens/data/model") == "embedded"
-    assert model_label("/root/.cache/lapelens/smollm2-135m") == "smollm2-135m"
+    assert model_label("/root/.cache/lapelens/models/smollm2-135m") == "smollm2-135m (Q4_1)"
+    assert model_label("/root/.cache/lapelens/models/gemma-3-270m") == "gemma-3-270m (Q4_K_M)"
     assert model_label("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"
-    run = fake_run()
-    assert "— embedded (6 texts;" in run["ses"].figure().layout.title.text
-    assert "/" not in run["layers"].figure().layout.title.text
+    for name, fig in figures_of(fake_run()).items():
+        title = fig.layout.title.text
+        assert title.endswith(" — embedded") and title.count(" — ") == 2 and "/" not in title, (name, title)

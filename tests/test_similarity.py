@@ -231,17 +231,22 @@ def test_figures_draw_the_tables():
     assert list(band.y) == pytest.approx(ses.ses["gap_high"].tolist() + ses.ses["gap_low"].tolist()[::-1])
     pairs = [t for t in fig.data if t.legendgroup == "pairs"]
     assert len(pairs) == 3 and list(pairs[0].y) == pytest.approx(ses.pairs.xs(("en", "zh"), level=(1, 2))["gap"].tolist())
-    # Each panel its own legend: gap (legend), retrieval (legend2), neurons (legend3).
-    assert {t.legend for t in fig.data} == {"legend", "legend2", "legend3"}
-    assert [t.name for t in fig.data if t.type == "bar"] == ["a", "b"] and fig.layout.legend3.x == fig.layout.xaxis3.domain[0]
-    assert len(SimilarityResult(ses.ses, ses.meta).figure().layout.annotations) == 2  # no neuron panel
+    # Each panel its own legend: gap (legend), retrieval (legend2), the cosines themselves (legend3), neurons (legend4).
+    assert {t.legend for t in fig.data} == {"legend", "legend2", "legend3", "legend4"}
+    assert [t.name for t in fig.data if t.type == "bar"] == ["a", "b"] and fig.layout.legend4.x == fig.layout.xaxis4.domain[0]
+    cosines = {t.name: t for t in fig.data if t.legend == "legend3" and t.showlegend is not False}
+    assert list(cosines["aligned (translation)"].y) == pytest.approx(ses.ses["mean"].tolist())
+    assert list(cosines["mismatched (t ≠ u)"].y) == pytest.approx(ses.ses["mismatched"].tolist())
+    assert all(t.visible is None for t in fig.data)  # every trace drawn, none only in the legend
+    # three panel titles and the caption, without the neuron panel
+    assert len(SimilarityResult(ses.ses, ses.meta).figure().layout.annotations) == 3 + 1
     dom = emb.dominance(n_boot=30)
     dfig = dom.figure()
     zh = [t for t in dfig.data if t.legendgroup == "zh"]
     assert list(zh[0].y) == pytest.approx(dom.retrieval["zh"].tolist())
     assert list(zh[1].y) == pytest.approx(dom.aligned["zh"].tolist()) and zh[2].line.dash == "dash"
     assert list(zh[2].y) == pytest.approx(dom.mismatched["zh"].tolist())
-    assert "retrieval into en minus the best other target" in dfig.layout.title.text
+    assert any("Retrieval into en minus the best other target" in a.text for a in dfig.layout.annotations)
     raw = emb.dominance(measure="raw", n_boot=10).figure()
     en = [t for t in raw.data if t.legendgroup == "en"]
     assert [t.line.dash for t in en] == [None, "solid", "dash", "dot"]

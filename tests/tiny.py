@@ -185,10 +185,13 @@ def chromium(playwright):
 #: The languages and methods of :func:`fake_run`.
 RUN_LANGS = ("en", "zh", "fr")
 RUN_METHODS = ("lape", "random")
+#: The model :func:`fake_run`'s results record: the embedded model's folder on some machine.
+FAKE_MODEL = "/somewhere/lapelens/data/model"
 
 
-def fake_perturbation(method: str, seed: int, rows=None):
-    """Per-chunk NLLs where deactivating a language hurts that language most (a Fig. 2 diagonal)."""
+def fake_perturbation(method: str, seed: int, rows=None, hurt=(0.4, 0.05)):
+    """Per-chunk NLLs where deactivating a language hurts that language most (a Fig. 2 diagonal):
+    by ``hurt[0]`` nats per token on its own text, ``hurt[1]`` on the others'."""
     import numpy as np
     import pandas as pd
 
@@ -200,10 +203,11 @@ def fake_perturbation(method: str, seed: int, rows=None):
         for lang in RUN_LANGS:
             for chunk in range(3):
                 tokens = 40 + 5 * chunk
-                hurt = 0.0 if row == NONE else (0.4 if row == lang else 0.05)
-                records.append((row, lang, chunk, tokens * (2.0 + hurt + rng.normal(0, 0.03)), tokens))
+                extra = 0.0 if row == NONE else (hurt[0] if row == lang else hurt[1])
+                records.append((row, lang, chunk, tokens * (2.0 + extra + rng.normal(0, 0.03)), tokens))
     chunks = pd.DataFrame(records, columns=["perturbed", "evaluated", "chunk", "nll", "tokens"])
-    return PerturbationResult(chunks, {"method": method, "unit": "neurons"}, n_boot=50, seed=0)
+    return PerturbationResult(chunks, {"method": method, "unit": "neurons", "model": FAKE_MODEL, "seq_len": [46],
+                                       "sizes": {lang: 10 + k for k, lang in enumerate(RUN_LANGS)}}, n_boot=50, seed=0)
 
 
 def fake_run(layers: int = 4) -> dict:
@@ -220,28 +224,37 @@ def fake_run(layers: int = 4) -> dict:
     langs = RUN_LANGS
     gen = torch.Generator().manual_seed(0)
     lape = LanguageNeurons(langs, torch.rand(len(langs), layers, 16, generator=gen) < 0.2, "lape",
-                           {"model": "/somewhere/lapelens/data/model"})
+                           {"model": FAKE_MODEL, "settings": {"top_rate": 0.2}})
     ratios = (0.0, 0.01, 0.02)
     sweep = SweepResult("fr", ratios, (0, 5, 10), (False, False, True),
-                        fake_perturbation("lape", 9, rows=tuple(_label(r) for r in ratios)), {"method": "lape"})
+                        fake_perturbation("lape", 9, rows=tuple(_label(r) for r in ratios)),
+                        {"method": "lape", "model": FAKE_MODEL, "selected_rate": 0.01})
     emb = SentenceEmbeddings(langs, 3 + torch.randn(len(langs), 6, layers, 5, generator=gen),
                              {"model": "/x/lapelens/data/model"})
     target = pd.Index(langs, name="target")
     thirds = [1 / 3, 2 / 3, 1.0]
     samples = pd.DataFrame({"target": list(langs), "text": ["a", "b", "c"]})
-    uncond = lambda name: GenerationResult(  # noqa: E731
+    sampling = {"max_new_tokens": 16, "do_sample": True, "temperature": 1.0}
+    neurons = {lang: 10 + k for k, lang in enumerate(langs)}
+    uncond = lambda name, method, **kw: GenerationResult(  # noqa: E731
         pd.DataFrame({"before": [0.0, 1 / 12, 0.25], "after": thirds, "n_samples": [12, 12, 12]}, index=target),
-        samples, {"experiment": name}, ["before", "after"])
+        samples, {"experiment": name, "model": FAKE_MODEL, "method": method, "sampling": sampling, "neurons": neurons,
+                  "n_samples": 12, **kw}, ["before", "after"])
     pairs_index = pd.MultiIndex.from_tuples([(a, b) for a in langs for b in langs if a != b], names=["source", "target"])
     prompted = GenerationResult(
         pd.DataFrame({"before": 0.0, "steered": np.linspace(0, 1, 6), "deactivated_and_steered": 1 / 7,
                       "n_prompts": 4}, index=pairs_index),
-        samples, {"experiment": "prompted steering"}, ["before", "steered", "deactivated_and_steered"])
+        samples, {"experiment": "prompted steering", "model": FAKE_MODEL, "method": "lape", "scale": 8.0,
+                  "prompt_tokens": 32, "n_prompts": 4, "neurons": neurons,
+                  "sampling": {"max_new_tokens": 24, "do_sample": False, "repetition_penalty": 1.1}},
+        ["before", "steered", "deactivated_and_steered"])
     columns = pd.MultiIndex.from_product([["normal", "deactivated"], ["share_in_language", "ppl"]],
                                          names=["condition", "metric"])
     deact = GenerationResult(
         pd.DataFrame([[1.0, 12.5, 2 / 3, 30.25]] * 3, index=pd.Index(langs, name="language"), columns=columns),
-        samples, {"experiment": "generation under deactivation"},
+        samples, {"experiment": "generation under deactivation", "model": FAKE_MODEL, "method": "lape", "prompt_tokens": 32,
+                  "n_prompts": {lang: 4 for lang in langs}, "neurons": neurons,
+                  "sampling": {"max_new_tokens": 24, "do_sample": False, "repetition_penalty": 1.1}},
         [["normal", "share_in_language"], ["deactivated", "share_in_language"]])  # lists, as JSON gives them back
     return {
         "layers": NeuronLayout("lape", lape),
@@ -249,8 +262,8 @@ def fake_run(layers: int = 4) -> dict:
         "sweep": sweep,
         "ses": emb.similarity(lape, n_boot=20),
         "dominance": emb.dominance(n_boot=20),
-        "steer_unconditional": uncond("unconditional steering"), "steer_prompted": prompted,
-        "deactivated_generation": deact, "kojima": uncond("Kojima median pinning"),
+        "steer_unconditional": uncond("unconditional steering", "lape", scale=8.0, deactivate_others=True),
+        "steer_prompted": prompted, "deactivated_generation": deact, "kojima": uncond("Kojima median pinning", "ap"),
     }
 
 

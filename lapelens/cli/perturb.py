@@ -11,7 +11,8 @@ from lapelens.cli._evaluation import load_model_quietly, load_perturbation, prin
 from lapelens.cli._options import DtypeOptions, EvalTextOptions, ModelOptions
 from lapelens.constants import COMPARE_TABLE
 from lapelens.errors import LapelensError
-from lapelens.evaluate.perplexity import PerturbationResult, compare, compare_figure, perturbation_matrix
+from lapelens.evaluate.perplexity import PerturbationResult, compare, perturbation_matrix
+from lapelens.figures.perturbation import compare_figure
 from lapelens.lock import OUTPUT
 from lapelens.methods import METHODS
 

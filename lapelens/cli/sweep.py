@@ -10,6 +10,7 @@ from lapelens.cli._config import add_command
 from lapelens.cli._evaluation import load_model_quietly, print_frame, quiet_transformers
 from lapelens.cli._options import DtypeOptions, EvalTextOptions, ModelOptions
 from lapelens.cli.identify import load_stats
+from lapelens.defaults import defaults_for
 from lapelens.errors import LapelensError
 from lapelens.evaluate.sweep import DEFAULT_RATIOS, selection_ratio_sweep
 from lapelens.lock import OUTPUT
@@ -58,7 +59,8 @@ def run(cfg: SweepConfig) -> None:
         model = load_model_quietly(cfg)
     chunks = cfg.chunks(model, languages)
     result = selection_ratio_sweep(model, stats, cfg.target, chunks, ratios=list(cfg.ratios), method=cfg.method,
-                                   n_boot=cfg.n_boot, seed=cfg.seed, progress=not cfg.quiet, **cfg.batch)
+                                   n_boot=cfg.n_boot, seed=cfg.seed, progress=not cfg.quiet,
+                                   selected_rate=defaults_for(cfg.model).top_rate, **cfg.batch)
     result.save(cfg.out)
     print_frame(f"Relative PPL change (%) with the top {cfg.target} neurons deactivated (rows: ratio)",
                 result.value("relative"), percent=True)

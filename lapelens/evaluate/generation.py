@@ -38,6 +38,7 @@ from lapelens.constants import GENERATION_META, GENERATION_SAMPLES, GENERATION_S
 from lapelens.defaults import defaults_for
 from lapelens.errors import LapelensError
 from lapelens.evaluate._registry import Context, Setting, experiment, finite, positive
+from lapelens.figures.generation import deactivation_figure, generation_figure, share_bars, steering_heatmaps
 from lapelens.neurons import LanguageNeurons
 from lapelens.results import Result
 from lapelens.stats import ActivationStats
@@ -216,34 +217,11 @@ class GenerationResult(Result):
         # JSON has no tuples: a MultiIndex column such as ("normal", "share_in_language") comes back a list.
         self.share_columns = [tuple(c) if isinstance(c, list) else c for c in self.share_columns]
 
-    def figure(self, columns: Sequence[Any] | None = None) -> Any:
-        """Grouped bars of the share columns (``share_columns``, or ``columns``), one group per row."""
-        import plotly.graph_objects as go
-
-        cols = list(columns) if columns is not None else self.share_columns
-        index = [" → ".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in self.summary.index]
-        # Few bars carry their value (as the paper's tables do); many (42 pairs x 3) would only overlap.
-        labelled = len(index) * len(cols) <= 40
-        # ("normal", "share_in_language"), ("deactivated", "share_in_language") are named by what differs.
-        tails = {c[1:] for c in cols if isinstance(c, tuple)}
-        name = lambda c: (" / ".join(map(str, c[:1] if len(tails) == 1 else c)) if isinstance(c, tuple)  # noqa: E731
-                          else str(c)).replace("_", " ")
-        # Rounded: a saved summary keeps 10 digits, and the figure redrawn from it must be the same figure.
-        bars = [go.Bar(name=name(c), x=index,
-                       y=np.round(self.summary[c].to_numpy(dtype=np.float64), 6),
-                       texttemplate="%{y:.2f}" if labelled else None, textposition="outside", textfont={"size": 10})
-                for c in cols]
-        fig = go.Figure(bars)
-        names = [n for n in self.summary.index.names if n]
-        fig.update_layout(
-            barmode="group", title=self.meta.get("experiment", "generation"),
-            xaxis={"title": " → ".join(names), "tickmode": "array", "tickvals": index,
-                   "tickangle": -60 if len(index) > 12 else 0},
-            yaxis={"title": "share of outputs in the target language", "range": [0, 1.08 if labelled else 1]},
-            legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "left", "x": 0},
-            width=max(700, 140 + len(index) * (9 * len(cols) + 12)), height=520, margin={"t": 110},
-        )
-        return fig
+    def figure(self) -> Any:
+        """The figure that fits the summary (``lapelens.figures.generation``): Table 5's heatmaps
+        for (source, target) rows, share and perplexity panels for generation under deactivation,
+        else bars of the share columns; shares with Wilson 95% intervals."""
+        return generation_figure(self)
 
     # ---- persistence: ``summary.csv``, ``samples.jsonl`` (one generated text per line) and
     # ``generation.json`` -------------------------------------------------------------------------
@@ -421,7 +399,9 @@ def prompted_steering(
     summary.columns.name = "share"
     return GenerationResult(summary, pd.DataFrame(samples), _sampling_meta(
         model, sampling, experiment="prompted steering", method=neurons.method, scale=scale,
-        n_prompts=n_prompts, prompt_tokens=prompt_tokens), [BEFORE, "steered", "deactivated_and_steered"])
+        n_prompts=n_prompts, prompt_tokens=prompt_tokens,
+        neurons={l: neurons.count(l) for l in dict.fromkeys([*sources, *targets])}),
+        [BEFORE, "steered", "deactivated_and_steered"])
 
 
 @contextmanager
@@ -473,7 +453,9 @@ def generation_under_deactivation(
     summary.columns = pd.MultiIndex.from_tuples(summary.columns, names=["condition", "metric"])
     return GenerationResult(summary, pd.DataFrame(samples), _sampling_meta(
         model, sampling, experiment="generation under deactivation", method=neurons.method,
-        random=random_neurons is not None, prompt_tokens=prompt_tokens), [(name, "share_in_language") for name in conditions])
+        random=random_neurons is not None, prompt_tokens=prompt_tokens,
+        n_prompts={lang: len(texts) for lang, texts in prompts.items()},
+        neurons={lang: neurons.count(lang) for lang in prompts}), [(name, "share_in_language") for name in conditions])
 
 
 # ---- the experiments (Tables 1, 2, 4, 5 and Kojima's) ----------------------------------------------
@@ -515,9 +497,9 @@ def _pair_keyed(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _outputs(name: str) -> dict[str, Any]:
-    """A generation experiment's table (its summary, ``tables/NAME.csv``) and ``summary.json`` entry."""
-    return {"tables": lambda r: {f"{name}.csv": r.summary},
+def _outputs(name: str, figure: Callable[[GenerationResult], Any]) -> dict[str, Any]:
+    """A generation experiment's figure, table (its summary, ``tables/NAME.csv``) and ``summary.json`` entry."""
+    return {"figures": lambda r: {name: figure(r)}, "tables": lambda r: {f"{name}.csv": r.summary},
             "summary": lambda r: {name: json.loads(_pair_keyed(r.summary).to_json(orient="index"))}}
 
 
@@ -526,7 +508,9 @@ def _outputs(name: str) -> dict[str, Any]:
             record=lambda cfg: dict(n_samples=cfg.n_samples, scale=cfg.steer_scale, sampling=dataclasses.asdict(_sampling(cfg)),
                                     deactivate_others=cfg.steer_deactivate_others),
             exports={"Sampling": Sampling, "unconditional_steering": unconditional_steering},
-            paper="Tables 4, 5 (from BOS, Kojima's setting)", order=60, **_outputs("steer_unconditional"))
+            paper="Tables 4, 5 (from BOS, Kojima's setting)", order=60, **_outputs("steer_unconditional", lambda r: share_bars(
+                r, "Table 4 from BOS: share of generations in the target language, its neurons steered",
+                names={"after": "steered"})))
 def steer_unconditional_stage(ctx: Context) -> GenerationResult:
     cfg = ctx.cfg
     return unconditional_steering(ctx.model, ctx.selection("primary"), ctx.stats, ctx.languages, cfg.n_samples,
@@ -537,7 +521,7 @@ def steer_unconditional_stage(ctx: Context) -> GenerationResult:
             settings=(N_PROMPTS, MAX_NEW_TOKENS, STEER_SCALE),
             record=lambda cfg: dict(n_prompts=cfg.n_prompts, scale=cfg.steer_scale, sampling=dataclasses.asdict(_greedy(cfg))),
             exports={"prompted_steering": prompted_steering}, paper="Tables 4, 5", order=70,
-            **_outputs("steer_prompted"))
+            **_outputs("steer_prompted", steering_heatmaps))
 def steer_prompted_stage(ctx: Context) -> GenerationResult:
     cfg = ctx.cfg
     return prompted_steering(ctx.model, ctx.selection("primary"), ctx.stats, ctx.parallel, n_prompts=cfg.n_prompts,
@@ -548,7 +532,7 @@ def steer_prompted_stage(ctx: Context) -> GenerationResult:
             settings=(N_PROMPTS, MAX_NEW_TOKENS),
             record=lambda cfg: dict(n_prompts=cfg.n_prompts, sampling=dataclasses.asdict(_greedy(cfg))),
             exports={"generation_under_deactivation": generation_under_deactivation}, paper="Tables 1, 2", order=80,
-            **_outputs("deactivated_generation"))
+            **_outputs("deactivated_generation", deactivation_figure))
 def deactivated_generation_stage(ctx: Context) -> GenerationResult:
     prompts = {l: ctx.parallel[l].head(ctx.cfg.n_prompts).tolist() for l in ctx.languages}
     return generation_under_deactivation(ctx.model, ctx.selection("primary"), prompts, ctx.selection("baseline"),
@@ -557,6 +541,8 @@ def deactivated_generation_stage(ctx: Context) -> GenerationResult:
 
 @experiment("kojima", result=GenerationResult, reads=("pinned",), settings=(N_SAMPLES, UNCONDITIONAL_TOKENS),
             record=lambda cfg: dict(n_samples=cfg.n_samples, sampling=dataclasses.asdict(_sampling(cfg))),
-            exports={"kojima_pinning": kojima_pinning}, paper="Kojima et al.", order=90, **_outputs("kojima"))
+            exports={"kojima_pinning": kojima_pinning}, paper="Kojima et al.", order=90, **_outputs("kojima", lambda r: share_bars(
+                r, "Kojima et al.: share of generations in the target language, AP neurons pinned to medians",
+                names={"after": "pinned"})))
 def kojima_stage(ctx: Context) -> GenerationResult:
     return kojima_pinning(ctx.model, ctx.selection("pinned"), ctx.languages, ctx.cfg.n_samples, _sampling(ctx.cfg))

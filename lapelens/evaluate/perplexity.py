@@ -17,7 +17,6 @@ those numbers, which are what a result saves.
 from __future__ import annotations
 
 import json
-import math
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -34,12 +33,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lapelens._version import __version__
-from lapelens.constants import EMBEDDED, PERTURBATION_CHUNKS, PERTURBATION_META, PERTURBATION_TABLE, RUN_TABLES
+from lapelens.constants import EMBEDDED, PERTURBATION_CHUNKS, PERTURBATION_META, PERTURBATION_TABLE, RUN_TABLES, UNPERTURBED
 from lapelens.corpus import load_corpus
 from lapelens.defaults import SEQ_LEN
 from lapelens.errors import LapelensError
 from lapelens.evaluate._registry import Context, experiment
-from lapelens.figures.style import CELL_HEIGHT, CELL_WIDTH
+from lapelens.figures.perturbation import colour_range, compare_figure, heatmap
 from lapelens.methods._registry import METHODS, with_role
 from lapelens.results import Result
 from lapelens.resume import capture, starting_at
@@ -47,7 +46,7 @@ from lapelens.tokens import pack_chunks
 from lapelens.types import HookedModel, Selection
 
 #: Row label of the unperturbed model.
-NONE = "none"
+NONE = UNPERTURBED
 #: Default evaluation size per language: 32 chunks of 256. A full 7 x (7 + 1) matrix is then
 #: 458,752 token forward passes, about 3 minutes for the embedded model on 2 CPU cores. Changes
 #: are paired (same chunks in every row), so their intervals are much tighter than the PPLs'.
@@ -426,9 +425,10 @@ class PerturbationResult(Result):
         }, name=self.meta.get("method", "?"))
 
     # ---- figures -------------------------------------------------------------------------------
-    def figure(self, value: Value = "relative") -> Any:
-        """Heatmap of the perturbed rows (relative change in %, absolute change, or PPL)."""
-        return heatmap(self, value)
+    def figure(self, value: Value = "relative", scale: tuple[float, float] | None = None) -> Any:
+        """Fig. 2: heatmap of the perturbed rows (relative change in %, absolute change, or PPL);
+        ``scale``: a colour range shared with other results (``lapelens.figures.perturbation``)."""
+        return heatmap(self, value, scale)
 
     # ---- persistence: ``chunks.csv`` (the raw numbers), ``table.csv`` (all derived values) and
     # ``perturbation.json`` (settings and provenance) --------------------------------------------
@@ -457,56 +457,6 @@ class PerturbationResult(Result):
         return cls(chunks, meta, n_boot=meta.pop("n_boot", DEFAULT_N_BOOT), seed=meta.pop("seed", 0))
 
 
-#: From this magnitude on a cell prints two significant digits and a power of ten ("4.3e6%"):
-#: LAP's changes on a real model reach 10^9 %, which no longer fit a cell in full.
-COMPACT_FROM = 1e4
-
-
-def cell_text(value: float, kind: Value = "relative") -> str:
-    """How a heatmap cell prints its number (``value`` already in % for "relative"), as in Fig. 2;
-    the hover text keeps every digit."""
-    unit = "%" if kind == "relative" else ""
-    if math.isfinite(value) and abs(value) >= COMPACT_FROM:
-        mantissa, exponent = f"{value:.1e}".split("e")
-        return f"{mantissa}e{int(exponent)}{unit}"
-    if kind == "relative":
-        return f"{0.0 if abs(value) < 0.05 else value:.1f}%"  # no "-0.0%"
-    if abs(value) >= 100:
-        return f"{value:.0f}"
-    return f"{0.0 if abs(value) < 0.005 else value:.2f}"
-
-
-def heatmap(result: PerturbationResult, value: Value = "relative", title: str | None = None) -> Any:
-    """Fig. 2: rows = deactivated language, columns = evaluated language, the number in every cell."""
-    import plotly.graph_objects as go
-
-    frame = result.value(value).drop(index=NONE)
-    lo, hi = result.interval(value)
-    scale = 100.0 if value == "relative" else 1.0
-    unit = "%" if value == "relative" else ""
-    z = frame.to_numpy() * scale
-    text = [[cell_text(v, value) for v in row] for row in z]
-    hover = [[f"deactivated {r}, evaluated {c}: {z[i, j]:.3g}{unit} [{lo.loc[r, c] * scale:.3g}, {hi.loc[r, c] * scale:.3g}]"
-              for j, c in enumerate(frame.columns)] for i, r in enumerate(frame.index)]
-    fig = go.Figure(go.Heatmap(
-        z=z, x=list(frame.columns), y=list(frame.index), text=text, texttemplate="%{text}", textfont={"size": 12},
-        hovertext=hover, hoverinfo="text", colorscale="RdBu_r", zmid=0 if value != "ppl" else None,
-        colorbar={"title": {"text": {"relative": "PPL change (%)", "change": "PPL change", "ppl": "PPL"}[value],
-                            "side": "right"}},
-    ))
-    method, unit_name = result.meta.get("method", "?"), result.unit
-    fig.update_layout(
-        title={"text": title or f"{method}: PPL change when a language's {unit_name} are deactivated",
-               "font": {"size": 16}},
-        xaxis={"title": "evaluated language", "side": "bottom", "tickmode": "array", "tickvals": list(frame.columns)},
-        yaxis={"title": "deactivated language", "autorange": "reversed", "tickmode": "array",
-               "tickvals": list(frame.index)},
-        width=max(560, 240 + CELL_WIDTH * len(frame.columns)), height=190 + CELL_HEIGHT * len(frame.index),
-        margin={"t": 70},
-    )
-    return fig
-
-
 def compare(results: Mapping[str, PerturbationResult], reference: str | None = "random") -> pd.DataFrame:
     """The summaries of several methods side by side (one row per method).
 
@@ -520,70 +470,22 @@ def compare(results: Mapping[str, PerturbationResult], reference: str | None = "
     return table
 
 
-def signed_log(z: np.ndarray, unit: float = 1.0) -> np.ndarray:
-    """``sign(z) * log10(1 + |z| / unit)``: the colour of a cell in :func:`compare_figure`."""
-    return np.asarray(np.sign(z) * np.log10(1.0 + np.abs(z) / unit))
-
-
-def compare_figure(results: Mapping[str, PerturbationResult], value: Value = "relative", columns: int = 3) -> Any:
-    """One heatmap per method on a grid (``columns`` per row), numbers in the cells, all on one colour scale.
-
-    The methods' changes span orders of magnitude (LAP's reach 10^5 % where LAPE's are 1-100 %),
-    so for ``relative`` and ``change`` the colour is :func:`signed_log` of the value (unit 1 % or
-    1 PPL), with the colour bar labelled in the values themselves: one scale on which every
-    method's diagonal still shows. ``ppl`` is coloured linearly.
-    """
-    from plotly.subplots import make_subplots
-
-    names = list(results)
-    cols = max(1, min(columns, len(names)))
-    rows = math.ceil(len(names) / cols)
-    figs = [heatmap(results[n], value) for n in names]
-    log = value != "ppl"
-    zmax = max(float(np.nanmax(np.abs(f.data[0].z))) for f in figs) or 1.0
-    n_x, n_y = len(figs[0].data[0].x), len(figs[0].data[0].y)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=names, horizontal_spacing=0.05,
-                        vertical_spacing=0.3 / rows)
-    for k, f in enumerate(figs):
-        row, col = k // cols + 1, k % cols + 1
-        trace = f.data[0]
-        trace.update(coloraxis="coloraxis", textfont={"size": 10})
-        if log:
-            trace.update(z=signed_log(np.asarray(trace.z, dtype=float)))
-        fig.add_trace(trace, row=row, col=col)
-        fig.update_xaxes(tickmode="array", tickvals=list(trace.x), row=row, col=col)
-        fig.update_yaxes(autorange="reversed", tickmode="array", tickvals=list(trace.y), showticklabels=col == 1,
-                         row=row, col=col)
-    colorbar: dict[str, Any] = {"title": figs[0].data[0].colorbar.title.to_plotly_json()}
-    cmax = zmax
-    if log:
-        cmax = math.log10(1.0 + zmax)
-        unit = "%" if value == "relative" else ""
-        top = int(math.floor(math.log10(zmax))) if zmax >= 1 else -1
-        powers = [10.0 ** e for e in range(0 if top <= 3 else 1, top + 1)]  # +-1 would crowd 0 on a long bar
-        ticks = [-t for t in reversed(powers)] + [0.0] + powers
-        colorbar.update(tickmode="array", tickvals=[math.copysign(math.log10(1.0 + abs(t)), t) for t in ticks],
-                        ticktext=[f"{t:,.0f}{unit}" for t in ticks])
-        colorbar["title"]["text"] = f"{colorbar['title'].get('text', '')} (log scale)"
-    fig.update_layout(
-        coloraxis={"colorscale": "RdBu_r", "cmin": -cmax if value != "ppl" else None, "cmax": cmax,
-                   "colorbar": colorbar},
-        title={"text": f"PPL change when a language is deactivated, per method ({value})", "font": {"size": 16}},
-        width=max(700, 160 + cols * (CELL_WIDTH * 0.8 * n_x + 30)), height=140 + rows * (CELL_HEIGHT * 0.8 * n_y + 60),
-    )
-    return fig
-
-
 # ---- the experiment: one matrix per method, and their comparison ------------------------------------
 def _comparison(results: Mapping[str, PerturbationResult]) -> pd.DataFrame:
     """``compare`` against the run's baseline method (random neurons), if it ran."""
     return compare(results, reference=with_role("baseline", [m for m in results if m in METHODS]))
 
 
+def _figures(results: Mapping[str, PerturbationResult]) -> dict[str, Any]:
+    """Fig. 2 per method and Fig. 3, all on one colour range: the run's methods side by side."""
+    scale = colour_range(list(results.values()))
+    return {**{f"fig2_perturb_{m}": r.figure(scale=scale) for m, r in results.items()},
+            "fig3_perturb_methods": compare_figure(results, scale=scale)}
+
+
 @experiment(
     "perturb", result=PerturbationResult, reads=("chunks",), per_method=True, record=lambda cfg: {"seed": cfg.seed},
-    figures=lambda results: {**{f"fig2_perturb_{m}": r.figure() for m, r in results.items()},
-                             "fig3_perturb_methods": compare_figure(results)},
+    figures=_figures,
     tables=lambda results: {RUN_TABLES["perturbation_summary"]: _comparison(results)},
     summary=lambda results: {"perturbation": json.loads(_comparison(results).to_json(orient="index"))},
     exports={"evaluation_chunks": evaluation_chunks, "perturbation_matrix": perturbation_matrix,

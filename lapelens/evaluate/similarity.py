@@ -38,7 +38,7 @@ from lapelens.evaluate.measures import (
     DEFAULT_N_BOOT, SCORES, Measure, Vectors, bootstrap_means, check_measure, dominance_matrix, energy_shares,
     interval, mean_over_sources, off_diagonal, text_scores, top_dimensions, transform,
 )
-from lapelens.evaluate.similarity_figures import dominance_figure, ses_figure
+from lapelens.figures.similarity import dominance_figure, ses_figure
 from lapelens.results import Result
 
 if TYPE_CHECKING:  # embeddings.py builds on this module (its methods call these functions)

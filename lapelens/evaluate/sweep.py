@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Int
@@ -27,6 +26,7 @@ from torch import Tensor
 from lapelens.constants import SWEEP_META, SWEEP_TABLE
 from lapelens.errors import LapelensError
 from lapelens.evaluate._registry import Context, Setting, experiment
+from lapelens.figures.sweep import sweep_figure
 from lapelens.evaluate.perplexity import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_N_BOOT,
@@ -109,30 +109,14 @@ class SweepResult(Result):
         out.insert(0, "n_neurons", list(self.n_neurons))
         return out
 
-    def figure(self, value: Value = "relative") -> Any:
-        import plotly.graph_objects as go
+    def interval(self, value: Value = "relative") -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(low, high) of the 95% paired-bootstrap interval, ratio x evaluated language."""
+        low, high = self.matrix.interval(value)
+        return self._by_ratio(low), self._by_ratio(high)
 
-        frame = self.value(value)
-        lo, hi = (self._by_ratio(f) for f in self.matrix.interval(value))
-        scale = 100.0 if value == "relative" else 1.0
-        fig = go.Figure()
-        x = [r * 100 for r in self.ratios]
-        for lang in frame.columns:
-            own = lang == self.target
-            fig.add_trace(go.Scatter(
-                x=x, y=frame[lang] * scale, name=lang, mode="lines+markers",
-                line={"width": 4 if own else 1.5},
-                error_y={"type": "data", "symmetric": False, "array": (hi[lang] - frame[lang]) * scale,
-                         "arrayminus": (frame[lang] - lo[lang]) * scale, "thickness": 1},
-                customdata=np.array(self.n_neurons), hovertemplate="%{x}%: %{y:.3g} (%{customdata} neurons)",
-            ))
-        fig.update_layout(
-            title=f"Deactivating the top {self.target} neurons ({self.meta.get('method', 'lape')})",
-            xaxis_title="selection ratio (% of all neurons ranked by entropy)",
-            yaxis_title={"relative": "PPL change (%)", "change": "PPL change", "ppl": "PPL"}[value],
-            legend_title="evaluated",
-        )
-        return fig
+    def figure(self, value: Value = "relative") -> Any:
+        """Fig. 4 (``lapelens.figures.sweep``): signed-log y axis, the selected rate marked."""
+        return sweep_figure(self, value)
 
     # ---- persistence: the matrix's files, ``sweep.csv`` (the table) and ``sweep.json`` -----------
     def _write(self, tmp: Path) -> None:
@@ -162,10 +146,13 @@ def selection_ratio_sweep(
     n_boot: int = DEFAULT_N_BOOT,
     seed: int = 0,
     progress: bool = True,
+    selected_rate: float | None = None,
     **options: Any,
 ) -> SweepResult:
     """PPL on every language of ``chunks`` as the ratio of ``target``'s top neurons grows
-    (see the module docstring for the definition). ``options`` go to the selection method."""
+    (see the module docstring for the definition). ``options`` go to the selection method.
+    ``selected_rate``: the ``top_rate`` the method's own selection uses (the run's), recorded so
+    that Fig. 4 marks it."""
     masks, short = sweep_masks(stats, target, ratios, method, **options)
     # One neuron set whose "languages" are the ratios, bound once: every row trusts the check.
     rows = [r for r in masks if r > 0]
@@ -179,7 +166,8 @@ def selection_ratio_sweep(
             "chunks": {lang: int(len(c)) for lang, c in chunks.items()}}
     matrix = PerturbationResult(table, {**meta, "unit": "neurons"}, n_boot=n_boot, seed=seed)
     rs = tuple(masks)
-    return SweepResult(target, rs, tuple(int(masks[r].sum()) for r in rs), tuple(short[r] for r in rs), matrix, meta)
+    return SweepResult(target, rs, tuple(int(masks[r].sum()) for r in rs), tuple(short[r] for r in rs), matrix,
+                       {**meta, "selected_rate": selected_rate})
 
 
 # ---- the experiment ---------------------------------------------------------------------------------
@@ -200,9 +188,10 @@ SWEEP_TARGET = Setting(
 
 
 @experiment("sweep", result=SweepResult, reads=("stats", "chunks"), settings=(SWEEP_TARGET,),
-            record=lambda cfg: {"target": cfg.sweep_target, "seed": cfg.seed},
+            record=lambda cfg: {"target": cfg.sweep_target, "seed": cfg.seed, "selected_rate": cfg.top_rate},
             runs_if=lambda cfg: cfg.sweep_target != "none", figure="fig4_sweep",
             exports={"selection_ratio_sweep": selection_ratio_sweep}, paper="Fig. 4", order=30)
 def sweep_stage(ctx: Context) -> SweepResult:
     """LAPE's selection-ratio sweep for the target language, on the held-out chunks."""
-    return selection_ratio_sweep(ctx.model, ctx.stats, ctx.cfg.sweep_target, ctx.chunks, seed=ctx.cfg.seed)
+    return selection_ratio_sweep(ctx.model, ctx.stats, ctx.cfg.sweep_target, ctx.chunks, seed=ctx.cfg.seed,
+                                 selected_rate=ctx.cfg.top_rate)
