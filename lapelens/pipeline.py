@@ -49,6 +49,7 @@ from lapelens.neurons import LanguageNeurons
 from lapelens.parameters import ParameterMask
 from lapelens.pretrained import MODEL_HELP  # noqa: F401 (named in a help text)
 from lapelens.provenance import corpus_identity, model_identity, parallel_identity
+from lapelens.run import Run  # noqa: F401 (registers the "run" kind its config.json is stamped with)
 from lapelens.stages import StageCache
 from lapelens.stats import ActivationStats, SentenceActivations
 

@@ -18,11 +18,11 @@ from lapelens.errors import LapelensError
 from lapelens.stages import StageCache
 from tiny import save_schema_1
 
-#: Stages that read LAPE's neurons (directly or through neurons_random) ...
+#: Stages that read LAPE's neurons (directly or through neurons_random) or its top_rate (the sweep marks it) ...
 AFTER_LAPE = {"neurons_lape", "neurons_random", "perturb_lape", "perturb_random", "ses", "steer_unconditional",
-              "steer_prompted", "deactivated_generation"}
+              "steer_prompted", "deactivated_generation", "sweep"}
 #: ... and those that do not.
-NOT_AFTER_LAPE = {"stats", "neurons_lap", "perturb_lap", "sweep", "dominance"}
+NOT_AFTER_LAPE = {"stats", "neurons_lap", "perturb_lap", "dominance"}
 #: Keys of saved JSON that measure time (they differ between two runs of the same computation).
 TIMING_KEYS = ("seconds", "tokens_per_second")
 

@@ -18,7 +18,7 @@ from lapelens import LapelensError, load_model
 from lapelens.activations import collect
 from lapelens.checkpoint import CHECKPOINT_FILE, Checkpointer, Shard
 from lapelens.cli import main
-from tiny import RESUME_BATCH as BATCH, RESUME_SEQ as SEQ, RESUME_TEXTS as TEXTS_EN_ZH, RESUME_TOKENS as TOKENS, TESTS
+from tiny import TEXTS, RESUME_BATCH as BATCH, RESUME_SEQ as SEQ, RESUME_TEXTS as TEXTS_EN_ZH, RESUME_TOKENS as TOKENS, TESTS
 
 KEYS = ("n", "count", "act_sum", "act_sq_sum")
 
@@ -100,7 +100,7 @@ def test_checkpoint_of_other_settings_or_text_is_refused(model, tmp_path):
             _run(model, en, folder, **kwargs)
         assert "\n" not in str(err.value) and "delete" in str(err.value)
     with pytest.raises(LapelensError, match="other settings \\(languages: "):
-        _run(model, {"fr": _docs("fr")}, folder)
+        _run(model, {"fr": [f"{TEXTS['fr']} {i}" for i in range(60)]}, folder)
     with pytest.raises(LapelensError, match="other text for 'en'"):
         _run(model, {"en": [d.upper() for d in TEXTS_EN_ZH["en"]]}, folder)
     assert (folder / CHECKPOINT_FILE.format(rank=0, world=1)).read_bytes() == before  # untouched
