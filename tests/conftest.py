@@ -5,7 +5,17 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny import ARCHS, TEXTS, make_tiny_model  # noqa: E402
+from tiny import ARCHS, ROOT, TEXTS, make_tiny_model  # noqa: E402
+
+#: Tiers whose every test is ``slow`` (``pytest -m "not slow"`` leaves them out): end-to-end runs,
+#: torchrun, the README tour and the notebooks.
+SLOW = (ROOT / "tests" / "acceptance", ROOT / "notebooks")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if any(Path(str(item.path)).is_relative_to(folder) for folder in SLOW):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,9 @@ import re
 from pathlib import Path
 
 import pytest
+from tiny import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent / "lapelens"
+ROOT = ROOT / "lapelens"
 PACKAGE = ROOT.name
 
 

@@ -1,12 +1,13 @@
 """The GPU benchmark runs on the CPU with a tiny shape (CI's smoke test), its bridge shares the plain
 model's weights and counts what plain PyTorch hooks on the HF modules count."""
 
+from tiny import ROOT
 import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_gpu  # noqa: E402
 

@@ -23,6 +23,7 @@ from lapelens.parameters import ParameterMask
 from lapelens.run import Run, pair_key
 from lapelens.stats import ActivationStats, SentenceActivations
 from tiny import fake_run, save_run
+from tiny import ROOT
 
 LANGS = ("en", "zh", "fr")
 
@@ -245,6 +246,6 @@ def test_summary_pair_keys_in_both_forms(tmp_path):
         (tmp_path / str(i)).mkdir()
         (tmp_path / str(i) / "summary.json").write_text(json.dumps(summary))
     assert Run(tmp_path / "0").summary == Run(tmp_path / "1").summary == new
-    shipped = Path(__file__).parent.parent / "figures" / "smollm2-135m"
+    shipped = ROOT / "figures" / "smollm2-135m"
     if (shipped / "summary.json").is_file():
         assert "en->zh" in Run(shipped).summary["steer_prompted"]

@@ -12,7 +12,7 @@ import torch
 from lapelens import LapelensError, load_model, neuron_spec
 from lapelens import pretrained
 from tiny import TEXTS, make_tiny_model
-from tiny_gguf import write_tiny_llama_gguf
+from tiny import write_tiny_llama_gguf
 
 pytest.importorskip("gguf")
 

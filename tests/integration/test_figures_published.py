@@ -21,8 +21,8 @@ from lapelens.figures import write_figures
 from lapelens.parameters import ParameterMask
 from lapelens.run import Run
 from tiny import RUN_LANGS, fake_run, save_run
+from tiny import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _script():

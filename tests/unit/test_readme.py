@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 import readme_results  # noqa: E402
 

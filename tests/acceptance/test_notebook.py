@@ -1,6 +1,7 @@
 """``lapelens.notebook_setup``, the first cell of every notebook: collect and identify, nothing else;
 and the committed notebooks: executed once top to bottom, small, prose before every step."""
 
+from tiny import ROOT
 import json
 import re
 import sys
@@ -47,7 +48,7 @@ def test_notebook_setup_is_collect_then_identify(tmp_path):
 # CI executes them (nbmake, in memory); what is committed is one top-to-bottom run with its outputs,
 # so that the walkthroughs read on GitHub without running. These tests hold that rule.
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
 def _text(output: dict) -> str:

@@ -1,6 +1,7 @@
 """Bad input is refused up front in one line (exit 2) naming the problem and the fix; saves are atomic;
 one default per setting. Each case is one a new user ran into (issue 17)."""
 
+from tiny import ROOT
 import json
 import os
 import re
@@ -15,7 +16,6 @@ from lapelens.constants import PAPER_LANGUAGES, STATS_META, STATS_TENSORS
 from lapelens.pipeline import QUICK, ReproduceConfig, validate
 from tiny import refuse_model_loads
 
-ROOT = Path(__file__).parent.parent
 
 
 @pytest.fixture
