@@ -109,9 +109,9 @@ def main() -> None:
     print(f"{args.model}: {model.cfg.n_layers} layers, vocab {model.cfg.d_vocab}; {args.repeats} interleaved repeats, "
           f"{torch.get_num_threads()} threads", flush=True)
     for name, (prompts, sampling) in settings.items():
-        ways = {"lapelens": lambda: gen.generate_ids(model, prompts, sampling),
-                "tl": lambda: tl_generate_ids(eager, prompts, sampling),
-                "hf generate": lambda: hf_generate(hf, tok, prompts, sampling)}
+        ways = {"lapelens": lambda prompts=prompts, sampling=sampling: gen.generate_ids(model, prompts, sampling),
+                "tl": lambda prompts=prompts, sampling=sampling: tl_generate_ids(eager, prompts, sampling),
+                "hf generate": lambda prompts=prompts, sampling=sampling: hf_generate(hf, tok, prompts, sampling)}
         times: dict[str, list[float]] = {w: [] for w in ways}
         outputs: dict[str, Any] = {}
         order = list(ways)

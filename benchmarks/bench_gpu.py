@@ -23,8 +23,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -42,9 +43,8 @@ def build(shape: str, device: str, dtype: torch.dtype, folder: Path) -> tuple[An
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from tiny import tiny_tokenizer
-
     from lapelens import load_model
+    from tiny import tiny_tokenizer
 
     config = LlamaConfig(**SHAPES[shape], bos_token_id=0, eos_token_id=1, pad_token_id=2)
     config.save_pretrained(folder)

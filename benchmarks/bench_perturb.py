@@ -1,4 +1,4 @@
-"""A perturbation matrix against the same rows of Hugging Face forwards with loss; and what starting
+r"""A perturbation matrix against the same rows of Hugging Face forwards with loss; and what starting
 rows at their first perturbed block saves on real neuron sets.
 
 1. **The floor.** ``--languages`` languages, each with ``--share`` of the neurons of *every* layer
@@ -14,7 +14,7 @@ rows at their first perturbed block saves on real neuron sets.
    loss between the two (0: bit-identical).
 
     python benchmarks/bench_perturb.py --model smollm2-135m --threads 2
-    python benchmarks/bench_perturb.py --model smollm2-135m --threads 2 --skip-floor \\
+    python benchmarks/bench_perturb.py --model smollm2-135m --threads 2 --skip-floor \
         --neurons lape=RUN/neurons_lape --neurons lave=RUN/neurons_lave --neurons ap=RUN/neurons_ap
     python benchmarks/bench_perturb.py --model embedded --tokens 512 --repeats 1    # quick check
 """
@@ -24,8 +24,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,6 +46,7 @@ def interleaved(ways: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[
 
 
 def main() -> None:
+    from bench_generate import model_folder
     from transformers import AutoModelForCausalLM
 
     from lapelens import load_model
@@ -52,8 +54,6 @@ def main() -> None:
     from lapelens.evaluate.perplexity import DEFAULT_BATCH_SIZE, perturbation_matrix, row_contexts
     from lapelens.models import neuron_spec
     from lapelens.neurons import LanguageNeurons
-
-    from bench_generate import model_folder
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
@@ -118,8 +118,8 @@ def main() -> None:
         chunks = {l: torch.randint(0, model.cfg.d_vocab, (n_chunks, args.seq_len), generator=gen)
                   for l in selection.languages}
         med, out = interleaved({
-            "started late": lambda: perturbation_matrix(model, selection, chunks, batch_size=args.batch_size, progress=False),
-            "full forwards": lambda: perturbation_matrix(model, row_contexts(model, selection), chunks,
+            "started late": lambda selection=selection, chunks=chunks: perturbation_matrix(model, selection, chunks, batch_size=args.batch_size, progress=False),
+            "full forwards": lambda selection=selection, chunks=chunks: perturbation_matrix(model, row_contexts(model, selection), chunks,
                                                          batch_size=args.batch_size, progress=False)}, args.repeats)
         diff = np.abs(out["started late"].chunks["nll"].to_numpy() - out["full forwards"].chunks["nll"].to_numpy()).max()
         print(f"{name} ({selection.method}, {sum(selection.sizes().values())} neurons): first layer per row {starts}; "

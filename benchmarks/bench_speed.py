@@ -1,4 +1,4 @@
-"""Tokens per second of every way to count firing MLP neurons, side by side in one run.
+r"""Tokens per second of every way to count firing MLP neurons, side by side in one run.
 
 On one model and the same token chunks, interleaved (each repeat runs every way once, in a
 rotated order, so that a background load drifting during the run hits all of them alike):
@@ -25,7 +25,7 @@ Run it on a quiet machine: other jobs on the cores change the ratios several-fol
 
     python benchmarks/bench_speed.py --threads 2                         # 2,048 tokens, 3 repeats
     python benchmarks/bench_speed.py --threads 2 --model smollm2-135m    # the real weights
-    nice -n 19 python benchmarks/bench_speed.py --layers 2 --tokens 128 --seq-len 64 --repeats 1 \\
+    nice -n 19 python benchmarks/bench_speed.py --layers 2 --tokens 128 --seq-len 64 --repeats 1 \
         --memory-tokens 128                                              # a quick check that it works
 """
 
@@ -36,11 +36,10 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
-
 from _models import SMOLLM2_135M_SHAPE, make_llama
 from memory_collect import peak_rss_of_collect, report
 

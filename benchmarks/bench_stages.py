@@ -30,11 +30,11 @@ import contextlib
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
-
 from bench_generate import hf_generate, model_folder, tl_generate_ids
 
 #: reproduce's budgets for a real model (``--full``), and the defaults here (a few minutes per model).

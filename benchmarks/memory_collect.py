@@ -37,6 +37,7 @@ def _current_rss_mb() -> float:
 
 def child(folder: str, tokens: int, seq_len: int, batch_size: int) -> None:
     from _models import TEXTS
+
     from lapelens import load_model
     from lapelens.activations import collect
 

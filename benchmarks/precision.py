@@ -1,4 +1,4 @@
-"""What reduced precision changes: firing decisions and LAPE selections in bfloat16 against float32.
+r"""What reduced precision changes: firing decisions and LAPE selections in bfloat16 against float32.
 
 1. **Firing decisions, paired.** The same chunks (``--corpus``, ``--tokens`` per language, seq_len
    256, as ``lapelens collect``) run through the model in float32 with fused attention
@@ -11,7 +11,7 @@
    statistics folders (``lapelens collect --dtype ...`` on the same text) against the paired
    float32 counts and against each other.
 
-    python benchmarks/precision.py --model smollm2-135m --fp32 /work/runs/robustness/smollm2-135m/help_0_8k \\
+    python benchmarks/precision.py --model smollm2-135m --fp32 /work/runs/robustness/smollm2-135m/help_0_8k \
         --bf16 /work/runs/bf16/smollm2-135m
     python benchmarks/precision.py --model embedded --tokens 512 --languages en,fr    # a quick check
 """
@@ -45,14 +45,14 @@ def lape_jaccard(a: Any, b: Any, top_rate: float) -> tuple[Any, Any]:
 
 
 def main() -> None:
+    from bench_generate import model_folder
+
     from lapelens import load_model
     from lapelens.activations import iter_chunks
     from lapelens.constants import PAPER_LANGUAGES
     from lapelens.corpus import load_corpus
     from lapelens.models import neuron_spec
     from lapelens.stats import ActivationStats
-
-    from bench_generate import model_folder
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")

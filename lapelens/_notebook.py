@@ -3,8 +3,9 @@ statistics and the LAPE neurons, made in one call so that the four notebooks sta
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from lapelens.constants import EMBEDDED, PAPER_LANGUAGES
 from lapelens.neurons import LanguageNeurons

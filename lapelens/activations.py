@@ -15,8 +15,9 @@ from __future__ import annotations
 import itertools
 import logging
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int64
@@ -24,8 +25,15 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lapelens._version import __version__
-from lapelens.checkpoint import (DEFAULT_CHECKPOINT_EVERY, Checkpointer, Position, StreamHash, all_reduce_sum,
-                                 current_shard, describe)
+from lapelens.checkpoint import (
+    DEFAULT_CHECKPOINT_EVERY,
+    Checkpointer,
+    Position,
+    StreamHash,
+    all_reduce_sum,
+    current_shard,
+    describe,
+)
 from lapelens.defaults import SEQ_LEN as DEFAULT_SEQ_LEN  # one default for every command
 from lapelens.errors import LapelensError
 from lapelens.hooks import layer_hooks, run_until

@@ -15,9 +15,10 @@ earlier lapelens still load.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from lapelens._io import atomic_files
 from lapelens._version import __version__

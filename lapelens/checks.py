@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from lapelens.constants import EMBEDDED
 from lapelens.errors import LapelensError

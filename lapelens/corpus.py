@@ -13,9 +13,10 @@ import json
 import lzma
 import os
 import re
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Sequence
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -87,6 +88,7 @@ def load_corpus(
             stream, fixed ``seed``) until the budget is reached, as Tang et al. sampled a fixed
             amount of text per language; default ``WIKIPEDIA_CHARS``. Other corpora: truncate
             to whole documents within the budget; default no limit.
+        seed: the seed of Wikipedia's shuffled stream.
         load_dataset: a ``datasets.load_dataset``-like callable (tests inject one).
     """
     if split not in SPLITS:
@@ -234,7 +236,7 @@ def _parallel_embedded(split: str, langs: list[str]) -> pd.DataFrame:
 
 
 def _folder_files(folder: Path, split: str) -> dict[str, Path]:
-    """lang -> file for this split: {lang}.{split}.txt/.jsonl, else (train only) {lang}.txt/.jsonl."""
+    """Lang -> file for this split: {lang}.{split}.txt/.jsonl, else (train only) {lang}.txt/.jsonl."""
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if path.suffix not in (".txt", ".jsonl") or not path.is_file():

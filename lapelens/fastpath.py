@@ -26,7 +26,8 @@ that work while neither hook point carries a hook: the same output, bit for bit.
 from __future__ import annotations
 
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -49,7 +50,8 @@ def _recomputes_attention(bridge: nn.Module) -> bool:
     their own causal mask when it made none): only they keep every hook when a layer is observed."""
     from transformer_lens.model_bridge.generalized_components.joint_qkv_attention import JointQKVAttentionBridge
     from transformer_lens.model_bridge.generalized_components.position_embeddings_attention import (
-        PositionEmbeddingsAttentionBridge)
+        PositionEmbeddingsAttentionBridge,
+    )
 
     return type(bridge) in (PositionEmbeddingsAttentionBridge, JointQKVAttentionBridge)
 

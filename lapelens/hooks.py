@@ -20,8 +20,9 @@ hook of the deepest layer stop the forward pass, and :func:`run_until` runs one 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import torch
 from jaxtyping import Bool, Int

@@ -16,8 +16,9 @@ one deactivates ends up at 0). A selection is checked against the model once (``
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Bool, Float

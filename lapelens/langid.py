@@ -13,8 +13,9 @@ decide. The models load on first use, not at import.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Any, Iterable
+from typing import Any
 
 UNKNOWN = "unknown"
 

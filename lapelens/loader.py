@@ -12,8 +12,9 @@ returns the object. The official RUCAIBox/Language-Specific-Neurons files load t
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from lapelens.artifacts import KINDS, kind_of_marker, kinds_in, wrong_kind
 from lapelens.constants import OFFICIAL_ACTIVATION, PAPER_LANGUAGES, STATS_META

@@ -21,11 +21,11 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Sequence
 
 from lapelens.constants import LOCK_FILE
 from lapelens.errors import LapelensError

@@ -16,10 +16,11 @@ activation functions with ``act(x) > 0  <=>  x > 0``, so every other function is
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from jaxtyping import Float

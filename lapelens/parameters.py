@@ -6,10 +6,11 @@ entries inside a ``with`` block and restores them bit for bit on exit.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Iterator, Mapping, Sequence
+from typing import ClassVar
 
 import pandas as pd
 import torch
@@ -34,7 +35,7 @@ class ParameterMask(Selection):
     entry belongs to ``languages[k]``. Parameters that PV did not consider have no key."""
 
     languages: tuple[str, ...]
-    masks: dict[str, Bool[Tensor, "lang *shape"]]
+    masks: dict[str, Bool[Tensor, " lang *shape"]]
     method: str = "pv"
     meta: dict = field(default_factory=dict)
     budget: int | None = None

@@ -29,10 +29,10 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import import_module, util
 from pathlib import Path
-from typing import Callable
 
 from lapelens._io import respect_umask
 from lapelens._version import __version__

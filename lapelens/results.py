@@ -10,8 +10,9 @@ lacks removed), the checks of kind and schema version, and one clear error for a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import pandas as pd
 

@@ -17,11 +17,17 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from lapelens.artifacts import Kind, register_kind
 from lapelens._io import atomic_write_text
 from lapelens._version import __version__
+from lapelens.artifacts import Kind, register_kind
 from lapelens.constants import (
-    PAIR_SEPARATOR, RUN_CONFIG, RUN_FIGURES_DIR, RUN_PUBLISHED, RUN_SUMMARY, RUN_TABLES_DIR, STAGE_RECORD,
+    PAIR_SEPARATOR,
+    RUN_CONFIG,
+    RUN_FIGURES_DIR,
+    RUN_PUBLISHED,
+    RUN_SUMMARY,
+    RUN_TABLES_DIR,
+    STAGE_RECORD,
 )
 from lapelens.errors import LapelensError
 from lapelens.evaluate import EXPERIMENTS, Context, figures_of
@@ -105,7 +111,7 @@ class Run:
 
     @cached_property
     def results(self) -> dict[str, Any]:
-        """experiment name -> its saved result (``{method: result}`` for a per-method experiment); an
+        """Experiment name -> its saved result (``{method: result}`` for a per-method experiment); an
         experiment that is not ``cached`` is read off the saved selections again."""
         known = [m for m in self.methods if m in METHODS]
         out: dict[str, Any] = {}

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float, Float64, Int64, Shaped
@@ -24,7 +25,7 @@ SENTENCES_KIND = "sentence_activations"
 _TENSORS = ("count", "act_sum", "act_sq_sum")
 
 
-def languages_last(x: Shaped[Tensor, "lang *unit"]) -> Shaped[Tensor, "*unit lang"]:
+def languages_last(x: Shaped[Tensor, " lang *unit"]) -> Shaped[Tensor, "*unit lang"]:
     """``x`` with its language axis moved last, contiguous: the layout of the official
     ``identify.py`` (``over_zero[layer, neuron, lang]``).
 
@@ -35,7 +36,7 @@ def languages_last(x: Shaped[Tensor, "lang *unit"]) -> Shaped[Tensor, "*unit lan
     return x.movedim(0, -1).contiguous()
 
 
-def entropy(scores: Float[Tensor, "lang *unit"]) -> Float[Tensor, "*unit"]:
+def entropy(scores: Float[Tensor, " lang *unit"]) -> Float[Tensor, "*unit"]:
     """``H = -sum_k q_k log q_k`` of ``q = scores / scores.sum(lang)``, with 0/0 -> 0 and 0 log 0 = 0:
     LAPE's score of a unit (``methods.lape``), and the ``entropy`` column of :meth:`ActivationStats.neuron_table`.
 

@@ -9,7 +9,8 @@ a row of a right-padded batch (:func:`padded_batch`).
 from __future__ import annotations
 
 import itertools
-from typing import Any, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Int64

@@ -28,7 +28,6 @@ import sys
 from pathlib import Path
 
 
-
 def _model_folder(run: Path) -> Path:
     """The HF folder of the run's model: the embedded one, a named pretrained one (converted from
     its GGUF file), or the folder itself (the only lapelens calls: where the weights are)."""
@@ -49,10 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
-    from playwright.sync_api import sync_playwright
-
     import torch
     from _offline_page import open_offline
+    from playwright.sync_api import sync_playwright
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -75,9 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("page", type=Path, help="explorer.html written by `lapelens explore`")
     ap.add_argument("--neuron", help="LAYER:INDEX to open (default: the first neuron of the LAPE list)")
     args = ap.parse_args(argv)
-    from playwright.sync_api import sync_playwright
-
     from _offline_page import open_offline
+    from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser, page, errors = open_offline(p, args.page, viewport={"width": WIDTH, "height": 900})

@@ -1,4 +1,4 @@
-"""Is LAPE's layer profile a property of the model? The same selection under other budgets, texts and top rates.
+r"""Is LAPE's layer profile a property of the model? The same selection under other budgets, texts and top rates.
 
 Statistics are additive, so each budget is collected once, in parts that start where the previous one stopped
 (``lapelens collect --skip-tokens``), and a condition is the merge of its parts:
@@ -22,7 +22,7 @@ of the selected (language, neuron) pairs in the first, middle and last third of 
 (:meth:`lapelens.LanguageNeurons.layer_shares`), the share in the first and in the last layer, and the Jaccard
 index of the selected pairs with the reference condition (help text, 32k tokens, top_rate 0.01).
 
-    python scripts/robustness.py --model smollm2-135m --parts runs/robustness/smollm2-135m \\
+    python scripts/robustness.py --model smollm2-135m --parts runs/robustness/smollm2-135m \
         --out figures/smollm2-135m/robustness --save-counts    # table, figure, and the counts it used
     python scripts/robustness.py --model smollm2-135m --out figures/smollm2-135m/robustness --check
 
@@ -80,7 +80,7 @@ def table(parts: dict, languages: list[str]) -> tuple[pd.DataFrame, dict]:
     import lapelens
 
     rows, selections = [], {}
-    for name, (text, tokens, used) in CONDITIONS.items():
+    for name, (_text, _tokens, used) in CONDITIONS.items():
         if not all(part in parts for part in used):
             continue
         stats = parts[used[0]]

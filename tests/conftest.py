@@ -20,7 +20,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory):
-    """arch -> folder of a saved tiny random model (one per architecture, made once)."""
+    """Arch -> folder of a saved tiny random model (one per architecture, made once)."""
     root = tmp_path_factory.mktemp("tiny_models")
     return {arch: make_tiny_model(arch, root / arch) for arch in ARCHS}
 

@@ -9,10 +9,11 @@ import os
 import sys
 import textwrap
 import typing
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from lapelens.errors import LapelensError
 from lapelens.lock import OutputLock

@@ -16,12 +16,17 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
-from lapelens.activations import DEFAULT_BATCH_SIZE, DEFAULT_SENTENCE_TOKENS, DEFAULT_SEQ_LEN  # noqa: F401 (help)
-from lapelens.activations import collect, collect_sentence_means
+from lapelens.activations import (  # noqa: F401 (help)
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_SENTENCE_TOKENS,
+    DEFAULT_SEQ_LEN,
+    collect,
+    collect_sentence_means,
+)
 from lapelens.checkpoint import DEFAULT_CHECKPOINT_EVERY, current_shard
 from lapelens.cli._config import add_command
 from lapelens.cli._evaluation import quiet_transformers

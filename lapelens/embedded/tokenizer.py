@@ -5,7 +5,8 @@ default) no token spanning two Han/kana characters; and the UTF-8 bytes each tok
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Int64
@@ -60,7 +61,7 @@ def train_tokenizer(
                                    add_bos_token=False)
 
 
-def token_byte_lengths(tokenizer: Any) -> Int64[Tensor, "vocab"]:
+def token_byte_lengths(tokenizer: Any) -> Int64[Tensor, " vocab"]:
     """UTF-8 bytes each token id stands for in a byte-level BPE vocabulary (0 for special tokens)."""
     from tokenizers.pre_tokenizers import ByteLevel
 

@@ -21,9 +21,10 @@ the tokenizer in ``lapelens.embedded.tokenizer``, the evaluation and the model c
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor

@@ -9,8 +9,19 @@ from __future__ import annotations
 import pkgutil
 from importlib import import_module
 
-from lapelens.evaluate._registry import (EXPERIMENTS, Context, Experiment, Setting, all_settings, experiment,
-                                         exported, figures_of, finite, positive, unregister)
+from lapelens.evaluate._registry import (
+    EXPERIMENTS,
+    Context,
+    Experiment,
+    Setting,
+    all_settings,
+    experiment,
+    exported,
+    figures_of,
+    finite,
+    positive,
+    unregister,
+)
 
 # The submodules stay reachable as attributes (``lapelens.evaluate.perplexity``): import the
 # modules, not their same-named functions.

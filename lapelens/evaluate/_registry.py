@@ -25,9 +25,10 @@ and its figures, tables and summary get ``{method: result}``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from lapelens.checks import check_positive
 from lapelens.errors import LapelensError

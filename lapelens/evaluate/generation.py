@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -78,6 +79,10 @@ class Sampling:
         return GenerationConfig(max_new_tokens=self.max_new_tokens, do_sample=self.do_sample,
                                 repetition_penalty=float(self.repetition_penalty), eos_token_id=eos, pad_token_id=pad,
                                 num_beams=1, **sample)
+
+
+#: The official generation script's decoding (greedy, repetition penalty 1.1): a frozen default.
+GREEDY = Sampling.greedy()
 
 
 # ---- generating --------------------------------------------------------------------------------
@@ -382,8 +387,8 @@ def prompted_steering(
                 continue
             row = {"source": src, "target": tgt, BEFORE: float(np.mean([l == tgt for l in base_langs]))}
             conditions = {
-                "steered": lambda: bound.steer(tgt, stats, scale),
-                "deactivated_and_steered": lambda: _both(bound.deactivate(src), bound.steer(tgt, stats, scale)),
+                "steered": lambda tgt=tgt: bound.steer(tgt, stats, scale),
+                "deactivated_and_steered": lambda src=src, tgt=tgt: _both(bound.deactivate(src), bound.steer(tgt, stats, scale)),
             }
             for name, cond in conditions.items():
                 _, texts, detected = _run(model, cond, prompts, sampling, bar)
@@ -418,7 +423,7 @@ def generation_under_deactivation(
     prompts: Mapping[str, Sequence[str]],
     random_neurons: LanguageNeurons | None = None,
     prompt_tokens: int = 32,
-    sampling: Sampling = Sampling.greedy(),
+    sampling: Sampling = GREEDY,
     progress: bool = True,
 ) -> GenerationResult:
     """For each language: prompts in it, generated ``normal``-ly, with its neurons ``deactivated``,
@@ -439,7 +444,7 @@ def generation_under_deactivation(
         ids_in = encode_prompts(model, list(texts_in), prompt_tokens)
         row = {}
         for name, make in conditions.items():
-            ids, texts, detected = _run(model, lambda: make(lang), ids_in, sampling, bar)
+            ids, texts, detected = _run(model, lambda make=make, lang=lang: make(lang), ids_in, sampling, bar)
             nll, count = continuation_nll(model, ids_in, ids)  # outside the intervention: unperturbed model
             row[(name, "share_in_language")] = float(np.mean([d == lang for d in detected]))
             row[(name, "ppl")] = float(np.exp(nll.sum() / count.sum())) if count.sum() else float("nan")

@@ -191,7 +191,7 @@ def dominance_matrix(
     return total / n_texts
 
 
-def mean_over_sources(matrix: Float[Tensor, "source target *rest"]) -> Float[Tensor, "target *rest"]:
+def mean_over_sources(matrix: Float[Tensor, "source target *rest"]) -> Float[Tensor, " target *rest"]:
     """For each target c, the mean of ``matrix[k, c]`` over the sources k != c."""
     n_lang = matrix.shape[0]
     if n_lang < 2:

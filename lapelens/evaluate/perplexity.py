@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Literal, Mapping, Sequence
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -33,7 +34,14 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lapelens._version import __version__
-from lapelens.constants import EMBEDDED, PERTURBATION_CHUNKS, PERTURBATION_META, PERTURBATION_TABLE, RUN_TABLES, UNPERTURBED
+from lapelens.constants import (
+    EMBEDDED,
+    PERTURBATION_CHUNKS,
+    PERTURBATION_META,
+    PERTURBATION_TABLE,
+    RUN_TABLES,
+    UNPERTURBED,
+)
 from lapelens.corpus import load_corpus
 from lapelens.defaults import SEQ_LEN
 from lapelens.errors import LapelensError

@@ -24,9 +24,10 @@ declares the ``ses`` and ``dominance`` experiments of ``lapelens reproduce`` (it
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -35,8 +36,20 @@ import torch
 from lapelens.constants import DOMINANCE_META, DOMINANCE_STEM, SES_META, SES_STEM
 from lapelens.errors import LapelensError
 from lapelens.evaluate.measures import (
-    DEFAULT_N_BOOT, SCORES, Measure, Vectors, bootstrap_means, check_measure, dominance_matrix, energy_shares,
-    interval, mean_over_sources, off_diagonal, text_scores, top_dimensions, transform,
+    DEFAULT_N_BOOT,
+    SCORES,
+    Measure,
+    Vectors,
+    bootstrap_means,
+    check_measure,
+    dominance_matrix,
+    energy_shares,
+    interval,
+    mean_over_sources,
+    off_diagonal,
+    text_scores,
+    top_dimensions,
+    transform,
 )
 from lapelens.figures.similarity import dominance_figure, ses_figure
 from lapelens.results import Result
@@ -127,7 +140,9 @@ def similarity(emb: "SentenceEmbeddings", neurons: Any = None, measure: Measure 
 
 
 def diagnostics(emb: "SentenceEmbeddings") -> dict[str, pd.DataFrame]:
-    """Why the raw cosine misleads, per layer (embeddings as they are, fit on all texts):
+    """Why the raw cosine misleads, per layer (embeddings as they are, fit on all texts).
+
+    The tables:
 
     - ``energy``: shares of the mean squared norm in the shared mean, the language means and the
       rest (:func:`~lapelens.evaluate.measures.energy_shares`);

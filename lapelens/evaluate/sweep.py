@@ -14,9 +14,10 @@ pass LAPE's filter for the language and the set stops growing (``saturated`` in 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
 
 import pandas as pd
 import torch
@@ -26,7 +27,6 @@ from torch import Tensor
 from lapelens.constants import SWEEP_META, SWEEP_TABLE
 from lapelens.errors import LapelensError
 from lapelens.evaluate._registry import Context, Setting, experiment
-from lapelens.figures.sweep import sweep_figure
 from lapelens.evaluate.perplexity import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_N_BOOT,
@@ -35,6 +35,7 @@ from lapelens.evaluate.perplexity import (
     Value,
     evaluate_rows,
 )
+from lapelens.figures.sweep import sweep_figure
 from lapelens.methods import identify
 from lapelens.methods._registry import sweep_methods
 from lapelens.neurons import LanguageNeurons

@@ -11,8 +11,8 @@ the histogram counts every token. Each context is a window of ``before`` tokens,
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import torch
 from jaxtyping import Float, Int64

@@ -9,9 +9,10 @@ histograms), and the loss change of single neurons on held-out text (the expensi
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Int64
@@ -25,8 +26,15 @@ from lapelens.evaluate.perplexity import evaluation_chunks
 from lapelens.explorer.contexts import NeuronSamples, histogram_edges, sample_neurons
 from lapelens.explorer.effects import logit_effects
 from lapelens.explorer.loss import choose_neurons, loss_changes
-from lapelens.explorer.panels import (ContextPanel, FiringPanel, HistogramPanel, LogitPanel, LossPanel, MeanPanel,
-                                      SelectionPanel)
+from lapelens.explorer.panels import (
+    ContextPanel,
+    FiringPanel,
+    HistogramPanel,
+    LogitPanel,
+    LossPanel,
+    MeanPanel,
+    SelectionPanel,
+)
 from lapelens.explorer.search import SearchIndex
 from lapelens.explorer.text import REPLACEMENT, id_width, merged_runs, raw_token
 from lapelens.methods import identify

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import html
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from lapelens.errors import LapelensError
 from lapelens.explorer.data import ExplorerData, ExplorerInputs, from_parts, gather, load_run

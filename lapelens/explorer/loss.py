@@ -13,8 +13,9 @@ unperturbed, so the residual stream entering that layer is computed once per bat
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F

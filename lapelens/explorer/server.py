@@ -23,10 +23,10 @@ from __future__ import annotations
 import json
 import re
 import threading
-from http import HTTPStatus
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 from lapelens.errors import LapelensError

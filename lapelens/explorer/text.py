@@ -12,7 +12,8 @@ from __future__ import annotations
 import functools
 import math
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 #: Decoding this means the token is only part of a character.
 REPLACEMENT = "\ufffd"
@@ -40,7 +41,7 @@ def _byte_level() -> dict[str, int]:
 
 
 def raw_token(tokenizer: Any, token_id: int) -> str:
-    """A token that is only part of a character, as its bytes (``\\xe7`` for each partial one), in angle quotes.
+    r"""A token that is only part of a character, as its bytes (``\xe7`` for each partial one), in angle quotes.
 
     Byte-level BPE spells bytes with GPT-2's alphabet, SentencePiece byte fallback as ``<0xE7>``;
     anything else is shown as the vocabulary spells it.

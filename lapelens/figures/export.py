@@ -13,8 +13,9 @@ figure here uses LaTeX) and a stall where the network is blocked.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from lapelens.errors import LapelensError
 

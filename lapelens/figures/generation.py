@@ -14,7 +14,8 @@ A share here is k of n generations (n = 10 to 100), so its interval is wide (±0
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd

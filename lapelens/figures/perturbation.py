@@ -17,7 +17,8 @@ held-out text; the number in every cell. A result is a ``PerturbationResult`` (r
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -93,7 +94,7 @@ def _colorbar(kind: Value, low: float | int, high: float | int) -> dict:
 
 
 def _cells(result: Any, kind: Value) -> dict[str, Any]:
-    """z (colour), text and hover of one result's perturbed rows."""
+    """Z (colour), text and hover of one result's perturbed rows."""
     scale, unit = _scale(kind), "%" if kind == "relative" else ""
     frame = _perturbed(result.value(kind))
     lo, hi = (_perturbed(f) for f in result.interval(kind))

@@ -7,9 +7,10 @@ it is imported; all of them are imported here, so a new method is one new file.
 from __future__ import annotations
 
 import pkgutil
+from collections.abc import Mapping, Sequence
 from importlib import import_module
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from lapelens.errors import LapelensError
 from lapelens.methods._registry import METHODS, Method, Option, OptionHelp, get, register, unregister, with_role

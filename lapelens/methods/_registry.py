@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import inspect
 import typing
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Literal, Mapping
+from typing import Any, Literal
 
 from lapelens.errors import LapelensError
 

@@ -10,10 +10,10 @@ values for an even count), stored here in ``values["median"]``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
-from jaxtyping import Bool, Float, Float64, Int64
+from jaxtyping import Float, Float64, Int64
 from torch import Tensor
 
 from lapelens.errors import LapelensError

@@ -40,12 +40,12 @@ from lapelens.stats import ActivationStats, entropy_languages_last, languages_la
 
 
 def entropy_select(
-    scores: Float[Tensor, "lang *unit"],
+    scores: Float[Tensor, " lang *unit"],
     *,
     top_rate: float,
     filter_rate: float,
     activation_bar_ratio: float,
-) -> tuple[Bool[Tensor, "lang *unit"], dict]:
+) -> tuple[Bool[Tensor, " lang *unit"], dict]:
     """LAPE's selection on non-negative per-language scores (firing probabilities for LAPE).
 
     1. ``H`` = entropy of the scores normalised over languages (0/0 -> 0, 0 log 0 = 0).

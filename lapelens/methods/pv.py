@@ -24,8 +24,8 @@ tensor ``lang x *shape``), which interventions zero.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import torch
 from safetensors import safe_open

@@ -112,7 +112,7 @@ def test_two_gloo_ranks_resume_bit_identical(tiny_dirs, one_process, tmp_path):
 
 
 def test_device_map_with_a_layer_offloaded_to_disk(tiny_dirs, one_process, tmp_path):
-    """accelerate's dispatch through the same bridge and hooks: one layer's weights live on disk."""
+    """Accelerate's dispatch through the same bridge and hooks: one layer's weights live on disk."""
     from transformer_lens.model_bridge import TransformerBridge
 
     from lapelens.fastpath import use_sdpa

@@ -1,11 +1,9 @@
 """``lapelens.notebook_setup``, the first cell of every notebook: collect and identify, nothing else;
 and the committed notebooks: executed once top to bottom, small, prose before every step."""
 
-from tiny import ROOT
 import json
 import re
 import sys
-from pathlib import Path
 
 import plotly.io as pio
 import pytest
@@ -13,7 +11,7 @@ import torch
 from transformers.utils import logging as hf_logging
 
 import lapelens
-from tiny import TEXTS, make_tiny_model
+from tiny import ROOT, TEXTS, make_tiny_model
 
 LANGS = ("en", "fr", "zh")
 

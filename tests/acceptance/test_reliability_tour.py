@@ -1,13 +1,12 @@
 """The README's Python tour, exactly as the README shows it, runs as a script and prints what it
 computes (issue 25: it printed nothing and repeated a 36-minute collection)."""
 
-from tiny import ROOT
 import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
+from tiny import ROOT
 
 
 def tour_block() -> str:

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from lapelens import LapelensError, load_model, neuron_spec
-from lapelens.cli import main
 from lapelens.activations import NeuronAccumulator, collect, collect_chunks, collect_sentence_means
+from lapelens.cli import main
 from lapelens.tokens import iter_chunks, pack_chunks, separator_id
 from tiny import ARCHS, TEXTS, tiny_tokenizer
 
@@ -38,7 +38,7 @@ class HFReference:
         self.fns = _hf_neuron_fns(self.hf, arch)
 
     def activations(self, tokens, attention_mask=None):
-        """list over layers of act(W1 x), shape [batch, pos, neuron]."""
+        """List over layers of act(W1 x), shape [batch, pos, neuron]."""
         out = {}
         handles = []
         for i, (module, fn) in enumerate(self.fns):
@@ -224,7 +224,7 @@ def test_sentence_means_equal_unpadded_single_runs(tiny_dirs, arch):
             ids = torch.tensor([[tok.bos_token_id] + tok(s, add_special_tokens=False)["input_ids"]])
             alone = torch.stack([a[0, 1:].mean(0) for a in ref.activations(ids)])  # [layer, neuron]
             torch.testing.assert_close(acts.means[row], alone, rtol=1e-4, atol=1e-5,
-                                       msg=lambda m: f"{arch} {lang} {s!r}: {m}")
+                                       msg=lambda m, arch=arch, lang=lang, s=s: f"{arch} {lang} {s!r}: {m}")
             row += 1
     assert row == acts.means.shape[0]
 

@@ -16,8 +16,7 @@ from lapelens.evaluate.perplexity import NONE, PerturbationResult, chunk_nll, co
 from lapelens.evaluate.sweep import SweepResult, selection_ratio_sweep, sweep_masks
 from lapelens.interventions import deactivate, pin_to_median, steer
 from lapelens.tokens import pack_chunks
-from tiny import hf_mlp
-from tiny import ARCHS, TEXTS
+from tiny import ARCHS, TEXTS, hf_mlp
 
 LANGS = tuple(TEXTS)
 

@@ -21,8 +21,16 @@ from lapelens.explorer import explore, from_parts
 from lapelens.explorer.effects import logit_effects
 from lapelens.explorer.loss import bootstrap, choose_neurons
 from lapelens.explorer.page import page_json
-from lapelens.explorer.text import (decode_fixed, decode_ints, encode_fixed, encode_ints, fnv1a, id_width, merged_runs,
-                                    raw_token)
+from lapelens.explorer.text import (
+    decode_fixed,
+    decode_ints,
+    encode_fixed,
+    encode_ints,
+    fnv1a,
+    id_width,
+    merged_runs,
+    raw_token,
+)
 from lapelens.neurons import LanguageNeurons
 from lapelens.tokens import pack_chunks
 from tiny import chromium, explorer_run, make_tiny_model

@@ -20,9 +20,7 @@ from lapelens.evaluate import figures_of
 from lapelens.figures import write_figures
 from lapelens.parameters import ParameterMask
 from lapelens.run import Run
-from tiny import RUN_LANGS, fake_run, save_run
-from tiny import ROOT
-
+from tiny import ROOT, RUN_LANGS, fake_run, save_run
 
 
 def _script():
@@ -86,7 +84,7 @@ def test_publish_copies_the_data_and_redraws_the_same_figures_from_it_alone(run_
     assert set(published.results) == set(Run(run_dir).results)
     assert published.summary == {"steer_prompted": {"en->zh": {"steered": 0.5}}}
     with pytest.raises(LapelensError, match="is a published run .* use the run folder it was published from"):
-        published.stats
+        _ = published.stats
     # redrawn in place (the default out of a published folder is the folder itself), byte for byte
     for page in out.glob("*.html"):
         page.unlink()

@@ -6,7 +6,7 @@ from transformers import AutoModelForCausalLM
 
 from lapelens import ActivationStats, LanguageNeurons, LapelensError, load_model, neuron_spec
 from lapelens.interventions import deactivate, pin_to_median, set_activations, steer, zero_parameters
-from tiny import ARCHS, GATED, hf_mlp
+from tiny import ARCHS, hf_mlp
 
 TOKENS = torch.tensor([[0, 5, 17, 42, 99, 120, 7, 64], [0, 3, 250, 11, 19, 88, 140, 2]])
 

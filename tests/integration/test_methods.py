@@ -341,8 +341,9 @@ def test_cli_identify_ap(tmp_path):
 
 
 def test_pv_on_hf_folders_keys_are_model_parameter_names(tmp_path):
-    from tiny import make_tiny_model
     from transformers import AutoModelForCausalLM
+
+    from tiny import make_tiny_model
 
     base_dir = make_tiny_model("llama", tmp_path / "base", n_layers=1, d_model=16, d_mlp=32)
     model = AutoModelForCausalLM.from_pretrained(base_dir)

@@ -23,8 +23,9 @@ def test_load_model_logits_equal_hf(tiny_dirs, arch):
 
 
 def test_unsupported_activation_is_refused(tiny_dirs, tmp_path):
-    from tiny import make_tiny_model
     import json
+
+    from tiny import make_tiny_model
 
     folder = make_tiny_model("llama", tmp_path / "tanh")
     cfg = json.loads((folder / "config.json").read_text())

@@ -1,8 +1,6 @@
 """Bad input is refused up front in one line (exit 2) naming the problem and the fix; saves are atomic;
 one default per setting. Each case is one a new user ran into (issue 17)."""
 
-from tiny import ROOT
-import json
 import os
 import re
 from pathlib import Path
@@ -14,8 +12,7 @@ from lapelens import ActivationStats, LanguageNeurons, LapelensError
 from lapelens.cli import build_parser, main
 from lapelens.constants import PAPER_LANGUAGES, STATS_META, STATS_TENSORS
 from lapelens.pipeline import QUICK, ReproduceConfig, validate
-from tiny import refuse_model_loads
-
+from tiny import ROOT, refuse_model_loads
 
 
 @pytest.fixture
@@ -79,10 +76,9 @@ def test_validate_resolves_model_defaults_and_refuses_in_python_too():
 
 # ---- --quick: an explicit flag wins, and it says what it changed ------------------------------
 def test_quick_keeps_explicit_flags_even_when_equal_to_the_defaults(capsys, tmp_path, no_model_load):
-    from lapelens.cli._config import explicit_fields
+    from lapelens.cli._config import config_from_args, explicit_fields
     from lapelens.cli.reproduce import quick_config
     from lapelens.pipeline import ReproduceConfig
-    from lapelens.cli._config import config_from_args
 
     argv = ["reproduce", "--out", "x", "--quick", "--tokens-per-language", "100000", "--n-samples", "100"]
     args = build_parser().parse_args(argv)
@@ -203,8 +199,9 @@ def test_ses_refuses_one_language(capsys, tmp_path, no_model_load):
 
 
 def test_corrupt_perturbation_result_is_one_line(capsys, tmp_path):
-    from lapelens.evaluate.perplexity import PerturbationResult
     import pandas as pd
+
+    from lapelens.evaluate.perplexity import PerturbationResult
 
     chunks = pd.DataFrame({"perturbed": ["none", "none", "en", "en"], "evaluated": ["en"] * 4, "chunk": [0, 1, 0, 1],
                            "nll": [10.0, 11.0, 12.0, 13.0], "tokens": [15] * 4})

@@ -1,7 +1,6 @@
 """One writer per output folder (issue 25): a second writer is refused at once in one line naming
 the holder, a dead holder's lock is taken over (race-free), torchrun ranks share one lock."""
 
-from tiny import ROOT
 import json
 import os
 import subprocess
@@ -15,8 +14,7 @@ from lapelens import LapelensError
 from lapelens.cli import main
 from lapelens.constants import LOCK_FILE
 from lapelens.lock import OutputLock, lock_path
-from tiny import TEXTS, refuse_model_loads, slow_cli, torchrun
-
+from tiny import ROOT, TEXTS, refuse_model_loads, slow_cli, torchrun
 
 #: A child that takes the lock of argv[1] (as torchrun job argv[2], "" for none), says so, and holds it.
 _HOLD = r"""

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +17,11 @@ from lapelens import LapelensError, load_model
 from lapelens.activations import collect
 from lapelens.checkpoint import CHECKPOINT_FILE, Checkpointer, Shard
 from lapelens.cli import main
-from tiny import TEXTS, RESUME_BATCH as BATCH, RESUME_SEQ as SEQ, RESUME_TEXTS as TEXTS_EN_ZH, RESUME_TOKENS as TOKENS, TESTS
+from tiny import RESUME_BATCH as BATCH
+from tiny import RESUME_SEQ as SEQ
+from tiny import RESUME_TEXTS as TEXTS_EN_ZH
+from tiny import RESUME_TOKENS as TOKENS
+from tiny import TESTS, TEXTS
 
 KEYS = ("n", "count", "act_sum", "act_sq_sum")
 
@@ -204,7 +207,7 @@ print("finished")
 
 
 def test_killed_process_resumes_bit_identical(model, whole, tiny_dirs, tmp_path, monkeypatch):
-    """kill -9 right after the first checkpoint (SIGTERM without a handler ends a process the same way;
+    """Kill -9 right after the first checkpoint (SIGTERM without a handler ends a process the same way;
     SIGINT raises KeyboardInterrupt, as in the tests above)."""
     folder = tmp_path / "ck"
     code = _CHILD.format(tests=str(TESTS), model=str(tiny_dirs["llama"]), folder=str(folder))

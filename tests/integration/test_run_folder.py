@@ -22,9 +22,9 @@ def test_a_folder_without_config_counts_every_stage_it_has(tmp_path):
     assert set(run["perturb"]) == {"lape", "random"} and "kojima" not in run.results  # no AP: Kojima cannot have run
     assert run["layers"].method == "lape"
     with pytest.raises(LapelensError, match="no summary.json: it is not a finished"):
-        run.summary
+        _ = run.summary
     with pytest.raises(LapelensError, match="has no stats/"):
-        run.stats
+        _ = run.stats
     with pytest.raises(KeyError, match="holds no 'nothing' result"):
         run["nothing"]
     with pytest.raises(LapelensError, match="holds no lapelens result"):  # lapelens.load needs a finished run

@@ -1,11 +1,11 @@
 """The GPU benchmark runs on the CPU with a tiny shape (CI's smoke test), its bridge shares the plain
 model's weights and counts what plain PyTorch hooks on the HF modules count."""
 
-from tiny import ROOT
 import sys
-from pathlib import Path
 
 import torch
+
+from tiny import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 

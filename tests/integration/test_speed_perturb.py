@@ -81,8 +81,8 @@ def test_resumed_rows_agree_with_plain_pytorch_hooks(deep_llama):
     neurons = _neurons(4, model.cfg.d_mlp)
     chunks = _chunks(300)
     result = perturbation_matrix(model, neurons, chunks, batch_size=3, progress=False, n_boot=10)
-    for k, row in enumerate(LANGS):
-        for lang, c in chunks.items():
+    for k, row in enumerate(LANGS):  # noqa: B007 (read by the query below)
+        for lang, c in chunks.items():  # noqa: B007
             got = result.chunks.query("perturbed == @row and evaluated == @lang")["nll"].to_numpy()
             np.testing.assert_allclose(got, _hf_nll(deep_llama, c, neurons.mask[k]), rtol=1e-5)
 

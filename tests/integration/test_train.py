@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from lapelens import load_model, neuron_spec
-from lapelens.errors import LapelensError
 from lapelens.embedded.card import unigram_nll
 from lapelens.embedded.tokenizer import CJK_CHARACTER, token_byte_lengths, train_tokenizer
 from lapelens.embedded.train import TrainConfig, reevaluate, train
+from lapelens.errors import LapelensError
 from lapelens.training import continue_training, lr_schedule
 
 DOCS = {
@@ -158,7 +158,7 @@ def test_cjk_characters_keeps_han_and_kana_tokens_single():
     assert any("ファ" in p or "ます" in p for p in _multi_cjk_tokens(plain))
     # ... and the split vocabulary never does, yet still round-trips every text.
     assert _multi_cjk_tokens(split) == []
-    for lang, docs in texts.items():
+    for docs in texts.values():
         for d in docs[:4]:
             assert split.decode(split(d, add_special_tokens=False)["input_ids"]) == d
     assert len(split("选择要复制的文本。", add_special_tokens=False)["input_ids"]) >= 9

@@ -22,8 +22,7 @@ from lapelens.neurons import LanguageNeurons
 from lapelens.parameters import ParameterMask
 from lapelens.run import Run, pair_key
 from lapelens.stats import ActivationStats, SentenceActivations
-from tiny import fake_run, save_run
-from tiny import ROOT
+from tiny import ROOT, fake_run, save_run
 
 LANGS = ("en", "zh", "fr")
 

@@ -84,7 +84,7 @@ def test_embedded_is_nfc(train, valid):
 
 @pytest.mark.parametrize("lang", PAPER_LANGUAGES)
 def test_embedded_language_by_langdetect(train, valid, lang):
-    """langdetect (not the langid.py used to filter the build) agrees on > 99 % of a fixed sample.
+    """Langdetect (not the langid.py used to filter the build) agrees on > 99 % of a fixed sample.
 
     Measured on the third build: en 5, zh 0, fr 10, es 8, vi 1, id 12, ja 1 of 1,500 (seed 1: 6, 0,
     5, 9, 0, 1, 1). The sample must be this large: on the second build, with 300 paragraphs (seed 0) fr

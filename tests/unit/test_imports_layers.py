@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from tiny import ROOT
 
 ROOT = ROOT / "lapelens"

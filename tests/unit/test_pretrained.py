@@ -9,10 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lapelens import LapelensError, load_model, neuron_spec
-from lapelens import pretrained
-from tiny import TEXTS, make_tiny_model
-from tiny import write_tiny_llama_gguf
+from lapelens import LapelensError, load_model, neuron_spec, pretrained
+from tiny import TEXTS, make_tiny_model, write_tiny_llama_gguf
 
 pytest.importorskip("gguf")
 
@@ -95,7 +93,10 @@ def test_unsupported_architecture_is_refused(tmp_path):
     path = tmp_path / "rwkv.gguf"
     w = gguf.GGUFWriter(str(path), "rwkv6")
     w.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
-    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
     with pytest.raises(LapelensError, match="'rwkv6' model, which transformers' GGUF loader cannot read"):
         load_model(path, cache_dir=tmp_path)
 

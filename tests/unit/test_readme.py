@@ -8,9 +8,9 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+
 from tiny import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))

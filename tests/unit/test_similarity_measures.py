@@ -10,8 +10,18 @@ import torch
 from lapelens import LapelensError
 from lapelens.evaluate.embeddings import SentenceEmbeddings
 from lapelens.evaluate.measures import (
-    bootstrap_means, check_measure, dominance_matrix, energy_shares, halves, mean_over_sources, pair_similarity, partner,
-    shifted_similarity, text_scores, top_dimensions, transform,
+    bootstrap_means,
+    check_measure,
+    dominance_matrix,
+    energy_shares,
+    halves,
+    mean_over_sources,
+    pair_similarity,
+    partner,
+    shifted_similarity,
+    text_scores,
+    top_dimensions,
+    transform,
 )
 
 R2 = math.sqrt(2)

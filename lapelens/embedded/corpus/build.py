@@ -4,21 +4,42 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from lapelens.constants import PAPER_LANGUAGES
 from lapelens.embedded.corpus.extract import book_paragraphs, clean_ui_text, extract_page, l10n_pages
 from lapelens.embedded.corpus.fetch import (
-    HANDBOOK_DIRS, HANDBOOK_PACKAGE, HELP_PACKAGES, INSTALL_DIRS, INSTALL_PACKAGE, REFERENCE_PACKAGES, fetch_package,
+    HANDBOOK_DIRS,
+    HANDBOOK_PACKAGE,
+    HELP_PACKAGES,
+    INSTALL_DIRS,
+    INSTALL_PACKAGE,
+    REFERENCE_PACKAGES,
+    fetch_package,
     help_dir,
 )
 from lapelens.embedded.corpus.filter import (
-    EXTRA_MAX_TRAIN_CHARS, LANGID_MIN_PROB, MAX_LATIN_SHARE_CJK, MIN_CHARS, MIN_CHARS_CJK, MIN_KANA_SHARE_JA,
-    MIN_LETTER_SHARE, SECOND_OPINION_LATIN_SHARE_CJK, Counts, cap_pages, keep_paragraph,
+    EXTRA_MAX_TRAIN_CHARS,
+    LANGID_MIN_PROB,
+    MAX_LATIN_SHARE_CJK,
+    MIN_CHARS,
+    MIN_CHARS_CJK,
+    MIN_KANA_SHARE_JA,
+    MIN_LETTER_SHARE,
+    SECOND_OPINION_LATIN_SHARE_CJK,
+    Counts,
+    cap_pages,
+    keep_paragraph,
 )
 from lapelens.embedded.corpus.write import (
-    VALID_PERCENT, VALID_PERCENT_BOOKS, VALID_PERCENT_UI, page_split, write_jsonl, write_notice, write_parallel,
+    VALID_PERCENT,
+    VALID_PERCENT_BOOKS,
+    VALID_PERCENT_UI,
+    page_split,
+    write_jsonl,
+    write_notice,
+    write_parallel,
 )
 from lapelens.errors import LapelensError
 

@@ -172,7 +172,7 @@ def book_paragraphs(path: Path, book: str) -> list[tuple[str, str, str]]:
 
 
 def read_mo(path: Path) -> dict[str, str]:
-    """``"context\\x04msgid" -> msgstr`` of a gettext .mo file (header and plurals' extra forms dropped)."""
+    r"""``"context\x04msgid" -> msgstr`` of a gettext .mo file (header and plurals' extra forms dropped)."""
     data = path.read_bytes()
     endian = "<" if struct.unpack("<I", data[:4])[0] == 0x950412DE else ">"
     _, n, orig, trans = struct.unpack(endian + "4I", data[4:20])

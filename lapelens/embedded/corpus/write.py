@@ -7,8 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 import lzma
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from lapelens.constants import PAPER_LANGUAGES
 from lapelens.embedded.corpus.fetch import HANDBOOK_PACKAGE, INSTALL_PACKAGE
@@ -158,7 +158,7 @@ def report(counts: Counts, out_dir: Path) -> str:
             continue
         for split, (d, p, c) in splits.items():
             lines.append(f"{lang:6}{split:7}{d:>7}{p:>12}{c:>11}")
-    for split, (rows, full, _) in counts.kept.get("_parallel", {}).items():
+    for split, (rows, _full, _) in counts.kept.get("_parallel", {}).items():
         lines.append(f"parallel {split}: {rows} paragraphs kept in all of {', '.join(PAPER_LANGUAGES)}")
     for lang, reasons in counts.dropped.items():
         lines.append(f"dropped {lang}: " + ", ".join(f"{k}={v}" for k, v in sorted(reasons.items())))
