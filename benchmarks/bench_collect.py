@@ -32,11 +32,34 @@ import torch
 #: Operator kinds of a profile, by aten name.
 KINDS = {
     "matmul": ("aten::mm", "aten::bmm", "aten::addmm", "aten::matmul", "aten::linear"),
-    "attention": ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_softmax", "aten::softmax",
-                  "aten::_scaled_dot_product_efficient_attention", "aten::_scaled_dot_product_flash_attention"),
-    "element-wise": ("aten::mul", "aten::add", "aten::silu", "aten::gelu", "aten::tanh", "aten::pow", "aten::gt",
-                     "aten::mul_", "aten::add_", "aten::masked_fill", "aten::neg", "aten::cat", "aten::copy_",
-                     "aten::rsqrt", "aten::mean", "aten::sum", "aten::div", "aten::where", "aten::index_fill"),
+    "attention": (
+        "aten::_scaled_dot_product_flash_attention_for_cpu",
+        "aten::_softmax",
+        "aten::softmax",
+        "aten::_scaled_dot_product_efficient_attention",
+        "aten::_scaled_dot_product_flash_attention",
+    ),
+    "element-wise": (
+        "aten::mul",
+        "aten::add",
+        "aten::silu",
+        "aten::gelu",
+        "aten::tanh",
+        "aten::pow",
+        "aten::gt",
+        "aten::mul_",
+        "aten::add_",
+        "aten::masked_fill",
+        "aten::neg",
+        "aten::cat",
+        "aten::copy_",
+        "aten::rsqrt",
+        "aten::mean",
+        "aten::sum",
+        "aten::div",
+        "aten::where",
+        "aten::index_fill",
+    ),
 }
 
 
@@ -72,8 +95,12 @@ def profile(fn: Callable[[], Any], top: int = 8) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="smollm2-135m", help="smollm2-135m, gemma-3-270m, embedded, 'shape' (a random "
-                    "LLaMA of SmolLM2-135M's shape) or a local HF folder")
+    ap.add_argument(
+        "--model",
+        default="smollm2-135m",
+        help="smollm2-135m, gemma-3-270m, embedded, 'shape' (a random "
+        "LLaMA of SmolLM2-135M's shape) or a local HF folder",
+    )
     ap.add_argument("--layers", type=int, help="with --model shape: fewer layers")
     ap.add_argument("--chunks", type=int, default=16)
     ap.add_argument("--seq-len", type=int, default=256)
@@ -110,16 +137,21 @@ def main() -> None:
 
     ways: dict[str, Callable[[], Any]] = {"hf body": body}
     for name, bridge in bridges.items():
-        ways[name] = lambda bridge=bridge: collect_chunks(bridge, {"x": chunks}, batch_size=args.batch_size, progress=False)
-    print(f"{args.model}: {hf.config.num_hidden_layers} layers, d_model {hf.config.hidden_size}, d_mlp "
-          f"{hf.config.intermediate_size}; {args.chunks} chunks x {args.seq_len} tokens, batch {args.batch_size}, "
-          f"{args.repeats} interleaved repeats, {torch.get_num_threads()} threads", flush=True)
+        ways[name] = lambda bridge=bridge: collect_chunks(
+            bridge, {"x": chunks}, batch_size=args.batch_size, progress=False
+        )
+    print(
+        f"{args.model}: {hf.config.num_hidden_layers} layers, d_model {hf.config.hidden_size}, d_mlp "
+        f"{hf.config.intermediate_size}; {args.chunks} chunks x {args.seq_len} tokens, batch {args.batch_size}, "
+        f"{args.repeats} interleaved repeats, {torch.get_num_threads()} threads",
+        flush=True,
+    )
     for fn in ways.values():  # warm-up
         fn()
     times: dict[str, list[float]] = {name: [] for name in ways}
     order = list(ways)
     for r in range(args.repeats):
-        for name in order[r % len(order):] + order[:r % len(order)]:
+        for name in order[r % len(order) :] + order[: r % len(order)]:
             start = time.perf_counter()
             ways[name]()
             times[name].append(time.perf_counter() - start)
@@ -129,7 +161,10 @@ def main() -> None:
     for name in bridges:
         best = min(times["hf body"]) / min(times[name])
         med = statistics.median(times["hf body"]) / statistics.median(times[name])
-        print(f"{name} / hf body throughput: best {best:.3f}, median {med:.3f}" + (" (target >= 0.97)" if name == "collect" else ""))
+        print(
+            f"{name} / hf body throughput: best {best:.3f}, median {med:.3f}"
+            + (" (target >= 0.97)" if name == "collect" else "")
+        )
     if args.profile:
         print("\nwhere the time goes (self CPU time, one run each):")
         for name, fn in ways.items():

@@ -38,18 +38,28 @@ def tl_generate_ids(model: Any, prompts: Any, sampling: Any) -> list[list[int]]:
     with torch.inference_mode(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(sampling.seed)
         for start in range(0, len(prompts), 50):
-            tokens, mask = gen.left_padded(prompts[start:start + 50], pad)
+            tokens, mask = gen.left_padded(prompts[start : start + 50], pad)
             kw = {"attention_mask": mask} if not bool(mask.all()) else {}
-            result = model.generate(tokens, max_new_tokens=sampling.max_new_tokens, do_sample=sampling.do_sample,
-                                    temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p,
-                                    repetition_penalty=sampling.repetition_penalty, stop_at_eos=eos is not None,
-                                    eos_token_id=eos, verbose=False, **kw)
-            out += [r[:r.index(eos)] if eos in r else r for r in result[:, tokens.shape[1]:].tolist()]
+            result = model.generate(
+                tokens,
+                max_new_tokens=sampling.max_new_tokens,
+                do_sample=sampling.do_sample,
+                temperature=sampling.temperature,
+                top_k=sampling.top_k,
+                top_p=sampling.top_p,
+                repetition_penalty=sampling.repetition_penalty,
+                stop_at_eos=eos is not None,
+                eos_token_id=eos,
+                verbose=False,
+                **kw,
+            )
+            out += [r[: r.index(eos)] if eos in r else r for r in result[:, tokens.shape[1] :].tolist()]
     return out
 
 
-def hf_generate(hf: Any, tokenizer: Any, prompts: list[list[int]], sampling: Any, calls: int = 1,
-                score: bool = False) -> list[list[int]]:
+def hf_generate(
+    hf: Any, tokenizer: Any, prompts: list[list[int]], sampling: Any, calls: int = 1, score: bool = False
+) -> list[list[int]]:
     """``calls`` generations of ``prompts`` in one batch by the plain HF model; with ``score``, a
     forward over each output too (generation under deactivation reports the outputs' perplexity)."""
     from lapelens.evaluate import generation as gen
@@ -64,7 +74,7 @@ def hf_generate(hf: Any, tokenizer: Any, prompts: list[list[int]], sampling: Any
             if score:
                 full = torch.cat([mask, torch.ones(len(out), out.shape[1] - mask.shape[1], dtype=mask.dtype)], dim=1)
                 hf(out, attention_mask=full, use_cache=False)
-    return [r[:r.index(eos)] if eos is not None and eos in r else r for r in out[:, tokens.shape[1]:].tolist()]
+    return [r[: r.index(eos)] if eos is not None and eos in r else r for r in out[:, tokens.shape[1] :].tolist()]
 
 
 def model_folder(name: str) -> Any:
@@ -103,32 +113,42 @@ def main() -> None:
     par = load_parallel("embedded", split="valid", languages=["fr"])
     settings = {
         "unconditional": ([[bos]] * args.samples, gen.Sampling(max_new_tokens=args.unconditional_tokens, seed=0)),
-        "prompted": (gen.encode_prompts(model, par["fr"].head(args.prompts).tolist(), 32),
-                     gen.Sampling.greedy(max_new_tokens=args.new_tokens)),
+        "prompted": (
+            gen.encode_prompts(model, par["fr"].head(args.prompts).tolist(), 32),
+            gen.Sampling.greedy(max_new_tokens=args.new_tokens),
+        ),
     }
-    print(f"{args.model}: {model.cfg.n_layers} layers, vocab {model.cfg.d_vocab}; {args.repeats} interleaved repeats, "
-          f"{torch.get_num_threads()} threads", flush=True)
+    print(
+        f"{args.model}: {model.cfg.n_layers} layers, vocab {model.cfg.d_vocab}; {args.repeats} interleaved repeats, "
+        f"{torch.get_num_threads()} threads",
+        flush=True,
+    )
     for name, (prompts, sampling) in settings.items():
-        ways = {"lapelens": lambda prompts=prompts, sampling=sampling: gen.generate_ids(model, prompts, sampling),
-                "tl": lambda prompts=prompts, sampling=sampling: tl_generate_ids(eager, prompts, sampling),
-                "hf generate": lambda prompts=prompts, sampling=sampling: hf_generate(hf, tok, prompts, sampling)}
+        ways = {
+            "lapelens": lambda prompts=prompts, sampling=sampling: gen.generate_ids(model, prompts, sampling),
+            "tl": lambda prompts=prompts, sampling=sampling: tl_generate_ids(eager, prompts, sampling),
+            "hf generate": lambda prompts=prompts, sampling=sampling: hf_generate(hf, tok, prompts, sampling),
+        }
         times: dict[str, list[float]] = {w: [] for w in ways}
         outputs: dict[str, Any] = {}
         order = list(ways)
         for r in range(args.repeats):
-            for w in order[r % 3:] + order[:r % 3]:
+            for w in order[r % 3 :] + order[: r % 3]:
                 start = time.perf_counter()
                 outputs[w] = ways[w]()
                 times[w].append(time.perf_counter() - start)
         n_tok = len(prompts) * sampling.max_new_tokens
         med = {w: statistics.median(t) for w, t in times.items()}
         same = sum(a == b for a, b in zip(outputs["lapelens"], outputs["hf generate"]))
-        print(f"{name}: batch {len(prompts)} x {sampling.max_new_tokens} new tokens "
-              f"({'sampled' if sampling.do_sample else 'greedy'}); "
-              + ", ".join(f"{w} {n_tok / t:.1f} tok/s ({t:.2f} s)" for w, t in med.items())
-              + f"; lapelens / hf generate throughput {med['hf generate'] / med['lapelens']:.2f} (target >= 0.9), "
-              f"tl / hf generate {med['hf generate'] / med['tl']:.2f}; "
-              f"outputs identical to hf generate: {same}/{len(prompts)}", flush=True)
+        print(
+            f"{name}: batch {len(prompts)} x {sampling.max_new_tokens} new tokens "
+            f"({'sampled' if sampling.do_sample else 'greedy'}); "
+            + ", ".join(f"{w} {n_tok / t:.1f} tok/s ({t:.2f} s)" for w, t in med.items())
+            + f"; lapelens / hf generate throughput {med['hf generate'] / med['lapelens']:.2f} (target >= 0.9), "
+            f"tl / hf generate {med['hf generate'] / med['tl']:.2f}; "
+            f"outputs identical to hf generate: {same}/{len(prompts)}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

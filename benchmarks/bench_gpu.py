@@ -31,10 +31,26 @@ import torch
 
 SHAPES = {
     # meta-llama/Llama-2-7b-hf's config.json
-    "llama-2-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                       num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-5),
-    "tiny": dict(hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=4, vocab_size=320, max_position_embeddings=512, rms_norm_eps=1e-5),
+    "llama-2-7b": dict(
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        vocab_size=32000,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-5,
+    ),
+    "tiny": dict(
+        hidden_size=64,
+        intermediate_size=176,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        vocab_size=320,
+        max_position_embeddings=512,
+        rms_norm_eps=1e-5,
+    ),
 }
 
 
@@ -86,7 +102,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         hf, bridge = build(args.shape, args.device, dtype, Path(tmp))
     n_chunks = max(1, args.tokens // args.seq_len)
-    chunks = torch.randint(0, hf.config.vocab_size, (n_chunks, args.seq_len), generator=torch.Generator().manual_seed(0))
+    chunks = torch.randint(
+        0, hf.config.vocab_size, (n_chunks, args.seq_len), generator=torch.Generator().manual_seed(0)
+    )
     n_tok = chunks.numel()
     batches = [b.to(args.device) for b in chunks.split(args.batch_size)]
 
@@ -109,9 +127,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     ways: dict[str, Callable[[], None]] = {"hf logits": hf_logits, "hf body": hf_body, "lapelens collect": collect}
     params = sum(p.numel() for p in hf.parameters()) / 1e9
-    print(f"{args.shape} shape ({params:.2f}B parameters, random), {args.dtype} on {args.device}"
-          f"{' (' + torch.cuda.get_device_name(args.device) + ')' if args.device.startswith('cuda') else ''}; "
-          f"{n_chunks} chunks x {args.seq_len} tokens, batch {args.batch_size}, {args.repeats} interleaved repeats", flush=True)
+    print(
+        f"{args.shape} shape ({params:.2f}B parameters, random), {args.dtype} on {args.device}"
+        f"{' (' + torch.cuda.get_device_name(args.device) + ')' if args.device.startswith('cuda') else ''}; "
+        f"{n_chunks} chunks x {args.seq_len} tokens, batch {args.batch_size}, {args.repeats} interleaved repeats",
+        flush=True,
+    )
     for fn in ways.values():  # warm-up (kernels, allocator)
         fn()
     sync()
@@ -119,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     peaks: dict[str, float] = {}
     order = list(ways)
     for r in range(args.repeats):
-        for w in order[r % len(order):] + order[:r % len(order)]:
+        for w in order[r % len(order) :] + order[: r % len(order)]:
             if args.device.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats(args.device)
             sync()
@@ -132,9 +153,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     unit = "GB peak allocated" if args.device.startswith("cuda") else "GB peak RSS of the process"
     for w in ways:
         print(f"{w:>17}: {rates[w]:10.1f} tok/s (median of {len(times[w])}), {peaks[w]:6.2f} {unit}")
-    print(f"lapelens collect / hf body {rates['lapelens collect'] / rates['hf body']:.3f}, "
-          f"/ hf logits {rates['lapelens collect'] / rates['hf logits']:.3f}; official LAPE code: ~3,500-4,000 tok/s "
-          "for a 7B model on one RTX 3090")
+    print(
+        f"lapelens collect / hf body {rates['lapelens collect'] / rates['hf body']:.3f}, "
+        f"/ hf logits {rates['lapelens collect'] / rates['hf logits']:.3f}; official LAPE code: ~3,500-4,000 tok/s "
+        "for a 7B model on one RTX 3090"
+    )
     return rates
 
 

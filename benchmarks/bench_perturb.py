@@ -38,7 +38,7 @@ def interleaved(ways: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[
     out: dict[str, Any] = {}
     order = list(ways)
     for r in range(repeats):
-        for w in (order if r % 2 == 0 else order[::-1]):
+        for w in order if r % 2 == 0 else order[::-1]:
             start = time.perf_counter()
             out[w] = ways[w]()
             times[w].append(time.perf_counter() - start)
@@ -77,9 +77,12 @@ def main() -> None:
     spec = neuron_spec(model)
     gen = torch.Generator().manual_seed(0)
     n_chunks = max(1, args.tokens // args.seq_len)
-    print(f"{args.model}: {spec.n_layers} layers x {spec.d_mlp} neurons, vocab {model.cfg.d_vocab}; {n_chunks} chunks x "
-          f"{args.seq_len} tokens per language, batch {args.batch_size}, {args.repeats} interleaved repeats, "
-          f"{torch.get_num_threads()} threads", flush=True)
+    print(
+        f"{args.model}: {spec.n_layers} layers x {spec.d_mlp} neurons, vocab {model.cfg.d_vocab}; {n_chunks} chunks x "
+        f"{args.seq_len} tokens per language, batch {args.batch_size}, {args.repeats} interleaved repeats, "
+        f"{torch.get_num_threads()} threads",
+        flush=True,
+    )
 
     if not args.skip_floor:
         hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="sdpa").eval()
@@ -97,17 +100,26 @@ def main() -> None:
                             losses.append(float(hf(b, labels=b, use_cache=False).loss))
             return losses
 
-        med, out = interleaved({"matrix": lambda: perturbation_matrix(model, neurons, chunks, batch_size=args.batch_size,
-                                                                      progress=False),
-                                "hf forwards with loss": floor}, args.repeats)
+        med, out = interleaved(
+            {
+                "matrix": lambda: perturbation_matrix(
+                    model, neurons, chunks, batch_size=args.batch_size, progress=False
+                ),
+                "hf forwards with loss": floor,
+            },
+            args.repeats,
+        )
         n_tok = (len(langs) + 1) * len(langs) * n_chunks * args.seq_len
         none = out["matrix"].chunks.query("perturbed == 'none'")
         mean_nll = none["nll"].sum() / none["tokens"].sum()
-        hf_mean = float(np.mean(out["hf forwards with loss"][:len(langs) * -(-n_chunks // args.batch_size)]))
-        print(f"floor: a {len(langs) + 1}-row x {len(langs)}-language matrix ({n_tok:,} tokens), {args.share:.0%} random "
-              f"neurons per language in every layer: matrix {med['matrix']:.1f} s, HF forwards with loss "
-              f"{med['hf forwards with loss']:.1f} s -> matrix / floor {med['matrix'] / med['hf forwards with loss']:.3f} "
-              f"(target <= 1.1); unperturbed mean NLL {mean_nll:.5f} vs HF's {hf_mean:.5f}", flush=True)
+        hf_mean = float(np.mean(out["hf forwards with loss"][: len(langs) * -(-n_chunks // args.batch_size)]))
+        print(
+            f"floor: a {len(langs) + 1}-row x {len(langs)}-language matrix ({n_tok:,} tokens), {args.share:.0%} random "
+            f"neurons per language in every layer: matrix {med['matrix']:.1f} s, HF forwards with loss "
+            f"{med['hf forwards with loss']:.1f} s -> matrix / floor {med['matrix'] / med['hf forwards with loss']:.3f} "
+            f"(target <= 1.1); unperturbed mean NLL {mean_nll:.5f} vs HF's {hf_mean:.5f}",
+            flush=True,
+        )
 
     for spec_arg in args.neurons:
         name, _, path = spec_arg.partition("=")
@@ -115,17 +127,30 @@ def main() -> None:
         bound = selection.on(model)
         starts = {l: bound.first_layer(l) for l in selection.languages}
         skipped = sum(starts.values()) / (spec.n_layers * (len(starts) + 1))
-        chunks = {l: torch.randint(0, model.cfg.d_vocab, (n_chunks, args.seq_len), generator=gen)
-                  for l in selection.languages}
-        med, out = interleaved({
-            "started late": lambda selection=selection, chunks=chunks: perturbation_matrix(model, selection, chunks, batch_size=args.batch_size, progress=False),
-            "full forwards": lambda selection=selection, chunks=chunks: perturbation_matrix(model, row_contexts(model, selection), chunks,
-                                                         batch_size=args.batch_size, progress=False)}, args.repeats)
-        diff = np.abs(out["started late"].chunks["nll"].to_numpy() - out["full forwards"].chunks["nll"].to_numpy()).max()
-        print(f"{name} ({selection.method}, {sum(selection.sizes().values())} neurons): first layer per row {starts}; "
-              f"{skipped:.1%} of the block forwards skipped; started late {med['started late']:.1f} s, full forwards "
-              f"{med['full forwards']:.1f} s -> {med['started late'] / med['full forwards']:.3f}; "
-              f"largest |difference| in a chunk's NLL {diff:.3g}", flush=True)
+        chunks = {
+            l: torch.randint(0, model.cfg.d_vocab, (n_chunks, args.seq_len), generator=gen) for l in selection.languages
+        }
+        med, out = interleaved(
+            {
+                "started late": lambda selection=selection, chunks=chunks: perturbation_matrix(
+                    model, selection, chunks, batch_size=args.batch_size, progress=False
+                ),
+                "full forwards": lambda selection=selection, chunks=chunks: perturbation_matrix(
+                    model, row_contexts(model, selection), chunks, batch_size=args.batch_size, progress=False
+                ),
+            },
+            args.repeats,
+        )
+        diff = np.abs(
+            out["started late"].chunks["nll"].to_numpy() - out["full forwards"].chunks["nll"].to_numpy()
+        ).max()
+        print(
+            f"{name} ({selection.method}, {sum(selection.sizes().values())} neurons): first layer per row {starts}; "
+            f"{skipped:.1%} of the block forwards skipped; started late {med['started late']:.1f} s, full forwards "
+            f"{med['full forwards']:.1f} s -> {med['started late'] / med['full forwards']:.3f}; "
+            f"largest |difference| in a chunk's NLL {diff:.3g}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

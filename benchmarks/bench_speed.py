@@ -49,7 +49,9 @@ Way = Callable[[], torch.Tensor | None]
 def _model_folder(name: str, tmp: Path, layers: int | None) -> tuple[Path, str]:
     if name == "shape":
         shape = dict(SMOLLM2_135M_SHAPE, **({"n_layers": layers} if layers else {}))
-        return make_llama(tmp / "smollm2-shape", **shape), f"random LLaMA of SmolLM2-135M's shape ({shape['n_layers']} layers)"
+        return make_llama(
+            tmp / "smollm2-shape", **shape
+        ), f"random LLaMA of SmolLM2-135M's shape ({shape['n_layers']} layers)"
     from lapelens.pretrained import PRETRAINED, hf_folder
 
     if name in PRETRAINED:
@@ -112,6 +114,7 @@ def build_ways(folder: Path, chunks: torch.Tensor, batch_size: int) -> tuple[dic
         def make(i):
             def hook(module, args, out):
                 counts[i] += (out > 0).sum((0, 1))
+
             return hook
 
         handles = [layer.mlp.act_fn.register_forward_hook(make(i)) for i, layer in enumerate(layers)]
@@ -139,8 +142,12 @@ def build_ways(folder: Path, chunks: torch.Tensor, batch_size: int) -> tuple[dic
         stats = collect_chunks(bridge, {"x": chunks}, batch_size=batch_size, progress=False)
         return stats.count[0]
 
-    ways: dict[str, Way] = {"hf logits": hf_logits, "hf body": hf_body, "hf act_fn hooks": hf_hooks,
-                            "tl run_with_cache": tl_cache}
+    ways: dict[str, Way] = {
+        "hf logits": hf_logits,
+        "hf body": hf_body,
+        "hf act_fn hooks": hf_hooks,
+        "tl run_with_cache": tl_cache,
+    }
     try:
         import nnsight
 
@@ -166,16 +173,23 @@ def build_ways(folder: Path, chunks: torch.Tensor, batch_size: int) -> tuple[dic
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="shape", help="'shape' (random, SmolLM2-135M's shape; default), "
-                    "'smollm2-135m' or 'gemma-3-270m' (the real ones), or a local HF folder")
+    ap.add_argument(
+        "--model",
+        default="shape",
+        help="'shape' (random, SmolLM2-135M's shape; default), "
+        "'smollm2-135m' or 'gemma-3-270m' (the real ones), or a local HF folder",
+    )
     ap.add_argument("--layers", type=int, help="with --model shape: fewer layers, for a quick check")
     ap.add_argument("--tokens", type=int, default=2048, help="tokens per way and repeat (default 2048)")
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    ap.add_argument("--memory-tokens", type=int, help="N for the peak-RSS runs of N and 10N tokens "
-                    "(default: --tokens; 0 skips them)")
+    ap.add_argument(
+        "--memory-tokens",
+        type=int,
+        help="N for the peak-RSS runs of N and 10N tokens (default: --tokens; 0 skips them)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -193,9 +207,12 @@ def main() -> None:
         ways, skipped, cfg = build_ways(folder, chunks, args.batch_size)
         n_tok = chunks.numel()
         flops = flops_per_token(cfg, args.seq_len)
-        print(f"model: {label}; {chunks_n} chunks x {args.seq_len} tokens = {n_tok} tokens per way, batch "
-              f"{args.batch_size}, {args.repeats} interleaved repeats, torch {torch.__version__}, "
-              f"{torch.get_num_threads()} threads", flush=True)
+        print(
+            f"model: {label}; {chunks_n} chunks x {args.seq_len} tokens = {n_tok} tokens per way, batch "
+            f"{args.batch_size}, {args.repeats} interleaved repeats, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads",
+            flush=True,
+        )
         for name, why in skipped.items():
             print(f"  {name}: skipped ({why})")
         counts = {name: fn() for name, fn in ways.items()}  # warm-up, and what each way counted
@@ -204,31 +221,41 @@ def main() -> None:
         order = list(ways)
         for r in range(args.repeats):
             mm.append(matmul_gflops(args.batch_size * args.seq_len, cfg.hidden_size, cfg.intermediate_size))
-            for name in order[r % len(order):] + order[:r % len(order)]:
+            for name in order[r % len(order) :] + order[: r % len(order)]:
                 start = time.perf_counter()
                 ways[name]()
                 times[name].append(time.perf_counter() - start)
-            print(f"  repeat {r + 1}: matmul {mm[-1]:.1f} GFLOP/s; " + ", ".join(
-                f"{n} {n_tok / times[n][-1]:.0f}" for n in order) + " tok/s", flush=True)
+            print(
+                f"  repeat {r + 1}: matmul {mm[-1]:.1f} GFLOP/s; "
+                + ", ".join(f"{n} {n_tok / times[n][-1]:.0f}" for n in order)
+                + " tok/s",
+                flush=True,
+            )
 
         base_best, base_med = min(times["hf logits"]), statistics.median(times["hf logits"])
         mm_best = max(mm)
-        print(f"\nfp32 matmul [{args.batch_size * args.seq_len}x{cfg.hidden_size}]@[{cfg.hidden_size}x"
-              f"{cfg.intermediate_size}]: best {mm_best:.1f}, median {statistics.median(mm):.1f} GFLOP/s")
+        print(
+            f"\nfp32 matmul [{args.batch_size * args.seq_len}x{cfg.hidden_size}]@[{cfg.hidden_size}x"
+            f"{cfg.intermediate_size}]: best {mm_best:.1f}, median {statistics.median(mm):.1f} GFLOP/s"
+        )
         print(f"{'way':>20} {'best tok/s':>11} {'median':>9} {'x hf logits':>12} {'GFLOP/s':>8} {'% matmul':>9}")
         for name, ts in times.items():
             work = flops["body"] if name in ("hf body", "lapelens collect") else flops["logits"]
             rate = work * n_tok / min(ts) / 1e9
-            print(f"{name:>20} {n_tok / min(ts):11.1f} {n_tok / statistics.median(ts):9.1f} "
-                  f"{base_best / min(ts):5.2f} / {base_med / statistics.median(ts):4.2f} "
-                  f"{rate:8.1f} {100 * rate / mm_best:8.0f}%")
+            print(
+                f"{name:>20} {n_tok / min(ts):11.1f} {n_tok / statistics.median(ts):9.1f} "
+                f"{base_best / min(ts):5.2f} / {base_med / statistics.median(ts):4.2f} "
+                f"{rate:8.1f} {100 * rate / mm_best:8.0f}%"
+            )
         print("(x hf logits: best / median; GFLOP/s from the best time, model FLOPs as in flops_per_token)")
         ref = counts["lapelens collect"]
         for name, c in counts.items():
             if isinstance(c, torch.Tensor) and name != "lapelens collect":
                 diff = (c - ref).abs()
-                print(f"counts of {name} vs lapelens: {int((diff > 0).sum())} of {diff.numel()} neurons differ, "
-                      f"by at most {int(diff.max())} of {n_tok} tokens (rounding: the HF modules' and the bridge's, e.g. its norms)")
+                print(
+                    f"counts of {name} vs lapelens: {int((diff > 0).sum())} of {diff.numel()} neurons differ, "
+                    f"by at most {int(diff.max())} of {n_tok} tokens (rounding: the HF modules' and the bridge's, e.g. its norms)"
+                )
 
         n_mem = args.tokens if args.memory_tokens is None else args.memory_tokens
         if n_mem:

@@ -38,12 +38,29 @@ import torch
 from bench_generate import hf_generate, model_folder, tl_generate_ids
 
 #: reproduce's budgets for a real model (``--full``), and the defaults here (a few minutes per model).
-FULL = dict(tokens=100_000, eval_tokens=8192, ap_sentences=300, ses_texts=200, samples=100, prompts=10,
-            new_tokens=24, unconditional_tokens=64)
-SMALL = dict(tokens=4096, eval_tokens=1024, ap_sentences=40, ses_texts=32, samples=20, prompts=4,
-             new_tokens=12, unconditional_tokens=24)
-TINY = dict(tokens=512, eval_tokens=256, ap_sentences=6, ses_texts=4, samples=3, prompts=2, new_tokens=4,
-            unconditional_tokens=4)
+FULL = dict(
+    tokens=100_000,
+    eval_tokens=8192,
+    ap_sentences=300,
+    ses_texts=200,
+    samples=100,
+    prompts=10,
+    new_tokens=24,
+    unconditional_tokens=64,
+)
+SMALL = dict(
+    tokens=4096,
+    eval_tokens=1024,
+    ap_sentences=40,
+    ses_texts=32,
+    samples=20,
+    prompts=4,
+    new_tokens=12,
+    unconditional_tokens=24,
+)
+TINY = dict(
+    tokens=512, eval_tokens=256, ap_sentences=6, ses_texts=4, samples=3, prompts=2, new_tokens=4, unconditional_tokens=4
+)
 
 
 @dataclass
@@ -59,7 +76,9 @@ def _hf(folder: Any) -> Any:
     return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="sdpa").eval()
 
 
-def _padded_batches(tokenizer: Any, texts: list[str], keep: int, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _padded_batches(
+    tokenizer: Any, texts: list[str], keep: int, batch_size: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Sorted by length and right-padded as collect_sentence_means and sentence_embeddings batch them."""
     from lapelens.activations import padded_batch, separator_id
 
@@ -67,7 +86,7 @@ def _padded_batches(tokenizer: Any, texts: list[str], keep: int, batch_size: int
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else sep
     ids = [[sep] + x[:keep] for x in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     order = sorted(range(len(ids)), key=lambda t: len(ids[t]))
-    return [padded_batch(ids, order[b:b + batch_size], pad)[:2] for b in range(0, len(order), batch_size)]
+    return [padded_batch(ids, order[b : b + batch_size], pad)[:2] for b in range(0, len(order), batch_size)]
 
 
 @contextlib.contextmanager
@@ -79,7 +98,8 @@ def _the_tl_way():
 
     saved = gen.generate_ids, ppl.evaluate_rows, sweep.evaluate_rows
     full = lambda model, contexts, chunks, batch_size=16, progress=True, starts=None: saved[1](  # noqa: E731
-        model, contexts, chunks, batch_size, progress)
+        model, contexts, chunks, batch_size, progress
+    )
     gen.generate_ids, ppl.evaluate_rows, sweep.evaluate_rows = tl_generate_ids, full, full
     try:
         yield
@@ -97,6 +117,7 @@ def build_stages(name: str, budget: dict, top_rate: float, scale: float, tl: boo
     from lapelens.evaluate.similarity import sentence_embeddings
     from lapelens.evaluate.sweep import DEFAULT_RATIOS, selection_ratio_sweep
     from lapelens.methods import identify
+
     folder = model_folder(name)
     model = load_model(folder)
     eager = load_model(folder, attention="eager") if tl else None
@@ -107,7 +128,7 @@ def build_stages(name: str, budget: dict, top_rate: float, scale: float, tl: boo
     train = load_corpus("embedded", split="train", languages=langs)
     chunks = {l: torch.stack(list(iter_chunks(tok, train[l], seq, budget["tokens"]))) for l in langs}
     evals = evaluation_chunks(model, "embedded", langs, budget["eval_tokens"], seq)
-    sentences = {l: [s for d in train[l] for s in d.split("\n") if s.strip()][:budget["ap_sentences"]] for l in langs}
+    sentences = {l: [s for d in train[l] for s in d.split("\n") if s.strip()][: budget["ap_sentences"]] for l in langs}
     par = load_parallel("embedded", split="valid", languages=langs).head(budget["ses_texts"])
     stats = collect_chunks(model, chunks, progress=False)
     lape = identify(stats, "lape", top_rate=top_rate)
@@ -119,9 +140,11 @@ def build_stages(name: str, budget: dict, top_rate: float, scale: float, tl: boo
     def variants(run: Callable[[Any], Any]) -> dict[str, Callable[[], Any]]:
         ways = {"lapelens": lambda: run(model)}
         if tl:
+
             def old() -> Any:
                 with _the_tl_way():
                     return run(eager)
+
             ways["tl"] = old
         return ways
 
@@ -130,6 +153,7 @@ def build_stages(name: str, budget: dict, top_rate: float, scale: float, tl: boo
             with torch.inference_mode():
                 for tokens, mask in batches:
                     hf.model(tokens, attention_mask=mask, use_cache=False)
+
         return floor
 
     def with_loss(rows: int, batch_size: int = 16) -> Callable[[], None]:
@@ -139,50 +163,106 @@ def build_stages(name: str, budget: dict, top_rate: float, scale: float, tl: boo
                     for c in evals.values():
                         for b in c.split(batch_size):
                             hf(b, labels=b, use_cache=False)
+
         return floor
 
     stages = [
-        Stage("stats", {**variants(lambda m: collect_chunks(m, chunks, progress=False)),
-                        "floor": body([(b, None) for c in chunks.values() for b in c.split(8)])},
-              f"{sum(c.numel() for c in chunks.values())} tokens, body forward"),
-        Stage("sentences", {**variants(lambda m: collect_sentence_means(m, sentences, progress=False)),
-                            "floor": body([b for l in langs for b in _padded_batches(tok, sentences[l], 128, 8)])},
-              f"{sum(len(s) for s in sentences.values())} sentences, body forward"),
+        Stage(
+            "stats",
+            {
+                **variants(lambda m: collect_chunks(m, chunks, progress=False)),
+                "floor": body([(b, None) for c in chunks.values() for b in c.split(8)]),
+            },
+            f"{sum(c.numel() for c in chunks.values())} tokens, body forward",
+        ),
+        Stage(
+            "sentences",
+            {
+                **variants(lambda m: collect_sentence_means(m, sentences, progress=False)),
+                "floor": body([b for l in langs for b in _padded_batches(tok, sentences[l], 128, 8)]),
+            },
+            f"{sum(len(s) for s in sentences.values())} sentences, body forward",
+        ),
     ]
     for set_name, neurons in (("lape", lape), ("random", rand), ("ap", ap)):
-        stages.append(Stage(f"perturb_{set_name}", {
-            **variants(lambda m, n=neurons: perturbation_matrix(m, n, evals, progress=False)),
-            "floor": with_loss(len(neurons.languages) + 1)}, f"{len(langs) + 1} rows x {n_eval} tokens, forward with loss"))
+        stages.append(
+            Stage(
+                f"perturb_{set_name}",
+                {
+                    **variants(lambda m, n=neurons: perturbation_matrix(m, n, evals, progress=False)),
+                    "floor": with_loss(len(neurons.languages) + 1),
+                },
+                f"{len(langs) + 1} rows x {n_eval} tokens, forward with loss",
+            )
+        )
     target = "fr"
-    stages.append(Stage("sweep", {**variants(lambda m: selection_ratio_sweep(m, stats, target, evals, progress=False)),
-                                  "floor": with_loss(len(DEFAULT_RATIOS))},
-                        f"{len(DEFAULT_RATIOS)} rows x {n_eval} tokens, forward with loss"))
-    stages.append(Stage("ses", {**variants(lambda m: sentence_embeddings(m, par, langs, progress=False)),
-                                "floor": body([b for l in langs for b in _padded_batches(tok, par[l].tolist(), seq - 1, 8)])},
-                        f"{len(par)} texts x {len(langs)} languages, body forward"))
+    stages.append(
+        Stage(
+            "sweep",
+            {
+                **variants(lambda m: selection_ratio_sweep(m, stats, target, evals, progress=False)),
+                "floor": with_loss(len(DEFAULT_RATIOS)),
+            },
+            f"{len(DEFAULT_RATIOS)} rows x {n_eval} tokens, forward with loss",
+        )
+    )
+    stages.append(
+        Stage(
+            "ses",
+            {
+                **variants(lambda m: sentence_embeddings(m, par, langs, progress=False)),
+                "floor": body([b for l in langs for b in _padded_batches(tok, par[l].tolist(), seq - 1, 8)]),
+            },
+            f"{len(par)} texts x {len(langs)} languages, body forward",
+        )
+    )
     unconditional = gen.Sampling(max_new_tokens=budget["unconditional_tokens"], seed=0)
     greedy = gen.Sampling.greedy(max_new_tokens=budget["new_tokens"])
     bos = [[tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id]] * budget["samples"]
     prompts = {l: gen.encode_prompts(model, par[l].head(budget["prompts"]).tolist(), 32) for l in langs}
     stages += [
-        Stage("steer_unconditional", {
-            **variants(lambda m: gen.unconditional_steering(m, lape, stats, langs, budget["samples"], scale, unconditional)),
-            "floor": lambda: hf_generate(hf, tok, bos, unconditional, len(langs) + 1)},
-            f"{len(langs) + 1} x {budget['samples']} samples x {budget['unconditional_tokens']} tokens, sampled"),
-        Stage("kojima", {
-            **variants(lambda m: gen.kojima_pinning(m, ap, langs, budget["samples"], unconditional)),
-            "floor": lambda: hf_generate(hf, tok, bos, unconditional, len(langs) + 1)},
-            f"{len(langs) + 1} x {budget['samples']} samples x {budget['unconditional_tokens']} tokens, sampled"),
-        Stage("steer_prompted", {
-            **variants(lambda m: gen.prompted_steering(m, lape, stats, par, n_prompts=budget["prompts"], scale=scale,
-                                                       sampling=greedy)),
-            "floor": lambda: [hf_generate(hf, tok, prompts[l], greedy, 1 + 2 * (len(langs) - 1)) for l in langs]},
-            f"{len(langs)} x {1 + 2 * (len(langs) - 1)} x {budget['prompts']} prompts x {budget['new_tokens']} tokens, greedy"),
-        Stage("deactivated_generation", {
-            **variants(lambda m: gen.generation_under_deactivation(m, lape, {l: par[l].head(budget["prompts"]).tolist()
-                                                                              for l in langs}, rand, sampling=greedy)),
-            "floor": lambda: [hf_generate(hf, tok, prompts[l], greedy, 3, score=True) for l in langs]},
-            f"{len(langs)} x 3 x {budget['prompts']} prompts x {budget['new_tokens']} tokens, greedy (+ its perplexity)"),
+        Stage(
+            "steer_unconditional",
+            {
+                **variants(
+                    lambda m: gen.unconditional_steering(m, lape, stats, langs, budget["samples"], scale, unconditional)
+                ),
+                "floor": lambda: hf_generate(hf, tok, bos, unconditional, len(langs) + 1),
+            },
+            f"{len(langs) + 1} x {budget['samples']} samples x {budget['unconditional_tokens']} tokens, sampled",
+        ),
+        Stage(
+            "kojima",
+            {
+                **variants(lambda m: gen.kojima_pinning(m, ap, langs, budget["samples"], unconditional)),
+                "floor": lambda: hf_generate(hf, tok, bos, unconditional, len(langs) + 1),
+            },
+            f"{len(langs) + 1} x {budget['samples']} samples x {budget['unconditional_tokens']} tokens, sampled",
+        ),
+        Stage(
+            "steer_prompted",
+            {
+                **variants(
+                    lambda m: gen.prompted_steering(
+                        m, lape, stats, par, n_prompts=budget["prompts"], scale=scale, sampling=greedy
+                    )
+                ),
+                "floor": lambda: [hf_generate(hf, tok, prompts[l], greedy, 1 + 2 * (len(langs) - 1)) for l in langs],
+            },
+            f"{len(langs)} x {1 + 2 * (len(langs) - 1)} x {budget['prompts']} prompts x {budget['new_tokens']} tokens, greedy",
+        ),
+        Stage(
+            "deactivated_generation",
+            {
+                **variants(
+                    lambda m: gen.generation_under_deactivation(
+                        m, lape, {l: par[l].head(budget["prompts"]).tolist() for l in langs}, rand, sampling=greedy
+                    )
+                ),
+                "floor": lambda: [hf_generate(hf, tok, prompts[l], greedy, 3, score=True) for l in langs],
+            },
+            f"{len(langs)} x 3 x {budget['prompts']} prompts x {budget['new_tokens']} tokens, greedy (+ its perplexity)",
+        ),
     ]
     label = f"{name}: {model.cfg.n_layers} layers x {model.cfg.d_mlp} neurons, vocab {model.cfg.d_vocab}"
     return stages, label
@@ -193,8 +273,11 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m", help="smollm2-135m, gemma-3-270m, embedded or a local HF folder")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     ap.add_argument("--repeats", type=int, default=1, help="times each way runs (interleaved)")
-    ap.add_argument("--tl", action="store_true", help="also time each stage the TransformerLens way (eager attention, "
-                    "full-forward rows, its generate loop)")
+    ap.add_argument(
+        "--tl",
+        action="store_true",
+        help="also time each stage the TransformerLens way (eager attention, full-forward rows, its generate loop)",
+    )
     ap.add_argument("--full", action="store_true", help="reproduce's budgets (long)")
     ap.add_argument("--tiny", action="store_true", help="tiny budgets: a check that it works")
     ap.add_argument("--stages", help="comma-separated subset (default: all)")
@@ -211,14 +294,17 @@ def main() -> None:
     if args.stages:
         wanted = set(args.stages.split(","))
         stages = [s for s in stages if s.name in wanted]
-    print(f"{label}; budgets {budget}; {args.repeats} interleaved repeat(s), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads", flush=True)
+    print(
+        f"{label}; budgets {budget}; {args.repeats} interleaved repeat(s), torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads",
+        flush=True,
+    )
     rows = []
     for k, stage in enumerate(stages):
         times: dict[str, list[float]] = {w: [] for w in stage.ways}
         order = list(stage.ways)
         for r in range(args.repeats):
-            for way in (order if (k + r) % 2 == 0 else order[::-1]):
+            for way in order if (k + r) % 2 == 0 else order[::-1]:
                 start = time.perf_counter()
                 stage.ways[way]()
                 times[way].append(time.perf_counter() - start)
@@ -229,12 +315,19 @@ def main() -> None:
             line += f", tl/floor {med['tl'] / med['floor']:.2f}, tl/lapelens {med['tl'] / med['lapelens']:.2f}"
         print(f"{line}   ({stage.work})", flush=True)
         rows.append((stage.name, med))
-    print("\n| stage | lapelens s | " + ("tl s | " if args.tl else "") + "floor s | lapelens / floor |"
-          + (" tl / floor |" if args.tl else ""))
+    print(
+        "\n| stage | lapelens s | "
+        + ("tl s | " if args.tl else "")
+        + "floor s | lapelens / floor |"
+        + (" tl / floor |" if args.tl else "")
+    )
     print("|---|---:|" + ("---:|" if args.tl else "") + "---:|---:|" + ("---:|" if args.tl else ""))
     for name, med in rows:
-        cells = [f"{med['lapelens']:.1f}"] + ([f"{med['tl']:.1f}"] if args.tl else []) + [f"{med['floor']:.1f}",
-                                                                                                 f"{med['lapelens'] / med['floor']:.2f}"]
+        cells = (
+            [f"{med['lapelens']:.1f}"]
+            + ([f"{med['tl']:.1f}"] if args.tl else [])
+            + [f"{med['floor']:.1f}", f"{med['lapelens'] / med['floor']:.2f}"]
+        )
         if args.tl:
             cells.append(f"{med['tl'] / med['floor']:.2f}")
         print(f"| {name} | " + " | ".join(cells) + " |")

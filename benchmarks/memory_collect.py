@@ -51,18 +51,34 @@ def child(folder: str, tokens: int, seq_len: int, batch_size: int) -> None:
             i += 1
 
     base, load_peak = _current_rss_mb(), _peak_rss_mb()  # the peak so far is the load's (a GGUF conversion: GBs)
-    stats = collect(model, {"mix": documents()}, tokens_per_language=tokens, seq_len=seq_len,
-                    batch_size=batch_size, progress=False)
-    print(json.dumps({"tokens": int(stats.n[0]), "peak_mb": _peak_rss_mb(), "after_load_mb": base,
-                      "load_peak_mb": load_peak}))
+    stats = collect(
+        model, {"mix": documents()}, tokens_per_language=tokens, seq_len=seq_len, batch_size=batch_size, progress=False
+    )
+    print(
+        json.dumps(
+            {"tokens": int(stats.n[0]), "peak_mb": _peak_rss_mb(), "after_load_mb": base, "load_peak_mb": load_peak}
+        )
+    )
 
 
 def peak_rss_of_collect(folder: str | Path, tokens: int, seq_len: int, batch_size: int) -> dict:
     """Peak RSS (MB) of ``collect`` on ``tokens`` tokens of the model in ``folder``, in a fresh process."""
     out = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--child", str(folder), str(tokens), "--seq-len", str(seq_len),
-         "--batch-size", str(batch_size)],
-        check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parent,
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--child",
+            str(folder),
+            str(tokens),
+            "--seq-len",
+            str(seq_len),
+            "--batch-size",
+            str(batch_size),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent,
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -75,8 +91,10 @@ def report(runs: list[dict]) -> float:
     """
     for r in runs:
         load = f", load peak {r['load_peak_mb']:.1f} MB" if "load_peak_mb" in r else ""
-        print(f"{r['tokens']:>8} tokens: peak RSS {r['peak_mb']:8.1f} MB  (after model load {r['after_load_mb']:.1f} MB{load}, "
-              f"growth during collect {r['peak_mb'] - r['after_load_mb']:+.1f} MB)")
+        print(
+            f"{r['tokens']:>8} tokens: peak RSS {r['peak_mb']:8.1f} MB  (after model load {r['after_load_mb']:.1f} MB{load}, "
+            f"growth during collect {r['peak_mb'] - r['after_load_mb']:+.1f} MB)"
+        )
     ratio = runs[1]["peak_mb"] / runs[0]["peak_mb"]
     print(f"peak RSS 10N / N = {ratio:.3f} (target < 1.05)")
     return ratio

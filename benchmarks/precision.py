@@ -32,7 +32,10 @@ def signs(model: Any, batch: torch.Tensor) -> list[torch.Tensor]:
     from lapelens.models import neuron_spec
 
     out: list[torch.Tensor] = []
-    with torch.inference_mode(), model.hooks(fwd_hooks=_hooks(neuron_spec(model), lambda layer, pre: out.append(pre > 0))):
+    with (
+        torch.inference_mode(),
+        model.hooks(fwd_hooks=_hooks(neuron_spec(model), lambda layer, pre: out.append(pre > 0))),
+    ):
         _run_to_last_mlp(model, batch, use_cache=False)
     return out
 
@@ -62,7 +65,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--top-rate", type=float, default=0.01)
     ap.add_argument("--fp32", type=Path, help="float32 statistics of the same text (lapelens collect)")
-    ap.add_argument("--bf16", type=Path, help="bfloat16 statistics of the same text (lapelens collect --dtype bfloat16)")
+    ap.add_argument(
+        "--bf16", type=Path, help="bfloat16 statistics of the same text (lapelens collect --dtype bfloat16)"
+    )
     ap.add_argument("--threads", type=int)
     args = ap.parse_args()
     if args.threads:
@@ -71,8 +76,11 @@ def main() -> None:
 
     warnings.filterwarnings("ignore")
     folder = model_folder(args.model)
-    models = {"float32": load_model(folder), "bfloat16": load_model(folder, dtype="bfloat16"),
-              "float32 eager": load_model(folder, attention="eager")}
+    models = {
+        "float32": load_model(folder),
+        "bfloat16": load_model(folder, dtype="bfloat16"),
+        "float32 eager": load_model(folder, attention="eager"),
+    }
     spec = neuron_spec(models["float32"])
     langs = args.languages.split(",")
     texts = load_corpus(args.corpus, split="train", languages=langs)
@@ -86,7 +94,7 @@ def main() -> None:
         chunks = torch.stack(list(iter_chunks(tok, texts[lang], 256, args.tokens)))
         for b, batch in enumerate(chunks.split(args.batch_size)):
             got = {}
-            for w in (list(models) if b % 2 == 0 else list(models)[::-1]):  # alternate the order of the timed runs
+            for w in list(models) if b % 2 == 0 else list(models)[::-1]:  # alternate the order of the timed runs
                 start = time.perf_counter()
                 got[w] = signs(models[w], batch)
                 seconds[w] += time.perf_counter() - start
@@ -97,39 +105,56 @@ def main() -> None:
             n[k] += batch.numel()
         print(f"  {lang}: {int(n[k])} tokens", flush=True)
     decisions = int(n.sum()) * spec.n_neurons
-    print(f"\n{args.model}: {int(n.sum()):,} tokens ({args.tokens:,} per language, {args.corpus}) x {spec.n_neurons:,} neurons "
-          f"= {decisions:,} firing decisions per way")
+    print(
+        f"\n{args.model}: {int(n.sum()):,} tokens ({args.tokens:,} per language, {args.corpus}) x {spec.n_neurons:,} neurons "
+        f"= {decisions:,} firing decisions per way"
+    )
     print("\n| compared | decisions that differ | share | layers with most |\n|---|---:|---:|---|")
     for p in pairs:
         total = int(differ[p].sum())
         top = differ[p].argsort(descending=True)[:3].tolist()
-        print(f"| {p[0]} vs {p[1]} | {total:,} | {total / decisions:.2e} | "
-              + ", ".join(f"{l} ({int(differ[p][l]):,})" for l in top) + " |")
+        print(
+            f"| {p[0]} vs {p[1]} | {total:,} | {total / decisions:.2e} | "
+            + ", ".join(f"{l} ({int(differ[p][l]):,})" for l in top)
+            + " |"
+        )
     base = seconds["float32"]
-    print("\nforward time (same batches, interleaved): " + ", ".join(
-        f"{w} {s:.1f} s ({s / base:.2f}x float32)" for w, s in seconds.items()))
+    print(
+        "\nforward time (same batches, interleaved): "
+        + ", ".join(f"{w} {s:.1f} s ({s / base:.2f}x float32)" for w, s in seconds.items())
+    )
 
     def stats_of(w: str) -> Any:
         z = torch.zeros(len(langs), spec.n_layers, spec.d_mlp, dtype=torch.float64)
         return ActivationStats(tuple(langs), n.clone(), counts[w], z, z.clone())
 
-    tables = {"paired counts: bfloat16 vs float32": lape_jaccard(stats_of("bfloat16"), stats_of("float32"), args.top_rate)[0],
-              "paired counts: float32 eager vs float32": lape_jaccard(stats_of("float32 eager"), stats_of("float32"),
-                                                                      args.top_rate)[0]}
+    tables = {
+        "paired counts: bfloat16 vs float32": lape_jaccard(stats_of("bfloat16"), stats_of("float32"), args.top_rate)[0],
+        "paired counts: float32 eager vs float32": lape_jaccard(
+            stats_of("float32 eager"), stats_of("float32"), args.top_rate
+        )[0],
+    }
     if args.bf16:
         tables[f"collect --dtype bfloat16 ({args.bf16}) vs paired float32 counts"] = lape_jaccard(
-            ActivationStats.load(args.bf16), stats_of("float32"), args.top_rate)[0]
+            ActivationStats.load(args.bf16), stats_of("float32"), args.top_rate
+        )[0]
     if args.fp32:
         tables[f"float32 statistics ({args.fp32}) vs paired float32 counts"] = lape_jaccard(
-            ActivationStats.load(args.fp32), stats_of("float32"), args.top_rate)[0]
+            ActivationStats.load(args.fp32), stats_of("float32"), args.top_rate
+        )[0]
     if args.fp32 and args.bf16:
         tables[f"collect --dtype bfloat16 ({args.bf16}) vs float32 ({args.fp32})"] = lape_jaccard(
-            ActivationStats.load(args.bf16), ActivationStats.load(args.fp32), args.top_rate)[0]
+            ActivationStats.load(args.bf16), ActivationStats.load(args.fp32), args.top_rate
+        )[0]
     for title, t in tables.items():
         print(f"\nLAPE at top_rate {args.top_rate}, {title}:\n")
         print("| language | " + " | ".join(map(str, t.columns)) + " |\n|---|" + "---:|" * len(t.columns))
         for lang, row in t.iterrows():
-            print(f"| {lang} | " + " | ".join(f"{v:.4f}" if c == "jaccard" else f"{int(v)}" for c, v in row.items()) + " |")
+            print(
+                f"| {lang} | "
+                + " | ".join(f"{v:.4f}" if c == "jaccard" else f"{int(v)}" for c, v in row.items())
+                + " |"
+            )
 
 
 if __name__ == "__main__":

@@ -25,9 +25,11 @@ class NotebookSetup:
 
     def __repr__(self) -> str:
         tokens = ", ".join(f"{lang} {int(n):,}" for lang, n in zip(self.stats.languages, self.stats.n))
-        return (f"{self.lape.n_layers} layers x {self.lape.d_mlp} neurons; tokens seen per language: {tokens}\n"
-                f"{int(self.lape.mask.any(0).sum())} LAPE neurons, settings {self.lape.meta.get('settings', {})}\n"
-                f"figures display as {self.figures}")
+        return (
+            f"{self.lape.n_layers} layers x {self.lape.d_mlp} neurons; tokens seen per language: {tokens}\n"
+            f"{int(self.lape.mask.any(0).sum())} LAPE neurons, settings {self.lape.meta.get('settings', {})}\n"
+            f"figures display as {self.figures}"
+        )
 
 
 def notebook_setup(

@@ -93,12 +93,13 @@ class NeuronAccumulator:
             raise LapelensError(f"hook_pre of layer {layer} has {x.shape[-1]} neurons, expected {self.spec.d_mlp}.")
         if not self._placed:  # keep the totals where the model runs (its first layer's device)
             self._count, self._sum, self._sq, self._bad = (
-                t.to(x.device) for t in (self._count, self._sum, self._sq, self._bad))
+                t.to(x.device) for t in (self._count, self._sum, self._sq, self._bad)
+            )
             self._placed = True
         self._dtype = x.dtype
         count, total, sq = self._count[k, layer], self._sum[k, layer], self._sq[k, layer]
         for r in range(0, x.shape[0], self._max_rows):
-            block = x[r:r + self._max_rows].float()
+            block = x[r : r + self._max_rows].float()
             ones, pos = self._buffers(block.shape[0], block.device)
             # Sums over tokens as (1 x rows) @ (rows x neurons) products: one BLAS call each, in
             # float32 (exact for the 0/1 counts below 2**24 rows), then added to float64 totals.
@@ -128,10 +129,14 @@ class NeuronAccumulator:
         self._bad.zero_()
         where = f"blocks.{layer}.mlp.hook_pre"
         if self._dtype == torch.float16:
-            raise LapelensError(f"float16 activations overflow at layer {layer} (inf or NaN in {where}): collect in "
-                                "bfloat16 (--dtype bfloat16, float32's range) or float32 (--dtype float32).")
-        raise LapelensError(f"Activations at layer {layer} are inf or NaN ({where}, {self._dtype}): the model's "
-                            "weights or inputs hold inf or NaN; check the checkpoint.")
+            raise LapelensError(
+                f"float16 activations overflow at layer {layer} (inf or NaN in {where}): collect in "
+                "bfloat16 (--dtype bfloat16, float32's range) or float32 (--dtype float32)."
+            )
+        raise LapelensError(
+            f"Activations at layer {layer} are inf or NaN ({where}, {self._dtype}): the model's "
+            "weights or inputs hold inf or NaN; check the checkpoint."
+        )
 
     def add_tokens(self, k: int, n_tokens: int) -> None:
         self.n[k] += n_tokens
@@ -143,10 +148,14 @@ class NeuronAccumulator:
     def load_state(self, state: Mapping[str, Tensor]) -> None:
         for name, mine in self.state().items():
             if state[name].shape != mine.shape or state[name].dtype != mine.dtype:
-                raise LapelensError(f"Checkpoint tensor {name!r} is {tuple(state[name].shape)} {state[name].dtype}, "
-                                    f"expected {tuple(mine.shape)} {mine.dtype}: it is from another model.")
+                raise LapelensError(
+                    f"Checkpoint tensor {name!r} is {tuple(state[name].shape)} {state[name].dtype}, "
+                    f"expected {tuple(mine.shape)} {mine.dtype}: it is from another model."
+                )
         self.n = state["n"].clone()
-        self._count, self._sum, self._sq = (state[k].to(self._count.device).clone() for k in ("count", "act_sum", "act_sq_sum"))
+        self._count, self._sum, self._sq = (
+            state[k].to(self._count.device).clone() for k in ("count", "act_sum", "act_sq_sum")
+        )
 
     def all_reduce(self) -> None:
         """Sum the totals over the ranks of the default process group: counts as int64, sums as float64."""
@@ -182,7 +191,9 @@ def _device(model: HookedModel) -> torch.device:
 def _check_seq_len(model: HookedModel, seq_len: int) -> None:
     n_ctx = getattr(model.cfg, "n_ctx", None)
     if n_ctx and seq_len > n_ctx:
-        raise LapelensError(f"seq_len={seq_len} exceeds the model's context of {n_ctx} tokens: use --seq-len {n_ctx} or less.")
+        raise LapelensError(
+            f"seq_len={seq_len} exceeds the model's context of {n_ctx} tokens: use --seq-len {n_ctx} or less."
+        )
 
 
 def _batches(chunks: Tensor | Iterable[Tensor], batch_size: int) -> Iterator[Tensor]:
@@ -214,9 +225,16 @@ def collect_chunks(
     return _collect(model, chunks_by_language, batch_size, progress, meta or {}, totals, checkpoint, checkpoint_every)
 
 
-def _collect(model: HookedModel, chunks_by_language: Mapping[str, Any], batch_size: int, progress: bool,
-             meta: dict, totals: Mapping[str, int | Callable[[], int] | None], checkpoint: str | Path | None = None,
-             checkpoint_every: float | int = DEFAULT_CHECKPOINT_EVERY) -> ActivationStats:
+def _collect(
+    model: HookedModel,
+    chunks_by_language: Mapping[str, Any],
+    batch_size: int,
+    progress: bool,
+    meta: dict,
+    totals: Mapping[str, int | Callable[[], int] | None],
+    checkpoint: str | Path | None = None,
+    checkpoint_every: float | int = DEFAULT_CHECKPOINT_EVERY,
+) -> ActivationStats:
     spec = neuron_spec(model)
     if batch_size < 1:
         raise LapelensError(f"batch_size must be at least 1, got {batch_size}.")
@@ -227,9 +245,17 @@ def _collect(model: HookedModel, chunks_by_language: Mapping[str, Any], batch_si
     positions = [Position() for _ in acc.languages]
     saver = None
     if checkpoint is not None:
-        settings = {"model": str(model.cfg.model_name), "dtype": str(next(model.parameters()).dtype),
-                    "n_layers": spec.n_layers, "d_mlp": spec.d_mlp, "languages": list(acc.languages),
-                    "batch_size": batch_size, "world_size": shard.world, "lapelens_version": __version__, **meta}
+        settings = {
+            "model": str(model.cfg.model_name),
+            "dtype": str(next(model.parameters()).dtype),
+            "n_layers": spec.n_layers,
+            "d_mlp": spec.d_mlp,
+            "languages": list(acc.languages),
+            "batch_size": batch_size,
+            "world_size": shard.world,
+            "lapelens_version": __version__,
+            **meta,
+        }
         saver = Checkpointer(checkpoint, shard, settings, checkpoint_every)
         restored = saver.load()
         if restored is not None:
@@ -257,19 +283,28 @@ def _collect(model: HookedModel, chunks_by_language: Mapping[str, Any], batch_si
                 total = totals.get(lang)
                 if callable(total):  # counted only when a bar shows it
                     total = total() if show else None
-                bar = tqdm(total=total, initial=resume.tokens, desc=f"collect {lang}", unit="tok", unit_scale=True,
-                           disable=not show)
+                bar = tqdm(
+                    total=total,
+                    initial=resume.tokens,
+                    desc=f"collect {lang}",
+                    unit="tok",
+                    unit_scale=True,
+                    disable=not show,
+                )
                 b = -1
                 for b, batch in enumerate(_batches(chunks, batch_size)):
                     if batch.ndim != 2 or batch.shape[1] == 0:
-                        raise LapelensError(f"Chunks for {lang!r} must be token ids of shape [chunk, pos]; got {tuple(batch.shape)}.")
+                        raise LapelensError(
+                            f"Chunks for {lang!r} must be token ids of shape [chunk, pos]; got {tuple(batch.shape)}."
+                        )
                     _check_seq_len(model, batch.shape[1])
                     seq_lens.add(batch.shape[1])
                     digest = stream.update(batch)
                     if b < resume.batches:  # counted before the checkpoint: only check it is the same text
                         if b == resume.batches - 1 and digest != resume.sha256:
-                            raise saver.refuse(f"was made on other text for {lang!r} (its first {resume.tokens:,} "
-                                                "tokens differ)")
+                            raise saver.refuse(
+                                f"was made on other text for {lang!r} (its first {resume.tokens:,} tokens differ)"
+                            )
                         continue
                     with deferred():  # Ctrl-C under the CLI lands after the batch, not inside it
                         clean = False
@@ -353,7 +388,9 @@ def collect(
     _check_seq_len(model, seq_len)
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is None:
-        raise LapelensError("The model has no tokenizer: load it with lapelens.load_model, or pack chunks yourself and call collect_chunks.")
+        raise LapelensError(
+            "The model has no tokenizer: load it with lapelens.load_model, or pack chunks yourself and call collect_chunks."
+        )
     if tokens_per_language is not None and tokens_per_language < seq_len:
         raise LapelensError(
             f"tokens_per_language={tokens_per_language} is less than one chunk of seq_len={seq_len}: ask for more tokens."
@@ -396,8 +433,10 @@ def _warn_if_short(lang: str, chunks: Iterator[Tensor], seq_len: int, wanted: in
         n += 1
         yield chunk
     if wanted is not None and n * seq_len < (wanted // seq_len) * seq_len:
-        warnings.warn(f"Language {lang!r} has only {n * seq_len} tokens in full chunks, fewer than the {wanted} asked for.",
-                      stacklevel=2)
+        warnings.warn(
+            f"Language {lang!r} has only {n * seq_len} tokens in full chunks, fewer than the {wanted} asked for.",
+            stacklevel=2,
+        )
 
 
 # ---- per-sentence means (Kojima et al.'s AP) -------------------------------------------------
@@ -449,21 +488,31 @@ def collect_sentence_means(
         act = act_fn(pre.float()).reshape(*weights.shape, -1)  # [batch, pos, neuron]
         summed = torch.bmm(weights.unsqueeze(1), act).squeeze(1)
         if not bool(torch.isfinite(summed).all()):
-            raise LapelensError(f"Activations at layer {layer} are inf or NaN (blocks.{layer}.mlp.hook_pre, {pre.dtype}): "
-                                + ("load the model in bfloat16 or float32." if pre.dtype == torch.float16
-                                   else "the model's weights or inputs hold inf or NaN."))
+            raise LapelensError(
+                f"Activations at layer {layer} are inf or NaN (blocks.{layer}.mlp.hook_pre, {pre.dtype}): "
+                + (
+                    "load the model in bfloat16 or float32."
+                    if pre.dtype == torch.float16
+                    else "the model's weights or inputs hold inf or NaN."
+                )
+            )
         means[current["rows"], layer] = (summed / current["lengths"][:, None]).to(means.device)
 
     with torch.inference_mode(), model.hooks(fwd_hooks=_hooks(spec, take)):
         for b in tqdm(range(0, len(order), batch_size), desc="sentence means", disable=not progress):
-            rows = order[b:b + batch_size]
+            rows = order[b : b + batch_size]
             tokens, mask, weights = padded_batch(ids, rows, pad)
-            current.update(rows=torch.tensor(rows), weights=weights.to(device),
-                           lengths=weights.sum(1).to(device))
+            current.update(rows=torch.tensor(rows), weights=weights.to(device), lengths=weights.sum(1).to(device))
             kwargs = {"attention_mask": mask.to(device)} if bool((mask == 0).any()) else {}
             run_until(model, tokens.to(device), use_cache=False, **kwargs)
     return SentenceActivations(
-        tuple(sentences_by_language), torch.tensor(labels, dtype=torch.int64), means,
-        meta={"model": str(model.cfg.model_name), "max_tokens_per_sentence": keep,
-              "separator_in_mean": False, "lapelens_version": __version__},
+        tuple(sentences_by_language),
+        torch.tensor(labels, dtype=torch.int64),
+        means,
+        meta={
+            "model": str(model.cfg.model_name),
+            "max_tokens_per_sentence": keep,
+            "separator_in_mean": False,
+            "lapelens_version": __version__,
+        },
     )

@@ -112,7 +112,8 @@ def checked(path: Path, meta: dict, kind_name: str) -> dict:
         raise LapelensError(
             f"{path} holds a {kind_name} result of schema version {version} (written by lapelens "
             f"{meta.get('lapelens_version', '?')}); this lapelens {__version__} reads schema {expected} and older: "
-            "update your lapelens clone (git pull && pip install -e .), or recompute the result with this version.")
+            "update your lapelens clone (git pull && pip install -e .), or recompute the result with this version."
+        )
     return meta
 
 
@@ -132,7 +133,9 @@ def _marker(path: Path, kind_name: str) -> dict:
     try:
         meta = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LapelensError(f"{file} is corrupt ({type(exc).__name__}: {exc}); make it again with {spec.make}.") from None
+        raise LapelensError(
+            f"{file} is corrupt ({type(exc).__name__}: {exc}); make it again with {spec.make}."
+        ) from None
     if not isinstance(meta, dict):
         raise LapelensError(f"{file} is corrupt (not a JSON object); make it again with {spec.make}.")
     return meta
@@ -151,7 +154,8 @@ def load_tensors(file: Path, kind_name: str) -> dict:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise LapelensError(
             f"{file} is corrupt or truncated ({detail}; {file.stat().st_size} bytes): the save was interrupted "
-            f"or the copy is incomplete; copy it again or make it again with {make}.") from None
+            f"or the copy is incomplete; copy it again or make it again with {make}."
+        ) from None
 
 
 def save_folder(path: str | Path, kind_name: str, tensors: dict, meta: dict) -> Path:
@@ -181,8 +185,10 @@ def load_folder(path: str | Path, kind_name: str, message: str, upgrade: Upgrade
     version = 1 if version is None else version
     if version < spec.schema:
         if upgrade is None:  # never read an older layout as the current one
-            raise LapelensError(f"{path} holds a {kind_name} result of schema version {version}, which this lapelens "
-                                f"{__version__} cannot convert to schema {spec.schema}: make it again with {spec.make}.")
+            raise LapelensError(
+                f"{path} holds a {kind_name} result of schema version {version}, which this lapelens "
+                f"{__version__} cannot convert to schema {spec.schema}: make it again with {spec.make}."
+            )
         meta, tensors = upgrade(version, meta, tensors)
     return meta, tensors
 
@@ -207,7 +213,9 @@ def wrong_kind(path: Path, found: str | Sequence[str], wanted: Iterable[str]) ->
     wanted = list(wanted)
     what = " and ".join(f"a {k} result ({KINDS[k].type_name})" if k in KINDS else f"a {k!r} result" for k in found)
     want = " or ".join(f"a {k} result ({KINDS[k].type_name}, made by {KINDS[k].make})" for k in wanted)
-    return LapelensError(f"{path} holds {what}, not {want}: pass the right folder, or read it with lapelens.load({str(path)!r}).")
+    return LapelensError(
+        f"{path} holds {what}, not {want}: pass the right folder, or read it with lapelens.load({str(path)!r})."
+    )
 
 
 def require(path: Path, kind_name: str, files: Sequence[str], message: str) -> None:

@@ -124,17 +124,24 @@ class Checkpointer:
         self._last = time.monotonic()
 
     def refuse(self, why: str) -> LapelensError:
-        return LapelensError(f"The checkpoint in {self.folder} {why}; re-run with the same arguments, "
-                             f"or delete {self.folder} to start over.")
+        return LapelensError(
+            f"The checkpoint in {self.folder} {why}; re-run with the same arguments, "
+            f"or delete {self.folder} to start over."
+        )
 
     def load(self) -> tuple[dict[str, Tensor], list[Position]] | None:
         """The saved tensors and positions, or None if there is no checkpoint for this rank."""
         if self.folder.is_dir():
-            others = sorted(p.name for p in self.folder.glob(CHECKPOINT_FILE.format(rank="*", world="*"))
-                            if not p.name.endswith(f"-of-{self.shard.world}.safetensors"))
+            others = sorted(
+                p.name
+                for p in self.folder.glob(CHECKPOINT_FILE.format(rank="*", world="*"))
+                if not p.name.endswith(f"-of-{self.shard.world}.safetensors")
+            )
             if others:
-                raise self.refuse(f"was made by a run with a different number of processes ({others[0]}); "
-                                   f"this run has {self.shard.world}")
+                raise self.refuse(
+                    f"was made by a run with a different number of processes ({others[0]}); "
+                    f"this run has {self.shard.world}"
+                )
         if not self.path.is_file():
             return None
         try:
@@ -148,8 +155,9 @@ class Checkpointer:
         theirs = info.get("settings", {})
         for key in sorted(set(theirs) | set(self.settings)):
             if theirs.get(key) != self.settings.get(key):
-                raise self.refuse(f"was made with other settings ({key}: {theirs.get(key)!r} there, "
-                                   f"{self.settings.get(key)!r} now)")
+                raise self.refuse(
+                    f"was made with other settings ({key}: {theirs.get(key)!r} there, {self.settings.get(key)!r} now)"
+                )
         self.saves = int(info["saves"])
         return tensors, [Position(**p) for p in info["positions"]]
 
@@ -159,10 +167,16 @@ class Checkpointer:
     def save(self, tensors: dict[str, Tensor], positions: Sequence[Position]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.saves += 1
-        info = {"format": _FORMAT, "settings": self.settings, "saves": self.saves,
-                "positions": [asdict(p) for p in positions]}
-        data = safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
-                                 metadata={"lapelens_checkpoint": json.dumps(info)})
+        info = {
+            "format": _FORMAT,
+            "settings": self.settings,
+            "saves": self.saves,
+            "positions": [asdict(p) for p in positions],
+        }
+        data = safetensors_bytes(
+            {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+            metadata={"lapelens_checkpoint": json.dumps(info)},
+        )
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "wb") as f:
             f.write(data)

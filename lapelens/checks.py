@@ -29,8 +29,10 @@ def check_device(device: str, what: str = "--device") -> None:
         if not torch.cuda.is_available():
             raise LapelensError(f"{what} {device}: this torch build or machine has no CUDA device; use {what} cpu.")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise LapelensError(f"{what} {device}: only {torch.cuda.device_count()} CUDA device(s) here; "
-                                f"use cuda:0 ... cuda:{torch.cuda.device_count() - 1}.")
+            raise LapelensError(
+                f"{what} {device}: only {torch.cuda.device_count()} CUDA device(s) here; "
+                f"use cuda:0 ... cuda:{torch.cuda.device_count() - 1}."
+            )
         return
     if dev.type == "mps":
         if not torch.backends.mps.is_available():
@@ -58,7 +60,9 @@ def check_model_name(name: str, what: str = "--model") -> None:
     if name == EMBEDDED or Path(name).expanduser().exists():
         return
     if looks_like_path(name):
-        raise LapelensError(f"{what} {name}: no such folder (the path does not exist); check the path (or use {what} {EMBEDDED}).")
+        raise LapelensError(
+            f"{what} {name}: no such folder (the path does not exist); check the path (or use {what} {EMBEDDED})."
+        )
 
 
 def check_languages(languages: Sequence[str], what: str = "--languages", minimum: int = 1, why: str = "") -> None:

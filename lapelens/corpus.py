@@ -186,9 +186,7 @@ def _check_languages(languages: Sequence[str] | None, available: Sequence[str], 
         languages = [languages]
     missing = [lang for lang in languages if lang not in available]
     if missing:
-        raise LapelensError(
-            f"unknown language code(s) {missing} for {where}; it has {list(available)}"
-        )
+        raise LapelensError(f"unknown language code(s) {missing} for {where}; it has {list(available)}")
     return list(dict.fromkeys(languages))
 
 
@@ -260,8 +258,10 @@ def _read_documents(path: Path) -> list[str]:
         except UnicodeDecodeError as whole:
             exc = whole
         line = data[: exc.start].count(b"\n") + 1
-        raise LapelensError(f"{path}:{line}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
-                            "convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+        raise LapelensError(
+            f"{path}:{line}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
+            "convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
 
 
 def _read_utf8_documents(path: Path) -> list[str]:
@@ -274,7 +274,7 @@ def _read_utf8_documents(path: Path) -> list[str]:
                 try:
                     text = json.loads(line)["text"]
                 except (json.JSONDecodeError, KeyError, TypeError):
-                    raise LapelensError(f"{path}:{n}: expected a JSON object with a \"text\" field") from None
+                    raise LapelensError(f'{path}:{n}: expected a JSON object with a "text" field') from None
             else:
                 text = line.rstrip("\n")
             docs.append(text)

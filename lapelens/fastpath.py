@@ -73,8 +73,9 @@ def _observed(bridge: nn.Module) -> bool:
     if _hooked(*hook_points):
         return True
     # Folded or centred weights live in the bridge, not in the Hugging Face module.
-    return any(getattr(c, "compatibility_mode", False) or getattr(c, "_use_processed_weights", False)
-               for c in components)
+    return any(
+        getattr(c, "compatibility_mode", False) or getattr(c, "_use_processed_weights", False) for c in components
+    )
 
 
 def _fused(hf_attention: nn.Module | None) -> bool:
@@ -125,13 +126,15 @@ def skip_unobserved_norm_hooks(model: HookedModel) -> None:
 
     # The base class's forward: subclasses with a forward of their own keep it.
     if any(isinstance(m, NormalizationBridge) for m in model.modules()) and not getattr(
-            NormalizationBridge.forward, _WRAPPED, False):
+        NormalizationBridge.forward, _WRAPPED, False
+    ):
         NormalizationBridge.forward = _wrap_norm(NormalizationBridge.forward)
 
 
 def _hooked(*hook_points: nn.Module) -> bool:
-    return any(hp._forward_hooks or hp._forward_pre_hooks or hp._backward_hooks or hp._backward_pre_hooks
-               for hp in hook_points)
+    return any(
+        hp._forward_hooks or hp._forward_pre_hooks or hp._backward_hooks or hp._backward_pre_hooks for hp in hook_points
+    )
 
 
 def _wrap_norm(forward: Callable[..., Any]) -> Callable[..., Any]:
@@ -139,8 +142,13 @@ def _wrap_norm(forward: Callable[..., Any]) -> Callable[..., Any]:
         norm = self._modules.get("_original_component")
         # The cases in which the bridge's own forward returns norm(hook_in(x)), cast back.
         native = self.use_native_layernorm_autograd or getattr(self.config, "layer_norm_folding", False)
-        if (norm is None or not native or isinstance(norm, nn.Identity) or kwargs
-                or _hooked(self.hook_scale, self.hook_normalized)):
+        if (
+            norm is None
+            or not native
+            or isinstance(norm, nn.Identity)
+            or kwargs
+            or _hooked(self.hook_scale, self.hook_normalized)
+        ):
             return forward(self, hidden_states, **kwargs)
         x = self.hook_in(hidden_states)
         return self.hook_out(norm(x).to(x.dtype))

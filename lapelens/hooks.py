@@ -85,7 +85,9 @@ def _set_gated_hooks(idx: Tensor, values: Tensor):
 
     def set_post(act: Tensor, hook: Any) -> Tensor:
         if "t" not in up:
-            raise LapelensError(f"{hook.name}: the up projection (hook_pre_linear) did not run before hook_post in this forward.")
+            raise LapelensError(
+                f"{hook.name}: the up projection (hook_pre_linear) did not run before hook_post in this forward."
+            )
         i = placed_idx.like(act)
         src = up.pop("t").index_select(-1, i) * placed_val.like(act)
         return act.index_copy(-1, i, src)
@@ -109,7 +111,9 @@ def zeroed(model: HookedModel, mask: Bool[Tensor, "layer neuron"]) -> AbstractCo
     return with_hooks(model, [(NeuronSpec.hook_post(i), _zero_hook(idx)) for i, idx in by_layer(mask).items()])
 
 
-def set_to(model: HookedModel, mask: Bool[Tensor, "layer neuron"], values: float | int | Tensor) -> AbstractContextManager:
+def set_to(
+    model: HookedModel, mask: Bool[Tensor, "layer neuron"], values: float | int | Tensor
+) -> AbstractContextManager:
     """Set the activation of the neurons of a mask already checked against ``model`` to ``values``
     (same shape as ``mask``, read where it is True; or one number for all)."""
     spec = neuron_spec(model)

@@ -54,7 +54,9 @@ def neuron_mask(
         what = f"{neurons.method} neuron set"
     else:
         if neurons.dtype != torch.bool or neurons.ndim != 2:
-            raise LapelensError(f"A neuron mask must be a bool tensor (layer, neuron); got {neurons.dtype} {tuple(neurons.shape)}.")
+            raise LapelensError(
+                f"A neuron mask must be a bool tensor (layer, neuron); got {neurons.dtype} {tuple(neurons.shape)}."
+            )
         mask, what = neurons, "neuron mask"
     neuron_spec(model).check_fits(mask.shape[0], mask.shape[1], what)
     return mask
@@ -143,6 +145,8 @@ def zero_parameters(
             yield model
         return
     if not isinstance(masks, Mapping):
-        raise LapelensError(f"zero_parameters needs a ParameterMask or a dict of bool masks, got {type(masks).__name__}.")
+        raise LapelensError(
+            f"zero_parameters needs a ParameterMask or a dict of bool masks, got {type(masks).__name__}."
+        )
     with zeroed_entries(parameters_of(model, masks)):
         yield model

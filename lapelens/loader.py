@@ -28,7 +28,10 @@ from lapelens.stats import ActivationStats, SentenceActivations
 TYPES = (ActivationStats, SentenceActivations, LanguageNeurons, ParameterMask, Run)
 #: ``activation.{lang}.train.{tag}`` as a regular expression.
 _OFFICIAL_ACTIVATION = re.compile(
-    "^" + re.escape(OFFICIAL_ACTIVATION).replace(r"\{lang\}", "(?P<lang>[^.]+)").replace(r"\{tag\}", "(?P<tag>.+)") + "$")
+    "^"
+    + re.escape(OFFICIAL_ACTIVATION).replace(r"\{lang\}", "(?P<lang>[^.]+)").replace(r"\{tag\}", "(?P<tag>.+)")
+    + "$"
+)
 
 
 def official_activation_tags(folder: Path) -> dict[str, list[str]]:
@@ -41,7 +44,9 @@ def official_activation_tags(folder: Path) -> dict[str, list[str]]:
     return out
 
 
-def load_official_stats(folder: Path, tag: str | None = None, languages: Sequence[str] | None = None) -> ActivationStats:
+def load_official_stats(
+    folder: Path, tag: str | None = None, languages: Sequence[str] | None = None
+) -> ActivationStats:
     """Official activation files as ``ActivationStats``: the only tag in the folder unless ``tag``
     is given, every language of that tag (the paper's first, in its order) unless ``languages`` is."""
     tags = official_activation_tags(folder)
@@ -49,7 +54,9 @@ def load_official_stats(folder: Path, tag: str | None = None, languages: Sequenc
         raise LapelensError(f"{folder} has neither {STATS_META} nor official activation.{{lang}}.train.{{tag}} files.")
     if tag is None:
         if len(tags) > 1:
-            raise LapelensError(f"{folder} has official activation files with several tags {sorted(tags)}: choose one with --tag.")
+            raise LapelensError(
+                f"{folder} has official activation files with several tags {sorted(tags)}: choose one with --tag."
+            )
         tag = next(iter(tags))
     if languages is None:
         langs = set(tags.get(tag, ()))
@@ -100,8 +107,10 @@ def load(
         if wanted is not None and len(present) > 1:
             present = [k for k in present if k in wanted] or present
         if len(present) > 1:
-            raise LapelensError(f"{path} holds several results ({', '.join(present)}): pass the marker file of the one "
-                                f"you want (e.g. {path / KINDS[present[0]].marker}) or kind=.")
+            raise LapelensError(
+                f"{path} holds several results ({', '.join(present)}): pass the marker file of the one "
+                f"you want (e.g. {path / KINDS[present[0]].marker}) or kind=."
+            )
         if present:
             found = present[0]
             inner = [k for k in KINDS[found].contains if wanted is not None and found not in wanted and k in wanted]
@@ -111,8 +120,10 @@ def load(
         elif wanted is not None and len(wanted) == 1:
             found = wanted[0]  # its reader says what the folder lacks
         else:
-            raise LapelensError(f"{path} holds no lapelens result (none of {', '.join(k.marker for k in KINDS.values())}) "
-                                "and no official activation files: pass a folder that lapelens saved.")
+            raise LapelensError(
+                f"{path} holds no lapelens result (none of {', '.join(k.marker for k in KINDS.values())}) "
+                "and no official activation files: pass a folder that lapelens saved."
+            )
     _expect(path, found, wanted)
     if found == "activation_stats" and not (folder / STATS_META).is_file():
         return load_official_stats(folder, tag, languages)

@@ -61,7 +61,9 @@ class Holder:
     def describe(self) -> str:
         """``lapelens reproduce, pid 1234, started 12:03:55`` (the host when it is another one)."""
         when = datetime.fromtimestamp(self.started)
-        stamp = when.strftime("%H:%M:%S") if when.date() == datetime.now().date() else when.strftime("%Y-%m-%d %H:%M:%S")
+        stamp = (
+            when.strftime("%H:%M:%S") if when.date() == datetime.now().date() else when.strftime("%Y-%m-%d %H:%M:%S")
+        )
         host = "" if self.host == socket.gethostname() else f" on {self.host}"
         return f"{self.command}, pid {self.pid}{host}, started {stamp}"
 
@@ -118,9 +120,18 @@ class OutputLock:
     ``flag``. ``with OutputLock(...):`` takes it (refusing with a :class:`LapelensError` naming the
     holder) and releases it however the block ends."""
 
-    def __init__(self, path: str | os.PathLike, *, command: str, folder: bool = True, flag: str = "--out",
-                 argv: Sequence[str] = (), job: str | None = None, rank: int = 0,
-                 note: Callable[[str], None] = _stderr):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        command: str,
+        folder: bool = True,
+        flag: str = "--out",
+        argv: Sequence[str] = (),
+        job: str | None = None,
+        rank: int = 0,
+        note: Callable[[str], None] = _stderr,
+    ):
         self.path, self.folder, self.flag = Path(path), folder, flag
         self.file = lock_path(self.path, folder)
         self.me = Holder(os.getpid(), socket.gethostname(), command, list(argv), time.time(), job)
@@ -166,8 +177,9 @@ class OutputLock:
                     self._make_folders(self.file.parent)
                 fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o666)
             except OSError as exc:
-                raise LapelensError(f"cannot write into {self.file.parent} ({exc.strerror}): choose another "
-                                    f"{self.flag}.") from None
+                raise LapelensError(
+                    f"cannot write into {self.file.parent} ({exc.strerror}): choose another {self.flag}."
+                ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -182,8 +194,10 @@ class OutputLock:
             except OSError as exc:
                 os.close(fd)
                 if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
-                    self.note(f"note: the file system of {self.path} cannot lock files ({exc.strerror}); "
-                              "make sure no other lapelens writes into it.")
+                    self.note(
+                        f"note: the file system of {self.path} cannot lock files ({exc.strerror}); "
+                        "make sure no other lapelens writes into it."
+                    )
                     return self
                 raise
             try:
@@ -199,7 +213,9 @@ class OutputLock:
         os.pwrite(fd, json.dumps(asdict(self.me)).encode(), 0)
         self._fd = fd
         if previous is not None:
-            self.note(f"note: took over the lock of {self.path} from {previous.describe()}, which is no longer running.")
+            self.note(
+                f"note: took over the lock of {self.path} from {previous.describe()}, which is no longer running."
+            )
         return self
 
     def _join(self) -> "OutputLock":
@@ -213,8 +229,10 @@ class OutputLock:
                 if holder.job is None or holder.job != self.me.job:
                     raise self._busy(self.path, holder)
             time.sleep(0.1)
-        raise LapelensError(f"rank {self.rank}: rank 0 of this job did not lock {self.path} within "
-                            f"{RANK_WAIT_SECONDS:.0f} s; see rank 0's error.")
+        raise LapelensError(
+            f"rank {self.rank}: rank 0 of this job did not lock {self.path} within "
+            f"{RANK_WAIT_SECONDS:.0f} s; see rank 0's error."
+        )
 
     def _make_folders(self, folder: Path) -> None:
         missing = [folder, *(p for p in folder.parents if not p.exists())]

@@ -37,8 +37,18 @@ from lapelens.types import HookedModel
 #: ``act(x) > 0`` holds exactly when ``x > 0``, so ``hook_pre > 0`` is the paper's firing test.
 SIGN_PRESERVING_ACTIVATIONS = frozenset(
     {
-        "relu", "gelu", "gelu_new", "gelu_fast", "gelu_python", "gelu_pytorch_tanh",
-        "gelu_accurate", "quick_gelu", "silu", "swish", "relu2", "elu",
+        "relu",
+        "gelu",
+        "gelu_new",
+        "gelu_fast",
+        "gelu_python",
+        "gelu_pytorch_tanh",
+        "gelu_accurate",
+        "quick_gelu",
+        "silu",
+        "swish",
+        "relu2",
+        "elu",
     }
 )
 
@@ -55,6 +65,7 @@ def torch_dtype(name: str | torch.dtype) -> torch.dtype:
     if name not in DTYPES:
         raise LapelensError(f"dtype {name!r} is not supported: use one of {', '.join(DTYPES)}.")
     return getattr(torch, name)
+
 
 #: Model families whose HF config does not name the activation (the module hard-codes it).
 _HARDCODED_ACTIVATION = {"bloom": "gelu_pytorch_tanh"}
@@ -93,9 +104,7 @@ class NeuronSpec:
 
         return ACT2FN[self.act_name]
 
-    def activation(
-        self, pre: Float[Tensor, "*batch neuron"]
-    ) -> Float[Tensor, "*batch neuron"]:
+    def activation(self, pre: Float[Tensor, "*batch neuron"]) -> Float[Tensor, "*batch neuron"]:
         """The neuron's activation value ``act_fn(hook_pre)`` (for gated MLPs: not ``hook_post``)."""
         return self.act_fn()(pre)
 
@@ -133,6 +142,7 @@ def _probe_widths(model: Any, n_layers: int) -> list[int]:
     def grab(layer: int):
         def hook(act: Tensor, hook: Any) -> None:
             widths[layer] = act.shape[-1]
+
         return hook
 
     fwd = [(NeuronSpec.hook_pre(i), grab(i)) for i in range(n_layers)]
@@ -254,12 +264,17 @@ def load_model(
         )
     if hf_model is not None:
         if device_map is not None:
-            raise LapelensError("device_map applies to weights lapelens loads: place hf_model yourself before passing it.")
+            raise LapelensError(
+                "device_map applies to weights lapelens loads: place hf_model yourself before passing it."
+            )
         weight = next(hf_model.parameters())
         device, dtype = weight.device, weight.dtype
     try:
-        where: dict[str, Any] = {"device": device} if device_map is None else {
-            "device_map": device_map, "offload_folder": None if offload_folder is None else str(offload_folder)}
+        where: dict[str, Any] = (
+            {"device": device}
+            if device_map is None
+            else {"device_map": device_map, "offload_folder": None if offload_folder is None else str(offload_folder)}
+        )
         if hf_model is not None:
             where["hf_model"] = hf_model
         model = TransformerBridge.boot_transformers(name, dtype=dtype, **where)

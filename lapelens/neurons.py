@@ -96,7 +96,9 @@ class LanguageNeurons(Selection):
             raise LapelensError(f"LanguageNeurons: duplicate language names in {list(self.languages)}.")
         for name, v in self.values.items():
             if v.shape != self.mask.shape:
-                raise LapelensError(f"LanguageNeurons.values[{name!r}] has shape {tuple(v.shape)}, expected {tuple(self.mask.shape)}.")
+                raise LapelensError(
+                    f"LanguageNeurons.values[{name!r}] has shape {tuple(v.shape)}, expected {tuple(self.mask.shape)}."
+                )
 
     @property
     def n_layers(self) -> int:
@@ -129,8 +131,13 @@ class LanguageNeurons(Selection):
 
     def subset(self, languages: Sequence[str]) -> "LanguageNeurons":
         idx = [self.lang_index(l) for l in languages]
-        return replace(self, languages=tuple(languages), mask=self.mask[idx].clone(), meta=dict(self.meta),
-                       values={k: v[idx].clone() for k, v in self.values.items()})
+        return replace(
+            self,
+            languages=tuple(languages),
+            mask=self.mask[idx].clone(),
+            meta=dict(self.meta),
+            values={k: v[idx].clone() for k, v in self.values.items()},
+        )
 
     # ---- summaries (DataFrames with named axes) ----------------------------------------------
     def per_language(self) -> pd.DataFrame:
@@ -209,7 +216,9 @@ class LanguageNeurons(Selection):
             )
         langs = [l for l in self.languages if l in other.languages]
         if not langs:
-            raise LapelensError(f"The two neuron sets share no language ({list(self.languages)} vs {list(other.languages)}).")
+            raise LapelensError(
+                f"The two neuron sets share no language ({list(self.languages)} vs {list(other.languages)})."
+            )
         rows = []
         for lang in langs:
             a, b = self.mask[self.lang_index(lang)], other.mask[other.lang_index(lang)]
@@ -226,8 +235,10 @@ class LanguageNeurons(Selection):
 
     def summary(self) -> str:
         """The summary tables as text (what ``lapelens neurons show`` prints)."""
-        head = (f"method: {self.method}   model: {self.meta.get('model') or '?'}   "
-                f"shape: {self.n_layers} layers x {self.d_mlp} neurons   languages: {', '.join(self.languages)}")
+        head = (
+            f"method: {self.method}   model: {self.meta.get('model') or '?'}   "
+            f"shape: {self.n_layers} layers x {self.d_mlp} neurons   languages: {', '.join(self.languages)}"
+        )
         parts = [head]
         if self.meta.get("settings"):
             parts.append("settings: " + json.dumps(self.meta["settings"]))
@@ -259,16 +270,26 @@ class LanguageNeurons(Selection):
     @classmethod
     def load(cls, path: str | Path) -> "LanguageNeurons":
         path = Path(path)
-        meta, tensors = load_folder(path, KIND, f"{path} is not a lapelens neuron folder (expected {NEURONS_TENSORS} and "
-                                    f"{NEURONS_META}); make one with `lapelens identify`, or pass an official .pth mask "
-                                    "file instead.")
+        meta, tensors = load_folder(
+            path,
+            KIND,
+            f"{path} is not a lapelens neuron folder (expected {NEURONS_TENSORS} and "
+            f"{NEURONS_META}); make one with `lapelens identify`, or pass an official .pth mask "
+            "file instead.",
+        )
         try:
             languages = tuple(meta["languages"])
             mask = tensors["mask"]
-            values = {k[len("values."):]: v for k, v in tensors.items() if k.startswith("values.")}
+            values = {k[len("values.") :]: v for k, v in tensors.items() if k.startswith("values.")}
         except Exception as exc:
-            raise LapelensError(f"{path} is corrupt ({type(exc).__name__}: {exc}); run `lapelens identify` again.") from exc
-        if mask.dtype != torch.bool or mask.ndim != 3 or (meta.get("n_layers"), meta.get("d_mlp")) != tuple(mask.shape[1:]):
+            raise LapelensError(
+                f"{path} is corrupt ({type(exc).__name__}: {exc}); run `lapelens identify` again."
+            ) from exc
+        if (
+            mask.dtype != torch.bool
+            or mask.ndim != 3
+            or (meta.get("n_layers"), meta.get("d_mlp")) != tuple(mask.shape[1:])
+        ):
             raise LapelensError(f"{path} is corrupt: mask {mask.dtype} {tuple(mask.shape)} does not match its JSON.")
         method = meta.get("method", "unknown")
         rest = {k: v for k, v in meta.items() if k not in _RESERVED}
@@ -319,31 +340,47 @@ class LanguageNeurons(Selection):
             ) from exc
         where = f"{path} is not an official neuron mask file"
         if not isinstance(obj, (list, tuple)) or not obj or not all(isinstance(e, (list, tuple)) for e in obj):
-            raise LapelensError(f"{where}: expected a non-empty list (languages) of lists (layers) of LongTensors, got {type(obj).__name__}.")
+            raise LapelensError(
+                f"{where}: expected a non-empty list (languages) of lists (layers) of LongTensors, got {type(obj).__name__}."
+            )
         n_layers = len(obj[0])
         if n_layers == 0 or any(len(e) != n_layers for e in obj):
-            raise LapelensError(f"{where}: its languages have {[len(e) for e in obj]} layers; all must have the same number (> 0).")
+            raise LapelensError(
+                f"{where}: its languages have {[len(e) for e in obj]} layers; all must have the same number (> 0)."
+            )
         assumed = languages is None
         langs = default_official_languages(len(obj)) if assumed else tuple(languages)
         if len(langs) != len(obj):
-            raise LapelensError(f"{path} has {len(obj)} language entries but {len(langs)} language names were given ({list(langs)}).")
+            raise LapelensError(
+                f"{path} has {len(obj)} language entries but {len(langs)} language names were given ({list(langs)})."
+            )
         max_index = -1
         for k, layers in enumerate(obj):
             for i, idx in enumerate(layers):
-                if not isinstance(idx, Tensor) or idx.ndim != 1 or idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
+                if (
+                    not isinstance(idx, Tensor)
+                    or idx.ndim != 1
+                    or idx.is_floating_point()
+                    or idx.is_complex()
+                    or idx.dtype == torch.bool
+                ):
                     raise LapelensError(f"{where}: entry [{langs[k]}][layer {i}] is not a 1-D integer tensor.")
                 if idx.numel():
                     if int(idx.min()) < 0:
                         raise LapelensError(f"{where}: entry [{langs[k]}][layer {i}] has a negative neuron index.")
                     if idx.numel() > 1 and not bool((idx[1:] > idx[:-1]).all()):
-                        raise LapelensError(f"{where}: the indices of [{langs[k]}][layer {i}] are not strictly increasing.")
+                        raise LapelensError(
+                            f"{where}: the indices of [{langs[k]}][layer {i}] are not strictly increasing."
+                        )
                     max_index = max(max_index, int(idx.max()))
         inferred = d_mlp is None
         if not inferred and int(d_mlp) < 1:
             raise LapelensError(f"d_mlp must be a positive MLP width, got {d_mlp}.")
         if inferred:
             if max_index < 0:
-                raise LapelensError(f"{path} selects no neuron at all, so the MLP width cannot be inferred: pass d_mlp.")
+                raise LapelensError(
+                    f"{path} selects no neuron at all, so the MLP width cannot be inferred: pass d_mlp."
+                )
             d_mlp = max_index + 1
         elif max_index >= d_mlp:
             raise LapelensError(f"{path} has neuron index {max_index}, which does not fit d_mlp={d_mlp}.")
@@ -351,7 +388,9 @@ class LanguageNeurons(Selection):
         for k, layers in enumerate(obj):
             for i, idx in enumerate(layers):
                 mask[k, i, idx.long()] = True
-        return cls(langs, mask, method, {"source": f"official:{path}"}, d_mlp_inferred=inferred, languages_assumed=assumed)
+        return cls(
+            langs, mask, method, {"source": f"official:{path}"}, d_mlp_inferred=inferred, languages_assumed=assumed
+        )
 
 
 def load_neurons(path: str | Path, languages: Sequence[str] | None = None, d_mlp: int | None = None) -> LanguageNeurons:

@@ -72,38 +72,59 @@ class ParameterMask(Selection):
         """Selected parameters per language and their share of the parameters considered."""
         total = sum(m[0].numel() for m in self.masks.values())
         counts = [self.count(l) for l in self.languages]
-        df = pd.DataFrame({"parameters": counts, "share": [c / total if total else float("nan") for c in counts]},
-                          index=pd.Index(self.languages, name="language"))
+        df = pd.DataFrame(
+            {"parameters": counts, "share": [c / total if total else float("nan") for c in counts]},
+            index=pd.Index(self.languages, name="language"),
+        )
         df.columns.name = "summary"
         return df
 
     def per_tensor(self) -> pd.DataFrame:
         """Selected entries per parameter tensor (rows) and language (columns)."""
         rows = {name: [int(m[k].sum()) for k in range(len(self.languages))] for name, m in self.masks.items()}
-        return pd.DataFrame.from_dict(rows, orient="index", columns=pd.Index(self.languages, name="language")).rename_axis("parameter")
+        return pd.DataFrame.from_dict(
+            rows, orient="index", columns=pd.Index(self.languages, name="language")
+        ).rename_axis("parameter")
 
     def summary(self) -> str:
-        head = f"method: {self.method}   model: {self.meta.get('model') or '?'}   languages: {', '.join(self.languages)}"
-        return "\n\n".join([head, "Parameters per language:\n" + self.per_language().to_string(),
-                            "Parameters per tensor:\n" + self.per_tensor().to_string()])
+        head = (
+            f"method: {self.method}   model: {self.meta.get('model') or '?'}   languages: {', '.join(self.languages)}"
+        )
+        return "\n\n".join(
+            [
+                head,
+                "Parameters per language:\n" + self.per_language().to_string(),
+                "Parameters per tensor:\n" + self.per_tensor().to_string(),
+            ]
+        )
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        meta = {"method": self.method, "languages": list(self.languages), "budget": self.budget, "selected": self.selected,
-                **{k: v for k, v in self.meta.items() if k not in _RESERVED}}
+        meta = {
+            "method": self.method,
+            "languages": list(self.languages),
+            "budget": self.budget,
+            "selected": self.selected,
+            **{k: v for k, v in self.meta.items() if k not in _RESERVED},
+        }
         return save_folder(path, KIND, self.masks, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> "ParameterMask":
         path = Path(path)
-        meta, masks = load_folder(path, KIND, f"{path} is not a lapelens parameter-mask folder (expected {PARAMS_TENSORS} "
-                                  f"and {PARAMS_META}).")
+        meta, masks = load_folder(
+            path, KIND, f"{path} is not a lapelens parameter-mask folder (expected {PARAMS_TENSORS} and {PARAMS_META})."
+        )
         try:
             languages = tuple(meta.pop("languages"))
         except (KeyError, TypeError) as exc:
-            raise LapelensError(f"{path} is corrupt ({type(exc).__name__}: {exc}); run `lapelens identify --method pv` again.") from exc
+            raise LapelensError(
+                f"{path} is corrupt ({type(exc).__name__}: {exc}); run `lapelens identify --method pv` again."
+            ) from exc
         meta.pop("lapelens_version", None)
-        return cls(languages, masks, meta.pop("method", "pv"), meta, meta.pop("budget", None), meta.pop("selected", None))
+        return cls(
+            languages, masks, meta.pop("method", "pv"), meta, meta.pop("budget", None), meta.pop("selected", None)
+        )
 
 
 def parameters_of(model: HookedModel, masks: Mapping[str, Tensor]) -> list[tuple[Tensor, Tensor]]:
@@ -155,8 +176,9 @@ class BoundParameters(BoundSelection):
     def deactivate(self, lang: str | Sequence[str]) -> AbstractContextManager:
         langs = [lang] if isinstance(lang, str) else list(lang)
         idx = [self.masks.lang_index(l) for l in langs]
-        return zeroed_entries([(param, m[idx].any(dim=0).to(param.device))
-                               for param, m in zip(self._params, self.masks.masks.values())])
+        return zeroed_entries(
+            [(param, m[idx].any(dim=0).to(param.device)) for param, m in zip(self._params, self.masks.masks.values())]
+        )
 
 
 register_kind(Kind(KIND, PARAMS_META, ParameterMask, "`lapelens identify --method pv`", tensors=PARAMS_TENSORS))

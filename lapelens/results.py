@@ -77,8 +77,12 @@ class Result:
         """Read a folder written by :meth:`save` (of this lapelens or an earlier one)."""
         path = Path(path)
         need = (cls.marker, *cls.required)
-        require(path, cls.kind, need, f"{path} is not a {cls.kind} result (expected {' and '.join(need)}); "
-                                      f"make one with {cls.make}.")
+        require(
+            path,
+            cls.kind,
+            need,
+            f"{path} is not a {cls.kind} result (expected {' and '.join(need)}); make one with {cls.make}.",
+        )
         meta = read_meta(path, cls.kind)
         try:
             return cls._read(path, meta)
@@ -86,5 +90,6 @@ class Result:
             raise
         except (KeyError, TypeError, IndexError, ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
             detail = str(exc).splitlines()[0] if str(exc) else ""
-            raise LapelensError(f"{path} is corrupt ({type(exc).__name__}: {detail}); make it again with {cls.make}.") from None
-
+            raise LapelensError(
+                f"{path} is corrupt ({type(exc).__name__}: {detail}); make it again with {cls.make}."
+            ) from None

@@ -57,6 +57,7 @@ def capture(
     def keep(layer: int):
         def hook(resid: Tensor, hook: Any) -> None:
             saved[layer] = resid.clone()  # a later in-place edit must not reach the copy
+
         return hook
 
     handle = model.blocks[0].register_forward_hook(_record_output(model))  # for starting_at, free here
@@ -84,8 +85,10 @@ def starting_at(model: HookedModel, layer: int, residual: Float[Tensor, "batch p
         current = args[0] if args and isinstance(args[0], Tensor) else kwargs.get("hidden_states")
         if current is None or current.shape != residual.shape:
             got = None if current is None else tuple(current.shape)
-            raise LapelensError(f"The residual to start at layer {layer} is {tuple(residual.shape)}, but this "
-                                f"forward's residual stream is {got}: pass the tokens it was captured on.")
+            raise LapelensError(
+                f"The residual to start at layer {layer} is {tuple(residual.shape)}, but this "
+                f"forward's residual stream is {got}: pass the tokens it was captured on."
+            )
         value = residual.to(device=current.device, dtype=current.dtype)
         if args and isinstance(args[0], Tensor):
             return (value,) + args[1:], kwargs
@@ -103,8 +106,13 @@ def starting_at(model: HookedModel, layer: int, residual: Float[Tensor, "batch p
         handle.remove()
 
 
-def forward_from(model: HookedModel, tokens: Int[Tensor, "batch pos"], layer: int,
-                 residual: Float[Tensor, "batch pos d_model"], **forward_kwargs: Any) -> Any:
+def forward_from(
+    model: HookedModel,
+    tokens: Int[Tensor, "batch pos"],
+    layer: int,
+    residual: Float[Tensor, "batch pos d_model"],
+    **forward_kwargs: Any,
+) -> Any:
     """``model(tokens, **forward_kwargs)`` started at block ``layer`` from ``residual`` (see
     :func:`starting_at`): the output of a full forward whose residual stream entering ``layer``
     is ``residual``."""
@@ -132,8 +140,10 @@ _OUTPUTS: "weakref.WeakKeyDictionary[Any, tuple[bool, int]]" = weakref.WeakKeyDi
 def _n_layers(model: HookedModel) -> int:
     blocks = getattr(model, "blocks", None)
     if blocks is None or getattr(model, "original_model", None) is None:
-        raise LapelensError("Starting a forward at a layer needs a TransformerBridge (model.blocks over a Hugging "
-                            "Face model): load the model with lapelens.load_model.")
+        raise LapelensError(
+            "Starting a forward at a layer needs a TransformerBridge (model.blocks over a Hugging "
+            "Face model): load the model with lapelens.load_model."
+        )
     return len(blocks)
 
 
@@ -143,13 +153,18 @@ def _hf_layer_list(model: HookedModel) -> nn.ModuleList:
     if found is None:
         blocks = list(model.blocks)
         for module in model.original_model.modules():
-            if isinstance(module, nn.ModuleList) and len(module) == len(blocks) and all(
-                    a is b for a, b in zip(module, blocks)):
+            if (
+                isinstance(module, nn.ModuleList)
+                and len(module) == len(blocks)
+                and all(a is b for a, b in zip(module, blocks))
+            ):
                 found = _LAYER_LISTS[model] = module
                 break
         else:
-            raise LapelensError(f"Cannot find the layer list of {type(model.original_model).__name__} that holds the "
-                                "bridge's blocks: starting at a layer is not supported for this model.")
+            raise LapelensError(
+                f"Cannot find the layer list of {type(model.original_model).__name__} that holds the "
+                "bridge's blocks: starting at a layer is not supported for this model."
+            )
     return found
 
 
@@ -157,6 +172,7 @@ def _record_output(model: HookedModel):
     def hook(module: nn.Module, args: Any, out: Any) -> None:
         if model not in _OUTPUTS:
             _OUTPUTS[model] = (isinstance(out, tuple), len(out) if isinstance(out, tuple) else 1)
+
     return hook
 
 

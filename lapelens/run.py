@@ -45,7 +45,9 @@ class Run:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not self.path.is_dir():
-            raise LapelensError(f"Run folder {self.path} does not exist; make one with `lapelens reproduce --out {self.path}`.")
+            raise LapelensError(
+                f"Run folder {self.path} does not exist; make one with `lapelens reproduce --out {self.path}`."
+            )
         file = self.path / RUN_CONFIG
         self.config: dict = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
         stages = self.config.get("stages")
@@ -73,7 +75,9 @@ class Run:
     def _found_methods(self) -> list[str]:
         """Without a config: every method with a stage folder, registered ones in registry order."""
         stems = [f"{e.name}_" for e in EXPERIMENTS.values() if e.per_method] + ["neurons_"]
-        found = {p.name.removeprefix(s) for p in self.path.iterdir() if p.is_dir() for s in stems if p.name.startswith(s)}
+        found = {
+            p.name.removeprefix(s) for p in self.path.iterdir() if p.is_dir() for s in stems if p.name.startswith(s)
+        }
         return [m for m in METHODS if m in found] + sorted(found - set(METHODS))
 
     @property
@@ -89,8 +93,10 @@ class Run:
     @cached_property
     def stats(self) -> ActivationStats:
         if self.published:
-            raise LapelensError(f"{self.path} is a published run (results and figures, no statistics): use the run "
-                                "folder it was published from.")
+            raise LapelensError(
+                f"{self.path} is a published run (results and figures, no statistics): use the run "
+                "folder it was published from."
+            )
         if not self.saved("stats"):
             raise LapelensError(f"{self.path} has no stats/: it is not (yet) a `lapelens reproduce` run.")
         return ActivationStats.load(self.path / "stats")
@@ -165,11 +171,16 @@ class Run:
         folders = [RUN_TABLES_DIR] * (self.path / RUN_TABLES_DIR).is_dir() + self.data_stages()
         for name in folders:
             written.append(_replace_folder(self.path / name, out / name))
-        left_out = sorted(p.name for p in self.path.iterdir() if p.is_dir() and p.name not in folders
-                          and (p / STAGE_RECORD).is_file())
-        atomic_write_text(out / RUN_PUBLISHED, json.dumps({
-            "kind": "published_run", "lapelens_version": __version__, "folders": folders,
-            "left_out": left_out}, indent=2))
+        left_out = sorted(
+            p.name for p in self.path.iterdir() if p.is_dir() and p.name not in folders and (p / STAGE_RECORD).is_file()
+        )
+        atomic_write_text(
+            out / RUN_PUBLISHED,
+            json.dumps(
+                {"kind": "published_run", "lapelens_version": __version__, "folders": folders, "left_out": left_out},
+                indent=2,
+            ),
+        )
         return [*written, out / RUN_PUBLISHED]
 
     @cached_property
@@ -179,8 +190,10 @@ class Run:
         if not file.is_file():
             raise LapelensError(f"{self.path} has no {RUN_SUMMARY}: it is not a finished `lapelens reproduce` run.")
         summary = json.loads(file.read_text(encoding="utf-8"))
-        return {k: ({pair_key(r): v for r, v in value.items()} if isinstance(value, dict) else value)
-                for k, value in summary.items()}
+        return {
+            k: ({pair_key(r): v for r, v in value.items()} if isinstance(value, dict) else value)
+            for k, value in summary.items()
+        }
 
 
 def pair_key(key: str) -> str:

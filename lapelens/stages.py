@@ -49,8 +49,14 @@ class StageCache:
     """Runs named stages once: a stage whose output exists and was computed from the same inputs is
     loaded; otherwise it is computed (again), and the log says why."""
 
-    def __init__(self, out: Path, log: Callable[[str], None] = print, seed: int = 0, lead: bool = True,
-                 identity: dict | None = None):
+    def __init__(
+        self,
+        out: Path,
+        log: Callable[[str], None] = print,
+        seed: int = 0,
+        lead: bool = True,
+        identity: dict | None = None,
+    ):
         # ``lead``: this process writes (rank 0 under torchrun); the others compute and keep nothing.
         self.out, self.log, self.seed, self.lead = out, log if lead else (lambda _: None), seed, lead
         #: What every stage is computed from besides its settings and inputs: model, languages.
@@ -64,8 +70,14 @@ class StageCache:
         """A stage's record: the run's identity, its ``settings`` and the fingerprints of the stages it reads."""
         return {**self.identity, "settings": settings, "depends": {d: self.fingerprints.get(d) for d in depends}}
 
-    def __call__(self, name: str, inputs: dict, compute: Callable[[], Any], load: Callable[[Path], Any],
-                 save: Callable[[Any, Path], Any]) -> Any:
+    def __call__(
+        self,
+        name: str,
+        inputs: dict,
+        compute: Callable[[], Any],
+        load: Callable[[Path], Any],
+        save: Callable[[Any, Path], Any],
+    ) -> Any:
         path = self.out / name
         fingerprint = digest(inputs)
         self.fingerprints[name] = fingerprint

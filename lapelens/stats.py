@@ -84,7 +84,9 @@ class ActivationStats:
             )
         for name in ("act_sum", "act_sq_sum"):
             if getattr(self, name).shape != shape:
-                raise LapelensError(f"ActivationStats.{name} has shape {tuple(getattr(self, name).shape)}, expected {tuple(shape)}.")
+                raise LapelensError(
+                    f"ActivationStats.{name} has shape {tuple(getattr(self, name).shape)}, expected {tuple(shape)}."
+                )
 
     @classmethod
     def zeros(cls, languages: Sequence[str], n_layers: int, d_mlp: int, meta: dict | None = None) -> "ActivationStats":
@@ -123,7 +125,9 @@ class ActivationStats:
             )
         for key in ("model",):
             if key in self.meta and key in other.meta and self.meta[key] != other.meta[key]:
-                raise LapelensError(f"Cannot merge statistics of model {self.meta[key]!r} with model {other.meta[key]!r}.")
+                raise LapelensError(
+                    f"Cannot merge statistics of model {self.meta[key]!r} with model {other.meta[key]!r}."
+                )
         langs = self.languages + tuple(l for l in other.languages if l not in self.languages)
         out = ActivationStats.zeros(langs, self.n_layers, self.d_mlp, meta={**other.meta, **self.meta})
         out.has_activation_sums = self.has_activation_sums and other.has_activation_sums
@@ -140,14 +144,21 @@ class ActivationStats:
         """The same statistics restricted to (and reordered as) ``languages``."""
         idx = [self.lang_index(l) for l in languages]
         return ActivationStats(
-            tuple(languages), self.n[idx].clone(), self.count[idx].clone(), self.act_sum[idx].clone(),
-            self.act_sq_sum[idx].clone(), dict(self.meta), self.has_activation_sums,
+            tuple(languages),
+            self.n[idx].clone(),
+            self.count[idx].clone(),
+            self.act_sum[idx].clone(),
+            self.act_sq_sum[idx].clone(),
+            dict(self.meta),
+            self.has_activation_sums,
         )
 
     def _check_tokens(self) -> None:
         empty = [l for l, n in zip(self.languages, self.n.tolist()) if n == 0]
         if empty:
-            raise LapelensError(f"No tokens were collected for {empty}: collect statistics on text in those languages first.")
+            raise LapelensError(
+                f"No tokens were collected for {empty}: collect statistics on text in those languages first."
+            )
 
     def _per_token(self, total: Tensor) -> Tensor:
         """``total[k] / n[k]`` for every language k, in float64."""
@@ -199,15 +210,22 @@ class ActivationStats:
         """Read a folder written by :meth:`save`, of this lapelens or an earlier one (schema 1,
         ``layer x neuron x lang`` tensors, is transposed to language first)."""
         path = Path(path)
-        meta, tensors = load_folder(path, KIND, f"{path} is not a lapelens statistics folder (expected {STATS_TENSORS} "
-                                    f"and {STATS_META}); make one with `lapelens collect`.", _language_first)
+        meta, tensors = load_folder(
+            path,
+            KIND,
+            f"{path} is not a lapelens statistics folder (expected {STATS_TENSORS} "
+            f"and {STATS_META}); make one with `lapelens collect`.",
+            _language_first,
+        )
         try:
             languages = tuple(meta.pop("languages"))
             # Its own key; schema 1 kept it in meta (only when False), which is the same place in the JSON.
             sums = bool(meta.pop("has_activation_sums", True))
             return cls(languages, tensors["n"], *(tensors[name] for name in _TENSORS), meta, sums)
         except (KeyError, TypeError) as exc:
-            raise LapelensError(f"{path} is corrupt ({type(exc).__name__}: {exc}); collect the statistics again.") from None
+            raise LapelensError(
+                f"{path} is corrupt ({type(exc).__name__}: {exc}); collect the statistics again."
+            ) from None
 
     # ---- the official RUCAIBox/Language-Specific-Neurons format ------------------------------
     def to_official(self, folder: str | Path, tag: str) -> list[Path]:
@@ -240,16 +258,24 @@ class ActivationStats:
             except Exception as exc:
                 raise LapelensError(f"{p} is not an official activation file ({type(exc).__name__}: {exc}).") from exc
         count = torch.stack(counts)
-        return cls(tuple(languages), torch.tensor(ns, dtype=torch.int64), count,
-                   torch.zeros(count.shape, dtype=torch.float64), torch.zeros(count.shape, dtype=torch.float64),
-                   has_activation_sums=False, meta={"source": f"official:{folder}:{tag}"})
+        return cls(
+            tuple(languages),
+            torch.tensor(ns, dtype=torch.int64),
+            count,
+            torch.zeros(count.shape, dtype=torch.float64),
+            torch.zeros(count.shape, dtype=torch.float64),
+            has_activation_sums=False,
+            meta={"source": f"official:{folder}:{tag}"},
+        )
 
 
 def _language_first(version: int, meta: dict, tensors: dict) -> tuple[dict, dict]:
     """A statistics folder of schema 1 (``layer x neuron x lang`` tensors, the official
     ``over_zero`` stacking, saved by lapelens before the one axis order) in schema 2's order."""
     if version == 1:
-        tensors = {k: v.permute(2, 0, 1).contiguous() if k in _TENSORS and v.ndim == 3 else v for k, v in tensors.items()}
+        tensors = {
+            k: v.permute(2, 0, 1).contiguous() if k in _TENSORS and v.ndim == 3 else v for k, v in tensors.items()
+        }
     return meta, tensors
 
 
@@ -276,14 +302,21 @@ class SentenceActivations:
             )
 
     def save(self, path: str | Path) -> Path:
-        return save_folder(path, SENTENCES_KIND, {"labels": self.labels, "means": self.means},
-                           {**self.meta, "languages": list(self.languages)})
+        return save_folder(
+            path,
+            SENTENCES_KIND,
+            {"labels": self.labels, "means": self.means},
+            {**self.meta, "languages": list(self.languages)},
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> "SentenceActivations":
         path = Path(path)
-        meta, t = load_folder(path, SENTENCES_KIND, f"{path} is not a lapelens sentence-activation folder "
-                              f"(expected {SENTENCES_TENSORS} and {SENTENCES_META}).")
+        meta, t = load_folder(
+            path,
+            SENTENCES_KIND,
+            f"{path} is not a lapelens sentence-activation folder (expected {SENTENCES_TENSORS} and {SENTENCES_META}).",
+        )
         try:
             return cls(tuple(meta.pop("languages")), t["labels"], t["means"], meta)
         except (KeyError, TypeError) as exc:
@@ -291,5 +324,12 @@ class SentenceActivations:
 
 
 register_kind(Kind(KIND, STATS_META, ActivationStats, "`lapelens collect`", schema=2, tensors=STATS_TENSORS))
-register_kind(Kind(SENTENCES_KIND, SENTENCES_META, SentenceActivations,
-                   "`lapelens identify --method ap` (or `lapelens.collect_sentence_means`)", tensors=SENTENCES_TENSORS))
+register_kind(
+    Kind(
+        SENTENCES_KIND,
+        SENTENCES_META,
+        SentenceActivations,
+        "`lapelens identify --method ap` (or `lapelens.collect_sentence_means`)",
+        tensors=SENTENCES_TENSORS,
+    )
+)

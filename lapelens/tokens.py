@@ -78,20 +78,21 @@ def iter_chunks(
             if skip:
                 skip -= 1
             else:
-                yield torch.tensor(buffer[start:start + seq_len], dtype=torch.long)
+                yield torch.tensor(buffer[start : start + seq_len], dtype=torch.long)
                 n_chunks += 1
             start += seq_len
             if n_chunks == max_chunks:
                 return
         del buffer[:start]
     if n_chunks == 0 and skip_tokens:
-        raise LapelensError(f"The texts hold no full chunk of seq_len={seq_len} after the first {skip_tokens} tokens: "
-                            "give more text or a smaller skip.")
+        raise LapelensError(
+            f"The texts hold no full chunk of seq_len={seq_len} after the first {skip_tokens} tokens: "
+            "give more text or a smaller skip."
+        )
     if n_chunks == 0:
         what = "no text (0 tokens)" if n_tokens == 0 else f"only {n_tokens} tokens"
         raise LapelensError(
-            f"The texts give {what}, less than one chunk of seq_len={seq_len}: "
-            "give more text or use a smaller seq_len."
+            f"The texts give {what}, less than one chunk of seq_len={seq_len}: give more text or use a smaller seq_len."
         )
 
 
@@ -109,8 +110,8 @@ def padded_batch(ids: Sequence[Sequence[int]], rows: Sequence[int], pad: int) ->
     tokens = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros(len(rows), width, dtype=torch.long)
     for i, r in enumerate(rows):
-        tokens[i, :len(ids[r])] = torch.tensor(ids[r])
-        mask[i, :len(ids[r])] = 1
+        tokens[i, : len(ids[r])] = torch.tensor(ids[r])
+        mask[i, : len(ids[r])] = 1
     weights = mask.float()
     weights[:, 0] = 0  # the separator
     return tokens, mask, weights

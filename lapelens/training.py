@@ -36,7 +36,9 @@ class UniformMixture:
 
     def __call__(self) -> Int64[Tensor, "batch pos"]:
         lang_idx = torch.randint(len(self.chunks), (self.batch_size,), generator=self.gen)
-        rows = [self.chunks[k][torch.randint(len(self.chunks[k]), (1,), generator=self.gen)][0] for k in lang_idx.tolist()]
+        rows = [
+            self.chunks[k][torch.randint(len(self.chunks[k]), (1,), generator=self.gen)][0] for k in lang_idx.tolist()
+        ]
         return torch.stack(rows)
 
 
@@ -56,17 +58,34 @@ class LoopResult:
 
 
 def train_loop(
-    model: Any, next_batch: Callable[[], Tensor], *, steps: int, lr: float, warmup: int, min_lr_ratio: float,
-    weight_decay: float, grad_clip: float, bf16: bool, evaluate: Callable[[], dict] | None = None,
-    eval_every: int = 0, on_checkpoint: Callable[[int], None] | None = None, checkpoint_seconds: float = 0,
-    desc: str = "train", log_path: Path | None = None, bar: Any = None,
+    model: Any,
+    next_batch: Callable[[], Tensor],
+    *,
+    steps: int,
+    lr: float,
+    warmup: int,
+    min_lr_ratio: float,
+    weight_decay: float,
+    grad_clip: float,
+    bf16: bool,
+    evaluate: Callable[[], dict] | None = None,
+    eval_every: int = 0,
+    on_checkpoint: Callable[[int], None] | None = None,
+    checkpoint_seconds: float = 0,
+    desc: str = "train",
+    log_path: Path | None = None,
+    bar: Any = None,
 ) -> LoopResult:
     """``bar``: a progress bar to advance one step at a time instead of the loop's own (one bar
     over several runs, e.g. PV's tuning of every language)."""
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=lr, betas=(0.9, 0.95), eps=1e-8)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr,
+        betas=(0.9, 0.95),
+        eps=1e-8,
+    )
     model.train()
     res = LoopResult()
     start = last_ckpt = time.time()
@@ -84,8 +103,13 @@ def train_loop(
         opt.step()
         opt.zero_grad(set_to_none=True)
         res.tokens += x.numel()
-        entry = {"step": step + 1, "tokens": res.tokens, "train_loss": loss.item(), "lr": opt.param_groups[0]["lr"],
-                 "seconds": round(time.time() - start, 1)}
+        entry = {
+            "step": step + 1,
+            "tokens": res.tokens,
+            "train_loss": loss.item(),
+            "lr": opt.param_groups[0]["lr"],
+            "seconds": round(time.time() - start, 1),
+        }
         if evaluate is not None and eval_every and ((step + 1) % eval_every == 0 or step + 1 == steps):
             entry.update(evaluate())
             model.train()
@@ -105,8 +129,17 @@ def train_loop(
 
 
 def continue_training(
-    model_dir: str | Path, texts: Sequence[str], out_dir: str | Path, *, steps: int, lr: float = 5e-4,
-    seq_len: int = 256, batch_size: int = 8, seed: int = 0, warmup: int = 10, bar: Any = None,
+    model_dir: str | Path,
+    texts: Sequence[str],
+    out_dir: str | Path,
+    *,
+    steps: int,
+    lr: float = 5e-4,
+    seq_len: int = 256,
+    batch_size: int = 8,
+    seed: int = 0,
+    warmup: int = 10,
+    bar: Any = None,
 ) -> Path:
     """Tune an HF causal LM on one language's ``texts`` for ``steps`` steps; save it to ``out_dir``.
 
@@ -120,8 +153,19 @@ def continue_training(
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     chunks = pack_chunks(tokenizer, texts, seq_len)
-    train_loop(model, UniformMixture({"text": chunks}, batch_size, seed), steps=steps, lr=lr, warmup=warmup,
-               min_lr_ratio=0.1, weight_decay=0.0, grad_clip=1.0, bf16=False, desc=f"tune {Path(out_dir).name}", bar=bar)
+    train_loop(
+        model,
+        UniformMixture({"text": chunks}, batch_size, seed),
+        steps=steps,
+        lr=lr,
+        warmup=warmup,
+        min_lr_ratio=0.1,
+        weight_decay=0.0,
+        grad_clip=1.0,
+        bf16=False,
+        desc=f"tune {Path(out_dir).name}",
+        bar=bar,
+    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)

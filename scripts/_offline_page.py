@@ -20,7 +20,13 @@ def open_offline(playwright: Any, page_file: Path, **page_options: Any) -> tuple
     errors: list[str] = []
     page.on("console", lambda m: m.type == "error" and errors.append(m.text))
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file://")
-               else (errors.append(f"network request: {r.request.url}"), r.abort()))
+    page.route(
+        "**/*",
+        lambda r: (
+            r.continue_()
+            if r.request.url.startswith("file://")
+            else (errors.append(f"network request: {r.request.url}"), r.abort())
+        ),
+    )
     page.goto(Path(page_file).resolve().as_uri())
     return browser, page, errors

@@ -78,19 +78,29 @@ def main(argv: list[str] | None = None) -> int:
         page.select_option("#method-select", "lape")
         rows = page.locator("#neuron-list tr.neuron-row").all()
         listed = sorted((int(r.get_attribute("data-layer")), int(r.get_attribute("data-neuron"))) for r in rows)
-        check(listed == selected, f"overview lists {len(listed)} LAPE neurons; the run's neurons_lape has {len(selected)}")
+        check(
+            listed == selected, f"overview lists {len(listed)} LAPE neurons; the run's neurons_lape has {len(selected)}"
+        )
         for layer, neuron in random.Random(args.seed).sample(selected, min(args.neurons, len(selected))):
             page.select_option("#search-kind", "neuron")
             page.fill("#search-input", f"{layer}:{neuron}")
             page.click("#search-button")
             page.wait_for_function(f"document.getElementById('panel-firing').dataset.neuron === '{layer}:{neuron}'")
-            shown = {t.get_attribute("data-label"): float(t.text_content()) for t in page.locator("svg.firing text.value").all()}
+            shown = {
+                t.get_attribute("data-label"): float(t.text_content())
+                for t in page.locator("svg.firing text.value").all()
+            }
             want = {l: prob[k, layer, neuron].item() for k, l in enumerate(languages)}
             # 3 decimals as shown (JavaScript rounds a tie such as 0.5625 up, Python to even: compare numbers)
-            check(shown.keys() == want.keys() and all(abs(shown[l] - want[l]) <= 5e-4 + 1e-12 for l in want),
-                  f"L{layer} N{neuron} firing probabilities {shown}")
+            check(
+                shown.keys() == want.keys() and all(abs(shown[l] - want[l]) <= 5e-4 + 1e-12 for l in want),
+                f"L{layer} N{neuron} firing probabilities {shown}",
+            )
             effect = hf.model.layers[layer].mlp.down_proj.weight.detach()[:, neuron].float() @ w_u.T
-            for cls, top in (("promoted", effect.topk(10).indices), ("suppressed", effect.topk(10, largest=False).indices)):
+            for cls, top in (
+                ("promoted", effect.topk(10).indices),
+                ("suppressed", effect.topk(10, largest=False).indices),
+            ):
                 ids = [int(t.get_attribute("data-token-id")) for t in page.locator(f"#panel-logits .{cls} td.t").all()]
                 check(ids == top.tolist(), f"L{layer} N{neuron} {cls} token ids {ids[:5]}... = W_out @ W_U's")
             token = int(effect.argmax())
@@ -105,7 +115,10 @@ def main(argv: list[str] | None = None) -> int:
             check(table.count() == 1, f"search {text!r}: the page's index has token {token}")
             got = [int(r.get_attribute("data-flat")) for r in table.locator("tr.neuron-row").all()]
             column = (w_down.float() @ w_u[token]).flatten()
-            check(got == column.topk(len(got)).indices.tolist(), f"search {text!r}: neurons {got[:3]}... = the top of W_out . W_U[token]")
+            check(
+                got == column.topk(len(got)).indices.tolist(),
+                f"search {text!r}: neurons {got[:3]}... = the top of W_out . W_U[token]",
+            )
         browser.close()
     check(not errors, f"page errors or network requests: {errors}")
     print(f"{failures} of the checks failed" if failures else "every check passed")

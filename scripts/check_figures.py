@@ -136,7 +136,9 @@ def flattened(fig: dict) -> list[str]:
         need = min(finite.size, math.floor(SHARE * finite.size) + 1)  # more than SHARE of the points
         narrowest = min(finite[i + need - 1] - finite[i] for i in range(finite.size - need + 1))
         if narrowest <= BAND * extent:
-            out.append(f"{name} ({key}: {need} of {finite.size} points within {narrowest:.3g} of an extent of {extent:.3g})")
+            out.append(
+                f"{name} ({key}: {need} of {finite.size} points within {narrowest:.3g} of an extent of {extent:.3g})"
+            )
     return out
 
 
@@ -183,14 +185,18 @@ def check_folder(folder: Path, model: str | None = None) -> list[str]:
             ranges[stem] = colour_range(fig)
     found = {r for rs in ranges.values() for r in rs}
     if ranges and (len(found) != 1 or None in found):
-        detail = "; ".join(f"{s}: {', '.join('auto' if r is None else f'[{r[0]:.4g}, {r[1]:.4g}]' for r in rs)}"
-                           for s, rs in ranges.items())
+        detail = "; ".join(
+            f"{s}: {', '.join('auto' if r is None else f'[{r[0]:.4g}, {r[1]:.4g}]' for r in rs)}"
+            for s, rs in ranges.items()
+        )
         problems.append(f"{folder}: shared range: the perturbation heatmaps do not share one colour range ({detail})")
     if "steer_prompted" in figures:
         kinds = [t.get("type", "scatter") for t in figures["steer_prompted"]["data"]]
         if kinds.count("heatmap") < 3 or "bar" in kinds:
-            problems.append(f"{folder / 'steer_prompted'}.html: table 5: drawn as {', '.join(sorted(set(kinds)))}, "
-                            "not as three source x target heatmaps")
+            problems.append(
+                f"{folder / 'steer_prompted'}.html: table 5: drawn as {', '.join(sorted(set(kinds)))}, "
+                "not as three source x target heatmaps"
+            )
     if "fig4_sweep" in figures:
         shapes = figures["fig4_sweep"]["layout"].get("shapes") or []
         if not any(s.get("type") == "line" and s.get("x0") == s.get("x1") for s in shapes):
@@ -209,8 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         for line in problems:
             print(line)
         n = len(list(folder.glob("*.html")))
-        print(f"{folder}: {n} figures, " + (f"{len(problems)} problem(s)" if problems else "ok"),
-              file=sys.stderr if problems else sys.stdout)
+        print(
+            f"{folder}: {n} figures, " + (f"{len(problems)} problem(s)" if problems else "ok"),
+            file=sys.stderr if problems else sys.stdout,
+        )
         failed += bool(problems)
     return 1 if failed else 0
 

@@ -42,9 +42,11 @@ def perplexity(model, toks: torch.Tensor, batch: int = 4) -> float:
     nll, n = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(toks), batch):
-            x = toks[i:i + batch]
+            x = toks[i : i + batch]
             logits = model(x).logits[:, :-1].float()
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="sum")
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="sum"
+            )
             nll += loss.item()
             n += x[:, 1:].numel()
     return math.exp(nll / n)
@@ -53,7 +55,9 @@ def perplexity(model, toks: torch.Tensor, batch: int = 4) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("mask", help="official .neuron.pth: [language][layer] -> neuron indices")
-    p.add_argument("--model", required=True, help="HF model folder (e.g. the converted GGUF in ~/.cache/lapelens/models/NAME)")
+    p.add_argument(
+        "--model", required=True, help="HF model folder (e.g. the converted GGUF in ~/.cache/lapelens/models/NAME)"
+    )
     p.add_argument("--languages", default="en,zh,fr,es,vi,id,ja", help="the mask's languages, in its order")
     p.add_argument("--tokens", type=int, default=2048, help="held-out tokens per language")
     p.add_argument("--seq-len", type=int, default=256)
@@ -70,7 +74,7 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(args.model)
     docs = load_corpus("embedded", split="valid", languages=langs)
-    data = {l: chunks(tok, docs[l][args.offset_docs:], args.seq_len, args.tokens) for l in langs}
+    data = {l: chunks(tok, docs[l][args.offset_docs :], args.seq_len, args.tokens) for l in langs}
     downs = [layer.mlp.down_proj for layer in model.model.layers]
     current: list[torch.Tensor] = []
 
@@ -80,6 +84,7 @@ def main() -> None:
                 x = inputs[0].clone()
                 x[..., current[i]] = 0
                 return (x,)
+
         return pre
 
     handles = [d.register_forward_pre_hook(hook(i)) for i, d in enumerate(downs)]
@@ -96,8 +101,10 @@ def main() -> None:
     off = sum(rows[s][l] for s in langs for l in langs if s != l) / (len(langs) * (len(langs) - 1))
     largest = sum(max(langs, key=lambda s: rows[s][l]) == l for l in langs)
     print(f"base PPL {', '.join(f'{l} {v:.2f}' for l, v in base.items())}")
-    print(f"diagonal mean {100 * diag:+.1f}%, off-diagonal mean {100 * off:+.1f}%, ratio {diag / off:.2f}; "
-          f"diagonal largest in {largest} of {len(langs)} columns; {time.time() - start:.0f} s")
+    print(
+        f"diagonal mean {100 * diag:+.1f}%, off-diagonal mean {100 * off:+.1f}%, ratio {diag / off:.2f}; "
+        f"diagonal largest in {largest} of {len(langs)} columns; {time.time() - start:.0f} s"
+    )
 
 
 if __name__ == "__main__":

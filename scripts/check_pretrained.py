@@ -50,8 +50,10 @@ def main(argv: list[str] | None = None) -> int:
             b = reference.generate(tokens, max_new_tokens=args.new_tokens, do_sample=False)
         same = a.tolist() == b.tolist()
         worst = max(worst, diff)
-        print(f"{lang}: {tokens.shape[1]} tokens, largest logit difference {diff:.2e}; greedy {args.new_tokens} tokens "
-              f"{'identical' if same else 'DIFFER'}: {model.tokenizer.decode(a[0, tokens.shape[1]:])!r}")
+        print(
+            f"{lang}: {tokens.shape[1]} tokens, largest logit difference {diff:.2e}; greedy {args.new_tokens} tokens "
+            f"{'identical' if same else 'DIFFER'}: {model.tokenizer.decode(a[0, tokens.shape[1] :])!r}"
+        )
     print(f"{args.name}: largest difference {worst:.2e} (tolerance {args.tolerance:g}); {time.time() - start:.0f} s")
     return 0 if worst <= args.tolerance else 1
 

@@ -63,11 +63,15 @@ def _svg_document(panels: list[dict], css: str, title: str) -> str:
             x += w + 16
             row_h = max(row_h, h + label_h)
         y += row_h + 20
-    style = (css + "\n.doc-title { font: bold 16px sans-serif; } .panel-title { font: bold 13px sans-serif; }"
-             " .chart-label { font: bold 11px sans-serif; } text { font-family: sans-serif; }")
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH + 20}" height="{y:.0f}" '
-            f'viewBox="0 0 {WIDTH + 20} {y:.0f}"><style>{html.escape(style, quote=False)}</style>'
-            f'<rect width="100%" height="100%" fill="white"/>{"".join(parts)}</svg>')
+    style = (
+        css + "\n.doc-title { font: bold 16px sans-serif; } .panel-title { font: bold 13px sans-serif; }"
+        " .chart-label { font: bold 11px sans-serif; } text { font-family: sans-serif; }"
+    )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH + 20}" height="{y:.0f}" '
+        f'viewBox="0 0 {WIDTH + 20} {y:.0f}"><style>{html.escape(style, quote=False)}</style>'
+        f'<rect width="100%" height="100%" fill="white"/>{"".join(parts)}</svg>'
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,7 +36,9 @@ def main() -> None:
     from lapelens.figures import write_figures
 
     folder = Path(sys.argv[1])
-    figs = {p.stem: figure_from_html(p) for p in sorted(folder.glob("*.html")) if "cdn.plot.ly" in p.read_text()[:20000]}
+    figs = {
+        p.stem: figure_from_html(p) for p in sorted(folder.glob("*.html")) if "cdn.plot.ly" in p.read_text()[:20000]
+    }
     write_figures(figs, folder)
     print(f"{len(figs)} figures re-exported offline in {folder}: {', '.join(figs)}")
 

@@ -41,13 +41,26 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = {"smollm2-135m": "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized)",
-          "gemma-3-270m": "Gemma 3 270M (Q4_K_M GGUF, dequantized)",
-          "qwen2.5-coder-0.5b": "Qwen2.5-Coder-0.5B-Instruct (AWQ, then Q4_K_M GGUF, dequantized)"}
+MODELS = {
+    "smollm2-135m": "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized)",
+    "gemma-3-270m": "Gemma 3 270M (Q4_K_M GGUF, dequantized)",
+    "qwen2.5-coder-0.5b": "Qwen2.5-Coder-0.5B-Instruct (AWQ, then Q4_K_M GGUF, dequantized)",
+}
 #: The README's rows, in order: folder name under figures/ -> label.
-SUMMARY_MODELS = {"embedded": "embedded (8 × 1,024 neurons)", "smollm2-135m": "SmolLM2-135M (30 × 1,536)",
-                  "gemma-3-270m": "Gemma 3 270M (18 × 2,048)", "qwen2.5-coder-0.5b": "Qwen2.5-Coder-0.5B (24 × 4,864)"}
-METHOD_NAMES = {"lape": "LAPE", "lave": "LAVE", "lap": "LAP", "ap": "AP (Kojima)", "random": "random (LAPE's sizes)", "pv": "PV"}
+SUMMARY_MODELS = {
+    "embedded": "embedded (8 × 1,024 neurons)",
+    "smollm2-135m": "SmolLM2-135M (30 × 1,536)",
+    "gemma-3-270m": "Gemma 3 270M (18 × 2,048)",
+    "qwen2.5-coder-0.5b": "Qwen2.5-Coder-0.5B (24 × 4,864)",
+}
+METHOD_NAMES = {
+    "lape": "LAPE",
+    "lave": "LAVE",
+    "lap": "LAP",
+    "ap": "AP (Kojima)",
+    "random": "random (LAPE's sizes)",
+    "pv": "PV",
+}
 
 
 def _pct(x: float, signed: bool = True) -> str:
@@ -84,24 +97,30 @@ def _deactivated_generation(folder: Path) -> pd.DataFrame:
 
 def _deactivated_generation_table(dg: pd.DataFrame, langs: list[str]) -> str:
     """Tables 1/2: share in the prompt's language and the output's perplexity, per condition."""
-    rows = [[f"{label}, {name}"] + [f"{dg.loc[l, (cond, metric)]:.1f}" for l in langs]
-            for label, metric in (("share", "share_in_language"), ("PPL", "ppl"))
-            for name, cond in (("normal", "normal"), ("LAPE deactivated", "deactivated"), ("random deactivated", "random"))]
+    rows = [
+        [f"{label}, {name}"] + [f"{dg.loc[l, (cond, metric)]:.1f}" for l in langs]
+        for label, metric in (("share", "share_in_language"), ("PPL", "ppl"))
+        for name, cond in (("normal", "normal"), ("LAPE deactivated", "deactivated"), ("random deactivated", "random"))
+    ]
     return _table(["condition"] + langs, rows)
 
 
 def render(name: str, folder: Path) -> str:
     if not (folder / "summary.json").is_file():
-        return (f"Not run: `figures/{name}/` is not in the repository (`scripts/real_model_results.py` copies a "
-                f"`lapelens reproduce --model {name}` run there).")
+        return (
+            f"Not run: `figures/{name}/` is not in the repository (`scripts/real_model_results.py` copies a "
+            f"`lapelens reproduce --model {name}` run there)."
+        )
     cfg = json.loads((folder / "config.json").read_text())
     summary = json.loads((folder / "summary.json").read_text())
     times = summary.get("timings_seconds", {})
     langs = list(cfg["languages"])
-    out = [f"**{MODELS.get(name, name)}**, `lapelens reproduce --model {name}`: LAPE `top_rate` {cfg['top_rate']}, "
-           f"{cfg['tokens_per_language']:,} statistics tokens and {cfg['eval_tokens_per_language']:,} held-out tokens "
-           f"per language, `seq_len` {cfg['seq_len']}; stage times: statistics {times.get('stats', '?')} s, "
-           f"LAPE perturbation {times.get('perturb_lape', '?')} s, total {round(sum(times.values()) / 60)} min."]
+    out = [
+        f"**{MODELS.get(name, name)}**, `lapelens reproduce --model {name}`: LAPE `top_rate` {cfg['top_rate']}, "
+        f"{cfg['tokens_per_language']:,} statistics tokens and {cfg['eval_tokens_per_language']:,} held-out tokens "
+        f"per language, `seq_len` {cfg['seq_len']}; stage times: statistics {times.get('stats', '?')} s, "
+        f"LAPE perturbation {times.get('perturb_lape', '?')} s, total {round(sum(times.values()) / 60)} min."
+    ]
 
     per_lang = _csv(folder, "lape_per_language.csv", index_col=0)
     per_layer = _csv(folder, "lape_per_layer.csv", index_col=0).sum(axis=1)
@@ -110,79 +129,117 @@ def render(name: str, folder: Path) -> str:
     low, high, total = per_layer.iloc[:k].sum(), per_layer.iloc[-k:].sum(), per_layer.sum()
     jac = _csv(folder, "lape_jaccard_between_languages.csv", index_col=0)
     out.append(
-        "LAPE neurons per language (Table 3): " + ", ".join(f"{l} {int(per_lang.loc[l, 'neurons'])}" for l in langs)
+        "LAPE neurons per language (Table 3): "
+        + ", ".join(f"{l} {int(per_lang.loc[l, 'neurons'])}" for l in langs)
         + f". Per layer, summed over languages (Fig. 5): {', '.join(str(int(v)) for v in per_layer)}; the first {k} "
         f"layers hold {_pct(low / total, False)} and the last {k} {_pct(high / total, False)}. "
-        f"zh–ja Jaccard overlap {jac.loc['zh', 'ja']:.2f}.")
+        f"zh–ja Jaccard overlap {jac.loc['zh', 'ja']:.2f}."
+    )
 
     comp = _csv(folder, "perturbation_summary.csv", index_col=0)
     rows = []
     for m in comp.index:
         r = comp.loc[m]
         vs = r.get("ratio_vs_reference")
-        rows.append([METHOD_NAMES.get(m, m), _pct(r["diag_mean_relative"]), _pct(r["offdiag_mean_relative"]),
-                     f"{r['diag_offdiag_ratio']:.2f}" + (f" ({vs:.1f}× random)" if pd.notna(vs) and m != "random" else ""),
-                     f"{int(r['diag_largest_in_column'])} / {int(r['languages'])}"])
-    out.append("Perplexity change when a language's neurons are deactivated (Fig. 2/3; relative change, held-out text):\n\n"
-               + _table(["method", "diagonal mean", "off-diagonal mean", "diag / off-diag", "diag largest in its column"], rows))
+        rows.append(
+            [
+                METHOD_NAMES.get(m, m),
+                _pct(r["diag_mean_relative"]),
+                _pct(r["offdiag_mean_relative"]),
+                f"{r['diag_offdiag_ratio']:.2f}" + (f" ({vs:.1f}× random)" if pd.notna(vs) and m != "random" else ""),
+                f"{int(r['diag_largest_in_column'])} / {int(r['languages'])}",
+            ]
+        )
+    out.append(
+        "Perplexity change when a language's neurons are deactivated (Fig. 2/3; relative change, held-out text):\n\n"
+        + _table(
+            ["method", "diagonal mean", "off-diagonal mean", "diag / off-diag", "diag largest in its column"], rows
+        )
+    )
 
     rel = _csv(folder, "perturb_lape_relative.csv", index_col=0)
     lo = _csv(folder, "perturb_lape_relative_low.csv", index_col=0)
     hi = _csv(folder, "perturb_lape_relative_high.csv", index_col=0)
-    rows = [[f"**{s}**"] + [(f"**{_pct(rel.loc[s, l])}**" if s == l else _pct(rel.loc[s, l])) for l in langs] for s in langs]
+    rows = [
+        [f"**{s}**"] + [(f"**{_pct(rel.loc[s, l])}**" if s == l else _pct(rel.loc[s, l])) for l in langs] for s in langs
+    ]
     rows.append(["95% interval (diag.)"] + [f"{100 * lo.loc[l, l]:.0f}–{100 * hi.loc[l, l]:.0f}" for l in langs])
-    out.append("LAPE's matrix (row: language deactivated; column: language evaluated):\n\n"
-               + _table(["deactivated \\ evaluated"] + langs, rows))
+    out.append(
+        "LAPE's matrix (row: language deactivated; column: language evaluated):\n\n"
+        + _table(["deactivated \\ evaluated"] + langs, rows)
+    )
 
     if _has(folder, "split_half_stability.csv"):
         st = _csv(folder, "split_half_stability.csv", index_col=0)
-        out.append("Split-half stability (beyond the paper; LAPE on the even vs the odd chunks of the same tokens): Jaccard "
-                   + ", ".join(f"{l} {st.loc[l, 'jaccard']:.2f}" for l in langs if l in st.index)
-                   + f" (random sets of these sizes: ≤ {st['jaccard_random'].max():.3f}).")
+        out.append(
+            "Split-half stability (beyond the paper; LAPE on the even vs the odd chunks of the same tokens): Jaccard "
+            + ", ".join(f"{l} {st.loc[l, 'jaccard']:.2f}" for l in langs if l in st.index)
+            + f" (random sets of these sizes: ≤ {st['jaccard_random'].max():.3f})."
+        )
     if _has(folder, "jaccard_lape_vs_methods.csv"):
         agree = _csv(folder, "jaccard_lape_vs_methods.csv", index_col=0).mean()
-        out.append("Agreement with LAPE (mean Jaccard over languages): "
-                   + ", ".join(f"{METHOD_NAMES.get(m, m).split(' ')[0]} {v:.2f}" for m, v in agree.items()) + ".")
+        out.append(
+            "Agreement with LAPE (mean Jaccard over languages): "
+            + ", ".join(f"{METHOD_NAMES.get(m, m).split(' ')[0]} {v:.2f}" for m, v in agree.items())
+            + "."
+        )
 
     ses = _csv(folder, "ses.csv", index_col=0)
     if "retrieval" in ses.columns:  # a run with the standardized measure (similarity schema 2)
         out.append(_ses_sentence(ses, "SES (Fig. 6)"))
         if _has(folder, "dominance_contrast.csv"):
-            out.append(_dominance_sentence(_csv(folder, "dominance_summary.csv", index_col=0),
-                                           _csv(folder, "dominance_contrast.csv", index_col=0)))
+            out.append(
+                _dominance_sentence(
+                    _csv(folder, "dominance_summary.csv", index_col=0),
+                    _csv(folder, "dominance_contrast.csv", index_col=0),
+                )
+            )
     elif "mismatched" in ses.columns:
         gap = ses["mean"] - ses["mismatched"]
         best = int(gap.idxmax())
-        out.append(f"SES (Fig. 6): aligned minus mismatched-text control is largest at layer {best} "
-                   f"({ses.loc[best, 'mean']:.2f} vs {ses.loc[best, 'mismatched']:.2f}); at the first layer "
-                   f"{ses['mean'].iloc[0]:.2f} vs {ses['mismatched'].iloc[0]:.2f}, at the last {ses['mean'].iloc[-1]:.2f} vs "
-                   f"{ses['mismatched'].iloc[-1]:.2f}.")
+        out.append(
+            f"SES (Fig. 6): aligned minus mismatched-text control is largest at layer {best} "
+            f"({ses.loc[best, 'mean']:.2f} vs {ses.loc[best, 'mismatched']:.2f}); at the first layer "
+            f"{ses['mean'].iloc[0]:.2f} vs {ses['mismatched'].iloc[0]:.2f}, at the last {ses['mean'].iloc[-1]:.2f} vs "
+            f"{ses['mismatched'].iloc[-1]:.2f}."
+        )
         dom = _csv(folder, "dominance.csv", index_col=0)
         if _has(folder, "dominance_mismatched.csv"):
             ctrl = _csv(folder, "dominance_mismatched.csv", index_col=0)
             gain = (dom - ctrl).mean().sort_values(ascending=False)
-            out.append("Dominance (Fig. 7, Eq. 6): mean over layers of shifted SES minus the mismatched control, per target: "
-                       + ", ".join(f"{l} {v:.3f}" for l, v in gain.items()) + ".")
+            out.append(
+                "Dominance (Fig. 7, Eq. 6): mean over layers of shifted SES minus the mismatched control, per target: "
+                + ", ".join(f"{l} {v:.3f}" for l, v in gain.items())
+                + "."
+            )
 
     unc = _csv(folder, "steer_unconditional.csv", index_col=0)
     koj = _csv(folder, "kojima.csv", index_col=0) if _has(folder, "kojima.csv") else None
-    rows = [["before"] + [f"{unc.loc[l, 'before']:.2f}" for l in langs],
-            [f"LAPE steering, scale {cfg['steer_scale']}" + (" +off" if cfg.get("steer_deactivate_others") else "")]
-            + [f"{unc.loc[l, 'after']:.2f}" for l in langs]]
+    rows = [
+        ["before"] + [f"{unc.loc[l, 'before']:.2f}" for l in langs],
+        [f"LAPE steering, scale {cfg['steer_scale']}" + (" +off" if cfg.get("steer_deactivate_others") else "")]
+        + [f"{unc.loc[l, 'after']:.2f}" for l in langs],
+    ]
     if koj is not None:
         rows.append(["Kojima: AP top/bottom-k pinned to medians"] + [f"{koj.loc[l, 'after']:.2f}" for l in langs])
-    out.append(f"Unconditional generation from BOS ({int(unc['n_samples'].iloc[0])} samples per target, "
-               f"{cfg['unconditional_tokens']} tokens, temperature 1): share in the target language (langdetect), Table 4:\n\n"
-               + _table(["setting"] + langs, rows))
+    out.append(
+        f"Unconditional generation from BOS ({int(unc['n_samples'].iloc[0])} samples per target, "
+        f"{cfg['unconditional_tokens']} tokens, temperature 1): share in the target language (langdetect), Table 4:\n\n"
+        + _table(["setting"] + langs, rows)
+    )
     if _has(folder, "deactivated_generation.csv"):
-        out.append("Generation under deactivation (Tables 1/2; prompts in each language, greedy): share of the output in "
-                   "the prompt's language, and the output's perplexity under the unperturbed model:\n\n"
-                   + _deactivated_generation_table(_deactivated_generation(folder), langs))
+        out.append(
+            "Generation under deactivation (Tables 1/2; prompts in each language, greedy): share of the output in "
+            "the prompt's language, and the output's perplexity under the unperturbed model:\n\n"
+            + _deactivated_generation_table(_deactivated_generation(folder), langs)
+        )
     pr = _csv(folder, "steer_prompted.csv")
-    out.append(f"Prompted steering (Table 5, {int(pr['n_prompts'].iloc[0])} prompts per pair, greedy, "
-               f"{cfg['max_new_tokens']} tokens): mean target share over the {len(pr)} source–target pairs "
-               f"{pr['before'].mean():.2f} before, {pr['steered'].mean():.2f} steered, "
-               f"{pr['deactivated_and_steered'].mean():.2f} with the source's neurons also deactivated.")
+    out.append(
+        f"Prompted steering (Table 5, {int(pr['n_prompts'].iloc[0])} prompts per pair, greedy, "
+        f"{cfg['max_new_tokens']} tokens): mean target share over the {len(pr)} source–target pairs "
+        f"{pr['before'].mean():.2f} before, {pr['steered'].mean():.2f} steered, "
+        f"{pr['deactivated_and_steered'].mean():.2f} with the source's neurons also deactivated."
+    )
     return "\n\n".join(out)
 
 
@@ -191,21 +248,25 @@ def _ses_sentence(ses: pd.DataFrame, label: str) -> str:
     """SES of the standardized measure (ses.csv, similarity schema 2): where aligned - mismatched peaks."""
     best = int(ses["gap"].idxmax())
     row, first, last = ses.loc[best], ses.iloc[0], ses.iloc[-1]
-    return (f"{label}, standardized cosines: aligned minus mismatched texts is largest at layer {best} of "
-            f"0–{len(ses) - 1}, {row['gap']:.2f} [{row['gap_low']:.2f}, {row['gap_high']:.2f}] (first layer "
-            f"{first['gap']:.2f}, last {last['gap']:.2f}); top-1 retrieval of the translation there "
-            f"{row['retrieval']:.2f} (first {first['retrieval']:.2f}, last {last['retrieval']:.2f}).")
+    return (
+        f"{label}, standardized cosines: aligned minus mismatched texts is largest at layer {best} of "
+        f"0–{len(ses) - 1}, {row['gap']:.2f} [{row['gap_low']:.2f}, {row['gap_high']:.2f}] (first layer "
+        f"{first['gap']:.2f}, last {last['gap']:.2f}); top-1 retrieval of the translation there "
+        f"{row['retrieval']:.2f} (first {first['retrieval']:.2f}, last {last['retrieval']:.2f})."
+    )
 
 
 def _dominance_sentence(summary: pd.DataFrame, contrast: pd.DataFrame) -> str:
     """Dominance as retrieval into each target (dominance_summary.csv, dominance_contrast.csv)."""
     c = contrast.loc["retrieval"]
     order = summary["retrieval"].sort_values(ascending=False)
-    return ("Dominance (Fig. 7): retrieval into each target, mean over sources and layers: "
-            + ", ".join(f"{l} {v:.2f}" for l, v in order.items())
-            + f"; {c['reference']} minus the best other target ({c['best_other']}) {c['value']:+.3f} "
-            f"[{c['low']:+.3f}, {c['high']:+.3f}], {c['reference']} best at {int(c['layers_on_top'])} of "
-            f"{int(c['n_layers'])} layers.")
+    return (
+        "Dominance (Fig. 7): retrieval into each target, mean over sources and layers: "
+        + ", ".join(f"{l} {v:.2f}" for l, v in order.items())
+        + f"; {c['reference']} minus the best other target ({c['best_other']}) {c['value']:+.3f} "
+        f"[{c['low']:+.3f}, {c['high']:+.3f}], {c['reference']} best at {int(c['layers_on_top'])} of "
+        f"{int(c['n_layers'])} layers."
+    )
 
 
 def _figure_traces(path: Path) -> dict[str, dict]:
@@ -246,110 +307,174 @@ def render_embedded(folder: Path) -> str:
     grid = _csv(folder, "steer_unconditional_grid.csv")
     # The settings stated below come from today's defaults: they must agree with what the run recorded.
     tokens_per_prompt = dg[("normal", "tokens")].iloc[0] / pr["n_prompts"].iloc[0]
-    recorded = {"n_samples": unc["n_samples"].iloc[0], "n_prompts": pr["n_prompts"].iloc[0], "max_new_tokens": tokens_per_prompt,
-                "unconditional_tokens": int(re.search(r"(\d+) tokens", grid["setting"].iloc[0]).group(1)),
-                "steer_scale": float(re.search(r"--scale (\S+)", grid.iloc[1, 1]).group(1))}
+    recorded = {
+        "n_samples": unc["n_samples"].iloc[0],
+        "n_prompts": pr["n_prompts"].iloc[0],
+        "max_new_tokens": tokens_per_prompt,
+        "unconditional_tokens": int(re.search(r"(\d+) tokens", grid["setting"].iloc[0]).group(1)),
+        "steer_scale": float(re.search(r"--scale (\S+)", grid.iloc[1, 1]).group(1)),
+    }
     differ = {k: (v, getattr(cfg, k)) for k, v in recorded.items() if v != getattr(cfg, k)}
     if differ:
         raise SystemExit(f"figures/embedded/ was not made with today's reproduce defaults (run, default): {differ}")
 
-    out = [f"- Statistics: {cfg.tokens_per_language:,} tokens per language, {cfg.seq_len}-token chunks (every command's "
-           f"default). LAPE `top_rate` {cfg.top_rate} (the embedded model's default; 0.01 for any other model).\n"
-           f"- Perplexity: {cfg.eval_tokens_per_language:,} held-out tokens per language."]
+    out = [
+        f"- Statistics: {cfg.tokens_per_language:,} tokens per language, {cfg.seq_len}-token chunks (every command's "
+        f"default). LAPE `top_rate` {cfg.top_rate} (the embedded model's default; 0.01 for any other model).\n"
+        f"- Perplexity: {cfg.eval_tokens_per_language:,} held-out tokens per language."
+    ]
 
     per_lang = _csv(folder, "lape_per_language.csv", index_col=0)
     per_layer = _csv(folder, "lape_per_layer.csv", index_col=0).sum(axis=1)
-    out.append("**Neurons per language (LAPE, Table 3):** " + ", ".join(f"{l} {int(per_lang.loc[l, 'neurons'])}" for l in langs)
-               + ".\nPer layer (summed over languages, Fig. 5): " + ", ".join(str(int(v)) for v in per_layer)
-               + f": the skewed U, with {_pct(per_layer.iloc[0] / per_layer.sum(), False)} in the first layer, "
-               f"{_pct(per_layer.iloc[-1] / per_layer.sum(), False)} in the last and {_pct(per_layer.iloc[1:-1].sum() / per_layer.sum(), False)} "
-               f"in the {len(per_layer) - 2} between.")
+    out.append(
+        "**Neurons per language (LAPE, Table 3):** "
+        + ", ".join(f"{l} {int(per_lang.loc[l, 'neurons'])}" for l in langs)
+        + ".\nPer layer (summed over languages, Fig. 5): "
+        + ", ".join(str(int(v)) for v in per_layer)
+        + f": the skewed U, with {_pct(per_layer.iloc[0] / per_layer.sum(), False)} in the first layer, "
+        f"{_pct(per_layer.iloc[-1] / per_layer.sum(), False)} in the last and {_pct(per_layer.iloc[1:-1].sum() / per_layer.sum(), False)} "
+        f"in the {len(per_layer) - 2} between."
+    )
 
     comp = _csv(folder, "perturbation_summary.csv", index_col=0).sort_values("diag_mean_relative", ascending=False)
-    names = {**METHOD_NAMES, "ap": f"AP (k = {cfg.ap_k} top + {cfg.ap_k} bottom)", "pv": f"PV ({cfg.pv_steps} tuning steps)"}
+    names = {
+        **METHOD_NAMES,
+        "ap": f"AP (k = {cfg.ap_k} top + {cfg.ap_k} bottom)",
+        "pv": f"PV ({cfg.pv_steps} tuning steps)",
+    }
     rows = []
     for m, r in comp.iterrows():
         meaningful = r["diag_mean_relative"] > 0 and r["offdiag_mean_relative"] > 0
-        ratio = (f"{r['diag_offdiag_ratio']:.2f}" + (f" ({r['ratio_vs_reference']:.1f}× random)" if m != "random" else "")
-                 if meaningful else "–")
-        rows.append([names.get(m, m), _small_pct(r["diag_mean_relative"]), _small_pct(r["offdiag_mean_relative"]), ratio,
-                     f"{int(r['diag_largest_in_column'])} / {int(r['languages'])}"])
-    out.append("**Perplexity change when a language's neurons are deactivated (Fig. 2/3).** \"Diagonal\" means the\n"
-               "language's own text; \"off-diagonal\" means the other languages. Relative change = (perturbed − base) / base.\n\n"
-               + _table(["method", "diagonal mean", "off-diagonal mean", "diag / off-diag", "diag largest in its column"], rows))
+        ratio = (
+            f"{r['diag_offdiag_ratio']:.2f}" + (f" ({r['ratio_vs_reference']:.1f}× random)" if m != "random" else "")
+            if meaningful
+            else "–"
+        )
+        rows.append(
+            [
+                names.get(m, m),
+                _small_pct(r["diag_mean_relative"]),
+                _small_pct(r["offdiag_mean_relative"]),
+                ratio,
+                f"{int(r['diag_largest_in_column'])} / {int(r['languages'])}",
+            ]
+        )
+    out.append(
+        '**Perplexity change when a language\'s neurons are deactivated (Fig. 2/3).** "Diagonal" means the\n'
+        'language\'s own text; "off-diagonal" means the other languages. Relative change = (perturbed − base) / base.\n\n'
+        + _table(
+            ["method", "diagonal mean", "off-diagonal mean", "diag / off-diag", "diag largest in its column"], rows
+        )
+    )
 
     heat = _figure_traces(folder / "fig2_perturb_lape.html")["heatmap"]
     z = pd.DataFrame(heat["z"], index=heat["y"], columns=heat["x"]) / 100
     bounds = [re.search(r"\[([-\d.e]+), ([-\d.e]+)\]", heat["hovertext"][i][i]).groups() for i in range(len(heat["x"]))]
-    out.append("LAPE's diagonal, with paired-bootstrap 95% intervals over chunks (from `fig2_perturb_lape.html`, whose data\n"
-               "no CSV of the run holds):\n\n"
-               + _table([""] + list(z.columns), [["relative change"] + [_pct(z.loc[l, l]) for l in z.columns],
-                                                 ["95% interval"] + [f"{float(a):.1f}–{float(b):.1f}" for a, b in bounds]]))
+    out.append(
+        "LAPE's diagonal, with paired-bootstrap 95% intervals over chunks (from `fig2_perturb_lape.html`, whose data\n"
+        "no CSV of the run holds):\n\n"
+        + _table(
+            [""] + list(z.columns),
+            [
+                ["relative change"] + [_pct(z.loc[l, l]) for l in z.columns],
+                ["95% interval"] + [f"{float(a):.1f}–{float(b):.1f}" for a, b in bounds],
+            ],
+        )
+    )
     beaten = [col for col in z.columns if z[col].idxmax() != col]
     for col in beaten:
         top = z[col].idxmax()
-        line = (f"Deactivating {top} also hurts {col} ({_pct(z.loc[top, col])}), more than {col}'s own neurons do "
-                f"({_pct(z.loc[col, col])}): {'the one column' if len(beaten) == 1 else 'one of the columns'} where\n"
-                "the diagonal is not the largest.")
+        line = (
+            f"Deactivating {top} also hurts {col} ({_pct(z.loc[top, col])}), more than {col}'s own neurons do "
+            f"({_pct(z.loc[col, col])}): {'the one column' if len(beaten) == 1 else 'one of the columns'} where\n"
+            "the diagonal is not the largest."
+        )
         if {top, col} == {"zh", "ja"}:
-            line += (" Chinese and Japanese share Han characters, and with one token per\n"
-                     "character they share those tokens too.")
+            line += (
+                " Chinese and Japanese share Han characters, and with one token per\n"
+                "character they share those tokens too."
+            )
         out.append(line)
 
     sweep = _figure_traces(folder / "fig4_sweep.html")[cfg.sweep_target]
-    out.append(f"**Selection-ratio sweep (Fig. 4, {cfg.sweep_target}; `fig4_sweep.html`):** deactivating the "
-               f"{cfg.sweep_target} neurons that LAPE selects at `top_rate` "
-               + ", ".join(f"{x:g}" for x in sweep["x"]) + f"% ({', '.join(str(int(n)) for n in sweep['customdata'])} neurons) "
-               f"raises {cfg.sweep_target} perplexity by " + ", ".join(_pct(y / 100) for y in sweep["y"]) + ".")
+    out.append(
+        f"**Selection-ratio sweep (Fig. 4, {cfg.sweep_target}; `fig4_sweep.html`):** deactivating the "
+        f"{cfg.sweep_target} neurons that LAPE selects at `top_rate` "
+        + ", ".join(f"{x:g}" for x in sweep["x"])
+        + f"% ({', '.join(str(int(n)) for n in sweep['customdata'])} neurons) "
+        f"raises {cfg.sweep_target} perplexity by " + ", ".join(_pct(y / 100) for y in sweep["y"]) + "."
+    )
 
     before = (unc["before"] * unc["n_samples"]).round().astype(int).sort_values(ascending=False)
-    out.append(f"**Generation from BOS alone ({int(unc['n_samples'].iloc[0])} samples, temperature 1, {cfg.unconditional_tokens} "
-               "tokens; the `before` column of `steer_unconditional.csv`):** langdetect says "
-               + ", ".join(f"{l} {n}" for l, n in before.items()) + f", other {int(unc['n_samples'].iloc[0] - before.sum())}.")
+    out.append(
+        f"**Generation from BOS alone ({int(unc['n_samples'].iloc[0])} samples, temperature 1, {cfg.unconditional_tokens} "
+        "tokens; the `before` column of `steer_unconditional.csv`):** langdetect says "
+        + ", ".join(f"{l} {n}" for l, n in before.items())
+        + f", other {int(unc['n_samples'].iloc[0] - before.sum())}."
+    )
 
-    rows = [[f"**{r['setting']}**" if "(default)" in r["setting"] else r["setting"]] + [f"{r[l]:.2f}" for l in langs]
-            + [f"**{int(r['n_at_least_0.8'])}**" if "(default)" in r["setting"] else str(int(r["n_at_least_0.8"]))]
-            for _, r in grid.iterrows()]
-    out.append(f"**Unconditional steering (Table 4 / Kojima's setting), {int(unc['n_samples'].iloc[0])} samples per target, "
-               "share in the target\nlanguage (langdetect).** Each target neuron is set to *scale × its mean activation on that "
-               "language*\n(the mean of `act_fn(gate)` over all tokens). \"+off\" also deactivates the other languages'\n"
-               "neurons. Temperature 1. `steer_unconditional_grid.csv` gives each row's `lapelens steer` flags.\n\n"
-               + _table(["setting"] + langs + ["≥ 0.8"], rows))
+    rows = [
+        [f"**{r['setting']}**" if "(default)" in r["setting"] else r["setting"]]
+        + [f"{r[l]:.2f}" for l in langs]
+        + [f"**{int(r['n_at_least_0.8'])}**" if "(default)" in r["setting"] else str(int(r["n_at_least_0.8"]))]
+        for _, r in grid.iterrows()
+    ]
+    out.append(
+        f"**Unconditional steering (Table 4 / Kojima's setting), {int(unc['n_samples'].iloc[0])} samples per target, "
+        "share in the target\nlanguage (langdetect).** Each target neuron is set to *scale × its mean activation on that "
+        'language*\n(the mean of `act_fn(gate)` over all tokens). "+off" also deactivates the other languages\'\n'
+        "neurons. Temperature 1. `steer_unconditional_grid.csv` gives each row's `lapelens steer` flags.\n\n"
+        + _table(["setting"] + langs + ["≥ 0.8"], rows)
+    )
 
     koj = _csv(folder, "kojima.csv", index_col=0)
     change = koj["after"] - koj["before"]
     moved = change.abs() > 0.05
-    out.append("Kojima's median pinning of AP neurons (`kojima.csv`) moves the shares little (before → after: "
-               + ", ".join(f"{l} {koj.loc[l, 'before']:.2f} → {koj.loc[l, 'after']:.2f}" for l in koj.index[moved])
-               + (f", the others ±{change[~moved].abs().max():.2f}" if (~moved).any() else "") + ").")
+    out.append(
+        "Kojima's median pinning of AP neurons (`kojima.csv`) moves the shares little (before → after: "
+        + ", ".join(f"{l} {koj.loc[l, 'before']:.2f} → {koj.loc[l, 'after']:.2f}" for l in koj.index[moved])
+        + (f", the others ±{change[~moved].abs().max():.2f}" if (~moved).any() else "")
+        + ")."
+    )
 
-    out.append(f"**Prompted steering (Table 5, {int(pr['n_prompts'].iloc[0])} prompts per source–target pair, greedy, "
-               f"{cfg.max_new_tokens} tokens, scale {cfg.steer_scale:g}):** the mean\ntarget share over the {len(pr)} pairs rises "
-               f"from {pr['before'].mean():.2f} to {pr['steered'].mean():.2f} when steering, and to "
-               f"{pr['deactivated_and_steered'].mean():.2f} when the source's\nneurons are also deactivated.")
+    out.append(
+        f"**Prompted steering (Table 5, {int(pr['n_prompts'].iloc[0])} prompts per source–target pair, greedy, "
+        f"{cfg.max_new_tokens} tokens, scale {cfg.steer_scale:g}):** the mean\ntarget share over the {len(pr)} pairs rises "
+        f"from {pr['before'].mean():.2f} to {pr['steered'].mean():.2f} when steering, and to "
+        f"{pr['deactivated_and_steered'].mean():.2f} when the source's\nneurons are also deactivated."
+    )
 
-    out.append(f"**Generation under deactivation (Tables 1/2, {int(pr['n_prompts'].iloc[0])} prompts, greedy, "
-               f"{cfg.max_new_tokens} tokens):** the share of output\nin the prompt's language, and the output's perplexity "
-               "under the unperturbed model:\n\n"
-               + _deactivated_generation_table(dg, langs))
+    out.append(
+        f"**Generation under deactivation (Tables 1/2, {int(pr['n_prompts'].iloc[0])} prompts, greedy, "
+        f"{cfg.max_new_tokens} tokens):** the share of output\nin the prompt's language, and the output's perplexity "
+        "under the unperturbed model:\n\n" + _deactivated_generation_table(dg, langs)
+    )
 
     if _has(folder, "ses.csv") and "retrieval" in _csv(folder, "ses.csv", index_col=0).columns:
         out.append(_ses_sentence(_csv(folder, "ses.csv", index_col=0), "**SES (Fig. 6; `fig6_ses.html`):**"))
         if _has(folder, "dominance_contrast.csv"):
-            out.append(_dominance_sentence(_csv(folder, "dominance_summary.csv", index_col=0),
-                                           _csv(folder, "dominance_contrast.csv", index_col=0)))
+            out.append(
+                _dominance_sentence(
+                    _csv(folder, "dominance_summary.csv", index_col=0),
+                    _csv(folder, "dominance_contrast.csv", index_col=0),
+                )
+            )
         return "\n\n".join(out)
     ses = _figure_traces(folder / "fig6_ses.html")
     mean = pd.Series(ses["mean"]["y"], index=ses["mean"]["x"])
-    control = pd.Series(ses["mean, mismatched texts (control)"]["y"], index=ses["mean, mismatched texts (control)"]["x"])
+    control = pd.Series(
+        ses["mean, mismatched texts (control)"]["y"], index=ses["mean, mismatched texts (control)"]["x"]
+    )
     top = mean.round(2)
     peak = list(top.index[top == top.max()])
     where = f"layers {peak[0]}–{peak[-1]}" if len(peak) > 1 else f"layer {peak[0]}"
     gap = mean - control
-    out.append(f"**SES (Fig. 6; `fig6_ses.html`):** the mean cosine of parallel sentences is highest at {where} "
-               f"({mean.max():.2f}). It falls\nto {mean.iloc[-1]:.2f} at layer {mean.index[-1]}. The mismatched-text control is only "
-               f"{gap.min():.2f}–{gap.max():.2f} lower at every layer, so this\nmodel shows no mid-layer peak of language-independent "
-               "representation.")
+    out.append(
+        f"**SES (Fig. 6; `fig6_ses.html`):** the mean cosine of parallel sentences is highest at {where} "
+        f"({mean.max():.2f}). It falls\nto {mean.iloc[-1]:.2f} at layer {mean.index[-1]}. The mismatched-text control is only "
+        f"{gap.min():.2f}–{gap.max():.2f} lower at every layer, so this\nmodel shows no mid-layer peak of language-independent "
+        "representation."
+    )
     return "\n\n".join(out)
 
 
@@ -365,23 +490,38 @@ def render_embedded_steering_limits(folder: Path) -> str:
     scale = re.search(r"--scale (\S+)", default[flags]).group(1)
     tokens = re.search(r"--max-new-tokens (\d+)", default[flags]).group(1)
     n_default, n_paper = int(default["n_at_least_0.8"]), int(paper["n_at_least_0.8"])
-    more = ", ".join(f"{int(n)} with {s.removeprefix('same, ')}" for s, n in seeds["n_at_least_0.8"].items() if n != n_default)
+    more = ", ".join(
+        f"{int(n)} with {s.removeprefix('same, ')}" for s, n in seeds["n_at_least_0.8"].items() if n != n_default
+    )
     weakest = steered.max().idxmin()
-    lucky = [f"{l} reaches 0.8 only with {s.removeprefix('same, ')}" for l in langs if default[l] < 0.8
-             for s in seeds.index if seeds.loc[s, l] >= 0.8 and (steered.drop(s)[l] < 0.8).all()]
-    return (f"- Unconditional steering needs {scale}× the paper's activation value and {tokens}-token samples to reach a 0.8\n"
-            f"  target share for {n_default} of {len(langs)} languages" + (f" ({more})" if more else "")
-            + f"; at the paper's value (1×) {'no language reaches' if n_paper == 0 else f'{n_paper} reach'} it\n"
-            f"  ({paper[langs].min():.2f}–{paper[langs].max():.2f}). {weakest} reaches at most {steered[weakest].max():.2f} under every "
-            "setting" + "".join(f", and {x}" for x in lucky) + " (`figures/embedded/steer_unconditional_grid.csv`).")
+    lucky = [
+        f"{l} reaches 0.8 only with {s.removeprefix('same, ')}"
+        for l in langs
+        if default[l] < 0.8
+        for s in seeds.index
+        if seeds.loc[s, l] >= 0.8 and (steered.drop(s)[l] < 0.8).all()
+    ]
+    return (
+        f"- Unconditional steering needs {scale}× the paper's activation value and {tokens}-token samples to reach a 0.8\n"
+        f"  target share for {n_default} of {len(langs)} languages"
+        + (f" ({more})" if more else "")
+        + f"; at the paper's value (1×) {'no language reaches' if n_paper == 0 else f'{n_paper} reach'} it\n"
+        f"  ({paper[langs].min():.2f}–{paper[langs].max():.2f}). {weakest} reaches at most {steered[weakest].max():.2f} under every "
+        "setting" + "".join(f", and {x}" for x in lucky) + " (`figures/embedded/steer_unconditional_grid.csv`)."
+    )
 
 
 def render_embedded_model(path: Path) -> str:
     """The embedded model's validation table, from its ``training_summary.json``."""
     per = json.loads(path.read_text())["per_language"]
     langs = list(_run_config().languages)
-    return _table([""] + langs, [["model PPL / unigram PPL"] + [f"{per[l]['ratio']:.3f}" for l in langs],
-                                 ["bits per byte"] + [f"{per[l]['bits_per_byte']:.2f}" for l in langs]])
+    return _table(
+        [""] + langs,
+        [
+            ["model PPL / unigram PPL"] + [f"{per[l]['ratio']:.3f}" for l in langs],
+            ["bits per byte"] + [f"{per[l]['bits_per_byte']:.2f}" for l in langs],
+        ],
+    )
 
 
 # ---- the README's one table and the robustness runs -----------------------------------------------
@@ -420,10 +560,19 @@ def render_summary(root: Path) -> str:
         per_layer = pd.Series(summary["lape_per_layer"]).astype(float)
         per_layer.index = per_layer.index.astype(int)
         thirds = " / ".join(f"{100 * v:.0f}%" for v in _thirds(per_layer.sort_index()))
-        rows.append([label, f"{sum(summary['lape_per_language'].values()):,}", change, thirds, _standardized_ses(folder)])
-    return _table(["model", "LAPE neurons, summed over languages", "PPL change on the deactivated language: LAPE vs random",
-                   "LAPE neurons in the first / middle / last third of the layers",
-                   "SES, standardized: largest aligned − mismatched gap"], rows)
+        rows.append(
+            [label, f"{sum(summary['lape_per_language'].values()):,}", change, thirds, _standardized_ses(folder)]
+        )
+    return _table(
+        [
+            "model",
+            "LAPE neurons, summed over languages",
+            "PPL change on the deactivated language: LAPE vs random",
+            "LAPE neurons in the first / middle / last third of the layers",
+            "SES, standardized: largest aligned − mismatched gap",
+        ],
+        rows,
+    )
 
 
 def _robustness_models(root: Path) -> list[str]:
@@ -434,18 +583,40 @@ def render_robustness(root: Path) -> str:
     """The layer profile under other budgets, texts and top rates, per model (``scripts/robustness.py``)."""
     models = _robustness_models(root)
     if not models:
-        return ("No robustness run is in the repository: `scripts/robustness.py --out figures/<model>/robustness` "
-                "writes one.")
+        return (
+            "No robustness run is in the repository: `scripts/robustness.py --out figures/<model>/robustness` "
+            "writes one."
+        )
     out = []
     for name in models:
         frame = pd.read_csv(root / "figures" / name / "robustness" / "robustness.csv", index_col=[0, 1])
-        rows = [[condition, f"{rate:g}", f"{int(r['pairs']):,}",
-                 f"{100 * r['first_third']:.0f}% / {100 * r['middle_third']:.0f}% / {100 * r['last_third']:.0f}%",
-                 f"{100 * r['first_layer']:.1f}%", f"{100 * r['last_layer']:.1f}%", f"{r['jaccard_vs_reference']:.2f}"]
-                for (condition, rate), r in frame.iterrows()]
-        out.append(f"**{MODELS.get(name, name)}** (`figures/{name}/robustness/`):\n\n"
-                   + _table(["text, tokens per language", "top_rate", "pairs", "first / middle / last third",
-                             "first layer", "last layer", "Jaccard vs help 32k, 0.01"], rows))
+        rows = [
+            [
+                condition,
+                f"{rate:g}",
+                f"{int(r['pairs']):,}",
+                f"{100 * r['first_third']:.0f}% / {100 * r['middle_third']:.0f}% / {100 * r['last_third']:.0f}%",
+                f"{100 * r['first_layer']:.1f}%",
+                f"{100 * r['last_layer']:.1f}%",
+                f"{r['jaccard_vs_reference']:.2f}",
+            ]
+            for (condition, rate), r in frame.iterrows()
+        ]
+        out.append(
+            f"**{MODELS.get(name, name)}** (`figures/{name}/robustness/`):\n\n"
+            + _table(
+                [
+                    "text, tokens per language",
+                    "top_rate",
+                    "pairs",
+                    "first / middle / last third",
+                    "first layer",
+                    "last layer",
+                    "Jaccard vs help 32k, 0.01",
+                ],
+                rows,
+            )
+        )
     return "\n\n".join(out)
 
 
@@ -461,12 +632,17 @@ class Block:
 BLOCKS = {
     "summary": Block("README.md", render_summary),
     "embedded": Block("docs/results.md", lambda root: render_embedded(root / "figures" / "embedded")),
-    "embedded-steering-limits": Block("docs/results.md",
-                                      lambda root: render_embedded_steering_limits(root / "figures" / "embedded")),
-    **{name: Block("docs/results.md", lambda root, name=name: render(name, root / "figures" / name)) for name in MODELS},
+    "embedded-steering-limits": Block(
+        "docs/results.md", lambda root: render_embedded_steering_limits(root / "figures" / "embedded")
+    ),
+    **{
+        name: Block("docs/results.md", lambda root, name=name: render(name, root / "figures" / name)) for name in MODELS
+    },
     "robustness": Block("docs/results.md", render_robustness),
-    "embedded-model": Block("docs/embedded-model.md",
-                            lambda root: render_embedded_model(root / "lapelens" / "data" / "model" / "training_summary.json")),
+    "embedded-model": Block(
+        "docs/embedded-model.md",
+        lambda root: render_embedded_model(root / "lapelens" / "data" / "model" / "training_summary.json"),
+    ),
 }
 FILES = tuple(dict.fromkeys(b.file for b in BLOCKS.values()))
 

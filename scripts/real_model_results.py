@@ -64,8 +64,10 @@ def main() -> None:
     table = result.table
     table.to_csv(args.figures / "split_half_stability.csv")
     print(table.round(3).to_string())
-    print(f"halves merge to the run's statistics: counts equal {exact}; activation sums max rel. diff {rel:.1e}; "
-          f"{time.time() - start:.0f} s")
+    print(
+        f"halves merge to the run's statistics: counts equal {exact}; activation sums max rel. diff {rel:.1e}; "
+        f"{time.time() - start:.0f} s"
+    )
 
 
 if __name__ == "__main__":

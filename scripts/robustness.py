@@ -91,8 +91,9 @@ def table(parts: dict, languages: list[str]) -> tuple[pd.DataFrame, dict]:
             selections[name, rate] = lapelens.identify(stats, "lape", top_rate=rate)
     if not selections:
         raise SystemExit(f"none of the parts {', '.join(PARTS)} was found")
-    reference_key = next((key for key in selections if key[0].strip() == REFERENCE[0] and key[1] == REFERENCE[1]),
-                         next(iter(selections)))
+    reference_key = next(
+        (key for key in selections if key[0].strip() == REFERENCE[0] and key[1] == REFERENCE[1]), next(iter(selections))
+    )
     reference = pairs(selections[reference_key])
     for (name, rate), sel in selections.items():
         text, tokens, used = CONDITIONS[name]
@@ -100,11 +101,22 @@ def table(parts: dict, languages: list[str]) -> tuple[pd.DataFrame, dict]:
         per_layer = sel.per_layer().sum(axis=1)
         chosen = pairs(sel)
         union = chosen | reference
-        rows.append({"condition": name.strip(), "text": text, "tokens_per_language": tokens, "top_rate": rate,
-                     "parts": "+".join(used), "pairs": len(chosen),
-                     "first_third": shares["first"], "middle_third": shares["middle"], "last_third": shares["last"],
-                     "first_layer": per_layer.iloc[0] / per_layer.sum(), "last_layer": per_layer.iloc[-1] / per_layer.sum(),
-                     "jaccard_vs_reference": len(chosen & reference) / len(union) if union else float("nan")})
+        rows.append(
+            {
+                "condition": name.strip(),
+                "text": text,
+                "tokens_per_language": tokens,
+                "top_rate": rate,
+                "parts": "+".join(used),
+                "pairs": len(chosen),
+                "first_third": shares["first"],
+                "middle_third": shares["middle"],
+                "last_third": shares["last"],
+                "first_layer": per_layer.iloc[0] / per_layer.sum(),
+                "last_layer": per_layer.iloc[-1] / per_layer.sum(),
+                "jaccard_vs_reference": len(chosen & reference) / len(union) if union else float("nan"),
+            }
+        )
     return pd.DataFrame(rows).set_index(["condition", "top_rate"]), selections
 
 
@@ -116,22 +128,54 @@ def figure(frame: pd.DataFrame, selections: dict, model: str):
     from lapelens.figures.style import model_label
 
     labels = [f"{c}, {r:g}" for c, r in frame.index]
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.12,
-                        subplot_titles=("Share of selected pairs by third of the layers",
-                                        "Share of selected pairs per layer (top_rate 0.01)"))
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        column_widths=[0.45, 0.55],
+        horizontal_spacing=0.12,
+        subplot_titles=(
+            "Share of selected pairs by third of the layers",
+            "Share of selected pairs per layer (top_rate 0.01)",
+        ),
+    )
     for column, color in (("first_third", "#4c78a8"), ("middle_third", "#bab0ac"), ("last_third", "#e45756")):
-        fig.add_trace(go.Bar(y=labels, x=frame[column].tolist(), orientation="h", name=column.replace("_", " "),
-                             marker_color=color, text=[f"{v:.0%}" for v in frame[column]], textposition="inside",
-                             legendgroup="thirds", legendgrouptitle_text="layers"), row=1, col=1)
+        fig.add_trace(
+            go.Bar(
+                y=labels,
+                x=frame[column].tolist(),
+                orientation="h",
+                name=column.replace("_", " "),
+                marker_color=color,
+                text=[f"{v:.0%}" for v in frame[column]],
+                textposition="inside",
+                legendgroup="thirds",
+                legendgrouptitle_text="layers",
+            ),
+            row=1,
+            col=1,
+        )
     for name in dict.fromkeys(name for name, _ in selections):
         sel = selections[name, 0.01]
         per_layer = sel.per_layer().sum(axis=1)
-        fig.add_trace(go.Scatter(x=list(per_layer.index), y=(per_layer / per_layer.sum()).tolist(), mode="lines+markers",
-                                 name=name.strip(), legendgroup="conditions", legendgrouptitle_text="text, tokens per language"),
-                      row=1, col=2)
-    fig.update_layout(barmode="stack", width=1300, height=max(520, 120 + 26 * len(labels)),
-                      title=f"LAPE layer profile under other budgets, texts and top rates — {model_label(model)}",
-                      legend={"font": {"size": 11}, "tracegroupgap": 14})
+        fig.add_trace(
+            go.Scatter(
+                x=list(per_layer.index),
+                y=(per_layer / per_layer.sum()).tolist(),
+                mode="lines+markers",
+                name=name.strip(),
+                legendgroup="conditions",
+                legendgrouptitle_text="text, tokens per language",
+            ),
+            row=1,
+            col=2,
+        )
+    fig.update_layout(
+        barmode="stack",
+        width=1300,
+        height=max(520, 120 + 26 * len(labels)),
+        title=f"LAPE layer profile under other budgets, texts and top rates — {model_label(model)}",
+        legend={"font": {"size": 11}, "tracegroupgap": 14},
+    )
     fig.update_xaxes(title_text="share", tickformat=".0%", range=[0, 1], row=1, col=1)
     fig.update_yaxes(autorange="reversed", row=1, col=1)
     fig.update_xaxes(title_text="layer", row=1, col=2)
@@ -146,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for robustness.csv, the figure and counts/")
     parser.add_argument("--languages", default="en,zh,fr,es,vi,id,ja")
     parser.add_argument("--save-counts", action="store_true", help="also write the parts' counts into OUT/counts/")
-    parser.add_argument("--check", action="store_true", help="recompute from OUT/counts/ and compare with OUT/robustness.csv")
+    parser.add_argument(
+        "--check", action="store_true", help="recompute from OUT/counts/ and compare with OUT/robustness.csv"
+    )
     parser.add_argument("--no-figure", action="store_true")
     args = parser.parse_args(argv)
     start = time.time()

@@ -37,7 +37,8 @@ def tiny_tokenizer(vocab_size: int = 320):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=["<s>", "</s>", "<pad>"],
+        vocab_size=vocab_size,
+        special_tokens=["<s>", "</s>", "<pad>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(list(TEXTS.values()) * 4, trainer)
@@ -49,17 +50,32 @@ def tiny_config(arch: str, vocab_size: int, n_layers: int = 2, d_model: int = 32
 
     special = dict(bos_token_id=0, eos_token_id=1, pad_token_id=2)
     if arch == "gpt2":
-        return tf.GPT2Config(vocab_size=vocab_size, n_embd=d_model, n_layer=n_layers, n_head=4,
-                             n_inner=d_mlp, n_positions=128, **special)
+        return tf.GPT2Config(
+            vocab_size=vocab_size, n_embd=d_model, n_layer=n_layers, n_head=4, n_inner=d_mlp, n_positions=128, **special
+        )
     if arch == "bloom":  # BLOOM's MLP width is fixed at 4 * hidden
         return tf.BloomConfig(vocab_size=vocab_size, hidden_size=d_model, n_layer=n_layers, n_head=4, **special)
     if arch == "opt":
-        return tf.OPTConfig(vocab_size=vocab_size, hidden_size=d_model, num_hidden_layers=n_layers,
-                            num_attention_heads=4, ffn_dim=d_mlp, max_position_embeddings=128,
-                            word_embed_proj_dim=d_model, **special)
-    common = dict(vocab_size=vocab_size, hidden_size=d_model, intermediate_size=d_mlp,
-                  num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=2,
-                  max_position_embeddings=128, **special)
+        return tf.OPTConfig(
+            vocab_size=vocab_size,
+            hidden_size=d_model,
+            num_hidden_layers=n_layers,
+            num_attention_heads=4,
+            ffn_dim=d_mlp,
+            max_position_embeddings=128,
+            word_embed_proj_dim=d_model,
+            **special,
+        )
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=d_model,
+        intermediate_size=d_mlp,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        **special,
+    )
     if arch == "llama":
         return tf.LlamaConfig(**common)
     if arch == "mistral":
@@ -92,9 +108,21 @@ def torchrun(*args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-           "--master-port", str(port), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(port),
+        *args,
+    ]
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
 
 
 def refuse_model_loads(monkeypatch, why: str) -> None:
@@ -135,13 +163,20 @@ BATCH_OF_COLLECT = ("lapelens.activations", "run_until")
 BATCH_OF_GENERATION = ("lapelens.evaluate.generation", "generate_ids")
 
 
-def slow_cli(argv: list[str], ready: Path, slow: tuple[str, str] = BATCH_OF_COLLECT, delay: float = 0.2,
-             timeout: float = 300) -> subprocess.Popen:
+def slow_cli(
+    argv: list[str], ready: Path, slow: tuple[str, str] = BATCH_OF_COLLECT, delay: float = 0.2, timeout: float = 300
+) -> subprocess.Popen:
     """Start ``lapelens ARGV`` (one thread) with ``slow`` slowed down; returns once its first batch is done."""
-    code = _SLOW_CLI.format(root=str(Path(__file__).resolve().parent.parent), ready=str(ready), module=slow[0],
-                            name=slow[1], delay=delay)
-    child = subprocess.Popen([sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    code = _SLOW_CLI.format(
+        root=str(Path(__file__).resolve().parent.parent), ready=str(ready), module=slow[0], name=slow[1], delay=delay
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     deadline = time.monotonic() + timeout
     while not ready.exists() and child.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -180,8 +215,12 @@ def chromium(playwright):
     path = "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else shutil.which("chromium")
     if path is None:
         return None
-    return playwright.chromium.launch(executable_path=path, args=[
-        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+    return playwright.chromium.launch(
+        executable_path=path,
+        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+    )
+
+
 # ---- a tiny finished run, built from results (no model) ------------------------------------------
 #: The languages and methods of :func:`fake_run`.
 RUN_LANGS = ("en", "zh", "fr")
@@ -207,8 +246,18 @@ def fake_perturbation(method: str, seed: int, rows=None, hurt=(0.4, 0.05)):
                 extra = 0.0 if row == NONE else (hurt[0] if row == lang else hurt[1])
                 records.append((row, lang, chunk, tokens * (2.0 + extra + rng.normal(0, 0.03)), tokens))
     chunks = pd.DataFrame(records, columns=["perturbed", "evaluated", "chunk", "nll", "tokens"])
-    return PerturbationResult(chunks, {"method": method, "unit": "neurons", "model": FAKE_MODEL, "seq_len": [46],
-                                       "sizes": {lang: 10 + k for k, lang in enumerate(RUN_LANGS)}}, n_boot=50, seed=0)
+    return PerturbationResult(
+        chunks,
+        {
+            "method": method,
+            "unit": "neurons",
+            "model": FAKE_MODEL,
+            "seq_len": [46],
+            "sizes": {lang: 10 + k for k, lang in enumerate(RUN_LANGS)},
+        },
+        n_boot=50,
+        seed=0,
+    )
 
 
 def fake_run(layers: int = 4) -> dict:
@@ -224,14 +273,24 @@ def fake_run(layers: int = 4) -> dict:
 
     langs = RUN_LANGS
     gen = torch.Generator().manual_seed(0)
-    lape = LanguageNeurons(langs, torch.rand(len(langs), layers, 16, generator=gen) < 0.2, "lape",
-                           {"model": FAKE_MODEL, "settings": {"top_rate": 0.2}})
+    lape = LanguageNeurons(
+        langs,
+        torch.rand(len(langs), layers, 16, generator=gen) < 0.2,
+        "lape",
+        {"model": FAKE_MODEL, "settings": {"top_rate": 0.2}},
+    )
     ratios = (0.0, 0.01, 0.02)
-    sweep = SweepResult("fr", ratios, (0, 5, 10), (False, False, True),
-                        fake_perturbation("lape", 9, rows=tuple(_label(r) for r in ratios)),
-                        {"method": "lape", "model": FAKE_MODEL, "selected_rate": 0.01})
-    emb = SentenceEmbeddings(langs, 3 + torch.randn(len(langs), 6, layers, 5, generator=gen),
-                             {"model": "/x/lapelens/data/model"})
+    sweep = SweepResult(
+        "fr",
+        ratios,
+        (0, 5, 10),
+        (False, False, True),
+        fake_perturbation("lape", 9, rows=tuple(_label(r) for r in ratios)),
+        {"method": "lape", "model": FAKE_MODEL, "selected_rate": 0.01},
+    )
+    emb = SentenceEmbeddings(
+        langs, 3 + torch.randn(len(langs), 6, layers, 5, generator=gen), {"model": "/x/lapelens/data/model"}
+    )
     target = pd.Index(langs, name="target")
     thirds = [1 / 3, 2 / 3, 1.0]
     samples = pd.DataFrame({"target": list(langs), "text": ["a", "b", "c"]})
@@ -239,24 +298,56 @@ def fake_run(layers: int = 4) -> dict:
     neurons = {lang: 10 + k for k, lang in enumerate(langs)}
     uncond = lambda name, method, **kw: GenerationResult(  # noqa: E731
         pd.DataFrame({"before": [0.0, 1 / 12, 0.25], "after": thirds, "n_samples": [12, 12, 12]}, index=target),
-        samples, {"experiment": name, "model": FAKE_MODEL, "method": method, "sampling": sampling, "neurons": neurons,
-                  "n_samples": 12, **kw}, ["before", "after"])
-    pairs_index = pd.MultiIndex.from_tuples([(a, b) for a in langs for b in langs if a != b], names=["source", "target"])
+        samples,
+        {
+            "experiment": name,
+            "model": FAKE_MODEL,
+            "method": method,
+            "sampling": sampling,
+            "neurons": neurons,
+            "n_samples": 12,
+            **kw,
+        },
+        ["before", "after"],
+    )
+    pairs_index = pd.MultiIndex.from_tuples(
+        [(a, b) for a in langs for b in langs if a != b], names=["source", "target"]
+    )
     prompted = GenerationResult(
-        pd.DataFrame({"before": 0.0, "steered": np.linspace(0, 1, 6), "deactivated_and_steered": 1 / 7,
-                      "n_prompts": 4}, index=pairs_index),
-        samples, {"experiment": "prompted steering", "model": FAKE_MODEL, "method": "lape", "scale": 8.0,
-                  "prompt_tokens": 32, "n_prompts": 4, "neurons": neurons,
-                  "sampling": {"max_new_tokens": 24, "do_sample": False, "repetition_penalty": 1.1}},
-        ["before", "steered", "deactivated_and_steered"])
-    columns = pd.MultiIndex.from_product([["normal", "deactivated"], ["share_in_language", "ppl"]],
-                                         names=["condition", "metric"])
+        pd.DataFrame(
+            {"before": 0.0, "steered": np.linspace(0, 1, 6), "deactivated_and_steered": 1 / 7, "n_prompts": 4},
+            index=pairs_index,
+        ),
+        samples,
+        {
+            "experiment": "prompted steering",
+            "model": FAKE_MODEL,
+            "method": "lape",
+            "scale": 8.0,
+            "prompt_tokens": 32,
+            "n_prompts": 4,
+            "neurons": neurons,
+            "sampling": {"max_new_tokens": 24, "do_sample": False, "repetition_penalty": 1.1},
+        },
+        ["before", "steered", "deactivated_and_steered"],
+    )
+    columns = pd.MultiIndex.from_product(
+        [["normal", "deactivated"], ["share_in_language", "ppl"]], names=["condition", "metric"]
+    )
     deact = GenerationResult(
         pd.DataFrame([[1.0, 12.5, 2 / 3, 30.25]] * 3, index=pd.Index(langs, name="language"), columns=columns),
-        samples, {"experiment": "generation under deactivation", "model": FAKE_MODEL, "method": "lape", "prompt_tokens": 32,
-                  "n_prompts": {lang: 4 for lang in langs}, "neurons": neurons,
-                  "sampling": {"max_new_tokens": 24, "do_sample": False, "repetition_penalty": 1.1}},
-        [["normal", "share_in_language"], ["deactivated", "share_in_language"]])  # lists, as JSON gives them back
+        samples,
+        {
+            "experiment": "generation under deactivation",
+            "model": FAKE_MODEL,
+            "method": "lape",
+            "prompt_tokens": 32,
+            "n_prompts": {lang: 4 for lang in langs},
+            "neurons": neurons,
+            "sampling": {"max_new_tokens": 24, "do_sample": False, "repetition_penalty": 1.1},
+        },
+        [["normal", "share_in_language"], ["deactivated", "share_in_language"]],
+    )  # lists, as JSON gives them back
     return {
         "layers": NeuronLayout("lape", lape),
         "perturb": {m: fake_perturbation(m, k) for k, m in enumerate(RUN_METHODS)},
@@ -264,7 +355,9 @@ def fake_run(layers: int = 4) -> dict:
         "ses": emb.similarity(lape, n_boot=20),
         "dominance": emb.dominance(n_boot=20),
         "steer_unconditional": uncond("unconditional steering", "lape", scale=8.0, deactivate_others=True),
-        "steer_prompted": prompted, "deactivated_generation": deact, "kojima": uncond("Kojima median pinning", "ap"),
+        "steer_prompted": prompted,
+        "deactivated_generation": deact,
+        "kojima": uncond("Kojima median pinning", "ap"),
     }
 
 
@@ -296,6 +389,7 @@ def save_run(results: dict, folder: Path, methods=(*RUN_METHODS, "ap")) -> Path:
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 
+
 def hf_mlp(hf, arch, layer):
     """(up-or-in projection, gate projection or None, down projection) modules of an HF layer."""
     if arch == "gpt2":
@@ -316,8 +410,13 @@ def save_schema_1(stats: ActivationStats, folder, kind: bool = True):
     lang``, ``has_activation_sums`` a meta key (only when False); ``kind=False``: a marker without
     kind and schema version, as before markers had them. Files in ``folder`` are replaced, others kept."""
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({"n": stats.n, **{k: getattr(stats, k).permute(1, 2, 0).contiguous() for k in ("count", "act_sum", "act_sq_sum")}},
-              str(folder / STATS_TENSORS))
+    save_file(
+        {
+            "n": stats.n,
+            **{k: getattr(stats, k).permute(1, 2, 0).contiguous() for k in ("count", "act_sum", "act_sq_sum")},
+        },
+        str(folder / STATS_TENSORS),
+    )
     meta = {"kind": "activation_stats", "schema_version": 1} if kind else {}
     meta.update({"lapelens_version": "0.1.0", **stats.meta, "languages": list(stats.languages)})
     if not stats.has_activation_sums:
@@ -381,9 +480,17 @@ def write_tiny_llama_gguf(hf_dir: Path, out: Path, quantize_embedding: bool = Fa
     names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
     if not cfg.tie_word_embeddings:
         names["lm_head.weight"] = "output.weight"
-    per_layer = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm", "self_attn.q_proj": "attn_q",
-                 "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
-                 "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+    per_layer = {
+        "input_layernorm": "attn_norm",
+        "post_attention_layernorm": "ffn_norm",
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+    }
     for i in range(cfg.num_hidden_layers):
         for hf, gg in per_layer.items():
             names[f"model.layers.{i}.{hf}.weight"] = f"blk.{i}.{gg}.weight"
@@ -396,8 +503,7 @@ def write_tiny_llama_gguf(hf_dir: Path, out: Path, quantize_embedding: bool = Fa
         if quantize_embedding and gg == "token_embd.weight":
             from gguf.quants import quantize
 
-            w.add_tensor(gg, quantize(t, gguf.GGMLQuantizationType.Q8_0),
-                         raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+            w.add_tensor(gg, quantize(t, gguf.GGMLQuantizationType.Q8_0), raw_dtype=gguf.GGMLQuantizationType.Q8_0)
         else:
             w.add_tensor(gg, t)
     w.write_header_to_file()

@@ -44,8 +44,9 @@ start here:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lapelens", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="lapelens", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"lapelens {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for module in COMMANDS.values():

@@ -44,8 +44,13 @@ def attribute_docs(cls: type) -> dict[str, str]:
         body = tree.body[0].body  # type: ignore[attr-defined]
         names = vars(sys.modules[klass.__module__])
         for node, nxt in zip(body, body[1:]):
-            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr)
-                    and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
                 text = " ".join(nxt.value.value.split())
                 try:
                     text = text.format_map(_Keep(names))
@@ -129,20 +134,32 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             kw = {} if default is MISSING else {"nargs": "?", "default": default}
             parser.add_argument(flag, type=_value_type(cls, f.name, None), help=text, **kw)
         elif default is MISSING:
-            parser.add_argument(flag, required=True, type=_value_type(cls, f.name, None), choices=choices, help=text,
-                                action=_STORE)
+            parser.add_argument(
+                flag, required=True, type=_value_type(cls, f.name, None), choices=choices, help=text, action=_STORE
+            )
         elif isinstance(default, bool):
             parser.add_argument(flag, action=_BOOL, default=default, help=text)
         elif _is_list(cls, f.name):
             shown = " (comma-separated; default: %(default)s)" if default else " (comma-separated)"
-            parser.add_argument(flag, default=",".join(map(str, default)) if default is not None else None,
-                                action=_STORE, help=text + shown)
+            parser.add_argument(
+                flag,
+                default=",".join(map(str, default)) if default is not None else None,
+                action=_STORE,
+                help=text + shown,
+            )
         elif default is None:
-            parser.add_argument(flag, type=_value_type(cls, f.name, None), default=None, choices=choices,
-                                action=_STORE, help=text)
+            parser.add_argument(
+                flag, type=_value_type(cls, f.name, None), default=None, choices=choices, action=_STORE, help=text
+            )
         else:
-            parser.add_argument(flag, type=_value_type(cls, f.name, default), default=default, choices=choices,
-                                action=_STORE, help=f"{text} (default: %(default)s)".strip())
+            parser.add_argument(
+                flag,
+                type=_value_type(cls, f.name, default),
+                default=default,
+                choices=choices,
+                action=_STORE,
+                help=f"{text} (default: %(default)s)".strip(),
+            )
 
 
 def split_list(text: str | None, flag: str, item: type = str) -> tuple | None:
@@ -218,5 +235,7 @@ def output_locks(args: argparse.Namespace, argv: Sequence[str] | None = None) ->
     line = ["lapelens", *(sys.argv[1:] if argv is None else argv)]
     with ExitStack() as stack:
         for path, folder, flag in outputs(args):
-            stack.enter_context(OutputLock(path, command=command, folder=folder, flag=flag, argv=line, job=job, rank=rank))
+            stack.enter_context(
+                OutputLock(path, command=command, folder=folder, flag=flag, argv=line, job=job, rank=rank)
+            )
         yield

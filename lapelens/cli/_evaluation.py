@@ -24,12 +24,16 @@ def load_selection(path: Path, model: Any, languages: list[str] | None = None, f
     (en,zh,fr,es,vi,id,ja), and a note says so. Any other length needs ``--languages``.
     """
     if not path.exists():
-        raise LapelensError(f"{flag} {path} does not exist: pass a lapelens neuron folder or an official .pth mask file.")
+        raise LapelensError(
+            f"{flag} {path} does not exist: pass a lapelens neuron folder or an official .pth mask file."
+        )
     names = official_names(path, languages, flag) if path.is_file() else None
     selection = load(path, SELECTION_KINDS, languages=names, d_mlp=neuron_spec(model).d_mlp)
     if path.is_file() and isinstance(selection, LanguageNeurons) and selection.languages_assumed:
-        print(f"note: {path} names no languages; its {len(selection.languages)} entries are taken to be "
-              f"{','.join(selection.languages)} (the paper's order): if they are others, name them with --languages.")
+        print(
+            f"note: {path} names no languages; its {len(selection.languages)} entries are taken to be "
+            f"{','.join(selection.languages)} (the paper's order): if they are others, name them with --languages."
+        )
     return selection
 
 
@@ -47,8 +51,10 @@ def official_names(path: Path, languages: list[str] | None, flag: str = "--neuro
         default_official_languages(n_entries)
     except LapelensError:
         given = f" (--languages gives {len(languages)})" if languages else ""
-        raise LapelensError(f"{flag} {path} has {n_entries} language entries and names none{given}: "
-                            f"name all {n_entries} in the file's order with --languages a,b,c.") from None
+        raise LapelensError(
+            f"{flag} {path} has {n_entries} language entries and names none{given}: "
+            f"name all {n_entries} in the file's order with --languages a,b,c."
+        ) from None
     return None
 
 

@@ -119,11 +119,20 @@ class SamplingOptions:
             raise LapelensError(f"--temperature must be a positive number, got {self.temperature}.")
         check_positive(self.top_k, "--top-k")
         if self.repetition_penalty is not None and not 0 < self.repetition_penalty < float("inf"):
-            raise LapelensError(f"--repetition-penalty must be a positive number (1: none), got {self.repetition_penalty}.")
+            raise LapelensError(
+                f"--repetition-penalty must be a positive number (1: none), got {self.repetition_penalty}."
+            )
         penalty = self.repetition_penalty if self.repetition_penalty is not None else (1.1 if greedy else 1.0)
-        return Sampling(max_new_tokens=self.max_new_tokens, do_sample=not greedy, temperature=self.temperature,
-                        top_k=self.top_k, top_p=self.top_p, repetition_penalty=penalty, seed=self.seed,
-                        batch_size=self.batch_size)
+        return Sampling(
+            max_new_tokens=self.max_new_tokens,
+            do_sample=not greedy,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            repetition_penalty=penalty,
+            seed=self.seed,
+            batch_size=self.batch_size,
+        )
 
 
 @dataclass(kw_only=True)
@@ -149,7 +158,9 @@ class GenerationCommand(PromptOptions, SamplingOptions, DtypeOptions, ModelOptio
         languages = requested or list(neurons.languages)
         missing = [l for l in languages if l not in neurons.languages]
         if missing:
-            raise LapelensError(f"--languages {','.join(missing)}: not in the neuron set ({','.join(neurons.languages)}).")
+            raise LapelensError(
+                f"--languages {','.join(missing)}: not in the neuron set ({','.join(neurons.languages)})."
+            )
         return neurons, languages
 
     def write(self, result: Any) -> None:

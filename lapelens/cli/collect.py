@@ -81,7 +81,10 @@ class CollectConfig(DtypeOptions, ModelOptions):
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     return add_command(
-        subparsers, "collect", CollectConfig, run,
+        subparsers,
+        "collect",
+        CollectConfig,
+        run,
         help="Count how often every MLP neuron fires on each language (and sum its activations).",
         description="Tokenize each language's text, pack it into full --seq-len chunks (each document "
         "preceded by BOS), run the model and write an ActivationStats folder.",
@@ -108,6 +111,7 @@ def process_group(device: str) -> Iterator[str]:
     # until interpreter shutdown, where gloo's teardown can abort ("terminate called without an
     # active exception"). Imported first, it binds None (the default group) and holds nothing.
     import torch.distributed.nn.functional  # noqa: F401
+
     if device.startswith("cuda"):
         local = int(os.environ.get("LOCAL_RANK", "0"))
         device = f"cuda:{local}" if device == "cuda" else device
@@ -144,14 +148,19 @@ def _device_map(value: str | None) -> str | dict | None:
     try:
         return json.loads(value)
     except json.JSONDecodeError as exc:
-        raise LapelensError(f"--device-map is not valid JSON ({exc}): give 'auto' or an object such as "
-                            '\'{"": "cpu"}\'.') from None
+        raise LapelensError(
+            f"--device-map is not valid JSON ({exc}): give 'auto' or an object such as '{{\"\": \"cpu\"}}'."
+        ) from None
 
 
 def _run(cfg: CollectConfig) -> None:
     languages = list(cfg.languages) if cfg.languages else None
-    for flag, value in (("--tokens-per-language", cfg.tokens_per_language), ("--seq-len", cfg.seq_len),
-                        ("--batch-size", cfg.batch_size), ("--sentences-per-language", cfg.sentences_per_language)):
+    for flag, value in (
+        ("--tokens-per-language", cfg.tokens_per_language),
+        ("--seq-len", cfg.seq_len),
+        ("--batch-size", cfg.batch_size),
+        ("--sentences-per-language", cfg.sentences_per_language),
+    ):
         positive(value, flag)
     if cfg.checkpoint_every < 0:
         raise LapelensError(f"--checkpoint-every must be >= 0 seconds, got {cfg.checkpoint_every:g}.")
@@ -166,9 +175,18 @@ def _collect(cfg: CollectConfig, languages: list[str] | None, device: str, devic
     texts = load_corpus(cfg.corpus, split=cfg.split, languages=languages or default_languages_of(cfg.corpus, cfg.split))
     where = {"device_map": device_map} if device_map is not None else {"device": device}
     model = load_model(cfg.model, dtype=cfg.dtype, **where)
-    stats = collect(model, texts, tokens_per_language=cfg.tokens_per_language, seq_len=cfg.seq_len,
-                    batch_size=cfg.batch_size, progress=not cfg.quiet, corpus=f"{cfg.corpus}:{cfg.split}",
-                    checkpoint=cfg.out / CHECKPOINT_DIR, checkpoint_every=cfg.checkpoint_every, skip_tokens=cfg.skip_tokens)
+    stats = collect(
+        model,
+        texts,
+        tokens_per_language=cfg.tokens_per_language,
+        seq_len=cfg.seq_len,
+        batch_size=cfg.batch_size,
+        progress=not cfg.quiet,
+        corpus=f"{cfg.corpus}:{cfg.split}",
+        checkpoint=cfg.out / CHECKPOINT_DIR,
+        checkpoint_every=cfg.checkpoint_every,
+        skip_tokens=cfg.skip_tokens,
+    )
     shard = current_shard()
     if shard.rank != 0:  # every rank holds the summed totals; one writes them
         return
@@ -176,12 +194,19 @@ def _collect(cfg: CollectConfig, languages: list[str] | None, device: str, devic
     if cfg.official_tag:
         stats.to_official(cfg.out, cfg.official_tag)
     ranks = f" (summed over {shard.world} processes)" if shard.world > 1 else ""
-    print(f"Wrote statistics of {stats.n_layers} layers x {stats.d_mlp} neurons to {cfg.out}{ranks}: "
-          + ", ".join(f"{lang} {n:,} tokens" for lang, n in zip(stats.languages, stats.n.tolist())))
+    print(
+        f"Wrote statistics of {stats.n_layers} layers x {stats.d_mlp} neurons to {cfg.out}{ranks}: "
+        + ", ".join(f"{lang} {n:,} tokens" for lang, n in zip(stats.languages, stats.n.tolist()))
+    )
     if cfg.sentences_out:  # not sharded: rank 0 alone
-        sentences = {lang: [d for d in docs if d.strip()][:cfg.sentences_per_language] for lang, docs in texts.items()}
-        acts = collect_sentence_means(model, sentences, batch_size=cfg.batch_size,
-                                      max_tokens_per_sentence=cfg.max_sentence_tokens, progress=not cfg.quiet)
+        sentences = {lang: [d for d in docs if d.strip()][: cfg.sentences_per_language] for lang, docs in texts.items()}
+        acts = collect_sentence_means(
+            model,
+            sentences,
+            batch_size=cfg.batch_size,
+            max_tokens_per_sentence=cfg.max_sentence_tokens,
+            progress=not cfg.quiet,
+        )
         acts.meta["corpus"] = f"{cfg.corpus}:{cfg.split}"
         acts.save(cfg.sentences_out)
         print(f"Wrote mean activations of {acts.means.shape[0]} sentences to {cfg.sentences_out}.")

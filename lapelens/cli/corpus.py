@@ -46,7 +46,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     sub = parser.add_subparsers(dest="corpus_command", required=True)
 
     add_command(
-        sub, "build", BuildConfig, run_build,
+        sub,
+        "build",
+        BuildConfig,
+        run_build,
         help="download LibreOffice help/UI translations and three Debian books; write lapelens/data/corpus/",
         description="Download libreoffice-help-*, libreoffice-l10n-*, debian-handbook, debian-reference-* and "
         "installation-guide-amd64 with apt-get, unpack, extract, clean, split and write the embedded corpus with "

@@ -74,7 +74,10 @@ class ExploreConfig:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     return add_command(
-        subparsers, "explore", ExploreConfig, run,
+        subparsers,
+        "explore",
+        ExploreConfig,
+        run,
         help="Single-neuron explorer: an offline page (--out) or the same page served live (--serve).",
         description="Overview of the neurons each method selected (layers x languages), a sortable list and search "
         "(by token, language, layer or neuron), and per neuron: a one-line summary, firing probability and mean "
@@ -86,13 +89,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(cfg: ExploreConfig) -> None:
-    for flag in ("context_tokens", "top_k", "samples", "window", "loss_per_language", "loss_tokens", "loss_seq_len",
-                 "n_boot", "search_top"):
+    for flag in (
+        "context_tokens",
+        "top_k",
+        "samples",
+        "window",
+        "loss_per_language",
+        "loss_tokens",
+        "loss_seq_len",
+        "n_boot",
+        "search_top",
+    ):
         positive(getattr(cfg, flag), "--" + flag.replace("_", "-"))
     if cfg.loss_max_neurons is not None and cfg.loss_max_neurons < 0:
         raise LapelensError(f"--loss-max-neurons must be 0 or more, got {cfg.loss_max_neurons}.")
     if cfg.loss_seq_len < 2:
-        raise LapelensError(f"--loss-seq-len must be at least 2 (a token predicted from another), got {cfg.loss_seq_len}.")
+        raise LapelensError(
+            f"--loss-seq-len must be at least 2 (a token predicted from another), got {cfg.loss_seq_len}."
+        )
     if not 0 <= cfg.port < 65536:
         raise LapelensError(f"--port must be 0-65535, got {cfg.port}.")
     if not cfg.serve and cfg.out is None:
@@ -102,8 +116,10 @@ def run(cfg: ExploreConfig) -> None:
     if cfg.run_dir is not None and (cfg.stats is not None or cfg.neurons is not None):
         raise LapelensError("Give RUN_DIR, or --stats (with --neurons), not both.")
     if cfg.run_dir is None and cfg.stats is None:
-        raise LapelensError("Nothing to explore: give RUN_DIR (from `lapelens reproduce`) or --stats FOLDER (from "
-                            "`lapelens collect`, with --neurons from `lapelens identify`).")
+        raise LapelensError(
+            "Nothing to explore: give RUN_DIR (from `lapelens reproduce`) or --stats FOLDER (from "
+            "`lapelens collect`, with --neurons from `lapelens identify`)."
+        )
     if cfg.neurons is not None and cfg.stats is None:
         raise LapelensError("--neurons goes with --stats (a run folder has its own neuron sets).")
     inputs = _inputs(cfg)
@@ -112,18 +128,34 @@ def run(cfg: ExploreConfig) -> None:
     if cfg.serve and cfg.page is not None:
         return _serve(cfg, model, inputs, page=load_page(cfg.page))
     default_loss = 0 if cfg.serve and cfg.out is None else LOSS_MAX_NEURONS
-    ex = explore(inputs, model, cfg.out, context_tokens=cfg.context_tokens, top_k=cfg.top_k,
-                 samples=cfg.samples, window=(cfg.window, cfg.window), detail_methods=cfg.detail_methods,
-                 loss_max_neurons=default_loss if cfg.loss_max_neurons is None else cfg.loss_max_neurons,
-                 loss_per_language=cfg.loss_per_language, loss_tokens=cfg.loss_tokens, loss_seq_len=cfg.loss_seq_len,
-                 n_boot=cfg.n_boot, search_top=cfg.search_top, progress=not cfg.quiet)
+    ex = explore(
+        inputs,
+        model,
+        cfg.out,
+        context_tokens=cfg.context_tokens,
+        top_k=cfg.top_k,
+        samples=cfg.samples,
+        window=(cfg.window, cfg.window),
+        detail_methods=cfg.detail_methods,
+        loss_max_neurons=default_loss if cfg.loss_max_neurons is None else cfg.loss_max_neurons,
+        loss_per_language=cfg.loss_per_language,
+        loss_tokens=cfg.loss_tokens,
+        loss_seq_len=cfg.loss_seq_len,
+        n_boot=cfg.n_boot,
+        search_top=cfg.search_top,
+        progress=not cfg.quiet,
+    )
     s = ex.data.settings
-    what = (f"{s['detail_neurons']} neurons with contexts, {s['loss_neurons']} of {s['primary_neurons']} {s['primary']} "
-            f"neurons with a loss change; timings {s['timings_seconds']}")
+    what = (
+        f"{s['detail_neurons']} neurons with contexts, {s['loss_neurons']} of {s['primary_neurons']} {s['primary']} "
+        f"neurons with a loss change; timings {s['timings_seconds']}"
+    )
     if cfg.out is not None:
         html_bytes, folder_bytes = ex.page(cfg.out).sizes()
-        print(f"wrote {cfg.out} ({html_bytes / 1e6:.2f} MB) and {cfg.out.parent / (cfg.out.stem + '_files')}/ "
-              f"({folder_bytes / 1e6:.2f} MB) in {ex.seconds:.0f} s: {what}")
+        print(
+            f"wrote {cfg.out} ({html_bytes / 1e6:.2f} MB) and {cfg.out.parent / (cfg.out.stem + '_files')}/ "
+            f"({folder_bytes / 1e6:.2f} MB) in {ex.seconds:.0f} s: {what}"
+        )
     else:
         print(f"built the page in {ex.seconds:.0f} s: {what}")
     if cfg.serve:
@@ -140,8 +172,13 @@ def _inputs(cfg: ExploreConfig) -> ExplorerInputs:
             if not cfg.neurons.exists():
                 raise LapelensError(f"--neurons {cfg.neurons} does not exist: pass a folder from `lapelens identify`.")
             neurons = load(cfg.neurons, "language_neurons")
-        inputs = from_parts(stats, neurons, cfg.model, cfg.corpus,
-                            source=f"stats {cfg.stats}" + (f", neurons {cfg.neurons}" if cfg.neurons else ""))
+        inputs = from_parts(
+            stats,
+            neurons,
+            cfg.model,
+            cfg.corpus,
+            source=f"stats {cfg.stats}" + (f", neurons {cfg.neurons}" if cfg.neurons else ""),
+        )
     if cfg.model:
         inputs.model = cfg.model
     if cfg.corpus:
@@ -151,5 +188,9 @@ def _inputs(cfg: ExploreConfig) -> ExplorerInputs:
 
 def _serve(cfg: ExploreConfig, model, inputs: ExplorerInputs, page) -> None:
     explorer = LiveExplorer(model, page, inputs.stats, inputs.sets[inputs.primary])
-    serve(explorer, cfg.port, log=None if cfg.quiet else (lambda line: print(line, flush=True)),
-          ready=lambda line: print(line, flush=True))
+    serve(
+        explorer,
+        cfg.port,
+        log=None if cfg.quiet else (lambda line: print(line, flush=True)),
+        ready=lambda line: print(line, flush=True),
+    )

@@ -27,8 +27,13 @@ def _own_figures(run_dir: Path) -> Path:
 class FiguresConfig:
     run_dir: Path = field(metadata={"positional": True})
     """Folder written by `lapelens reproduce --out`, or a folder published by `lapelens figures --out`."""
-    out: Path | None = field(default=None, metadata={  # no lock for a run folder that is not there: it is refused
-        **OUTPUT, "output_default": lambda args: _own_figures(args.run_dir) if args.run_dir.is_dir() else None})
+    out: Path | None = field(
+        default=None,
+        metadata={  # no lock for a run folder that is not there: it is refused
+            **OUTPUT,
+            "output_default": lambda args: _own_figures(args.run_dir) if args.run_dir.is_dir() else None,
+        },
+    )
     """Folder for the figures (default: RUN_DIR/figures, where reproduce writes them; RUN_DIR itself for a
     published folder)."""
     formats: tuple[str, ...] = FORMATS
@@ -41,12 +46,17 @@ class FiguresConfig:
 
 def stage_names() -> str:
     """The folders a run's figures are drawn from, from the registries."""
-    return ", ".join(["neurons_*"] + [f"{e.name}_*" if e.per_method else e.name for e in EXPERIMENTS.values() if e.cached])
+    return ", ".join(
+        ["neurons_*"] + [f"{e.name}_*" if e.per_method else e.name for e in EXPERIMENTS.values() if e.cached]
+    )
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     return add_command(
-        subparsers, "figures", FiguresConfig, run,
+        subparsers,
+        "figures",
+        FiguresConfig,
+        run,
         help="Redraw every figure of a finished `lapelens reproduce` run (HTML, PNG, SVG) from its saved results.",
         description=f"Load the saved results of a reproduce run folder ({stage_names()}; no model, nothing "
         "recomputed) and write each figure as NAME.html (offline: it loads plotly.min.js from the same folder), "
@@ -60,18 +70,24 @@ def run(cfg: FiguresConfig) -> None:
     formats = [f.lower() for f in cfg.formats]
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or not formats:
-        raise LapelensError(f"--formats takes a comma-separated subset of {','.join(FORMATS)}; got {','.join(cfg.formats)!r}.")
+        raise LapelensError(
+            f"--formats takes a comma-separated subset of {','.join(FORMATS)}; got {','.join(cfg.formats)!r}."
+        )
     start = time.time()
     source = Run(cfg.run_dir)
     figs = source.figures()
     if not figs:
-        raise LapelensError(f"{cfg.run_dir} holds no saved result to draw (expected the stage folders "
-                            f"`lapelens reproduce` writes: {stage_names()}).")
+        raise LapelensError(
+            f"{cfg.run_dir} holds no saved result to draw (expected the stage folders "
+            f"`lapelens reproduce` writes: {stage_names()})."
+        )
     out = cfg.out if cfg.out is not None else source.figures_dir
     copied = []
     if cfg.data and out.resolve() not in (source.path.resolve(), source.figures_dir.resolve()):
         copied = source.publish(out)
     written = write_figures(figs, out, formats)
     data = f" and the data they are drawn from ({len(copied)} files and folders)" if copied else ""
-    print(f"wrote {len(written)} files ({len(figs)} figures x {', '.join(formats)}){data} to {out} "
-          f"in {time.time() - start:.1f} s: {', '.join(figs)}")
+    print(
+        f"wrote {len(written)} files ({len(figs)} figures x {', '.join(formats)}){data} to {out} "
+        f"in {time.time() - start:.1f} s: {', '.join(figs)}"
+    )

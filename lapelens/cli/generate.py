@@ -30,7 +30,10 @@ class GenerateConfig(GenerationCommand):
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     return add_command(
-        subparsers, "generate", GenerateConfig, run,
+        subparsers,
+        "generate",
+        GenerateConfig,
+        run,
         help="Generate with a language's neurons deactivated: share in the prompt's language and PPL (Tables 1-2).",
         description="For each language: the first --n-prompts rows of a parallel corpus, cut to --prompt-tokens, "
         "continued normally, with the language's neurons deactivated, and with random neurons of the same sizes "
@@ -50,16 +53,20 @@ def run(cfg: GenerateConfig) -> None:
     random = None
     if cfg.random_neurons is not None:
         official = not cfg.random_neurons.is_dir()
-        random = load_neurons(cfg.random_neurons, languages=neurons.languages if official else None,
-                              d_mlp=d_mlp if official else None)
+        random = load_neurons(
+            cfg.random_neurons, languages=neurons.languages if official else None, d_mlp=d_mlp if official else None
+        )
     elif cfg.random_seed is not None:
         random = identify(neurons, "random", seed=cfg.random_seed)
     parallel = load_parallel(cfg.parallel, split=cfg.parallel_split, languages=languages)
     if len(parallel) < cfg.n_prompts:
-        raise LapelensError(f"The parallel corpus has {len(parallel)} aligned rows, fewer than --n-prompts {cfg.n_prompts}.")
-    prompts = {lang: list(parallel[lang].iloc[:cfg.n_prompts]) for lang in languages}
-    result = generation_under_deactivation(model, neurons, prompts, random, cfg.prompt_tokens, sampling,
-                                           progress=not cfg.quiet)
+        raise LapelensError(
+            f"The parallel corpus has {len(parallel)} aligned rows, fewer than --n-prompts {cfg.n_prompts}."
+        )
+    prompts = {lang: list(parallel[lang].iloc[: cfg.n_prompts]) for lang in languages}
+    result = generation_under_deactivation(
+        model, neurons, prompts, random, cfg.prompt_tokens, sampling, progress=not cfg.quiet
+    )
     cfg.write(result)
     print_frame(f"Generation with a language's {neurons.method} neurons deactivated", result.summary)
     print(f"\nwrote {cfg.out}")

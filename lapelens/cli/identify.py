@@ -88,7 +88,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_config_arguments(parser, IdentifyConfig)
     opts = parser.add_argument_group("method options (default: the paper's)")
     for name, entries in method_options().items():
-        opts.add_argument(entries[0][1].flag, dest=name, type=entries[0][1].type, default=None, help=_option_help(entries))
+        opts.add_argument(
+            entries[0][1].flag, dest=name, type=entries[0][1].type, default=None, help=_option_help(entries)
+        )
     parser.set_defaults(func=run)
     return parser
 
@@ -106,7 +108,9 @@ def _pairs(text: str, what: str) -> dict[str, str]:
 def load_stats(path: Path, tag: str | None = None, languages: tuple[str, ...] | None = None):
     """A lapelens statistics folder, or a folder of official ``activation.{lang}.train.{tag}`` files."""
     if not path.is_dir():
-        raise LapelensError(f"--stats {path} is not a folder: pass a lapelens statistics folder or a folder of official activation files.")
+        raise LapelensError(
+            f"--stats {path} is not a folder: pass a lapelens statistics folder or a folder of official activation files."
+        )
     inner = path / "stats"  # a `lapelens reproduce` folder keeps its statistics there
     if not (path / STATS_META).is_file() and (inner / STATS_META).is_file():
         raise LapelensError(f"--stats {path} is a run folder, not a statistics folder: pass --stats {inner}.")
@@ -133,14 +137,18 @@ def _check_options(method: str, options: dict, source, languages: tuple[str, ...
     names = languages or getattr(source, "languages", None)
     if names is not None and len(names) < spec.min_languages:
         least = {2: "two", 3: "three"}.get(spec.min_languages, str(spec.min_languages))
-        raise LapelensError(f"method {method} compares languages, but the input has only {', '.join(names)}: "
-                            f"use statistics of at least {least} languages (and at least {least} in --languages).")
+        raise LapelensError(
+            f"method {method} compares languages, but the input has only {', '.join(names)}: "
+            f"use statistics of at least {least} languages (and at least {least} in --languages)."
+        )
     for option in spec.option_specs:
         if option.model_default and option.name not in options:
             model = getattr(source, "meta", {}).get("model")  # statistics record the model they were collected on
             embedded = model is not None and is_embedded(model)
             options[option.name] = getattr(defaults_for(model if embedded else "other"), option.name)
-            print(f"{option.flag} {options[option.name]:g} ({'the embedded model' if embedded else 'the paper'}'s default)")
+            print(
+                f"{option.flag} {options[option.name]:g} ({'the embedded model' if embedded else 'the paper'}'s default)"
+            )
 
 
 def _check_not_empty(method: str, result, options: dict) -> None:
@@ -150,16 +158,23 @@ def _check_not_empty(method: str, result, options: dict) -> None:
     if result.budget == 0 and rate is not None:  # the rate is a share of every unit of the model
         if unit == "neurons":
             total = result.n_layers * result.d_mlp
-            raise LapelensError(f"--top-rate {rate:g} keeps round({rate:g} x {total:,}) = 0 of the model's {total:,} "
-                                f"neurons: give at least {1 / total:.3g}.")
+            raise LapelensError(
+                f"--top-rate {rate:g} keeps round({rate:g} x {total:,}) = 0 of the model's {total:,} "
+                f"neurons: give at least {1 / total:.3g}."
+            )
         raise LapelensError(f"--top-rate {rate:g} keeps no {unit}: give a larger one.")
     empty = [l for l in result.languages if result.count(l) == 0]
     if len(empty) == len(result.languages):
         budget = f" (its budget: {result.budget:,})" if result.budget is not None else ""
-        raise LapelensError(f"method {method} selected no {unit} for any language{budget}, so nothing was written: "
-                            "loosen its options (a larger --top-rate, a lower threshold).")
+        raise LapelensError(
+            f"method {method} selected no {unit} for any language{budget}, so nothing was written: "
+            "loosen its options (a larger --top-rate, a lower threshold)."
+        )
     if empty:
-        print(f"warning: method {method} selected no {unit} for {','.join(empty)} (written as empty sets).", file=sys.stderr)
+        print(
+            f"warning: method {method} selected no {unit} for {','.join(empty)} (written as empty sets).",
+            file=sys.stderr,
+        )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -172,14 +187,18 @@ def run(args: argparse.Namespace) -> None:
         if value is None:
             continue
         if name not in spec.options:
-            raise LapelensError(f"{entries[0][1].flag} does not apply to method {cfg.method} "
-                                f"(its options: {list(spec.options) or 'none'}).")
+            raise LapelensError(
+                f"{entries[0][1].flag} does not apply to method {cfg.method} "
+                f"(its options: {list(spec.options) or 'none'})."
+            )
         options[name] = value
 
     if spec.source == "stats":
         if cfg.reference and not spec.reference:
-            raise LapelensError(f"--reference only applies to methods that match a reference selection "
-                                f"({', '.join(m for m, s in METHODS.items() if s.reference)}), not {cfg.method}.")
+            raise LapelensError(
+                f"--reference only applies to methods that match a reference selection "
+                f"({', '.join(m for m, s in METHODS.items() if s.reference)}), not {cfg.method}."
+            )
         if cfg.stats is None and cfg.reference is None:
             raise LapelensError(f"Method {cfg.method} needs --stats PATH.")
         source = load_stats(cfg.stats, cfg.tag, languages) if cfg.stats is not None else None
@@ -199,14 +218,18 @@ def run(args: argparse.Namespace) -> None:
         source = SentenceActivations.load(cfg.sentences)
     else:  # models
         if cfg.base is None:
-            raise LapelensError(f"Method {cfg.method} needs --base DIR and --tuned lang=DIR,... (or --train-texts lang=FILE,...).")
+            raise LapelensError(
+                f"Method {cfg.method} needs --base DIR and --tuned lang=DIR,... (or --train-texts lang=FILE,...)."
+            )
         if cfg.tuned:
             tuned = _pairs(cfg.tuned, "--tuned")
         elif cfg.train_texts:
             out = cfg.tuned_out or cfg.out.with_name(cfg.out.name + ".tuned")
             tuned = tune_per_language(cfg.base, _read_texts(cfg.train_texts), out, steps=cfg.train_steps)
         else:
-            raise LapelensError(f"Method {cfg.method} needs --tuned lang=DIR,... or --train-texts lang=FILE,... to tune copies first.")
+            raise LapelensError(
+                f"Method {cfg.method} needs --tuned lang=DIR,... or --train-texts lang=FILE,... to tune copies first."
+            )
         options["tuned"] = tuned
         source = cfg.base
 
@@ -215,7 +238,9 @@ def run(args: argparse.Namespace) -> None:
     _check_not_empty(cfg.method, result, options)
     if cfg.out.suffix == OFFICIAL_MASK_SUFFIX:
         if spec.returns == "parameters":
-            raise LapelensError(f"{cfg.method} selects parameters, which the official neuron mask format cannot hold: use a folder for --out.")
+            raise LapelensError(
+                f"{cfg.method} selects parameters, which the official neuron mask format cannot hold: use a folder for --out."
+            )
         path = result.to_official(cfg.out)
     else:
         path = result.save(cfg.out)

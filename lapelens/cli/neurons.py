@@ -33,9 +33,12 @@ class CompareConfig(ShowConfig):
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("neurons", help="Show or compare neuron sets.")
     sub = parser.add_subparsers(dest="action", required=True)
-    add_command(sub, "show", ShowConfig, run_show, help="Print the summary tables of a neuron set (or PV parameter mask).")
-    add_command(sub, "compare", CompareConfig, run_compare,
-                help="Per-language Jaccard between two neuron sets of one model.")
+    add_command(
+        sub, "show", ShowConfig, run_show, help="Print the summary tables of a neuron set (or PV parameter mask)."
+    )
+    add_command(
+        sub, "compare", CompareConfig, run_compare, help="Per-language Jaccard between two neuron sets of one model."
+    )
     return parser
 
 
@@ -47,8 +50,10 @@ def _read(path: Path, cfg: ShowConfig):
     if not path.is_file():
         return neurons
     if neurons.languages_assumed:
-        print(f"note: {path} names no languages; assumed {', '.join(neurons.languages)} "
-              f"from its {len(neurons.languages)} entries (override with --languages).")
+        print(
+            f"note: {path} names no languages; assumed {', '.join(neurons.languages)} "
+            f"from its {len(neurons.languages)} entries (override with --languages)."
+        )
     if neurons.d_mlp_inferred:
         print(f"note: MLP width taken as the largest index + 1 = {neurons.d_mlp} (override with --d-mlp).")
     return neurons

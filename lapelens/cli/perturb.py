@@ -31,7 +31,10 @@ class PerturbConfig(EvalTextOptions, DtypeOptions, ModelOptions):
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     return add_command(
-        subparsers, "perturb", PerturbConfig, run,
+        subparsers,
+        "perturb",
+        PerturbConfig,
+        run,
         help="PPL of every language with each language's neurons deactivated (Tang et al., Fig. 2).",
         description="Rows: the language whose neurons are deactivated (or PV parameters zeroed), plus 'none'; "
         "columns: the language of the held-out text. Prints PPL, relative change with 95% bootstrap intervals, "
@@ -52,9 +55,11 @@ def _named(specs: tuple[str, ...]) -> list[tuple[str, Path]]:
 
 def _report(name: str, result) -> None:
     lo, hi = result.interval("relative")
-    print(f"\n=== {name}: method {result.meta.get('method')}, model {result.meta.get('model')}, "
-          f"{result.meta.get('chunks')} chunks of {result.meta.get('seq_len')} tokens, "
-          f"{result.meta.get('seconds', '?')} s ({result.meta.get('tokens_per_second', '?')} tokens/s)")
+    print(
+        f"\n=== {name}: method {result.meta.get('method')}, model {result.meta.get('model')}, "
+        f"{result.meta.get('chunks')} chunks of {result.meta.get('seq_len')} tokens, "
+        f"{result.meta.get('seconds', '?')} s ({result.meta.get('tokens_per_second', '?')} tokens/s)"
+    )
     if result.meta.get("sizes"):
         print(f"{result.meta.get('unit')} per language: {result.meta['sizes']}")
     print_frame("PPL (rows: deactivated, columns: evaluated)", result.ppl)
@@ -88,8 +93,15 @@ def run(cfg: PerturbConfig) -> None:
         results = {}
         for name, perturbation in sets.items():
             results[name] = perturbation_matrix(
-                model, perturbation, chunks, n_boot=cfg.n_boot, seed=cfg.seed, progress=not cfg.quiet,
-                meta={"corpus": f"{cfg.corpus}:{cfg.split}", "source": sources[name]}, **cfg.batch)
+                model,
+                perturbation,
+                chunks,
+                n_boot=cfg.n_boot,
+                seed=cfg.seed,
+                progress=not cfg.quiet,
+                meta={"corpus": f"{cfg.corpus}:{cfg.split}", "source": sources[name]},
+                **cfg.batch,
+            )
             folder = cfg.out if len(sets) == 1 else cfg.out / name
             results[name].save(folder)
     for name, result in results.items():

@@ -18,12 +18,18 @@ from lapelens.pipeline import BaseConfig, flag, quick_settings, reproduce, repro
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("reproduce", help="the whole paper on one model (default: the embedded one)",
-                       description=__doc__.split("\n\n")[0])
+    p = sub.add_parser(
+        "reproduce",
+        help="the whole paper on one model (default: the embedded one)",
+        description=__doc__.split("\n\n")[0],
+    )
     add_config_arguments(p, reproduce_config())
     quick = ", ".join(f"{flag(k)} {v}" for k, v in quick_settings().items())
-    p.add_argument("--quick", action="store_true",
-                   help=f"smaller budgets, same code path, noisier numbers: {quick}; a flag you pass keeps your value")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smaller budgets, same code path, noisier numbers: {quick}; a flag you pass keeps your value",
+    )
     p.set_defaults(func=run)
 
 
@@ -32,7 +38,9 @@ def quick_config(cfg: BaseConfig, explicit: frozenset[str]) -> tuple[BaseConfig,
     quick = quick_settings()
     changes = {k: v for k, v in quick.items() if k not in explicit and getattr(cfg, k) != v}
     kept = [flag(k) for k in quick if k in explicit]
-    line = "--quick: " + (", ".join(f"{flag(k)} {getattr(cfg, k)} -> {v}" for k, v in changes.items()) or "nothing to change")
+    line = "--quick: " + (
+        ", ".join(f"{flag(k)} {getattr(cfg, k)} -> {v}" for k, v in changes.items()) or "nothing to change"
+    )
     if kept:
         line += f" (kept as given: {', '.join(kept)})"
     return replace(cfg, **changes), line

@@ -64,7 +64,10 @@ class SesConfig(ModelOptions):
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     return add_command(
-        subparsers, "ses", SesConfig, run,
+        subparsers,
+        "ses",
+        SesConfig,
+        run,
         help="Sentence-embedding similarity between aligned texts per layer, and language dominance.",
         description="Embed aligned texts (mean of each layer's hidden state over the content tokens, separator "
         "excluded), then write per layer the aligned cosine, the mismatched control over all pairs of different "
@@ -85,24 +88,31 @@ def _read_parallel(cfg: SesConfig, languages: list[str] | None):
         try:
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
         except UnicodeDecodeError as exc:
-            raise LapelensError(f"--parallel {path} is not UTF-8 text ({exc.reason} at byte {exc.start}): "
-                                "convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8).") from None
+            raise LapelensError(
+                f"--parallel {path} is not UTF-8 text ({exc.reason} at byte {exc.start}): "
+                "convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8)."
+            ) from None
         except pd.errors.EmptyDataError:
-            raise LapelensError(f"--parallel {path} is empty: it needs a header of language codes and one row "
-                                "per aligned text.") from None
+            raise LapelensError(
+                f"--parallel {path} is empty: it needs a header of language codes and one row per aligned text."
+            ) from None
         except pd.errors.ParserError as exc:
             raise LapelensError(f"--parallel {path} is not a readable CSV ({str(exc).splitlines()[0]}).") from None
         if "id" in frame.columns and (languages is None or "id" not in languages):  # "id" is also Indonesian
             frame = frame.set_index("id")
         if len(frame.columns) < 2:
-            raise LapelensError(f"--parallel {path} has {len(frame.columns)} language column(s) "
-                                f"({', '.join(map(str, frame.columns)) or 'none'}): it needs one column per language, "
-                                "at least two, with language codes as the header.")
+            raise LapelensError(
+                f"--parallel {path} has {len(frame.columns)} language column(s) "
+                f"({', '.join(map(str, frame.columns)) or 'none'}): it needs one column per language, "
+                "at least two, with language codes as the header."
+            )
         if languages is not None:
             missing = [l for l in languages if l not in frame.columns]
             if missing:
-                raise LapelensError(f"--languages {','.join(missing)}: {missing} are not in the parallel data "
-                                    f"(--parallel {path} has columns {','.join(map(str, frame.columns))}).")
+                raise LapelensError(
+                    f"--languages {','.join(missing)}: {missing} are not in the parallel data "
+                    f"(--parallel {path} has columns {','.join(map(str, frame.columns))})."
+                )
         if len(frame) == 0:
             raise LapelensError(f"--parallel {path} has a header but no rows of aligned text.")
         return frame
@@ -111,8 +121,10 @@ def _read_parallel(cfg: SesConfig, languages: list[str] | None):
 
 def _check_fit(cfg: SesConfig, n_texts: int) -> None:
     if cfg.measure != "raw" and cfg.vectors == "heldout" and n_texts < 4:
-        raise LapelensError(f"--measure {cfg.measure} with --vectors heldout fits each language's mean on half of the "
-                            f"texts and needs at least 4 aligned texts, got {n_texts}: give more texts or --vectors all.")
+        raise LapelensError(
+            f"--measure {cfg.measure} with --vectors heldout fits each language's mean on half of the "
+            f"texts and needs at least 4 aligned texts, got {n_texts}: give more texts or --vectors all."
+        )
 
 
 def _embeddings(cfg: SesConfig):
@@ -126,18 +138,24 @@ def _embeddings(cfg: SesConfig):
         if languages is not None:
             missing = [l for l in languages if l not in emb.languages]
             if missing:
-                raise LapelensError(f"--languages {','.join(missing)}: not in the embeddings {cfg.embeddings} "
-                                    f"(they have {','.join(emb.languages)}).")
+                raise LapelensError(
+                    f"--languages {','.join(missing)}: not in the embeddings {cfg.embeddings} "
+                    f"(they have {','.join(emb.languages)})."
+                )
             emb = emb.subset(languages)
         return emb, None
     if cfg.n_texts < 2:
-        raise LapelensError(f"--n-texts must be at least 2 (similarities are means over aligned texts), got {cfg.n_texts}.")
+        raise LapelensError(
+            f"--n-texts must be at least 2 (similarities are means over aligned texts), got {cfg.n_texts}."
+        )
     for flag, value in (("--batch-size", cfg.batch_size), ("--max-tokens", cfg.max_tokens)):
         positive(value, flag)
     frame = _read_parallel(cfg, languages)
     if cfg.n_texts > len(frame):
-        raise LapelensError(f"--n-texts {cfg.n_texts} is more than the {len(frame)} aligned texts of "
-                            f"{cfg.parallel!r} ({cfg.split}): ask for at most {len(frame)}.")
+        raise LapelensError(
+            f"--n-texts {cfg.n_texts} is more than the {len(frame)} aligned texts of "
+            f"{cfg.parallel!r} ({cfg.split}): ask for at most {len(frame)}."
+        )
     _check_fit(cfg, cfg.n_texts)  # before the model runs
     # A random sample, kept in corpus order.
     rows = np.sort(np.random.default_rng(cfg.seed).choice(len(frame), size=cfg.n_texts, replace=False))
@@ -152,8 +170,14 @@ def run(cfg: SesConfig) -> None:
     if emb is None:
         sample, languages = todo
         model = load_model(cfg.model, device=cfg.device)
-        emb = sentence_embeddings(model, sample, languages=languages, batch_size=cfg.batch_size,
-                                  max_tokens=cfg.max_tokens, progress=not cfg.quiet)
+        emb = sentence_embeddings(
+            model,
+            sample,
+            languages=languages,
+            batch_size=cfg.batch_size,
+            max_tokens=cfg.max_tokens,
+            progress=not cfg.quiet,
+        )
         emb.meta.update(parallel=cfg.parallel, split=cfg.split, seed=cfg.seed)
         if cfg.embeddings_out is not None:
             emb.save(cfg.embeddings_out)
@@ -179,33 +203,52 @@ def report(ses, dominance) -> str:
     import pandas as pd
 
     m, t = ses.meta, ses.ses
-    lines = [f"SES per layer: measure {m['measure']}, vectors {m['vectors']}; {m['n_texts']} texts x "
-             f"{len(m['languages'])} languages ({m.get('n_truncated', 0)} truncated); first content token "
-             f"{'in' if m.get('first_token_in_mean', True) else 'out of'} the mean; retrieval chance {m['chance']:.3f}; "
-             f"95% bootstrap intervals over texts ({m['n_boot']} resamples)"]
-    table = pd.DataFrame({"mean": t["mean"].round(3), "mismatched": t["mismatched"].round(3), "gap": _ci(t, "gap"),
-                          "retrieval": _ci(t, "retrieval")}, index=t.index)
+    lines = [
+        f"SES per layer: measure {m['measure']}, vectors {m['vectors']}; {m['n_texts']} texts x "
+        f"{len(m['languages'])} languages ({m.get('n_truncated', 0)} truncated); first content token "
+        f"{'in' if m.get('first_token_in_mean', True) else 'out of'} the mean; retrieval chance {m['chance']:.3f}; "
+        f"95% bootstrap intervals over texts ({m['n_boot']} resamples)"
+    ]
+    table = pd.DataFrame(
+        {
+            "mean": t["mean"].round(3),
+            "mismatched": t["mismatched"].round(3),
+            "gap": _ci(t, "gap"),
+            "retrieval": _ci(t, "retrieval"),
+        },
+        index=t.index,
+    )
     lines += [table.to_string(), ""]
     peak = ses.peak()
     last = len(t) - 1
     where = "inside the stack" if 0 < peak.name < last else "at the edge of the stack"
-    lines.append(f"Largest gap: layer {peak.name} of 0..{last} ({where}): gap {peak['gap']:.3f} "
-                 f"[{peak['gap_low']:.3f}, {peak['gap_high']:.3f}], retrieval {peak['retrieval']:.3f} "
-                 f"[{peak['retrieval_low']:.3f}, {peak['retrieval_high']:.3f}]")
+    lines.append(
+        f"Largest gap: layer {peak.name} of 0..{last} ({where}): gap {peak['gap']:.3f} "
+        f"[{peak['gap_low']:.3f}, {peak['gap_high']:.3f}], retrieval {peak['retrieval']:.3f} "
+        f"[{peak['retrieval_low']:.3f}, {peak['retrieval_high']:.3f}]"
+    )
     d = dominance
     if d.summary is not None:
         s = d.summary
-        lines += ["", f"Dominance ({d.meta['measure']}): per target, mean over sources and layers",
-                  pd.DataFrame({"retrieval": _ci(s, "retrieval"), "gap": _ci(s, "gap"),
-                                "layers_on_top": s["layers_on_top"]}, index=s.index).to_string()]
+        lines += [
+            "",
+            f"Dominance ({d.meta['measure']}): per target, mean over sources and layers",
+            pd.DataFrame(
+                {"retrieval": _ci(s, "retrieval"), "gap": _ci(s, "gap"), "layers_on_top": s["layers_on_top"]},
+                index=s.index,
+            ).to_string(),
+        ]
     if d.contrast is not None:
         for stat, row in d.contrast.iterrows():
-            lines.append(f"{row['reference']} minus the best other target ({row['best_other']}), {stat}: "
-                         f"{row['value']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]; {row['reference']} highest at "
-                         f"{int(row['layers_on_top'])} of {int(row['n_layers'])} layers")
+            lines.append(
+                f"{row['reference']} minus the best other target ({row['best_other']}), {stat}: "
+                f"{row['value']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]; {row['reference']} highest at "
+                f"{int(row['layers_on_top'])} of {int(row['n_layers'])} layers"
+            )
     if d.shifted is not None:
-        eq6 = pd.DataFrame({"shifted": d.shifted.mean(), "unshifted": d.unshifted.mean(),
-                            "mismatched": d.shifted_mismatched.mean()}).round(3)
+        eq6 = pd.DataFrame(
+            {"shifted": d.shifted.mean(), "unshifted": d.unshifted.mean(), "mismatched": d.shifted_mismatched.mean()}
+        ).round(3)
         lines += ["Eq. 6 (raw cosine to the target after h_k - v_k + v_c), mean over layers:", eq6.T.to_string()]
     if ses.energy is not None:
         diag = ses.energy[["shared", "language", "within"]].round(3)
@@ -219,13 +262,20 @@ def report(ses, dominance) -> str:
             diag["first/median"] = ratio("first_token_median").max().round(2)
             diag["first_max/median"] = ratio("first_token_max").max().round(1)
             diag["sinks"] = n["first_token_sinks"].groupby(level="layer").mean().round(3)
-        lines += ["", "Diagnostics (embeddings as they are): energy shares of the shared mean, the language means "
-                  "and the rest; top dimension of the shared mean and the share of its squared norm in the top 3; "
-                  "separator norm / median token norm (mean over languages); first content token / median token "
-                  "(median over texts, then its max, worst language); share of texts whose first token is over "
-                  "3x the median", diag.to_string()]
+        lines += [
+            "",
+            "Diagnostics (embeddings as they are): energy shares of the shared mean, the language means "
+            "and the rest; top dimension of the shared mean and the share of its squared norm in the top 3; "
+            "separator norm / median token norm (mean over languages); first content token / median token "
+            "(median over texts, then its max, worst language); share of texts whose first token is over "
+            "3x the median",
+            diag.to_string(),
+        ]
     if ses.first_token is not None:
         f = ses.first_token
-        lines += ["", "First content token in vs out of the mean (point estimates, same measure):",
-                  f[["gap_first_in", "gap_first_out", "retrieval_first_in", "retrieval_first_out"]].round(3).to_string()]
+        lines += [
+            "",
+            "First content token in vs out of the mean (point estimates, same measure):",
+            f[["gap_first_in", "gap_first_out", "retrieval_first_in", "retrieval_first_out"]].round(3).to_string(),
+        ]
     return "\n".join(lines)

@@ -41,7 +41,10 @@ class SteerConfig(GenerationCommand):
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     return add_command(
-        subparsers, "steer", SteerConfig, run,
+        subparsers,
+        "steer",
+        SteerConfig,
+        run,
         help="Language of generations with a language's neurons activated (Tang et al., Tables 4-5; Kojima et al.).",
         description="unconditional: --samples generations from BOS alone, before and with each target's neurons set "
         "to their mean activation on that language (from --stats); share detected (langdetect) as the target. "
@@ -68,19 +71,44 @@ def run(cfg: SteerConfig) -> None:
         model = load_model_quietly(cfg)
     neurons, languages = cfg.neuron_set(model, "steering sets neurons")
     if cfg.mode == "unconditional":
-        result = gen.unconditional_steering(model, neurons, stats, languages, cfg.samples, scale, sampling,
-                                            deactivate_others=cfg.deactivate_others, progress=not cfg.quiet)
+        result = gen.unconditional_steering(
+            model,
+            neurons,
+            stats,
+            languages,
+            cfg.samples,
+            scale,
+            sampling,
+            deactivate_others=cfg.deactivate_others,
+            progress=not cfg.quiet,
+        )
     elif cfg.mode == "kojima":
         result = gen.kojima_pinning(model, neurons, languages, cfg.samples, sampling, progress=not cfg.quiet)
     else:
         sources = list(cfg.sources) if cfg.sources else languages
-        parallel = load_parallel(cfg.parallel, split=cfg.parallel_split, languages=sorted(set(sources) | set(languages),
-                                                                                            key=(sources + languages).index))
-        result = gen.prompted_steering(model, neurons, stats, parallel, sources, languages, cfg.n_prompts,
-                                       cfg.prompt_tokens, scale, sampling, progress=not cfg.quiet)
+        parallel = load_parallel(
+            cfg.parallel,
+            split=cfg.parallel_split,
+            languages=sorted(set(sources) | set(languages), key=(sources + languages).index),
+        )
+        result = gen.prompted_steering(
+            model,
+            neurons,
+            stats,
+            parallel,
+            sources,
+            languages,
+            cfg.n_prompts,
+            cfg.prompt_tokens,
+            scale,
+            sampling,
+            progress=not cfg.quiet,
+        )
     cfg.write(result)
-    print_frame(f"{result.meta['experiment']} ({neurons.method} neurons): share of outputs in the target language",
-                result.summary)
+    print_frame(
+        f"{result.meta['experiment']} ({neurons.method} neurons): share of outputs in the target language",
+        result.summary,
+    )
     if cfg.mode != "prompted":
         counts = result.samples.groupby("condition")["detected"].value_counts().unstack(fill_value=0)
         print_frame("Detected languages per condition (counts)", counts)

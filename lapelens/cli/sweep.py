@@ -37,7 +37,10 @@ class SweepConfig(EvalTextOptions, DtypeOptions, ModelOptions):
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     return add_command(
-        subparsers, "sweep", SweepConfig, run,
+        subparsers,
+        "sweep",
+        SweepConfig,
+        run,
         help="Selection-ratio sweep (Tang et al., Fig. 4).",
         description="At ratio r, select neurons as LAPE does with top_rate=r (the r share of all the model's "
         "neurons with the lowest entropy) and deactivate those assigned to --target; evaluate PPL on every "
@@ -52,22 +55,39 @@ def run(cfg: SweepConfig) -> None:
         raise LapelensError(f"--ratios {','.join(map(str, bad))}: each ratio is a share of all neurons, in [0, 1].")
     stats = load_stats(cfg.stats)
     if cfg.target not in stats.languages:
-        raise LapelensError(f"--target {cfg.target} is not a language of --stats {cfg.stats} "
-                            f"({','.join(stats.languages)}): pick one of them.")
+        raise LapelensError(
+            f"--target {cfg.target} is not a language of --stats {cfg.stats} "
+            f"({','.join(stats.languages)}): pick one of them."
+        )
     languages = list(cfg.languages) if cfg.languages else list(stats.languages)
     with quiet_transformers(cfg.quiet):
         model = load_model_quietly(cfg)
     chunks = cfg.chunks(model, languages)
-    result = selection_ratio_sweep(model, stats, cfg.target, chunks, ratios=list(cfg.ratios), method=cfg.method,
-                                   n_boot=cfg.n_boot, seed=cfg.seed, progress=not cfg.quiet,
-                                   selected_rate=defaults_for(cfg.model).top_rate, **cfg.batch)
+    result = selection_ratio_sweep(
+        model,
+        stats,
+        cfg.target,
+        chunks,
+        ratios=list(cfg.ratios),
+        method=cfg.method,
+        n_boot=cfg.n_boot,
+        seed=cfg.seed,
+        progress=not cfg.quiet,
+        selected_rate=defaults_for(cfg.model).top_rate,
+        **cfg.batch,
+    )
     result.save(cfg.out)
-    print_frame(f"Relative PPL change (%) with the top {cfg.target} neurons deactivated (rows: ratio)",
-                result.value("relative"), percent=True)
+    print_frame(
+        f"Relative PPL change (%) with the top {cfg.target} neurons deactivated (rows: ratio)",
+        result.value("relative"),
+        percent=True,
+    )
     print_frame("Neurons deactivated per ratio", result.table()[["n_neurons"]])
     if any(result.saturated):
-        print(f"(fewer neurons pass LAPE's filter than ratios {[r for r, s in zip(result.ratios, result.saturated) if s]} ask for: "
-              "the selection stops growing there)")
+        print(
+            f"(fewer neurons pass LAPE's filter than ratios {[r for r, s in zip(result.ratios, result.saturated) if s]} ask for: "
+            "the selection stops growing there)"
+        )
     if cfg.figure:
         cfg.figure.parent.mkdir(parents=True, exist_ok=True)
         result.figure().write_html(str(cfg.figure))

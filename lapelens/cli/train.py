@@ -9,12 +9,18 @@ from lapelens.embedded.train import TrainConfig, reevaluate, train
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a small multilingual model from scratch (how the embedded model was made)",
-                       description=__doc__)
+    p = sub.add_parser(
+        "train",
+        help="train a small multilingual model from scratch (how the embedded model was made)",
+        description=__doc__,
+    )
     add_config_arguments(p, TrainConfig)
-    p.add_argument("--reevaluate", action="store_true",
-                   help="do not train: evaluate the model in --out on --corpus (e.g. after a corpus rebuild) and "
-                   "rewrite its training summary and model card")
+    p.add_argument(
+        "--reevaluate",
+        action="store_true",
+        help="do not train: evaluate the model in --out on --corpus (e.g. after a corpus rebuild) and "
+        "rewrite its training summary and model card",
+    )
     p.set_defaults(func=run)
 
 

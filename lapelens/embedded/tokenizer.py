@@ -22,7 +22,9 @@ CJK_CHARACTER = r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]"
 
 
 def train_tokenizer(
-    texts_by_language: Mapping[str, Sequence[str]], vocab_size: int, chars_per_language: int,
+    texts_by_language: Mapping[str, Sequence[str]],
+    vocab_size: int,
+    chars_per_language: int,
     cjk_characters: bool = False,
 ) -> Any:
     """Byte-level BPE on an equal number of characters per language (whole documents, in order).
@@ -48,17 +50,21 @@ def train_tokenizer(
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.pre_tokenizer = (
         pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(CJK_CHARACTER), behavior="isolated"), byte_level])
-        if cjk_characters else byte_level
+        if cjk_characters
+        else byte_level
     )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False,
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(sample, trainer)
     bos, eos, pad = SPECIAL_TOKENS
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad,
-                                   add_bos_token=False)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad, add_bos_token=False
+    )
 
 
 def token_byte_lengths(tokenizer: Any) -> Int64[Tensor, " vocab"]:
@@ -72,7 +78,9 @@ def token_byte_lengths(tokenizer: Any) -> Int64[Tensor, " vocab"]:
         if tid in special:
             continue
         if piece is None or not set(piece) <= alphabet:
-            raise LapelensError(f"Token {tid} ({piece!r}) is not a byte-level BPE piece: bits per byte need a "
-                                "byte-level tokenizer such as the one `lapelens train` makes.")
+            raise LapelensError(
+                f"Token {tid} ({piece!r}) is not a byte-level BPE piece: bits per byte need a "
+                "byte-level tokenizer such as the one `lapelens train` makes."
+            )
         lengths[tid] = len(piece)
     return lengths

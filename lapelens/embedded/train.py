@@ -112,10 +112,18 @@ def llama_config(cfg: TrainConfig, tokenizer: Any) -> Any:
     from transformers import LlamaConfig
 
     return LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=cfg.d_model, intermediate_size=cfg.d_mlp,
-        num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_heads,
-        max_position_embeddings=max(1024, cfg.seq_len), hidden_act="silu", rms_norm_eps=1e-5,
-        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.d_model,
+        intermediate_size=cfg.d_mlp,
+        num_hidden_layers=cfg.n_layers,
+        num_attention_heads=cfg.n_heads,
+        num_key_value_heads=cfg.n_heads,
+        max_position_embeddings=max(1024, cfg.seq_len),
+        hidden_act="silu",
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
 
@@ -149,8 +157,10 @@ def train(cfg: TrainConfig) -> Path:
         tokenizer = train_tokenizer(train_docs, cfg.vocab_size, cfg.tokenizer_chars_per_language, cfg.cjk_characters)
     train_chunks = pack_languages(tokenizer, train_docs, cfg.seq_len)
     valid_chunks = pack_languages(tokenizer, valid_docs, cfg.seq_len)
-    data_summary = {l: {"train_tokens": int(train_chunks[l].numel()), "valid_tokens": int(valid_chunks[l].numel())}
-                    for l in cfg.languages}
+    data_summary = {
+        l: {"train_tokens": int(train_chunks[l].numel()), "valid_tokens": int(valid_chunks[l].numel())}
+        for l in cfg.languages
+    }
     print("tokens per language:", json.dumps(data_summary))
 
     if cfg.init_from:
@@ -171,31 +181,53 @@ def train(cfg: TrainConfig) -> Path:
         (out / "checkpoint.json").write_text(json.dumps({"step": step}))
 
     result = train_loop(
-        model, UniformMixture(train_chunks, cfg.batch_size, cfg.seed), steps=cfg.steps, lr=cfg.lr,
-        warmup=cfg.warmup_steps, min_lr_ratio=cfg.min_lr_ratio, weight_decay=cfg.weight_decay,
-        grad_clip=cfg.grad_clip, bf16=cfg.bf16, evaluate=evaluate, eval_every=cfg.eval_every,
-        on_checkpoint=checkpoint, checkpoint_seconds=cfg.checkpoint_minutes * 60, desc="train", log_path=log_path,
+        model,
+        UniformMixture(train_chunks, cfg.batch_size, cfg.seed),
+        steps=cfg.steps,
+        lr=cfg.lr,
+        warmup=cfg.warmup_steps,
+        min_lr_ratio=cfg.min_lr_ratio,
+        weight_decay=cfg.weight_decay,
+        grad_clip=cfg.grad_clip,
+        bf16=cfg.bf16,
+        evaluate=evaluate,
+        eval_every=cfg.eval_every,
+        on_checkpoint=checkpoint,
+        checkpoint_seconds=cfg.checkpoint_minutes * 60,
+        desc="train",
+        log_path=log_path,
     )
 
     # Final evaluation on the whole valid split, in the saved (bf16) precision.
     _save_hf(model, tokenizer, out)
     saved = LlamaForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     final = per_language_perplexity(saved, tokenizer, train_chunks, valid_chunks)
-    summary = {"lapelens_version": __version__, "config": asdict(cfg), "parameters": n_params,
-               "tokens_seen": result.tokens, "wall_seconds": round(result.seconds), "per_language": final}
+    summary = {
+        "lapelens_version": __version__,
+        "config": asdict(cfg),
+        "parameters": n_params,
+        "tokens_seen": result.tokens,
+        "wall_seconds": round(result.seconds),
+        "per_language": final,
+    }
     log = result.log
     if cfg.init_from:
         # A continued run: the card and summary describe the whole history, stage by stage.
         previous, previous_log = previous_run(source)
         if previous is not None:
             stages = previous.get("stages") or [{k: previous[k] for k in ("config", "tokens_seen", "wall_seconds")}]
-            summary["stages"] = [*stages, {"config": asdict(cfg), "tokens_seen": result.tokens,
-                                           "wall_seconds": round(result.seconds)}]
+            summary["stages"] = [
+                *stages,
+                {"config": asdict(cfg), "tokens_seen": result.tokens, "wall_seconds": round(result.seconds)},
+            ]
             summary["tokens_seen"] = sum(s["tokens_seen"] for s in summary["stages"])
             summary["wall_seconds"] = sum(s["wall_seconds"] for s in summary["stages"])
-            offset_step, offset_tokens = (previous_log[-1]["step"], previous_log[-1]["tokens"]) if previous_log else (0, 0)
-            log = previous_log + [{**e, "step": e["step"] + offset_step, "tokens": e["tokens"] + offset_tokens}
-                                  for e in result.log]
+            offset_step, offset_tokens = (
+                (previous_log[-1]["step"], previous_log[-1]["tokens"]) if previous_log else (0, 0)
+            )
+            log = previous_log + [
+                {**e, "step": e["step"] + offset_step, "tokens": e["tokens"] + offset_tokens} for e in result.log
+            ]
             log_path.write_text("".join(json.dumps(e) + "\n" for e in log))
     (out / "training_summary.json").write_text(json.dumps(summary, indent=2))
     (out / "checkpoint.json").unlink(missing_ok=True)

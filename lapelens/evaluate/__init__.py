@@ -29,5 +29,16 @@ for _info in pkgutil.iter_modules(__path__):
     if not _info.name.startswith("_"):
         import_module(f"{__name__}.{_info.name}")
 
-__all__ = ["EXPERIMENTS", "Context", "Experiment", "Setting", "all_settings", "experiment", "exported", "figures_of",
-           "finite", "positive", "unregister"]
+__all__ = [
+    "EXPERIMENTS",
+    "Context",
+    "Experiment",
+    "Setting",
+    "all_settings",
+    "experiment",
+    "exported",
+    "figures_of",
+    "finite",
+    "positive",
+    "unregister",
+]

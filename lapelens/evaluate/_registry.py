@@ -90,7 +90,12 @@ class Setting:
 
     def same_as(self, other: "Setting") -> bool:
         return (self.name, self.default, self.help, self.type, self.quick) == (
-            other.name, other.default, other.help, other.type, other.quick)
+            other.name,
+            other.default,
+            other.help,
+            other.type,
+            other.quick,
+        )
 
 
 class Context:
@@ -100,8 +105,15 @@ class Context:
     value that several experiments compute alike (SES and dominance share their embeddings).
     """
 
-    def __init__(self, cfg: Any, model: Any = None, stats: Any = None, selections: Mapping[str, Any] | None = None,
-                 chunks: Callable[[], Any] | None = None, parallel: Callable[[], Any] | None = None):
+    def __init__(
+        self,
+        cfg: Any,
+        model: Any = None,
+        stats: Any = None,
+        selections: Mapping[str, Any] | None = None,
+        chunks: Callable[[], Any] | None = None,
+        parallel: Callable[[], Any] | None = None,
+    ):
         self.cfg, self.model, self.stats = cfg, model, stats
         self.selections = dict(selections or {})
         self._loaders = {"chunks": chunks, "parallel": parallel}
@@ -235,12 +247,32 @@ def experiment(
         raise LapelensError(f"Experiment {name!r} reads {bad}: an experiment reads {', '.join(INPUTS + ROLES)}.")
     if figures is None:
         drawn = figure or name
-        figures = (lambda results: {f"{drawn}_{m}": r.figure() for m, r in results.items()}) if per_method else (
-            lambda r: {drawn: r.figure()})
+        figures = (
+            (lambda results: {f"{drawn}_{m}": r.figure() for m, r in results.items()})
+            if per_method
+            else (lambda r: {drawn: r.figure()})
+        )
 
     def decorate(compute: Callable[..., Any]) -> Callable[..., Any]:
-        add(Experiment(name, compute, result, tuple(reads), settings, record, per_method, cached, runs_if, figures,
-                       tables, summary, dict(exports or {}), paper, order))
+        add(
+            Experiment(
+                name,
+                compute,
+                result,
+                tuple(reads),
+                settings,
+                record,
+                per_method,
+                cached,
+                runs_if,
+                figures,
+                tables,
+                summary,
+                dict(exports or {}),
+                paper,
+                order,
+            )
+        )
         return compute
 
     return decorate
@@ -251,8 +283,10 @@ def add(exp: Experiment) -> None:
     others = {s.name: s for e in EXPERIMENTS.values() if e.name != exp.name for s in e.settings}
     for s in exp.settings:
         if s.name in others and not s.same_as(others[s.name]):
-            raise LapelensError(f"Experiment {exp.name!r}: setting {s.name!r} is declared differently by another "
-                                "experiment; share one Setting object.")
+            raise LapelensError(
+                f"Experiment {exp.name!r}: setting {s.name!r} is declared differently by another "
+                "experiment; share one Setting object."
+            )
     clash = {k: v for e in EXPERIMENTS.values() if e.name != exp.name for k, v in e.exports.items()}
     taken = [k for k, v in exp.exports.items() if k in clash and clash[k] is not v]
     if taken:

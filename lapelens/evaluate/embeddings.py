@@ -97,8 +97,12 @@ class SentenceEmbeddings:
             raise LapelensError(f"Language(s) {missing} are not in these embeddings; they have {list(self.languages)}.")
         idx = torch.tensor([self.languages.index(l) for l in languages])
         pick = lambda t: None if t is None else t[idx]  # noqa: E731
-        return replace(self, languages=tuple(languages), embeddings=self.embeddings[idx],
-                       **{name: pick(getattr(self, name)) for name in _OPTIONAL})
+        return replace(
+            self,
+            languages=tuple(languages),
+            embeddings=self.embeddings[idx],
+            **{name: pick(getattr(self, name)) for name in _OPTIONAL},
+        )
 
     # ---- the first content token ---------------------------------------------------------------
     def with_first_token(self, in_mean: bool) -> "SentenceEmbeddings":
@@ -107,8 +111,10 @@ class SentenceEmbeddings:
         if in_mean == self.first_token_in_mean:
             return self
         if self.first_token is None:
-            raise LapelensError("These embeddings do not keep the first content token's state: make them again "
-                                "with lapelens.sentence_embeddings.")
+            raise LapelensError(
+                "These embeddings do not keep the first content token's state: make them again "
+                "with lapelens.sentence_embeddings."
+            )
         n = self.n_tokens.double()[:, :, None, None]
         e, f = self.embeddings.double(), self.first_token.double()
         moved = (n * e - f) / (n - 1).clamp_min(1) if not in_mean else ((n - 1) * e + f) / n
@@ -121,8 +127,14 @@ class SentenceEmbeddings:
         return self.with_first_token(False)
 
     # ---- measures ------------------------------------------------------------------------------
-    def similarity(self, neurons: Any | None = None, measure: Measure = "standardized", vectors: Vectors = "heldout",
-                   n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> "_similarity.SimilarityResult":
+    def similarity(
+        self,
+        neurons: Any | None = None,
+        measure: Measure = "standardized",
+        vectors: Vectors = "heldout",
+        n_boot: int = DEFAULT_N_BOOT,
+        seed: int = 0,
+    ) -> "_similarity.SimilarityResult":
         """Fig. 6: per layer the aligned cosine (``mean``), the mismatched control over all pairs
         t != u (``mismatched``), ``gap`` = mean - mismatched and top-1 ``retrieval``, averaged over
         ordered language pairs, with bootstrap 95% intervals over texts; per pair in ``pairs``;
@@ -135,8 +147,14 @@ class SentenceEmbeddings:
         """
         return _similarity.similarity(self, neurons, measure, vectors, n_boot, seed)
 
-    def dominance(self, measure: Measure = "standardized", vectors: Vectors = "heldout", n_boot: int = DEFAULT_N_BOOT,
-                  seed: int = 0, reference: str = "en") -> "_similarity.DominanceResult":
+    def dominance(
+        self,
+        measure: Measure = "standardized",
+        vectors: Vectors = "heldout",
+        n_boot: int = DEFAULT_N_BOOT,
+        seed: int = 0,
+        reference: str = "en",
+    ) -> "_similarity.DominanceResult":
         """Fig. 7: per target language c, retrieval into c and the aligned-minus-mismatched gap into c,
         averaged over sources k != c, per layer and over layers, with the bootstrap interval of
         ``reference`` minus the best other target. Under "centered"/"standardized" Eq. 6's shift
@@ -158,8 +176,12 @@ class SentenceEmbeddings:
 
     @classmethod
     def load(cls, path: str | Path) -> "SentenceEmbeddings":
-        meta, t = load_folder(path, EMBEDDINGS_KIND, f"{path} holds no sentence embeddings (expected "
-                              "embeddings.safetensors and embeddings.json); make them with `lapelens ses --embeddings-out`.")
+        meta, t = load_folder(
+            path,
+            EMBEDDINGS_KIND,
+            f"{path} holds no sentence embeddings (expected "
+            "embeddings.safetensors and embeddings.json); make them with `lapelens ses --embeddings-out`.",
+        )
         languages = meta.pop("languages")
         meta.pop("n_texts", None)
         return cls(tuple(languages), t["embeddings"], meta, **{name: t.get(name) for name in _OPTIONAL})
@@ -238,24 +260,38 @@ def sentence_embeddings(
             n_tokens[k] = torch.tensor([len(x) - 1 for x in ids])
             order = sorted(range(len(ids)), key=lambda t: len(ids[t]))
             for b in tqdm(range(0, len(order), batch_size), desc=f"embed {lang}", disable=not progress):
-                rows = order[b:b + batch_size]
+                rows = order[b : b + batch_size]
                 tokens, mask, weights = padded_batch(ids, rows, pad)
-                current.update(k=k, rows=torch.tensor(rows), weights=weights.to(device),
-                               lengths=weights.sum(1).to(device))
+                current.update(
+                    k=k, rows=torch.tensor(rows), weights=weights.to(device), lengths=weights.sum(1).to(device)
+                )
                 kwargs = {"attention_mask": mask.to(device)} if bool((mask == 0).any()) else {}
                 run_until(model, tokens.to(device), use_cache=False, **kwargs)
-    medians = torch.tensor([[torch.cat(token_norms[k][i]).median().item() for i in range(n_layers)]
-                            for k in range(n_lang)])
-    meta = {"model": str(cfg.model_name), "max_tokens": keep, "n_truncated": int(n_truncated),
-            "separator_in_mean": False, "first_token_in_mean": True,
-            "hook": "blocks.{i}.hook_resid_post; last layer ln_final.hook_out (HF hidden_states[i + 1])",
-            "text_ids": [str(i) for i in parallel.index]}
+    medians = torch.tensor(
+        [[torch.cat(token_norms[k][i]).median().item() for i in range(n_layers)] for k in range(n_lang)]
+    )
+    meta = {
+        "model": str(cfg.model_name),
+        "max_tokens": keep,
+        "n_truncated": int(n_truncated),
+        "separator_in_mean": False,
+        "first_token_in_mean": True,
+        "hook": "blocks.{i}.hook_resid_post; last layer ln_final.hook_out (HF hidden_states[i + 1])",
+        "text_ids": [str(i) for i in parallel.index],
+    }
     emb = SentenceEmbeddings(tuple(langs), out, meta, first, n_tokens, (sep_norm / n_texts).float(), medians)
     return emb if first_token else emb.drop_first_token()
 
 
-register_kind(Kind(EMBEDDINGS_KIND, EMBEDDINGS_META, SentenceEmbeddings, "`lapelens ses --embeddings-out`",
-                   tensors=EMBEDDINGS_TENSORS))
+register_kind(
+    Kind(
+        EMBEDDINGS_KIND,
+        EMBEDDINGS_META,
+        SentenceEmbeddings,
+        "`lapelens ses --embeddings-out`",
+        tensors=EMBEDDINGS_TENSORS,
+    )
+)
 
 
 # ---- the experiments: SES and dominance from one set of embeddings per run ------------------------
@@ -263,17 +299,36 @@ def _one_of(choices: tuple[str, ...]):
     def check(value: Any, name: str, cfg: Any) -> None:
         if value not in choices:
             raise LapelensError(f"{name} must be one of {', '.join(choices)}, got {value!r}.")
+
     return check
 
 
-SES_TEXTS = Setting("ses_texts", 200, "Aligned texts for SES and dominance (at least 4: the standardized measure fits "
-                    "on half of them).", quick=40, check=positive(4))
-SES_MEASURE = Setting("ses_measure", "standardized", "How SES and dominance compare two texts: raw, centered or "
-                      "standardized (see `lapelens ses --help`).", check=_one_of(MEASURES))
-SES_VECTORS = Setting("ses_vectors", "heldout", "Where SES and dominance fit the means and deviations: heldout (on one "
-                      "half of the texts, applied to the other, then swapped) or all.", check=_one_of(VECTORS))
-SES_N_BOOT = Setting("ses_n_boot", DEFAULT_N_BOOT, "Bootstrap resamples of the texts for the SES and dominance "
-                     "intervals.", check=positive())
+SES_TEXTS = Setting(
+    "ses_texts",
+    200,
+    "Aligned texts for SES and dominance (at least 4: the standardized measure fits on half of them).",
+    quick=40,
+    check=positive(4),
+)
+SES_MEASURE = Setting(
+    "ses_measure",
+    "standardized",
+    "How SES and dominance compare two texts: raw, centered or standardized (see `lapelens ses --help`).",
+    check=_one_of(MEASURES),
+)
+SES_VECTORS = Setting(
+    "ses_vectors",
+    "heldout",
+    "Where SES and dominance fit the means and deviations: heldout (on one "
+    "half of the texts, applied to the other, then swapped) or all.",
+    check=_one_of(VECTORS),
+)
+SES_N_BOOT = Setting(
+    "ses_n_boot",
+    DEFAULT_N_BOOT,
+    "Bootstrap resamples of the texts for the SES and dominance intervals.",
+    check=positive(),
+)
 SES_SETTINGS = (SES_TEXTS, SES_MEASURE, SES_VECTORS, SES_N_BOOT)
 
 
@@ -287,20 +342,37 @@ def _record(cfg: Any) -> dict:
 
 
 def _embeddings(ctx: Context) -> SentenceEmbeddings:
-    return ctx.shared("embeddings", lambda: sentence_embeddings(ctx.model, ctx.parallel.head(ctx.cfg.ses_texts),
-                                                                ctx.languages))
+    return ctx.shared(
+        "embeddings", lambda: sentence_embeddings(ctx.model, ctx.parallel.head(ctx.cfg.ses_texts), ctx.languages)
+    )
 
 
-@experiment("ses", result=_similarity.SimilarityResult, reads=("primary?", "parallel"), settings=SES_SETTINGS,
-            record=_record, figure="fig6_ses", paper="Fig. 6", order=40,
-            exports={"sentence_embeddings": sentence_embeddings, "SentenceEmbeddings": SentenceEmbeddings})
+@experiment(
+    "ses",
+    result=_similarity.SimilarityResult,
+    reads=("primary?", "parallel"),
+    settings=SES_SETTINGS,
+    record=_record,
+    figure="fig6_ses",
+    paper="Fig. 6",
+    order=40,
+    exports={"sentence_embeddings": sentence_embeddings, "SentenceEmbeddings": SentenceEmbeddings},
+)
 def ses_stage(ctx: Context) -> "_similarity.SimilarityResult":
     """SES per layer of the aligned texts, beside the primary method's neurons per layer."""
     return _embeddings(ctx).similarity(ctx.selection("primary"), **_measure(ctx.cfg))
 
 
-@experiment("dominance", result=_similarity.DominanceResult, reads=("parallel",), settings=SES_SETTINGS,
-            record=_record, figure="fig7_dominance", paper="Fig. 7, Eq. 6", order=50)
+@experiment(
+    "dominance",
+    result=_similarity.DominanceResult,
+    reads=("parallel",),
+    settings=SES_SETTINGS,
+    record=_record,
+    figure="fig7_dominance",
+    paper="Fig. 7, Eq. 6",
+    order=50,
+)
 def dominance_stage(ctx: Context) -> "_similarity.DominanceResult":
     """Retrieval into each target language (and, under raw, Eq. 6's shifted SES) per layer."""
     return _embeddings(ctx).dominance(**_measure(ctx.cfg))

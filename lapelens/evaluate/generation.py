@@ -74,11 +74,24 @@ class Sampling:
         that neither a model's own generation config nor transformers' defaults (``top_k=50``) apply."""
         from transformers import GenerationConfig
 
-        sample = {"temperature": float(self.temperature), "top_k": self.top_k or 0,
-                  "top_p": 1.0 if self.top_p is None else float(self.top_p)} if self.do_sample else {}
-        return GenerationConfig(max_new_tokens=self.max_new_tokens, do_sample=self.do_sample,
-                                repetition_penalty=float(self.repetition_penalty), eos_token_id=eos, pad_token_id=pad,
-                                num_beams=1, **sample)
+        sample = (
+            {
+                "temperature": float(self.temperature),
+                "top_k": self.top_k or 0,
+                "top_p": 1.0 if self.top_p is None else float(self.top_p),
+            }
+            if self.do_sample
+            else {}
+        )
+        return GenerationConfig(
+            max_new_tokens=self.max_new_tokens,
+            do_sample=self.do_sample,
+            repetition_penalty=float(self.repetition_penalty),
+            eos_token_id=eos,
+            pad_token_id=pad,
+            num_beams=1,
+            **sample,
+        )
 
 
 #: The official generation script's decoding (greedy, repetition penalty 1.1): a frozen default.
@@ -100,7 +113,9 @@ def encode_prompts(model: HookedModel, prompts: Sequence[str], max_tokens: int |
     return [[bos] + (list(i)[:max_tokens] if max_tokens else list(i)) for i in ids]
 
 
-def left_padded(prompts: Sequence[Sequence[int]], pad: int) -> tuple[Int64[Tensor, "batch pos"], Int64[Tensor, "batch pos"]]:
+def left_padded(
+    prompts: Sequence[Sequence[int]], pad: int
+) -> tuple[Int64[Tensor, "batch pos"], Int64[Tensor, "batch pos"]]:
     """Token ids left-padded to the longest prompt, and their attention mask."""
     if any(not p for p in prompts):
         raise LapelensError("Every prompt needs at least one token (BOS).")
@@ -108,8 +123,8 @@ def left_padded(prompts: Sequence[Sequence[int]], pad: int) -> tuple[Int64[Tenso
     tokens = torch.full((len(prompts), width), pad, dtype=torch.long)
     mask = torch.zeros((len(prompts), width), dtype=torch.long)
     for row, p in enumerate(prompts):
-        tokens[row, width - len(p):] = torch.tensor(list(p))
-        mask[row, width - len(p):] = 1
+        tokens[row, width - len(p) :] = torch.tensor(list(p))
+        mask[row, width - len(p) :] = 1
     return tokens, mask
 
 
@@ -127,8 +142,12 @@ def _own_generation_config(hf: Any) -> Iterator[None]:
 
 
 @torch.inference_mode()
-def generate_ids(model: HookedModel, prompts: Sequence[Sequence[int]], sampling: Sampling = Sampling(),
-                 on_batch: Callable[[int], Any] | None = None) -> list[list[int]]:
+def generate_ids(
+    model: HookedModel,
+    prompts: Sequence[Sequence[int]],
+    sampling: Sampling = Sampling(),
+    on_batch: Callable[[int], Any] | None = None,
+) -> list[list[int]]:
     """New token ids for each prompt (token ids), up to and excluding the first EOS.
 
     Prompts are left-padded into batches of ``sampling.batch_size`` (all at once by default),
@@ -149,10 +168,10 @@ def generate_ids(model: HookedModel, prompts: Sequence[Sequence[int]], sampling:
     with torch.random.fork_rng(devices=[]), _own_generation_config(hf):
         torch.manual_seed(sampling.seed)
         for start in range(0, len(prompts), size):
-            tokens, mask = left_padded(prompts[start:start + size], pad)
+            tokens, mask = left_padded(prompts[start : start + size], pad)
             result = hf.generate(input_ids=tokens.to(device), attention_mask=mask.to(device), generation_config=config)
-            for row in result[:, tokens.shape[1]:].tolist():
-                out.append(row[:row.index(eos)] if eos is not None and eos in row else row)
+            for row in result[:, tokens.shape[1] :].tolist():
+                out.append(row[: row.index(eos)] if eos is not None and eos in row else row)
             if on_batch is not None:
                 on_batch(len(result))
     return out
@@ -163,29 +182,31 @@ def _decode(model: HookedModel, ids: Sequence[Sequence[int]]) -> list[str]:
 
 
 @torch.inference_mode()
-def continuation_nll(model: HookedModel, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]],
-                     batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+def continuation_nll(
+    model: HookedModel, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]], batch_size: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
     """Summed NLL and token count of each continuation given its prompt, under ``model`` as it is
     now (call it outside any intervention for the unperturbed model)."""
     _, _, pad = _special_ids(model.tokenizer)
     device = next(model.parameters()).device
     nll, count = np.zeros(len(prompts)), np.zeros(len(prompts), dtype=np.int64)
     for start in range(0, len(prompts), batch_size):
-        group = list(zip(prompts[start:start + batch_size], continuations[start:start + batch_size]))
+        group = list(zip(prompts[start : start + batch_size], continuations[start : start + batch_size]))
         width = max(len(p) + len(c) for p, c in group)
         # Right padding needs no attention mask: real tokens never attend to later positions.
         tokens = torch.full((len(group), width), pad, dtype=torch.long)
         targets = torch.full((len(group), width), -100, dtype=torch.long)
         for row, (p, c) in enumerate(group):
             seq = list(p) + list(c)
-            tokens[row, :len(seq)] = torch.tensor(seq)
+            tokens[row, : len(seq)] = torch.tensor(seq)
             if c:  # position t predicts token t + 1: the continuation's tokens are predicted from len(p) - 1 on
-                targets[row, len(p) - 1:len(seq) - 1] = torch.tensor(list(c))
+                targets[row, len(p) - 1 : len(seq) - 1] = torch.tensor(list(c))
         logits = model(tokens.to(device), return_type="logits", use_cache=False)
-        token_nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.to(device).reshape(-1),
-                                    reduction="none").view(targets.shape)
-        nll[start:start + len(group)] = token_nll.double().sum(dim=1).cpu().numpy()
-        count[start:start + len(group)] = (targets != -100).sum(dim=1).numpy()
+        token_nll = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(), targets.to(device).reshape(-1), reduction="none"
+        ).view(targets.shape)
+        nll[start : start + len(group)] = token_nll.double().sum(dim=1).cpu().numpy()
+        count[start : start + len(group)] = (targets != -100).sum(dim=1).numpy()
     return nll, count
 
 
@@ -194,8 +215,13 @@ def _bar(total: int, desc: str, progress: bool) -> Any:
     return tqdm(total=total, desc=desc, unit="gen", disable=not progress)
 
 
-def _run(model: HookedModel, condition: Callable[[], AbstractContextManager], prompts: list[list[int]],
-         sampling: Sampling, bar: Any = None) -> tuple[list[list[int]], list[str], list[str]]:
+def _run(
+    model: HookedModel,
+    condition: Callable[[], AbstractContextManager],
+    prompts: list[list[int]],
+    sampling: Sampling,
+    bar: Any = None,
+) -> tuple[list[list[int]], list[str], list[str]]:
     with condition():
         ids = generate_ids(model, prompts, sampling, on_batch=None if bar is None else bar.update)
     texts = _decode(model, ids)
@@ -239,14 +265,23 @@ class GenerationResult(Result):
         self.samples.to_json(tmp / GENERATION_SAMPLES, orient="records", lines=True, force_ascii=False)
 
     def _meta(self) -> dict:
-        return {**self.meta, "share_columns": self.share_columns, "index": list(self.summary.index.names),
-                "header_rows": self.summary.columns.nlevels}
+        return {
+            **self.meta,
+            "share_columns": self.share_columns,
+            "index": list(self.summary.index.names),
+            "header_rows": self.summary.columns.nlevels,
+        }
 
     @classmethod
     def _read(cls, folder: Path, meta: dict) -> "GenerationResult":
         index, header = meta.pop("index"), meta.pop("header_rows")
-        summary = pd.read_csv(folder / GENERATION_SUMMARY, index_col=list(range(len(index))), header=list(range(header)),
-                              keep_default_na=False, na_values=[""])
+        summary = pd.read_csv(
+            folder / GENERATION_SUMMARY,
+            index_col=list(range(len(index))),
+            header=list(range(header)),
+            keep_default_na=False,
+            na_values=[""],
+        )
         samples = pd.read_json(folder / GENERATION_SAMPLES, orient="records", lines=True, dtype=False)
         return cls(summary, samples, meta, meta.pop("share_columns", []))
 
@@ -273,18 +308,32 @@ def unconditional_shares(
     bar = _bar(n_samples * (1 + len(conditions)), experiment, progress)
     _, base_texts, base_langs = _run(model, nullcontext, prompts, sampling, bar)
     rows, samples = [], []
-    samples += [{"condition": BEFORE, "sample": i, "text": t, "detected": d} for i, (t, d) in enumerate(zip(base_texts, base_langs))]
+    samples += [
+        {"condition": BEFORE, "sample": i, "text": t, "detected": d}
+        for i, (t, d) in enumerate(zip(base_texts, base_langs))
+    ]
     for target, condition in conditions.items():
         _, texts, langs = _run(model, condition, prompts, sampling, bar)
-        samples += [{"condition": target, "sample": i, "text": t, "detected": d} for i, (t, d) in enumerate(zip(texts, langs))]
-        rows.append({"target": target, BEFORE: float(np.mean([l == target for l in base_langs])),
-                     "after": float(np.mean([l == target for l in langs])), "n_samples": n_samples})
+        samples += [
+            {"condition": target, "sample": i, "text": t, "detected": d} for i, (t, d) in enumerate(zip(texts, langs))
+        ]
+        rows.append(
+            {
+                "target": target,
+                BEFORE: float(np.mean([l == target for l in base_langs])),
+                "after": float(np.mean([l == target for l in langs])),
+                "n_samples": n_samples,
+            }
+        )
     bar.close()
     summary = pd.DataFrame(rows).set_index("target")
     summary.columns.name = "share in target"
-    return GenerationResult(summary, pd.DataFrame(samples),
-                            _sampling_meta(model, sampling, experiment=experiment, n_samples=n_samples, **(meta or {})),
-                            [BEFORE, "after"])
+    return GenerationResult(
+        summary,
+        pd.DataFrame(samples),
+        _sampling_meta(model, sampling, experiment=experiment, n_samples=n_samples, **(meta or {})),
+        [BEFORE, "after"],
+    )
 
 
 def unconditional_steering(
@@ -316,9 +365,20 @@ def unconditional_steering(
         return _both(bound.deactivate_mask(off), bound.steer(lang, stats, scale))
 
     conditions = {l: (lambda l=l: condition(l)) for l in langs}
-    return unconditional_shares(model, conditions, n_samples, sampling, "unconditional steering",
-                                {"method": neurons.method, "scale": scale, "deactivate_others": deactivate_others,
-                                 "neurons": {l: neurons.count(l) for l in langs}}, progress)
+    return unconditional_shares(
+        model,
+        conditions,
+        n_samples,
+        sampling,
+        "unconditional steering",
+        {
+            "method": neurons.method,
+            "scale": scale,
+            "deactivate_others": deactivate_others,
+            "neurons": {l: neurons.count(l) for l in langs},
+        },
+        progress,
+    )
 
 
 def kojima_pinning(
@@ -337,8 +397,15 @@ def kojima_pinning(
     for lang in langs:
         bound.mask(lang)
     conditions = {l: (lambda l=l: bound.pin_to_median(l)) for l in langs}
-    return unconditional_shares(model, conditions, n_samples, sampling, "Kojima median pinning",
-                                {"method": ap_neurons.method, "neurons": {l: ap_neurons.count(l) for l in langs}}, progress)
+    return unconditional_shares(
+        model,
+        conditions,
+        n_samples,
+        sampling,
+        "Kojima median pinning",
+        {"method": ap_neurons.method, "neurons": {l: ap_neurons.count(l) for l in langs}},
+        progress,
+    )
 
 
 # ---- prompted steering (Tang et al., Tables 4 and 5) ----------------------------------------------
@@ -380,33 +447,49 @@ def prompted_steering(
         texts_in = list(parallel[src].iloc[:n_prompts])
         prompts = encode_prompts(model, texts_in, prompt_tokens)
         _, base_texts, base_langs = _run(model, nullcontext, prompts, sampling, bar)
-        samples += [{"source": src, "target": None, "condition": BEFORE, "prompt": p, "text": t, "detected": d}
-                    for p, t, d in zip(texts_in, base_texts, base_langs)]
+        samples += [
+            {"source": src, "target": None, "condition": BEFORE, "prompt": p, "text": t, "detected": d}
+            for p, t, d in zip(texts_in, base_texts, base_langs)
+        ]
         for tgt in targets:
             if tgt == src:
                 continue
             row = {"source": src, "target": tgt, BEFORE: float(np.mean([l == tgt for l in base_langs]))}
             conditions = {
                 "steered": lambda tgt=tgt: bound.steer(tgt, stats, scale),
-                "deactivated_and_steered": lambda src=src, tgt=tgt: _both(bound.deactivate(src), bound.steer(tgt, stats, scale)),
+                "deactivated_and_steered": lambda src=src, tgt=tgt: _both(
+                    bound.deactivate(src), bound.steer(tgt, stats, scale)
+                ),
             }
             for name, cond in conditions.items():
                 _, texts, detected = _run(model, cond, prompts, sampling, bar)
                 row[name] = float(np.mean([l == tgt for l in detected]))
                 row[f"{name}_in_source"] = float(np.mean([l == src for l in detected]))
-                samples += [{"source": src, "target": tgt, "condition": name, "prompt": p, "text": t, "detected": d}
-                            for p, t, d in zip(texts_in, texts, detected)]
+                samples += [
+                    {"source": src, "target": tgt, "condition": name, "prompt": p, "text": t, "detected": d}
+                    for p, t, d in zip(texts_in, texts, detected)
+                ]
             row["before_in_source"] = float(np.mean([l == src for l in base_langs]))
             row["n_prompts"] = len(prompts)
             rows.append(row)
     bar.close()
     summary = pd.DataFrame(rows).set_index(["source", "target"])
     summary.columns.name = "share"
-    return GenerationResult(summary, pd.DataFrame(samples), _sampling_meta(
-        model, sampling, experiment="prompted steering", method=neurons.method, scale=scale,
-        n_prompts=n_prompts, prompt_tokens=prompt_tokens,
-        neurons={l: neurons.count(l) for l in dict.fromkeys([*sources, *targets])}),
-        [BEFORE, "steered", "deactivated_and_steered"])
+    return GenerationResult(
+        summary,
+        pd.DataFrame(samples),
+        _sampling_meta(
+            model,
+            sampling,
+            experiment="prompted steering",
+            method=neurons.method,
+            scale=scale,
+            n_prompts=n_prompts,
+            prompt_tokens=prompt_tokens,
+            neurons={l: neurons.count(l) for l in dict.fromkeys([*sources, *targets])},
+        ),
+        [BEFORE, "steered", "deactivated_and_steered"],
+    )
 
 
 @contextmanager
@@ -437,7 +520,9 @@ def generation_under_deactivation(
         for b in bound.values():
             b.mask(lang)
     conditions: dict[str, Callable[[str], AbstractContextManager]] = {
-        "normal": lambda lang: nullcontext(), **{name: b.deactivate for name, b in bound.items()}}
+        "normal": lambda lang: nullcontext(),
+        **{name: b.deactivate for name, b in bound.items()},
+    }
     rows, samples = {}, []
     bar = _bar(sum(len(t) for t in prompts.values()) * len(conditions), "generation under deactivation", progress)
     for lang, texts_in in prompts.items():
@@ -449,38 +534,72 @@ def generation_under_deactivation(
             row[(name, "share_in_language")] = float(np.mean([d == lang for d in detected]))
             row[(name, "ppl")] = float(np.exp(nll.sum() / count.sum())) if count.sum() else float("nan")
             row[(name, "tokens")] = int(count.sum())
-            samples += [{"language": lang, "condition": name, "prompt": p, "text": t, "detected": d, "nll": n, "tokens": int(c)}
-                        for p, t, d, n, c in zip(texts_in, texts, detected, nll, count)]
+            samples += [
+                {"language": lang, "condition": name, "prompt": p, "text": t, "detected": d, "nll": n, "tokens": int(c)}
+                for p, t, d, n, c in zip(texts_in, texts, detected, nll, count)
+            ]
         rows[lang] = row
     bar.close()
     summary = pd.DataFrame.from_dict(rows, orient="index")
     summary.index.name = "language"
     summary.columns = pd.MultiIndex.from_tuples(summary.columns, names=["condition", "metric"])
-    return GenerationResult(summary, pd.DataFrame(samples), _sampling_meta(
-        model, sampling, experiment="generation under deactivation", method=neurons.method,
-        random=random_neurons is not None, prompt_tokens=prompt_tokens,
-        n_prompts={lang: len(texts) for lang, texts in prompts.items()},
-        neurons={lang: neurons.count(lang) for lang in prompts}), [(name, "share_in_language") for name in conditions])
+    return GenerationResult(
+        summary,
+        pd.DataFrame(samples),
+        _sampling_meta(
+            model,
+            sampling,
+            experiment="generation under deactivation",
+            method=neurons.method,
+            random=random_neurons is not None,
+            prompt_tokens=prompt_tokens,
+            n_prompts={lang: len(texts) for lang, texts in prompts.items()},
+            neurons={lang: neurons.count(lang) for lang in prompts},
+        ),
+        [(name, "share_in_language") for name in conditions],
+    )
 
 
 # ---- the experiments (Tables 1, 2, 4, 5 and Kojima's) ----------------------------------------------
-N_SAMPLES = Setting("n_samples", 100, "Generations from BOS per condition (unconditional steering, Kojima).", quick=12,
-                    check=positive())
-N_PROMPTS = Setting("n_prompts", 10, "Prompts per language for prompted steering and generation under deactivation.",
-                    quick=4, check=positive())
-MAX_NEW_TOKENS = Setting("max_new_tokens", 24, "New tokens per prompted generation (prompted steering, generation "
-                         "under deactivation).", quick=16, check=positive())
+N_SAMPLES = Setting(
+    "n_samples", 100, "Generations from BOS per condition (unconditional steering, Kojima).", quick=12, check=positive()
+)
+N_PROMPTS = Setting(
+    "n_prompts",
+    10,
+    "Prompts per language for prompted steering and generation under deactivation.",
+    quick=4,
+    check=positive(),
+)
+MAX_NEW_TOKENS = Setting(
+    "max_new_tokens",
+    24,
+    "New tokens per prompted generation (prompted steering, generation under deactivation).",
+    quick=16,
+    check=positive(),
+)
 UNCONDITIONAL_TOKENS = Setting(
-    "unconditional_tokens", 64, "New tokens per generation from BOS (unconditional steering, Kojima): the model drifts "
+    "unconditional_tokens",
+    64,
+    "New tokens per generation from BOS (unconditional steering, Kojima): the model drifts "
     "between languages and langdetect needs text, so 24 tokens read fewer samples as the target (measured on the "
     "previously shipped model: 3 of 7 languages >= 0.8 at 24 tokens, 5 of 7 at 64, same neurons and scale).",
-    quick=16, check=positive())
+    quick=16,
+    check=positive(),
+)
 STEER_SCALE = Setting(
-    "steer_scale", None, "Steering sets each neuron to scale x its mean activation on the target language. Default: 8 "
+    "steer_scale",
+    None,
+    "Steering sets each neuron to scale x its mean activation on the target language. Default: 8 "
     "on the embedded model (no language reaches a 0.8 target share at 1, 5 of 7 do at 8; README), 1 (the paper's) on "
-    "any other.", type=float, check=finite, resolve=lambda cfg: defaults_for(cfg.model).steer_scale)
-STEER_DEACTIVATE_OTHERS = Setting("steer_deactivate_others", True,
-                                  "Unconditional steering also deactivates the other languages' neurons.")
+    "any other.",
+    type=float,
+    check=finite,
+    resolve=lambda cfg: defaults_for(cfg.model).steer_scale,
+)
+STEER_DEACTIVATE_OTHERS = Setting(
+    "steer_deactivate_others", True, "Unconditional steering also deactivates the other languages' neurons."
+)
 
 
 def _sampling(cfg: Any) -> Sampling:
@@ -504,50 +623,109 @@ def _pair_keyed(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _outputs(name: str, figure: Callable[[GenerationResult], Any]) -> dict[str, Any]:
     """A generation experiment's figure, table (its summary, ``tables/NAME.csv``) and ``summary.json`` entry."""
-    return {"figures": lambda r: {name: figure(r)}, "tables": lambda r: {f"{name}.csv": r.summary},
-            "summary": lambda r: {name: json.loads(_pair_keyed(r.summary).to_json(orient="index"))}}
+    return {
+        "figures": lambda r: {name: figure(r)},
+        "tables": lambda r: {f"{name}.csv": r.summary},
+        "summary": lambda r: {name: json.loads(_pair_keyed(r.summary).to_json(orient="index"))},
+    }
 
 
-@experiment("steer_unconditional", result=GenerationResult, reads=("primary", "stats"),
-            settings=(N_SAMPLES, UNCONDITIONAL_TOKENS, STEER_SCALE, STEER_DEACTIVATE_OTHERS),
-            record=lambda cfg: dict(n_samples=cfg.n_samples, scale=cfg.steer_scale, sampling=dataclasses.asdict(_sampling(cfg)),
-                                    deactivate_others=cfg.steer_deactivate_others),
-            exports={"Sampling": Sampling, "unconditional_steering": unconditional_steering},
-            paper="Tables 4, 5 (from BOS, Kojima's setting)", order=60, **_outputs("steer_unconditional", lambda r: share_bars(
-                r, "Table 4 from BOS: share of generations in the target language, its neurons steered",
-                names={"after": "steered"})))
+@experiment(
+    "steer_unconditional",
+    result=GenerationResult,
+    reads=("primary", "stats"),
+    settings=(N_SAMPLES, UNCONDITIONAL_TOKENS, STEER_SCALE, STEER_DEACTIVATE_OTHERS),
+    record=lambda cfg: dict(
+        n_samples=cfg.n_samples,
+        scale=cfg.steer_scale,
+        sampling=dataclasses.asdict(_sampling(cfg)),
+        deactivate_others=cfg.steer_deactivate_others,
+    ),
+    exports={"Sampling": Sampling, "unconditional_steering": unconditional_steering},
+    paper="Tables 4, 5 (from BOS, Kojima's setting)",
+    order=60,
+    **_outputs(
+        "steer_unconditional",
+        lambda r: share_bars(
+            r,
+            "Table 4 from BOS: share of generations in the target language, its neurons steered",
+            names={"after": "steered"},
+        ),
+    ),
+)
 def steer_unconditional_stage(ctx: Context) -> GenerationResult:
     cfg = ctx.cfg
-    return unconditional_steering(ctx.model, ctx.selection("primary"), ctx.stats, ctx.languages, cfg.n_samples,
-                                  cfg.steer_scale, _sampling(cfg), deactivate_others=cfg.steer_deactivate_others)
+    return unconditional_steering(
+        ctx.model,
+        ctx.selection("primary"),
+        ctx.stats,
+        ctx.languages,
+        cfg.n_samples,
+        cfg.steer_scale,
+        _sampling(cfg),
+        deactivate_others=cfg.steer_deactivate_others,
+    )
 
 
-@experiment("steer_prompted", result=GenerationResult, reads=("primary", "stats", "parallel"),
-            settings=(N_PROMPTS, MAX_NEW_TOKENS, STEER_SCALE),
-            record=lambda cfg: dict(n_prompts=cfg.n_prompts, scale=cfg.steer_scale, sampling=dataclasses.asdict(_greedy(cfg))),
-            exports={"prompted_steering": prompted_steering}, paper="Tables 4, 5", order=70,
-            **_outputs("steer_prompted", steering_heatmaps))
+@experiment(
+    "steer_prompted",
+    result=GenerationResult,
+    reads=("primary", "stats", "parallel"),
+    settings=(N_PROMPTS, MAX_NEW_TOKENS, STEER_SCALE),
+    record=lambda cfg: dict(n_prompts=cfg.n_prompts, scale=cfg.steer_scale, sampling=dataclasses.asdict(_greedy(cfg))),
+    exports={"prompted_steering": prompted_steering},
+    paper="Tables 4, 5",
+    order=70,
+    **_outputs("steer_prompted", steering_heatmaps),
+)
 def steer_prompted_stage(ctx: Context) -> GenerationResult:
     cfg = ctx.cfg
-    return prompted_steering(ctx.model, ctx.selection("primary"), ctx.stats, ctx.parallel, n_prompts=cfg.n_prompts,
-                             scale=cfg.steer_scale, sampling=_greedy(cfg))
+    return prompted_steering(
+        ctx.model,
+        ctx.selection("primary"),
+        ctx.stats,
+        ctx.parallel,
+        n_prompts=cfg.n_prompts,
+        scale=cfg.steer_scale,
+        sampling=_greedy(cfg),
+    )
 
 
-@experiment("deactivated_generation", result=GenerationResult, reads=("primary", "baseline?", "parallel"),
-            settings=(N_PROMPTS, MAX_NEW_TOKENS),
-            record=lambda cfg: dict(n_prompts=cfg.n_prompts, sampling=dataclasses.asdict(_greedy(cfg))),
-            exports={"generation_under_deactivation": generation_under_deactivation}, paper="Tables 1, 2", order=80,
-            **_outputs("deactivated_generation", deactivation_figure))
+@experiment(
+    "deactivated_generation",
+    result=GenerationResult,
+    reads=("primary", "baseline?", "parallel"),
+    settings=(N_PROMPTS, MAX_NEW_TOKENS),
+    record=lambda cfg: dict(n_prompts=cfg.n_prompts, sampling=dataclasses.asdict(_greedy(cfg))),
+    exports={"generation_under_deactivation": generation_under_deactivation},
+    paper="Tables 1, 2",
+    order=80,
+    **_outputs("deactivated_generation", deactivation_figure),
+)
 def deactivated_generation_stage(ctx: Context) -> GenerationResult:
     prompts = {l: ctx.parallel[l].head(ctx.cfg.n_prompts).tolist() for l in ctx.languages}
-    return generation_under_deactivation(ctx.model, ctx.selection("primary"), prompts, ctx.selection("baseline"),
-                                         sampling=_greedy(ctx.cfg))
+    return generation_under_deactivation(
+        ctx.model, ctx.selection("primary"), prompts, ctx.selection("baseline"), sampling=_greedy(ctx.cfg)
+    )
 
 
-@experiment("kojima", result=GenerationResult, reads=("pinned",), settings=(N_SAMPLES, UNCONDITIONAL_TOKENS),
-            record=lambda cfg: dict(n_samples=cfg.n_samples, sampling=dataclasses.asdict(_sampling(cfg))),
-            exports={"kojima_pinning": kojima_pinning}, paper="Kojima et al.", order=90, **_outputs("kojima", lambda r: share_bars(
-                r, "Kojima et al.: share of generations in the target language, AP neurons pinned to medians",
-                names={"after": "pinned"})))
+@experiment(
+    "kojima",
+    result=GenerationResult,
+    reads=("pinned",),
+    settings=(N_SAMPLES, UNCONDITIONAL_TOKENS),
+    record=lambda cfg: dict(n_samples=cfg.n_samples, sampling=dataclasses.asdict(_sampling(cfg))),
+    exports={"kojima_pinning": kojima_pinning},
+    paper="Kojima et al.",
+    order=90,
+    **_outputs(
+        "kojima",
+        lambda r: share_bars(
+            r,
+            "Kojima et al.: share of generations in the target language, AP neurons pinned to medians",
+            names={"after": "pinned"},
+        ),
+    ),
+)
 def kojima_stage(ctx: Context) -> GenerationResult:
     return kojima_pinning(ctx.model, ctx.selection("pinned"), ctx.languages, ctx.cfg.n_samples, _sampling(ctx.cfg))

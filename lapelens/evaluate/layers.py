@@ -34,8 +34,11 @@ class NeuronLayout:
     def tables(self) -> dict[str, pd.DataFrame]:
         """The run's tables, by file name (``RUN_TABLES``)."""
         name = lambda key: RUN_TABLES[key].format(method=self.method)  # noqa: E731
-        out = {name("per_language"): self.neurons.per_language(), name("per_layer"): self.neurons.per_layer(),
-               name("jaccard"): self.neurons.jaccard()}
+        out = {
+            name("per_language"): self.neurons.per_language(),
+            name("per_layer"): self.neurons.per_layer(),
+            name("jaccard"): self.neurons.jaccard(),
+        }
         agreement = self.agreement()
         if agreement is not None:
             out[name("jaccard_vs_methods")] = agreement
@@ -54,8 +57,17 @@ class NeuronLayout:
         return self.neurons.figure()
 
 
-@experiment("layers", result=NeuronLayout, reads=("primary", "selections"), cached=False, figure="fig5_layers",
-            tables=NeuronLayout.tables, summary=NeuronLayout.summary, paper="Table 3, Fig. 5", order=10)
+@experiment(
+    "layers",
+    result=NeuronLayout,
+    reads=("primary", "selections"),
+    cached=False,
+    figure="fig5_layers",
+    tables=NeuronLayout.tables,
+    summary=NeuronLayout.summary,
+    paper="Table 3, Fig. 5",
+    order=10,
+)
 def neuron_layout(ctx: Context) -> NeuronLayout:
     """The primary method's neurons per language and layer, and the other neuron sets' agreement."""
     method = ctx.role("primary")

@@ -214,10 +214,12 @@ def energy_shares(h: Float[Tensor, "lang text d_model"]) -> dict[str, float]:
     mu = mu_k.mean(0, keepdim=True)
     total = h.pow(2).sum(-1).mean()
     cos = torch.nn.functional.cosine_similarity(h, mu.expand_as(h), dim=-1)
-    return {"shared": (mu.pow(2).sum() / total).item(),
-            "language": ((mu_k - mu).pow(2).sum(-1).mean() / total).item(),
-            "within": ((h - mu_k).pow(2).sum(-1).mean() / total).item(),
-            "cos_shared_median": cos.flatten().median().item()}
+    return {
+        "shared": (mu.pow(2).sum() / total).item(),
+        "language": ((mu_k - mu).pow(2).sum(-1).mean() / total).item(),
+        "within": ((h - mu_k).pow(2).sum(-1).mean() / total).item(),
+        "cos_shared_median": cos.flatten().median().item(),
+    }
 
 
 def top_dimensions(h: Float[Tensor, "lang text d_model"], k: int = 3) -> list[tuple[int, float, float]]:

@@ -67,7 +67,6 @@ Value = Literal["ppl", "change", "relative"]
 RowContexts = Mapping[str, Callable[[], AbstractContextManager]]
 
 
-
 # ---- the measurement -------------------------------------------------------------------------
 def _check_chunks(chunks: Tensor, batch_size: int) -> None:
     if chunks.ndim != 2 or chunks.shape[1] < 2:
@@ -85,8 +84,10 @@ def _nll(logits: Tensor, batch: Tensor) -> Tensor:
     nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), reduction="none")
     nll = nll.view(batch.shape).double().sum(dim=1).cpu()
     if not bool(torch.isfinite(nll).all()):
-        raise LapelensError(f"The loss is inf or NaN ({logits.dtype} logits): in float16 the activations overflow; "
-                            "evaluate in bfloat16 or float32.")
+        raise LapelensError(
+            f"The loss is inf or NaN ({logits.dtype} logits): in float16 the activations overflow; "
+            "evaluate in bfloat16 or float32."
+        )
     return nll
 
 
@@ -109,8 +110,9 @@ def chunk_nll(
     return torch.cat([_nll(_logits(model, b.to(device)), b) for b in chunks.split(batch_size)])
 
 
-def row_contexts(model: HookedModel, perturbation: Any,
-                 rows: Sequence[str] | None = None) -> dict[str, Callable[[], AbstractContextManager]]:
+def row_contexts(
+    model: HookedModel, perturbation: Any, rows: Sequence[str] | None = None
+) -> dict[str, Callable[[], AbstractContextManager]]:
     """Row label -> a factory of the context that perturbs ``model`` for that row.
 
     ``perturbation``: a ``Selection`` (deactivate each language's neurons, or zero each language's
@@ -120,8 +122,9 @@ def row_contexts(model: HookedModel, perturbation: Any,
     return _rows(model, perturbation, rows)[0]
 
 
-def _rows(model: HookedModel, perturbation: Any,
-          rows: Sequence[str] | None = None) -> tuple[dict[str, Callable[[], AbstractContextManager]], dict[str, int]]:
+def _rows(
+    model: HookedModel, perturbation: Any, rows: Sequence[str] | None = None
+) -> tuple[dict[str, Callable[[], AbstractContextManager]], dict[str, int]]:
     """:func:`row_contexts`, and the first block each row perturbs (0 when not known)."""
     if isinstance(perturbation, Mapping):
         return dict(perturbation), {}
@@ -130,8 +133,10 @@ def _rows(model: HookedModel, perturbation: Any,
         for lang in rows:
             perturbation.lang_index(lang)
         bound = perturbation.on(model)
-        return ({lang: (lambda lang=lang: bound.deactivate(lang)) for lang in rows},
-                {lang: bound.first_layer(lang) for lang in rows})
+        return (
+            {lang: (lambda lang=lang: bound.deactivate(lang)) for lang in rows},
+            {lang: bound.first_layer(lang) for lang in rows},
+        )
     raise LapelensError(
         f"Cannot perturb with a {type(perturbation).__name__}: pass LanguageNeurons, a ParameterMask, "
         "or a mapping from row label to a context-manager factory."
@@ -171,20 +176,41 @@ def evaluate_rows(
     n_layers = int(model.cfg.n_layers)
     starts = {row: min(int((starts or {}).get(row, 0)), n_layers) for row in contexts}
     rows = [NONE, *contexts]
-    bar = tqdm(total=len(rows) * sum(int(c.numel()) for c in chunks.values()), unit="tok", unit_scale=True,
-               desc="perplexity", disable=not progress)
+    bar = tqdm(
+        total=len(rows) * sum(int(c.numel()) for c in chunks.values()),
+        unit="tok",
+        unit_scale=True,
+        desc="perplexity",
+        disable=not progress,
+    )
     resume = any(s > 0 for s in starts.values())
     frames = []
     for lang, c in chunks.items():
-        nll = _resumed(model, contexts, starts, c, batch_size, bar) if resume else _row_by_row(model, contexts, c, batch_size, bar)
-        frames += [pd.DataFrame({"perturbed": row, "evaluated": lang, "chunk": np.arange(len(c)),
-                                 "nll": nll[row].numpy(), "tokens": c.shape[1] - 1}) for row in rows]
+        nll = (
+            _resumed(model, contexts, starts, c, batch_size, bar)
+            if resume
+            else _row_by_row(model, contexts, c, batch_size, bar)
+        )
+        frames += [
+            pd.DataFrame(
+                {
+                    "perturbed": row,
+                    "evaluated": lang,
+                    "chunk": np.arange(len(c)),
+                    "nll": nll[row].numpy(),
+                    "tokens": c.shape[1] - 1,
+                }
+            )
+            for row in rows
+        ]
     bar.close()
     return pd.concat(frames, ignore_index=True)
 
 
 @torch.inference_mode()
-def _row_by_row(model: HookedModel, contexts: RowContexts, chunks: Tensor, batch_size: int, bar: Any) -> dict[str, Tensor]:
+def _row_by_row(
+    model: HookedModel, contexts: RowContexts, chunks: Tensor, batch_size: int, bar: Any
+) -> dict[str, Tensor]:
     out = {NONE: chunk_nll(model, chunks, batch_size)}
     bar.update(int(chunks.numel()))
     for row, context in contexts.items():
@@ -195,8 +221,9 @@ def _row_by_row(model: HookedModel, contexts: RowContexts, chunks: Tensor, batch
 
 
 @torch.inference_mode()
-def _resumed(model: HookedModel, contexts: RowContexts, starts: Mapping[str, int], chunks: Tensor, batch_size: int,
-             bar: Any) -> dict[str, Tensor]:
+def _resumed(
+    model: HookedModel, contexts: RowContexts, starts: Mapping[str, int], chunks: Tensor, batch_size: int, bar: Any
+) -> dict[str, Tensor]:
     n_layers = int(model.cfg.n_layers)
     needed = sorted({s for s in starts.values() if 0 < s < n_layers})
     device = next(model.parameters()).device
@@ -330,8 +357,9 @@ class PerturbationResult(Result):
         return wide.to_numpy(np.float64), tokens.to_numpy(np.float64)
 
     def _frame(self, values: np.ndarray) -> pd.DataFrame:
-        return pd.DataFrame(values, index=pd.Index(self.rows, name="perturbed"),
-                            columns=pd.Index(self.columns, name="evaluated"))
+        return pd.DataFrame(
+            values, index=pd.Index(self.rows, name="perturbed"), columns=pd.Index(self.columns, name="evaluated")
+        )
 
     @cached_property
     def ppl(self) -> pd.DataFrame:
@@ -424,13 +452,16 @@ class PerturbationResult(Result):
         return diag / off
 
     def summary(self) -> pd.Series:
-        return pd.Series({
-            "diag_mean_relative": self.diagonal_mean_relative_increase(),
-            "offdiag_mean_relative": self.offdiagonal_mean_relative_increase(),
-            "diag_offdiag_ratio": self.diagonal_offdiagonal_ratio(),
-            "diag_largest_in_column": self.diagonal_largest_in_column(),
-            "languages": len(self.diagonal_languages()),
-        }, name=self.meta.get("method", "?"))
+        return pd.Series(
+            {
+                "diag_mean_relative": self.diagonal_mean_relative_increase(),
+                "offdiag_mean_relative": self.offdiagonal_mean_relative_increase(),
+                "diag_offdiag_ratio": self.diagonal_offdiagonal_ratio(),
+                "diag_largest_in_column": self.diagonal_largest_in_column(),
+                "languages": len(self.diagonal_languages()),
+            },
+            name=self.meta.get("method", "?"),
+        )
 
     # ---- figures -------------------------------------------------------------------------------
     def figure(self, value: Value = "relative", scale: tuple[float, float] | None = None) -> Any:
@@ -441,23 +472,37 @@ class PerturbationResult(Result):
     # ---- persistence: ``chunks.csv`` (the raw numbers), ``table.csv`` (all derived values) and
     # ``perturbation.json`` (settings and provenance) --------------------------------------------
     def _tables(self) -> dict:
-        return {PERTURBATION_CHUNKS: (self.chunks, {"index": False, "float_format": "%.17g"}),
-                PERTURBATION_TABLE: (self.table(), {"float_format": "%.10g"})}
+        return {
+            PERTURBATION_CHUNKS: (self.chunks, {"index": False, "float_format": "%.17g"}),
+            PERTURBATION_TABLE: (self.table(), {"float_format": "%.10g"}),
+        }
 
     def _meta(self) -> dict:
-        return {**self.meta, "rows": self.rows, "columns": self.columns,
-                "n_boot": self.n_boot, "seed": self.seed, "summary": self.summary().to_dict()}
+        return {
+            **self.meta,
+            "rows": self.rows,
+            "columns": self.columns,
+            "n_boot": self.n_boot,
+            "seed": self.seed,
+            "summary": self.summary().to_dict(),
+        }
 
     @classmethod
     def _read(cls, folder: Path, meta: dict) -> "PerturbationResult":
         redo = f"make it again with {cls.make}"
-        chunks = pd.read_csv(folder / PERTURBATION_CHUNKS, dtype={"perturbed": str, "evaluated": str}, keep_default_na=False)
+        chunks = pd.read_csv(
+            folder / PERTURBATION_CHUNKS, dtype={"perturbed": str, "evaluated": str}, keep_default_na=False
+        )
         missing = [c for c in ("perturbed", "evaluated", "chunk", "nll", "tokens") if c not in chunks.columns]
         if missing or chunks.empty or NONE not in set(chunks["perturbed"]):
-            raise LapelensError(f"{folder / PERTURBATION_CHUNKS} is corrupt ({'no column ' + ', '.join(missing) if missing else 'no rows of the unperturbed model'}); {redo}.")
+            raise LapelensError(
+                f"{folder / PERTURBATION_CHUNKS} is corrupt ({'no column ' + ', '.join(missing) if missing else 'no rows of the unperturbed model'}); {redo}."
+            )
         numbers = chunks[["nll", "tokens"]]
         if not all(pd.api.types.is_numeric_dtype(t) for t in numbers.dtypes) or numbers.isna().any().any():
-            raise LapelensError(f"{folder / PERTURBATION_CHUNKS} is corrupt (missing or non-numeric nll/tokens); {redo}.")
+            raise LapelensError(
+                f"{folder / PERTURBATION_CHUNKS} is corrupt (missing or non-numeric nll/tokens); {redo}."
+            )
         if chunks.duplicated(["perturbed", "evaluated", "chunk"]).any():
             raise LapelensError(f"{folder / PERTURBATION_CHUNKS} is corrupt (a chunk appears twice); {redo}.")
         for key in ("rows", "columns", "summary"):
@@ -487,18 +532,29 @@ def _comparison(results: Mapping[str, PerturbationResult]) -> pd.DataFrame:
 def _figures(results: Mapping[str, PerturbationResult]) -> dict[str, Any]:
     """Fig. 2 per method and Fig. 3, all on one colour range: the run's methods side by side."""
     scale = colour_range(list(results.values()))
-    return {**{f"fig2_perturb_{m}": r.figure(scale=scale) for m, r in results.items()},
-            "fig3_perturb_methods": compare_figure(results, scale=scale)}
+    return {
+        **{f"fig2_perturb_{m}": r.figure(scale=scale) for m, r in results.items()},
+        "fig3_perturb_methods": compare_figure(results, scale=scale),
+    }
 
 
 @experiment(
-    "perturb", result=PerturbationResult, reads=("chunks",), per_method=True, record=lambda cfg: {"seed": cfg.seed},
+    "perturb",
+    result=PerturbationResult,
+    reads=("chunks",),
+    per_method=True,
+    record=lambda cfg: {"seed": cfg.seed},
     figures=_figures,
     tables=lambda results: {RUN_TABLES["perturbation_summary"]: _comparison(results)},
     summary=lambda results: {"perturbation": json.loads(_comparison(results).to_json(orient="index"))},
-    exports={"evaluation_chunks": evaluation_chunks, "perturbation_matrix": perturbation_matrix,
-             "compare_perturbations": compare},
-    paper="Fig. 2, 3, 8", order=20)
+    exports={
+        "evaluation_chunks": evaluation_chunks,
+        "perturbation_matrix": perturbation_matrix,
+        "compare_perturbations": compare,
+    },
+    paper="Fig. 2, 3, 8",
+    order=20,
+)
 def perturbation_stage(ctx: Context, method: str) -> PerturbationResult:
     """The PPL-change matrix of one method's selection on the held-out chunks."""
     return perturbation_matrix(ctx.model, ctx.selections[method], ctx.chunks, seed=ctx.cfg.seed)

@@ -76,8 +76,10 @@ def _check(emb: "SentenceEmbeddings", measure: str, vectors: str, n_boot: int) -
     check_pairs(emb.languages, emb.n_texts)
     check_measure(measure, vectors)
     if measure != "raw" and vectors == "heldout" and emb.n_texts < 4:
-        raise LapelensError(f"measure={measure!r} with held-out vectors fits each language's mean on half of the texts "
-                            f"and needs at least 4 aligned texts, got {emb.n_texts}: give more texts or vectors='all'.")
+        raise LapelensError(
+            f"measure={measure!r} with held-out vectors fits each language's mean on half of the texts "
+            f"and needs at least 4 aligned texts, got {emb.n_texts}: give more texts or vectors='all'."
+        )
     if n_boot < 1:
         raise LapelensError(f"n_boot must be at least 1, got {n_boot}.")
 
@@ -85,8 +87,9 @@ def _check(emb: "SentenceEmbeddings", measure: str, vectors: str, n_boot: int) -
 def text_scores_per_layer(emb: "SentenceEmbeddings", measure: Measure, vectors: Vectors) -> np.ndarray:
     """``[score, source, target, layer, text]``: the per-text scores (``mean``, ``mismatched``,
     ``retrieval``, ``gap``: :data:`COLUMNS` order) of every layer under ``measure``."""
-    s = np.stack([text_scores(transform(emb.embeddings[:, :, i], measure, vectors)).numpy()
-                  for i in range(emb.n_layers)], axis=3)
+    s = np.stack(
+        [text_scores(transform(emb.embeddings[:, :, i], measure, vectors)).numpy() for i in range(emb.n_layers)], axis=3
+    )
     by_name = dict(zip(SCORES, s))
     by_name["gap"] = by_name["mean"] - by_name["mismatched"]
     return np.stack([by_name[c] for c in COLUMNS])
@@ -101,14 +104,22 @@ def _with_intervals(point: np.ndarray, draws: np.ndarray, index: pd.Index) -> pd
     return pd.DataFrame(cols, index=index)
 
 
-def similarity(emb: "SentenceEmbeddings", neurons: Any = None, measure: Measure = "standardized",
-               vectors: Vectors = "heldout", n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> "SimilarityResult":
+def similarity(
+    emb: "SentenceEmbeddings",
+    neurons: Any = None,
+    measure: Measure = "standardized",
+    vectors: Vectors = "heldout",
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = 0,
+) -> "SimilarityResult":
     """:meth:`SentenceEmbeddings.similarity` (see there)."""
     _check(emb, measure, vectors, n_boot)
     langs, n_layers = emb.languages, emb.n_layers
     if neurons is not None and neurons.n_layers != n_layers:
-        raise LapelensError(f"The neuron set is for a model with {neurons.n_layers} layers, the embeddings have "
-                            f"{n_layers}: use neurons identified on this model.")
+        raise LapelensError(
+            f"The neuron set is for a model with {neurons.n_layers} layers, the embeddings have "
+            f"{n_layers}: use neurons identified on this model."
+        )
     off = off_diagonal(len(langs)).numpy()
     per_pair = text_scores_per_layer(emb, measure, vectors)[:, off]  # col pair layer text
     draws = bootstrap_means(per_pair, n_boot, seed)  # col pair layer boot
@@ -116,10 +127,14 @@ def similarity(emb: "SentenceEmbeddings", neurons: Any = None, measure: Measure 
     ses = _with_intervals(per_pair.mean((1, 3)), draws.mean(1), layers)
     ses.columns.name = "measure"
     pair_names = [(langs[k], langs[c]) for k, c in zip(*np.nonzero(off))]
-    pairs_index = pd.MultiIndex.from_tuples([(i, k, c) for i in range(n_layers) for k, c in pair_names],
-                                            names=["layer", "source", "target"])
-    pairs = _with_intervals(per_pair.mean(3).transpose(0, 2, 1).reshape(len(COLUMNS), -1),
-                            draws.transpose(0, 2, 1, 3).reshape(len(COLUMNS), -1, n_boot), pairs_index)
+    pairs_index = pd.MultiIndex.from_tuples(
+        [(i, k, c) for i in range(n_layers) for k, c in pair_names], names=["layer", "source", "target"]
+    )
+    pairs = _with_intervals(
+        per_pair.mean(3).transpose(0, 2, 1).reshape(len(COLUMNS), -1),
+        draws.transpose(0, 2, 1, 3).reshape(len(COLUMNS), -1, n_boot),
+        pairs_index,
+    )
     pairs.columns.name = "measure"
     extra: dict = {}
     per_layer = None
@@ -134,8 +149,15 @@ def similarity(emb: "SentenceEmbeddings", neurons: Any = None, measure: Measure 
             cols.update({f"{c}_{tag}": s[j] for j, c in enumerate(COLUMNS)})
         first = pd.DataFrame(cols, index=layers.copy())
     diag = diagnostics(emb)
-    meta = emb._meta(measure=measure, vectors=vectors, n_boot=n_boot, seed=seed, chance=1 / emb.n_texts,
-                     first_token_in_mean=emb.first_token_in_mean, **extra)
+    meta = emb._meta(
+        measure=measure,
+        vectors=vectors,
+        n_boot=n_boot,
+        seed=seed,
+        chance=1 / emb.n_texts,
+        first_token_in_mean=emb.first_token_in_mean,
+        **extra,
+    )
     return SimilarityResult(ses, meta, per_layer, pairs, diag["energy"], diag["top_dimensions"], diag["norms"], first)
 
 
@@ -171,15 +193,28 @@ def diagnostics(emb: "SentenceEmbeddings") -> dict[str, pd.DataFrame]:
         top_dim = emb.first_token.double().pow(2).mean(1).argmax(-1)  # lang layer
         sep = emb.separator_norm.double() if emb.separator_norm is not None else torch.full_like(median, float("nan"))
         index = pd.MultiIndex.from_product([emb.languages, range(emb.n_layers)], names=["language", "layer"])
-        norms = pd.DataFrame({"separator": sep.flatten().numpy(), "first_token_median": first.median(1).values.flatten().numpy(),
-                              "first_token_max": first.amax(1).flatten().numpy(), "token_median": median.flatten().numpy(),
-                              "first_token_sinks": sinks.flatten().numpy(), "first_token_top_dim": top_dim.flatten().numpy()},
-                             index=index)
+        norms = pd.DataFrame(
+            {
+                "separator": sep.flatten().numpy(),
+                "first_token_median": first.median(1).values.flatten().numpy(),
+                "first_token_max": first.amax(1).flatten().numpy(),
+                "token_median": median.flatten().numpy(),
+                "first_token_sinks": sinks.flatten().numpy(),
+                "first_token_top_dim": top_dim.flatten().numpy(),
+            },
+            index=index,
+        )
     return {"energy": energy, "top_dimensions": pd.DataFrame(rows, index=layers.copy()), "norms": norms}
 
 
-def dominance(emb: "SentenceEmbeddings", measure: Measure = "standardized", vectors: Vectors = "heldout",
-              n_boot: int = DEFAULT_N_BOOT, seed: int = 0, reference: str = "en") -> "DominanceResult":
+def dominance(
+    emb: "SentenceEmbeddings",
+    measure: Measure = "standardized",
+    vectors: Vectors = "heldout",
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = 0,
+    reference: str = "en",
+) -> "DominanceResult":
     """:meth:`SentenceEmbeddings.dominance` (see there)."""
     _check(emb, measure, vectors, n_boot)
     langs, n_layers = emb.languages, emb.n_layers
@@ -192,10 +227,13 @@ def dominance(emb: "SentenceEmbeddings", measure: Measure = "standardized", vect
     over = point.mean(-1)  # col target (mean over layers)
     over_draws = draws.mean(-2)  # col target boot
     rid = COLUMNS.index("retrieval")
-    on_top = [int(sum(point[rid, c, i] > np.delete(point[rid, :, i], c).max() for i in range(n_layers)))
-              for c in range(len(langs))]
-    summary = _with_intervals(over, over_draws, targets.copy()).drop(columns=["mean_low", "mean_high", "mismatched_low",
-                                                                              "mismatched_high"])
+    on_top = [
+        int(sum(point[rid, c, i] > np.delete(point[rid, :, i], c).max() for i in range(n_layers)))
+        for c in range(len(langs))
+    ]
+    summary = _with_intervals(over, over_draws, targets.copy()).drop(
+        columns=["mean_low", "mean_high", "mismatched_low", "mismatched_high"]
+    )
     summary["layers_on_top"] = on_top
     contrast = contrast_layers = None
     if reference in langs:
@@ -207,28 +245,52 @@ def dominance(emb: "SentenceEmbeddings", measure: Measure = "standardized", vect
             diff = over_draws[j, r] - over_draws[j, others].max(0)
             best = others[int(np.argmax(over[j, others]))]
             low, high = interval(diff)
-            rows[c] = {"reference": reference, "best_other": langs[best], "value": over[j, r] - over[j, best],
-                       "low": float(low), "high": float(high), "layers_on_top": on_top[r] if c == "retrieval" else
-                       int(sum(point[j, r, i] > point[j, others, i].max() for i in range(n_layers))),
-                       "n_layers": n_layers}
+            rows[c] = {
+                "reference": reference,
+                "best_other": langs[best],
+                "value": over[j, r] - over[j, best],
+                "low": float(low),
+                "high": float(high),
+                "layers_on_top": on_top[r]
+                if c == "retrieval"
+                else int(sum(point[j, r, i] > point[j, others, i].max() for i in range(n_layers))),
+                "n_layers": n_layers,
+            }
             layer_diff = draws[j, r] - draws[j, others].max(0)  # layer boot
             lo, hi = interval(layer_diff)
             best_layer = [langs[others[b]] for b in np.argmax(point[j, others], axis=0)]
-            per_layer.update({c: point[j, r] - point[j, others].max(0), f"{c}_low": lo, f"{c}_high": hi,
-                              f"{c}_best_other": best_layer})
+            per_layer.update(
+                {
+                    c: point[j, r] - point[j, others].max(0),
+                    f"{c}_low": lo,
+                    f"{c}_high": hi,
+                    f"{c}_best_other": best_layer,
+                }
+            )
         contrast = pd.DataFrame.from_dict(rows, orient="index")
         contrast.index.name = "statistic"
         contrast_layers = pd.DataFrame(per_layer, index=layers.copy())
     eq6: dict[str, pd.DataFrame | None] = {"shifted": None, "unshifted": None, "shifted_mismatched": None}
     if measure == "raw":
         for name, m in (("shifted", False), ("shifted_mismatched", True)):
-            eq6[name] = pd.DataFrame(mean_over_sources(dominance_matrix(emb.embeddings, vectors, mismatched=m)).T.numpy(),
-                                     index=layers.copy(), columns=targets.copy())
+            eq6[name] = pd.DataFrame(
+                mean_over_sources(dominance_matrix(emb.embeddings, vectors, mismatched=m)).T.numpy(),
+                index=layers.copy(),
+                columns=targets.copy(),
+            )
         eq6["unshifted"] = table["mean"].copy()
-    meta = emb._meta(measure=measure, vectors=vectors, n_boot=n_boot, seed=seed, chance=1 / emb.n_texts,
-                     reference=reference, first_token_in_mean=emb.first_token_in_mean)
-    return DominanceResult(table["retrieval"], table["mean"], table["mismatched"], summary, contrast, contrast_layers,
-                           meta, **eq6)
+    meta = emb._meta(
+        measure=measure,
+        vectors=vectors,
+        n_boot=n_boot,
+        seed=seed,
+        chance=1 / emb.n_texts,
+        reference=reference,
+        first_token_in_mean=emb.first_token_in_mean,
+    )
+    return DominanceResult(
+        table["retrieval"], table["mean"], table["mismatched"], summary, contrast, contrast_layers, meta, **eq6
+    )
 
 
 # ---- results -----------------------------------------------------------------------------------
@@ -259,8 +321,21 @@ def _named(table: pd.DataFrame | None, columns: str | None, index: str = "layer"
 
 #: The optional tables of each result, by file suffix, and their index columns.
 _SES_TABLES = {"": 1, "_pairs": 3, "_neurons": 1, "_energy": 1, "_top_dims": 1, "_norms": 2, "_first_token": 1}
-_DOMINANCE_TABLES = dict.fromkeys(("", "_aligned", "_mismatched", "_summary", "_contrast", "_contrast_layers", "_eq6",
-                                   "_eq6_unshifted", "_eq6_mismatched", "_unshifted"), 1)
+_DOMINANCE_TABLES = dict.fromkeys(
+    (
+        "",
+        "_aligned",
+        "_mismatched",
+        "_summary",
+        "_contrast",
+        "_contrast_layers",
+        "_eq6",
+        "_eq6_unshifted",
+        "_eq6_mismatched",
+        "_unshifted",
+    ),
+    1,
+)
 
 
 @dataclass
@@ -300,8 +375,15 @@ class SimilarityResult(Result):
     def _tables(self) -> dict:
         """``ses.csv`` and the optional ``ses_pairs.csv``, ``ses_neurons.csv``, ``ses_energy.csv``,
         ``ses_top_dims.csv``, ``ses_norms.csv``, ``ses_first_token.csv`` beside ``ses.json``."""
-        tables = {"": self.ses, "_pairs": self.pairs, "_neurons": self.neurons_per_layer, "_energy": self.energy,
-                  "_top_dims": self.top_dimensions, "_norms": self.norms, "_first_token": self.first_token}
+        tables = {
+            "": self.ses,
+            "_pairs": self.pairs,
+            "_neurons": self.neurons_per_layer,
+            "_energy": self.energy,
+            "_top_dims": self.top_dimensions,
+            "_norms": self.norms,
+            "_first_token": self.first_token,
+        }
         return {f"{SES_STEM}{suffix}.csv": (table, {}) for suffix, table in tables.items()}
 
     @classmethod
@@ -315,8 +397,16 @@ class SimilarityResult(Result):
         for name in ("_pairs", "_norms"):
             if t[name] is not None:
                 t[name].columns.name = "measure" if name == "_pairs" else None
-        return cls(ses, meta, _named(t["_neurons"], "language"), t["_pairs"], _named(t["_energy"], "share"),
-                   _named(t["_top_dims"], "top"), t["_norms"], _named(t["_first_token"], "measure"))
+        return cls(
+            ses,
+            meta,
+            _named(t["_neurons"], "language"),
+            t["_pairs"],
+            _named(t["_energy"], "share"),
+            _named(t["_top_dims"], "top"),
+            t["_norms"],
+            _named(t["_first_token"], "measure"),
+        )
 
     def figure(self) -> Any:
         """Fig. 6: aligned - mismatched with its interval, retrieval with chance, neurons per layer;
@@ -362,9 +452,17 @@ class DominanceResult(Result):
     def _tables(self) -> dict:
         """``dominance.csv`` (retrieval) and ``dominance_{aligned,mismatched,summary,contrast,contrast_layers}.csv``,
         and under raw ``dominance_eq6{,_unshifted,_mismatched}.csv``, beside ``dominance.json``."""
-        tables = {"": self.retrieval, "_aligned": self.aligned, "_mismatched": self.mismatched,
-                  "_summary": self.summary, "_contrast": self.contrast, "_contrast_layers": self.contrast_layers,
-                  "_eq6": self.shifted, "_eq6_unshifted": self.unshifted, "_eq6_mismatched": self.shifted_mismatched}
+        tables = {
+            "": self.retrieval,
+            "_aligned": self.aligned,
+            "_mismatched": self.mismatched,
+            "_summary": self.summary,
+            "_contrast": self.contrast,
+            "_contrast_layers": self.contrast_layers,
+            "_eq6": self.shifted,
+            "_eq6_unshifted": self.unshifted,
+            "_eq6_mismatched": self.shifted_mismatched,
+        }
         return {f"{DOMINANCE_STEM}{suffix}.csv": (table, {}) for suffix, table in tables.items()}
 
     @classmethod
@@ -374,14 +472,31 @@ class DominanceResult(Result):
             # Eq. 6 only: dominance.csv shifted, _unshifted, _mismatched its control
             if t["_unshifted"] is None:
                 raise LapelensError(f"{folder} lacks {DOMINANCE_STEM}_unshifted.csv; run `lapelens ses` again.")
-            return cls(None, None, None, None, None, None, {**meta, "measure": "raw"}, _named(t[""], "target"),
-                       _named(t["_unshifted"], "target"), _named(t["_mismatched"], "target"))
+            return cls(
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                {**meta, "measure": "raw"},
+                _named(t[""], "target"),
+                _named(t["_unshifted"], "target"),
+                _named(t["_mismatched"], "target"),
+            )
         summary, contrast = t["_summary"], t["_contrast"]
-        return cls(_named(t[""], "target"), _named(t["_aligned"], "target"), _named(t["_mismatched"], "target"),
-                   None if summary is None else _named(summary, None, "target"),
-                   None if contrast is None else _named(contrast, None, "statistic"),
-                   _named(t["_contrast_layers"], None), meta, _named(t["_eq6"], "target"),
-                   _named(t["_eq6_unshifted"], "target"), _named(t["_eq6_mismatched"], "target"))
+        return cls(
+            _named(t[""], "target"),
+            _named(t["_aligned"], "target"),
+            _named(t["_mismatched"], "target"),
+            None if summary is None else _named(summary, None, "target"),
+            None if contrast is None else _named(contrast, None, "statistic"),
+            _named(t["_contrast_layers"], None),
+            meta,
+            _named(t["_eq6"], "target"),
+            _named(t["_eq6_unshifted"], "target"),
+            _named(t["_eq6_mismatched"], "target"),
+        )
 
     def figure(self) -> Any:
         """Fig. 7: retrieval into each target (chance dotted) beside the aligned cosine into it and

@@ -47,9 +47,13 @@ def selection_agreement(a: Any, b: Any, n_neurons: int) -> pd.DataFrame:
         na, nb, shared = int(ma.sum()), int(mb.sum()), int((ma & mb).sum())
         union = na + nb - shared
         expected = na * nb / n_neurons
-        rows[lang] = {"half_a": na, "half_b": nb, "shared": shared,
-                      "jaccard": shared / union if union else float("nan"),
-                      "jaccard_random": expected / (na + nb - expected) if na + nb else float("nan")}
+        rows[lang] = {
+            "half_a": na,
+            "half_b": nb,
+            "shared": shared,
+            "jaccard": shared / union if union else float("nan"),
+            "jaccard_random": expected / (na + nb - expected) if na + nb else float("nan"),
+        }
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("language")
 
 
@@ -64,16 +68,23 @@ def split_half_stability(
 ) -> StabilityResult:
     """Select neurons with ``method`` (``options`` as for :func:`lapelens.identify`) on the even and
     on the odd chunks of each language's first ``tokens_per_language`` tokens, and compare."""
-    chunks = {lang: pack_chunks(model.tokenizer, texts, seq_len, tokens_per_language)
-              for lang, texts in texts_by_language.items()}
+    chunks = {
+        lang: pack_chunks(model.tokenizer, texts, seq_len, tokens_per_language)
+        for lang, texts in texts_by_language.items()
+    }
     short = [lang for lang, c in chunks.items() if len(c) < 2]
     if short:
-        raise LapelensError(f"Split-half stability needs at least two chunks per language; {short} have fewer: "
-                            "ask for more tokens or a smaller seq_len.")
+        raise LapelensError(
+            f"Split-half stability needs at least two chunks per language; {short} have fewer: "
+            "ask for more tokens or a smaller seq_len."
+        )
     meta = {"seq_len": seq_len, "tokens_per_language": tokens_per_language}
-    halves = tuple(collect_chunks(model, {lang: c[start::2] for lang, c in chunks.items()}, progress=progress,
-                                  meta={**meta, "half": name})
-                   for start, name in ((0, "even chunks"), (1, "odd chunks")))
+    halves = tuple(
+        collect_chunks(
+            model, {lang: c[start::2] for lang, c in chunks.items()}, progress=progress, meta={**meta, "half": name}
+        )
+        for start, name in ((0, "even chunks"), (1, "odd chunks"))
+    )
     sel = [identify(h, method, **options) for h in halves]
     n_neurons = int(halves[0].n_layers * halves[0].d_mlp)
     return StabilityResult(selection_agreement(sel[0], sel[1], n_neurons), halves)  # type: ignore[arg-type]

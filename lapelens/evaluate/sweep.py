@@ -125,14 +125,25 @@ class SweepResult(Result):
         self.table().to_csv(tmp / SWEEP_TABLE, float_format="%.10g")
 
     def _meta(self) -> dict:
-        return {**self.meta, "target": self.target, "ratios": list(self.ratios),
-                "n_neurons": list(self.n_neurons), "saturated": list(self.saturated)}
+        return {
+            **self.meta,
+            "target": self.target,
+            "ratios": list(self.ratios),
+            "n_neurons": list(self.n_neurons),
+            "saturated": list(self.saturated),
+        }
 
     @classmethod
     def _read(cls, folder: Path, meta: dict) -> "SweepResult":
         matrix = PerturbationResult.load(folder)
-        return cls(meta.pop("target"), tuple(meta.pop("ratios")), tuple(meta.pop("n_neurons")),
-                   tuple(meta.pop("saturated")), matrix, meta)
+        return cls(
+            meta.pop("target"),
+            tuple(meta.pop("ratios")),
+            tuple(meta.pop("n_neurons")),
+            tuple(meta.pop("saturated")),
+            matrix,
+            meta,
+        )
 
 
 def selection_ratio_sweep(
@@ -157,18 +168,30 @@ def selection_ratio_sweep(
     masks, short = sweep_masks(stats, target, ratios, method, **options)
     # One neuron set whose "languages" are the ratios, bound once: every row trusts the check.
     rows = [r for r in masks if r > 0]
-    by_ratio = LanguageNeurons(tuple(_label(r) for r in rows), torch.stack([masks[r] for r in rows]), method) if rows else None
+    by_ratio = (
+        LanguageNeurons(tuple(_label(r) for r in rows), torch.stack([masks[r] for r in rows]), method) if rows else None
+    )
     bound = by_ratio.on(model) if by_ratio is not None else None
     contexts = {_label(r): (lambda r=r: bound.deactivate(_label(r))) for r in rows}
     starts = {_label(r): bound.first_layer(_label(r)) for r in rows}
     table = evaluate_rows(model, contexts, chunks, batch_size, progress, starts)
-    meta = {"model": str(getattr(model.cfg, "model_name", "?")), "method": method, "options": options,
-            "seq_len": sorted({int(c.shape[1]) for c in chunks.values()}),
-            "chunks": {lang: int(len(c)) for lang, c in chunks.items()}}
+    meta = {
+        "model": str(getattr(model.cfg, "model_name", "?")),
+        "method": method,
+        "options": options,
+        "seq_len": sorted({int(c.shape[1]) for c in chunks.values()}),
+        "chunks": {lang: int(len(c)) for lang, c in chunks.items()},
+    }
     matrix = PerturbationResult(table, {**meta, "unit": "neurons"}, n_boot=n_boot, seed=seed)
     rs = tuple(masks)
-    return SweepResult(target, rs, tuple(int(masks[r].sum()) for r in rs), tuple(short[r] for r in rs), matrix,
-                       {**meta, "selected_rate": selected_rate})
+    return SweepResult(
+        target,
+        rs,
+        tuple(int(masks[r].sum()) for r in rs),
+        tuple(short[r] for r in rs),
+        matrix,
+        {**meta, "selected_rate": selected_rate},
+    )
 
 
 # ---- the experiment ---------------------------------------------------------------------------------
@@ -178,21 +201,37 @@ def _default_target(cfg: Any) -> str:
 
 def _check_target(value: str, name: str, cfg: Any) -> None:
     if value != "none" and value not in cfg.languages:
-        raise LapelensError(f"{name} {value} is not among --languages {','.join(cfg.languages)}: "
-                            "pick one of them, or 'none' to skip the sweep.")
+        raise LapelensError(
+            f"{name} {value} is not among --languages {','.join(cfg.languages)}: "
+            "pick one of them, or 'none' to skip the sweep."
+        )
 
 
 SWEEP_TARGET = Setting(
-    "sweep_target", None, "Language whose top neurons the selection-ratio sweep deactivates; default: fr (the paper's) "
-    "if among the languages, else the second language; 'none' skips the sweep.", type=str, check=_check_target,
-    resolve=_default_target)
+    "sweep_target",
+    None,
+    "Language whose top neurons the selection-ratio sweep deactivates; default: fr (the paper's) "
+    "if among the languages, else the second language; 'none' skips the sweep.",
+    type=str,
+    check=_check_target,
+    resolve=_default_target,
+)
 
 
-@experiment("sweep", result=SweepResult, reads=("stats", "chunks"), settings=(SWEEP_TARGET,),
-            record=lambda cfg: {"target": cfg.sweep_target, "seed": cfg.seed, "selected_rate": cfg.top_rate},
-            runs_if=lambda cfg: cfg.sweep_target != "none", figure="fig4_sweep",
-            exports={"selection_ratio_sweep": selection_ratio_sweep}, paper="Fig. 4", order=30)
+@experiment(
+    "sweep",
+    result=SweepResult,
+    reads=("stats", "chunks"),
+    settings=(SWEEP_TARGET,),
+    record=lambda cfg: {"target": cfg.sweep_target, "seed": cfg.seed, "selected_rate": cfg.top_rate},
+    runs_if=lambda cfg: cfg.sweep_target != "none",
+    figure="fig4_sweep",
+    exports={"selection_ratio_sweep": selection_ratio_sweep},
+    paper="Fig. 4",
+    order=30,
+)
 def sweep_stage(ctx: Context) -> SweepResult:
     """LAPE's selection-ratio sweep for the target language, on the held-out chunks."""
-    return selection_ratio_sweep(ctx.model, ctx.stats, ctx.cfg.sweep_target, ctx.chunks, seed=ctx.cfg.seed,
-                                 selected_rate=ctx.cfg.top_rate)
+    return selection_ratio_sweep(
+        ctx.model, ctx.stats, ctx.cfg.sweep_target, ctx.chunks, seed=ctx.cfg.seed, selected_rate=ctx.cfg.top_rate
+    )

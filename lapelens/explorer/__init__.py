@@ -5,5 +5,16 @@ from lapelens.explorer.explore import Explorer, explore
 from lapelens.explorer.live import live, token_activations
 from lapelens.explorer.page import Page, render
 
-__all__ = ["Explorer", "ExplorerData", "ExplorerInputs", "Page", "explore", "from_parts", "gather", "live", "load_run",
-           "render", "token_activations"]
+__all__ = [
+    "Explorer",
+    "ExplorerData",
+    "ExplorerInputs",
+    "Page",
+    "explore",
+    "from_parts",
+    "gather",
+    "live",
+    "load_run",
+    "render",
+    "token_activations",
+]

@@ -60,8 +60,9 @@ class NeuronSamples:
     tokens_seen: Int64[Tensor, " lang"]
 
 
-def _activations(model: HookedModel, chunks: Tensor, neurons: Tensor, batch_size: int, desc: str,
-                 progress: bool) -> Float[Tensor, "detail chunk pos"]:
+def _activations(
+    model: HookedModel, chunks: Tensor, neurons: Tensor, batch_size: int, desc: str, progress: bool
+) -> Float[Tensor, "detail chunk pos"]:
     """``act_fn(hook_pre)`` of ``neurons`` on every token of ``chunks``."""
     spec = neuron_spec(model)
     out = torch.empty(len(neurons), *chunks.shape)
@@ -72,14 +73,14 @@ def _activations(model: HookedModel, chunks: Tensor, neurons: Tensor, batch_size
     def take(layer: int, pre: Tensor) -> None:
         rows, cols = by_layer[layer]
         b = state["batch"]
-        out[rows, b:b + pre.shape[0]] = act(pre[..., cols.to(pre.device)].float()).permute(2, 0, 1).cpu()
+        out[rows, b : b + pre.shape[0]] = act(pre[..., cols.to(pre.device)].float()).permute(2, 0, 1).cpu()
 
     device = next(model.parameters()).device
     fwd = layer_hooks({layer: spec.hook_pre(layer) for layer in by_layer}, take)  # stops after the last tracked layer
     with torch.inference_mode(), model.hooks(fwd_hooks=fwd):
         for b in tqdm(range(0, len(chunks), batch_size), desc=desc, disable=not progress):
             state["batch"] = b
-            run_until(model, chunks[b:b + batch_size].to(device), use_cache=False)
+            run_until(model, chunks[b : b + batch_size].to(device), use_cache=False)
     return out
 
 
@@ -95,8 +96,14 @@ def _windows(acts: Tensor, chunk: Tensor, pos: Tensor, before: int, after: int) 
     return torch.where(inside, out, torch.full_like(out, torch.nan))
 
 
-def _choose(acts: Tensor, top: int, samples: int, groups: Sequence[tuple[float, float]], generator: torch.Generator,
-            edges: Tensor) -> tuple[Tensor, ...]:
+def _choose(
+    acts: Tensor,
+    top: int,
+    samples: int,
+    groups: Sequence[tuple[float, float]],
+    generator: torch.Generator,
+    edges: Tensor,
+) -> tuple[Tensor, ...]:
     """Top chunk maxima and quantile samples of one language for a block of neurons ``acts[d, chunk, pos]``."""
     d, n_chunks, seq = acts.shape
     flat = acts.reshape(d, -1)
@@ -123,16 +130,22 @@ def _choose(acts: Tensor, top: int, samples: int, groups: Sequence[tuple[float, 
         m = min(samples, n)
         pick = torch.where(inside, keys, torch.full_like(keys, torch.inf)).topk(m, dim=1, largest=False)
         ok = torch.isfinite(pick.values)
-        s_flat[:, g * samples:g * samples + m] = torch.where(ok, pick.indices, -1)
-        s_value[:, g * samples:g * samples + m] = torch.where(ok, flat.gather(1, pick.indices), torch.nan)
+        s_flat[:, g * samples : g * samples + m] = torch.where(ok, pick.indices, -1)
+        s_value[:, g * samples : g * samples + m] = torch.where(ok, flat.gather(1, pick.indices), torch.nan)
     s_chunk = torch.where(s_flat >= 0, s_flat // seq, -1)
     s_pos = torch.where(s_flat >= 0, s_flat % seq, 0)
     bins = edges.shape[1] - 1
     lo_e, width = edges[:, :1], (edges[:, -1:] - edges[:, :1]) / bins
     b = ((flat - lo_e) / width).floor().clamp(0, bins - 1).long()
     hist = torch.zeros(d, bins, dtype=torch.long).scatter_add_(1, b, torch.ones_like(b))
-    return (torch.cat([value, s_value], 1), torch.cat([chunk, s_chunk], 1), torch.cat([pos, s_pos], 1),
-            bounds, share, hist)
+    return (
+        torch.cat([value, s_value], 1),
+        torch.cat([chunk, s_chunk], 1),
+        torch.cat([pos, s_pos], 1),
+        bounds,
+        share,
+        hist,
+    )
 
 
 def sample_neurons(
@@ -157,10 +170,15 @@ def sample_neurons(
     if len(neurons) and (int(neurons[:, 0].max()) >= spec.n_layers or int(neurons[:, 1].max()) >= spec.d_mlp):
         raise LapelensError(f"A tracked neuron lies outside the model's {spec.n_layers} x {spec.d_mlp} neurons.")
     n_lang, d, n_ctx, w = len(chunks_by_language), len(neurons), top + samples * len(groups), before + 1 + after
-    out = dict(value=torch.full((d, n_lang, n_ctx), torch.nan), chunk=torch.full((d, n_lang, n_ctx), -1, dtype=torch.long),
-               pos=torch.zeros(d, n_lang, n_ctx, dtype=torch.long), acts=torch.full((d, n_lang, n_ctx, w), torch.nan),
-               bounds=torch.full((d, n_lang, len(groups), 2), torch.nan), share=torch.zeros(d, n_lang, len(groups)),
-               hist=torch.zeros(d, n_lang, edges.shape[1] - 1, dtype=torch.long))
+    out = dict(
+        value=torch.full((d, n_lang, n_ctx), torch.nan),
+        chunk=torch.full((d, n_lang, n_ctx), -1, dtype=torch.long),
+        pos=torch.zeros(d, n_lang, n_ctx, dtype=torch.long),
+        acts=torch.full((d, n_lang, n_ctx, w), torch.nan),
+        bounds=torch.full((d, n_lang, len(groups), 2), torch.nan),
+        share=torch.zeros(d, n_lang, len(groups)),
+        hist=torch.zeros(d, n_lang, edges.shape[1] - 1, dtype=torch.long),
+    )
     seen = torch.zeros(n_lang, dtype=torch.long)
     for k, (lang, chunks) in enumerate(chunks_by_language.items()):
         seen[k] = chunks.numel()
@@ -171,14 +189,22 @@ def sample_neurons(
         step = max(1, MAX_FLOATS // max(1, chunks.numel()))
         generator = torch.Generator().manual_seed(seed * 1_000_003 + k)
         for s in range(0, d, step):
-            rows = order[s:s + step]
+            rows = order[s : s + step]
             acts = _activations(model, chunks, neurons[rows], batch_size, f"contexts {lang}", progress)
             value, chunk, pos, bounds, share, hist = _choose(acts, top, samples, groups, generator, edges[rows])
             out["value"][rows, k], out["chunk"][rows, k], out["pos"][rows, k] = value, chunk, pos
             out["acts"][rows, k] = _windows(acts, chunk, pos, before, after)
             out["bounds"][rows, k], out["share"][rows, k], out["hist"][rows, k] = bounds, share, hist
-    return NeuronSamples(neurons=neurons, edges=edges.float(), top=top, samples=samples, groups=tuple(map(tuple, groups)),
-                         before=before, tokens_seen=seen, **out)
+    return NeuronSamples(
+        neurons=neurons,
+        edges=edges.float(),
+        top=top,
+        samples=samples,
+        groups=tuple(map(tuple, groups)),
+        before=before,
+        tokens_seen=seen,
+        **out,
+    )
 
 
 def histogram_edges(

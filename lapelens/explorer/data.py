@@ -76,32 +76,51 @@ def load_run(run_dir: str | Path) -> ExplorerInputs:
         raise LapelensError(f"{run} does not exist: pass the --out folder of a `lapelens reproduce` run.")
     run = Run(run)
     if not (run.path / "stats").is_dir():
-        raise LapelensError(f"{run.path} has no stats/ (the statistics, a run's first stage): pass the --out folder "
-                            f"of a `lapelens reproduce` run, or run `lapelens reproduce --out {run.path}` (it reuses "
-                            "what is there).")
+        raise LapelensError(
+            f"{run.path} has no stats/ (the statistics, a run's first stage): pass the --out folder "
+            f"of a `lapelens reproduce` run, or run `lapelens reproduce --out {run.path}` (it reuses "
+            "what is there)."
+        )
     if not run.finished:
-        raise LapelensError(f"{run.path} has no {RUN_CONFIG}: its `lapelens reproduce` run did not finish; re-run the "
-                            "same command to complete it (the stages already saved are reused).")
+        raise LapelensError(
+            f"{run.path} has no {RUN_CONFIG}: its `lapelens reproduce` run did not finish; re-run the "
+            "same command to complete it (the stages already saved are reused)."
+        )
     config, stats = run.config, run.stats
     # The run's neuron sets in registry order (PV's parameter mask is not one).
     sets = {m: run.selections[m] for m in neuron_methods() if isinstance(run.selections.get(m), LanguageNeurons)}
     primary = with_role("primary", METHODS)  # LAPE: the page ranks every neuron as it does
     if primary not in sets:
-        raise LapelensError(f"{run.path} has no {METHODS[primary].stage}/: run `lapelens reproduce` with the {primary} "
-                            "method.")
+        raise LapelensError(
+            f"{run.path} has no {METHODS[primary].stage}/: run `lapelens reproduce` with the {primary} method."
+        )
     for method, s in sets.items():
         if (s.n_layers, s.d_mlp) != (stats.n_layers, stats.d_mlp):
-            raise LapelensError(f"{run.path}/{METHODS[method].stage} is for a {s.n_layers} x {s.d_mlp} model, the "
-                                f"statistics for {stats.n_layers} x {stats.d_mlp}.")
+            raise LapelensError(
+                f"{run.path}/{METHODS[method].stage} is for a {s.n_layers} x {s.d_mlp} model, the "
+                f"statistics for {stats.n_layers} x {stats.d_mlp}."
+            )
         sets[method] = _aligned(s, stats)
     keep = ("model", "corpus", "tokens_per_language", "seq_len", "top_rate", "ap_k", "seed")
-    return ExplorerInputs(model=str(config.get("model", "embedded")), corpus=str(config.get("corpus", "embedded")),
-                          seq_len=int(config.get("seq_len", 256)), stats=stats, sets=sets, source=f"run {run.path}",
-                          run_config={k: config[k] for k in keep if k in config})
+    return ExplorerInputs(
+        model=str(config.get("model", "embedded")),
+        corpus=str(config.get("corpus", "embedded")),
+        seq_len=int(config.get("seq_len", 256)),
+        stats=stats,
+        sets=sets,
+        source=f"run {run.path}",
+        run_config={k: config[k] for k in keep if k in config},
+    )
 
 
-def from_parts(stats: ActivationStats, neurons: LanguageNeurons | None = None, model: str | None = None,
-               corpus: str | None = None, seq_len: int | None = None, source: str = "") -> ExplorerInputs:
+def from_parts(
+    stats: ActivationStats,
+    neurons: LanguageNeurons | None = None,
+    model: str | None = None,
+    corpus: str | None = None,
+    seq_len: int | None = None,
+    source: str = "",
+) -> ExplorerInputs:
     """Inputs from statistics and one neuron set (default: LAPE on ``stats`` with the model's default
     ``top_rate``); the model, corpus and chunk length default to what the statistics record."""
     model = model or str(stats.meta.get("model") or "embedded")
@@ -111,11 +130,19 @@ def from_parts(stats: ActivationStats, neurons: LanguageNeurons | None = None, m
     if neurons is None:
         neurons = identify(stats, "lape", top_rate=defaults_for(model).top_rate)
     if (neurons.n_layers, neurons.d_mlp) != (stats.n_layers, stats.d_mlp):
-        raise LapelensError(f"The {neurons.method} neuron set is for a {neurons.n_layers} x {neurons.d_mlp} model, "
-                            f"the statistics for {stats.n_layers} x {stats.d_mlp}: use both from the same model.")
-    return ExplorerInputs(model=model, corpus=corpus, seq_len=int(seq_len or stats.meta.get("seq_len") or SEQ_LEN),
-                          stats=stats, sets={neurons.method: _aligned(neurons, stats)}, source=source or f"model {model}",
-                          run_config={"model": model, "corpus": corpus})
+        raise LapelensError(
+            f"The {neurons.method} neuron set is for a {neurons.n_layers} x {neurons.d_mlp} model, "
+            f"the statistics for {stats.n_layers} x {stats.d_mlp}: use both from the same model."
+        )
+    return ExplorerInputs(
+        model=model,
+        corpus=corpus,
+        seq_len=int(seq_len or stats.meta.get("seq_len") or SEQ_LEN),
+        stats=stats,
+        sets={neurons.method: _aligned(neurons, stats)},
+        source=source or f"model {model}",
+        run_config={"model": model, "corpus": corpus},
+    )
 
 
 def _aligned(neurons: LanguageNeurons, stats: ActivationStats) -> LanguageNeurons:
@@ -123,8 +150,10 @@ def _aligned(neurons: LanguageNeurons, stats: ActivationStats) -> LanguageNeuron
     the set lacks gets no neurons, one the statistics lack is refused."""
     missing = [l for l in neurons.languages if l not in stats.languages]
     if missing:
-        raise LapelensError(f"The {neurons.method} neuron set has languages {missing} that the statistics lack "
-                            f"({list(stats.languages)}): use both for the same languages.")
+        raise LapelensError(
+            f"The {neurons.method} neuron set has languages {missing} that the statistics lack "
+            f"({list(stats.languages)}): use both for the same languages."
+        )
     if tuple(neurons.languages) == tuple(stats.languages):
         return neurons
     mask = torch.zeros(len(stats.languages), stats.n_layers, stats.d_mlp, dtype=torch.bool)
@@ -183,9 +212,19 @@ def _min_activation(model: HookedModel) -> float:
     return float(neuron_spec(model).act_fn()(torch.linspace(-20, 20, 4001)).min())
 
 
-def _contexts(model: HookedModel, inputs: ExplorerInputs, detail: Int64[Tensor, "detail 2"], texts: list[str],
-              context_tokens: int, top_k: int, samples: int, window: tuple[int, int], bins: int, seed: int,
-              progress: bool) -> tuple[NeuronSamples, dict[str, Tensor], dict[str, dict[int, list]]]:
+def _contexts(
+    model: HookedModel,
+    inputs: ExplorerInputs,
+    detail: Int64[Tensor, "detail 2"],
+    texts: list[str],
+    context_tokens: int,
+    top_k: int,
+    samples: int,
+    window: tuple[int, int],
+    bins: int,
+    seed: int,
+    progress: bool,
+) -> tuple[NeuronSamples, dict[str, Tensor], dict[str, dict[int, list]]]:
     """The pass over train text for the ``detail`` neurons, the chunks its contexts show (renumbered),
     and the byte pieces merged into characters in each of those chunks."""
     stats, tok = inputs.stats, model.tokenizer
@@ -193,8 +232,12 @@ def _contexts(model: HookedModel, inputs: ExplorerInputs, detail: Int64[Tensor, 
     train = load_corpus(inputs.corpus, split="train", languages=langs)
     chunks = {l: pack_chunks(tok, train[l], inputs.seq_len, max(context_tokens, inputs.seq_len)) for l in langs}
     rows = slice(None), detail[:, 0], detail[:, 1]  # lang x detail; histogram_edges takes one row per neuron
-    edges = histogram_edges(stats.mean_activation()[rows].T.float(), stats.std_activation()[rows].T.float(), bins,
-                            floor=_min_activation(model))
+    edges = histogram_edges(
+        stats.mean_activation()[rows].T.float(),
+        stats.std_activation()[rows].T.float(),
+        bins,
+        floor=_min_activation(model),
+    )
     s = sample_neurons(model, chunks, detail, edges, top_k, samples, window[0], window[1], seed=seed, progress=progress)
     used, runs = {}, {}
     partial = {i for i, t in enumerate(texts) if REPLACEMENT in t}
@@ -267,12 +310,17 @@ def gather(
     for m in detail_methods:
         if m in sets:
             detail_mask |= sets[m].mask.any(dim=0)
-    s, used, runs = _contexts(model, inputs, detail_mask.nonzero(), texts, context_tokens, top_k, samples, window, bins,
-                              seed, progress)
+    s, used, runs = _contexts(
+        model, inputs, detail_mask.nonzero(), texts, context_tokens, top_k, samples, window, bins, seed, progress
+    )
     lap("contexts and histograms")
 
     lape = sets[primary]
-    chosen = choose_neurons(lape, rank, loss_max_neurons, loss_per_language) if loss_max_neurons > 0 else torch.empty(0, 2, dtype=torch.long)
+    chosen = (
+        choose_neurons(lape, rank, loss_max_neurons, loss_per_language)
+        if loss_max_neurons > 0
+        else torch.empty(0, 2, dtype=torch.long)
+    )
     eval_chunks = evaluation_chunks(model, inputs.corpus, langs, max(loss_tokens, loss_seq_len), loss_seq_len)
     loss = loss_changes(model, chosen, eval_chunks, n_boot=n_boot, seed=seed, progress=progress)
     lap("loss changes")
@@ -303,10 +351,18 @@ def gather(
         "timings_seconds": timings,
     }
     return ExplorerData(
-        model=inputs.model, languages=tuple(langs), n_layers=stats.n_layers, d_mlp=stats.d_mlp,
+        model=inputs.model,
+        languages=tuple(langs),
+        n_layers=stats.n_layers,
+        d_mlp=stats.d_mlp,
         selection=SelectionPanel(entropy, rank, float(thr), filter_rate, {m: n.mask for m, n in sets.items()}, primary),
-        firing=FiringPanel(stats.count.clone(), stats.n.clone()), mean=MeanPanel(stats.mean_activation()),
-        histogram=HistogramPanel(s.neurons, s.edges, s.hist), contexts=ContextPanel(s, used, runs, width, shown),
-        logits=LogitPanel(effects, width), loss=LossPanel(loss),
-        search=SearchIndex(texts, effects.token_neurons, effects.token_value), vocab=shown, settings=settings,
+        firing=FiringPanel(stats.count.clone(), stats.n.clone()),
+        mean=MeanPanel(stats.mean_activation()),
+        histogram=HistogramPanel(s.neurons, s.edges, s.hist),
+        contexts=ContextPanel(s, used, runs, width, shown),
+        logits=LogitPanel(effects, width),
+        loss=LossPanel(loss),
+        search=SearchIndex(texts, effects.token_neurons, effects.token_value),
+        vocab=shown,
+        settings=settings,
     )

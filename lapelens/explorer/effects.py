@@ -46,8 +46,10 @@ def unembedding(model: HookedModel) -> tuple[Float[Tensor, "layer neuron d_model
     spec = neuron_spec(model)
     w_out, w_u = model.W_out, model.W_U
     if w_out.shape[:2] != (spec.n_layers, spec.d_mlp) or w_u.shape[0] != w_out.shape[-1]:
-        raise LapelensError(f"W_out {tuple(w_out.shape)} and W_U {tuple(w_u.shape)} do not fit the model's "
-                            f"{spec.n_layers} x {spec.d_mlp} neurons.")
+        raise LapelensError(
+            f"W_out {tuple(w_out.shape)} and W_U {tuple(w_u.shape)} do not fit the model's "
+            f"{spec.n_layers} x {spec.d_mlp} neurons."
+        )
     return w_out, w_u
 
 
@@ -61,7 +63,9 @@ def _moments(w: Tensor, w_u: Tensor) -> tuple[Tensor, Tensor]:
     return mean, (second - mean**2).clamp_min(0).sqrt()
 
 
-def _merge_top(values: Tensor, index: Tensor, new_values: Tensor, new_index: Tensor, k: int, largest: bool) -> tuple[Tensor, Tensor]:
+def _merge_top(
+    values: Tensor, index: Tensor, new_values: Tensor, new_index: Tensor, k: int, largest: bool
+) -> tuple[Tensor, Tensor]:
     v, i = torch.cat([values, new_values], dim=1), torch.cat([index, new_index], dim=1)
     keep = v.topk(k, dim=1, largest=largest).indices
     return v.gather(1, keep), i.gather(1, keep)
@@ -97,7 +101,7 @@ def logit_effects(model: HookedModel, top: int = 10, bins: int = 24, search_top:
         counts = torch.zeros(n * bins, dtype=torch.long, device=w.device)
         offsets = (torch.arange(n, dtype=torch.int32, device=w.device) * bins)[:, None]
         for start in range(0, n_vocab, VOCAB_BLOCK):
-            effect = w @ w_u[:, start:start + VOCAB_BLOCK]  # neuron block
+            effect = w @ w_u[:, start : start + VOCAB_BLOCK]  # neuron block
             cols = torch.arange(start, start + effect.shape[1], device=w.device).expand(n, -1)
             k = min(top, effect.shape[1])
             t = effect.topk(k, dim=1)
@@ -121,7 +125,9 @@ def logit_effects(model: HookedModel, top: int = 10, bins: int = 24, search_top:
 
 
 @torch.no_grad()
-def token_promoters(model: HookedModel, token_id: int, top: int = 20) -> tuple[Int64[Tensor, " m"], Float[Tensor, " m"]]:
+def token_promoters(
+    model: HookedModel, token_id: int, top: int = 20
+) -> tuple[Int64[Tensor, " m"], Float[Tensor, " m"]]:
     """The ``top`` neurons (flat ``layer * d_mlp + neuron``) whose direct effect promotes ``token_id`` most, strongest first."""
     w_out, w_u = unembedding(model)
     if not 0 <= token_id < w_u.shape[1]:

@@ -48,8 +48,10 @@ class Explorer:
 
     def _iframe(self, height: int = 900) -> str:
         one_file = render(self.data, inline=True).html  # an iframe's srcdoc has no folder to load from
-        return (f'<iframe srcdoc="{html.escape(one_file, quote=True)}" style="width:100%;height:{height}px;'
-                'border:1px solid #ddd" sandbox="allow-scripts"></iframe>')
+        return (
+            f'<iframe srcdoc="{html.escape(one_file, quote=True)}" style="width:100%;height:{height}px;'
+            'border:1px solid #ddd" sandbox="allow-scripts"></iframe>'
+        )
 
     def _repr_html_(self) -> str:
         return self._iframe()
@@ -66,9 +68,17 @@ class Explorer:
         return make_server(live_explorer, port, log)
 
 
-def explore(run_dir: str | Path | ExplorerInputs | None = None, model: HookedModel | None = None, out: str | Path | None = None, *,
-            stats: ActivationStats | None = None, neurons: LanguageNeurons | None = None, model_name: str | None = None,
-            corpus: str | None = None, **budgets: Any) -> Explorer:
+def explore(
+    run_dir: str | Path | ExplorerInputs | None = None,
+    model: HookedModel | None = None,
+    out: str | Path | None = None,
+    *,
+    stats: ActivationStats | None = None,
+    neurons: LanguageNeurons | None = None,
+    model_name: str | None = None,
+    corpus: str | None = None,
+    **budgets: Any,
+) -> Explorer:
     """Build the neuron explorer of a ``lapelens reproduce`` folder (or ``ExplorerInputs``), or of
     ``stats`` and ``neurons`` (default: LAPE on ``stats``) on ``corpus`` (default: the statistics').
 

@@ -39,8 +39,13 @@ class TokenActivations:
 
     def json(self) -> dict:
         sep_id, sep_text, sep_value = self.separator
-        return {"tokens": self.tokens, "values": self.values, "ids": self.ids, "runs": [list(r) for r in self.runs],
-                "separator": {"id": sep_id, "token": sep_text, "value": sep_value}}
+        return {
+            "tokens": self.tokens,
+            "values": self.values,
+            "ids": self.ids,
+            "runs": [list(r) for r in self.runs],
+            "separator": {"id": sep_id, "token": sep_text, "value": sep_value},
+        }
 
 
 def check_neuron(model: HookedModel, layer: Any, neuron: Any) -> tuple[int, int]:
@@ -50,8 +55,9 @@ def check_neuron(model: HookedModel, layer: Any, neuron: Any) -> tuple[int, int]
     except (TypeError, ValueError):
         raise LapelensError(f"layer and neuron must be whole numbers, got {layer!r} and {neuron!r}.") from None
     if not (0 <= layer < spec.n_layers and 0 <= neuron < spec.d_mlp):
-        raise LapelensError(f"No neuron ({layer}, {neuron}): the model has layers 0-{spec.n_layers - 1} and neurons "
-                            f"0-{spec.d_mlp - 1}.")
+        raise LapelensError(
+            f"No neuron ({layer}, {neuron}): the model has layers 0-{spec.n_layers - 1} and neurons 0-{spec.d_mlp - 1}."
+        )
     return layer, neuron
 
 
@@ -93,8 +99,9 @@ def token_activations(model: HookedModel, layer: int, neuron: int, text: str) ->
         got["pre"] = pre[0, :, neuron].float().cpu()
 
     device = next(model.parameters()).device
-    model.run_with_hooks(torch.tensor([ids], device=device), return_type=None, use_cache=False,
-                         fwd_hooks=[(spec.hook_pre(layer), hook)])
+    model.run_with_hooks(
+        torch.tensor([ids], device=device), return_type=None, use_cache=False, fwd_hooks=[(spec.hook_pre(layer), hook)]
+    )
     values = spec.act_fn()(got["pre"]).tolist()
     tok = model.tokenizer
     tokens = [tok.decode([i]) for i in ids]
@@ -111,8 +118,9 @@ def neuron_setting(model: HookedModel, layer: int, neuron: int, value: float) ->
 
 
 @torch.inference_mode()
-def continuation(model: HookedModel, prompt: str, max_new_tokens: int,
-                 intervention: AbstractContextManager | None = None) -> tuple[list[int], str]:
+def continuation(
+    model: HookedModel, prompt: str, max_new_tokens: int, intervention: AbstractContextManager | None = None
+) -> tuple[list[int], str]:
     """Greedy continuation (no repetition penalty, up to EOS) of ``[sep] + prompt`` under ``intervention``."""
     if not 1 <= max_new_tokens <= LIMITS["max_new_tokens"]:
         raise LapelensError(f"max_new_tokens must be 1-{LIMITS['max_new_tokens']}, got {max_new_tokens}.")
@@ -166,8 +174,10 @@ def live(model: HookedModel, layer: int, neuron: int, text: str | None = None) -
     try:
         import ipywidgets as widgets
     except ImportError:
-        raise LapelensError("ipywidgets is not installed: call live(model, layer, neuron, text='...') with a text, "
-                            "or `pip install ipywidgets` for a text box.") from None
+        raise LapelensError(
+            "ipywidgets is not installed: call live(model, layer, neuron, text='...') with a text, "
+            "or `pip install ipywidgets` for a text box."
+        ) from None
     box = widgets.Textarea(placeholder="Type text in any language", layout=widgets.Layout(width="100%"))
     out = widgets.HTML()
 

@@ -56,8 +56,9 @@ class LossChanges:
         return (self.low > 0) | (self.high < 0)
 
 
-def choose_neurons(lape: LanguageNeurons, rank: Int64[Tensor, "layer neuron"], max_neurons: int,
-                   per_language: int) -> Int64[Tensor, "m 2"]:
+def choose_neurons(
+    lape: LanguageNeurons, rank: Int64[Tensor, "layer neuron"], max_neurons: int, per_language: int
+) -> Int64[Tensor, "m 2"]:
     """Every neuron of ``lape`` when there are at most ``max_neurons``; else each language's
     ``per_language`` best by LAPE rank, taken in turns over the languages (each language's best
     first) up to ``max_neurons`` in all. Sorted by rank."""
@@ -103,9 +104,13 @@ def base_nll(model: HookedModel, tokens: Int64[Tensor, "chunk pos"]) -> Float64[
 
 
 @torch.inference_mode()
-def deactivated_nll(model: HookedModel, layer: int, neurons: Int64[Tensor, " n"],
-                    tokens: Int64[Tensor, "chunk pos"],
-                    residual: Float[Tensor, "chunk pos d_model"] | None = None) -> Float64[Tensor, "n chunk"]:
+def deactivated_nll(
+    model: HookedModel,
+    layer: int,
+    neurons: Int64[Tensor, " n"],
+    tokens: Int64[Tensor, "chunk pos"],
+    residual: Float[Tensor, "chunk pos d_model"] | None = None,
+) -> Float64[Tensor, "n chunk"]:
     """Summed next-token NLL of each chunk with each of ``neurons`` (all of ``layer``) deactivated alone.
 
     The chunks are repeated once per neuron and each copy has its own neuron zeroed at
@@ -133,8 +138,9 @@ def deactivated_nll(model: HookedModel, layer: int, neurons: Int64[Tensor, " n"]
     return _chunk_nll(logits, rows).view(n, c).cpu()
 
 
-def bootstrap(diff: Float64[Tensor, "m chunk"], tokens_per_chunk: Int64[Tensor, " chunk"], n_boot: int = 1000,
-              seed: int = 0) -> tuple[Float64[Tensor, " m"], Float64[Tensor, " m"], Float64[Tensor, " m"]]:
+def bootstrap(
+    diff: Float64[Tensor, "m chunk"], tokens_per_chunk: Int64[Tensor, " chunk"], n_boot: int = 1000, seed: int = 0
+) -> tuple[Float64[Tensor, " m"], Float64[Tensor, " m"], Float64[Tensor, " m"]]:
     """Mean change per token (``sum diff / sum tokens``) and its percentile 95% interval from
     ``n_boot`` resamples of the chunks (the same resamples for every row)."""
     c = diff.shape[1]
@@ -146,8 +152,14 @@ def bootstrap(diff: Float64[Tensor, "m chunk"], tokens_per_chunk: Int64[Tensor, 
     return mean, q[0], q[1]
 
 
-def loss_changes(model: HookedModel, neurons: Int64[Tensor, "m 2"], chunks: Mapping[str, Int64[Tensor, "chunk pos"]],
-                 n_boot: int = 1000, seed: int = 0, progress: bool = True) -> LossChanges:
+def loss_changes(
+    model: HookedModel,
+    neurons: Int64[Tensor, "m 2"],
+    chunks: Mapping[str, Int64[Tensor, "chunk pos"]],
+    n_boot: int = 1000,
+    seed: int = 0,
+    progress: bool = True,
+) -> LossChanges:
     """Deactivate each of ``neurons`` alone on every language's ``chunks``; see :class:`LossChanges`.
 
     Neurons are grouped by layer; for each layer, each batch of chunks runs through
@@ -156,42 +168,63 @@ def loss_changes(model: HookedModel, neurons: Int64[Tensor, "m 2"], chunks: Mapp
     """
     spec = neuron_spec(model)
     neurons = neurons.long().reshape(-1, 2)
-    if len(neurons) and (int(neurons[:, 0].max()) >= spec.n_layers or int(neurons[:, 1].max()) >= spec.d_mlp
-                         or int(neurons.min()) < 0):
+    if len(neurons) and (
+        int(neurons[:, 0].max()) >= spec.n_layers or int(neurons[:, 1].max()) >= spec.d_mlp or int(neurons.min()) < 0
+    ):
         raise LapelensError(f"A neuron lies outside the model's {spec.n_layers} x {spec.d_mlp} neurons.")
     langs = tuple(chunks)
     m, K = len(neurons), len(langs)
     out = {k: torch.zeros(m, K, dtype=torch.float64) for k in ("delta", "low", "high")}
     base = torch.zeros(K, dtype=torch.float64)
     n_tokens = torch.tensor([c.shape[0] * (c.shape[1] - 1) for c in chunks.values()])
-    bar = tqdm(total=m * sum(c.numel() for c in chunks.values()), unit="tok", unit_scale=True, desc="loss change",
-               disable=not progress)
+    bar = tqdm(
+        total=m * sum(c.numel() for c in chunks.values()),
+        unit="tok",
+        unit_scale=True,
+        desc="loss change",
+        disable=not progress,
+    )
     for k, (lang, c) in enumerate(chunks.items()):
         if c.ndim != 2 or c.shape[1] < 2:
-            raise LapelensError(f"{lang}: chunks must be token ids of shape [chunk, pos] with pos >= 2; got {tuple(c.shape)}.")
+            raise LapelensError(
+                f"{lang}: chunks must be token ids of shape [chunk, pos] with pos >= 2; got {tuple(c.shape)}."
+            )
         if not m:  # nothing to compare with: no forward at all
             base[k] = torch.nan
             continue
         rows_max = rows_per_forward(model, c.shape[1])
-        ref = torch.cat([base_nll(model, c[b:b + rows_max]) for b in range(0, len(c), rows_max)])
+        ref = torch.cat([base_nll(model, c[b : b + rows_max]) for b in range(0, len(c), rows_max)])
         base[k] = ref.sum() / n_tokens[k]
         perturbed = torch.zeros(m, len(c), dtype=torch.float64)
         for layer in neurons[:, 0].unique().tolist():
             rows = (neurons[:, 0] == layer).nonzero().flatten()
             per = max(1, rows_max // min(len(rows), rows_max))  # chunks per batch; neurons per forward below
             for b in range(0, len(c), per):
-                tokens = c[b:b + per]  # the same batch for every neuron group of this layer
+                tokens = c[b : b + per]  # the same batch for every neuron group of this layer
                 residual = None
                 if layer > 0:
                     with torch.inference_mode():
-                        _, kept = capture(model, tokens.to(next(model.parameters()).device), [layer], return_type=None,
-                                          use_cache=False)
+                        _, kept = capture(
+                            model,
+                            tokens.to(next(model.parameters()).device),
+                            [layer],
+                            return_type=None,
+                            use_cache=False,
+                        )
                     residual = kept[layer]
                 for group in rows.split(max(1, rows_max // len(tokens))):
-                    perturbed[group, b:b + per] = deactivated_nll(model, layer, neurons[group, 1], tokens, residual)
+                    perturbed[group, b : b + per] = deactivated_nll(model, layer, neurons[group, 1], tokens, residual)
                     bar.update(len(group) * tokens.numel())
         mean, low, high = bootstrap(perturbed - ref, torch.full((len(c),), c.shape[1] - 1), n_boot, seed)
         out["delta"][:, k], out["low"][:, k], out["high"][:, k] = mean, low, high
     bar.close()
-    return LossChanges(langs, neurons, base, tokens=n_tokens, chunks=torch.tensor([len(c) for c in chunks.values()]),
-                       n_boot=n_boot, seed=seed, **out)
+    return LossChanges(
+        langs,
+        neurons,
+        base,
+        tokens=n_tokens,
+        chunks=torch.tensor([len(c) for c in chunks.values()]),
+        n_boot=n_boot,
+        seed=seed,
+        **out,
+    )

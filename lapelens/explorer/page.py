@@ -47,17 +47,21 @@ def _label(per_language: dict, what: str) -> str:
 def page_json(data: ExplorerData, folder: str, vocab: Vocab | None = None) -> dict:
     """What the HTML itself holds: every list and search needs, nothing per neuron beyond the listed ones."""
     sel = data.selection
-    listed = sorted({f for mask in sel.selections.values() for f in mask.any(dim=0).flatten().nonzero().flatten().tolist()})
+    listed = sorted(
+        {f for mask in sel.selections.values() for f in mask.any(dim=0).flatten().nonzero().flatten().tolist()}
+    )
     p = data.firing.probability().flatten(1)  # lang flat
     entropy, rank = sel.entropy.flatten(), sel.rank.flatten()
     loss = data.loss.rows(data.d_mlp)
     st = dict(data.settings)
     st["context_tokens_label"] = _label(st["context_tokens_per_language"], "tokens") + " of train text"
     st["loss_tokens_label"] = _label(st["loss_tokens_per_language"], "predicted tokens")
-    st["coverage"] = (f"Every neuron has its firing probabilities, mean activations, LAPE entropy and rank, and logit "
-                      f"effects. Contexts and activation histograms: the {st['detail_neurons']:,} neurons that "
-                      f"{', '.join(st['detail_methods'])} selected. Loss change when deactivated: {st['loss_neurons']:,} "
-                      f"of the {st['primary_neurons']:,} {st['primary']} neurons.")
+    st["coverage"] = (
+        f"Every neuron has its firing probabilities, mean activations, LAPE entropy and rank, and logit "
+        f"effects. Contexts and activation histograms: the {st['detail_neurons']:,} neurons that "
+        f"{', '.join(st['detail_methods'])} selected. Loss change when deactivated: {st['loss_neurons']:,} "
+        f"of the {st['primary_neurons']:,} {st['primary']} neurons."
+    )
     return {
         "lapelens_version": __version__,
         "model": data.model,
@@ -68,11 +72,20 @@ def page_json(data: ExplorerData, folder: str, vocab: Vocab | None = None) -> di
         "id_width": data.logits.id_width,
         "files": folder,
         "selection": sel.page_json(data.languages),
-        "rows": {"index": listed, "rank": rank[listed].tolist(), "entropy": rounded(entropy[listed], 5),
-                 "p": rounded(p[:, listed].T, 4), "loss": [rounded(loss[f], 6) if f in loss else None for f in listed]},
+        "rows": {
+            "index": listed,
+            "rank": rank[listed].tolist(),
+            "entropy": rounded(entropy[listed], 5),
+            "p": rounded(p[:, listed].T, 4),
+            "loss": [rounded(loss[f], 6) if f in loss else None for f in listed],
+        },
         "loss": data.loss.page_json(),
         "contexts": data.contexts.page_json(vocab if vocab is not None else Vocab(data.vocab)),
-        "search": {"shards": data.search.n_shards, "top": int(data.search.neurons.shape[1]), "width": data.search.width},
+        "search": {
+            "shards": data.search.n_shards,
+            "top": int(data.search.neurons.shape[1]),
+            "width": data.search.width,
+        },
         "live_limits": dict(LIMITS),
         "settings": st,
     }
@@ -80,8 +93,15 @@ def page_json(data: ExplorerData, folder: str, vocab: Vocab | None = None) -> di
 
 def layer_json(data: ExplorerData, layer: int, vocab: Vocab) -> dict:
     """One layer's numbers, each panel's under its name (the texts of their tokens go to ``vocab``)."""
-    panels = {"selection": data.selection, "firing": data.firing, "mean": data.mean, "histogram": data.histogram,
-              "contexts": data.contexts, "logits": data.logits, "loss": data.loss}
+    panels = {
+        "selection": data.selection,
+        "firing": data.firing,
+        "mean": data.mean,
+        "histogram": data.histogram,
+        "contexts": data.contexts,
+        "logits": data.logits,
+        "loss": data.loss,
+    }
     return {key: panel.layer_json(layer, vocab) for key, panel in panels.items()}
 
 
@@ -127,15 +147,24 @@ def render(data: ExplorerData, folder: str = "explorer_files", inline: bool = Fa
     """The page of ``data``; ``inline`` puts every script into the HTML (one file, e.g. for a notebook's iframe)."""
     vocab = Vocab(data.vocab)  # every token text any layer or context shows, written once
     files = {f"layer_{i:03d}.js": _script("lapelensLayer", i, layer_json(data, i, vocab)) for i in range(data.n_layers)}
-    files.update({f"search_{s:03d}.js": _script("lapelensSearch", s, shard) for s, shard in enumerate(data.search.shards())})
+    files.update(
+        {f"search_{s:03d}.js": _script("lapelensSearch", s, shard) for s, shard in enumerate(data.search.shards())}
+    )
     blob = json.dumps(page_json(data, folder, vocab), ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
     files["vocab.js"] = _script("lapelensVocab", 0, vocab.json())
     st = data.settings
     title = f"lapelens neuron explorer: {data.model}"
-    meta = (f"{data.n_layers} layers x {data.d_mlp} neurons, languages {', '.join(data.languages)}; from {st.get('source', '?')}; "
-            f"lapelens {__version__}")
-    values = {"title": html.escape(title), "meta": html.escape(meta), "css": static_text("explorer.css"), "data": blob,
-              "js": "\n".join(static_text(name) for name in SCRIPTS).replace("</script", "<\\/script"),
-              "inline": "".join(f"<script>{text}</script>" for text in files.values()) if inline else ""}
+    meta = (
+        f"{data.n_layers} layers x {data.d_mlp} neurons, languages {', '.join(data.languages)}; from {st.get('source', '?')}; "
+        f"lapelens {__version__}"
+    )
+    values = {
+        "title": html.escape(title),
+        "meta": html.escape(meta),
+        "css": static_text("explorer.css"),
+        "data": blob,
+        "js": "\n".join(static_text(name) for name in SCRIPTS).replace("</script", "<\\/script"),
+        "inline": "".join(f"<script>{text}</script>" for text in files.values()) if inline else "",
+    }
     page = re.sub(r"\{\{(\w+)\}\}", lambda m: values[m.group(1)], static_text("page.html"))
     return Page(page, folder, {} if inline else files)

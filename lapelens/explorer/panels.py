@@ -83,10 +83,16 @@ class SelectionPanel:
     primary: str
 
     def page_json(self, languages: tuple[str, ...]) -> dict:
-        return {"threshold": self.threshold, "filter_rate": self.filter_rate, "primary": self.primary,
-                "lape_total": int(self.selections[self.primary].any(dim=0).sum()) if self.primary in self.selections else 0,
-                "selections": {m: {l: mask[k].flatten().nonzero().flatten().tolist() for k, l in enumerate(languages)}
-                               for m, mask in self.selections.items()}}
+        return {
+            "threshold": self.threshold,
+            "filter_rate": self.filter_rate,
+            "primary": self.primary,
+            "lape_total": int(self.selections[self.primary].any(dim=0).sum()) if self.primary in self.selections else 0,
+            "selections": {
+                m: {l: mask[k].flatten().nonzero().flatten().tolist() for k, l in enumerate(languages)}
+                for m, mask in self.selections.items()
+            },
+        }
 
     def layer_json(self, layer: int, vocab: Vocab) -> dict:
         return {"entropy": encode_fixed(self.entropy[layer].tolist()), "rank": self.rank[layer].tolist()}
@@ -127,8 +133,10 @@ class HistogramPanel:
     hist: Int64[Tensor, "detail lang bin"]
 
     def layer_json(self, layer: int, vocab: Vocab) -> dict:
-        return {str(j): {"range": rounded(self.edges[r, [0, -1]], 5), "counts": self.hist[r].tolist()}
-                for r, j in _rows(self.neurons, layer)}
+        return {
+            str(j): {"range": rounded(self.edges[r, [0, -1]], 5), "counts": self.hist[r].tolist()}
+            for r, j in _rows(self.neurons, layer)
+        }
 
 
 @dataclass
@@ -157,20 +165,36 @@ class ContextPanel:
         s = self.samples
         for c in self.chunks.values():
             vocab.add(c)
-        return {"top": s.top, "samples": s.samples, "groups": [list(g) for g in s.groups], "before": s.before,
-                "after": s.acts.shape[-1] - s.before - 1, "levels": LEVELS,
-                "chunks": {l: [encode_ints(row, self.id_width) for row in c.tolist()] for l, c in self.chunks.items()},
-                "runs": {l: {str(c): [list(x) for x in r] for c, r in runs.items()} for l, runs in self.runs.items()}}
+        return {
+            "top": s.top,
+            "samples": s.samples,
+            "groups": [list(g) for g in s.groups],
+            "before": s.before,
+            "after": s.acts.shape[-1] - s.before - 1,
+            "levels": LEVELS,
+            "chunks": {l: [encode_ints(row, self.id_width) for row in c.tolist()] for l, c in self.chunks.items()},
+            "runs": {l: {str(c): [list(x) for x in r] for c, r in runs.items()} for l, runs in self.runs.items()},
+        }
 
     def layer_json(self, layer: int, vocab: Vocab) -> dict:
         s, out, scales = self.samples, {}, self.scale()
         for r, j in _rows(s.neurons, layer):
             langs = []
             for k in range(s.value.shape[1]):
-                contexts = [[-1 if c < s.top else (c - s.top) // s.samples, round(float(s.value[r, k, c]), 4),
-                             int(s.chunk[r, k, c]), int(s.pos[r, k, c]), encode_levels(s.acts[r, k, c], float(scales[r]))]
-                            for c in range(s.value.shape[2]) if int(s.chunk[r, k, c]) >= 0]
-                groups = [[*rounded(s.bounds[r, k, g], 4), round(float(s.share[r, k, g]), 5)] for g in range(len(s.groups))]
+                contexts = [
+                    [
+                        -1 if c < s.top else (c - s.top) // s.samples,
+                        round(float(s.value[r, k, c]), 4),
+                        int(s.chunk[r, k, c]),
+                        int(s.pos[r, k, c]),
+                        encode_levels(s.acts[r, k, c], float(scales[r])),
+                    ]
+                    for c in range(s.value.shape[2])
+                    if int(s.chunk[r, k, c]) >= 0
+                ]
+                groups = [
+                    [*rounded(s.bounds[r, k, g], 4), round(float(s.share[r, k, g]), 5)] for g in range(len(s.groups))
+                ]
                 langs.append({"contexts": contexts, "groups": groups})
             out[str(j)] = {"scale": round(float(scales[r]), 5), "languages": langs}
         return out
@@ -189,13 +213,16 @@ class LogitPanel:
         vocab.add(e.suppressed[layer])
         counts = e.hist[layer]
         width = id_width(int(counts.max()) + 1)
-        return {"top": e.promoted.shape[-1],
-                "promoted": encode_ints(e.promoted[layer].flatten().tolist(), self.id_width),
-                "promoted_value": encode_fixed(e.promoted_value[layer].flatten().tolist()),
-                "suppressed": encode_ints(e.suppressed[layer].flatten().tolist(), self.id_width),
-                "suppressed_value": encode_fixed(e.suppressed_value[layer].flatten().tolist()),
-                "hist_range": encode_fixed(e.hist_range[layer].flatten().tolist()),
-                "hist_width": width, "hist": encode_ints(counts.flatten().tolist(), width)}
+        return {
+            "top": e.promoted.shape[-1],
+            "promoted": encode_ints(e.promoted[layer].flatten().tolist(), self.id_width),
+            "promoted_value": encode_fixed(e.promoted_value[layer].flatten().tolist()),
+            "suppressed": encode_ints(e.suppressed[layer].flatten().tolist(), self.id_width),
+            "suppressed_value": encode_fixed(e.suppressed_value[layer].flatten().tolist()),
+            "hist_range": encode_fixed(e.hist_range[layer].flatten().tolist()),
+            "hist_width": width,
+            "hist": encode_ints(counts.flatten().tolist(), width),
+        }
 
 
 @dataclass
@@ -213,8 +240,14 @@ class LossPanel:
 
     def page_json(self) -> dict:
         c = self.changes
-        return {"axis": self.axis(), "base": rounded(c.base, 5), "tokens": c.tokens.tolist(), "chunks": c.chunks.tolist(),
-                "n_boot": c.n_boot, "count": len(c.neurons)}
+        return {
+            "axis": self.axis(),
+            "base": rounded(c.base, 5),
+            "tokens": c.tokens.tolist(),
+            "chunks": c.chunks.tolist(),
+            "n_boot": c.n_boot,
+            "count": len(c.neurons),
+        }
 
     def rows(self, d_mlp: int) -> dict[int, Float64[Tensor, " lang"]]:
         """Flat neuron index -> its mean changes (for the page's list)."""
@@ -223,5 +256,7 @@ class LossPanel:
 
     def layer_json(self, layer: int, vocab: Vocab) -> dict:
         c = self.changes
-        return {str(j): {"delta": rounded(c.delta[r], 6), "low": rounded(c.low[r], 6), "high": rounded(c.high[r], 6)}
-                for r, j in _rows(c.neurons, layer)}
+        return {
+            str(j): {"delta": rounded(c.delta[r], 6), "low": rounded(c.low[r], 6), "high": rounded(c.high[r], 6)}
+            for r, j in _rows(c.neurons, layer)
+        }

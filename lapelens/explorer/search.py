@@ -51,7 +51,8 @@ class SearchIndex:
                 continue
             keep = [(n, round(v, 3)) for n, v in zip(neurons[i], values[i]) if n >= 0]
             out[fnv1a(text) % self.n_shards].setdefault(text, []).append(
-                [i, encode_ints([n for n, _ in keep], width), [v for _, v in keep]])
+                [i, encode_ints([n for n, _ in keep], width), [v for _, v in keep]]
+            )
         return out
 
 
@@ -62,8 +63,9 @@ def token_ids(tokenizer: Any, texts: dict[str, list[int]], token: str) -> list[i
     ids = tokenizer(token, add_special_tokens=False)["input_ids"]
     if len(ids) == 1:
         return ids
-    raise LapelensError(f"No single token is {token!r} (it encodes to {len(ids)} tokens {ids}): "
-                        "search for one of its pieces.")
+    raise LapelensError(
+        f"No single token is {token!r} (it encodes to {len(ids)} tokens {ids}): search for one of its pieces."
+    )
 
 
 def text_index(texts: list[str]) -> dict[str, list[int]]:

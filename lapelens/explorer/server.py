@@ -83,8 +83,12 @@ class LiveExplorer:
                 self.neurons.lang_index(lang)
                 scale = number(q.get("scale", "1"), "scale")
                 ids, text = continuation(self.model, prompt, int(k), self.bound.steer(lang, self.stats, scale))
-                what = {"language": lang, "scale": scale, "method": self.neurons.method,
-                        "neurons": self.neurons.count(lang)}
+                what = {
+                    "language": lang,
+                    "scale": scale,
+                    "method": self.neurons.method,
+                    "neurons": self.neurons.count(lang),
+                }
             else:
                 ids, text = continuation(self.model, prompt, int(k))
                 what = None
@@ -102,17 +106,33 @@ class LiveExplorer:
         with self.lock:
             flat, values = token_promoters(self.model, ids[0], int(top))
         d = neuron_spec(self.model).d_mlp
-        return {"token": token, "token_id": ids[0], "token_ids": ids,
-                "neurons": [{"layer": f // d, "neuron": f % d, "effect": v} for f, v in zip(flat.tolist(), values.tolist())]}
+        return {
+            "token": token,
+            "token_id": ids[0],
+            "token_ids": ids,
+            "neurons": [
+                {"layer": f // d, "neuron": f % d, "effect": v} for f, v in zip(flat.tolist(), values.tolist())
+            ],
+        }
 
     def info(self, q: dict[str, str]) -> dict:
         spec = neuron_spec(self.model)
-        return {"model": self.model.cfg.model_name, "n_layers": spec.n_layers, "d_mlp": spec.d_mlp,
-                "languages": list(self.stats.languages), "method": self.neurons.method, "limits": LIMITS}
+        return {
+            "model": self.model.cfg.model_name,
+            "n_layers": spec.n_layers,
+            "d_mlp": spec.d_mlp,
+            "languages": list(self.stats.languages),
+            "method": self.neurons.method,
+            "limits": LIMITS,
+        }
 
     def routes(self) -> dict[str, Callable[[dict[str, str]], dict]]:
-        return {"/api/activations": self.activations, "/api/steer": self.steer, "/api/search": self.search,
-                "/api/info": self.info}
+        return {
+            "/api/activations": self.activations,
+            "/api/steer": self.steer,
+            "/api/search": self.search,
+            "/api/info": self.info,
+        }
 
     def file(self, path: str) -> tuple[bytes, str] | None:
         """The page (live) or one of its scripts, by URL path; None if there is no such file."""
@@ -155,7 +175,12 @@ def _handler(explorer: LiveExplorer, log: Callable[[str], None] | None) -> type[
             port = self.server.server_address[1]
             if self.headers.get("Host") not in (f"{HOST}:{port}", f"localhost:{port}"):
                 # another name for this address is a page elsewhere reaching in (DNS rebinding)
-                self._json(403, {"error": f"Open the explorer as http://{HOST}:{port}/ (Host {self.headers.get('Host')!r} refused)."})
+                self._json(
+                    403,
+                    {
+                        "error": f"Open the explorer as http://{HOST}:{port}/ (Host {self.headers.get('Host')!r} refused)."
+                    },
+                )
                 return
             url = urlparse(self.path)
             path = unquote(url.path)
@@ -170,8 +195,13 @@ def _handler(explorer: LiveExplorer, log: Callable[[str], None] | None) -> type[
                 return
             found = explorer.file(path)
             if found is None:
-                self._json(404, {"error": f"No such page or API: {path} (the API is /api/activations, /api/steer, "
-                                          "/api/search, /api/info)."})
+                self._json(
+                    404,
+                    {
+                        "error": f"No such page or API: {path} (the API is /api/activations, /api/steer, "
+                        "/api/search, /api/info)."
+                    },
+                )
                 return
             self._send(200, *found)
 
@@ -187,13 +217,19 @@ def make_server(explorer: LiveExplorer, port: int = 0, log: Callable[[str], None
     try:
         server = ThreadingHTTPServer((HOST, port), _handler(explorer, log))
     except OSError as exc:
-        raise LapelensError(f"Cannot listen on {HOST}:{port} ({exc.strerror}): choose another --port, or 0 for any free one.") from None
+        raise LapelensError(
+            f"Cannot listen on {HOST}:{port} ({exc.strerror}): choose another --port, or 0 for any free one."
+        ) from None
     server.daemon_threads = True
     return server
 
 
-def serve(explorer: LiveExplorer, port: int = 8765, log: Callable[[str], None] | None = None,
-          ready: Callable[[str], None] = print) -> None:
+def serve(
+    explorer: LiveExplorer,
+    port: int = 8765,
+    log: Callable[[str], None] | None = None,
+    ready: Callable[[str], None] = print,
+) -> None:
     """Serve until Ctrl-C (then close the socket and return)."""
     server = make_server(explorer, port, log)
     url = f"http://{HOST}:{server.server_address[1]}/"
@@ -221,4 +257,3 @@ def load_page(path: str | Path) -> Page:
     if not files and "lapelensLayer(" not in html:
         raise LapelensError(f"--page {path}: its folder {folder} is missing; keep it beside the page.")
     return Page(html, found.group(1), files)
-

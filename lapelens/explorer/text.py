@@ -32,7 +32,11 @@ def token_text(tokenizer: Any, token_id: int) -> str:
 @functools.cache
 def _byte_level() -> dict[str, int]:
     """GPT-2's byte-level alphabet (a printable character for each byte), reversed: character -> byte."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1), *range(ord("\xae"), ord("\xff") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("\xa1"), ord("\xac") + 1),
+        *range(ord("\xae"), ord("\xff") + 1),
+    ]
     chars, extra = dict(zip(printable, printable)), 0
     for b in range(256):
         if b not in chars:
@@ -107,7 +111,7 @@ def decode_ints(text: str, width: int) -> list[int]:
     out = []
     for s in range(0, len(text), width):
         v = 0
-        for c in text[s:s + width]:
+        for c in text[s : s + width]:
             v = v * len(ALPHABET) + ALPHABET.index(c)
         out.append(v)
     return out
@@ -123,14 +127,16 @@ def encode_fixed(values: Sequence[float]) -> dict:
     """Floats as ``{"s": step, "d": codes}``: ``value = (code - 2**17) * step``, one step being the
     largest magnitude / (2**17 - 1), so the error is at most step / 2; nan/inf become "none" (null)."""
     finite = [abs(v) for v in values if math.isfinite(v)]
-    step = (max(finite) / (_FIXED_ZERO - 1) if finite and max(finite) > 0 else 1.0)
+    step = max(finite) / (_FIXED_ZERO - 1) if finite and max(finite) > 0 else 1.0
     codes = [_FIXED_ZERO + round(v / step) if math.isfinite(v) else _FIXED_NONE for v in values]
     return {"s": step, "d": encode_ints(codes, FIXED_WIDTH)}
 
 
 def decode_fixed(packed: dict) -> list[float | None]:
     """Inverse of :func:`encode_fixed`, to its precision."""
-    return [None if c == _FIXED_NONE else (c - _FIXED_ZERO) * packed["s"] for c in decode_ints(packed["d"], FIXED_WIDTH)]
+    return [
+        None if c == _FIXED_NONE else (c - _FIXED_ZERO) * packed["s"] for c in decode_ints(packed["d"], FIXED_WIDTH)
+    ]
 
 
 def fnv1a(text: str) -> int:

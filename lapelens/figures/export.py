@@ -30,8 +30,10 @@ PLOTLY_JS = "plotly.min.js"
 #: Seconds kaleido waits for one image (its default, 90, fails on a machine busy with model runs:
 #: one figure took 138 s for PNG+SVG at nice 19 beside two reproduce runs).
 RENDER_TIMEOUT = 600
-NO_BROWSER = ("PNG/SVG export needs a Chromium browser and none was found (the HTML was written): install "
-              "Debian's chromium (apt-get install chromium), or set BROWSER_PATH to a Chrome/Chromium binary.")
+NO_BROWSER = (
+    "PNG/SVG export needs a Chromium browser and none was found (the HTML was written): install "
+    "Debian's chromium (apt-get install chromium), or set BROWSER_PATH to a Chrome/Chromium binary."
+)
 
 
 def find_browser() -> str | None:
@@ -73,8 +75,9 @@ def write_html(fig: Any, path: str | Path) -> Path:
     html.parent.mkdir(parents=True, exist_ok=True)
     _ensure_plotly_js(html.parent)
     # A fixed div id (the file's name) keeps a regenerated file byte-identical when the figure is.
-    fig.write_html(str(html), include_plotlyjs="directory", full_html=True, div_id=html.stem,
-                   config={"displaylogo": False})
+    fig.write_html(
+        str(html), include_plotlyjs="directory", full_html=True, div_id=html.stem, config={"displaylogo": False}
+    )
     return html
 
 
@@ -90,9 +93,18 @@ def write_images(figures: Iterable[tuple[Any, str | Path]], formats: Sequence[st
                 raise LapelensError(f"Image format {fmt!r} is not one of {list(IMAGE_FORMATS)}.")
             target = _stem(path).with_suffix(f".{fmt}")
             target.parent.mkdir(parents=True, exist_ok=True)
-            specs.append({"fig": _fixed_trace_uids(fig.to_dict()), "path": target,
-                          "opts": {"format": fmt, "width": width, "height": height,
-                                   "scale": PNG_SCALE if fmt == "png" else 1}})
+            specs.append(
+                {
+                    "fig": _fixed_trace_uids(fig.to_dict()),
+                    "path": target,
+                    "opts": {
+                        "format": fmt,
+                        "width": width,
+                        "height": height,
+                        "scale": PNG_SCALE if fmt == "png" else 1,
+                    },
+                }
+            )
             paths.append(target)
     if not specs:
         return []
@@ -102,7 +114,9 @@ def write_images(figures: Iterable[tuple[Any, str | Path]], formats: Sequence[st
     from kaleido.errors import ChromeNotFoundError
 
     try:
-        kaleido.write_fig_from_object_sync(specs, kopts={"path": browser, "mathjax": False, "timeout": RENDER_TIMEOUT}, cancel_on_error=True)
+        kaleido.write_fig_from_object_sync(
+            specs, kopts={"path": browser, "mathjax": False, "timeout": RENDER_TIMEOUT}, cancel_on_error=True
+        )
     except ChromeNotFoundError:
         raise LapelensError(NO_BROWSER) from None
     for target in paths:

@@ -70,8 +70,12 @@ def colour_range(results: Sequence[Any] | Any, kind: Value = "relative") -> tupl
     for ``ppl`` the smallest and largest perplexity that is not a collapse."""
     results = list(results) if isinstance(results, (list, tuple)) else [results]
     if kind == "ppl":
-        kept = np.concatenate([np.r_[r.ppl.loc[UNPERTURBED].to_numpy(), _perturbed(r.ppl).to_numpy()[~collapsed(r).to_numpy()]]
-                               for r in results])
+        kept = np.concatenate(
+            [
+                np.r_[r.ppl.loc[UNPERTURBED].to_numpy(), _perturbed(r.ppl).to_numpy()[~collapsed(r).to_numpy()]]
+                for r in results
+            ]
+        )
         kept = kept[np.isfinite(kept)]
         return (float(kept.min()), float(kept.max())) if kept.size else (0.0, 1.0)
     values = [(_perturbed(r.value(kind)) * _scale(kind)).to_numpy()[~collapsed(r).to_numpy()] for r in results]
@@ -86,7 +90,9 @@ def _colour(z: np.ndarray, kind: Value) -> np.ndarray:
 
 
 def _colorbar(kind: Value, low: float | int, high: float | int) -> dict:
-    bar: dict[str, Any] = {"title": {"text": _LABELS[kind] + ("" if kind == "ppl" else ", signed log"), "side": "right"}}
+    bar: dict[str, Any] = {
+        "title": {"text": _LABELS[kind] + ("" if kind == "ppl" else ", signed log"), "side": "right"}
+    }
     if kind != "ppl":
         vals, text = signed_log_ticks(high, "%" if kind == "relative" else "", bottom=low)
         bar.update(tickmode="array", tickvals=vals, ticktext=text)
@@ -101,12 +107,26 @@ def _cells(result: Any, kind: Value) -> dict[str, Any]:
     gone = collapsed(result)
     ratio = _perturbed(result.relative) + 1.0
     z = frame.to_numpy() * scale
-    text = [["collapse" if gone.iloc[i, j] else cell_text(v, kind) for j, v in enumerate(row)] for i, row in enumerate(z)]
-    hover = [[f"deactivated {r}, evaluated {c}: {z[i, j]:.4g}{unit} [{lo.loc[r, c] * scale:.4g}, {hi.loc[r, c] * scale:.4g}]"
-              + (f"; PPL x{ratio.loc[r, c]:.3g}: collapse" if gone.loc[r, c] else "")
-              for j, c in enumerate(frame.columns)] for i, r in enumerate(frame.index)]
-    return {"z": _colour(z, kind), "x": list(frame.columns), "y": list(frame.index), "text": text,
-            "hovertext": hover, "collapsed": int(gone.to_numpy().sum()), "cells": int(gone.size)}
+    text = [
+        ["collapse" if gone.iloc[i, j] else cell_text(v, kind) for j, v in enumerate(row)] for i, row in enumerate(z)
+    ]
+    hover = [
+        [
+            f"deactivated {r}, evaluated {c}: {z[i, j]:.4g}{unit} [{lo.loc[r, c] * scale:.4g}, {hi.loc[r, c] * scale:.4g}]"
+            + (f"; PPL x{ratio.loc[r, c]:.3g}: collapse" if gone.loc[r, c] else "")
+            for j, c in enumerate(frame.columns)
+        ]
+        for i, r in enumerate(frame.index)
+    ]
+    return {
+        "z": _colour(z, kind),
+        "x": list(frame.columns),
+        "y": list(frame.index),
+        "text": text,
+        "hovertext": hover,
+        "collapsed": int(gone.to_numpy().sum()),
+        "cells": int(gone.size),
+    }
 
 
 def _text_caption(result: Any) -> str:
@@ -115,8 +135,10 @@ def _text_caption(result: Any) -> str:
     per = base.groupby("evaluated", sort=False)["tokens"].agg(["size", "sum"])
     seq = result.meta.get("seq_len")
     seq = f" of {span(seq)} tokens" if seq else ""
-    return (f"Held-out text per language: {span(per['size'])} chunks{seq}, {span(per['sum'])} predicted tokens; "
-            "95% paired-bootstrap intervals over chunks in the hover.")
+    return (
+        f"Held-out text per language: {span(per['size'])} chunks{seq}, {span(per['sum'])} predicted tokens; "
+        "95% paired-bootstrap intervals over chunks in the hover."
+    )
 
 
 def _units(result: Any) -> str:
@@ -144,8 +166,9 @@ def _collapse_caption(counts: Mapping[str, tuple[int, int]]) -> str:
     return f"“collapse”: perplexity x{COLLAPSE:g} or more, the model breaks ({where})."
 
 
-def heatmap(result: Any, value: Value = "relative", scale: tuple[float, float] | None = None,
-            title: str | None = None) -> Any:
+def heatmap(
+    result: Any, value: Value = "relative", scale: tuple[float, float] | None = None, title: str | None = None
+) -> Any:
     """Fig. 2 for one result; ``scale``: the (low, high) of :func:`colour_range` over the results
     drawn beside it (default: this result's own)."""
     import plotly.graph_objects as go
@@ -154,24 +177,46 @@ def heatmap(result: Any, value: Value = "relative", scale: tuple[float, float] |
     low, high = scale if shared else colour_range(result, value)
     cells = _cells(result, value)
     method, unit = result.meta.get("method", "?"), _units(result)
-    fig = go.Figure(go.Heatmap(
-        z=cells["z"], x=cells["x"], y=cells["y"], text=cells["text"], texttemplate="%{text}", textfont={"size": 12},
-        hovertext=cells["hovertext"], hoverinfo="text", colorscale="Blues" if value == "ppl" else "RdBu_r",
-        zmin=float(_colour(np.array(low), value)), zmax=float(_colour(np.array(high), value)),
-        colorbar=_colorbar(value, low, high)))
+    fig = go.Figure(
+        go.Heatmap(
+            z=cells["z"],
+            x=cells["x"],
+            y=cells["y"],
+            text=cells["text"],
+            texttemplate="%{text}",
+            textfont={"size": 12},
+            hovertext=cells["hovertext"],
+            hoverinfo="text",
+            colorscale="Blues" if value == "ppl" else "RdBu_r",
+            zmin=float(_colour(np.array(low), value)),
+            zmax=float(_colour(np.array(high), value)),
+            colorbar=_colorbar(value, low, high),
+        )
+    )
     fig.update_layout(
         xaxis={"title": "evaluated language", "side": "bottom", "tickmode": "array", "tickvals": cells["x"]},
-        yaxis={"title": "deactivated language", "autorange": "reversed", "tickmode": "array", "tickvals": cells["y"]})
+        yaxis={"title": "deactivated language", "autorange": "reversed", "tickmode": "array", "tickvals": cells["y"]},
+    )
     verb = "zeroed" if unit == "parameters" else "deactivated"
-    caption = [_text_caption(result), f"{unit.capitalize()} {verb} per language: {_sizes(result)}.",
-               _colour_caption(value, low, high, shared), _collapse_caption({method: (cells["collapsed"], cells["cells"])})]
-    return finish(fig, title or title_text(f"Fig. 2: PPL change when a language's {unit} are {verb}", method,
-                                           result.meta.get("model")),
-                  caption, width=260 + CELL_WIDTH * len(cells["x"]), height=130 + CELL_HEIGHT * len(cells["y"]))
+    caption = [
+        _text_caption(result),
+        f"{unit.capitalize()} {verb} per language: {_sizes(result)}.",
+        _colour_caption(value, low, high, shared),
+        _collapse_caption({method: (cells["collapsed"], cells["cells"])}),
+    ]
+    return finish(
+        fig,
+        title
+        or title_text(f"Fig. 2: PPL change when a language's {unit} are {verb}", method, result.meta.get("model")),
+        caption,
+        width=260 + CELL_WIDTH * len(cells["x"]),
+        height=130 + CELL_HEIGHT * len(cells["y"]),
+    )
 
 
-def compare_figure(results: Mapping[str, Any], value: Value = "relative", columns: int = 3,
-                   scale: tuple[float, float] | None = None) -> Any:
+def compare_figure(
+    results: Mapping[str, Any], value: Value = "relative", columns: int = 3, scale: tuple[float, float] | None = None
+) -> Any:
     """Fig. 3: one heatmap per method on a grid (``columns`` per row), numbers in the cells, all on
     one colour axis: ``scale`` (default: :func:`colour_range` of ``results``)."""
     import plotly.graph_objects as go
@@ -184,24 +229,57 @@ def compare_figure(results: Mapping[str, Any], value: Value = "relative", column
     rows = math.ceil(len(names) / cols)
     cells = {n: _cells(results[n], value) for n in names}
     n_x, n_y = len(cells[names[0]]["x"]), len(cells[names[0]]["y"])
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=names, horizontal_spacing=0.05, vertical_spacing=0.3 / rows)
+    fig = make_subplots(
+        rows=rows, cols=cols, subplot_titles=names, horizontal_spacing=0.05, vertical_spacing=0.3 / rows
+    )
     for k, n in enumerate(names):
         row, col, c = k // cols + 1, k % cols + 1, cells[n]
-        fig.add_trace(go.Heatmap(z=c["z"], x=c["x"], y=c["y"], text=c["text"], texttemplate="%{text}",
-                                 textfont={"size": 10}, hovertext=c["hovertext"], hoverinfo="text", name=n,
-                                 coloraxis="coloraxis"), row=row, col=col)
+        fig.add_trace(
+            go.Heatmap(
+                z=c["z"],
+                x=c["x"],
+                y=c["y"],
+                text=c["text"],
+                texttemplate="%{text}",
+                textfont={"size": 10},
+                hovertext=c["hovertext"],
+                hoverinfo="text",
+                name=n,
+                coloraxis="coloraxis",
+            ),
+            row=row,
+            col=col,
+        )
         fig.update_xaxes(tickmode="array", tickvals=c["x"], row=row, col=col)
-        fig.update_yaxes(autorange="reversed", tickmode="array", tickvals=c["y"], showticklabels=col == 1, row=row, col=col)
-    fig.update_layout(coloraxis={"colorscale": "Blues" if value == "ppl" else "RdBu_r",
-                                 "cmin": float(_colour(np.array(low), value)), "cmax": float(_colour(np.array(high), value)),
-                                 "colorbar": _colorbar(value, low, high)})
+        fig.update_yaxes(
+            autorange="reversed", tickmode="array", tickvals=c["y"], showticklabels=col == 1, row=row, col=col
+        )
+    fig.update_layout(
+        coloraxis={
+            "colorscale": "Blues" if value == "ppl" else "RdBu_r",
+            "cmin": float(_colour(np.array(low), value)),
+            "cmax": float(_colour(np.array(high), value)),
+            "colorbar": _colorbar(value, low, high),
+        }
+    )
     first = results[names[0]]
-    units = ", ".join(f"{n} {_sizes(results[n])}" + (f" {_units(results[n])}" if _units(results[n]) != "neurons" else "")
-                      for n in names)
-    caption = [_text_caption(first), f"Deactivated per language (neurons unless stated): {units}.",
-               _colour_caption(value, low, high, True),
-               _collapse_caption({n: (cells[n]["collapsed"], cells[n]["cells"]) for n in names})]
-    return finish(fig, title_text("Fig. 3: PPL change when a language is deactivated, per method", ", ".join(names),
-                                  first.meta.get("model")),
-                  caption, width=int(170 + cols * (CELL_WIDTH * 0.8 * n_x + 30)),
-                  height=int(60 + rows * (CELL_HEIGHT * 0.8 * n_y + 60)), caption_gap=40)
+    units = ", ".join(
+        f"{n} {_sizes(results[n])}" + (f" {_units(results[n])}" if _units(results[n]) != "neurons" else "")
+        for n in names
+    )
+    caption = [
+        _text_caption(first),
+        f"Deactivated per language (neurons unless stated): {units}.",
+        _colour_caption(value, low, high, True),
+        _collapse_caption({n: (cells[n]["collapsed"], cells[n]["cells"]) for n in names}),
+    ]
+    return finish(
+        fig,
+        title_text(
+            "Fig. 3: PPL change when a language is deactivated, per method", ", ".join(names), first.meta.get("model")
+        ),
+        caption,
+        width=int(170 + cols * (CELL_WIDTH * 0.8 * n_x + 30)),
+        height=int(60 + rows * (CELL_HEIGHT * 0.8 * n_y + 60)),
+        caption_gap=40,
+    )

@@ -53,8 +53,17 @@ def title_text(figure: str, method: str | None, model: object) -> str:
     return " — ".join(parts)
 
 
-def finish(fig: Any, title: str, caption: Sequence[str], *, width: float | int, height: float | int, top: int = 60,
-           caption_gap: int = CAPTION_GAP, min_width: int = 0) -> Any:
+def finish(
+    fig: Any,
+    title: str,
+    caption: Sequence[str],
+    *,
+    width: float | int,
+    height: float | int,
+    top: int = 60,
+    caption_gap: int = CAPTION_GAP,
+    min_width: int = 0,
+) -> Any:
     """Give ``fig`` its title, a caption (one line per item) under the plot area, and a size at
     which both fit: the width grows to the longest line, the bottom margin to the caption.
     ``height``: the top margin and the plot area (with its axis labels down to ``caption_gap``);
@@ -66,12 +75,25 @@ def finish(fig: Any, title: str, caption: Sequence[str], *, width: float | int, 
     margin = fig.layout.margin.to_plotly_json() if fig.layout.margin else {}
     fig.update_layout(
         title={"text": title, "font": {"size": TITLE_SIZE}, "x": 0.01, "xanchor": "left"},
-        width=width, height=int(height) + bottom, margin={**margin, "t": top, "b": bottom},
+        width=width,
+        height=int(height) + bottom,
+        margin={**margin, "t": top, "b": bottom},
     )
     if lines:
-        fig.add_annotation(text="<br>".join(lines), xref="paper", yref="paper", x=0, y=0, xanchor="left",
-                           yanchor="top", yshift=-caption_gap, align="left", showarrow=False,
-                           font={"size": CAPTION_SIZE, "color": GREY}, name="caption")
+        fig.add_annotation(
+            text="<br>".join(lines),
+            xref="paper",
+            yref="paper",
+            x=0,
+            y=0,
+            xanchor="left",
+            yanchor="top",
+            yshift=-caption_gap,
+            align="left",
+            showarrow=False,
+            font={"size": CAPTION_SIZE, "color": GREY},
+            name="caption",
+        )
     return fig
 
 
@@ -80,7 +102,7 @@ def _plain(text: str) -> str:
 
 
 def span(values: Iterable[Any]) -> str:
-    """"12" for equal values, "9–14" for a range (a caption's neurons or samples per language);
+    """Label a span of values: "12" for equal values, "9–14" for a range (a caption's neurons or samples per language);
     "?" when none is known."""
     vals = sorted({int(v) for v in values if v is not None and math.isfinite(float(v))})
     if not vals:
@@ -89,17 +111,18 @@ def span(values: Iterable[Any]) -> str:
 
 
 # ---- shares ---------------------------------------------------------------------------------------
-def wilson(share: Float[np.ndarray, "*shape"] | float | int, n: Float[np.ndarray, "*shape"] | float | int
-           ) -> tuple[Float64[np.ndarray, "*shape"], Float64[np.ndarray, "*shape"]]:
+def wilson(
+    share: Float[np.ndarray, "*shape"] | float | int, n: Float[np.ndarray, "*shape"] | float | int
+) -> tuple[Float64[np.ndarray, "*shape"], Float64[np.ndarray, "*shape"]]:
     """Wilson score 95% interval (low, high) of a share ``k / n`` (``k`` recovered as ``share * n``)."""
     p = np.asarray(share, dtype=np.float64)
     n = np.asarray(n, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         k = np.round(p * n)
         phat = k / n
-        denom = 1 + Z95 ** 2 / n
-        centre = (phat + Z95 ** 2 / (2 * n)) / denom
-        half = Z95 * np.sqrt(phat * (1 - phat) / n + Z95 ** 2 / (4 * n ** 2)) / denom
+        denom = 1 + Z95**2 / n
+        centre = (phat + Z95**2 / (2 * n)) / denom
+        half = Z95 * np.sqrt(phat * (1 - phat) / n + Z95**2 / (4 * n**2)) / denom
     return np.asarray(np.clip(centre - half, 0, 1)), np.asarray(np.clip(centre + half, 0, 1))
 
 
@@ -111,7 +134,9 @@ def signed_log(z: Float[np.ndarray, "*shape"] | float | int, unit: float | int =
     return np.asarray(np.sign(z) * np.log10(1.0 + np.abs(z) / unit))
 
 
-def signed_log_ticks(top: float | int, unit: str = "%", bottom: float | int | None = None) -> tuple[list[float], list[str]]:
+def signed_log_ticks(
+    top: float | int, unit: str = "%", bottom: float | int | None = None
+) -> tuple[list[float], list[str]]:
     """Tick positions (on the signed-log scale) and labels (in values) from ``bottom`` (default
     ``-top``) to ``top``: 0, the powers of ten in between (and 3 x them over three decades or
     fewer), and the ends themselves, leaving out a tick that would crowd one kept before it."""
@@ -119,7 +144,7 @@ def signed_log_ticks(top: float | int, unit: str = "%", bottom: float | int | No
     ends = [e for e in (top, bottom) if e != 0]
     decades = math.log10(max(abs(top), abs(bottom), 1.0))
     steps = (1.0, 3.0) if decades <= 3 else (1.0,)
-    powers = [sign * step * 10.0 ** e for e in range(math.floor(decades) + 1) for step in steps for sign in (1, -1)]
+    powers = [sign * step * 10.0**e for e in range(math.floor(decades) + 1) for step in steps for sign in (1, -1)]
     powers = [p for p in powers if bottom <= p <= top]
     low, high = float(signed_log(bottom)), float(signed_log(top))
     gap = 0.06 * (high - low)

@@ -86,4 +86,14 @@ def identify(
     return spec.function(source, **options)
 
 
-__all__ = ["METHODS", "Method", "Option", "OptionHelp", "ParameterMask", "identify", "register", "unregister", "with_role"]
+__all__ = [
+    "METHODS",
+    "Method",
+    "Option",
+    "OptionHelp",
+    "ParameterMask",
+    "identify",
+    "register",
+    "unregister",
+    "with_role",
+]

@@ -151,16 +151,37 @@ def register(
                 continue
             text = options.get(p.name)
             if text is None:
-                raise LapelensError(f"Method {name!r}: option {p.name!r} has no help (give it in register(options=...)).")
+                raise LapelensError(
+                    f"Method {name!r}: option {p.name!r} has no help (give it in register(options=...))."
+                )
             about = text if isinstance(text, OptionHelp) else OptionHelp(text)
             default = None if p.default is inspect.Parameter.empty else p.default
-            specs.append(Option(p.name, default, _option_type(hints, p.name, default), about.help, about.check,
-                                about.model_default))
+            specs.append(
+                Option(
+                    p.name, default, _option_type(hints, p.name, default), about.help, about.check, about.model_default
+                )
+            )
         extra = sorted(set(options) - {s.name for s in specs})
         if extra:
             raise LapelensError(f"Method {name!r}: help for options it does not take: {extra}.")
-        add(Method(name, function, source, summary, returns, reference, sweepable, min_languages, baseline,
-                   primary, pinned, dict(pipeline or {}), tuple(specs), order))
+        add(
+            Method(
+                name,
+                function,
+                source,
+                summary,
+                returns,
+                reference,
+                sweepable,
+                min_languages,
+                baseline,
+                primary,
+                pinned,
+                dict(pipeline or {}),
+                tuple(specs),
+                order,
+            )
+        )
         return function
 
     return decorate
@@ -172,8 +193,10 @@ def add(method: Method) -> None:
         raise LapelensError(f"Method {method.name!r} needs {method.reference!r}, which is not registered.")
     roles = [r for r in ("primary", "pinned") if getattr(method, r)]
     if roles and method.returns != "neurons":
-        raise LapelensError(f"Method {method.name!r}: the {roles[0]} method's experiments act on neurons, but it returns "
-                            f"{method.returns}.")
+        raise LapelensError(
+            f"Method {method.name!r}: the {roles[0]} method's experiments act on neurons, but it returns "
+            f"{method.returns}."
+        )
     entries = [m for m in METHODS.values() if m.name != method.name] + [method]
     entries.sort(key=lambda m: m.order)  # stable: ties keep registration order
     METHODS.clear()  # in place: modules that imported METHODS see the change

@@ -65,19 +65,30 @@ def select_sentences(sentences: SentenceActivations, languages: Sequence[str]) -
     """Only the sentences of ``languages``, relabelled in that order."""
     missing = [l for l in languages if l not in sentences.languages]
     if missing:
-        raise LapelensError(f"Languages {missing} are not in these sentence activations (they have {list(sentences.languages)}).")
+        raise LapelensError(
+            f"Languages {missing} are not in these sentence activations (they have {list(sentences.languages)})."
+        )
     old = torch.tensor([sentences.languages.index(l) for l in languages], dtype=torch.int64)
-    keep = (sentences.labels.unsqueeze(1) == old.unsqueeze(0))
+    keep = sentences.labels.unsqueeze(1) == old.unsqueeze(0)
     rows = keep.any(dim=1)
     labels = keep[rows].to(torch.int64).argmax(dim=1)
     return SentenceActivations(tuple(languages), labels, sentences.means[rows], dict(sentences.meta))
 
 
-@register("ap", source="sentences",
-          summary="Top/bottom-k average precision of sentence-mean activations (Kojima et al., 2024).",
-          options={"k": OptionHelp("top-k and bottom-k neurons per language (Kojima: 1000; use fewer on a small model)",
-                                   "positive")},
-          min_languages=2, pinned=True, pipeline={"k": "ap_k"}, order=50)
+@register(
+    "ap",
+    source="sentences",
+    summary="Top/bottom-k average precision of sentence-mean activations (Kojima et al., 2024).",
+    options={
+        "k": OptionHelp(
+            "top-k and bottom-k neurons per language (Kojima: 1000; use fewer on a small model)", "positive"
+        )
+    },
+    min_languages=2,
+    pinned=True,
+    pipeline={"k": "ap_k"},
+    order=50,
+)
 def ap(sentences: SentenceActivations, *, k: int = 1000) -> LanguageNeurons:
     """Top-``k`` and bottom-``k`` neurons by AP for each language (Kojima et al.: k = 1000).
 
@@ -89,7 +100,9 @@ def ap(sentences: SentenceActivations, *, k: int = 1000) -> LanguageNeurons:
     smaller ``k``.
     """
     if not isinstance(sentences, SentenceActivations):
-        raise LapelensError(f"AP needs SentenceActivations (per-sentence mean activations), got {type(sentences).__name__}.")
+        raise LapelensError(
+            f"AP needs SentenceActivations (per-sentence mean activations), got {type(sentences).__name__}."
+        )
     n_sent, n_layers, d_mlp = sentences.means.shape
     n_lang, n_units = len(sentences.languages), n_layers * d_mlp
     k = int(k)
@@ -98,7 +111,9 @@ def ap(sentences: SentenceActivations, *, k: int = 1000) -> LanguageNeurons:
     if n_lang < 2:
         raise LapelensError("AP separates a language from the others: it needs sentences in at least two languages.")
     if not 1 <= k or 2 * k > n_units:
-        raise LapelensError(f"k={k} top and k bottom neurons need 1 <= k <= {n_units // 2} (the model has {n_units} neurons).")
+        raise LapelensError(
+            f"k={k} top and k bottom neurons need 1 <= k <= {n_units // 2} (the model has {n_units} neurons)."
+        )
     labels = sentences.labels.to(torch.int64)
     if bool(((labels < 0) | (labels >= n_lang)).any()):
         raise LapelensError(f"Sentence labels must index the {n_lang} languages {list(sentences.languages)}.")
@@ -114,10 +129,10 @@ def ap(sentences: SentenceActivations, *, k: int = 1000) -> LanguageNeurons:
     medians = torch.empty(n_lang, n_units, dtype=torch.float64)
     step = max(1, _CHUNK_ENTRIES // n_sent)
     for start in range(0, n_units, step):
-        chunk = scores[:, start:start + step]
-        aps[:, start:start + step] = average_precision(chunk, labels, n_lang)
+        chunk = scores[:, start : start + step]
+        aps[:, start : start + step] = average_precision(chunk, labels, n_lang)
         for c in range(n_lang):
-            medians[c, start:start + step] = _median(chunk[labels == c])
+            medians[c, start : start + step] = _median(chunk[labels == c])
 
     mask = torch.zeros(n_lang, n_units, dtype=torch.bool)
     sign = torch.zeros(n_lang, n_units, dtype=torch.float32)
@@ -132,7 +147,10 @@ def ap(sentences: SentenceActivations, *, k: int = 1000) -> LanguageNeurons:
         sign[c, top] = 1.0
         sign[c, bottom] = -1.0
     shape = (n_lang, n_layers, d_mlp)
-    values = {"ap": aps.to(torch.float32).reshape(shape), "median": medians.to(torch.float32).reshape(shape),
-              "sign": sign.reshape(shape)}
+    values = {
+        "ap": aps.to(torch.float32).reshape(shape),
+        "median": medians.to(torch.float32).reshape(shape),
+        "sign": sign.reshape(shape),
+    }
     meta = {"settings": settings(k=k), "model": sentences.meta.get("model"), "sentences": per_lang.tolist()}
     return LanguageNeurons(sentences.languages, mask.reshape(shape), "ap", meta, values)

@@ -9,9 +9,13 @@ from lapelens.neurons import LanguageNeurons
 from lapelens.stats import ActivationStats
 
 
-@register("lap", source="stats", summary="Firing probability above a threshold on a language (Tang et al. §3.1).",
-          options={"threshold": OptionHelp("firing probability a neuron must exceed on a language (0.95)", "quantile")},
-          order=20)
+@register(
+    "lap",
+    source="stats",
+    summary="Firing probability above a threshold on a language (Tang et al. §3.1).",
+    options={"threshold": OptionHelp("firing probability a neuron must exceed on a language (0.95)", "quantile")},
+    order=20,
+)
 def lap(stats: ActivationStats, *, threshold: float = 0.95) -> LanguageNeurons:
     """Neuron (i, j) is specific to language k when its firing probability ``p_k > threshold``.
 

@@ -61,7 +61,12 @@ def entropy_select(
     """
     if scores.ndim < 2 or scores.numel() == 0:
         raise LapelensError(f"Scores of shape {tuple(scores.shape)}: need at least one unit and one language.")
-    if not scores.is_floating_point() or bool(torch.isnan(scores).any()) or bool((scores < 0).any()) or bool(torch.isinf(scores).any()):
+    if (
+        not scores.is_floating_point()
+        or bool(torch.isnan(scores).any())
+        or bool((scores < 0).any())
+        or bool(torch.isinf(scores).any())
+    ):
         raise LapelensError("LAPE needs finite, non-negative scores per unit and language (no NaN, inf or negatives).")
     check_rate("top_rate", top_rate)
     # The official identify.py reduces over the last, contiguous axis of over_zero[layer, neuron,
@@ -107,24 +112,42 @@ def entropy_select(
 
 #: The options LAPE, LAVE and PV share (``entropy_select``'s).
 ENTROPY_OPTIONS = {
-    "top_rate": OptionHelp("share of units to keep, in (0, 1] (default: 0.1 for statistics of the embedded model, "
-                           "0.01 (the paper's) for any other)", "rate", model_default=True),
+    "top_rate": OptionHelp(
+        "share of units to keep, in (0, 1] (default: 0.1 for statistics of the embedded model, "
+        "0.01 (the paper's) for any other)",
+        "rate",
+        model_default=True,
+    ),
     "filter_rate": OptionHelp("quantile of all scores a unit must exceed on some language (0.95)", "quantile"),
-    "activation_bar_ratio": OptionHelp("quantile of all scores a kept unit must exceed to be assigned to a "
-                                       "language (0.95)", "quantile"),
+    "activation_bar_ratio": OptionHelp(
+        "quantile of all scores a kept unit must exceed to be assigned to a language (0.95)", "quantile"
+    ),
 }
 
 
 def _neurons(stats: ActivationStats, mask: Tensor, method: str, opts: dict, info: dict) -> LanguageNeurons:
     info = dict(info)
     budget, selected = info.pop("budget"), info.pop("selected")
-    meta = {"settings": opts, **info, "model": stats.meta.get("model"), "stats": {k: v for k, v in stats.meta.items() if k != "model"}}
+    meta = {
+        "settings": opts,
+        **info,
+        "model": stats.meta.get("model"),
+        "stats": {k: v for k, v in stats.meta.items() if k != "model"},
+    }
     return LanguageNeurons(stats.languages, mask, method, meta, budget=budget, selected=selected)
 
 
-@register("lape", source="stats", summary="Language activation probability entropy (Tang et al., 2024).",
-          options=ENTROPY_OPTIONS, sweepable=True, min_languages=2, primary=True, pipeline={"top_rate": "top_rate"},
-          order=10)
+@register(
+    "lape",
+    source="stats",
+    summary="Language activation probability entropy (Tang et al., 2024).",
+    options=ENTROPY_OPTIONS,
+    sweepable=True,
+    min_languages=2,
+    primary=True,
+    pipeline={"top_rate": "top_rate"},
+    order=10,
+)
 def lape(
     stats: ActivationStats,
     *,
@@ -147,8 +170,16 @@ def lape(
     return _neurons(stats, mask, "lape", opts, info)
 
 
-@register("lave", source="stats", summary="LAPE on mean activation values (Tang et al. §3.1).",
-          options=ENTROPY_OPTIONS, sweepable=True, min_languages=2, pipeline={"top_rate": "top_rate"}, order=30)
+@register(
+    "lave",
+    source="stats",
+    summary="LAPE on mean activation values (Tang et al. §3.1).",
+    options=ENTROPY_OPTIONS,
+    sweepable=True,
+    min_languages=2,
+    pipeline={"top_rate": "top_rate"},
+    order=30,
+)
 def lave(
     stats: ActivationStats,
     *,
@@ -173,6 +204,10 @@ def lave(
     mask, info = entropy_select(
         means, top_rate=top_rate, filter_rate=filter_rate, activation_bar_ratio=activation_bar_ratio
     )
-    opts = settings(top_rate=top_rate, filter_rate=filter_rate, activation_bar_ratio=activation_bar_ratio,
-                    negative_means="clamped to 0")
+    opts = settings(
+        top_rate=top_rate,
+        filter_rate=filter_rate,
+        activation_bar_ratio=activation_bar_ratio,
+        negative_means="clamped to 0",
+    )
     return _neurons(stats, mask, "lave", opts, info)

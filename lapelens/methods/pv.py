@@ -76,10 +76,15 @@ def load_weights(source: str | Path | Mapping[str, Tensor]) -> dict[str, Tensor]
     return out
 
 
-@register("pv", source="models",
-          summary="Parameter variation after per-language tuning (Tang et al. §3.1); returns a ParameterMask.",
-          options={**ENTROPY_OPTIONS, "top_rate": OptionHelp("share of parameters to keep, in (0, 1] (0.01)", "rate")},
-          returns="parameters", min_languages=2, order=60)
+@register(
+    "pv",
+    source="models",
+    summary="Parameter variation after per-language tuning (Tang et al. §3.1); returns a ParameterMask.",
+    options={**ENTROPY_OPTIONS, "top_rate": OptionHelp("share of parameters to keep, in (0, 1] (0.01)", "rate")},
+    returns="parameters",
+    min_languages=2,
+    order=60,
+)
 def pv(
     base: str | Path | Mapping[str, Tensor],
     *,
@@ -103,7 +108,9 @@ def pv(
     for lang, w in tuned_w.items():
         missing = [n for n in names if n not in w]
         if missing:
-            raise LapelensError(f"The {lang} model lacks {missing[:3]}{'...' if len(missing) > 3 else ''}: it is not a tuned copy of the base.")
+            raise LapelensError(
+                f"The {lang} model lacks {missing[:3]}{'...' if len(missing) > 3 else ''}: it is not a tuned copy of the base."
+            )
         bad = [n for n in names if w[n].shape != theta[n].shape]
         if bad:
             raise LapelensError(f"The {lang} model has other shapes for {bad[:3]}: it is not a tuned copy of the base.")
@@ -121,11 +128,13 @@ def pv(
         raise LapelensError("The tuned weights contain NaN or inf: the tuning run diverged.")
     # flat is entries x lang: its transpose (a view) is the language-first input entropy_select takes,
     # and entropy_select's move back to languages last, where it computes, then copies nothing.
-    mask, info = entropy_select(flat.T, top_rate=top_rate, filter_rate=filter_rate, activation_bar_ratio=activation_bar_ratio)
+    mask, info = entropy_select(
+        flat.T, top_rate=top_rate, filter_rate=filter_rate, activation_bar_ratio=activation_bar_ratio
+    )
     masks, start = {}, 0
     for name in names:
         n = theta[name].numel()
-        masks[name] = mask[:, start:start + n].reshape(len(languages), *theta[name].shape).clone()
+        masks[name] = mask[:, start : start + n].reshape(len(languages), *theta[name].shape).clone()
         start += n
     budget, selected = info.pop("budget"), info.pop("selected")
     meta = {
@@ -159,7 +168,8 @@ def tune_per_language(
     given = {k: v for k, v in dict(lr=lr, seq_len=seq_len, batch_size=batch_size).items() if v is not None}
     with tqdm(total=steps * len(texts), desc="pv tuning", unit="step", disable=not progress) as bar:
         return {
-            lang: Path(continue_training(base_dir, list(lang_texts), out_dir / lang, steps=steps, seed=seed, bar=bar,
-                                         **given))
+            lang: Path(
+                continue_training(base_dir, list(lang_texts), out_dir / lang, steps=steps, seed=seed, bar=bar, **given)
+            )
             for lang, lang_texts in texts.items()
         }

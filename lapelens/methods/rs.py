@@ -12,9 +12,16 @@ from lapelens.neurons import LanguageNeurons
 from lapelens.stats import ActivationStats
 
 
-@register("random", source="stats", summary="Random neurons, as many per language as a reference set.",
-          options={"seed": "seed of the draw (0)"}, reference="lape", baseline=True, pipeline={"seed": "seed"},
-          order=40)
+@register(
+    "random",
+    source="stats",
+    summary="Random neurons, as many per language as a reference set.",
+    options={"seed": "seed of the draw (0)"},
+    reference="lape",
+    baseline=True,
+    pipeline={"seed": "seed"},
+    order=40,
+)
 def random_neurons(
     source: ActivationStats | LanguageNeurons,
     *,
@@ -45,7 +52,9 @@ def random_neurons(
         if reference is None:
             reference = source
         elif (reference.n_layers, reference.d_mlp) != (source.n_layers, source.d_mlp):
-            raise LapelensError("The reference neuron set and the source neuron set come from models of different shapes.")
+            raise LapelensError(
+                "The reference neuron set and the source neuron set come from models of different shapes."
+            )
         model = source.meta.get("model")
     else:
         raise LapelensError(f"Random selection needs ActivationStats or LanguageNeurons, got {type(source).__name__}.")

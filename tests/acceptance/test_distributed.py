@@ -46,9 +46,26 @@ def test_torchrun_two_processes_equal_one(tiny_dirs, one_process, tmp_path):
     for lang, docs in TEXTS_ALL.items():
         (corpus / f"{lang}.txt").write_text("\n".join(docs) + "\n", encoding="utf-8")
     out = tmp_path / "stats"
-    run = torchrun("-m", "lapelens", "collect", "--model", str(tiny_dirs["llama"]),
-           "--corpus", str(corpus), "--languages", ",".join(TEXTS_ALL), "--seq-len", str(SEQ), "--batch-size", str(BATCH),
-           "--tokens-per-language", str(TOKENS), "--out", str(out), "--quiet")
+    run = torchrun(
+        "-m",
+        "lapelens",
+        "collect",
+        "--model",
+        str(tiny_dirs["llama"]),
+        "--corpus",
+        str(corpus),
+        "--languages",
+        ",".join(TEXTS_ALL),
+        "--seq-len",
+        str(SEQ),
+        "--batch-size",
+        str(BATCH),
+        "--tokens-per-language",
+        str(TOKENS),
+        "--out",
+        str(out),
+        "--quiet",
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("Wrote statistics") == 1 and "summed over 2 processes" in run.stdout  # rank 0 writes
     stats = ActivationStats.load(out)
@@ -79,8 +96,11 @@ def _rank_main(rank, world, init, folder, out):
             collect(model, crash, checkpoint=ck, checkpoint_every=0, **kw)
         except KeyboardInterrupt:
             pass
-        info = json.loads(__import__("safetensors").safe_open(
-            str(ck / f"rank{rank}-of-{world}.safetensors"), "pt").metadata()["lapelens_checkpoint"])
+        info = json.loads(
+            __import__("safetensors")
+            .safe_open(str(ck / f"rank{rank}-of-{world}.safetensors"), "pt")
+            .metadata()["lapelens_checkpoint"]
+        )
         forwards = []
         real = acts.run_until
         acts.run_until = lambda *a, **k: (forwards.append(1), real(*a, **k))
@@ -90,8 +110,9 @@ def _rank_main(rank, world, init, folder, out):
         if rank == 0:
             whole.save(Path(out) / "whole")
             resumed.save(Path(out) / "resumed")
-        (Path(out) / f"rank{rank}.json").write_text(json.dumps(
-            {"positions": [p["batches"] for p in info["positions"]], "forwards": len(forwards)}))
+        (Path(out) / f"rank{rank}.json").write_text(
+            json.dumps({"positions": [p["batches"] for p in info["positions"]], "forwards": len(forwards)})
+        )
     finally:
         torch.distributed.destroy_process_group()
 
@@ -117,10 +138,17 @@ def test_device_map_with_a_layer_offloaded_to_disk(tiny_dirs, one_process, tmp_p
 
     from lapelens.fastpath import use_sdpa
 
-    device_map = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu",
-                  "model.layers.1": "disk", "model.norm": "cpu", "lm_head": "cpu"}
-    model = TransformerBridge.boot_transformers(str(tiny_dirs["llama"]), device_map=device_map,
-                                                offload_folder=str(tmp_path / "offload"))
+    device_map = {
+        "model.embed_tokens": "cpu",
+        "model.rotary_emb": "cpu",
+        "model.layers.0": "cpu",
+        "model.layers.1": "disk",
+        "model.norm": "cpu",
+        "lm_head": "cpu",
+    }
+    model = TransformerBridge.boot_transformers(
+        str(tiny_dirs["llama"]), device_map=device_map, offload_folder=str(tmp_path / "offload")
+    )
     model.eval()
     use_sdpa(model)  # as load_model does: the one-process statistics were made with fused attention
     assert model.original_model.hf_device_map["model.layers.1"] == "disk"

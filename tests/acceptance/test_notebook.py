@@ -25,8 +25,15 @@ def test_notebook_setup_is_collect_then_identify(tmp_path):
     renderer = pio.renderers.default
     bar = hf_logging.is_progress_bar_enabled()
     try:
-        setup = lapelens.notebook_setup(model=str(model_dir), corpus=str(corpus), languages=LANGS,
-                                        tokens_per_language=64, seq_len=16, top_rate=0.2, png_figures=False)
+        setup = lapelens.notebook_setup(
+            model=str(model_dir),
+            corpus=str(corpus),
+            languages=LANGS,
+            tokens_per_language=64,
+            seq_len=16,
+            top_rate=0.2,
+            png_figures=False,
+        )
         assert pio.renderers.default == setup.figures == "plotly_mimetype"  # no plotly.js in the notebook
     finally:
         pio.renderers.default = renderer
@@ -69,7 +76,9 @@ def test_notebook_is_committed_executed_and_small(path):
     assert code[-1]["outputs"]
     outputs = [o for c in code for o in c["outputs"]]
     assert not [o for o in outputs if o["output_type"] == "error"]
-    assert not [o for o in outputs if o["output_type"] == "stream" and o["name"] == "stderr"], "warnings or progress bars"
+    assert not [o for o in outputs if o["output_type"] == "stream" and o["name"] == "stderr"], (
+        "warnings or progress bars"
+    )
     shown = "".join(_text(o) for o in outputs)
     assert not re.search(r"/(work|root|home|tmp)/", shown), "an absolute path of this machine in the outputs"
     assert "<script" not in shown and "plotly.min.js" not in shown

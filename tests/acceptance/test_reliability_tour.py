@@ -12,8 +12,8 @@ from tiny import ROOT
 def tour_block() -> str:
     """The ```python block of the README's "The pipeline" section."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("\n## The pipeline\n"):]
-    section = section[:section.index("\n## ", 1)]
+    section = readme[readme.index("\n## The pipeline\n") :]
+    section = section[: section.index("\n## ", 1)]
     blocks = re.findall(r"\n```python\n(.*?)\n```\n", section, flags=re.S)
     assert len(blocks) == 1, "the section should hold one Python block: the tour"
     return blocks[0]
@@ -24,7 +24,9 @@ def test_the_readme_tour_runs_as_a_script_and_prints_its_results(tmp_path):
     assert "tokens_per_language=8192" in code  # a small budget, said beside it
     (tmp_path / "tour.py").write_text(code, encoding="utf-8")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    run = subprocess.run([sys.executable, "tour.py"], cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env)
+    run = subprocess.run(
+        [sys.executable, "tour.py"], cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     out = run.stdout
     # Table 3: a row per language with its count and share

@@ -10,15 +10,42 @@ from lapelens.cli import main
 
 def test_reproduce_end_to_end_and_resume(tiny_dirs, tmp_path):
     cfg = ReproduceConfig.quick(
-        str(tmp_path / "out"), model=str(tiny_dirs["llama"]), languages=("en", "zh", "fr"), seq_len=32,
-        tokens_per_language=1024, eval_tokens_per_language=256, top_rate=0.1, ap_sentences=12, ap_k=4,
-        pv_steps=2, ses_texts=6, n_samples=3, n_prompts=2, max_new_tokens=4, sweep_target="fr",
+        str(tmp_path / "out"),
+        model=str(tiny_dirs["llama"]),
+        languages=("en", "zh", "fr"),
+        seq_len=32,
+        tokens_per_language=1024,
+        eval_tokens_per_language=256,
+        top_rate=0.1,
+        ap_sentences=12,
+        ap_k=4,
+        pv_steps=2,
+        ses_texts=6,
+        n_samples=3,
+        n_prompts=2,
+        max_new_tokens=4,
+        sweep_target="fr",
     )
     summary = reproduce(cfg)
     out = tmp_path / "out"
-    for stage in ("stats", "neurons_lape", "neurons_lap", "neurons_lave", "neurons_random", "neurons_ap",
-                  "neurons_pv", "perturb_lape", "perturb_pv", "sweep", "ses", "dominance", "steer_unconditional",
-                  "steer_prompted", "deactivated_generation", "kojima"):
+    for stage in (
+        "stats",
+        "neurons_lape",
+        "neurons_lap",
+        "neurons_lave",
+        "neurons_random",
+        "neurons_ap",
+        "neurons_pv",
+        "perturb_lape",
+        "perturb_pv",
+        "sweep",
+        "ses",
+        "dominance",
+        "steer_unconditional",
+        "steer_prompted",
+        "deactivated_generation",
+        "kojima",
+    ):
         assert (out / stage).exists(), stage
     perturbation = pd.read_csv(out / "tables" / "perturbation_summary.csv", index_col=0)
     assert set(perturbation.index) == {"lape", "lap", "lave", "random", "ap", "pv"}

@@ -37,10 +37,40 @@ def corpus(tmp_path):
 
 
 def argv(model, corpus, out, *extra):
-    return ["reproduce", "--model", str(model), "--corpus", str(corpus), "--languages", "en,zh,fr", "--methods", "lape",
-            "--seq-len", "16", "--tokens-per-language", "320", "--eval-tokens-per-language", "32", "--top-rate", "0.1",
-            "--ses-texts", "4", "--n-samples", "1", "--n-prompts", "1", "--max-new-tokens", "2",
-            "--unconditional-tokens", "2", "--sweep-target", "none", "--out", str(out), *extra]
+    return [
+        "reproduce",
+        "--model",
+        str(model),
+        "--corpus",
+        str(corpus),
+        "--languages",
+        "en,zh,fr",
+        "--methods",
+        "lape",
+        "--seq-len",
+        "16",
+        "--tokens-per-language",
+        "320",
+        "--eval-tokens-per-language",
+        "32",
+        "--top-rate",
+        "0.1",
+        "--ses-texts",
+        "4",
+        "--n-samples",
+        "1",
+        "--n-prompts",
+        "1",
+        "--max-new-tokens",
+        "2",
+        "--unconditional-tokens",
+        "2",
+        "--sweep-target",
+        "none",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def _identical(a, b):
@@ -61,6 +91,7 @@ def test_interrupted_stats_stage_resumes_from_its_checkpoint(tiny_dirs, corpus, 
             if len(calls) > n:
                 raise KeyboardInterrupt
             return real(*a, **k)
+
         return run
 
     monkeypatch.setattr(acts, "run_until", crash_after(7))
@@ -68,8 +99,8 @@ def test_interrupted_stats_stage_resumes_from_its_checkpoint(tiny_dirs, corpus, 
     # a Ctrl-C inside the 8th batch: the checkpoint of the 7 before it stands, and the line says so
     assert main(argv(model, corpus, tmp_path / "resumed", "--checkpoint-every", "0")) == 130
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "lapelens reproduce: interrupted; 768 tokens saved, no stage finished yet, re-run the same command to "
-        "resume")  # batches of 8 chunks of 16 tokens: en and zh (320 each, 3 batches) and fr's first
+        "lapelens reproduce: interrupted; 768 tokens saved, no stage finished yet, re-run the same command to resume"
+    )  # batches of 8 chunks of 16 tokens: en and zh (320 each, 3 batches) and fr's first
     checkpoints = list((tmp_path / "resumed" / pipeline.STATS_CHECKPOINT).glob("*/rank0-of-1.safetensors"))
     assert len(checkpoints) == 1 and not (tmp_path / "resumed" / "stats").exists()
     calls.clear()

@@ -13,8 +13,20 @@ FOLDERS = sorted(p.parent for p in (ROOT / "figures").glob("*/robustness/robustn
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=[f.parent.name for f in FOLDERS])
 def test_the_robustness_table_recomputes_from_its_counts(folder):
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "robustness.py"), "--model", folder.parent.name,
-                           "--out", str(folder), "--check"], capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "robustness.py"),
+            "--model",
+            folder.parent.name,
+            "--out",
+            str(folder),
+            "--check",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "recomputes from" in done.stdout
 
@@ -30,6 +42,18 @@ def test_a_changed_number_fails_the_check(tmp_path):
     cells = table[1].split(",")
     cells[-1] = f"{float(cells[-1]) - 0.01:.6f}"  # jaccard_vs_reference of the first row
     (copy / "robustness.csv").write_text("\n".join([table[0], ",".join(cells), *table[2:]]) + "\n")
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "robustness.py"), "--model", copy.parent.name,
-                           "--out", str(copy), "--check"], capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "robustness.py"),
+            "--model",
+            copy.parent.name,
+            "--out",
+            str(copy),
+            "--check",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert done.returncode != 0

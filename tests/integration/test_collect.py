@@ -42,9 +42,11 @@ class HFReference:
         out = {}
         handles = []
         for i, (module, fn) in enumerate(self.fns):
+
             def pre_hook(mod, args, kwargs, i=i, fn=fn):
                 x = args[0] if args else kwargs["hidden_states"]
                 out[i] = fn(x).reshape(tokens.shape[0], tokens.shape[1], -1)
+
             handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
         try:
             with torch.no_grad():
@@ -157,8 +159,12 @@ def test_merge_of_document_halves_equals_whole(tiny_dirs):
     docs = base * 3
     sizes = [len(tok(d, add_special_tokens=False)["input_ids"]) + 1 for d in docs]
     # A split point where the first half fills whole chunks, so both runs cut the same chunks.
-    seq_len, cut = next((L, d) for d in range(len(docs) // 3, len(docs)) for L in range(12, 40)
-                        if sum(sizes[:d]) % L == 0 and sum(sizes[d:]) >= 2 * L)
+    seq_len, cut = next(
+        (L, d)
+        for d in range(len(docs) // 3, len(docs))
+        for L in range(12, 40)
+        if sum(sizes[:d]) % L == 0 and sum(sizes[d:]) >= 2 * L
+    )
     whole = collect(model, {"mix": docs}, seq_len=seq_len, batch_size=3, progress=False)
     a = collect(model, {"mix": docs[:cut]}, seq_len=seq_len, batch_size=3, progress=False)
     b = collect(model, {"mix": docs[cut:]}, seq_len=seq_len, batch_size=3, progress=False)
@@ -171,11 +177,15 @@ def test_merge_of_document_halves_equals_whole(tiny_dirs):
 def test_tokens_per_language_takes_whole_leading_chunks(tiny_dirs, tiny_texts):
     model = load_model(tiny_dirs["gpt2"])
     chunks = _chunks(model, tiny_texts)
-    stats = collect(model, tiny_texts, tokens_per_language=3 * SEQ + 5, seq_len=SEQ, batch_size=2,
-                    progress=False, corpus="tiny")
+    stats = collect(
+        model, tiny_texts, tokens_per_language=3 * SEQ + 5, seq_len=SEQ, batch_size=2, progress=False, corpus="tiny"
+    )
     assert stats.n.tolist() == [3 * SEQ] * len(tiny_texts)
-    _equal_stats(stats, collect_chunks(model, {l: c[:3] for l, c in chunks.items()}, batch_size=2, progress=False),
-                 exact_sums=True)
+    _equal_stats(
+        stats,
+        collect_chunks(model, {l: c[:3] for l, c in chunks.items()}, batch_size=2, progress=False),
+        exact_sums=True,
+    )
     assert stats.meta["tokens_per_language"] == 3 * SEQ + 5 and stats.meta["corpus"] == "tiny"
 
 
@@ -223,8 +233,13 @@ def test_sentence_means_equal_unpadded_single_runs(tiny_dirs, arch):
         for s in sents:
             ids = torch.tensor([[tok.bos_token_id] + tok(s, add_special_tokens=False)["input_ids"]])
             alone = torch.stack([a[0, 1:].mean(0) for a in ref.activations(ids)])  # [layer, neuron]
-            torch.testing.assert_close(acts.means[row], alone, rtol=1e-4, atol=1e-5,
-                                       msg=lambda m, arch=arch, lang=lang, s=s: f"{arch} {lang} {s!r}: {m}")
+            torch.testing.assert_close(
+                acts.means[row],
+                alone,
+                rtol=1e-4,
+                atol=1e-5,
+                msg=lambda m, arch=arch, lang=lang, s=s: f"{arch} {lang} {s!r}: {m}",
+            )
             row += 1
     assert row == acts.means.shape[0]
 
@@ -275,9 +290,19 @@ def test_model_without_mlp_hooks(tmp_path):
     from transformer_lens.model_bridge import TransformerBridge
 
     tok = tiny_tokenizer()
-    cfg = tf.MixtralConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=4, num_key_value_heads=2, num_local_experts=2,
-                           num_experts_per_tok=1, max_position_embeddings=128, bos_token_id=0, eos_token_id=1)
+    cfg = tf.MixtralConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_local_experts=2,
+        num_experts_per_tok=1,
+        max_position_embeddings=128,
+        bos_token_id=0,
+        eos_token_id=1,
+    )
     tf.AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     with pytest.raises(LapelensError, match="no MLP hooks") as exc:
@@ -304,10 +329,30 @@ def test_cli_collect(tiny_dirs, tiny_texts, corpus_dir, tmp_path, capsys):
     from lapelens.stats import ActivationStats, SentenceActivations
 
     out = tmp_path / "stats"
-    argv = ["collect", "--model", str(tiny_dirs["mistral"]), "--corpus", str(corpus_dir), "--languages", "en,zh",
-            "--tokens-per-language", "48", "--seq-len", str(SEQ), "--batch-size", "2", "--out", str(out),
-            "--official-tag", "tiny", "--sentences-out", str(tmp_path / "sent"), "--sentences-per-language", "2",
-            "--quiet"]
+    argv = [
+        "collect",
+        "--model",
+        str(tiny_dirs["mistral"]),
+        "--corpus",
+        str(corpus_dir),
+        "--languages",
+        "en,zh",
+        "--tokens-per-language",
+        "48",
+        "--seq-len",
+        str(SEQ),
+        "--batch-size",
+        "2",
+        "--out",
+        str(out),
+        "--official-tag",
+        "tiny",
+        "--sentences-out",
+        str(tmp_path / "sent"),
+        "--sentences-per-language",
+        "2",
+        "--quiet",
+    ]
     assert main(argv) == 0
     assert "en 48 tokens, zh 48 tokens" in capsys.readouterr().out
     got = ActivationStats.load(out)
@@ -320,18 +365,35 @@ def test_cli_collect(tiny_dirs, tiny_texts, corpus_dir, tmp_path, capsys):
     official = ActivationStats.from_official(out, "tiny", ["en", "zh"])
     assert torch.equal(official.count, expected.count) and torch.equal(official.n, expected.n)
     sent = SentenceActivations.load(tmp_path / "sent")
-    torch.testing.assert_close(sent.means, collect_sentence_means(model, {l: d[:2] for l, d in texts.items()},
-                                                                  batch_size=2, progress=False).means)
+    torch.testing.assert_close(
+        sent.means,
+        collect_sentence_means(model, {l: d[:2] for l, d in texts.items()}, batch_size=2, progress=False).means,
+    )
 
 
-@pytest.mark.parametrize("case, match", [
-    ("model", "does not exist"),
-    ("short", "only"),
-    ("seq", "positive"),
-])
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("model", "does not exist"),
+        ("short", "only"),
+        ("seq", "positive"),
+    ],
+)
 def test_cli_errors_are_one_line(tiny_dirs, corpus_dir, tmp_path, capsys, case, match):
-    argv = ["collect", "--model", str(tiny_dirs["bloom"]), "--corpus", str(corpus_dir), "--languages", "en,fr",
-            "--seq-len", str(SEQ), "--out", str(tmp_path / "o"), "--quiet"]
+    argv = [
+        "collect",
+        "--model",
+        str(tiny_dirs["bloom"]),
+        "--corpus",
+        str(corpus_dir),
+        "--languages",
+        "en,fr",
+        "--seq-len",
+        str(SEQ),
+        "--out",
+        str(tmp_path / "o"),
+        "--quiet",
+    ]
     if case == "model":
         argv[2] = "./no/such/model"
     elif case == "short":

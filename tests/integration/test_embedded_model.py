@@ -96,8 +96,8 @@ def test_embedded_generates_from_bos_and_from_a_prompt(embedded):
         while len(seq) - len(start) < 8 and (len(seq) == len(start) or seq[-1] != eos):
             with torch.no_grad():
                 seq.append(int(embedded(torch.tensor([seq]))[0, -1].argmax()))
-        expected = seq[len(start):]
-        assert out == (expected[:expected.index(eos)] if eos in expected else expected)
+        expected = seq[len(start) :]
+        assert out == (expected[: expected.index(eos)] if eos in expected else expected)
     assert len(out_bos) > 0 and len(out_prompt) > 0
 
 
@@ -111,4 +111,7 @@ def test_cli_loads_the_model_quietly(capfd):
     capfd.readouterr()
     model = load_model_quietly(argparse.Namespace(model="embedded", device="cpu", dtype="float32"))
     assert capfd.readouterr() == ("", "")
-    assert neuron_spec(model).n_layers == json.loads((embedded_model_dir() / "config.json").read_text())["num_hidden_layers"]
+    assert (
+        neuron_spec(model).n_layers
+        == json.loads((embedded_model_dir() / "config.json").read_text())["num_hidden_layers"]
+    )

@@ -68,7 +68,9 @@ def test_matrix_equals_hand_perplexity(models, tiny_dirs, chunks, arch):
             expected = hf_ppl(hf, arch, c, neurons.mask[neurons.lang_index(row)])
             assert result.ppl.loc[row, lang] == pytest.approx(expected, rel=1e-5)
             assert result.change.loc[row, lang] == pytest.approx(result.ppl.loc[row, lang] - result.ppl.loc[NONE, lang])
-            assert result.relative.loc[row, lang] == pytest.approx(result.change.loc[row, lang] / result.ppl.loc[NONE, lang])
+            assert result.relative.loc[row, lang] == pytest.approx(
+                result.change.loc[row, lang] / result.ppl.loc[NONE, lang]
+            )
     assert (result.relative.loc["fr"] != 0).all()
 
 
@@ -102,7 +104,9 @@ def test_bootstrap_intervals(models, chunks):
 
 def test_save_load_round_trip(models, chunks, tmp_path):
     model = models["opt"]
-    result = perturbation_matrix(model, random_neurons(neuron_spec(model)), chunks, progress=False, meta={"corpus": "tiny"})
+    result = perturbation_matrix(
+        model, random_neurons(neuron_spec(model)), chunks, progress=False, meta={"corpus": "tiny"}
+    )
     result.save(tmp_path / "r")
     back = PerturbationResult.load(tmp_path / "r")
     assert back.ppl.equals(result.ppl)
@@ -126,14 +130,14 @@ def synthetic(rel: np.ndarray, langs=("a", "b", "c"), method="m"):
     for c, col in enumerate(langs):
         rows.append({"perturbed": NONE, "evaluated": col, "chunk": 0, "nll": np.log(10.0), "tokens": 1})
         for r, row in enumerate(langs):
-            rows.append({"perturbed": row, "evaluated": col, "chunk": 0, "nll": np.log(10.0 * (1 + rel[r, c])), "tokens": 1})
+            rows.append(
+                {"perturbed": row, "evaluated": col, "chunk": 0, "nll": np.log(10.0 * (1 + rel[r, c])), "tokens": 1}
+            )
     return PerturbationResult(pd.DataFrame(rows), {"method": method}, n_boot=10)
 
 
 def test_summary_numbers_by_hand():
-    rel = np.array([[0.30, 0.02, 0.01],
-                    [0.05, 0.10, 0.20],
-                    [0.01, 0.03, 0.40]])
+    rel = np.array([[0.30, 0.02, 0.01], [0.05, 0.10, 0.20], [0.01, 0.03, 0.40]])
     result = synthetic(rel)
     assert np.allclose(result.relative.drop(index=NONE).to_numpy(), rel)
     assert result.diagonal_mean_relative_increase() == pytest.approx((0.30 + 0.10 + 0.40) / 3)
@@ -192,7 +196,7 @@ def fake_stats(spec, seed=0):
     count = torch.randint(0, 400, (spec.n_layers, spec.d_mlp, len(LANGS)), generator=g)
     units = count.view(-1, len(LANGS))
     for k in range(len(LANGS)):  # ~4% of the units fire on 90-100% of language k's tokens
-        units[5 * k + 1::23, k] = torch.randint(900, 1000, units[5 * k + 1::23, k].shape, generator=g)
+        units[5 * k + 1 :: 23, k] = torch.randint(900, 1000, units[5 * k + 1 :: 23, k].shape, generator=g)
     stats.count[:] = count.permute(2, 0, 1)
     stats.act_sum[:] = stats.count.double() / 100
     return stats
@@ -218,15 +222,18 @@ def test_sweep_sets_are_nested_and_start_at_lape(models, chunks):
 def test_sweep_rows_equal_direct_deactivation(models, chunks, tmp_path):
     model = models["mistral"]
     stats = fake_stats(neuron_spec(model))
-    result = selection_ratio_sweep(model, stats, "fr", {"fr": chunks["fr"], "en": chunks["en"]},
-                                   ratios=[0, 0.05, 0.2], progress=False, n_boot=100)
+    result = selection_ratio_sweep(
+        model, stats, "fr", {"fr": chunks["fr"], "en": chunks["en"]}, ratios=[0, 0.05, 0.2], progress=False, n_boot=100
+    )
     masks, _ = sweep_masks(stats, "fr", [0.05, 0.2])
     rel = result.value("relative")
     assert list(rel.index) == [0.0, 0.05, 0.2] and (rel.loc[0.0] == 0).all()
     assert result.n_neurons == (0, int(masks[0.05].sum()), int(masks[0.2].sum()))
     with deactivate(model, masks[0.2]):
         nll = chunk_nll(model, chunks["fr"])
-    assert result.value("ppl").loc[0.2, "fr"] == pytest.approx(float(torch.exp(nll.sum() / (chunks["fr"].numel() - len(chunks["fr"])))))
+    assert result.value("ppl").loc[0.2, "fr"] == pytest.approx(
+        float(torch.exp(nll.sum() / (chunks["fr"].numel() - len(chunks["fr"]))))
+    )
     result.save(tmp_path / "s")
     back = SweepResult.load(tmp_path / "s")
     assert back.value("relative").equals(rel) and back.n_neurons == result.n_neurons
@@ -245,7 +252,9 @@ def test_generation_batches_and_seeds(models):
     state = torch.get_rng_state()
     assert gen.generate_ids(model, prompts, s) == gen.generate_ids(model, prompts, s)
     assert torch.equal(torch.get_rng_state(), state)
-    assert gen.generate_ids(model, prompts, s) != gen.generate_ids(model, prompts, gen.Sampling(max_new_tokens=6, seed=4))
+    assert gen.generate_ids(model, prompts, s) != gen.generate_ids(
+        model, prompts, gen.Sampling(max_new_tokens=6, seed=4)
+    )
 
 
 def test_continuation_nll_by_hand(models, tiny_dirs):
@@ -265,7 +274,9 @@ def fake_detector(monkeypatch):
     """Language = 'fr' when the text has an even number of characters, else 'en' (deterministic)."""
     import lapelens.langid
 
-    monkeypatch.setattr(lapelens.langid, "detect_languages", lambda texts: ["fr" if len(t) % 2 == 0 else "en" for t in texts])
+    monkeypatch.setattr(
+        lapelens.langid, "detect_languages", lambda texts: ["fr" if len(t) % 2 == 0 else "en" for t in texts]
+    )
 
 
 def test_unconditional_steering_and_kojima_bookkeeping(models, fake_detector):
@@ -284,11 +295,16 @@ def test_unconditional_steering_and_kojima_bookkeeping(models, fake_detector):
     base = result.samples[result.samples["condition"] == gen.BEFORE]
     for target in ("fr", "en"):
         got = result.samples[result.samples["condition"] == target]
-        assert result.summary.loc[target, "after"] == pytest.approx(np.mean([len(t) % 2 == (target == "en") for t in got["text"]]))
+        assert result.summary.loc[target, "after"] == pytest.approx(
+            np.mean([len(t) % 2 == (target == "en") for t in got["text"]])
+        )
         assert result.summary.loc[target, gen.BEFORE] == pytest.approx((base["detected"] == target).mean())
     # deactivate_others: the target's neurons set, every other language's (not the target's) zeroed
     both = gen.unconditional_steering(model, neurons, stats, ["fr"], n_samples=6, sampling=s, deactivate_others=True)
-    others = neurons.mask[[i for i, l in enumerate(neurons.languages) if l != "fr"]].any(0) & ~neurons.mask[neurons.languages.index("fr")]
+    others = (
+        neurons.mask[[i for i, l in enumerate(neurons.languages) if l != "fr"]].any(0)
+        & ~neurons.mask[neurons.languages.index("fr")]
+    )
     assert others.any()
     with deactivate(model, others), steer(model, neurons, "fr", stats):
         by_hand = gen._decode(model, gen.generate_ids(model, bos, s))
@@ -313,9 +329,13 @@ def test_prompted_steering_and_deactivated_generation(models, fake_detector, tmp
     prompts = gen.encode_prompts(model, list(parallel["en"]), 8)
     with deactivate(model, neurons, "en"), steer(model, neurons, "fr", stats):
         both = gen._decode(model, gen.generate_ids(model, prompts, s))
-    rows = result.samples[(result.samples["source"] == "en") & (result.samples["condition"] == "deactivated_and_steered")]
+    rows = result.samples[
+        (result.samples["source"] == "en") & (result.samples["condition"] == "deactivated_and_steered")
+    ]
     assert list(rows["text"]) == both
-    assert result.summary.loc[("en", "fr"), "deactivated_and_steered"] == pytest.approx(np.mean([len(t) % 2 == 0 for t in both]))
+    assert result.summary.loc[("en", "fr"), "deactivated_and_steered"] == pytest.approx(
+        np.mean([len(t) % 2 == 0 for t in both])
+    )
 
     rand = random_neurons(spec, seed=5, share=0.3)
     out = gen.generation_under_deactivation(model, neurons, {"en": list(parallel["en"])}, rand, 8, s)
@@ -326,14 +346,19 @@ def test_prompted_steering_and_deactivated_generation(models, fake_detector, tmp
     assert list(deact["text"]) == gen._decode(model, ids)
     nll, count = gen.continuation_nll(model, prompts, ids)  # unperturbed model scores the outputs
     assert out.summary.loc["en", ("deactivated", "ppl")] == pytest.approx(float(np.exp(nll.sum() / count.sum())))
-    assert out.summary.loc["en", ("deactivated", "share_in_language")] == pytest.approx((deact["detected"] == "en").mean())
+    assert out.summary.loc["en", ("deactivated", "share_in_language")] == pytest.approx(
+        (deact["detected"] == "en").mean()
+    )
     out.save(tmp_path / "g")
     back = gen.GenerationResult.load(tmp_path / "g")
     assert np.allclose(back.summary.to_numpy(dtype=float), out.summary.to_numpy(dtype=float))
     assert list(back.samples["text"]) == list(out.samples["text"])
     bars = [(t.yaxis, t.name) for t in out.figure().data if t.type == "bar"]  # share and PPL panels, 3 conditions each
-    assert [b for b in bars if b[0] == "y"] == [("y", "normal"), ("y", "its test neurons deactivated"),
-                                                ("y", "random neurons (same sizes) deactivated")]
+    assert [b for b in bars if b[0] == "y"] == [
+        ("y", "normal"),
+        ("y", "its test neurons deactivated"),
+        ("y", "random neurons (same sizes) deactivated"),
+    ]
     assert [b[1] for b in bars if b[0] == "y2"] == [b[1] for b in bars if b[0] == "y"]
 
 
@@ -354,26 +379,84 @@ def test_cli_perturb_and_sweep(models, tiny_dirs, corpus_dir, tmp_path, capsys):
     rs = random_neurons(spec, seed=9)
     rs.method = "random"
     rs.save(tmp_path / "rs")
-    code = main(["perturb", "--neurons", f"{tmp_path / 'n'},rand={tmp_path / 'rs'}", "--model", str(tiny_dirs["llama"]),
-                 "--corpus", str(corpus_dir), "--seq-len", "16", "--tokens-per-language", "128",
-                 "--out", str(tmp_path / "out"), "--quiet", "--n-boot", "50", "--figure", str(tmp_path / "f.html")])
+    code = main(
+        [
+            "perturb",
+            "--neurons",
+            f"{tmp_path / 'n'},rand={tmp_path / 'rs'}",
+            "--model",
+            str(tiny_dirs["llama"]),
+            "--corpus",
+            str(corpus_dir),
+            "--seq-len",
+            "16",
+            "--tokens-per-language",
+            "128",
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+            "--n-boot",
+            "50",
+            "--figure",
+            str(tmp_path / "f.html"),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "Relative PPL change (%)" in printed and "ratio_vs_reference" in printed
     result = PerturbationResult.load(tmp_path / "out" / "test")
     assert result.meta["chunks"] == {l: 8 for l in LANGS}
-    direct = perturbation_matrix(models["llama"], LanguageNeurons.load(tmp_path / "n"),
-                                 _cli_chunks(models["llama"], corpus_dir), progress=False)
+    direct = perturbation_matrix(
+        models["llama"], LanguageNeurons.load(tmp_path / "n"), _cli_chunks(models["llama"], corpus_dir), progress=False
+    )
     assert np.allclose(result.ppl.to_numpy(), direct.ppl.loc[result.rows, result.columns].to_numpy(), rtol=1e-6)
     assert (tmp_path / "out" / "compare.csv").is_file() and (tmp_path / "f.html").is_file()
 
     fake_stats(spec).save(tmp_path / "stats")
-    code = main(["sweep", "--stats", str(tmp_path / "stats"), "--target", "fr", "--ratios", "0,0.05", "--model",
-                 str(tiny_dirs["llama"]), "--corpus", str(corpus_dir), "--seq-len", "16", "--tokens-per-language", "64",
-                 "--out", str(tmp_path / "sweep"), "--quiet", "--n-boot", "20"])
+    code = main(
+        [
+            "sweep",
+            "--stats",
+            str(tmp_path / "stats"),
+            "--target",
+            "fr",
+            "--ratios",
+            "0,0.05",
+            "--model",
+            str(tiny_dirs["llama"]),
+            "--corpus",
+            str(corpus_dir),
+            "--seq-len",
+            "16",
+            "--tokens-per-language",
+            "64",
+            "--out",
+            str(tmp_path / "sweep"),
+            "--quiet",
+            "--n-boot",
+            "20",
+        ]
+    )
     assert code == 0 and SweepResult.load(tmp_path / "sweep").ratios == (0.0, 0.05)
-    assert main(["perturb", "--neurons", str(tmp_path / "n"), "--model", str(tiny_dirs["llama"]), "--corpus", str(corpus_dir),
-                 "--out", str(tmp_path / "x"), "--tokens-per-language", "0", "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "perturb",
+                "--neurons",
+                str(tmp_path / "n"),
+                "--model",
+                str(tiny_dirs["llama"]),
+                "--corpus",
+                str(corpus_dir),
+                "--out",
+                str(tmp_path / "x"),
+                "--tokens-per-language",
+                "0",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
 
 
 def _cli_chunks(model, corpus_dir):
@@ -397,20 +480,90 @@ def test_cli_steer_and_generate(models, tiny_dirs, tmp_path, capsys, fake_detect
     neurons.save(tmp_path / "n")
     fake_stats(spec).save(tmp_path / "stats")
     common = ["--model", str(tiny_dirs["gpt2"]), "--quiet", "--max-new-tokens", "4"]
-    assert main(["steer", "--neurons", str(tmp_path / "n"), "--stats", str(tmp_path / "stats"), "--samples", "3",
-                 "--languages", "fr,en", "--out", str(tmp_path / "u"), *common]) == 0
+    assert (
+        main(
+            [
+                "steer",
+                "--neurons",
+                str(tmp_path / "n"),
+                "--stats",
+                str(tmp_path / "stats"),
+                "--samples",
+                "3",
+                "--languages",
+                "fr,en",
+                "--out",
+                str(tmp_path / "u"),
+                *common,
+            ]
+        )
+        == 0
+    )
     assert "share >= 0.8" in capsys.readouterr().out
     assert list(gen.GenerationResult.load(tmp_path / "u").summary.index) == ["fr", "en"]
-    assert main(["steer", "--mode", "kojima", "--neurons", str(tmp_path / "n"), "--samples", "2", "--languages", "zh",
-                 "--out", str(tmp_path / "k"), *common]) == 0
+    assert (
+        main(
+            [
+                "steer",
+                "--mode",
+                "kojima",
+                "--neurons",
+                str(tmp_path / "n"),
+                "--samples",
+                "2",
+                "--languages",
+                "zh",
+                "--out",
+                str(tmp_path / "k"),
+                *common,
+            ]
+        )
+        == 0
+    )
     assert main(["steer", "--neurons", str(tmp_path / "n"), "--out", str(tmp_path / "e"), *common]) == 2
     assert "--stats" in capsys.readouterr().err
-    assert main(["steer", "--mode", "prompted", "--neurons", str(tmp_path / "n"), "--stats", str(tmp_path / "stats"),
-                 "--languages", "en,fr", "--n-prompts", "2", "--out", str(tmp_path / "p"), *common]) == 0
+    assert (
+        main(
+            [
+                "steer",
+                "--mode",
+                "prompted",
+                "--neurons",
+                str(tmp_path / "n"),
+                "--stats",
+                str(tmp_path / "stats"),
+                "--languages",
+                "en,fr",
+                "--n-prompts",
+                "2",
+                "--out",
+                str(tmp_path / "p"),
+                *common,
+            ]
+        )
+        == 0
+    )
     prompted = gen.GenerationResult.load(tmp_path / "p")
     assert list(prompted.summary.index) == [("en", "fr"), ("fr", "en")]
-    assert main(["generate", "--neurons", str(tmp_path / "n"), "--random-seed", "1", "--languages", "en,ja",
-                 "--n-prompts", "3", "--out", str(tmp_path / "g"), *common]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--neurons",
+                str(tmp_path / "n"),
+                "--random-seed",
+                "1",
+                "--languages",
+                "en,ja",
+                "--n-prompts",
+                "3",
+                "--out",
+                str(tmp_path / "g"),
+                *common,
+            ]
+        )
+        == 0
+    )
     out = gen.GenerationResult.load(tmp_path / "g")
     assert list(out.summary.index) == ["en", "ja"]
     assert set(out.samples["condition"]) == {"normal", "deactivated", "random"}

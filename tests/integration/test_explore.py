@@ -35,8 +35,17 @@ from lapelens.neurons import LanguageNeurons
 from lapelens.tokens import pack_chunks
 from tiny import chromium, explorer_run, make_tiny_model
 
-BUDGETS = dict(context_tokens=64, top_k=3, samples=2, window=(5, 4), loss_max_neurons=40, loss_tokens=64,
-               loss_seq_len=16, n_boot=300, progress=False)
+BUDGETS = dict(
+    context_tokens=64,
+    top_k=3,
+    samples=2,
+    window=(5, 4),
+    loss_max_neurons=40,
+    loss_tokens=64,
+    loss_seq_len=16,
+    n_boot=300,
+    progress=False,
+)
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +81,7 @@ def hf_acts(hf, layer, tokens):
 
 def hf_chunk_nll(hf, tokens, layer=None, neuron=None):
     """Summed next-token NLL per chunk, with ``act_fn`` output of one neuron zeroed if given."""
+
     def zero(module, inputs, output):
         output = output.clone()
         output[..., neuron] = 0
@@ -138,13 +148,17 @@ def test_byte_pieces_merge_into_the_characters_they_make(tmp_path):
     runs = merged_runs(tok, ids)
     assert runs, "the tiny tokenizer splits these characters into byte pieces"
     covered = {p for start, n, _ in runs for p in range(start, start + n)}
-    shown = "".join(next(t for s, n, t in runs if s == p) if any(s == p for s, _, _ in runs) else
-                    ("" if p in covered else tok.decode([i])) for p, i in enumerate(ids))
+    shown = "".join(
+        next(t for s, n, t in runs if s == p)
+        if any(s == p for s, _, _ in runs)
+        else ("" if p in covered else tok.decode([i]))
+        for p, i in enumerate(ids)
+    )
     assert shown == "敏捷的棕色狐狸"
     assert all("\ufffd" in tok.decode([ids[s]]) and n >= 2 for s, n, _ in runs)
     # a piece shown alone spells its bytes: the pieces of a run spell the UTF-8 bytes of its text
     for start, n, text in runs:
-        spelled = "".join(raw_token(tok, i)[1:-1] for i in ids[start:start + n])
+        spelled = "".join(raw_token(tok, i)[1:-1] for i in ids[start : start + n])
         assert spelled.encode("latin-1").decode("unicode_escape").encode("latin-1") == text.encode("utf-8")
 
 
@@ -160,7 +174,9 @@ def test_logit_effects_equal_hf_down_projection_times_unembedding(arch, tmp_path
         assert e.suppressed[layer, neuron].tolist() == effect.topk(5, largest=False).indices.tolist()
         torch.testing.assert_close(e.promoted_value[layer, neuron], effect.topk(5).values, rtol=1e-4, atol=1e-5)
         lo, hi = e.hist_range[layer, neuron].tolist()
-        counts = np.bincount(np.clip(np.floor((effect.numpy() - lo) / ((hi - lo) / 12)), 0, 11).astype(int), minlength=12)
+        counts = np.bincount(
+            np.clip(np.floor((effect.numpy() - lo) / ((hi - lo) / 12)), 0, 11).astype(int), minlength=12
+        )
         assert e.hist[layer, neuron].tolist() == counts.tolist()
     # the search index: per token, the strongest promoters over all layers, from the HF weights
     d_mlp = e.promoted.shape[1]
@@ -178,8 +194,10 @@ def test_loss_change_equals_a_hook_on_the_hf_model(built, hf, config):
     data = built[0].data
     c = data.loss.changes
     assert len(c.neurons) == int(data.selection.selections["lape"].any(dim=0).sum())  # all of them fit the budget
-    chunks = {l: pack_chunks(built[0].model.tokenizer, lapelens.load_corpus(config["corpus"], "valid")[l], 16, 64)
-              for l in data.languages}
+    chunks = {
+        l: pack_chunks(built[0].model.tokenizer, lapelens.load_corpus(config["corpus"], "valid")[l], 16, 64)
+        for l in data.languages
+    }
     for row in [0, len(c.neurons) - 1]:
         layer, neuron = c.neurons[row].tolist()
         for k, lang in enumerate(data.languages):
@@ -189,7 +207,9 @@ def test_loss_change_equals_a_hook_on_the_hf_model(built, hf, config):
             assert c.base[k].item() == pytest.approx(base.sum().item() / tokens, abs=1e-5)
             assert c.delta[row, k].item() == pytest.approx(diff.sum().item() / tokens, abs=1e-5)
             # the interval: numpy percentiles of the same resamples of these chunks
-            idx = torch.randint(0, len(diff), (c.n_boot, len(diff)), generator=torch.Generator().manual_seed(c.seed)).numpy()
+            idx = torch.randint(
+                0, len(diff), (c.n_boot, len(diff)), generator=torch.Generator().manual_seed(c.seed)
+            ).numpy()
             boot = diff.numpy()[idx].sum(axis=1) / (15 * len(diff))
             assert c.low[row, k].item() == pytest.approx(np.percentile(boot, 2.5), abs=1e-5)
             assert c.high[row, k].item() == pytest.approx(np.percentile(boot, 97.5), abs=1e-5)
@@ -211,8 +231,8 @@ def test_contexts_samples_and_histograms_equal_a_brute_force_pass(built, hf, con
             shown = panel.chunks[lang][s.chunk[d, k, 0]]
             assert torch.equal(shown, chunks[int(top.indices[0])]) and s.pos[d, k, 0] == at[top.indices[0]]
             p = int(s.pos[d, k, 0])
-            window = a[int(top.indices[0]), max(0, p - 5):p + 5]
-            kept = s.acts[d, k, 0, 5 - (p - max(0, p - 5)):][:len(window)]
+            window = a[int(top.indices[0]), max(0, p - 5) : p + 5]
+            kept = s.acts[d, k, 0, 5 - (p - max(0, p - 5)) :][: len(window)]
             torch.testing.assert_close(kept, window, rtol=1e-4, atol=1e-5)
             flat = a.flatten().sort().values
             for g, (q_lo, q_hi) in enumerate(s.groups):
@@ -224,12 +244,16 @@ def test_contexts_samples_and_histograms_equal_a_brute_force_pass(built, hf, con
                     if s.chunk[d, k, c] < 0:
                         continue
                     # the repeated texts give identical chunks: any of them has the same activations
-                    chunk = next(i for i in range(len(chunks)) if torch.equal(chunks[i], panel.chunks[lang][s.chunk[d, k, c]]))
+                    chunk = next(
+                        i for i in range(len(chunks)) if torch.equal(chunks[i], panel.chunks[lang][s.chunk[d, k, c]])
+                    )
                     value = a[chunk, s.pos[d, k, c]]
                     assert s.value[d, k, c].item() == pytest.approx(value.item(), abs=1e-5)
                     assert lo - 1e-5 <= value < hi + 1e-5
             edges = s.edges[d]
-            bins = ((a.flatten() - edges[0]) / (edges[-1] - edges[0]) * (len(edges) - 1)).floor().clamp(0, len(edges) - 2)
+            bins = (
+                ((a.flatten() - edges[0]) / (edges[-1] - edges[0]) * (len(edges) - 1)).floor().clamp(0, len(edges) - 2)
+            )
             hist = torch.bincount(bins.long(), minlength=len(edges) - 1)
             assert (s.hist[d, k] - hist).abs().sum() <= 2  # a value on a bin edge may round to either side
 
@@ -240,8 +264,13 @@ def test_the_page_holds_lists_and_the_layer_files_the_rest(built, run_dir):
     files = sorted(p.name for p in (out.parent / "explorer_files").iterdir())
     assert files == ["layer_000.js", "layer_001.js", "search_000.js", "vocab.js"]
     html = out.read_text()
-    assert '"promoted_value"' not in html and '"promoted_value"' in (out.parent / "explorer_files" / "layer_001.js").read_text()
-    assert html_bytes == len(html.encode()) and folder_bytes == sum(p.stat().st_size for p in (out.parent / "explorer_files").iterdir())
+    assert (
+        '"promoted_value"' not in html
+        and '"promoted_value"' in (out.parent / "explorer_files" / "layer_001.js").read_text()
+    )
+    assert html_bytes == len(html.encode()) and folder_bytes == sum(
+        p.stat().st_size for p in (out.parent / "explorer_files").iterdir()
+    )
     stats = lapelens.ActivationStats.load(run_dir / "stats")
     d = page_json(ex.data, "explorer_files")
     p = stats.firing_probability().flatten(1)
@@ -266,15 +295,53 @@ def test_a_neuron_set_of_fewer_languages_is_shown_in_the_statistics_columns(run_
 def test_public_name_and_cli(run_dir, tmp_path):
     assert lapelens.explore is explore
     out = tmp_path / "cli.html"
-    assert main(["explore", str(run_dir), "--out", str(out), "--context-tokens", "32", "--loss-max-neurons", "2",
-                 "--loss-tokens", "32", "--loss-seq-len", "16", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "explore",
+                str(run_dir),
+                "--out",
+                str(out),
+                "--context-tokens",
+                "32",
+                "--loss-max-neurons",
+                "2",
+                "--loss-tokens",
+                "32",
+                "--loss-seq-len",
+                "16",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "explorer-data" in out.read_text() and (tmp_path / "cli_files" / "layer_001.js").is_file()
     # statistics and a neuron set instead of a run folder (model and corpus given, as the statistics record none)
     config = json.loads((run_dir / "config.json").read_text())
     out2 = tmp_path / "parts.html"
-    assert main(["explore", "--stats", str(run_dir / "stats"), "--neurons", str(run_dir / "neurons_lape"), "--model",
-                 config["model"], "--corpus", config["corpus"], "--out", str(out2), "--context-tokens", "32",
-                 "--loss-max-neurons", "0", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "explore",
+                "--stats",
+                str(run_dir / "stats"),
+                "--neurons",
+                str(run_dir / "neurons_lape"),
+                "--model",
+                config["model"],
+                "--corpus",
+                config["corpus"],
+                "--out",
+                str(out2),
+                "--context-tokens",
+                "32",
+                "--loss-max-neurons",
+                "0",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert '"lape"' in out2.read_text() and '"lap"' not in out2.read_text()
     assert main(["explore", str(tmp_path), "--out", str(out)]) == 2  # not a run folder
     assert main(["explore", str(run_dir)]) == 2  # neither --out nor --serve
@@ -326,8 +393,10 @@ def shown_bars(page, cls):
 
 
 def listed(page):
-    return [(int(r.get_attribute("data-layer")), int(r.get_attribute("data-neuron")))
-            for r in page.locator("#neuron-list tr.neuron-row").all()]
+    return [
+        (int(r.get_attribute("data-layer")), int(r.get_attribute("data-neuron")))
+        for r in page.locator("#neuron-list tr.neuron-row").all()
+    ]
 
 
 def test_page_loads_offline_and_loads_a_layer_only_when_opened(page):
@@ -369,10 +438,14 @@ def test_a_neuron_page_shows_the_statistics_the_logits_and_the_loss(page, built,
     page.wait_for_function(f"document.getElementById('panel-firing').dataset.neuron === '{layer}:{neuron}'")
     p = stats.firing_probability()
     firing = {l: float(v) for l, v in shown_bars(page, "firing").items()}  # 3 decimals (JS rounds ties up)
-    assert firing == {l: pytest.approx(p[k, layer, neuron].item(), abs=5e-4 + 1e-12) for k, l in enumerate(stats.languages)}
+    assert firing == {
+        l: pytest.approx(p[k, layer, neuron].item(), abs=5e-4 + 1e-12) for k, l in enumerate(stats.languages)
+    }
     mean = {l: float(v) for l, v in shown_bars(page, "mean").items()}  # 4 decimals of an 18-bit fixed-point value
-    assert mean == {l: pytest.approx(stats.mean_activation()[k, layer, neuron].item(), abs=6e-5)
-                    for k, l in enumerate(stats.languages)}
+    assert mean == {
+        l: pytest.approx(stats.mean_activation()[k, layer, neuron].item(), abs=6e-5)
+        for k, l in enumerate(stats.languages)
+    }
     entropy = lapelens.stats.entropy(stats.firing_probability())[layer, neuron].item()
     assert float(page.inner_text("#entropy-value")) == pytest.approx(entropy, abs=6e-5)
     effect = hf_effect(Path(config["model"]), "llama", layer, neuron)
@@ -388,7 +461,11 @@ def test_a_neuron_page_shows_the_statistics_the_logits_and_the_loss(page, built,
         assert ("no detectable effect" in labels[lang].text_content()) == bool(spans_zero)
     summary = page.inner_text("#neuron-summary")
     top = built[0].model.tokenizer.decode([effect.argmax().item()])
-    assert summary.startswith(f"L{layer} N{neuron}: ") and "LAPE rank 0" in summary and f"promotes \u201c{top}\u201d" in summary
+    assert (
+        summary.startswith(f"L{layer} N{neuron}: ")
+        and "LAPE rank 0" in summary
+        and f"promotes \u201c{top}\u201d" in summary
+    )
     assert page.errors == []
 
 
@@ -409,7 +486,7 @@ def test_contexts_show_the_chunk_window_with_characters_whole(page, built):
             ids += [int(sp.get_attribute("data-token-id"))] + [None] * (int(sp.get_attribute("data-n")) - 1)
         assert ids[0] == chunk[max(0, pos - 5)] or first == 0
         text = "".join(sp.text_content() for sp in spans)
-        window = chunk[max(0, pos - 5):pos + 5]
+        window = chunk[max(0, pos - 5) : pos + 5]
         if "\ufffd" not in tok.decode(window) and "\u2039" not in text:
             assert text.replace("\u23ce", "\n") == tok.decode(window)  # byte pieces shown as whole characters
         assert row.locator("span.center").count() == 1

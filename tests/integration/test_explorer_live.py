@@ -63,6 +63,7 @@ def get(url, path, **params):
 
 def act_fn_hook(hf, layer, set_to=None, store=None):
     """A forward hook on ``mlp.act_fn`` of ``layer``: record its output, or set neurons to values."""
+
     def hook(module, inputs, output):
         if store is not None:
             store.append(output.detach())
@@ -81,12 +82,17 @@ def hf_greedy(hf, tok, prompt, k, hooks=()):
     ids = [tok.bos_token_id] + tok(prompt, add_special_tokens=False)["input_ids"]
     handles = [h() for h in hooks]
     with torch.no_grad():
-        out = hf.generate(torch.tensor([ids]), max_new_tokens=k, do_sample=False, pad_token_id=tok.pad_token_id,
-                          eos_token_id=tok.eos_token_id)
+        out = hf.generate(
+            torch.tensor([ids]),
+            max_new_tokens=k,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
     for h in handles:
         h.remove()
-    new = out[0, len(ids):].tolist()
-    return new[:new.index(tok.eos_token_id)] if tok.eos_token_id in new else new
+    new = out[0, len(ids) :].tolist()
+    return new[: new.index(tok.eos_token_id)] if tok.eos_token_id in new else new
 
 
 def test_activations_equal_a_hook_on_the_hf_act_fn(url, hf, built):
@@ -153,24 +159,27 @@ def test_search_ranks_first_what_the_hf_weights_rank_first(url, hf, built):
         assert body["neurons"][0]["effect"] == pytest.approx(effect.max().item(), abs=1e-5)
 
 
-@pytest.mark.parametrize("path, params, says", [
-    ("/api/activations", dict(layer=2, neuron=0, text="x"), "No neuron (2, 0)"),
-    ("/api/activations", dict(layer=0, neuron=64, text="x"), "No neuron (0, 64)"),
-    ("/api/activations", dict(layer="one", neuron=0, text="x"), "whole numbers"),
-    ("/api/activations", dict(layer=0, neuron=0, text=""), "empty"),
-    ("/api/activations", dict(layer=0, neuron=0), "Missing parameter 'text'"),
-    ("/api/activations", dict(layer=0, neuron=0, text="word " * 300), "at most"),
-    ("/api/activations", dict(layer=0, neuron=0, text="x" * 5000), "characters"),
-    ("/api/steer", dict(layer=0, neuron=0, value="abc", prompt="x"), "value must be a number"),
-    ("/api/steer", dict(layer=0, neuron=0, value="nan", prompt="x"), "finite"),
-    ("/api/steer", dict(layer=0, neuron=0, value=1, language="zh"), "not both"),
-    ("/api/steer", dict(language="xx"), "'xx'"),
-    ("/api/steer", dict(prompt="x", max_new_tokens=0), "max_new_tokens"),
-    ("/api/steer", dict(prompt="x", max_new_tokens="ten"), "max_new_tokens"),
-    ("/api/steer", dict(prompt="word " * 120, max_new_tokens=20), "at most"),
-    ("/api/search", dict(token=""), "empty"),
-    ("/api/search", dict(token="the", top=0), "top"),
-])
+@pytest.mark.parametrize(
+    "path, params, says",
+    [
+        ("/api/activations", dict(layer=2, neuron=0, text="x"), "No neuron (2, 0)"),
+        ("/api/activations", dict(layer=0, neuron=64, text="x"), "No neuron (0, 64)"),
+        ("/api/activations", dict(layer="one", neuron=0, text="x"), "whole numbers"),
+        ("/api/activations", dict(layer=0, neuron=0, text=""), "empty"),
+        ("/api/activations", dict(layer=0, neuron=0), "Missing parameter 'text'"),
+        ("/api/activations", dict(layer=0, neuron=0, text="word " * 300), "at most"),
+        ("/api/activations", dict(layer=0, neuron=0, text="x" * 5000), "characters"),
+        ("/api/steer", dict(layer=0, neuron=0, value="abc", prompt="x"), "value must be a number"),
+        ("/api/steer", dict(layer=0, neuron=0, value="nan", prompt="x"), "finite"),
+        ("/api/steer", dict(layer=0, neuron=0, value=1, language="zh"), "not both"),
+        ("/api/steer", dict(language="xx"), "'xx'"),
+        ("/api/steer", dict(prompt="x", max_new_tokens=0), "max_new_tokens"),
+        ("/api/steer", dict(prompt="x", max_new_tokens="ten"), "max_new_tokens"),
+        ("/api/steer", dict(prompt="word " * 120, max_new_tokens=20), "at most"),
+        ("/api/search", dict(token=""), "empty"),
+        ("/api/search", dict(token="the", top=0), "top"),
+    ],
+)
 def test_bad_requests_get_a_400_and_the_server_keeps_serving(url, path, params, says):
     status, body = get(url, path, **params)
     assert status == 400 and list(body) == ["error"] and says in body["error"] and "\n" not in body["error"]
@@ -233,7 +242,7 @@ def test_the_live_page_talks_only_to_its_server(browser, url, built):
 
     def route(r):
         if r.request.url.startswith(url + "/"):
-            inside.append(r.request.url[len(url):])
+            inside.append(r.request.url[len(url) :])
             r.continue_()
         else:
             outside.append(r.request.url)
@@ -267,18 +276,43 @@ def test_the_live_page_talks_only_to_its_server(browser, url, built):
     page.wait_for_selector("#search-results table.search-table")
     assert any(p.startswith("/api/search?") for p in inside)
     assert errors == [] and outside == []
-    assert {p.split("?")[0] for p in inside} <= {"/", "/explorer_files/layer_000.js", "/explorer_files/layer_001.js",
-                                                  "/explorer_files/vocab.js", "/api/activations", "/api/steer", "/api/search"}
+    assert {p.split("?")[0] for p in inside} <= {
+        "/",
+        "/explorer_files/layer_000.js",
+        "/explorer_files/layer_001.js",
+        "/explorer_files/vocab.js",
+        "/api/activations",
+        "/api/steer",
+        "/api/search",
+    }
     page.close()
 
 
 # ---- the command ------------------------------------------------------------------------------------
 def test_cli_serve_starts_answers_and_stops_on_ctrl_c(run_dir, config):
-    cmd = [sys.executable, "-m", "lapelens", "explore", "--serve", "--port", "0", "--stats", str(run_dir / "stats"),
-           "--neurons", str(run_dir / "neurons_lape"), "--model", config["model"], "--corpus", config["corpus"],
-           "--context-tokens", "32", "--quiet"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "lapelens",
+        "explore",
+        "--serve",
+        "--port",
+        "0",
+        "--stats",
+        str(run_dir / "stats"),
+        "--neurons",
+        str(run_dir / "neurons_lape"),
+        "--model",
+        config["model"],
+        "--corpus",
+        config["corpus"],
+        "--context-tokens",
+        "32",
+        "--quiet",
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     try:
         lines = []
         for line in proc.stdout:

@@ -27,8 +27,10 @@ from tiny import RUN_LANGS as LANGS
 from tiny import fake_perturbation, fake_run, save_run
 
 BROWSER = find_browser()
-needs_browser = pytest.mark.skipif(BROWSER is None, reason="PNG/SVG export and the browser tests need Chromium: "
-                                   "apt-get install chromium (.ci/run installs it)")
+needs_browser = pytest.mark.skipif(
+    BROWSER is None,
+    reason="PNG/SVG export and the browser tests need Chromium: apt-get install chromium (.ci/run installs it)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +56,9 @@ def png_size(path: Path) -> tuple[int, int]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     pos, idat, header = 8, b"", None
     while pos < len(data):
-        (length,), kind = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
-        body = data[pos + 8:pos + 8 + length]
-        assert struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])[0] == zlib.crc32(kind + body)
+        (length,), kind = struct.unpack(">I", data[pos : pos + 4]), data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
+        assert struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])[0] == zlib.crc32(kind + body)
         if kind == b"IHDR":
             header = struct.unpack(">IIBBBBB", body)
         elif kind == b"IDAT":
@@ -91,8 +93,10 @@ def loaded_urls(html: Path) -> list[str]:
 # ---- (a) export ------------------------------------------------------------------------------------
 @needs_browser
 def test_write_figure_html_png_svg(tmp_path):
-    fig = go.Figure(go.Heatmap(z=[[1, 2], [3, 4]], text=[["a", "b"], ["c", "d"]], texttemplate="%{text}"),
-                    layout={"width": 420, "height": 310, "title": "t"})
+    fig = go.Figure(
+        go.Heatmap(z=[[1, 2], [3, 4]], text=[["a", "b"], ["c", "d"]], texttemplate="%{text}"),
+        layout={"width": 420, "height": 310, "title": "t"},
+    )
     written = write_figure(fig, tmp_path / "out" / "heat.html")  # the suffix is optional and replaced
     assert sorted(p.name for p in written) == ["heat.html", "heat.png", "heat.svg"]
     assert png_size(tmp_path / "out" / "heat.png") == (420 * export.PNG_SCALE, 310 * export.PNG_SCALE)
@@ -108,8 +112,10 @@ def test_write_figure_html_png_svg(tmp_path):
 @needs_browser
 def test_the_same_figure_renders_to_the_same_svg(tmp_path):
     # plotly draws random ids (defs-3f9a1c, clip..., a colorbar class per trace uid) into its SVG
-    figs = {"heat": go.Figure(go.Heatmap(z=[[1, 2], [3, 4]])),
-            "bars": go.Figure([go.Bar(name="a", y=[1, 2]), go.Bar(name="b", y=[2, 1])])}
+    figs = {
+        "heat": go.Figure(go.Heatmap(z=[[1, 2], [3, 4]])),
+        "bars": go.Figure([go.Bar(name="a", y=[1, 2]), go.Bar(name="b", y=[2, 1])]),
+    }
     write_figures(figs, tmp_path / "one", formats=("svg",))
     write_figures(figs, tmp_path / "two", formats=("svg",))
     for name in figs:
@@ -157,8 +163,10 @@ def test_pages_render_in_headless_chromium_with_the_network_blocked(tmp_path):
     write_figures(figs, tmp_path, formats=("html",))
     lape_matrix = run["perturb"]["lape"].value("relative").drop(index=NONE) * 100
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=BROWSER, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+        browser = p.chromium.launch(
+            executable_path=BROWSER,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
         try:
             for name in figs:
                 page = browser.new_page()
@@ -190,9 +198,23 @@ def test_pages_render_in_headless_chromium_with_the_network_blocked(tmp_path):
 def test_run_figures_equal_the_figures_of_the_results_before_saving(run_dir):
     direct = figures_of(fake_run())
     again = Run(run_dir).figures()
-    assert list(again) == list(direct) == [
-        "fig5_layers", "fig2_perturb_lape", "fig2_perturb_random", "fig3_perturb_methods", "fig4_sweep", "fig6_ses",
-        "fig7_dominance", "steer_unconditional", "steer_prompted", "deactivated_generation", "kojima"]
+    assert (
+        list(again)
+        == list(direct)
+        == [
+            "fig5_layers",
+            "fig2_perturb_lape",
+            "fig2_perturb_random",
+            "fig3_perturb_methods",
+            "fig4_sweep",
+            "fig6_ses",
+            "fig7_dominance",
+            "steer_unconditional",
+            "steer_prompted",
+            "deactivated_generation",
+            "kojima",
+        ]
+    )
     for name in direct:
         assert plain(again[name].to_dict()) == plain(direct[name].to_dict()), name
 
@@ -205,7 +227,9 @@ def test_figures_cli_writes_every_figure_as_the_direct_one(run_dir, tmp_path, ca
     write_figures(direct, tmp_path / "direct", formats=("html",))
     for name, fig in direct.items():
         # Same figure JSON and a fixed div id: the regenerated page is byte for byte the direct one.
-        assert (tmp_path / "cli" / f"{name}.html").read_bytes() == (tmp_path / "direct" / f"{name}.html").read_bytes(), name
+        assert (tmp_path / "cli" / f"{name}.html").read_bytes() == (
+            tmp_path / "direct" / f"{name}.html"
+        ).read_bytes(), name
         width, height = export.image_size(fig)
         assert png_size(tmp_path / "cli" / f"{name}.png") == (width * export.PNG_SCALE, height * export.PNG_SCALE), name
         assert ET.parse(tmp_path / "cli" / f"{name}.svg").getroot().get("width") == str(width), name
@@ -238,14 +262,24 @@ def test_heatmap_cells_carry_the_matrix_values():
     matrix = result.value("relative").drop(index=NONE) * 100
     assert list(trace.y) == list(matrix.index) == list(LANGS) and list(trace.x) == list(LANGS)
     # the colour is the signed log of the change in %; the number in the cell is the change itself
-    np.testing.assert_allclose(np.asarray(trace.z), np.sign(matrix.to_numpy()) * np.log10(1 + np.abs(matrix.to_numpy())))
+    np.testing.assert_allclose(
+        np.asarray(trace.z), np.sign(matrix.to_numpy()) * np.log10(1 + np.abs(matrix.to_numpy()))
+    )
     assert trace.texttemplate == "%{text}"
     assert [list(r) for r in trace.text] == [[cell_text(v) for v in row] for row in matrix.to_numpy()]
     assert (cell_text(12.345), cell_text(-0.04), cell_text(-0.004, "change"), cell_text(1234.5, "ppl")) == (
-        "12.3%", "0.0%", "0.00", "1234")
+        "12.3%",
+        "0.0%",
+        "0.00",
+        "1234",
+    )
     # LAP's changes on a real model (4,336,251.9 %) in a cell: two digits and the power of ten
     assert (cell_text(4336251.9), cell_text(-12345.0), cell_text(9999.94), cell_text(2.5e5, "ppl")) == (
-        "4.3e6%", "-1.2e4%", "9999.9%", "2.5e5")
+        "4.3e6%",
+        "-1.2e4%",
+        "9999.9%",
+        "2.5e5",
+    )
     shown = np.array([[float(t.rstrip("%")) for t in row] for row in trace.text])
     np.testing.assert_allclose(shown, matrix.to_numpy(), atol=0.05 + 1e-9)
     assert shown.diagonal().min() > np.where(np.eye(3, dtype=bool), -np.inf, shown).max()  # the diagonal built in
@@ -253,8 +287,9 @@ def test_heatmap_cells_carry_the_matrix_values():
     top = np.abs(matrix.to_numpy()).max()
     assert (trace.zmin, trace.zmax) == pytest.approx((-np.log10(1 + top), np.log10(1 + top)))
     change = result.figure("change").data[0]
-    assert [list(r) for r in change.text] == [[cell_text(v, "change") for v in row]
-                                              for row in result.change.drop(index=NONE).to_numpy()]
+    assert [list(r) for r in change.text] == [
+        [cell_text(v, "change") for v in row] for row in result.change.drop(index=NONE).to_numpy()
+    ]
     # The comparison figure carries the same numbers, on one colour axis.
     random = fake_perturbation("random", 1)
     both = compare_figure({"lape": result, "random": random})

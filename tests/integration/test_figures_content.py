@@ -48,7 +48,9 @@ def test_signed_log_and_its_ticks():
     np.testing.assert_allclose(signed_log(np.array([-99.0, 0.0, 9.0, 999.0])), [-2.0, 0.0, 1.0, 3.0])
     vals, text = signed_log_ticks(1000.0, "%")
     assert text[0] == "−1,000%" and text[-1] == "+1,000%" and "0%" in text and "+10%" in text
-    np.testing.assert_allclose(vals, signed_log(np.array([float(t.replace("−", "-").rstrip("%").replace(",", "")) for t in text])))
+    np.testing.assert_allclose(
+        vals, signed_log(np.array([float(t.replace("−", "-").rstrip("%").replace(",", "")) for t in text]))
+    )
 
 
 def test_collapse_cells_are_labelled_and_do_not_stretch_the_shared_range():
@@ -60,8 +62,10 @@ def test_collapse_cells_are_labelled_and_do_not_stretch_the_shared_range():
     assert (np.diag(text) == "collapse").all() and not (text[~np.eye(3, dtype=bool)] == "collapse").any()
     assert "the model breaks (lap: 3 of 9 cells)" in caption(fig)
     # the range ends at the largest change short of a collapse: LAPE's diagonal, not LAP's x20
-    top = max(np.abs(r.value("relative").drop(index="none").to_numpy() * 100)[~np.eye(3, dtype=bool) | (r is lape)].max()
-              for r in (lape, lap))
+    top = max(
+        np.abs(r.value("relative").drop(index="none").to_numpy() * 100)[~np.eye(3, dtype=bool) | (r is lape)].max()
+        for r in (lape, lap)
+    )
     assert colour_range([lape, lap]) == pytest.approx((-top, top))
     assert fig.data[0].zmax == pytest.approx(np.log10(1 + top)) and top < 100
     # a matrix of +-0.01% stays pale: its own range is at least +-10%
@@ -125,15 +129,26 @@ def test_generation_under_deactivation_shows_the_prompt_s_language_and_perplexit
     assert [list(t.y) for t in ppl] == [[12.5] * 3, [30.25] * 3]
     low, high = scipy_wilson(4, 4)
     np.testing.assert_allclose(share[0].error_y.arrayminus, [1 - low] * 3, atol=1e-6)
-    assert fig.layout.xaxis.title.text == "prompt's language" and fig.layout.yaxis.title.text == "share in the prompt's language"
-    assert "n = 4 prompts per language and condition" in caption(fig) and "lape neurons per language: 10–12" in caption(fig)
+    assert (
+        fig.layout.xaxis.title.text == "prompt's language"
+        and fig.layout.yaxis.title.text == "share in the prompt's language"
+    )
+    assert "n = 4 prompts per language and condition" in caption(fig) and "lape neurons per language: 10–12" in caption(
+        fig
+    )
 
 
 def test_every_figure_has_a_caption_with_its_sizes_and_no_trace_only_in_the_legend(figs):
     text = "3 chunks of 46 tokens, 135 predicted tokens"
-    sizes = {"fig5_layers": "per language 14", "fig2_perturb_lape": text, "fig2_perturb_random": text,
-             "fig3_perturb_methods": "lape 10–12, random 10–12", "fig4_sweep": "5 (1%), 10 (2%)",
-             "fig6_ses": "n = 6 aligned texts", "fig7_dominance": "n = 6 aligned texts"}
+    sizes = {
+        "fig5_layers": "per language 14",
+        "fig2_perturb_lape": text,
+        "fig2_perturb_random": text,
+        "fig3_perturb_methods": "lape 10–12, random 10–12",
+        "fig4_sweep": "5 (1%), 10 (2%)",
+        "fig6_ses": "n = 6 aligned texts",
+        "fig7_dominance": "n = 6 aligned texts",
+    }
     for name, fig in figs.items():
         assert all(t.visible in (None, True) for t in fig.data), name
         assert sizes.get(name, "n = ") in caption(fig), name

@@ -68,9 +68,19 @@ def test_publish_copies_the_data_and_redraws_the_same_figures_from_it_alone(run_
     # what was copied, and what was not
     record = json.loads((out / "published.json").read_text())
     assert record["kind"] == "published_run"
-    assert set(record["folders"]) == {"tables", "neurons_lape", "perturb_lape", "perturb_random",
-                                      "sweep", "ses", "dominance", "steer_unconditional", "steer_prompted",
-                                      "deactivated_generation", "kojima"}
+    assert set(record["folders"]) == {
+        "tables",
+        "neurons_lape",
+        "perturb_lape",
+        "perturb_random",
+        "sweep",
+        "ses",
+        "dominance",
+        "steer_unconditional",
+        "steer_prompted",
+        "deactivated_generation",
+        "kojima",
+    }
     assert record["left_out"] == ["neurons_pv", "pv_tuned", "sentences", "stats"]
     for name in record["left_out"]:
         assert not (out / name).exists()
@@ -116,7 +126,10 @@ def test_the_checker_passes_the_figures_of_a_run(good, tmp_path):
     assert check.main([str(tmp_path / "figs")]) == 0
     # the model as the run records it: a name, or the shipped model's folder on some machine
     assert check.model_name(folder_with(tmp_path, good, "/opt/lapelens/data/model"), None) == "embedded"
-    assert check.model_name(folder_with(tmp_path, good, "HuggingFaceTB/SmolLM2-135M"), None) == "HuggingFaceTB/SmolLM2-135M"
+    assert (
+        check.model_name(folder_with(tmp_path, good, "HuggingFaceTB/SmolLM2-135M"), None)
+        == "HuggingFaceTB/SmolLM2-135M"
+    )
     assert check.check_folder(folder_with(tmp_path, good, "gemma-3-270m"))[0].endswith("does not name 'gemma-3-270m'")
 
 
@@ -128,7 +141,9 @@ def test_the_checker_fails_each_rule(good, tmp_path, capsys):
     broken["fig4_sweep"].layout.shapes = ()  # the rate not marked
     broken["steer_prompted"] = go.Figure(go.Bar(x=["en→zh"], y=[0.5]), layout={"title": "Table 5 — embedded"})
     flat = 10.0 ** np.arange(-2, 9)  # 0.01 to 10^8 on a linear axis: all but the last two on zero
-    broken["flat"] = go.Figure(go.Scatter(x=list(range(flat.size)), y=flat, name="LAP"), layout={"title": "x — embedded"})
+    broken["flat"] = go.Figure(
+        go.Scatter(x=list(range(flat.size)), y=flat, name="LAP"), layout={"title": "x — embedded"}
+    )
     folder = folder_with(tmp_path, broken)
     problems = check.check_folder(folder)
     rules = sorted({line.split(": ")[1] for line in problems})
@@ -152,6 +167,8 @@ def test_flattened_is_defined_on_the_values_and_their_axis():
 def test_the_committed_embedded_folder_passes_once_published():
     folder = ROOT / "figures" / "embedded"
     if not (folder / "published.json").is_file():
-        pytest.skip("figures/embedded predates the published layout: regenerate it with "
-                    "`lapelens figures RUN_DIR --out figures/embedded`")
+        pytest.skip(
+            "figures/embedded predates the published layout: regenerate it with "
+            "`lapelens figures RUN_DIR --out figures/embedded`"
+        )
     assert check.check_folder(folder) == []

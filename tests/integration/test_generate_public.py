@@ -21,15 +21,22 @@ def models():
 
     # float32 on both sides: the shipped weights are bf16, and transformers 5 loads them as bf16 by
     # default, where near-tied logits (10.48 vs 10.43 in fp32) round to a tie and greedy decoding differs.
-    return lapelens.load_model("embedded"), AutoModelForCausalLM.from_pretrained(embedded_model_dir(), dtype=torch.float32).eval()
+    return lapelens.load_model("embedded"), AutoModelForCausalLM.from_pretrained(
+        embedded_model_dir(), dtype=torch.float32
+    ).eval()
 
 
 def _greedy_pair(model, hf, prompt: str, n: int = 20):
     toks = model.to_tokens(prompt)
     ours = model.generate(toks, max_new_tokens=n, do_sample=False, verbose=False)
     with torch.no_grad():
-        ref = hf.generate(toks, attention_mask=torch.ones_like(toks), max_new_tokens=n, do_sample=False,
-                          pad_token_id=hf.config.pad_token_id)
+        ref = hf.generate(
+            toks,
+            attention_mask=torch.ones_like(toks),
+            max_new_tokens=n,
+            do_sample=False,
+            pad_token_id=hf.config.pad_token_id,
+        )
     return ours[0].tolist(), ref[0].tolist()
 
 

@@ -41,7 +41,9 @@ class FakeModel:
 def test_the_deepest_hooked_layer_stops_the_pass():
     model = FakeModel([f"blocks.{i}.mlp.hook_pre" for i in range(5)])
     seen = []
-    hooks = layer_hooks({3: "blocks.3.mlp.hook_pre", 1: "blocks.1.mlp.hook_pre"}, lambda layer, act: seen.append((layer, int(act))))
+    hooks = layer_hooks(
+        {3: "blocks.3.mlp.hook_pre", 1: "blocks.1.mlp.hook_pre"}, lambda layer, act: seen.append((layer, int(act)))
+    )
     model.by_name = dict(hooks)
     run_until(model, torch.tensor([[10]]), use_cache=False)
     assert seen == [(1, 11), (3, 13)]  # in the model's order, each with its layer and activation

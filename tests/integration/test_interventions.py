@@ -27,6 +27,7 @@ def capture(model, names):
     def grab(name):
         def hook(act, hook):
             store[name] = act.detach().clone()
+
         return hook
 
     return store, [(n, grab(n)) for n in names]
@@ -188,9 +189,11 @@ def greedy_by_hand(hf, arch, prompt, n_new, mask=None, values=None, gated=False)
                 v = values[i]
                 ups = {}
                 handles.append(up_mod.register_forward_hook(lambda m, a, out, ups=ups: ups.__setitem__("u", out)))
+
                 def pre(m, a, c=cols, v=v, ups=ups):
                     new = v * ups["u"] if gated else v.expand_as(a[0])
                     return (torch.where(c, new, a[0]),)
+
                 handles.append(down.register_forward_pre_hook(pre))
     toks = prompt.clone()
     with torch.no_grad():
@@ -238,9 +241,18 @@ def test_steer_sets_scaled_mean_and_pin_sets_median(models, arch):
     mask = random_mask(spec, seed=8)
     stats = ActivationStats.zeros(("en", "fr"), spec.n_layers, spec.d_mlp)
     stats.n[:] = torch.tensor([10, 4])
-    stats.act_sum[1] = torch.arange(spec.n_layers * spec.d_mlp, dtype=torch.float64).reshape(spec.n_layers, spec.d_mlp) / 100
-    neurons = neurons_for(spec, {"en": ~mask, "fr": mask},
-                          values={"median": torch.stack([torch.zeros(spec.n_layers, spec.d_mlp), -0.5 * torch.ones(spec.n_layers, spec.d_mlp)])})
+    stats.act_sum[1] = (
+        torch.arange(spec.n_layers * spec.d_mlp, dtype=torch.float64).reshape(spec.n_layers, spec.d_mlp) / 100
+    )
+    neurons = neurons_for(
+        spec,
+        {"en": ~mask, "fr": mask},
+        values={
+            "median": torch.stack(
+                [torch.zeros(spec.n_layers, spec.d_mlp), -0.5 * torch.ones(spec.n_layers, spec.d_mlp)]
+            )
+        },
+    )
     with torch.no_grad():
         with steer(model, neurons, "fr", stats, scale=2.0):
             steered = model(TOKENS)
@@ -258,9 +270,17 @@ def test_steer_sets_scaled_mean_and_pin_sets_median(models, arch):
 def test_zero_parameters_zeroes_and_restores_exactly(models, tiny_dirs, arch):
     model = models[arch]
     hf_names = {
-        "gpt2": ["transformer.h.0.mlp.c_fc.weight", "transformer.h.1.attn.c_attn.weight", "transformer.h.0.mlp.c_fc.bias"],
+        "gpt2": [
+            "transformer.h.0.mlp.c_fc.weight",
+            "transformer.h.1.attn.c_attn.weight",
+            "transformer.h.0.mlp.c_fc.bias",
+        ],
         "bloom": ["transformer.h.0.mlp.dense_h_to_4h.weight", "transformer.h.1.self_attention.dense.weight"],
-        "llama": ["model.layers.0.mlp.gate_proj.weight", "model.layers.1.mlp.down_proj.weight", "model.layers.1.self_attn.q_proj.weight"],
+        "llama": [
+            "model.layers.0.mlp.gate_proj.weight",
+            "model.layers.1.mlp.down_proj.weight",
+            "model.layers.1.self_attn.q_proj.weight",
+        ],
         "qwen2": ["model.layers.0.mlp.up_proj.weight", "model.layers.1.self_attn.q_proj.bias"],
     }[arch]
     ref = AutoModelForCausalLM.from_pretrained(tiny_dirs[arch]).eval()

@@ -20,7 +20,11 @@ def stats_from(count, n, act_sum=None, languages=("en", "zh")):
     """``count[layer][neuron]`` (and ``act_sum``) list each neuron's languages side by side, as the
     comments do; ActivationStats holds them language first."""
     count = torch.tensor(count, dtype=torch.int64).permute(2, 0, 1)
-    act = torch.zeros(count.shape, dtype=torch.float64) if act_sum is None else torch.tensor(act_sum, dtype=torch.float64).permute(2, 0, 1)
+    act = (
+        torch.zeros(count.shape, dtype=torch.float64)
+        if act_sum is None
+        else torch.tensor(act_sum, dtype=torch.float64).permute(2, 0, 1)
+    )
     return ActivationStats(languages, torch.tensor(n), count, act, torch.zeros(count.shape, dtype=torch.float64))
 
 
@@ -107,14 +111,18 @@ def test_random_from_stats_matches_lape_counts_and_checks_shape():
 # ---- AP -----------------------------------------------------------------------------------------
 # 5 sentences, labels en en zh zh zh; 1 layer x 3 neurons; means[s, 0, j]:
 #   N0: 0.9 0.8 | 0.1 0.2 0.3     N1: 0.5 0.1 | 0.5 0.4 0.0     N2: 0.3 everywhere
-AP_MEANS = torch.tensor([[0.9, 0.5, 0.3], [0.8, 0.1, 0.3], [0.1, 0.5, 0.3], [0.2, 0.4, 0.3], [0.3, 0.0, 0.3]]).reshape(5, 1, 3)
+AP_MEANS = torch.tensor([[0.9, 0.5, 0.3], [0.8, 0.1, 0.3], [0.1, 0.5, 0.3], [0.2, 0.4, 0.3], [0.3, 0.0, 0.3]]).reshape(
+    5, 1, 3
+)
 AP_LABELS = torch.tensor([0, 0, 1, 1, 1])
 # AP = sum over distinct thresholds (high to low) of recall gain x precision:
 #   N0 en: both en first -> 1.0.  N0 zh: zh at ranks 3, 4, 5 -> (1/3 + 2/4 + 3/5) / 3 = 0.477778
 #   N1 en: 0.5 ties en+zh -> P 1/2, R +1/2; en again at rank 4 -> P 2/4 -> 0.5 * 1/2 + 0.5 * 2/4 = 0.5
 #   N1 zh: tie group P 1/2 (+1/3); 0.4 -> 2/3 (+1/3); 0.0 -> 3/5 (+1/3) -> (1/2 + 2/3 + 3/5) / 3 = 0.588889
 #   N2 (all tied): one threshold -> AP = share of positives: en 2/5, zh 3/5
-AP_EXPECTED = torch.tensor([[1.0, 0.5, 0.4], [(1 / 3 + 2 / 4 + 3 / 5) / 3, (1 / 2 + 2 / 3 + 3 / 5) / 3, 0.6]], dtype=torch.float64)
+AP_EXPECTED = torch.tensor(
+    [[1.0, 0.5, 0.4], [(1 / 3 + 2 / 4 + 3 / 5) / 3, (1 / 2 + 2 / 3 + 3 / 5) / 3, 0.6]], dtype=torch.float64
+)
 
 
 def test_average_precision_by_hand():
@@ -213,8 +221,14 @@ def test_pv_golden():
     assert m.per_language().loc["zh", "share"] == pytest.approx(2 / 6)
     assert m.per_tensor().loc[Q].tolist() == [0, 1, 1]
     # budget 2: the two H = 0 entries (u0, u2) tie; both fit, q0 drops out.
-    m2 = identify(state(PV_BASE), "pv", tuned={l: state(w) for l, w in PV_TUNED.items()},
-                  top_rate=1 / 3, filter_rate=0.8, activation_bar_ratio=0.8)
+    m2 = identify(
+        state(PV_BASE),
+        "pv",
+        tuned={l: state(w) for l, w in PV_TUNED.items()},
+        top_rate=1 / 3,
+        filter_rate=0.8,
+        activation_bar_ratio=0.8,
+    )
     assert m2.per_language()["parameters"].tolist() == [1, 1, 0]
 
 
@@ -228,17 +242,49 @@ def test_pv_from_folders_and_save_load(tmp_path, capsys):
     back = ParameterMask.load(tmp_path / "out")
     assert back.languages == m.languages and back.meta["settings"] == m.meta["settings"]
     assert all(torch.equal(back.masks[k], m.masks[k]) for k in m.masks)
-    assert main(["identify", "--method", "pv", "--base", str(tmp_path / "base"),
-                 "--tuned", ",".join(f"{l}={tmp_path / l}" for l in PV_TUNED),
-                 "--top-rate", "0.5", "--filter-rate", "0.8", "--activation-bar-ratio", "0.8",
-                 "--out", str(tmp_path / "cli")]) == 0
+    assert (
+        main(
+            [
+                "identify",
+                "--method",
+                "pv",
+                "--base",
+                str(tmp_path / "base"),
+                "--tuned",
+                ",".join(f"{l}={tmp_path / l}" for l in PV_TUNED),
+                "--top-rate",
+                "0.5",
+                "--filter-rate",
+                "0.8",
+                "--activation-bar-ratio",
+                "0.8",
+                "--out",
+                str(tmp_path / "cli"),
+            ]
+        )
+        == 0
+    )
     assert ParameterMask.load(tmp_path / "cli").per_language()["parameters"].tolist() == [1, 2, 1]
     capsys.readouterr()
     assert main(["neurons", "show", str(tmp_path / "cli")]) == 0
     out = capsys.readouterr().out
     assert "method: pv" in out and "Parameters per language" in out
-    assert main(["identify", "--method", "pv", "--base", str(tmp_path / "base"), "--tuned", "en=" + str(tmp_path / "en"),
-                 "--out", str(tmp_path / "x.pth")]) == 2
+    assert (
+        main(
+            [
+                "identify",
+                "--method",
+                "pv",
+                "--base",
+                str(tmp_path / "base"),
+                "--tuned",
+                "en=" + str(tmp_path / "en"),
+                "--out",
+                str(tmp_path / "x.pth"),
+            ]
+        )
+        == 2
+    )
     assert "at least two" in capsys.readouterr().err
 
 
@@ -265,9 +311,14 @@ def test_tune_per_language_calls_continue_training(tmp_path, monkeypatch):
         return out_dir
 
     monkeypatch.setattr(lapelens.methods.pv, "continue_training", continue_training)
-    out = tune_per_language("base", {"en": ["a b"], "zh": ["c"]}, tmp_path, steps=5, lr=0.1, seq_len=8, batch_size=2, seed=7)
+    out = tune_per_language(
+        "base", {"en": ["a b"], "zh": ["c"]}, tmp_path, steps=5, lr=0.1, seq_len=8, batch_size=2, seed=7
+    )
     assert out == {"en": tmp_path / "en", "zh": tmp_path / "zh"}
-    assert calls == [("base", ["a b"], tmp_path / "en", 5, 0.1, 8, 2, 7), ("base", ["c"], tmp_path / "zh", 5, 0.1, 8, 2, 7)]
+    assert calls == [
+        ("base", ["a b"], tmp_path / "en", 5, 0.1, 8, 2, 7),
+        ("base", ["c"], tmp_path / "zh", 5, 0.1, 8, 2, 7),
+    ]
     assert bars[0] is bars[1] and bars[0].total == 10  # one progress bar over both languages' steps
 
 
@@ -314,14 +365,48 @@ def test_cli_identify_stats_folder_official_folder_and_pth(tmp_path, capsys):
     masks = torch.load(tmp_path / "m.pth", weights_only=True)
     assert [[t.tolist() for t in lang] for lang in masks] == [[[0], []], [[4], [4]]]
     # random with the .pth as reference (its languages and width come from the statistics)
-    assert main(["identify", "--method", "random", "--stats", str(tmp_path / "stats"), "--reference",
-                 str(tmp_path / "m.pth"), "--seed", "5", "--out", str(tmp_path / "rand")]) == 0
+    assert (
+        main(
+            [
+                "identify",
+                "--method",
+                "random",
+                "--stats",
+                str(tmp_path / "stats"),
+                "--reference",
+                str(tmp_path / "m.pth"),
+                "--seed",
+                "5",
+                "--out",
+                str(tmp_path / "rand"),
+            ]
+        )
+        == 0
+    )
     assert LanguageNeurons.load(tmp_path / "rand").per_language()["neurons"].tolist() == [1, 2]
     capsys.readouterr()
 
-    assert main(["identify", "--stats", str(tmp_path / "stats"), "--method", "lap", "--k", "3", "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "identify",
+                "--stats",
+                str(tmp_path / "stats"),
+                "--method",
+                "lap",
+                "--k",
+                "3",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     assert "--k does not apply to method lap" in capsys.readouterr().err
-    assert main(["identify", "--stats", str(tmp_path / "stats"), "--languages", "en,ja", "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(["identify", "--stats", str(tmp_path / "stats"), "--languages", "en,ja", "--out", str(tmp_path / "x")])
+        == 2
+    )
     assert "'ja' is not in these statistics" in capsys.readouterr().err
     assert main(["identify", "--method", "ap", "--out", str(tmp_path / "x")]) == 2
     assert "needs --sentences" in capsys.readouterr().err
@@ -334,7 +419,22 @@ def test_cli_identify_stats_folder_official_folder_and_pth(tmp_path, capsys):
 
 def test_cli_identify_ap(tmp_path):
     SentenceActivations(("en", "zh"), AP_LABELS, AP_MEANS, {"model": "toy"}).save(tmp_path / "sent")
-    assert main(["identify", "--method", "ap", "--sentences", str(tmp_path / "sent"), "--k", "1", "--out", str(tmp_path / "ap")]) == 0
+    assert (
+        main(
+            [
+                "identify",
+                "--method",
+                "ap",
+                "--sentences",
+                str(tmp_path / "sent"),
+                "--k",
+                "1",
+                "--out",
+                str(tmp_path / "ap"),
+            ]
+        )
+        == 0
+    )
     n = LanguageNeurons.load(tmp_path / "ap")
     assert n.method == "ap" and idx(n, "en") == [[0, 2]]
     assert n.values["median"][0, 0, 0].item() == pytest.approx(0.85)
@@ -352,7 +452,7 @@ def test_pv_on_hf_folders_keys_are_model_parameter_names(tmp_path):
         copy = AutoModelForCausalLM.from_pretrained(base_dir)
         with torch.no_grad():
             w = copy.model.layers[0].mlp.gate_proj.weight
-            w.mul_(2.0)                     # every language doubles the gate ...
+            w.mul_(2.0)  # every language doubles the gate ...
             w[k].copy_(model.model.layers[0].mlp.gate_proj.weight[k])  # ... except row k for language k
         copy.save_pretrained(tmp_path / lang)
         tuned[lang] = tmp_path / lang
@@ -379,8 +479,9 @@ def test_ap_chunking_gives_the_same_result(monkeypatch):
     import lapelens.methods.ap as ap_module
 
     g = torch.Generator().manual_seed(1)
-    sa = SentenceActivations(("en", "zh", "fr"), torch.randint(0, 3, (30,), generator=g) % 3,
-                             torch.randn(30, 3, 7, generator=g))
+    sa = SentenceActivations(
+        ("en", "zh", "fr"), torch.randint(0, 3, (30,), generator=g) % 3, torch.randn(30, 3, 7, generator=g)
+    )
     sa.labels[:3] = torch.tensor([0, 1, 2])
     whole = identify(sa, "ap", k=4)
     monkeypatch.setattr(ap_module, "_CHUNK_ENTRIES", 7 * 30)  # 7 neurons at a time, 3 chunks
@@ -394,8 +495,9 @@ def test_pv_with_real_tuning_runs(tmp_path):
     from tiny import TEXTS, make_tiny_model
 
     base = make_tiny_model("llama", tmp_path / "base", n_layers=1, d_model=16, d_mlp=32)
-    tuned = tune_per_language(base, {l: [TEXTS[l]] * 8 for l in ("en", "fr", "zh")}, tmp_path / "tuned",
-                              steps=2, seq_len=16, batch_size=2)
+    tuned = tune_per_language(
+        base, {l: [TEXTS[l]] * 8 for l in ("en", "fr", "zh")}, tmp_path / "tuned", steps=2, seq_len=16, batch_size=2
+    )
     assert tuned == {l: tmp_path / "tuned" / l for l in ("en", "fr", "zh")}
     m = pv(base, tuned=tuned)
     # 2304 block-matrix entries (see above); 1% -> round(23.04) = 23 selected, each given to at
@@ -428,9 +530,30 @@ def test_cli_pv_tunes_from_text_files(tmp_path, monkeypatch):
     for lang in PV_TUNED:
         (tmp_path / f"{lang}.txt").write_text(f"first {lang}\n\nsecond {lang}\n", encoding="utf-8")
     spec = ",".join(f"{l}={tmp_path / (l + '.txt')}" for l in PV_TUNED)
-    assert main(["identify", "--method", "pv", "--base", str(tmp_path / "base"), "--train-texts", spec,
-                 "--train-steps", "3", "--top-rate", "0.5", "--filter-rate", "0.8", "--activation-bar-ratio", "0.8",
-                 "--out", str(tmp_path / "pv")]) == 0
+    assert (
+        main(
+            [
+                "identify",
+                "--method",
+                "pv",
+                "--base",
+                str(tmp_path / "base"),
+                "--train-texts",
+                spec,
+                "--train-steps",
+                "3",
+                "--top-rate",
+                "0.5",
+                "--filter-rate",
+                "0.8",
+                "--activation-bar-ratio",
+                "0.8",
+                "--out",
+                str(tmp_path / "pv"),
+            ]
+        )
+        == 0
+    )
     assert seen == {l: ([f"first {l}", f"second {l}"], 3) for l in PV_TUNED}
     assert (tmp_path / "pv.tuned" / "en" / "model.safetensors").is_file()
     assert ParameterMask.load(tmp_path / "pv").per_language()["parameters"].tolist() == [1, 2, 1]

@@ -100,7 +100,11 @@ def test_from_official_bad_files(tmp_path):
         LanguageNeurons.from_official(tmp_path / "three.pth")
     with pytest.raises(LapelensError, match="3 language entries but 2"):
         LanguageNeurons.from_official(tmp_path / "three.pth", languages=["en", "zh"])
-    assert LanguageNeurons.from_official(tmp_path / "three.pth", languages=["en", "zh", "fr"]).languages == ("en", "zh", "fr")
+    assert LanguageNeurons.from_official(tmp_path / "three.pth", languages=["en", "zh", "fr"]).languages == (
+        "en",
+        "zh",
+        "fr",
+    )
     with pytest.raises(LapelensError, match="does not fit d_mlp=4"):
         LanguageNeurons.from_official(tmp_path / "three.pth", languages=["en", "zh", "fr"], d_mlp=4)
 
@@ -129,7 +133,7 @@ def test_from_official_bad_files(tmp_path):
 def small_set():
     mask = torch.zeros(3, 2, 4, dtype=torch.bool)
     mask[0, 0, [0, 1]] = True  # en: L0N0, L0N1
-    mask[1, 0, 1] = True       # zh: L0N1, L1N3
+    mask[1, 0, 1] = True  # zh: L0N1, L1N3
     mask[1, 1, 3] = True
     # fr: none
     values = {"median": torch.arange(24, dtype=torch.float32).reshape(3, 2, 4)}
@@ -164,7 +168,7 @@ def test_compare_two_methods():
     a = small_set()
     mask = torch.zeros(3, 2, 4, dtype=torch.bool)
     mask[0, 0, [1, 2, 3]] = True  # en: L0N1..3 -> shared with a: L0N1; union 4 -> 1/4
-    mask[1, 0, 1] = True          # zh: L0N1 -> shared 1 of union 2 -> 1/2
+    mask[1, 0, 1] = True  # zh: L0N1 -> shared 1 of union 2 -> 1/2
     b = LanguageNeurons(("en", "zh", "fr"), mask, "lape")
     df = a.compare(b)
     assert df.index.name == "language"
@@ -192,10 +196,17 @@ def test_cli_show_official_and_folder(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "assumed en, zh, fr, es, vi, id, ja" in out and "largest index + 1 = 8" in out
     lines = out.splitlines()
-    per_lang = lines[lines.index("Neurons per language:") + 3: lines.index("Neurons per language:") + 10]
+    per_lang = lines[lines.index("Neurons per language:") + 3 : lines.index("Neurons per language:") + 10]
     assert [(l.split()[0], int(l.split()[1])) for l in per_lang] == [
-        ("en", 3), ("zh", 5), ("fr", 1), ("es", 0), ("vi", 2), ("id", 2), ("ja", 5)]
-    shared = lines[lines.index("Shared neurons between languages:") + 3:][1]  # the zh row
+        ("en", 3),
+        ("zh", 5),
+        ("fr", 1),
+        ("es", 0),
+        ("vi", 2),
+        ("id", 2),
+        ("ja", 5),
+    ]
+    shared = lines[lines.index("Shared neurons between languages:") + 3 :][1]  # the zh row
     assert shared.split() == ["zh", "1", "5", "0", "0", "0", "0", "4"]
 
     small_set().save(tmp_path / "set")

@@ -32,26 +32,29 @@ def one_line_error(capsys, argv, *needles):
 
 
 # ---- reproduce: every setting checked before the first stage ---------------------------------
-@pytest.mark.parametrize("flags, needles", [
-    (["--methods", "lape,foo"], ["foo", "--methods", "lape,lap,lave,random,ap,pv"]),
-    (["--methods", "LAPE"], ["LAPE", "--methods"]),
-    (["--methods", ","], ["--methods is empty"]),
-    (["--sweep-target", "xx"], ["--sweep-target xx", "'none'"]),
-    (["--top-rate", "0"], ["--top-rate", "(0, 1]"]),
-    (["--top-rate", "1.5"], ["--top-rate", "(0, 1]"]),
-    (["--eval-tokens-per-language", "-1"], ["--eval-tokens-per-language"]),
-    (["--eval-tokens-per-language", "100"], ["--eval-tokens-per-language 100", "--seq-len 256"]),
-    (["--tokens-per-language", "0"], ["--tokens-per-language"]),
-    (["--languages", "en,zh,en"], ["--languages", "en", "once"]),
-    (["--languages", "en"], ["--languages en", "at least two"]),
-    (["--languages", "en,xx"], ["xx"]),
-    (["--ses-texts", "1"], ["--ses-texts"]),
-    (["--n-samples", "0"], ["--n-samples"]),
-    (["--steer-scale", "inf"], ["--steer-scale"]),
-    (["--device", "banana"], ["--device 'banana'", "cpu"]),
-    (["--model", "someorg/some-hub-model"], ["method pv", "local HF folder", "--methods"]),
-    (["--parallel", "europarl"], ["--parallel", "embedded"]),
-])
+@pytest.mark.parametrize(
+    "flags, needles",
+    [
+        (["--methods", "lape,foo"], ["foo", "--methods", "lape,lap,lave,random,ap,pv"]),
+        (["--methods", "LAPE"], ["LAPE", "--methods"]),
+        (["--methods", ","], ["--methods is empty"]),
+        (["--sweep-target", "xx"], ["--sweep-target xx", "'none'"]),
+        (["--top-rate", "0"], ["--top-rate", "(0, 1]"]),
+        (["--top-rate", "1.5"], ["--top-rate", "(0, 1]"]),
+        (["--eval-tokens-per-language", "-1"], ["--eval-tokens-per-language"]),
+        (["--eval-tokens-per-language", "100"], ["--eval-tokens-per-language 100", "--seq-len 256"]),
+        (["--tokens-per-language", "0"], ["--tokens-per-language"]),
+        (["--languages", "en,zh,en"], ["--languages", "en", "once"]),
+        (["--languages", "en"], ["--languages en", "at least two"]),
+        (["--languages", "en,xx"], ["xx"]),
+        (["--ses-texts", "1"], ["--ses-texts"]),
+        (["--n-samples", "0"], ["--n-samples"]),
+        (["--steer-scale", "inf"], ["--steer-scale"]),
+        (["--device", "banana"], ["--device 'banana'", "cpu"]),
+        (["--model", "someorg/some-hub-model"], ["method pv", "local HF folder", "--methods"]),
+        (["--parallel", "europarl"], ["--parallel", "embedded"]),
+    ],
+)
 def test_reproduce_refuses_bad_settings_before_any_work(capsys, tmp_path, no_model_load, flags, needles):
     one_line_error(capsys, ["reproduce", "--out", str(tmp_path / "run"), *flags], *needles)
     assert not (tmp_path / "run").exists()  # nothing was started
@@ -60,7 +63,13 @@ def test_reproduce_refuses_bad_settings_before_any_work(capsys, tmp_path, no_mod
 def test_reproduce_device_cuda_without_cuda(capsys, tmp_path, no_model_load):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    one_line_error(capsys, ["reproduce", "--out", str(tmp_path / "run"), "--device", "cuda"], "--device cuda", "no CUDA", "--device cpu")
+    one_line_error(
+        capsys,
+        ["reproduce", "--out", str(tmp_path / "run"), "--device", "cuda"],
+        "--device cuda",
+        "no CUDA",
+        "--device cpu",
+    )
 
 
 def test_validate_resolves_model_defaults_and_refuses_in_python_too():
@@ -107,13 +116,27 @@ def two_language_stats(tmp_path):
 
 def test_identify_refuses_meaningless_selections(capsys, tmp_path, two_language_stats):
     out = str(tmp_path / "n")
-    one_line_error(capsys, ["identify", "--stats", str(two_language_stats), "--top-rate", "0", "--out", out], "--top-rate", "(0, 1]")
-    one_line_error(capsys, ["identify", "--stats", str(two_language_stats), "--languages", "en", "--out", out],
-                   "method lape compares languages", "at least two")
-    one_line_error(capsys, ["identify", "--stats", str(two_language_stats), "--filter-rate", "2", "--out", out], "--filter-rate")
+    one_line_error(
+        capsys,
+        ["identify", "--stats", str(two_language_stats), "--top-rate", "0", "--out", out],
+        "--top-rate",
+        "(0, 1]",
+    )
+    one_line_error(
+        capsys,
+        ["identify", "--stats", str(two_language_stats), "--languages", "en", "--out", out],
+        "method lape compares languages",
+        "at least two",
+    )
+    one_line_error(
+        capsys, ["identify", "--stats", str(two_language_stats), "--filter-rate", "2", "--out", out], "--filter-rate"
+    )
     assert not Path(out).exists()
     # lap is defined per language: one language is fine.
-    assert main(["identify", "--method", "lap", "--stats", str(two_language_stats), "--languages", "en", "--out", out]) == 0
+    assert (
+        main(["identify", "--method", "lap", "--stats", str(two_language_stats), "--languages", "en", "--out", out])
+        == 0
+    )
 
 
 def test_identify_top_rate_default_depends_on_the_model(capsys, tmp_path):
@@ -134,25 +157,33 @@ def test_identify_top_rate_default_depends_on_the_model(capsys, tmp_path):
     assert LanguageNeurons.load(tmp_path / "b").meta["settings"]["top_rate"] == 0.1
 
 
-def test_sweep_refuses_bad_ratios_and_target_before_loading_the_model(capsys, tmp_path, two_language_stats, no_model_load):
+def test_sweep_refuses_bad_ratios_and_target_before_loading_the_model(
+    capsys, tmp_path, two_language_stats, no_model_load
+):
     common = ["sweep", "--stats", str(two_language_stats), "--out", str(tmp_path / "s")]
     one_line_error(capsys, [*common, "--target", "en", "--ratios", "0,2"], "--ratios", "[0, 1]")
     one_line_error(capsys, [*common, "--target", "fr"], "--target fr", "en,zh")
 
 
-@pytest.mark.parametrize("flags, needles", [
-    (["--top-p", "2"], ["--top-p", "(0, 1]"]),
-    (["--top-p", "0"], ["--top-p"]),
-    (["--temperature", "0"], ["--temperature"]),
-    (["--top-k", "0"], ["--top-k"]),
-    (["--repetition-penalty", "-1"], ["--repetition-penalty"]),
-    (["--device", "banana"], ["--device 'banana'"]),
-])
+@pytest.mark.parametrize(
+    "flags, needles",
+    [
+        (["--top-p", "2"], ["--top-p", "(0, 1]"]),
+        (["--top-p", "0"], ["--top-p"]),
+        (["--temperature", "0"], ["--temperature"]),
+        (["--top-k", "0"], ["--top-k"]),
+        (["--repetition-penalty", "-1"], ["--repetition-penalty"]),
+        (["--device", "banana"], ["--device 'banana'"]),
+    ],
+)
 def test_steer_and_generate_refuse_bad_sampling(capsys, tmp_path, two_language_stats, no_model_load, flags, needles):
     neurons = tmp_path / "n.pth"
     torch.save([[torch.tensor([1])] * 2] * 2, neurons)
-    one_line_error(capsys, ["steer", "--neurons", str(neurons), "--stats", str(two_language_stats),
-                            "--out", str(tmp_path / "o"), *flags], *needles)
+    one_line_error(
+        capsys,
+        ["steer", "--neurons", str(neurons), "--stats", str(two_language_stats), "--out", str(tmp_path / "o"), *flags],
+        *needles,
+    )
     one_line_error(capsys, ["generate", "--neurons", str(neurons), "--out", str(tmp_path / "o"), *flags], *needles)
 
 
@@ -160,7 +191,9 @@ def test_mistyped_model_path_is_refused_at_once_not_looked_up_on_the_hub(capsys,
     (tmp_path / "models").mkdir()
     monkeypatch.chdir(tmp_path)
     for name in ("models/tinyy", "./tinyy", "../nowhere/model", "~/no-such-model-folder", str(tmp_path / "absent")):
-        line = one_line_error(capsys, ["perturb", "--neurons", "n", "--out", "o", "--model", name], f"--model {name}", "no such folder")
+        line = one_line_error(
+            capsys, ["perturb", "--neurons", "n", "--out", "o", "--model", name], f"--model {name}", "no such folder"
+        )
         assert "hub" not in line
     from lapelens.checks import looks_like_path
 
@@ -173,25 +206,53 @@ def test_non_utf8_corpus_file_is_named(capsys, tmp_path, no_model_load):
     corpus.mkdir()
     for split in ("", ".valid"):
         (corpus / f"en{split}.txt").write_text("Open the file.\n", encoding="utf-8")
-        (corpus / f"fr{split}.txt").write_bytes("Ouvrez le fichier.\nEnregistrez-le \u00e0 nouveau.\n".encode("latin-1"))
-    line = one_line_error(capsys, ["collect", "--corpus", str(corpus), "--out", str(tmp_path / "s")],
-                          str(corpus / "fr.txt") + ":2", "not UTF-8", "convert")
+        (corpus / f"fr{split}.txt").write_bytes(
+            "Ouvrez le fichier.\nEnregistrez-le \u00e0 nouveau.\n".encode("latin-1")
+        )
+    line = one_line_error(
+        capsys,
+        ["collect", "--corpus", str(corpus), "--out", str(tmp_path / "s")],
+        str(corpus / "fr.txt") + ":2",
+        "not UTF-8",
+        "convert",
+    )
     assert "UnicodeDecodeError" not in line
-    one_line_error(capsys, ["reproduce", "--corpus", str(corpus), "--languages", "en,fr", "--methods", "lape",
-                            "--out", str(tmp_path / "r")], "fr.valid.txt:2", "not UTF-8")
+    one_line_error(
+        capsys,
+        [
+            "reproduce",
+            "--corpus",
+            str(corpus),
+            "--languages",
+            "en,fr",
+            "--methods",
+            "lape",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        "fr.valid.txt:2",
+        "not UTF-8",
+    )
 
 
-@pytest.mark.parametrize("content, needles", [
-    ("en,fr\nthe caf\u00e9,le caf\u00e9\nyes,oui\n".encode("latin-1"), ["not UTF-8", "iconv"]),
-    (b"", ["is empty"]),
-    (b"en\nhello\nworld\n", ["1 language column", "at least two"]),
-    (b"en,fr\n", ["no rows"]),
-])
+@pytest.mark.parametrize(
+    "content, needles",
+    [
+        ("en,fr\nthe caf\u00e9,le caf\u00e9\nyes,oui\n".encode("latin-1"), ["not UTF-8", "iconv"]),
+        (b"", ["is empty"]),
+        (b"en\nhello\nworld\n", ["1 language column", "at least two"]),
+        (b"en,fr\n", ["no rows"]),
+    ],
+)
 def test_ses_parallel_csv_problems_are_one_line(capsys, tmp_path, no_model_load, content, needles):
     csv = tmp_path / "par.csv"
     csv.write_bytes(content)
-    one_line_error(capsys, ["ses", "--parallel", str(csv), "--n-texts", "2", "--out", str(tmp_path / "o")],
-                   f"--parallel {csv}", *needles)
+    one_line_error(
+        capsys,
+        ["ses", "--parallel", str(csv), "--n-texts", "2", "--out", str(tmp_path / "o")],
+        f"--parallel {csv}",
+        *needles,
+    )
 
 
 def test_ses_refuses_one_language(capsys, tmp_path, no_model_load):
@@ -203,15 +264,26 @@ def test_corrupt_perturbation_result_is_one_line(capsys, tmp_path):
 
     from lapelens.evaluate.perplexity import PerturbationResult
 
-    chunks = pd.DataFrame({"perturbed": ["none", "none", "en", "en"], "evaluated": ["en"] * 4, "chunk": [0, 1, 0, 1],
-                           "nll": [10.0, 11.0, 12.0, 13.0], "tokens": [15] * 4})
+    chunks = pd.DataFrame(
+        {
+            "perturbed": ["none", "none", "en", "en"],
+            "evaluated": ["en"] * 4,
+            "chunk": [0, 1, 0, 1],
+            "nll": [10.0, 11.0, 12.0, 13.0],
+            "tokens": [15] * 4,
+        }
+    )
     result = PerturbationResult(chunks, {"method": "test"}, n_boot=10)
     folder = tmp_path / "perturb_lape"
     result.save(folder)
     assert main(["perturb", "--show", str(folder)]) == 0
     capsys.readouterr()
-    for corrupt in ("perturbed,evaluated,chunk,nll,tokens\n", "perturbed,evaluated,chunk,nll,tokens\nnone,en,0,1", "garbage\n\x00\x01",
-                    "perturbed,evaluated,chunk,nll,tokens\nnone,en,0,abc,15\n"):
+    for corrupt in (
+        "perturbed,evaluated,chunk,nll,tokens\n",
+        "perturbed,evaluated,chunk,nll,tokens\nnone,en,0,1",
+        "garbage\n\x00\x01",
+        "perturbed,evaluated,chunk,nll,tokens\nnone,en,0,abc,15\n",
+    ):
         (folder / "chunks.csv").write_text(corrupt)
         one_line_error(capsys, ["perturb", "--show", str(folder)], str(folder), "corrupt", "again")
 
@@ -251,8 +323,24 @@ def test_perturb_cli_reads_a_three_language_pth(tmp_path, tiny_dirs, capsys):
         (corpus / f"{lang}.valid.txt").write_text("\n".join([TEXTS[lang]] * 8), encoding="utf-8")
     pth = tmp_path / "three.pth"
     torch.save([[torch.tensor([k]), torch.tensor([k + 1])] for k in range(3)], pth)
-    argv = ["perturb", "--neurons", str(pth), "--model", str(tiny_dirs["llama"]), "--corpus", str(corpus),
-            "--tokens-per-language", "32", "--seq-len", "16", "--n-boot", "10", "--quiet", "--out", str(tmp_path / "p")]
+    argv = [
+        "perturb",
+        "--neurons",
+        str(pth),
+        "--model",
+        str(tiny_dirs["llama"]),
+        "--corpus",
+        str(corpus),
+        "--tokens-per-language",
+        "32",
+        "--seq-len",
+        "16",
+        "--n-boot",
+        "10",
+        "--quiet",
+        "--out",
+        str(tmp_path / "p"),
+    ]
     one_line_error(capsys, argv, "--languages")
     assert main([*argv, "--languages", "zh,en,fr"]) == 0
     from lapelens.evaluate.perplexity import PerturbationResult
@@ -306,8 +394,17 @@ def test_a_stop_between_tensors_and_metadata_never_mixes_old_and_new(tmp_path, m
 
 def test_every_artifact_save_goes_through_the_atomic_helper():
     """Each file a result's ``save`` writes is written into the staging folder of ``lapelens._io``."""
-    modules = ["stats.py", "neurons.py", "parameters.py", "results.py", "evaluate/similarity.py", "evaluate/embeddings.py",
-               "evaluate/perplexity.py", "evaluate/sweep.py", "evaluate/generation.py"]
+    modules = [
+        "stats.py",
+        "neurons.py",
+        "parameters.py",
+        "results.py",
+        "evaluate/similarity.py",
+        "evaluate/embeddings.py",
+        "evaluate/perplexity.py",
+        "evaluate/sweep.py",
+        "evaluate/generation.py",
+    ]
     # .to_json(orient=...) without a path is a string for summary.json, not a file
     writes = re.compile(r"(save_file\(|\.to_csv\(|\.write_text\(|\.to_json\((?!orient=)|torch\.save\(|write_meta\()")
     offenders = []

@@ -30,9 +30,24 @@ def corpus(tmp_path_factory):
 
 def _collect_argv(tiny_dirs, corpus, out):
     # --checkpoint-every left at its default (300 s): the only checkpoint is the one the interrupt writes
-    return ["collect", "--model", str(tiny_dirs["llama"]), "--corpus", str(corpus), "--languages", "en,zh",
-            "--seq-len", str(SEQ), "--batch-size", str(BATCH), "--tokens-per-language", str(TOKENS), "--quiet",
-            "--out", str(out)]
+    return [
+        "collect",
+        "--model",
+        str(tiny_dirs["llama"]),
+        "--corpus",
+        str(corpus),
+        "--languages",
+        "en,zh",
+        "--seq-len",
+        str(SEQ),
+        "--batch-size",
+        str(BATCH),
+        "--tokens-per-language",
+        str(TOKENS),
+        "--quiet",
+        "--out",
+        str(out),
+    ]
 
 
 def _interrupted(argv, ready: Path, sig: int, after: float = 0.0, slow=BATCH_OF_COLLECT):
@@ -45,8 +60,9 @@ def _interrupted(argv, ready: Path, sig: int, after: float = 0.0, slow=BATCH_OF_
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_an_interrupted_collect_saves_says_so_and_resumes_bit_identical(tiny_dirs, corpus, tmp_path, sig, code,
-                                                                        capsys, monkeypatch):
+def test_an_interrupted_collect_saves_says_so_and_resumes_bit_identical(
+    tiny_dirs, corpus, tmp_path, sig, code, capsys, monkeypatch
+):
     assert main(_collect_argv(tiny_dirs, corpus, tmp_path / "whole")) == 0
     out = tmp_path / "out"
     returncode, _, err = _interrupted(_collect_argv(tiny_dirs, corpus, out), tmp_path / "ready", sig, after=1.0)
@@ -54,8 +70,9 @@ def test_an_interrupted_collect_saves_says_so_and_resumes_bit_identical(tiny_dir
     assert "Traceback" not in err
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
-    saved = re.fullmatch(r"lapelens collect: interrupted; ([\d,]+) tokens saved, re-run the same command to resume",
-                         lines[0])
+    saved = re.fullmatch(
+        r"lapelens collect: interrupted; ([\d,]+) tokens saved, re-run the same command to resume", lines[0]
+    )
     assert saved, lines
     n_saved = int(saved.group(1).replace(",", ""))
     assert 0 < n_saved < 2 * TOKENS and n_saved % (SEQ * BATCH) == 0  # whole batches, not the whole run
@@ -79,16 +96,46 @@ def test_an_interrupted_collect_saves_says_so_and_resumes_bit_identical(tiny_dir
 
 def test_an_interrupted_reproduce_names_the_saved_stages(tiny_dirs, tmp_path):
     out = tmp_path / "run"
-    argv = ["reproduce", "--out", str(out), "--model", str(tiny_dirs["llama"]), "--languages", "en,zh,fr",
-            "--methods", "lape,random", "--seq-len", "32", "--tokens-per-language", "1024",
-            "--eval-tokens-per-language", "256", "--top-rate", "0.1", "--sweep-target", "none", "--ses-texts", "6",
-            "--n-samples", "3", "--n-prompts", "2", "--max-new-tokens", "4", "--unconditional-tokens", "4"]
+    argv = [
+        "reproduce",
+        "--out",
+        str(out),
+        "--model",
+        str(tiny_dirs["llama"]),
+        "--languages",
+        "en,zh,fr",
+        "--methods",
+        "lape,random",
+        "--seq-len",
+        "32",
+        "--tokens-per-language",
+        "1024",
+        "--eval-tokens-per-language",
+        "256",
+        "--top-rate",
+        "0.1",
+        "--sweep-target",
+        "none",
+        "--ses-texts",
+        "6",
+        "--n-samples",
+        "3",
+        "--n-prompts",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--unconditional-tokens",
+        "4",
+    ]
     ready = tmp_path / "ready"  # the statistics' first batch: the interrupt lands inside the stats stage
     returncode, _, err = _interrupted(argv, ready, signal.SIGINT)
     assert returncode == 130 and "Traceback" not in err, err
     last = err.strip().splitlines()[-1]  # after the stage log
-    assert re.fullmatch(r"lapelens reproduce: interrupted; [\d,]+ tokens saved, no stage finished yet, "
-                        r"re-run the same command to resume", last), last
+    assert re.fullmatch(
+        r"lapelens reproduce: interrupted; [\d,]+ tokens saved, no stage finished yet, "
+        r"re-run the same command to resume",
+        last,
+    ), last
     assert main(argv) == 0  # resumes the statistics, then runs the rest
     for stage in ("steer_unconditional", "steer_prompted", "deactivated_generation"):
         (out / stage / STAGE_RECORD).unlink()  # computed again: the interrupt lands in the first of them
@@ -96,7 +143,8 @@ def test_an_interrupted_reproduce_names_the_saved_stages(tiny_dirs, tmp_path):
     assert returncode == 130 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == (
         "lapelens reproduce: interrupted; 7 stages saved (stats, neurons_lape, neurons_random, perturb_lape, "
-        "perturb_random, ses, dominance), re-run the same command to resume")  # in the order they finished
+        "perturb_random, ses, dominance), re-run the same command to resume"
+    )  # in the order they finished
     assert not (out / "config.json").exists() and not (out / LOCK_FILE).exists()
 
 
@@ -131,5 +179,6 @@ def test_an_interrupt_notes_what_was_saved():
     assert interrupt.summary(exc) == "interrupted; nothing was saved" and interrupt.exit_code(exc) == 130
     interrupt.note(exc, "1,024 tokens saved")
     interrupt.note(exc, "no stage finished yet")
-    assert interrupt.summary(exc) == ("interrupted; 1,024 tokens saved, no stage finished yet, "
-                                      "re-run the same command to resume")
+    assert interrupt.summary(exc) == (
+        "interrupted; 1,024 tokens saved, no stage finished yet, re-run the same command to resume"
+    )

@@ -35,8 +35,12 @@ lock.release()
 
 def _hold(folder: Path, job: str = "", seconds: float = 600) -> subprocess.Popen:
     """A process holding the lock of ``folder`` (returned once it holds it)."""
-    child = subprocess.Popen([sys.executable, "-c", _HOLD.format(root=str(ROOT)), str(folder), job, str(seconds)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _HOLD.format(root=str(ROOT)), str(folder), job, str(seconds)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert child.stdout.readline().strip() == "got", child.stderr.read()
     return child
 
@@ -60,18 +64,38 @@ def no_model_load(monkeypatch):
 def test_two_reproduce_into_one_folder_the_second_is_refused_and_the_first_goes_on(tiny_dirs, tmp_path):
     """The issue's check: the second exits 2 within 30 s, in one line naming the first's pid."""
     out = tmp_path / "run"
-    argv = ["reproduce", "--quick", "--methods", "lape,random", "--out", str(out), "--model", str(tiny_dirs["llama"]),
-            "--languages", "en,zh", "--seq-len", "32", "--tokens-per-language", "1024"]
+    argv = [
+        "reproduce",
+        "--quick",
+        "--methods",
+        "lape,random",
+        "--out",
+        str(out),
+        "--model",
+        str(tiny_dirs["llama"]),
+        "--languages",
+        "en,zh",
+        "--seq-len",
+        "32",
+        "--tokens-per-language",
+        "1024",
+    ]
     first = slow_cli(argv, tmp_path / "ready")  # running, inside its statistics
     try:
         start = time.monotonic()
-        second = subprocess.run([sys.executable, "-m", "lapelens", *argv], capture_output=True, text=True, timeout=120,
-                                env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+        second = subprocess.run(
+            [sys.executable, "-m", "lapelens", *argv],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+        )
         assert time.monotonic() - start < 30
         assert second.returncode == 2 and second.stdout == ""
         assert second.stderr.splitlines() == [second.stderr.strip()], second.stderr
-        assert second.stderr.startswith(f"lapelens reproduce: error: {out} is in use by lapelens reproduce, "
-                                        f"pid {first.pid}, started ")
+        assert second.stderr.startswith(
+            f"lapelens reproduce: error: {out} is in use by lapelens reproduce, pid {first.pid}, started "
+        )
         time.sleep(1)
         assert first.poll() is None and (out / LOCK_FILE).is_file()  # the first goes on
         assert json.loads((out / LOCK_FILE).read_text())["argv"] == ["lapelens", *argv]
@@ -109,8 +133,9 @@ def test_a_second_writer_is_refused_at_once_and_touches_nothing(tmp_path, capsys
         err = capsys.readouterr().err.strip().splitlines()
         assert time.monotonic() - start < 30
         assert code == 2 and len(err) == 1, err
-        assert err[0].startswith(f"lapelens reproduce: error: {out} is in use by lapelens reproduce, pid {child.pid}, "
-                                 "started ")
+        assert err[0].startswith(
+            f"lapelens reproduce: error: {out} is in use by lapelens reproduce, pid {child.pid}, started "
+        )
         assert err[0].endswith("; wait for it or choose another --out")
         assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before  # reproduce's clean-up did not run
         # A folder inside it is refused too (figures writes RUN_DIR/figures by default), and a file output.
@@ -125,8 +150,10 @@ def test_a_second_writer_is_refused_at_once_and_touches_nothing(tmp_path, capsys
 
 def test_an_output_that_cannot_hold_a_lock_is_refused_in_one_line(tmp_path, capsys, no_model_load):
     (tmp_path / "file").write_text("")
-    for out, needle in [(tmp_path / "file", "--out {} is a file, not a folder: choose another --out"),
-                        (tmp_path / "file" / "sub", "cannot write into {} (Not a directory)")]:
+    for out, needle in [
+        (tmp_path / "file", "--out {} is a file, not a folder: choose another --out"),
+        (tmp_path / "file" / "sub", "cannot write into {} (Not a directory)"),
+    ]:
         assert main(["collect", "--out", str(out), "--quiet"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle.format(out) in err[0], err
@@ -136,8 +163,18 @@ def test_a_dead_holders_lock_is_taken_over_with_a_note(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     dead = _dead_pid()
-    (out / LOCK_FILE).write_text(json.dumps({"pid": dead, "host": os.uname().nodename, "command": "lapelens collect",
-                                             "argv": [], "started": time.time() - 60, "job": None}))
+    (out / LOCK_FILE).write_text(
+        json.dumps(
+            {
+                "pid": dead,
+                "host": os.uname().nodename,
+                "command": "lapelens collect",
+                "argv": [],
+                "started": time.time() - 60,
+                "job": None,
+            }
+        )
+    )
     notes = []
     with OutputLock(out, command="lapelens reproduce", note=notes.append):
         assert json.loads((out / LOCK_FILE).read_text())["pid"] == os.getpid()
@@ -162,10 +199,27 @@ def test_takeover_of_a_stale_lock_is_race_free(tmp_path):
     """Eight processes start at once on one stale lock: exactly one gets it, the others name it."""
     out = tmp_path / "run"
     out.mkdir()
-    (out / LOCK_FILE).write_text(json.dumps({"pid": _dead_pid(), "host": os.uname().nodename, "command": "lapelens x",
-                                             "argv": [], "started": 0, "job": None}))
-    children = [subprocess.Popen([sys.executable, "-c", _HOLD.format(root=str(ROOT)), str(out), "", "8"],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    (out / LOCK_FILE).write_text(
+        json.dumps(
+            {
+                "pid": _dead_pid(),
+                "host": os.uname().nodename,
+                "command": "lapelens x",
+                "argv": [],
+                "started": 0,
+                "job": None,
+            }
+        )
+    )
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", _HOLD.format(root=str(ROOT)), str(out), "", "8"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
+    ]
     results = [c.communicate(timeout=300)[0].strip() for c in children]
     winners = [c.pid for c, r in zip(children, results) if r == "got"]
     assert len(winners) == 1, results
@@ -194,8 +248,26 @@ def test_torchrun_collect_takes_one_lock_for_both_ranks(tiny_dirs, tmp_path):
     for lang in ("en", "zh"):
         (corpus / f"{lang}.txt").write_text("\n".join(f"{TEXTS[lang]} {i}" for i in range(40)) + "\n", encoding="utf-8")
     out = tmp_path / "stats"
-    args = ("-m", "lapelens", "collect", "--model", str(tiny_dirs["llama"]), "--corpus", str(corpus), "--languages",
-            "en,zh", "--seq-len", "16", "--batch-size", "2", "--tokens-per-language", "128", "--out", str(out), "--quiet")
+    args = (
+        "-m",
+        "lapelens",
+        "collect",
+        "--model",
+        str(tiny_dirs["llama"]),
+        "--corpus",
+        str(corpus),
+        "--languages",
+        "en,zh",
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "2",
+        "--tokens-per-language",
+        "128",
+        "--out",
+        str(out),
+        "--quiet",
+    )
     child = _hold(out)
     try:
         refused = torchrun(*args)

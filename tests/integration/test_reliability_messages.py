@@ -35,8 +35,9 @@ def stats_folder(tmp_path):
     count[0, :, :4] = 100
     count[1, :, 4:] = 100
     count[2] = 10
-    stats = ActivationStats(("en", "zh", "ja"), torch.tensor([100, 100, 100]), count,
-                            count.double(), count.double(), meta={"model": "tiny"})
+    stats = ActivationStats(
+        ("en", "zh", "ja"), torch.tensor([100, 100, 100]), count, count.double(), count.double(), meta={"model": "tiny"}
+    )
     stats.save(tmp_path / "run" / "stats")
     return tmp_path / "run" / "stats"
 
@@ -47,24 +48,61 @@ def test_reproduce_blames_the_default_parallel_corpus_not_the_monolingual_one(ca
     for lang in ("en", "sw"):
         for split in ("train", "valid"):
             (corpus / f"{lang}.{split}.txt").write_text(f"some text in {lang}\n", encoding="utf-8")
-    line = one_line_error(capsys, ["reproduce", "--out", str(tmp_path / "x"), "--corpus", str(corpus),
-                                   "--languages", "en,sw", "--methods", "lape"],
-                          "--parallel embedded (the default", "has no sw", "pass --parallel flores")
+    line = one_line_error(
+        capsys,
+        [
+            "reproduce",
+            "--out",
+            str(tmp_path / "x"),
+            "--corpus",
+            str(corpus),
+            "--languages",
+            "en,sw",
+            "--methods",
+            "lape",
+        ],
+        "--parallel embedded (the default",
+        "has no sw",
+        "pass --parallel flores",
+    )
     assert "the embedded corpus" not in line
     assert not (tmp_path / "x").exists()  # refused before anything was written
     # a language FLORES does not know either: the only fix is to leave it out
     (corpus / "xx.train.txt").write_text("text\n")
     (corpus / "xx.valid.txt").write_text("text\n")
-    one_line_error(capsys, ["reproduce", "--out", str(tmp_path / "x"), "--corpus", str(corpus),
-                            "--languages", "en,xx", "--methods", "lape"], "has no xx", "leave xx out of --languages")
+    one_line_error(
+        capsys,
+        [
+            "reproduce",
+            "--out",
+            str(tmp_path / "x"),
+            "--corpus",
+            str(corpus),
+            "--languages",
+            "en,xx",
+            "--methods",
+            "lape",
+        ],
+        "has no xx",
+        "leave xx out of --languages",
+    )
 
 
 def test_reproduce_on_a_named_model_says_the_command_that_works(capsys, tmp_path, no_model_load):
     others = ",".join(m for m in METHOD_NAMES if m != "pv")
-    one_line_error(capsys, ["reproduce", "--out", str(tmp_path / "x"), "--model", "smollm2-135m"],
-                   "method pv", "local HF folder", "by default", f"add --methods {others}")
-    one_line_error(capsys, ["reproduce", "--out", str(tmp_path / "x"), "--model", "smollm2-135m", "--methods", "pv"],
-                   "pass a local HF folder as --model")
+    one_line_error(
+        capsys,
+        ["reproduce", "--out", str(tmp_path / "x"), "--model", "smollm2-135m"],
+        "method pv",
+        "local HF folder",
+        "by default",
+        f"add --methods {others}",
+    )
+    one_line_error(
+        capsys,
+        ["reproduce", "--out", str(tmp_path / "x"), "--model", "smollm2-135m", "--methods", "pv"],
+        "pass a local HF folder as --model",
+    )
 
 
 @pytest.mark.parametrize("command", ["reproduce", "collect", "perturb", "steer"])
@@ -79,31 +117,77 @@ def test_help_lists_the_named_models_and_gguf(command):
 
 def test_identify_on_a_run_folder_names_its_statistics(capsys, stats_folder, tmp_path):
     run = stats_folder.parent
-    one_line_error(capsys, ["identify", "--stats", str(run), "--out", str(tmp_path / "n")],
-                   f"--stats {run} is a run folder", f"pass --stats {stats_folder}")
+    one_line_error(
+        capsys,
+        ["identify", "--stats", str(run), "--out", str(tmp_path / "n")],
+        f"--stats {run} is a run folder",
+        f"pass --stats {stats_folder}",
+    )
     for command in (["sweep", "--target", "en"], ["steer", "--neurons", str(tmp_path / "n")]):
-        one_line_error(capsys, [*command, "--stats", str(run), "--out", str(tmp_path / "o")], f"pass --stats {stats_folder}")
+        one_line_error(
+            capsys, [*command, "--stats", str(run), "--out", str(tmp_path / "o")], f"pass --stats {stats_folder}"
+        )
 
 
 def test_identify_refuses_a_rate_that_keeps_no_neuron(capsys, stats_folder, tmp_path):
     out = tmp_path / "n"
-    one_line_error(capsys, ["identify", "--stats", str(stats_folder), "--out", str(out), "--top-rate", "1e-9"],
-                   "--top-rate 1e-09 keeps round(1e-09 x 16) = 0 of the model's 16 neurons", "at least 0.0625")
+    one_line_error(
+        capsys,
+        ["identify", "--stats", str(stats_folder), "--out", str(out), "--top-rate", "1e-9"],
+        "--top-rate 1e-09 keeps round(1e-09 x 16) = 0 of the model's 16 neurons",
+        "at least 0.0625",
+    )
     assert not out.exists()
-    assert main(["identify", "--stats", str(stats_folder), "--out", str(out), "--top-rate", "0.0625",
-                 "--filter-rate", "0.5", "--activation-bar-ratio", "0.5"]) == 0
+    assert (
+        main(
+            [
+                "identify",
+                "--stats",
+                str(stats_folder),
+                "--out",
+                str(out),
+                "--top-rate",
+                "0.0625",
+                "--filter-rate",
+                "0.5",
+                "--activation-bar-ratio",
+                "0.5",
+            ]
+        )
+        == 0
+    )
     assert LanguageNeurons.load(out).mask.sum() == 1
 
 
 def test_identify_refuses_an_empty_selection_and_warns_about_an_empty_language(capsys, stats_folder, tmp_path):
     out = tmp_path / "n"
-    one_line_error(capsys, ["identify", "--stats", str(stats_folder), "--out", str(out), "--method", "lap",
-                            "--threshold", "1"], "method lap selected no neurons for any language",
-                   "nothing was written", "loosen its options")
+    one_line_error(
+        capsys,
+        ["identify", "--stats", str(stats_folder), "--out", str(out), "--method", "lap", "--threshold", "1"],
+        "method lap selected no neurons for any language",
+        "nothing was written",
+        "loosen its options",
+    )
     assert not out.exists()
     capsys.readouterr()
-    assert main(["identify", "--stats", str(stats_folder), "--out", str(out), "--top-rate", "1",
-                 "--filter-rate", "0.5", "--activation-bar-ratio", "0.5"]) == 0
+    assert (
+        main(
+            [
+                "identify",
+                "--stats",
+                str(stats_folder),
+                "--out",
+                str(out),
+                "--top-rate",
+                "1",
+                "--filter-rate",
+                "0.5",
+                "--activation-bar-ratio",
+                "0.5",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["warning: method lape selected no neurons for ja (written as empty sets)."]
     neurons = LanguageNeurons.load(out)
@@ -113,11 +197,20 @@ def test_identify_refuses_an_empty_selection_and_warns_about_an_empty_language(c
 def test_explore_says_which_part_of_the_run_is_missing(capsys, stats_folder, tmp_path, no_model_load):
     run = stats_folder.parent
     page = tmp_path / "page.html"
-    one_line_error(capsys, ["explore", str(run), "--out", str(page)], f"{run} has no config.json",
-                   "did not finish", "re-run the same command")
+    one_line_error(
+        capsys,
+        ["explore", str(run), "--out", str(page)],
+        f"{run} has no config.json",
+        "did not finish",
+        "re-run the same command",
+    )
     empty = tmp_path / "empty"
     empty.mkdir()
-    one_line_error(capsys, ["explore", str(empty), "--out", str(page)], f"{empty} has no stats/",
-                   f"lapelens reproduce --out {empty}")
+    one_line_error(
+        capsys,
+        ["explore", str(empty), "--out", str(page)],
+        f"{empty} has no stats/",
+        f"lapelens reproduce --out {empty}",
+    )
     one_line_error(capsys, ["explore", str(tmp_path / "nowhere"), "--out", str(page)], "does not exist")
     assert not page.exists()

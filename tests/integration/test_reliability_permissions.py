@@ -42,8 +42,9 @@ def test_saved_results_follow_the_umask(tiny_dirs, tmp_path, umask):
     lape = identify(stats, "lape", top_rate=0.1)
     lape.save(out / "neurons")
     lape.to_official(out / "mask.pth")
-    tune_per_language(tiny_dirs["llama"], {"en": texts["en"]}, out / "tuned", steps=1, seq_len=16, batch_size=2,
-                      progress=False)
+    tune_per_language(
+        tiny_dirs["llama"], {"en": texts["en"]}, out / "tuned", steps=1, seq_len=16, batch_size=2, progress=False
+    )
     assert (out / "stats" / "stats.safetensors").is_file() and (out / "tuned" / "en" / "model.safetensors").is_file()
     assert _wrong(out, umask) == {}
     assert torch.equal(ActivationStats.load(out / "stats").count, stats.count)
@@ -52,10 +53,25 @@ def test_saved_results_follow_the_umask(tiny_dirs, tmp_path, umask):
 @pytest.mark.parametrize("umask", [0o022], indirect=True)
 def test_a_reproduce_run_folder_is_readable_by_others(tiny_dirs, tmp_path, umask):
     out = tmp_path / "run"
-    reproduce(ReproduceConfig.quick(str(out), model=str(tiny_dirs["llama"]), languages=("en", "zh"), seq_len=32,
-                                    methods=("lape", "random"), tokens_per_language=512, eval_tokens_per_language=128,
-                                    top_rate=0.1, sweep_target="none", ses_texts=4, n_samples=2, n_prompts=2,
-                                    max_new_tokens=4, unconditional_tokens=4), log=lambda _: None)
+    reproduce(
+        ReproduceConfig.quick(
+            str(out),
+            model=str(tiny_dirs["llama"]),
+            languages=("en", "zh"),
+            seq_len=32,
+            methods=("lape", "random"),
+            tokens_per_language=512,
+            eval_tokens_per_language=128,
+            top_rate=0.1,
+            sweep_target="none",
+            ses_texts=4,
+            n_samples=2,
+            n_prompts=2,
+            max_new_tokens=4,
+            unconditional_tokens=4,
+        ),
+        log=lambda _: None,
+    )
     files = [p for p in out.rglob("*") if p.is_file()]
     assert any(p.suffix == ".safetensors" for p in files) and any(p.suffix == ".png" for p in files)
     assert _wrong(out, umask) == {}

@@ -111,7 +111,8 @@ def test_pv_tuning_is_one_bar_over_every_language(tiny_dirs, texts, tmp_path, mo
     monkeypatch.setattr(tqdm.auto, "tqdm", bars)  # transformers' bars
     for module in (lapelens.methods.pv, lapelens.training):  # ours, as each module imported it
         monkeypatch.setattr(module, "tqdm", bars)
-    tune_per_language(tiny_dirs["llama"], {l: texts[l] for l in ("en", "zh")}, tmp_path, steps=2, seq_len=16,
-                      batch_size=2)
+    tune_per_language(
+        tiny_dirs["llama"], {l: texts[l] for l in ("en", "zh")}, tmp_path, steps=2, seq_len=16, batch_size=2
+    )
     ours = [bar for bar in bars.shown() if bar[0] not in ("Loading weights", "Writing model shards")]  # transformers'
     assert ours == [("pv tuning", 4, 4)]  # no bar per language: one over 2 languages x 2 steps

@@ -19,8 +19,17 @@ from lapelens.stages import StageCache
 from tiny import save_schema_1
 
 #: Stages that read LAPE's neurons (directly or through neurons_random) or its top_rate (the sweep marks it) ...
-AFTER_LAPE = {"neurons_lape", "neurons_random", "perturb_lape", "perturb_random", "ses", "steer_unconditional",
-              "steer_prompted", "deactivated_generation", "sweep"}
+AFTER_LAPE = {
+    "neurons_lape",
+    "neurons_random",
+    "perturb_lape",
+    "perturb_random",
+    "ses",
+    "steer_unconditional",
+    "steer_prompted",
+    "deactivated_generation",
+    "sweep",
+}
 #: ... and those that do not.
 NOT_AFTER_LAPE = {"stats", "neurons_lap", "perturb_lap", "dominance"}
 #: Keys of saved JSON that measure time (they differ between two runs of the same computation).
@@ -28,9 +37,21 @@ TIMING_KEYS = ("seconds", "tokens_per_second")
 
 
 def tiny_config(out, model, **overrides):
-    settings = dict(model=str(model), languages=("en", "zh", "fr"), methods=("lape", "lap", "random"), seq_len=16,
-                    tokens_per_language=256, eval_tokens_per_language=32, top_rate=0.1, ses_texts=4, n_samples=1,
-                    n_prompts=1, max_new_tokens=2, unconditional_tokens=2, sweep_target="fr")
+    settings = dict(
+        model=str(model),
+        languages=("en", "zh", "fr"),
+        methods=("lape", "lap", "random"),
+        seq_len=16,
+        tokens_per_language=256,
+        eval_tokens_per_language=32,
+        top_rate=0.1,
+        ses_texts=4,
+        n_samples=1,
+        n_prompts=1,
+        max_new_tokens=2,
+        unconditional_tokens=2,
+        sweep_target="fr",
+    )
     return ReproduceConfig(out=str(out), **{**settings, **overrides})
 
 
@@ -81,7 +102,9 @@ def test_stages_are_reused_only_when_computed_from_the_same_settings(tiny_dirs, 
     assert set(rerun_files) == set(fresh_files)
     config_rerun, config_fresh = rerun_files.pop("config.json"), fresh_files.pop("config.json")
     assert config_rerun["top_rate"] == 0.2 and config_rerun["stages"] == config_fresh["stages"]
-    assert {k: v for k, v in config_rerun.items() if k != "out"} == {k: v for k, v in config_fresh.items() if k != "out"}
+    assert {k: v for k, v in config_rerun.items() if k != "out"} == {
+        k: v for k, v in config_fresh.items() if k != "out"
+    }
     for summary in (rerun_files.pop("summary.json"), fresh_files.pop("summary.json")):
         summary.pop("timings_seconds"), summary.pop("recomputed")
     differing = sorted(k for k in fresh_files if rerun_files[k] != fresh_files[k])
@@ -121,6 +144,7 @@ def test_stage_records_without_a_model(tmp_path):
         def run():
             calls.append(value)
             return value
+
         return run
 
     def save(value, path):

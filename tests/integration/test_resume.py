@@ -67,8 +67,15 @@ def whole(model):
 
 
 def _run(model, texts, folder, **kw):
-    args = dict(tokens_per_language=TOKENS, seq_len=SEQ, batch_size=BATCH, progress=False, corpus="tiny",
-                checkpoint=folder, checkpoint_every=0)
+    args = dict(
+        tokens_per_language=TOKENS,
+        seq_len=SEQ,
+        batch_size=BATCH,
+        progress=False,
+        corpus="tiny",
+        checkpoint=folder,
+        checkpoint_every=0,
+    )
     args.update(kw)
     return collect(model, texts, **args)
 
@@ -97,8 +104,12 @@ def test_checkpoint_of_other_settings_or_text_is_refused(model, tmp_path):
         _run(model, {"en": _crashing(TEXTS_EN_ZH["en"], 3)}, folder)
     before = (folder / CHECKPOINT_FILE.format(rank=0, world=1)).read_bytes()
     en = {"en": TEXTS_EN_ZH["en"]}
-    for kwargs, key in [({"seq_len": 8}, "seq_len"), ({"tokens_per_language": 640}, "tokens_per_language"),
-                        ({"corpus": "other"}, "corpus"), ({"batch_size": 4}, "batch_size")]:
+    for kwargs, key in [
+        ({"seq_len": 8}, "seq_len"),
+        ({"tokens_per_language": 640}, "tokens_per_language"),
+        ({"corpus": "other"}, "corpus"),
+        ({"batch_size": 4}, "batch_size"),
+    ]:
         with pytest.raises(LapelensError, match=f"other settings \\({key}: ") as err:
             _run(model, en, folder, **kwargs)
         assert "\n" not in str(err.value) and "delete" in str(err.value)
@@ -151,22 +162,44 @@ def test_cli_resumes_says_so_and_matches_an_uninterrupted_run(tiny_dirs, tmp_pat
     folder.mkdir()
     for lang, docs in TEXTS_EN_ZH.items():
         (folder / f"{lang}.txt").write_text("\n".join(docs) + "\n", encoding="utf-8")
+
     def argv(out, seq=SEQ):
-        return ["collect", "--model", str(tiny_dirs["llama"]), "--corpus", str(folder), "--seq-len", str(seq),
-                "--batch-size", str(BATCH), "--tokens-per-language", str(TOKENS), "--checkpoint-every", "0",
-                "--quiet", "--out", str(tmp_path / out)]
+        return [
+            "collect",
+            "--model",
+            str(tiny_dirs["llama"]),
+            "--corpus",
+            str(folder),
+            "--seq-len",
+            str(seq),
+            "--batch-size",
+            str(BATCH),
+            "--tokens-per-language",
+            str(TOKENS),
+            "--checkpoint-every",
+            "0",
+            "--quiet",
+            "--out",
+            str(tmp_path / out),
+        ]
 
     assert main(argv("whole")) == 0
     real = lapelens.cli.collect.load_corpus
 
     def crash_in(langs):
-        monkeypatch.setattr(lapelens.cli.collect, "load_corpus", lambda *a, **k: {
-            l: _crashing(d, 3) if l in langs else d for l, d in real(*a, **k).items()})
+        monkeypatch.setattr(
+            lapelens.cli.collect,
+            "load_corpus",
+            lambda *a, **k: {l: _crashing(d, 3) if l in langs else d for l, d in real(*a, **k).items()},
+        )
         capsys.readouterr()
         assert main(argv("resumed" if langs == ("zh",) else "other")) == 130  # a Ctrl-C: the shell's code
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and re.fullmatch(r"lapelens collect: interrupted; [\d,]+ tokens saved, "
-                                              "re-run the same command to resume", err[0]), err
+        assert len(err) == 1 and re.fullmatch(
+            r"lapelens collect: interrupted; [\d,]+ tokens saved, "
+            "re-run the same command to resume",
+            err[0],
+        ), err
         monkeypatch.setattr(lapelens.cli.collect, "load_corpus", real)
 
     crash_in(("zh",))
@@ -227,8 +260,13 @@ def test_killed_process_resumes_bit_identical(model, whole, tiny_dirs, tmp_path,
     assert len(calls) == 20 - read
 
 
-@pytest.mark.parametrize("flags, match", [(["--checkpoint-every", "-1"], "--checkpoint-every must be >= 0"),
-                                          (["--device-map", "{cpu"], "--device-map is not valid JSON")])
+@pytest.mark.parametrize(
+    "flags, match",
+    [
+        (["--checkpoint-every", "-1"], "--checkpoint-every must be >= 0"),
+        (["--device-map", "{cpu"], "--device-map is not valid JSON"),
+    ],
+)
 def test_cli_checkpoint_and_device_map_flags_are_checked(tmp_path, capsys, flags, match):
     assert main(["collect", "--out", str(tmp_path / "o"), "--quiet", *flags]) == 2
     err = capsys.readouterr().err.strip()

@@ -22,7 +22,9 @@ N_ROWS = 5
 @pytest.fixture(scope="module")
 def parallel():
     """Aligned 'texts' of growing length (prefixes of the tiny texts), so that batches need padding."""
-    rows = {lang: [text[: max(6, len(text) * (r + 1) // N_ROWS)] for r in range(N_ROWS)] for lang, text in TEXTS.items()}
+    rows = {
+        lang: [text[: max(6, len(text) * (r + 1) // N_ROWS)] for r in range(N_ROWS)] for lang, text in TEXTS.items()
+    }
     frame = pd.DataFrame(rows, index=pd.Index([f"p{r}" for r in range(N_ROWS)], name="id"))
     frame.columns.name = "lang"
     return frame
@@ -55,10 +57,12 @@ def check_against_hf(emb, states, languages, atol):
             torch.testing.assert_close(emb.first_token[k, t], h[:, 1], atol=atol, rtol=1e-4)
             assert emb.n_tokens[k, t] == h.shape[1] - 1
             norms.append(h.norm(dim=-1))
-        torch.testing.assert_close(emb.separator_norm[k], torch.stack([n[:, 0] for n in norms]).mean(0),
-                                   atol=atol, rtol=1e-4)
-        torch.testing.assert_close(emb.token_norm_median[k], torch.cat([n[:, 1:] for n in norms], 1).median(1).values,
-                                   atol=atol, rtol=1e-4)
+        torch.testing.assert_close(
+            emb.separator_norm[k], torch.stack([n[:, 0] for n in norms]).mean(0), atol=atol, rtol=1e-4
+        )
+        torch.testing.assert_close(
+            emb.token_norm_median[k], torch.cat([n[:, 1:] for n in norms], 1).median(1).values, atol=atol, rtol=1e-4
+        )
         dropped = emb.drop_first_token()
         for t, h in enumerate(states[lang]):
             if h.shape[1] > 2:
@@ -98,8 +102,9 @@ def test_first_token_option_and_batching(tiny_dirs, parallel):
     torch.testing.assert_close(out.embeddings, emb.drop_first_token().embeddings, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out.with_first_token(True).embeddings, emb.embeddings, atol=1e-5, rtol=1e-5)
     # A one-token text keeps its token (nothing else to average).
-    one = SentenceEmbeddings(("a", "b"), torch.ones(2, 2, 1, 3), {}, torch.zeros(2, 2, 1, 3),
-                             torch.tensor([[1, 2], [1, 2]]))
+    one = SentenceEmbeddings(
+        ("a", "b"), torch.ones(2, 2, 1, 3), {}, torch.zeros(2, 2, 1, 3), torch.tensor([[1, 2], [1, 2]])
+    )
     dropped = one.drop_first_token()
     assert dropped.embeddings[:, 0].eq(1).all() and dropped.embeddings[:, 1].eq(2).all()
     assert dropped.meta["n_single_token"] == 2
@@ -146,9 +151,15 @@ def _embeddings(n_texts=6, n_layers=3, seed=2):
     g = torch.Generator().manual_seed(seed)
     emb = 5 + torch.randn(3, n_texts, n_layers, 5, generator=g)
     first = 30 + torch.randn(3, n_texts, n_layers, 5, generator=g)
-    return SentenceEmbeddings(("en", "zh", "ja"), emb, {"model": "m", "n_truncated": 0}, first,
-                              torch.randint(1, 6, (3, n_texts), generator=g), 50 + torch.rand(3, n_layers, generator=g),
-                              8 + torch.rand(3, n_layers, generator=g))
+    return SentenceEmbeddings(
+        ("en", "zh", "ja"),
+        emb,
+        {"model": "m", "n_truncated": 0},
+        first,
+        torch.randint(1, 6, (3, n_texts), generator=g),
+        50 + torch.rand(3, n_layers, generator=g),
+        8 + torch.rand(3, n_layers, generator=g),
+    )
 
 
 def test_results_round_trip(tmp_path):
@@ -163,13 +174,21 @@ def test_results_round_trip(tmp_path):
     assert ses.first_token["gap_first_in"].tolist() == pytest.approx(ses.ses["gap"].tolist())
     out = emb.drop_first_token().similarity(n_boot=30)
     assert out.first_token["gap_first_out"].tolist() == pytest.approx(out.ses["gap"].tolist())
-    assert out.first_token["gap_first_in"].tolist() == pytest.approx(ses.ses["gap"].tolist(), rel=1e-5)  # float32 round trip
+    assert out.first_token["gap_first_in"].tolist() == pytest.approx(
+        ses.ses["gap"].tolist(), rel=1e-5
+    )  # float32 round trip
     dom = emb.dominance(n_boot=30)
     ses.save(tmp_path)
     dom.save(tmp_path)
     ses2, dom2 = SimilarityResult.load(tmp_path), DominanceResult.load(tmp_path)
-    for a, b in [(ses.ses, ses2.ses), (ses.pairs, ses2.pairs), (ses.energy, ses2.energy), (ses.norms, ses2.norms),
-                 (ses.top_dimensions, ses2.top_dimensions), (ses.first_token, ses2.first_token)]:
+    for a, b in [
+        (ses.ses, ses2.ses),
+        (ses.pairs, ses2.pairs),
+        (ses.energy, ses2.energy),
+        (ses.norms, ses2.norms),
+        (ses.top_dimensions, ses2.top_dimensions),
+        (ses.first_token, ses2.first_token),
+    ]:
         pd.testing.assert_frame_equal(a, b, check_dtype=False, check_names=False)
     pd.testing.assert_frame_equal(ses2.neurons_per_layer, ses.neurons_per_layer, check_dtype=False)
     for name in ("retrieval", "aligned", "mismatched", "summary", "contrast", "contrast_layers"):
@@ -193,15 +212,25 @@ def test_results_round_trip(tmp_path):
 def test_schema_1_results_still_load(tmp_path):
     """Folders saved before the measures (raw cosine, one partner per text) load as raw results."""
     layers = pd.RangeIndex(2, name="layer")
-    pd.DataFrame({"en-zh": [0.9, 0.8], "mean": [0.9, 0.8], "mismatched": [0.85, 0.79]}, index=layers).to_csv(tmp_path / "ses.csv")
-    (tmp_path / "ses.json").write_text(json.dumps({"kind": "similarity", "schema_version": 1, "model": "m", "n_texts": 4}))
+    pd.DataFrame({"en-zh": [0.9, 0.8], "mean": [0.9, 0.8], "mismatched": [0.85, 0.79]}, index=layers).to_csv(
+        tmp_path / "ses.csv"
+    )
+    (tmp_path / "ses.json").write_text(
+        json.dumps({"kind": "similarity", "schema_version": 1, "model": "m", "n_texts": 4})
+    )
     for suffix, value in (("", 0.9), ("_unshifted", 0.5), ("_mismatched", 0.88)):
         pd.DataFrame({"en": [value] * 2, "zh": [value] * 2}, index=layers).to_csv(tmp_path / f"dominance{suffix}.csv")
     (tmp_path / "dominance.json").write_text(json.dumps({"kind": "dominance", "model": "m", "vectors": "heldout"}))
     ses, dom = SimilarityResult.load(tmp_path), DominanceResult.load(tmp_path)
-    assert list(ses.ses.columns) == ["mean", "mismatched", "gap"] and ses.ses["gap"].tolist() == pytest.approx([0.05, 0.01])
+    assert list(ses.ses.columns) == ["mean", "mismatched", "gap"] and ses.ses["gap"].tolist() == pytest.approx(
+        [0.05, 0.01]
+    )
     assert ses.meta["measure"] == "raw" and ses.peak().name == 0
-    assert dom.retrieval is None and dom.shifted["en"].tolist() == [0.9, 0.9] and dom.shifted_mismatched["zh"].tolist() == [0.88] * 2
+    assert (
+        dom.retrieval is None
+        and dom.shifted["en"].tolist() == [0.9, 0.9]
+        and dom.shifted_mismatched["zh"].tolist() == [0.88] * 2
+    )
     assert len(ses.figure().data) == 3 and len(dom.figure().data) == 2 * 3 + 3
     (tmp_path / "ses.json").write_text(json.dumps({"kind": "similarity", "schema_version": 3}))
     with pytest.raises(LapelensError, match="schema version 3"):
@@ -230,10 +259,15 @@ def test_figures_draw_the_tables():
     band = next(t for t in fig.data if t.name == "95% interval" and t.legend == "legend")
     assert list(band.y) == pytest.approx(ses.ses["gap_high"].tolist() + ses.ses["gap_low"].tolist()[::-1])
     pairs = [t for t in fig.data if t.legendgroup == "pairs"]
-    assert len(pairs) == 3 and list(pairs[0].y) == pytest.approx(ses.pairs.xs(("en", "zh"), level=(1, 2))["gap"].tolist())
+    assert len(pairs) == 3 and list(pairs[0].y) == pytest.approx(
+        ses.pairs.xs(("en", "zh"), level=(1, 2))["gap"].tolist()
+    )
     # Each panel its own legend: gap (legend), retrieval (legend2), the cosines themselves (legend3), neurons (legend4).
     assert {t.legend for t in fig.data} == {"legend", "legend2", "legend3", "legend4"}
-    assert [t.name for t in fig.data if t.type == "bar"] == ["a", "b"] and fig.layout.legend4.x == fig.layout.xaxis4.domain[0]
+    assert [t.name for t in fig.data if t.type == "bar"] == [
+        "a",
+        "b",
+    ] and fig.layout.legend4.x == fig.layout.xaxis4.domain[0]
     cosines = {t.name: t for t in fig.data if t.legend == "legend3" and t.showlegend is not False}
     assert list(cosines["aligned (translation)"].y) == pytest.approx(ses.ses["mean"].tolist())
     assert list(cosines["mismatched (t ≠ u)"].y) == pytest.approx(ses.ses["mismatched"].tolist())
@@ -259,30 +293,88 @@ def test_cli_writes_tables_figures_and_embeddings(tiny_dirs, parallel, tmp_path,
     neurons = tmp_path / "neurons"
     _neurons(2, ("en", "fr")).save(neurons)
     out, saved = tmp_path / "out", tmp_path / "emb"
-    argv = ["ses", "--model", str(tiny_dirs["llama"]), "--parallel", str(csv), "--languages", "en,fr,zh",
-            "--n-texts", "4", "--seed", "3", "--batch-size", "2", "--n-boot", "50", "--neurons", str(neurons),
-            "--embeddings-out", str(saved), "--out", str(out)]
+    argv = [
+        "ses",
+        "--model",
+        str(tiny_dirs["llama"]),
+        "--parallel",
+        str(csv),
+        "--languages",
+        "en,fr,zh",
+        "--n-texts",
+        "4",
+        "--seed",
+        "3",
+        "--batch-size",
+        "2",
+        "--n-boot",
+        "50",
+        "--neurons",
+        str(neurons),
+        "--embeddings-out",
+        str(saved),
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    for needle in ("SES per layer: measure standardized, vectors heldout; 4 texts x 3 languages", "Largest gap: layer",
-                   "en minus the best other target", "Diagnostics", "First content token in vs out"):
+    for needle in (
+        "SES per layer: measure standardized, vectors heldout; 4 texts x 3 languages",
+        "Largest gap: layer",
+        "en minus the best other target",
+        "Diagnostics",
+        "First content token in vs out",
+    ):
         assert needle in printed, needle
-    for name in ("ses.csv", "ses_pairs.csv", "ses_neurons.csv", "ses_energy.csv", "ses_top_dims.csv", "ses_norms.csv",
-                 "ses_first_token.csv", "ses.json", "dominance.csv", "dominance_summary.csv", "dominance_contrast.csv",
-                 "dominance.json", "ses.html", "dominance.html"):
+    for name in (
+        "ses.csv",
+        "ses_pairs.csv",
+        "ses_neurons.csv",
+        "ses_energy.csv",
+        "ses_top_dims.csv",
+        "ses_norms.csv",
+        "ses_first_token.csv",
+        "ses.json",
+        "dominance.csv",
+        "dominance_summary.csv",
+        "dominance_contrast.csv",
+        "dominance.json",
+        "ses.html",
+        "dominance.html",
+    ):
         assert (out / name).is_file(), name
     ses, dom = SimilarityResult.load(out), DominanceResult.load(out)
     ids = ses.meta["text_ids"]
     assert len(ids) == 4 and ids == [i for i in parallel.index if i in ids]  # a sample, in corpus order
     assert ses.meta["parallel"] == str(csv) and ses.meta["n_boot"] == 50 and dom.meta["vectors"] == "heldout"
     # The same numbers as the library on the same texts.
-    emb = sentence_embeddings(load_model(tiny_dirs["llama"]), parallel.loc[ids], languages=["en", "fr", "zh"], progress=False)
+    emb = sentence_embeddings(
+        load_model(tiny_dirs["llama"]), parallel.loc[ids], languages=["en", "fr", "zh"], progress=False
+    )
     pd.testing.assert_frame_equal(ses.ses, emb.similarity(n_boot=50, seed=3).ses, atol=1e-6, check_names=False)
-    pd.testing.assert_frame_equal(dom.retrieval, emb.dominance(n_boot=50, seed=3).retrieval, atol=1e-6, check_names=False)
+    pd.testing.assert_frame_equal(
+        dom.retrieval, emb.dominance(n_boot=50, seed=3).retrieval, atol=1e-6, check_names=False
+    )
     # From the saved embeddings, without the model: any measure, first token out.
     raw_out = tmp_path / "raw"
-    assert main(["ses", "--embeddings", str(saved), "--measure", "raw", "--drop-first-token", "--n-boot", "50",
-                 "--out", str(raw_out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "ses",
+                "--embeddings",
+                str(saved),
+                "--measure",
+                "raw",
+                "--drop-first-token",
+                "--n-boot",
+                "50",
+                "--out",
+                str(raw_out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out == ""
     raw = SimilarityResult.load(raw_out)
     expected = SentenceEmbeddings.load(saved).drop_first_token().similarity(measure="raw", n_boot=50).ses
@@ -309,7 +401,9 @@ def test_cli_errors(tiny_dirs, parallel, tmp_path, capsys, monkeypatch):
         main(base + ["--measure", "cosine"])
     assert "invalid choice: 'cosine'" in capsys.readouterr().err
     _embeddings().save(tmp_path / "emb")
-    assert main(["ses", "--embeddings", str(tmp_path / "emb"), "--languages", "en,fr", "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(["ses", "--embeddings", str(tmp_path / "emb"), "--languages", "en,fr", "--out", str(tmp_path / "o")]) == 2
+    )
     assert "--languages fr: not in the embeddings" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
@@ -338,12 +432,31 @@ def test_bad_input(tiny_dirs, parallel):
 
 
 def test_cli_reads_an_indonesian_column_named_id(tiny_dirs, parallel, tmp_path):
-    """"id" is Indonesian's code: asked for as a language, the column is text, not the row index."""
+    """Indonesian's code is "id": asked for as a language, the column is text, not the row index."""
     csv = tmp_path / "parallel.csv"
     parallel[["en", "fr"]].rename(columns={"fr": "id"}).to_csv(csv, index=False)
     out = tmp_path / "out"
-    assert main(["ses", "--model", str(tiny_dirs["llama"]), "--parallel", str(csv), "--languages", "en,id",
-                 "--n-texts", "4", "--n-boot", "10", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "ses",
+                "--model",
+                str(tiny_dirs["llama"]),
+                "--parallel",
+                str(csv),
+                "--languages",
+                "en,id",
+                "--n-texts",
+                "4",
+                "--n-boot",
+                "10",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     ses = SimilarityResult.load(out)
     assert ses.meta["languages"] == ["en", "id"] and len(ses.meta["text_ids"]) == 4
 
@@ -359,7 +472,9 @@ def test_reproduce_settings_of_ses_and_dominance(tiny_dirs, parallel, tmp_path, 
     from lapelens.pipeline import ReproduceConfig, validate
 
     model, langs = load_model(tiny_dirs["llama"]), ["en", "zh", "fr"]
-    settings = SimpleNamespace(languages=langs, ses_texts=4, ses_measure="raw", ses_vectors="all", ses_n_boot=20, seed=3)
+    settings = SimpleNamespace(
+        languages=langs, ses_texts=4, ses_measure="raw", ses_vectors="all", ses_n_boot=20, seed=3
+    )
     ctx = Context(settings, model, parallel=lambda: parallel)
     emb = sentence_embeddings(model, parallel.head(4), langs, progress=False)
     ses, dom = EXPERIMENTS["ses"].compute(ctx), EXPERIMENTS["dominance"].compute(ctx)
@@ -371,15 +486,21 @@ def test_reproduce_settings_of_ses_and_dominance(tiny_dirs, parallel, tmp_path, 
     expected = {"ses_texts": 200, "measure": "standardized", "vectors": "heldout", "n_boot": 1000, "seed": 3}
     assert EXPERIMENTS["ses"].settings_record(cfg) == EXPERIMENTS["dominance"].settings_record(cfg) == expected
     quick = validate(ReproduceConfig.quick("x", ses_measure="raw", ses_vectors="all", ses_n_boot=50))
-    assert EXPERIMENTS["ses"].settings_record(quick) == {"ses_texts": 40, "measure": "raw", "vectors": "all",
-                                                         "n_boot": 50, "seed": 0}
+    assert EXPERIMENTS["ses"].settings_record(quick) == {
+        "ses_texts": 40,
+        "measure": "raw",
+        "vectors": "all",
+        "n_boot": 50,
+        "seed": 0,
+    }
     refuse_model_loads(monkeypatch, "a model was loaded before the settings were checked")
     capsys.readouterr()
-    for flags, message in ((["--ses-measure", "cosine"], "--ses-measure must be one of raw, centered, standardized, "
-                                                          "got 'cosine'."),
-                           (["--ses-vectors", "half"], "--ses-vectors must be one of heldout, all, got 'half'."),
-                           (["--ses-n-boot", "0"], "--ses-n-boot must be at least 1, got 0."),
-                           (["--ses-texts", "3"], "--ses-texts must be at least 4, got 3.")):
+    for flags, message in (
+        (["--ses-measure", "cosine"], "--ses-measure must be one of raw, centered, standardized, got 'cosine'."),
+        (["--ses-vectors", "half"], "--ses-vectors must be one of heldout, all, got 'half'."),
+        (["--ses-n-boot", "0"], "--ses-n-boot must be at least 1, got 0."),
+        (["--ses-texts", "3"], "--ses-texts must be at least 4, got 3."),
+    ):
         assert main(["reproduce", "--out", str(tmp_path / "run"), *flags]) == 2
         assert capsys.readouterr().err.strip() == f"lapelens reproduce: error: {message}"
     assert not (tmp_path / "run").exists()

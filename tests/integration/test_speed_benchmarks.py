@@ -15,7 +15,9 @@ from lapelens.activations import collect_chunks  # noqa: E402
 
 
 def test_gpu_benchmark_smoke_on_cpu(capsys):
-    rates = bench_gpu.main(["--device", "cpu", "--shape", "tiny", "--tokens", "256", "--seq-len", "64", "--repeats", "1"])
+    rates = bench_gpu.main(
+        ["--device", "cpu", "--shape", "tiny", "--tokens", "256", "--seq-len", "64", "--repeats", "1"]
+    )
     assert set(rates) == {"hf logits", "hf body", "lapelens collect"} and all(r > 0 for r in rates.values())
     out = capsys.readouterr().out
     assert "tiny shape" in out and "bfloat16 on cpu" in out and "lapelens collect / hf body" in out
@@ -31,6 +33,7 @@ def test_the_bridge_shares_the_weights_and_counts_like_hf(tmp_path):
     def count(i):
         def hook(module, args, out):
             counts[i] += (out > 0).sum((0, 1))
+
         return hook
 
     handles = [layer.mlp.gate_proj.register_forward_hook(count(i)) for i, layer in enumerate(hf.model.layers)]

@@ -27,8 +27,9 @@ def test_fused_attention_matches_hf_and_eager(tiny_dirs, arch):
     folder = tiny_dirs[arch]
     fused, eager = load_model(folder), load_model(folder, attention="eager")
     assert uses_sdpa(fused) == (arch in FUSED) and not uses_sdpa(eager)
-    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32,
-                                              attn_implementation="sdpa" if arch in FUSED else "eager").eval()
+    hf = AutoModelForCausalLM.from_pretrained(
+        folder, dtype=torch.float32, attn_implementation="sdpa" if arch in FUSED else "eager"
+    ).eval()
     tokens, mask = _inputs()
     with torch.inference_mode():
         a, b = fused(tokens), eager(tokens)
@@ -59,7 +60,10 @@ def test_an_attention_hook_brings_back_transformer_lens_attention(tiny_dirs, arc
                 assert float(cache["blocks.0.attn.hook_pattern"].triu(1).abs().max()) == 0  # causal
     # One observed layer: that layer eager, the other fused -- the logits still agree.
     seen = []
-    with torch.inference_mode(), fused.hooks(fwd_hooks=[("blocks.1.attn.hook_pattern", lambda p, hook: seen.append(p.shape))]):
+    with (
+        torch.inference_mode(),
+        fused.hooks(fwd_hooks=[("blocks.1.attn.hook_pattern", lambda p, hook: seen.append(p.shape))]),
+    ):
         out = fused(tokens)
     assert seen == [(2, fused.cfg.n_heads, 12, 12)]
     with torch.inference_mode():
@@ -93,4 +97,6 @@ def test_unobserved_norm_hooks_are_skipped_with_the_same_output(tiny_dirs, arch)
             skipped = model(tokens, **kw)
             observed, cache = model.run_with_cache(tokens, names_filter=scales, **kw)  # the bridge's own norm path
             assert torch.equal(skipped, observed)
-            assert len(cache.cache_dict) >= 2 * model.cfg.n_layers + 1  # ln1, ln2 per block, ln_final (and BLOOM's embedding norm)
+            assert (
+                len(cache.cache_dict) >= 2 * model.cfg.n_layers + 1
+            )  # ln1, ln2 per block, ln_final (and BLOOM's embedding norm)

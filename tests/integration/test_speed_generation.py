@@ -25,11 +25,13 @@ def _hf_generate(hf, model, prompts, sampling, hooks=()):
     try:
         with torch.random.fork_rng(devices=[]), torch.inference_mode():
             torch.manual_seed(sampling.seed)
-            out = hf.generate(input_ids=tokens, attention_mask=mask, generation_config=sampling.generation_config(eos, pad))
+            out = hf.generate(
+                input_ids=tokens, attention_mask=mask, generation_config=sampling.generation_config(eos, pad)
+            )
     finally:
         for h in handles:
             h.remove()
-    return [r[:r.index(eos)] if eos in r else r for r in out[:, tokens.shape[1]:].tolist()]
+    return [r[: r.index(eos)] if eos in r else r for r in out[:, tokens.shape[1] :].tolist()]
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "bloom"])
@@ -56,6 +58,7 @@ def test_deactivation_acts_at_every_cached_step(tiny_dirs):
             x = args[0].clone()
             x[..., idx] = 0
             return (x,)
+
         return hook
 
     hooks = [(layer.mlp.down_proj, zero(mask[i].nonzero().flatten())) for i, layer in enumerate(hf.model.layers)]

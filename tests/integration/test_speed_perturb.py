@@ -34,7 +34,10 @@ def _neurons(n_layers: int, d_mlp: int) -> LanguageNeurons:
 
 def _chunks(vocab: int, n: int = 5, pos: int = 12):
     gen = torch.Generator().manual_seed(3)
-    return {"x": torch.randint(3, vocab, (n, pos), generator=gen), "y": torch.randint(3, vocab, (n, pos), generator=gen)}
+    return {
+        "x": torch.randint(3, vocab, (n, pos), generator=gen),
+        "y": torch.randint(3, vocab, (n, pos), generator=gen),
+    }
 
 
 def _hf_nll(folder, chunks: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
@@ -49,6 +52,7 @@ def _hf_nll(folder, chunks: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
             x = args[0].clone()
             x[..., idx] = 0
             return (x,)
+
         handles.append(layer.mlp.down_proj.register_forward_pre_hook(zero))
     with torch.inference_mode():
         logits = hf(chunks).logits
@@ -68,7 +72,9 @@ def test_resumed_rows_equal_full_forwards(request, which):
     # a mapping of contexts carries no start layers: every row is a full forward, row by row
     full = perturbation_matrix(model, row_contexts(model, neurons), chunks, batch_size=2, progress=False, n_boot=10)
     a, b = resumed.chunks, full.chunks
-    assert list(a.columns) == list(b.columns) and a[["perturbed", "evaluated", "chunk"]].equals(b[["perturbed", "evaluated", "chunk"]])
+    assert list(a.columns) == list(b.columns) and a[["perturbed", "evaluated", "chunk"]].equals(
+        b[["perturbed", "evaluated", "chunk"]]
+    )
     assert np.array_equal(a["nll"].to_numpy(), b["nll"].to_numpy())
     assert resumed.ppl.equals(full.ppl)
     none = a[a["perturbed"] == NONE]["nll"].to_numpy()
@@ -96,6 +102,7 @@ def test_blocks_below_a_rows_start_are_not_run(deep_llama):
     def count(layer):
         def hook(pre, hook):
             runs[layer] += pre.shape[0]
+
         return hook
 
     with model.hooks(fwd_hooks=[(f"blocks.{i}.mlp.hook_pre", count(i)) for i in range(4)]):
@@ -111,16 +118,29 @@ def test_sweep_rows_start_late_and_equal_full_forwards(deep_llama):
     n = torch.tensor([1000, 1000])
     count = torch.zeros(2, 4, model.cfg.d_mlp, dtype=torch.int64)
     count[:, 2:] = torch.randint(0, 1000, (2, 2, model.cfg.d_mlp), generator=gen)  # only layers 2-3 ever fire
-    stats = ActivationStats(("fr", "en"), n, count, torch.rand(2, 4, model.cfg.d_mlp, dtype=torch.float64),
-                            torch.rand(2, 4, model.cfg.d_mlp, dtype=torch.float64))
+    stats = ActivationStats(
+        ("fr", "en"),
+        n,
+        count,
+        torch.rand(2, 4, model.cfg.d_mlp, dtype=torch.float64),
+        torch.rand(2, 4, model.cfg.d_mlp, dtype=torch.float64),
+    )
     chunks = _chunks(300, n=3)
-    sweep = selection_ratio_sweep(model, stats, "fr", chunks, ratios=(0, 0.05, 0.2), batch_size=2, progress=False, n_boot=10)
+    sweep = selection_ratio_sweep(
+        model, stats, "fr", chunks, ratios=(0, 0.05, 0.2), batch_size=2, progress=False, n_boot=10
+    )
     from lapelens.evaluate.sweep import sweep_masks
 
     masks, _ = sweep_masks(stats, "fr", (0.05, 0.2))
     assert all(not m[:2].any() for m in masks.values())  # the rows start at block 2
-    full = perturbation_matrix(model, {f"{r:g}": (lambda m=m: _deactivated(model, m)) for r, m in masks.items()},
-                               chunks, batch_size=2, progress=False, n_boot=10)
+    full = perturbation_matrix(
+        model,
+        {f"{r:g}": (lambda m=m: _deactivated(model, m)) for r, m in masks.items()},
+        chunks,
+        batch_size=2,
+        progress=False,
+        n_boot=10,
+    )
     got = sweep.matrix.chunks.set_index(["perturbed", "evaluated", "chunk"])["nll"]
     ref = full.chunks.set_index(["perturbed", "evaluated", "chunk"])["nll"]
     assert np.array_equal(got.loc[ref.index].to_numpy(), ref.to_numpy())

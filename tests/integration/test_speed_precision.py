@@ -45,10 +45,16 @@ def test_float16_overflow_names_the_layer(overflowing, tiny_texts, arch):
     with pytest.raises(LapelensError, match=r"float16 activations overflow at layer 1 .*bfloat16.*float32"):
         collect(model, _texts(tiny_texts), tokens_per_language=2 * SEQ, seq_len=SEQ, progress=False)
     # the same model counts in bfloat16 (float32's range), and its counts are float32's but for a few
-    fp32 = collect(load_model(overflowing[arch]), _texts(tiny_texts), tokens_per_language=2 * SEQ, seq_len=SEQ,
-                   progress=False)
-    bf16 = collect(load_model(overflowing[arch], dtype="bfloat16"), _texts(tiny_texts), tokens_per_language=2 * SEQ,
-                   seq_len=SEQ, progress=False)
+    fp32 = collect(
+        load_model(overflowing[arch]), _texts(tiny_texts), tokens_per_language=2 * SEQ, seq_len=SEQ, progress=False
+    )
+    bf16 = collect(
+        load_model(overflowing[arch], dtype="bfloat16"),
+        _texts(tiny_texts),
+        tokens_per_language=2 * SEQ,
+        seq_len=SEQ,
+        progress=False,
+    )
     assert bf16.meta["dtype"] == "bfloat16" and "dtype" not in fp32.meta
     assert torch.isfinite(bf16.act_sum).all() and torch.equal(bf16.n, fp32.n)
     differ = (bf16.count != fp32.count).float().mean().item()
@@ -61,9 +67,28 @@ def test_cli_float16_overflow_exits_2_and_writes_nothing(overflowing, tiny_texts
     for lang, docs in _texts(tiny_texts).items():
         (corpus / f"{lang}.txt").write_text("\n".join(docs) + "\n", encoding="utf-8")
     out = tmp_path / "stats"
-    argv = ["collect", "--model", str(overflowing["llama"]), "--corpus", str(corpus), "--languages", "en,fr",
-            "--tokens-per-language", str(4 * SEQ), "--seq-len", str(SEQ), "--batch-size", "2", "--out", str(out),
-            "--dtype", "float16", "--checkpoint-every", "0", "--quiet"]
+    argv = [
+        "collect",
+        "--model",
+        str(overflowing["llama"]),
+        "--corpus",
+        str(corpus),
+        "--languages",
+        "en,fr",
+        "--tokens-per-language",
+        str(4 * SEQ),
+        "--seq-len",
+        str(SEQ),
+        "--batch-size",
+        "2",
+        "--out",
+        str(out),
+        "--dtype",
+        "float16",
+        "--checkpoint-every",
+        "0",
+        "--quiet",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("lapelens collect: error: float16 activations overflow at layer 1") and "\n" not in err

@@ -62,6 +62,7 @@ def test_blocks_below_the_start_do_not_run(deep_dirs):
     def count(layer):
         def hook(pre, hook):
             fired.append(layer)
+
         return hook
 
     with torch.inference_mode():

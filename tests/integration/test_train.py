@@ -12,11 +12,24 @@ from lapelens.errors import LapelensError
 from lapelens.training import continue_training, lr_schedule
 
 DOCS = {
-    "en": ["Choose Format - Cells and open the Numbers tab.", "Select the text you want to copy.",
-           "The function returns the sum of all numbers.", "Click the icon to open the dialog."],
-    "fr": ["Choisissez Format - Cellules et ouvrez l'onglet Nombres.", "Sélectionnez le texte à copier.",
-           "La fonction renvoie la somme de tous les nombres.", "Cliquez sur l'icône pour ouvrir la boîte."],
-    "zh": ["选择格式 - 单元格并打开数字选项卡。", "选择要复制的文本。", "此函数返回所有数字之和。", "单击图标打开对话框。"],
+    "en": [
+        "Choose Format - Cells and open the Numbers tab.",
+        "Select the text you want to copy.",
+        "The function returns the sum of all numbers.",
+        "Click the icon to open the dialog.",
+    ],
+    "fr": [
+        "Choisissez Format - Cellules et ouvrez l'onglet Nombres.",
+        "Sélectionnez le texte à copier.",
+        "La fonction renvoie la somme de tous les nombres.",
+        "Cliquez sur l'icône pour ouvrir la boîte.",
+    ],
+    "zh": [
+        "选择格式 - 单元格并打开数字选项卡。",
+        "选择要复制的文本。",
+        "此函数返回所有数字之和。",
+        "单击图标打开对话框。",
+    ],
 }
 
 
@@ -31,9 +44,25 @@ def folder_corpus(tmp_path):
 
 
 def _cfg(corpus, out, **kw):
-    base = dict(out=str(out), corpus=str(corpus), languages=("en", "fr", "zh"), vocab_size=400,
-                tokenizer_chars_per_language=5000, n_layers=2, d_model=32, d_mlp=64, n_heads=2, seq_len=32,
-                batch_size=4, steps=30, lr=5e-3, warmup_steps=3, eval_every=10, eval_chunks_per_language=2, seed=3)
+    base = dict(
+        out=str(out),
+        corpus=str(corpus),
+        languages=("en", "fr", "zh"),
+        vocab_size=400,
+        tokenizer_chars_per_language=5000,
+        n_layers=2,
+        d_model=32,
+        d_mlp=64,
+        n_heads=2,
+        seq_len=32,
+        batch_size=4,
+        steps=30,
+        lr=5e-3,
+        warmup_steps=3,
+        eval_every=10,
+        eval_chunks_per_language=2,
+        seed=3,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -150,7 +179,9 @@ def _multi_cjk_tokens(tok) -> list[str]:
 
 
 def test_cjk_characters_keeps_han_and_kana_tokens_single():
-    texts = {lang: docs * 8 for lang, docs in DOCS.items()} | {"ja": ["ファイルを開きます。", "ダイアログを閉じます。"] * 16}
+    texts = {lang: docs * 8 for lang, docs in DOCS.items()} | {
+        "ja": ["ファイルを開きます。", "ダイアログを閉じます。"] * 16
+    }
     plain = train_tokenizer(texts, 400, 5000)
     split = train_tokenizer(texts, 400, 5000, cjk_characters=True)
     # The repeated Chinese and Japanese text makes plain BPE merge across characters ...
@@ -175,7 +206,8 @@ def test_token_byte_lengths_sum_to_the_utf8_length():
     from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast
 
-    word = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"复制": 0, "<unk>": 1}, unk_token="<unk>")),
-                                   unk_token="<unk>")
+    word = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel({"复制": 0, "<unk>": 1}, unk_token="<unk>")), unk_token="<unk>"
+    )
     with pytest.raises(LapelensError, match="byte-level"):
         token_byte_lengths(word)

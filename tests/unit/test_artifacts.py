@@ -44,19 +44,32 @@ def make_results() -> dict[str, object]:
     mask = torch.rand(len(LANGS), 2, 8, generator=g) < 0.3
     return {
         "activation_stats": make_stats(),
-        "sentence_activations": SentenceActivations(LANGS, torch.tensor([0, 1, 2, 0]), torch.rand(4, 2, 8, generator=g),
-                                                    {"model": "toy"}),
-        "language_neurons": LanguageNeurons(LANGS, mask, "lape", {"model": "toy", "settings": {"top_rate": 0.1}},
-                                            {"median": torch.rand(mask.shape, generator=g)}),
-        "parameter_mask": ParameterMask(LANGS, {"model.layers.0.mlp.up_proj.weight": torch.rand(3, 4, 5, generator=g) < 0.2},
-                                        "pv", {"model": "toy"}),
+        "sentence_activations": SentenceActivations(
+            LANGS, torch.tensor([0, 1, 2, 0]), torch.rand(4, 2, 8, generator=g), {"model": "toy"}
+        ),
+        "language_neurons": LanguageNeurons(
+            LANGS,
+            mask,
+            "lape",
+            {"model": "toy", "settings": {"top_rate": 0.1}},
+            {"median": torch.rand(mask.shape, generator=g)},
+        ),
+        "parameter_mask": ParameterMask(
+            LANGS, {"model.layers.0.mlp.up_proj.weight": torch.rand(3, 4, 5, generator=g) < 0.2}, "pv", {"model": "toy"}
+        ),
         "perturbation": run["perturb"]["lape"],
         "sweep": run["sweep"],
         "similarity": run["ses"],
         "dominance": run["dominance"],
-        "sentence_embeddings": SentenceEmbeddings(LANGS, torch.rand(3, 4, 2, 5, generator=g), {"model": "toy"},
-                                                  torch.rand(3, 4, 2, 5, generator=g), torch.tensor([[1, 2, 3, 4]] * 3),
-                                                  torch.rand(3, 2, generator=g), torch.rand(3, 2, generator=g)),
+        "sentence_embeddings": SentenceEmbeddings(
+            LANGS,
+            torch.rand(3, 4, 2, 5, generator=g),
+            {"model": "toy"},
+            torch.rand(3, 4, 2, 5, generator=g),
+            torch.tensor([[1, 2, 3, 4]] * 3),
+            torch.rand(3, 2, generator=g),
+            torch.rand(3, 2, generator=g),
+        ),
         "generation": run["steer_prompted"],
     }
 
@@ -69,8 +82,9 @@ def same(a, b) -> None:
         if isinstance(x, torch.Tensor):
             assert x.dtype == y.dtype and torch.equal(x, y), name
         elif isinstance(x, pd.DataFrame):
-            pd.testing.assert_frame_equal(x, y, check_dtype=False, check_index_type=False,
-                                          check_column_type=False, check_names=False, obj=name)
+            pd.testing.assert_frame_equal(
+                x, y, check_dtype=False, check_index_type=False, check_column_type=False, check_names=False, obj=name
+            )
         elif isinstance(x, dict) and x and all(isinstance(v, torch.Tensor) for v in x.values()):
             assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x), name
         elif isinstance(x, PerturbationResult):
@@ -180,14 +194,18 @@ def test_an_older_schema_is_never_read_as_the_current_one(saved, monkeypatch):
 
     folder = saved["language_neurons"][1]  # schema 1
     monkeypatch.setitem(artifacts.KINDS, "language_neurons", dataclasses.replace(KINDS["language_neurons"], schema=2))
-    with pytest.raises(LapelensError, match=r"schema version 1, which this lapelens .* cannot convert to schema 2") as err:
+    with pytest.raises(
+        LapelensError, match=r"schema version 1, which this lapelens .* cannot convert to schema 2"
+    ) as err:
         LanguageNeurons.load(folder)
     assert "\n" not in str(err.value)
 
 
 def test_another_kind_is_refused(saved, tmp_path):
     stats_folder = saved["activation_stats"][1]
-    with pytest.raises(LapelensError, match=r"holds a activation_stats result \(ActivationStats\), not a language_neurons"):
+    with pytest.raises(
+        LapelensError, match=r"holds a activation_stats result \(ActivationStats\), not a language_neurons"
+    ):
         LanguageNeurons.load(stats_folder)
     with pytest.raises(LapelensError, match="holds a language_neurons result"):
         ActivationStats.load(saved["language_neurons"][1])
@@ -209,8 +227,12 @@ def test_another_kind_is_refused(saved, tmp_path):
 def test_truncated_tensor_file_is_refused(saved, tmp_path):
     import shutil
 
-    for kind, tensors in (("activation_stats", "stats.safetensors"), ("language_neurons", "neurons.safetensors"),
-                          ("parameter_mask", "params.safetensors"), ("sentence_activations", "sentences.safetensors")):
+    for kind, tensors in (
+        ("activation_stats", "stats.safetensors"),
+        ("language_neurons", "neurons.safetensors"),
+        ("parameter_mask", "params.safetensors"),
+        ("sentence_activations", "sentences.safetensors"),
+    ):
         folder = shutil.copytree(saved[kind][1], tmp_path / kind)
         data = (folder / tensors).read_bytes()
         (folder / tensors).write_bytes(data[: len(data) // 2])

@@ -65,10 +65,13 @@ def _help_line(action: argparse.Action) -> str:
 
 def test_every_option_of_every_command_has_its_own_help_line():
     """Not only a default: a line saying what the option is, for every option of every (sub-)command."""
-    empty = [f"lapelens {' '.join(path)} {'/'.join(a.option_strings) or a.dest}"
-             for path, parser in _commands(build_parser()) for a in parser._actions
-             if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction, argparse._VersionAction))
-             and not _help_line(a)]
+    empty = [
+        f"lapelens {' '.join(path)} {'/'.join(a.option_strings) or a.dest}"
+        for path, parser in _commands(build_parser())
+        for a in parser._actions
+        if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction, argparse._VersionAction))
+        and not _help_line(a)
+    ]
     assert not empty, empty
 
 
@@ -82,8 +85,11 @@ def test_every_command_is_built_from_a_config_dataclass():
 
     for module_name in COMMANDS.values():
         module = importlib.import_module(f"lapelens.cli.{module_name}")
-        configs = [c for c in vars(module).values()
-                   if dataclasses.is_dataclass(c) and isinstance(c, type) and c.__name__.endswith("Config")]
+        configs = [
+            c
+            for c in vars(module).values()
+            if dataclasses.is_dataclass(c) and isinstance(c, type) and c.__name__.endswith("Config")
+        ]
         if module_name == "reproduce":  # its flags: ReproduceConfig, made from the registered experiments
             configs.append(module.reproduce_config())
         assert configs, module_name
@@ -93,11 +99,19 @@ def test_every_command_is_built_from_a_config_dataclass():
             assert not undocumented, (cls.__name__, undocumented)
 
 
-@pytest.mark.parametrize("argv, flag", [
-    (["collect", "--out", "x"], "languages"), (["ses", "--out", "x"], "languages"),
-    (["perturb"], "neurons"), (["figures", "run"], "formats"), (["corpus", "show", "embedded"], "splits"),
-    (["corpus", "build"], "languages"), (["neurons", "show", "p"], "languages"), (["identify", "--out", "x"], "languages"),
-])
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["collect", "--out", "x"], "languages"),
+        (["ses", "--out", "x"], "languages"),
+        (["perturb"], "neurons"),
+        (["figures", "run"], "formats"),
+        (["corpus", "show", "embedded"], "splits"),
+        (["corpus", "build"], "languages"),
+        (["neurons", "show", "p"], "languages"),
+        (["identify", "--out", "x"], "languages"),
+    ],
+)
 def test_list_arguments_are_comma_separated_everywhere(argv, flag):
     args = build_parser().parse_args([*argv, f"--{flag}", "a,b"])
     assert getattr(args, flag) == "a,b"  # one value on the command line, split into a list by the config

@@ -147,7 +147,11 @@ def test_embedded_notice_names_every_source_and_licence():
     assert {"libreoffice-help-zh-cn", "debian-handbook", "debian-reference-ja", "installation-guide-amd64"} <= packages
     for source in manifest["sources"]:
         assert f"{source['package']} {source['version']}" in notice
-    for licence in ["Mozilla Public License Version 2.0", "Attribution-ShareAlike 3.0 Unported", "Version 2, June 1991"]:
+    for licence in [
+        "Mozilla Public License Version 2.0",
+        "Attribution-ShareAlike 3.0 Unported",
+        "Version 2, June 1991",
+    ]:
         assert licence in notice
     # every page comes from a source the NOTICE describes: a book prefix or a LibreOffice path
     for lang in PAPER_LANGUAGES:
@@ -217,8 +221,12 @@ def _wiki_loader(calls):
 
         def rows():
             for i in range(400):
-                yield {"id": str(i), "url": f"https://{lang}.wikipedia.org/{i}", "title": f"T{i}",
-                       "text": f"{lang} article {i} " + "x" * 90}
+                yield {
+                    "id": str(i),
+                    "url": f"https://{lang}.wikipedia.org/{i}",
+                    "title": f"T{i}",
+                    "text": f"{lang} article {i} " + "x" * 90,
+                }
 
         return datasets.IterableDataset.from_generator(rows)
 
@@ -289,7 +297,14 @@ def test_flores():
     assert len(dev) == 4 and dev.loc["dev/1", "fr"] == "fra_Latn dev 1"
     assert load_parallel("flores", "valid", ["en"], load_dataset=_flores_loader([])).index[0] == "devtest/1"
     assert {FLORES_CODES[lang] for lang in PAPER_LANGUAGES} == {
-        "eng_Latn", "zho_Hans", "fra_Latn", "spa_Latn", "vie_Latn", "ind_Latn", "jpn_Jpan"}
+        "eng_Latn",
+        "zho_Hans",
+        "fra_Latn",
+        "spa_Latn",
+        "vie_Latn",
+        "ind_Latn",
+        "jpn_Jpan",
+    }
     with pytest.raises(LapelensError, match=r"no FLORES-200 code known for \['xx'\]"):
         load_parallel("flores", languages=["en", "xx"], load_dataset=_flores_loader([]))
     with pytest.raises(LapelensError, match="unknown split"):
@@ -345,7 +360,13 @@ def test_langid_matches_the_langid_package():
     from langid.langid import LanguageIdentifier, model
 
     reference = LanguageIdentifier.from_modelstring(model, norm_probs=True)
-    texts = ["Exécute la requête SQL.", "执行 SQL 查询并显示结果。", "Menjalankan kueri SQL", "x", "SQLクエリを実行します"]
+    texts = [
+        "Exécute la requête SQL.",
+        "执行 SQL 查询并显示结果。",
+        "Menjalankan kueri SQL",
+        "x",
+        "SQLクエリを実行します",
+    ]
     for text in texts:
         code, prob = reference.classify(text)
         ours = langid_classify(text)
@@ -388,10 +409,16 @@ def test_book_paragraphs(tmp_path):
         '<p>a DocBook p</p><img src="x.png"><br>'
     )
     page.write_text(f"<html><body>{body}</body></html>")
+
     def paragraphs(book: str) -> list[tuple[str, str]]:
         return [(pid, text) for pid, text, _ in book_paragraphs(page, book)]
 
-    assert paragraphs("handbook") == [("p0", "Run apt & wait."), ("p1", "Outer tail"), ("p2", "inner"), ("p3", "Listing:")]
+    assert paragraphs("handbook") == [
+        ("p0", "Run apt & wait."),
+        ("p1", "Outer tail"),
+        ("p2", "inner"),
+        ("p3", "Listing:"),
+    ]
     assert paragraphs("reference") == [("p0", "a DocBook p")]
     assert paragraphs("install") == [("p0", "a DocBook p")]
 
@@ -400,9 +427,11 @@ def test_book_skeleton_hides_link_text(tmp_path):
     """An untranslated paragraph with translated cross-references has the English skeleton."""
     en, es = tmp_path / "en.html", tmp_path / "es.html"
     en.write_text('<p>Then, follow <a class="xref" href="#x">Section 2.6, <em>“Recovery”</em></a> and <a>B</a>.</p>')
-    es.write_text('<p>Then, follow <a class="xref" href="#x">Sección 2.6, <em>“Recuperación”</em></a> and <a>B</a>.</p>')
-    (_, en_text, en_skel), = book_paragraphs(en, "reference")
-    (_, es_text, es_skel), = book_paragraphs(es, "reference")
+    es.write_text(
+        '<p>Then, follow <a class="xref" href="#x">Sección 2.6, <em>“Recuperación”</em></a> and <a>B</a>.</p>'
+    )
+    ((_, en_text, en_skel),) = book_paragraphs(en, "reference")
+    ((_, es_text, es_skel),) = book_paragraphs(es, "reference")
     assert es_text == "Then, follow Sección 2.6, “Recuperación” and B."
     assert en_text != es_text and en_skel == es_skel == "Then, follow \x00 and \x00."
 
@@ -438,7 +467,11 @@ def test_clean_text_and_ui_text():
 
 
 def test_read_mo(tmp_path):
-    entries = {"": "Content-Type: text/plain; charset=UTF-8\n", "dlg|label\x04_Name": "名称(_N)", "RID_X\x04Stop": "停止"}
+    entries = {
+        "": "Content-Type: text/plain; charset=UTF-8\n",
+        "dlg|label\x04_Name": "名称(_N)",
+        "RID_X\x04Stop": "停止",
+    }
     keys = sorted(entries)
     ids = [k.encode() for k in keys]
     strs = [entries[k].encode() for k in keys]

@@ -63,13 +63,23 @@ def make_toy():
         table.index.name = "language"
         return ToyResult(table, {"layers": layers, "method": neurons.method})
 
-    layers = Setting("toy_layers", 2, "Layers (from the first) whose neurons the toy experiment counts.", quick=1,
-                     check=positive())
+    layers = Setting(
+        "toy_layers", 2, "Layers (from the first) whose neurons the toy experiment counts.", quick=1, check=positive()
+    )
 
     def register() -> None:
-        @experiment(NAME, result=ToyResult, reads=("primary", "stats"), settings=(layers,), figure="fig9_toy",
-                    tables=lambda r: {"toy.csv": r.table}, summary=lambda r: {NAME: r.table["firing"].to_dict()},
-                    exports={"toy_counts": toy_counts}, paper="none (a test's toy)", order=95)
+        @experiment(
+            NAME,
+            result=ToyResult,
+            reads=("primary", "stats"),
+            settings=(layers,),
+            figure="fig9_toy",
+            tables=lambda r: {"toy.csv": r.table},
+            summary=lambda r: {NAME: r.table["firing"].to_dict()},
+            exports={"toy_counts": toy_counts},
+            paper="none (a test's toy)",
+            order=95,
+        )
         def toy_stage(ctx: Context) -> ToyResult:
             return toy_counts(ctx.selection("primary"), ctx.stats, ctx.cfg.toy_layers)
 
@@ -96,7 +106,9 @@ def test_declared_once_and_listed_everywhere(toy, capsys):
     with pytest.raises(SystemExit):
         main(["reproduce", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--toy-layers TOY_LAYERS Layers (from the first) whose neurons the toy experiment counts. (default: 2)" in text
+    assert (
+        "--toy-layers TOY_LAYERS Layers (from the first) whose neurons the toy experiment counts. (default: 2)" in text
+    )
     assert "--toy-layers 1;" in text  # in --quick's list
     with pytest.raises(lapelens.LapelensError, match="--toy-layers must be at least 1, got 0"):
         pipeline.validate(lapelens.ReproduceConfig(out="x", toy_layers=0))
@@ -106,10 +118,38 @@ def test_it_runs_through_reproduce_figures_and_load(toy, tiny_dirs, tmp_path, mo
     ToyResult, toy_counts = toy
     monkeypatch.setattr(pipeline, "_write_figure", lambda fig, path: None)  # drawing is `lapelens figures`' test
     out = tmp_path / "run"
-    argv = ["reproduce", "--quick", "--out", str(out), "--model", str(tiny_dirs["llama"]), "--languages", "en,zh,fr",
-            "--methods", "lape", "--seq-len", "16", "--tokens-per-language", "256", "--eval-tokens-per-language", "32",
-            "--top-rate", "0.1", "--ses-texts", "4", "--n-samples", "1", "--n-prompts", "1", "--max-new-tokens", "2",
-            "--unconditional-tokens", "2", "--sweep-target", "none"]
+    argv = [
+        "reproduce",
+        "--quick",
+        "--out",
+        str(out),
+        "--model",
+        str(tiny_dirs["llama"]),
+        "--languages",
+        "en,zh,fr",
+        "--methods",
+        "lape",
+        "--seq-len",
+        "16",
+        "--tokens-per-language",
+        "256",
+        "--eval-tokens-per-language",
+        "32",
+        "--top-rate",
+        "0.1",
+        "--ses-texts",
+        "4",
+        "--n-samples",
+        "1",
+        "--n-prompts",
+        "1",
+        "--max-new-tokens",
+        "2",
+        "--unconditional-tokens",
+        "2",
+        "--sweep-target",
+        "none",
+    ]
     assert main(argv) == 0
     assert "--toy-layers 2 -> 1" in capsys.readouterr().out  # --quick lowered it
 

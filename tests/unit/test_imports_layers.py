@@ -121,7 +121,7 @@ def graph(root: Path = ROOT) -> tuple[dict[str, dict[str, int]], list[str]]:
                 continue
             first, last = block[0].lineno, block[-1].end_lineno or block[-1].lineno
             above = lines[first - 2].strip() if first >= 2 else ""
-            inline = any("#" in line for line in lines[first - 1:last])
+            inline = any("#" in line for line in lines[first - 1 : last])
             if not (above.startswith("#") and len(above) > 2) and not inline:
                 unexplained.append(f"{path.relative_to(root.parent)}:{first}")
     return edges, unexplained
@@ -166,8 +166,10 @@ def test_no_module_imports_in_a_circle_deferred_imports_counted():
     edges, _ = graph()
     assert sum(len(e) for e in edges.values()) > 100  # the walk saw the package's imports
     found = circles(edges)
-    described = [" -> ".join(c) + ": " + "; ".join(f"{a}:{edges[a][b]} imports {b}" for a in c for b in edges[a] if b in c)
-                 for c in found]
+    described = [
+        " -> ".join(c) + ": " + "; ".join(f"{a}:{edges[a][b]} imports {b}" for a in c for b in edges[a] if b in c)
+        for c in found
+    ]
     assert not found, described
 
 
@@ -195,13 +197,16 @@ def write(root: Path, files: dict[str, str]) -> Path:
 
 
 def test_a_circle_through_a_deferred_import_is_found(tmp_path):
-    root = write(tmp_path, {
-        f"{PACKAGE}/__init__.py": "",
-        f"{PACKAGE}/low.py": f"def f():\n    from {PACKAGE}.high import g\n    return g\n",
-        f"{PACKAGE}/high.py": f"from {PACKAGE} import low\n",
-        f"{PACKAGE}/side.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
-                              f"    from {PACKAGE}.high import g\n",
-    })
+    root = write(
+        tmp_path,
+        {
+            f"{PACKAGE}/__init__.py": "",
+            f"{PACKAGE}/low.py": f"def f():\n    from {PACKAGE}.high import g\n    return g\n",
+            f"{PACKAGE}/high.py": f"from {PACKAGE} import low\n",
+            f"{PACKAGE}/side.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+            f"    from {PACKAGE}.high import g\n",
+        },
+    )
     edges, unexplained = graph(root)
     assert edges[f"{PACKAGE}.low"] == {f"{PACKAGE}.high": 2} and edges[f"{PACKAGE}.side"] == {}
     assert circles(edges) == [[f"{PACKAGE}.high", f"{PACKAGE}.low"]]
@@ -209,23 +214,26 @@ def test_a_circle_through_a_deferred_import_is_found(tmp_path):
 
 
 def test_a_reason_on_or_above_a_block_of_deferred_imports_counts(tmp_path):
-    root = write(tmp_path, {
-        f"{PACKAGE}/__init__.py": "",
-        f"{PACKAGE}/a.py": "",
-        f"{PACKAGE}/b.py": (
-            "def f():\n"
-            "    # deferred: start-up time\n"
-            f"    from {PACKAGE}.a import x\n"
-            "    import json\n"
-            "\n"
-            "def g():\n"
-            f"    import {PACKAGE}.a  # deferred: an optional dependency\n"
-            "\n"
-            "def h():\n"
-            "    y = 1\n"
-            f"    from {PACKAGE} import a\n"
-        ),
-    })
+    root = write(
+        tmp_path,
+        {
+            f"{PACKAGE}/__init__.py": "",
+            f"{PACKAGE}/a.py": "",
+            f"{PACKAGE}/b.py": (
+                "def f():\n"
+                "    # deferred: start-up time\n"
+                f"    from {PACKAGE}.a import x\n"
+                "    import json\n"
+                "\n"
+                "def g():\n"
+                f"    import {PACKAGE}.a  # deferred: an optional dependency\n"
+                "\n"
+                "def h():\n"
+                "    y = 1\n"
+                f"    from {PACKAGE} import a\n"
+            ),
+        },
+    )
     _, unexplained = graph(root)
     assert unexplained == [f"{PACKAGE}/b.py:11"]
 

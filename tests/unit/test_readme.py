@@ -18,8 +18,12 @@ import readme_results  # noqa: E402
 
 
 def test_generated_blocks_match_the_run_files():
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "readme_results.py"), "--check"],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "readme_results.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
 
 
@@ -49,8 +53,11 @@ def test_a_removed_block_is_reported():
 def test_embedded_section_follows_the_csv(tmp_path):
     """The embedded numbers are read from figures/embedded/, not kept in the script: edit a CSV
     (in a copy) and the generated text changes with it."""
-    shutil.copytree(ROOT / "figures" / "embedded", tmp_path / "figures" / "embedded",
-                    ignore=shutil.ignore_patterns("*.png", "*.svg", "explorer*", "plotly.min.js"))
+    shutil.copytree(
+        ROOT / "figures" / "embedded",
+        tmp_path / "figures" / "embedded",
+        ignore=shutil.ignore_patterns("*.png", "*.svg", "explorer*", "plotly.min.js"),
+    )
     table = tmp_path / "figures" / "embedded" / "lape_per_language.csv"
     table.write_text(table.read_text().replace("zh,284,", "zh,283,"))
     block = readme_results.render_embedded(tmp_path / "figures" / "embedded")
@@ -68,18 +75,31 @@ def test_summary_table_by_hand(tmp_path):
     a standardized ses.csv under tables/ is found and its peak gap reported."""
     folder = tmp_path / "figures" / "embedded"
     (folder / "tables").mkdir(parents=True)
-    (folder / "summary.json").write_text(json.dumps({
-        "lape_per_language": {"en": 10, "zh": 20},
-        # 7 layers cut 3, 2, 2: (1 + 2 + 3) / 40, (4 + 6) / 40, (10 + 14) / 40
-        "lape_per_layer": {str(i): v for i, v in enumerate([1, 2, 3, 4, 6, 10, 14])},
-        "perturbation": {"lape": {"diag_mean_relative": 0.30}, "random": {"diag_mean_relative": 0.02}}}))
-    (folder / "tables" / "ses.csv").write_text("layer,mean,mismatched,gap,retrieval\n0,0.2,0.0,0.2,0.1\n1,0.5,0.1,0.4,0.3\n2,0.3,0.0,0.3,0.2\n")
+    (folder / "summary.json").write_text(
+        json.dumps(
+            {
+                "lape_per_language": {"en": 10, "zh": 20},
+                # 7 layers cut 3, 2, 2: (1 + 2 + 3) / 40, (4 + 6) / 40, (10 + 14) / 40
+                "lape_per_layer": {str(i): v for i, v in enumerate([1, 2, 3, 4, 6, 10, 14])},
+                "perturbation": {"lape": {"diag_mean_relative": 0.30}, "random": {"diag_mean_relative": 0.02}},
+            }
+        )
+    )
+    (folder / "tables" / "ses.csv").write_text(
+        "layer,mean,mismatched,gap,retrieval\n0,0.2,0.0,0.2,0.1\n1,0.5,0.1,0.4,0.3\n2,0.3,0.0,0.3,0.2\n"
+    )
     table = readme_results.render_summary(tmp_path)
     assert _summary_row(table, readme_results.SUMMARY_MODELS["embedded"])[1:] == [
-        "30", "+30.0% vs +2.0% (15.0×)", "15% / 25% / 60%", "0.40 at layer 1 of 0–2"]
+        "30",
+        "+30.0% vs +2.0% (15.0×)",
+        "15% / 25% / 60%",
+        "0.40 at layer 1 of 0–2",
+    ]
     for name in ("smollm2-135m", "gemma-3-270m", "qwen2.5-coder-0.5b"):
         assert _summary_row(table, readme_results.SUMMARY_MODELS[name])[1] == "not run"
-    assert readme_results.render("qwen2.5-coder-0.5b", tmp_path / "figures" / "qwen2.5-coder-0.5b").startswith("Not run")
+    assert readme_results.render("qwen2.5-coder-0.5b", tmp_path / "figures" / "qwen2.5-coder-0.5b").startswith(
+        "Not run"
+    )
 
 
 def test_robustness_block_by_hand(tmp_path):
@@ -88,7 +108,8 @@ def test_robustness_block_by_hand(tmp_path):
     folder.mkdir(parents=True)
     (folder / "robustness.csv").write_text(
         "condition,top_rate,text,tokens_per_language,parts,pairs,first_third,middle_third,last_third,first_layer,"
-        "last_layer,jaccard_vs_reference\nhelp 32k,0.01,help,32768,help_0_8k+help_8k_32k,1234,0.05,0.1,0.85,0.004,0.2,1.0\n")
+        "last_layer,jaccard_vs_reference\nhelp 32k,0.01,help,32768,help_0_8k+help_8k_32k,1234,0.05,0.1,0.85,0.004,0.2,1.0\n"
+    )
     block = readme_results.render_robustness(tmp_path)
     assert "| help 32k | 0.01 | 1,234 | 5% / 10% / 85% | 0.4% | 20.0% | 1.00 |" in block
 
@@ -96,10 +117,15 @@ def test_robustness_block_by_hand(tmp_path):
 def test_tables_are_found_under_tables(tmp_path):
     """A folder laid out as a run lays out its tables (``tables/*.csv``) renders the same block."""
     folder = tmp_path / "smollm2-135m"
-    shutil.copytree(ROOT / "figures" / "smollm2-135m", folder,
-                    ignore=shutil.ignore_patterns("*.png", "*.svg", "*.html", "*.js", "*.pth"))
+    shutil.copytree(
+        ROOT / "figures" / "smollm2-135m",
+        folder,
+        ignore=shutil.ignore_patterns("*.png", "*.svg", "*.html", "*.js", "*.pth"),
+    )
     (folder / "tables").mkdir()
     for csv in folder.glob("*.csv"):
         csv.rename(folder / "tables" / csv.name)
     assert not list(folder.glob("*.csv"))
-    assert readme_results.render("smollm2-135m", folder) == readme_results.render("smollm2-135m", ROOT / "figures" / "smollm2-135m")
+    assert readme_results.render("smollm2-135m", folder) == readme_results.render(
+        "smollm2-135m", ROOT / "figures" / "smollm2-135m"
+    )

@@ -27,15 +27,21 @@ def top_firing(stats: ActivationStats, *, top_rate: float = 0.01) -> LanguageNeu
     mask = torch.zeros_like(p, dtype=torch.bool)
     mask.scatter_(1, torch.sort(p, dim=1, descending=True, stable=True).indices[:, :budget], True)
     meta = {"settings": settings(top_rate=top_rate), "model": stats.meta.get("model")}
-    return LanguageNeurons(stats.languages, mask.reshape(-1, stats.n_layers, stats.d_mlp), NAME, meta,
-                           budget=budget, selected=budget)
+    return LanguageNeurons(
+        stats.languages, mask.reshape(-1, stats.n_layers, stats.d_mlp), NAME, meta, budget=budget, selected=budget
+    )
 
 
 @pytest.fixture
 def registered():
-    register(NAME, source="stats", summary="Most-firing neurons of each language (a toy method of the tests).",
-             options={"top_rate": OptionHelp("share of the neurons kept per language", "rate")},
-             sweepable=True, pipeline={"top_rate": "top_rate"})(top_firing)
+    register(
+        NAME,
+        source="stats",
+        summary="Most-firing neurons of each language (a toy method of the tests).",
+        options={"top_rate": OptionHelp("share of the neurons kept per language", "rate")},
+        sweepable=True,
+        pipeline={"top_rate": "top_rate"},
+    )(top_firing)
     yield METHODS[NAME]
     unregister(NAME)
     assert NAME not in METHODS
@@ -67,25 +73,68 @@ def test_identify_help_and_run(registered, stats_dir, tmp_path, capsys):
     assert NAME in text and "Most-firing neurons of each language" in text
     assert f"{NAME}: share of the neurons kept per language" in text  # the --top-rate flag names it
 
-    assert main(["identify", "--method", NAME, "--stats", str(stats_dir), "--top-rate", "0.25", "--out",
-                 str(tmp_path / "n")]) == 0
+    assert (
+        main(
+            [
+                "identify",
+                "--method",
+                NAME,
+                "--stats",
+                str(stats_dir),
+                "--top-rate",
+                "0.25",
+                "--out",
+                str(tmp_path / "n"),
+            ]
+        )
+        == 0
+    )
     n = LanguageNeurons.load(tmp_path / "n")
     assert n.method == NAME and n.meta["settings"]["top_rate"] == 0.25
     # 8 neurons, 2 per language: en fires most on (0, 0) 0.9 and (1, 1) 0.8; zh on (1, 3) 1.0 and (1, 0) 0.9.
     assert n.mask[0].nonzero().tolist() == [[0, 0], [1, 1]]
     assert n.mask[1].nonzero().tolist() == [[1, 0], [1, 3]]
-    assert main(["identify", "--method", NAME, "--stats", str(stats_dir), "--top-rate", "2", "--out",
-                 str(tmp_path / "x")]) == 2  # its option is checked as it declared (a rate)
+    assert (
+        main(["identify", "--method", NAME, "--stats", str(stats_dir), "--top-rate", "2", "--out", str(tmp_path / "x")])
+        == 2
+    )  # its option is checked as it declared (a rate)
     assert "--top-rate must be in (0, 1]" in capsys.readouterr().err
 
 
 def test_reproduce_runs_it(registered, tiny_dirs, tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "_write_figure", lambda fig, path: None)  # drawing is not what is tested
     out = tmp_path / "run"
-    argv = ["reproduce", "--out", str(out), "--model", str(tiny_dirs["llama"]), "--languages", "en,zh,fr",
-            "--methods", f"lape,{NAME}", "--seq-len", "16", "--tokens-per-language", "256",
-            "--eval-tokens-per-language", "32", "--top-rate", "0.1", "--ses-texts", "4", "--n-samples", "1",
-            "--n-prompts", "1", "--max-new-tokens", "2", "--unconditional-tokens", "2", "--sweep-target", "none"]
+    argv = [
+        "reproduce",
+        "--out",
+        str(out),
+        "--model",
+        str(tiny_dirs["llama"]),
+        "--languages",
+        "en,zh,fr",
+        "--methods",
+        f"lape,{NAME}",
+        "--seq-len",
+        "16",
+        "--tokens-per-language",
+        "256",
+        "--eval-tokens-per-language",
+        "32",
+        "--top-rate",
+        "0.1",
+        "--ses-texts",
+        "4",
+        "--n-samples",
+        "1",
+        "--n-prompts",
+        "1",
+        "--max-new-tokens",
+        "2",
+        "--unconditional-tokens",
+        "2",
+        "--sweep-target",
+        "none",
+    ]
     assert main(argv) == 0
     record = json.loads((out / f"neurons_{NAME}" / "stage.json").read_text())
     assert record["inputs"]["settings"] == {"top_rate": 0.1} and list(record["inputs"]["depends"]) == ["stats"]
@@ -108,9 +157,35 @@ def test_sweep_runs_it(registered, stats_dir, tiny_dirs, tmp_path):
     big.n[:] = 100
     big.count[:] = torch.randint(0, 100, big.count.shape, generator=torch.Generator().manual_seed(1))
     big.save(tmp_path / "big")
-    assert main(["sweep", "--method", NAME, "--stats", str(tmp_path / "big"), "--target", "zh", "--ratios", "0,0.05,0.1",
-                 "--model", str(tiny_dirs["llama"]), "--corpus", str(corpus), "--seq-len", "16",
-                 "--tokens-per-language", "32", "--out", str(tmp_path / "sweep"), "--quiet", "--n-boot", "10"]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--method",
+                NAME,
+                "--stats",
+                str(tmp_path / "big"),
+                "--target",
+                "zh",
+                "--ratios",
+                "0,0.05,0.1",
+                "--model",
+                str(tiny_dirs["llama"]),
+                "--corpus",
+                str(corpus),
+                "--seq-len",
+                "16",
+                "--tokens-per-language",
+                "32",
+                "--out",
+                str(tmp_path / "sweep"),
+                "--quiet",
+                "--n-boot",
+                "10",
+            ]
+        )
+        == 0
+    )
     result = SweepResult.load(tmp_path / "sweep")
     assert result.meta["method"] == NAME and result.n_neurons == (0, 6, 13)  # round(128 * r) per language
     masks, _ = sweep_masks(stats, "en", [0.25], method=NAME)
@@ -145,8 +220,11 @@ def test_method_stages_keep_the_names_and_inputs_of_earlier_runs():
     ]
     assert list(got) == ["lape", "lap", "lave", "random", "ap", "pv"]
     calls.clear()  # random alone still computes LAPE, its reference, but returns only random
-    assert list(pipeline._method_stages(ReproduceConfig(out="x", methods=("random",)), stage, inputs, "S", None, Path("x"),
-                                        train, ["en"])) == ["random"]
+    assert list(
+        pipeline._method_stages(
+            ReproduceConfig(out="x", methods=("random",)), stage, inputs, "S", None, Path("x"), train, ["en"]
+        )
+    ) == ["random"]
     assert [name for name, _ in calls] == ["neurons_lape", "neurons_random"]
 
 
@@ -159,5 +237,6 @@ def test_experiments_find_their_methods_by_role():
     assert with_role("primary", ["lap", "ap"]) is None and with_role("pinned", ["lap", "ap"]) == "ap"
     with pytest.raises(LapelensError, match="act on neurons, but it returns parameters"):
         register("toy-params", source="models", summary="x", returns="parameters", primary=True)(
-            lambda base, *, tuned=None: None)
+            lambda base, *, tuned=None: None
+        )
     assert "toy-params" not in METHODS

@@ -31,7 +31,9 @@ def neurons_of(spec, share=0.3, seed=0, langs=("en", "fr")):
 def stats_of(spec, langs=("en", "fr")):
     stats = ActivationStats.zeros(langs, spec.n_layers, spec.d_mlp)
     stats.n += 10
-    stats.act_sum += torch.linspace(0, 3, spec.n_layers * spec.d_mlp * len(langs), dtype=torch.float64).view(stats.act_sum.shape)
+    stats.act_sum += torch.linspace(0, 3, spec.n_layers * spec.d_mlp * len(langs), dtype=torch.float64).view(
+        stats.act_sum.shape
+    )
     return stats
 
 
@@ -54,7 +56,9 @@ def test_both_selections_share_the_protocol(model):
     hf = model.original_model
     name = "transformer.h.0.mlp.c_fc.weight"
     shape = tuple(hf.get_parameter(name).shape)
-    params = ParameterMask(("en", "fr"), {name: torch.rand(2, *shape, generator=torch.Generator().manual_seed(0)) < 0.1})
+    params = ParameterMask(
+        ("en", "fr"), {name: torch.rand(2, *shape, generator=torch.Generator().manual_seed(0)) < 0.1}
+    )
     assert isinstance(model, HookedModel)
     for sel, unit, bound in ((neurons, "neurons", BoundNeurons), (params, "parameters", BoundParameters)):
         assert isinstance(sel, Selection) and sel.unit == unit
@@ -101,13 +105,16 @@ def test_an_experiment_checks_its_selection_once(model, count_checks, monkeypatc
     monkeypatch.setattr(lapelens.langid, "detect_languages", lambda texts: ["en"] * len(texts))
     spec = neuron_spec(model)
     neurons, stats = neurons_of(spec), stats_of(spec)
-    chunks = {"en": torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(0)),
-              "fr": torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(1))}
+    chunks = {
+        "en": torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(0)),
+        "fr": torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(1)),
+    }
     perturbation_matrix(model, neurons, chunks, progress=False, n_boot=10)
     assert count_checks == ["test neuron set"]  # 2 rows, one check
     count_checks.clear()
     parallel = pd.DataFrame({"en": [TEXTS["en"]], "fr": [TEXTS["fr"]]})
-    gen.prompted_steering(model, neurons, stats, parallel, n_prompts=1, prompt_tokens=6,
-                          sampling=gen.Sampling.greedy(max_new_tokens=2))
+    gen.prompted_steering(
+        model, neurons, stats, parallel, n_prompts=1, prompt_tokens=6, sampling=gen.Sampling.greedy(max_new_tokens=2)
+    )
     # 2 pairs x 2 steered conditions: the set once, the statistics once
     assert count_checks == ["test neuron set", "statistics"]

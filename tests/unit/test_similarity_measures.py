@@ -85,17 +85,23 @@ def test_transform_golden():
     # Deviations over the 4 centred texts: dim 0: 1; dim 1: sqrt((4 + 4 + 0 + 0) / 4) = sqrt 2.
     h = torch.tensor([[[0.0, 0.0], [2.0, 4.0]], [[1.0, 1.0], [3.0, 1.0]]])
     torch.testing.assert_close(transform(h, "raw", "all"), h.double())
-    torch.testing.assert_close(transform(h, "centered", "all"),
-                               torch.tensor([[[-1.0, -2.0], [1.0, 2.0]], [[-1.0, 0.0], [1.0, 0.0]]], dtype=torch.float64))
-    torch.testing.assert_close(transform(h, "standardized", "all"),
-                               torch.tensor([[[-1.0, -R2], [1.0, R2]], [[-1.0, 0.0], [1.0, 0.0]]], dtype=torch.float64))
+    torch.testing.assert_close(
+        transform(h, "centered", "all"),
+        torch.tensor([[[-1.0, -2.0], [1.0, 2.0]], [[-1.0, 0.0], [1.0, 0.0]]], dtype=torch.float64),
+    )
+    torch.testing.assert_close(
+        transform(h, "standardized", "all"),
+        torch.tensor([[[-1.0, -R2], [1.0, R2]], [[-1.0, 0.0], [1.0, 0.0]]], dtype=torch.float64),
+    )
 
 
 def test_transform_heldout_uses_the_other_half():
     assert [(f.tolist(), a.tolist()) for f, a in halves(5)] == [([0, 2, 4], [1, 3]), ([1, 3], [0, 2, 4])]
     h = anisotropic(n=7, layers=1)[:, :, 0]
     for measure in ("centered", "standardized"):
-        np.testing.assert_allclose(transform(h, measure, "heldout").numpy(), np_transform(h, measure, "heldout"), rtol=1e-12)
+        np.testing.assert_allclose(
+            transform(h, measure, "heldout").numpy(), np_transform(h, measure, "heldout"), rtol=1e-12
+        )
         np.testing.assert_allclose(transform(h, measure, "all").numpy(), np_transform(h, measure, "all"), rtol=1e-12)
     # A constant dimension carries nothing: set to 0, not divided by 0.
     h[:, :, 3] = 5.0
@@ -151,8 +157,9 @@ def test_similarity_equals_an_independent_computation(measure, vectors):
     result = SentenceEmbeddings(("en", "zh", "fr"), emb).similarity(measure=measure, vectors=vectors, n_boot=20)
     for i in range(emb.shape[2]):
         expected = np_measures(np_transform(emb[:, :, i], measure, vectors))
-        np.testing.assert_allclose(result.ses.loc[i, ["mean", "mismatched", "retrieval"]].to_numpy(float), expected,
-                                   rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(
+            result.ses.loc[i, ["mean", "mismatched", "retrieval"]].to_numpy(float), expected, rtol=1e-9, atol=1e-12
+        )
     np.testing.assert_allclose(result.ses["gap"], result.ses["mean"] - result.ses["mismatched"], atol=1e-14)
     # Per pair, then averaged: the pairs table holds the same numbers.
     by_layer = result.pairs.groupby(level="layer")[["mean", "mismatched", "retrieval"]].mean()
@@ -163,11 +170,14 @@ def test_similarity_equals_an_independent_computation(measure, vectors):
 def test_bootstrap_resamples_texts_and_recomputes():
     emb = anisotropic(n=9, layers=1)
     n_boot, seed = 50, 3
-    result = SentenceEmbeddings(("en", "zh", "fr"), emb).similarity(measure="standardized", vectors="all",
-                                                                    n_boot=n_boot, seed=seed)
+    result = SentenceEmbeddings(("en", "zh", "fr"), emb).similarity(
+        measure="standardized", vectors="all", n_boot=n_boot, seed=seed
+    )
     x = np_transform(emb[:, :, 0], "standardized", "all")
     counts = np.random.default_rng(seed).multinomial(9, np.full(9, 1 / 9), size=n_boot)
-    draws = np.array([np_measures(x, np.repeat(np.arange(9), c)) for c in counts])  # boot x (mean, mismatched, retrieval)
+    draws = np.array(
+        [np_measures(x, np.repeat(np.arange(9), c)) for c in counts]
+    )  # boot x (mean, mismatched, retrieval)
     for j, col in enumerate(["mean", "mismatched", "retrieval"]):
         low, high = np.percentile(draws[:, j], [2.5, 97.5])
         assert result.ses.loc[0, f"{col}_low"] == pytest.approx(low)
@@ -207,8 +217,10 @@ def test_dominance_is_retrieval_into_each_target():
     for i in range(2):
         x = np_transform(emb[:, :, i], "standardized", "all")
         unit = x / np.linalg.norm(x, axis=-1, keepdims=True)
-        into = {c: np.mean([((unit[k] @ unit[ci].T).argmax(1) == np.arange(n)).mean()
-                            for k in range(4) if k != ci]) for ci, c in enumerate(langs)}
+        into = {
+            c: np.mean([((unit[k] @ unit[ci].T).argmax(1) == np.arange(n)).mean() for k in range(4) if k != ci])
+            for ci, c in enumerate(langs)
+        }
         np.testing.assert_allclose(dom.retrieval.loc[i].to_numpy(), [into[c] for c in langs])
         per_layer.append(into)
     over = {c: np.mean([p[c] for p in per_layer]) for c in langs}
@@ -233,8 +245,9 @@ def test_raw_dominance_keeps_eq6():
     emb = anisotropic(n=6)
     dom = SentenceEmbeddings(("en", "zh", "fr"), emb).dominance(measure="raw", vectors="all", n_boot=10)
     np.testing.assert_allclose(dom.shifted.to_numpy(), mean_over_sources(dominance_matrix(emb, "all")).T.numpy())
-    np.testing.assert_allclose(dom.shifted_mismatched.to_numpy(),
-                               mean_over_sources(dominance_matrix(emb, "all", mismatched=True)).T.numpy())
+    np.testing.assert_allclose(
+        dom.shifted_mismatched.to_numpy(), mean_over_sources(dominance_matrix(emb, "all", mismatched=True)).T.numpy()
+    )
     np.testing.assert_allclose(dom.unshifted.to_numpy(), dom.aligned.to_numpy())
 
 

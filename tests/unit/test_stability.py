@@ -14,9 +14,9 @@ from tiny import TEXTS
 def test_selection_agreement_by_hand():
     a = torch.zeros(2, 1, 10, dtype=torch.bool)
     b = torch.zeros(2, 1, 10, dtype=torch.bool)
-    a[0, 0, [0, 1, 2, 3]] = True   # en: A = {0,1,2,3}, B = {2,3,4}: shared 2, union 5
+    a[0, 0, [0, 1, 2, 3]] = True  # en: A = {0,1,2,3}, B = {2,3,4}: shared 2, union 5
     b[0, 0, [2, 3, 4]] = True
-    a[1, 0, [5]] = True            # fr: disjoint
+    a[1, 0, [5]] = True  # fr: disjoint
     b[1, 0, [6, 7]] = True
     t = selection_agreement(LanguageNeurons(("en", "fr"), a), LanguageNeurons(("en", "fr"), b), 10)
     assert t.loc["en", "shared"] == 2 and t.loc["en", "jaccard"] == pytest.approx(2 / 5)

@@ -171,7 +171,9 @@ def build(
 
     for lang in languages:
         if lang not in PAPER_LANGUAGES:
-            docs[lang]["train"] = cap_pages(docs[lang]["train"], EXTRA_MAX_TRAIN_CHARS, counts.dropped.setdefault(lang, {}))
+            docs[lang]["train"] = cap_pages(
+                docs[lang]["train"], EXTRA_MAX_TRAIN_CHARS, counts.dropped.setdefault(lang, {})
+            )
 
     out_dir.mkdir(parents=True, exist_ok=True)
     mono = out_dir / "mono"

@@ -110,7 +110,6 @@ def extract_page(path: Path) -> list[tuple[str, str]]:
     return out
 
 
-
 class _BookParser(HTMLParser):
     """Collects the text of every paragraph of a DocBook XHTML page (``<div class="para">`` in
     the handbook's Publican output, ``<p>`` in the other books), in the order the paragraphs

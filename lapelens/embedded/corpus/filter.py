@@ -96,7 +96,6 @@ def keep_paragraph(lang: str, text: str, english: str | None, seen: set[str], co
     return False
 
 
-
 def cap_pages(rows: list[dict], max_chars: int, dropped: dict[str, int]) -> list[dict]:
     """Whole pages, taken in the order of a hash of their path, up to ``max_chars``; page order kept."""
     by_hash = sorted(rows, key=lambda r: hashlib.sha256(r["page"].encode()).digest())

@@ -95,41 +95,60 @@ def write_notice(out_dir: Path, sources: list[tuple[str, str]], work_dir: Path) 
         "",
     ]
     books = [  # (packages, the section's lines before the package's debian/copyright)
-        (handbook, [
-            "2. The Debian Administrator's Handbook by Raphael Hertzog and Roland Mas, and its",
-            '   translations (pages starting with "handbook/"): text extracted from the HTML of',
-            *[f"     {p} {v}" for p, v in handbook],
-            "   licensed GPL-2.0+ or CC-BY-SA-3.0; used here under CC-BY-SA-3.0 (the extracted text is",
-            "   shared under the same licence). Source: https://debian-handbook.info/ and",
-            "   `apt-get source debian-handbook`.",
-        ]),
-        (reference, [
-            "3. Debian Reference by Osamu Aoki, and its translations (pages starting with",
-            '   "reference/"): text extracted from the HTML of',
-            *[f"     {p} {v}" for p, v in reference],
-            "   licensed GPL-2.0+ (GPL-2 text at the end); the extracted text is under the same licence.",
-            "   Source: https://www.debian.org/doc/manuals/debian-reference/ and",
-            "   `apt-get source debian-reference`.",
-        ]),
-        (install, [
-            "4. Debian GNU/Linux Installation Guide and its translations (pages starting with",
-            '   "install/"): text extracted from the HTML of',
-            *[f"     {p} {v}" for p, v in install],
-            "   licensed GPL-2 (text at the end); the extracted text is under the same licence.",
-            "   Source: https://www.debian.org/releases/bookworm/installmanual and",
-            "   `apt-get source installation-guide`.",
-        ]),
+        (
+            handbook,
+            [
+                "2. The Debian Administrator's Handbook by Raphael Hertzog and Roland Mas, and its",
+                '   translations (pages starting with "handbook/"): text extracted from the HTML of',
+                *[f"     {p} {v}" for p, v in handbook],
+                "   licensed GPL-2.0+ or CC-BY-SA-3.0; used here under CC-BY-SA-3.0 (the extracted text is",
+                "   shared under the same licence). Source: https://debian-handbook.info/ and",
+                "   `apt-get source debian-handbook`.",
+            ],
+        ),
+        (
+            reference,
+            [
+                "3. Debian Reference by Osamu Aoki, and its translations (pages starting with",
+                '   "reference/"): text extracted from the HTML of',
+                *[f"     {p} {v}" for p, v in reference],
+                "   licensed GPL-2.0+ (GPL-2 text at the end); the extracted text is under the same licence.",
+                "   Source: https://www.debian.org/doc/manuals/debian-reference/ and",
+                "   `apt-get source debian-reference`.",
+            ],
+        ),
+        (
+            install,
+            [
+                "4. Debian GNU/Linux Installation Guide and its translations (pages starting with",
+                '   "install/"): text extracted from the HTML of',
+                *[f"     {p} {v}" for p, v in install],
+                "   licensed GPL-2 (text at the end); the extracted text is under the same licence.",
+                "   Source: https://www.debian.org/releases/bookworm/installmanual and",
+                "   `apt-get source installation-guide`.",
+            ],
+        ),
     ]
     for packages, lines in books:
         if packages:
             package = packages[0][0]
             copyright_path = work_dir / f"x_{package}" / "usr/share/doc" / package / "copyright"
-            text += [*lines, f"   The debian/copyright of {package} follows verbatim.", "",
-                     copyright_path.read_text() if copyright_path.exists() else f"({copyright_path} not found)", ""]
+            text += [
+                *lines,
+                f"   The debian/copyright of {package} follows verbatim.",
+                "",
+                copyright_path.read_text() if copyright_path.exists() else f"({copyright_path} not found)",
+                "",
+            ]
     text += ["=" * 78, "", "Mozilla Public License 2.0 (for part 1)", "", licence.read_text()]
     if reference or install:
-        text += ["=" * 78, "", "GNU General Public License, version 2 (for parts 3 and 4)", "",
-                 (COMMON_LICENSES / "GPL-2").read_text()]
+        text += [
+            "=" * 78,
+            "",
+            "GNU General Public License, version 2 (for parts 3 and 4)",
+            "",
+            (COMMON_LICENSES / "GPL-2").read_text(),
+        ]
     (out_dir / "NOTICE").write_text("\n".join(text))
 
 
