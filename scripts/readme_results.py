@@ -77,7 +77,7 @@ def _path(folder: Path, name: str) -> Path:
     """``folder/name``, else ``folder/tables/name`` or the result's own folder (``ses/ses.csv``,
     ``dominance/dominance_summary.csv``), as a run lays them out; the first if none exists."""
     stage = name.removesuffix(".csv").split("_")[0]
-    for candidate in (folder / name, folder / "tables" / name, folder / stage / name):
+    for candidate in (folder / name, folder / "tables" / name, folder / stage / name, folder / "ses" / name):
         if candidate.is_file():
             return candidate
     return folder / name
@@ -105,7 +105,79 @@ def _deactivated_generation_table(dg: pd.DataFrame, langs: list[str]) -> str:
     return _table(["condition"] + langs, rows)
 
 
+def _partial(folder: Path) -> dict | None:
+    """A model run stage by stage with the CLI (``lapelens collect`` / ``identify`` / ``perturb``, and
+    ``scripts/ses_runs.py``) rather than by ``reproduce``: its LAPE neurons and the LAPE and random perturbation
+    results, read from ``neurons_lape/``, ``perturb_lape/`` and ``perturb_random/``; None if they are not all there."""
+    parts = {"neurons": folder / "neurons_lape", "lape": folder / "perturb_lape", "random": folder / "perturb_random"}
+    if not all(p.is_dir() for p in parts.values()):
+        return None
+    import lapelens
+
+    return {key: lapelens.load(path) for key, path in parts.items()}
+
+
+
+def _partial_row(label: str, folder: Path, run: dict) -> list[str]:
+    lape, rand = run["lape"].summary()["diag_mean_relative"], run["random"].summary()["diag_mean_relative"]
+    per_layer = run["neurons"].per_layer().sum(axis=1).astype(float)
+    thirds = " / ".join(f"{100 * v:.0f}%" for v in _thirds(per_layer.sort_index()))
+    n = int(run["neurons"].mask.sum())
+    change = f"{_pct(lape)} vs {_pct(rand)} ({lape / rand:.1f}×)"
+    return [label, f"{n:,}", change, thirds, _standardized_ses(folder)]
+
+
+def render_partial(name: str, folder: Path, run: dict) -> str:
+    """The block of a model run stage by stage (see :func:`_partial`)."""
+    neurons, lape, rand = run["neurons"], run["lape"], run["random"]
+    langs = list(neurons.languages)
+    per_layer = neurons.per_layer()
+    summed = per_layer.sum(axis=1)
+    per_lang = per_layer.sum(axis=0)
+    meta = lape.meta
+    out = [
+        f"**{MODELS.get(name, name)}**, run stage by stage: `lapelens collect --corpus embedded:help "
+        f"--tokens-per-language 32768`, `lapelens identify --method lape` (`top_rate` "
+        f"{neurons.meta.get('top_rate', 0.01)}) and `--method random`, `lapelens perturb --tokens-per-language "
+        f"{meta.get('tokens_per_language', 2048)}` on each set, `scripts/ses_runs.py` (commands and times in "
+        "the issue notes and below).",
+        "LAPE neurons per language: "
+        + ", ".join(f"{l} {int(per_lang[l])}" for l in langs)
+        + ". Per layer, summed over languages: "
+        + ", ".join(str(int(v)) for v in summed)
+        + "; by thirds of the layers "
+        + " / ".join(f"{100 * v:.0f}%" for v in _thirds(summed.astype(float)))
+        + ".",
+    ]
+    for key, result in (("LAPE", lape), ("random (LAPE's sizes)", rand)):
+        from lapelens.constants import UNPERTURBED
+
+        table = result.relative.drop(index=UNPERTURBED, errors="ignore")
+        rows = [[r] + [_pct(table.loc[r, c]) for c in table.columns] for r in table.index]
+        out.append(
+            f"Perplexity change (%) when {key} neurons of the row's language are deactivated, per evaluated "
+            f"language (Fig. 2):\n\n" + _table(["deactivated"] + list(table.columns), rows)
+        )
+    out.append(
+        f"Mean change on the deactivated language: LAPE {_pct(lape.summary()['diag_mean_relative'])}, random "
+        f"{_pct(rand.summary()['diag_mean_relative'])}; on the other languages: LAPE "
+        f"{_pct(lape.summary()['offdiag_mean_relative'])}, random {_pct(rand.summary()['offdiag_mean_relative'])}."
+    )
+    if _has(folder, "ses.csv"):
+        out.append(_ses_sentence(_csv(folder, "ses.csv", index_col=0), "SES (Fig. 6)"))
+        if _has(folder, "dominance_contrast.csv"):
+            out.append(
+                _dominance_sentence(
+                    _csv(folder, "dominance_summary.csv", index_col=0),
+                    _csv(folder, "dominance_contrast.csv", index_col=0),
+                )
+            )
+    return "\n\n".join(out)
+
+
 def render(name: str, folder: Path) -> str:
+    if not (folder / "summary.json").is_file() and (run := _partial(folder)) is not None:
+        return render_partial(name, folder, run)
     if not (folder / "summary.json").is_file():
         return (
             f"Not run: `figures/{name}/` is not in the repository (`scripts/real_model_results.py` copies a "
@@ -549,6 +621,9 @@ def render_summary(root: Path) -> str:
     rows = []
     for name, label in SUMMARY_MODELS.items():
         folder = root / "figures" / name
+        if not (folder / "summary.json").is_file() and (run := _partial(folder)) is not None:
+            rows.append(_partial_row(label, folder, run))
+            continue
         if not (folder / "summary.json").is_file():
             rows.append([label, "not run", "–", "–", "–"])
             continue

@@ -3,13 +3,13 @@
 Embeds the first ``--n-texts`` aligned texts of the embedded corpus' valid split (text no model here was trained
 on) once, or reads embeddings saved by an earlier run, then computes Fig. 6 (similarity) and Fig. 7 (dominance)
 under five settings: standardized (held out; the default), standardized fit on all texts, raw (the paper's plain
-cosine), centered, and standardized with the first content token left out of the mean. Each result is saved in
-``OUT/<measure>_<vectors>[_first_token_out]/``; the figures of the default go to ``OUT/``; the condensed report
-is printed.
+cosine), centered, and standardized with the first content token left out of the mean. The default's result is
+saved in ``OUT/``, the others in ``OUT/<measure>_<vectors>[_first_token_out]/``; the default's figures (Fig. 6,
+Fig. 7) go to ``--figures`` (default ``OUT``); the condensed report is printed.
 
-    python scripts/ses_runs.py smollm2-135m --out figures/smollm2-135m/ses      # ~10 min on 2 busy cores
-    python scripts/ses_runs.py gemma-3-270m --out figures/gemma-3-270m/ses
-    python scripts/ses_runs.py qwen2.5-coder-0.5b --out figures/qwen2.5-coder-0.5b/ses
+    python scripts/ses_runs.py smollm2-135m --out figures/smollm2-135m/ses --figures figures/smollm2-135m
+    python scripts/ses_runs.py gemma-3-270m --out figures/gemma-3-270m/ses --figures figures/gemma-3-270m
+    python scripts/ses_runs.py qwen2.5-coder-0.5b --out figures/qwen2.5-coder-0.5b/ses --figures figures/qwen2.5-coder-0.5b
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ SETTINGS = (
 
 
 def name_of(measure: str, vectors: str, first: bool) -> str:
+    """The folder of a setting's result under OUT ("" for the default)."""
+    if (measure, vectors, first) == SETTINGS[0]:
+        return ""
     return f"{measure}_{vectors}" + ("" if first else "_first_token_out")
 
 
@@ -52,10 +55,10 @@ def embed(model_name: str, n_texts: int, saved: Path | None) -> SentenceEmbeddin
 
 def report(name: str, root: Path) -> str:
     """The condensed numbers of one model's five results."""
-    std, raw = SimilarityResult.load(root / "standardized_heldout"), SimilarityResult.load(root / "raw_heldout")
+    std, raw = SimilarityResult.load(root), SimilarityResult.load(root / "raw_heldout")
     alls = SimilarityResult.load(root / "standardized_all")
     out = SimilarityResult.load(root / "standardized_heldout_first_token_out")
-    dom, dom_raw = DominanceResult.load(root / "standardized_heldout"), DominanceResult.load(root / "raw_heldout")
+    dom, dom_raw = DominanceResult.load(root), DominanceResult.load(root / "raw_heldout")
     s, r, p, pa, po = std.ses, raw.ses, std.peak(), alls.peak(), out.peak()
     lines = [
         f"### {name}: {std.meta['n_texts']} texts, layers 0..{len(s) - 1}",
@@ -106,6 +109,7 @@ def main() -> None:
     parser.add_argument("--n-texts", type=int, default=100)
     parser.add_argument("--embeddings", type=Path, help="read (or save) the embeddings here")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--figures", type=Path, help="folder for Fig. 6 and 7 (default: OUT)")
     args = parser.parse_args()
     start = time.time()
     emb = embed(args.model, args.n_texts, args.embeddings)
@@ -116,7 +120,7 @@ def main() -> None:
         ses.save(args.out / name_of(measure, vectors, first))
         dom.save(args.out / name_of(measure, vectors, first))
         if (measure, vectors, first) == SETTINGS[0]:
-            write_figures({"fig6_ses": ses.figure(), "fig7_dominance": dom.figure()}, args.out)
+            write_figures({"fig6_ses": ses.figure(), "fig7_dominance": dom.figure()}, args.figures or args.out)
     print(report(args.model, args.out))
     print(f"[{args.model}] total {time.time() - start:.0f} s")
 
