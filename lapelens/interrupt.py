@@ -12,6 +12,7 @@ one line from those notes and exits ``128 + signal`` (130 for SIGINT, 143 for SI
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from collections.abc import Iterator
@@ -46,6 +47,9 @@ def signals_interrupt() -> Iterator[None]:
         return
 
     def handler(signum: int, frame: object) -> None:
+        # A Chromium that kaleido drives for PNG/SVG export got the same Ctrl-C (one process group): the
+        # reader thread of its driver then logs the broken pipe with a traceback, which is no error here.
+        logging.getLogger("choreographer").setLevel(logging.CRITICAL + 1)
         if _State.depth and _State.pending is None:
             _State.pending = signum  # raised when the deferred block ends
             return
