@@ -5,8 +5,7 @@ With ``W`` processes, batch ``b`` is counted by rank ``b % W``; every rank reads
 whole stream, so that all ranks agree on the batches without talking to each other.
 
 A checkpoint is one safetensors file per rank: the accumulator's running sums (``lang x layer x
-neuron``, the order of ``ActivationStats``; the accumulator has always kept that order, so the
-checkpoints of earlier versions hold the same layout) plus, per language,
+neuron``, the order of ``ActivationStats``) plus, per language,
 how many batches of the stream were passed and a SHA-256 of their token ids. Resuming loads the
 sums, re-reads the passed batches without running the model, checks the hash, and continues; the
 sums then receive exactly the additions, in exactly the order, of an uninterrupted run, so the

@@ -582,8 +582,7 @@ UNCONDITIONAL_TOKENS = Setting(
     "unconditional_tokens",
     64,
     "New tokens per generation from BOS (unconditional steering, Kojima): the model drifts "
-    "between languages and langdetect needs text, so 24 tokens read fewer samples as the target (measured on the "
-    "previously shipped model: 3 of 7 languages >= 0.8 at 24 tokens, 5 of 7 at 64, same neurons and scale).",
+    "between languages and langdetect needs text, so 24 tokens read fewer samples as the target.",
     quick=16,
     check=positive(),
 )
