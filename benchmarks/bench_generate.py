@@ -29,8 +29,9 @@ from typing import Any
 import torch
 
 
-def tl_generate_ids(model: Any, prompts: Any, sampling: Any) -> list[list[int]]:
-    """Generation by TransformerLens' generate loop (the bridge's ``generate``), in batches of 50."""
+def tl_generate_ids(model: Any, prompts: Any, sampling: Any, on_batch: Any = None) -> list[list[int]]:
+    """Generation by TransformerLens' generate loop (the bridge's ``generate``), in batches of 50;
+    ``on_batch(n)`` after each batch, as :func:`lapelens.evaluate.generation.generate_ids` calls it."""
     from lapelens.evaluate import generation as gen
 
     _, eos, pad = gen._special_ids(model.tokenizer)
@@ -54,6 +55,8 @@ def tl_generate_ids(model: Any, prompts: Any, sampling: Any) -> list[list[int]]:
                 **kw,
             )
             out += [r[: r.index(eos)] if eos in r else r for r in result[:, tokens.shape[1] :].tolist()]
+            if on_batch is not None:
+                on_batch(len(tokens))
     return out
 
 
