@@ -113,8 +113,8 @@ def build_stages(name: str, budget: dict, top_rate: float, scale: float, tl: boo
     from lapelens.constants import PAPER_LANGUAGES
     from lapelens.corpus import load_corpus, load_parallel
     from lapelens.evaluate import generation as gen
-    from lapelens.evaluate.perplexity import evaluation_chunks, perturbation_matrix
     from lapelens.evaluate.embeddings import sentence_embeddings
+    from lapelens.evaluate.perplexity import evaluation_chunks, perturbation_matrix
     from lapelens.evaluate.sweep import DEFAULT_RATIOS, selection_ratio_sweep
     from lapelens.methods import identify
 
