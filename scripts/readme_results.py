@@ -117,7 +117,6 @@ def _partial(folder: Path) -> dict | None:
     return {key: lapelens.load(path) for key, path in parts.items()}
 
 
-
 def _partial_row(label: str, folder: Path, run: dict) -> list[str]:
     lape, rand = run["lape"].summary()["diag_mean_relative"], run["random"].summary()["diag_mean_relative"]
     per_layer = run["neurons"].per_layer().sum(axis=1).astype(float)
@@ -439,12 +438,14 @@ def render_embedded(folder: Path) -> str:
         )
     )
 
-    heat = _figure_traces(folder / "fig2_perturb_lape.html")["heatmap"]
-    z = pd.DataFrame(heat["z"], index=heat["y"], columns=heat["x"]) / 100
-    bounds = [re.search(r"\[([-\d.e]+), ([-\d.e]+)\]", heat["hovertext"][i][i]).groups() for i in range(len(heat["x"]))]
+    import lapelens
+
+    lape = lapelens.load(folder / "perturb_lape")
+    z = lape.relative.drop(index="none")
+    low, high = (frame.drop(index="none") for frame in lape.interval("relative"))
+    bounds = [(100 * low.loc[l, l], 100 * high.loc[l, l]) for l in z.columns]
     out.append(
-        "LAPE's diagonal, with paired-bootstrap 95% intervals over chunks (from `fig2_perturb_lape.html`, whose data\n"
-        "no CSV of the run holds):\n\n"
+        "LAPE's diagonal, with paired-bootstrap 95% intervals over chunks (`perturb_lape/`):\n\n"
         + _table(
             [""] + list(z.columns),
             [
@@ -468,13 +469,15 @@ def render_embedded(folder: Path) -> str:
             )
         out.append(line)
 
-    sweep = _figure_traces(folder / "fig4_sweep.html")[cfg.sweep_target]
+    sweep = lapelens.load(folder / "sweep")
     out.append(
-        f"**Selection-ratio sweep (Fig. 4, {cfg.sweep_target}; `fig4_sweep.html`):** deactivating the "
+        f"**Selection-ratio sweep (Fig. 4, {cfg.sweep_target}; `sweep/`):** deactivating the "
         f"{cfg.sweep_target} neurons that LAPE selects at `top_rate` "
-        + ", ".join(f"{x:g}" for x in sweep["x"])
-        + f"% ({', '.join(str(int(n)) for n in sweep['customdata'])} neurons) "
-        f"raises {cfg.sweep_target} perplexity by " + ", ".join(_pct(y / 100) for y in sweep["y"]) + "."
+        + ", ".join(f"{100 * x:g}" for x in sweep.ratios)
+        + f"% ({', '.join(str(int(n)) for n in sweep.n_neurons)} neurons) "
+        f"raises {cfg.sweep_target} perplexity by "
+        + ", ".join(_pct(y) for y in sweep.value("relative")[cfg.sweep_target])
+        + "."
     )
 
     before = (unc["before"] * unc["n_samples"]).round().astype(int).sort_values(ascending=False)
@@ -523,7 +526,7 @@ def render_embedded(folder: Path) -> str:
     )
 
     if _has(folder, "ses.csv") and "retrieval" in _csv(folder, "ses.csv", index_col=0).columns:
-        out.append(_ses_sentence(_csv(folder, "ses.csv", index_col=0), "**SES (Fig. 6; `fig6_ses.html`):**"))
+        out.append(_ses_sentence(_csv(folder, "ses.csv", index_col=0), "**SES (Fig. 6; `fig6_ses.html`)**"))
         if _has(folder, "dominance_contrast.csv"):
             out.append(
                 _dominance_sentence(
