@@ -43,3 +43,33 @@ def test_the_bridge_shares_the_weights_and_counts_like_hf(tmp_path):
         h.remove()
     stats = collect_chunks(bridge, {"x": chunks}, progress=False)
     assert torch.equal(stats.count[0], counts) and stats.meta["dtype"] == "bfloat16"
+
+
+def test_stage_benchmark_runs_every_way_on_the_embedded_model():
+    """bench_stages.py end to end on tiny budgets: each chosen stage, the TransformerLens way and the floor."""
+    import subprocess
+
+    stages = ("stats", "ses", "steer_unconditional")
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_stages.py"),
+            "--model",
+            "embedded",
+            "--tiny",
+            "--tl",
+            "--stages",
+            ",".join(stages),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {line.split("|")[1].strip(): line for line in done.stdout.splitlines() if line.startswith("| ")}
+    assert set(stages) <= set(rows)
+    for stage in stages:
+        cells = [c.strip() for c in rows[stage].split("|")[2:-1]]
+        lapelens_s, tl_s, floor_s = (float(c) for c in cells[:3])
+        assert min(lapelens_s, tl_s, floor_s) >= 0 and float(cells[3]) > 0

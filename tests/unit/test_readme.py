@@ -58,7 +58,7 @@ def test_embedded_section_follows_the_csv(tmp_path):
         tmp_path / "figures" / "embedded",
         ignore=shutil.ignore_patterns("*.png", "*.svg", "explorer*", "plotly.min.js"),
     )
-    table = tmp_path / "figures" / "embedded" / "lape_per_language.csv"
+    table = tmp_path / "figures" / "embedded" / "tables" / "lape_per_language.csv"
     table.write_text(table.read_text().replace("zh,284,", "zh,283,"))
     block = readme_results.render_embedded(tmp_path / "figures" / "embedded")
     assert "zh 283," in block and "zh 284," not in block
