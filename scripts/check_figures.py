@@ -14,7 +14,9 @@ A folder fails (exit 1, one line per problem) when
   flattened when its nonzero magnitudes span more than ``SPAN`` x (max |v| / min |v|) and more
   than ``SHARE`` of its points fit in a band ``BAND`` of the axis' extent tall (the extent: the
   axis' ``range`` if set, else the lowest to the highest value of all traces on it, error bars
-  included): it varies over orders of magnitude, yet most of it reads as one value;
+  included), and the trace's own spread is ``SPAN`` times that band or more: it varies over orders of
+  magnitude, yet most of it reads as one value. A trace whose points all stay close together (a control at
+  zero) is flat, not flattened;
 - **table 5**: ``steer_prompted`` is not drawn as heatmaps (at least three, no bars);
 - **rate**: ``fig4_sweep`` marks no selection rate (a vertical line).
 
@@ -135,7 +137,7 @@ def flattened(fig: dict) -> list[str]:
             continue
         need = min(finite.size, math.floor(SHARE * finite.size) + 1)  # more than SHARE of the points
         narrowest = min(finite[i + need - 1] - finite[i] for i in range(finite.size - need + 1))
-        if narrowest <= BAND * extent:
+        if narrowest <= BAND * extent and finite[-1] - finite[0] >= SPAN * max(narrowest, np.finfo(float).tiny):
             out.append(
                 f"{name} ({key}: {need} of {finite.size} points within {narrowest:.3g} of an extent of {extent:.3g})"
             )
