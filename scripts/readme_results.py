@@ -163,14 +163,7 @@ def render_partial(name: str, folder: Path, run: dict) -> str:
         f"{_pct(lape.summary()['offdiag_mean_relative'])}, random {_pct(rand.summary()['offdiag_mean_relative'])}."
     )
     if _has(folder, "ses.csv"):
-        out.append(_ses_sentence(_csv(folder, "ses.csv", index_col=0), "SES (Fig. 6)"))
-        if _has(folder, "dominance_contrast.csv"):
-            out.append(
-                _dominance_sentence(
-                    _csv(folder, "dominance_summary.csv", index_col=0),
-                    _csv(folder, "dominance_contrast.csv", index_col=0),
-                )
-            )
+        out += _similarity_sentences(folder, "SES (Fig. 6)")
     return "\n\n".join(out)
 
 
@@ -257,14 +250,7 @@ def render(name: str, folder: Path) -> str:
 
     ses = _csv(folder, "ses.csv", index_col=0)
     if "retrieval" in ses.columns:  # a run with the standardized measure (similarity schema 2)
-        out.append(_ses_sentence(ses, "SES (Fig. 6)"))
-        if _has(folder, "dominance_contrast.csv"):
-            out.append(
-                _dominance_sentence(
-                    _csv(folder, "dominance_summary.csv", index_col=0),
-                    _csv(folder, "dominance_contrast.csv", index_col=0),
-                )
-            )
+        out += _similarity_sentences(folder, "SES (Fig. 6)")
     elif "mismatched" in ses.columns:
         gap = ses["mean"] - ses["mismatched"]
         best = int(gap.idxmax())
@@ -325,6 +311,15 @@ def _ses_sentence(ses: pd.DataFrame, label: str) -> str:
         f"{first['gap']:.2f}, last {last['gap']:.2f}); top-1 retrieval of the translation there "
         f"{row['retrieval']:.2f} (first {first['retrieval']:.2f}, last {last['retrieval']:.2f})."
     )
+
+
+def _similarity_sentences(folder: Path, label: str) -> list[str]:
+    """SES of the standardized measure, then dominance when the folder holds it."""
+    out = [_ses_sentence(_csv(folder, "ses.csv", index_col=0), label)]
+    if _has(folder, "dominance_contrast.csv"):
+        summary = _csv(folder, "dominance_summary.csv", index_col=0)
+        out.append(_dominance_sentence(summary, _csv(folder, "dominance_contrast.csv", index_col=0)))
+    return out
 
 
 def _dominance_sentence(summary: pd.DataFrame, contrast: pd.DataFrame) -> str:
@@ -526,14 +521,7 @@ def render_embedded(folder: Path) -> str:
     )
 
     if _has(folder, "ses.csv") and "retrieval" in _csv(folder, "ses.csv", index_col=0).columns:
-        out.append(_ses_sentence(_csv(folder, "ses.csv", index_col=0), "**SES (Fig. 6; `fig6_ses.html`)**"))
-        if _has(folder, "dominance_contrast.csv"):
-            out.append(
-                _dominance_sentence(
-                    _csv(folder, "dominance_summary.csv", index_col=0),
-                    _csv(folder, "dominance_contrast.csv", index_col=0),
-                )
-            )
+        out += _similarity_sentences(folder, "**SES (Fig. 6; `fig6_ses.html`)**")
         return "\n\n".join(out)
     ses = _figure_traces(folder / "fig6_ses.html")
     mean = pd.Series(ses["mean"]["y"], index=ses["mean"]["x"])
