@@ -138,8 +138,8 @@ def render_partial(name: str, folder: Path, run: dict) -> str:
         f"**{MODELS.get(name, name)}**, run stage by stage: `lapelens collect --corpus embedded:help "
         f"--tokens-per-language 32768`, `lapelens identify --method lape` (`top_rate` "
         f"{neurons.meta.get('top_rate', 0.01)}) and `--method random`, `lapelens perturb --tokens-per-language "
-        f"{meta.get('tokens_per_language', 2048)}` on each set, `scripts/ses_runs.py` (commands and times in "
-        "the issue notes and below).",
+        f"{meta.get('tokens_per_language', 2048)}` on each set, `scripts/ses_runs.py` and "
+        "`scripts/stage_figures.py`.",
         "LAPE neurons per language: "
         + ", ".join(f"{l} {int(per_lang[l])}" for l in langs)
         + ". Per layer, summed over languages: "
