@@ -28,6 +28,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from lapelens.errors import LapelensError
+from lapelens.hooks import layer_hooks, run_until
 from lapelens.types import HookedModel
 
 
@@ -47,22 +48,25 @@ def capture(
 ) -> tuple[Any, dict[int, Float[Tensor, "batch pos d_model"]]]:
     """One forward of ``model(tokens, **forward_kwargs)`` (with whatever hooks are active, in the
     caller's grad mode); returns its output and the residual stream entering each of ``layers``
-    (``hook_resid_pre``)."""
+    (``hook_resid_pre``). With ``return_type=None`` nothing after the deepest of ``layers`` is read, so
+    the forward stops there (:func:`lapelens.hooks.run_until`) and the output is None."""
     n_layers = _n_layers(model)
     wanted = sorted({int(l) for l in layers})
     if any(not 0 <= l < n_layers for l in wanted):
         raise LapelensError(f"Layers {wanted} are not all blocks of this {n_layers}-layer model.")
     saved: dict[int, Tensor] = {}
 
-    def keep(layer: int):
-        def hook(resid: Tensor, hook: Any) -> None:
-            saved[layer] = resid.clone()  # a later in-place edit must not reach the copy
-
-        return hook
+    def keep(layer: int, resid: Tensor) -> None:
+        saved[layer] = resid.clone()  # a later in-place edit must not reach the copy
 
     handle = model.blocks[0].register_forward_hook(_record_output(model))  # for starting_at, free here
     try:
-        with model.hooks(fwd_hooks=[(_hook_name(l), keep(l)) for l in wanted]):
+        if "return_type" in forward_kwargs and forward_kwargs["return_type"] is None:
+            rest = {k: v for k, v in forward_kwargs.items() if k != "return_type"}
+            with model.hooks(fwd_hooks=layer_hooks({l: _hook_name(l) for l in wanted}, keep)):
+                run_until(model, tokens, **rest)
+            return None, saved
+        with model.hooks(fwd_hooks=[(_hook_name(l), lambda resid, hook, l=l: keep(l, resid)) for l in wanted]):
             out = model(tokens, **forward_kwargs)
     finally:
         handle.remove()
