@@ -41,15 +41,15 @@ from pathlib import Path
 import pandas as pd
 
 PARTS = ("help_0_8k", "help_8k_32k", "help_0_32k", "help_32k_128k", "books_0_32k", "books_32k_128k")
-#: Condition -> (text, tokens per language, the parts merged for it). A condition whose parts were not
-#: collected for a model is left out of its table; ``help_0_32k`` is the 32k help budget collected in one part.
+#: Condition -> (text, tokens per language, the ways its parts can be merged, first found first). A condition
+#: none of whose ways was collected for a model is left out of its table; ``help_0_32k`` is the 32k help budget
+#: collected in one part.
 CONDITIONS = {
-    "help 8k": ("help", 8192, ("help_0_8k",)),
-    "help 32k": ("help", 32768, ("help_0_8k", "help_8k_32k")),
-    "help 32k ": ("help", 32768, ("help_0_32k",)),
-    "help 128k": ("help", 131072, ("help_0_8k", "help_8k_32k", "help_32k_128k")),
-    "books 32k": ("books", 32768, ("books_0_32k",)),
-    "books 128k": ("books", 131072, ("books_0_32k", "books_32k_128k")),
+    "help 8k": ("help", 8192, (("help_0_8k",),)),
+    "help 32k": ("help", 32768, (("help_0_8k", "help_8k_32k"), ("help_0_32k",))),
+    "help 128k": ("help", 131072, (("help_0_8k", "help_8k_32k", "help_32k_128k"),)),
+    "books 32k": ("books", 32768, (("books_0_32k",),)),
+    "books 128k": ("books", 131072, (("books_0_32k", "books_32k_128k"),)),
 }
 TOP_RATES = (0.01, 0.02, 0.05)
 REFERENCE = ("help 32k", 0.01)
@@ -79,10 +79,12 @@ def table(parts: dict, languages: list[str]) -> tuple[pd.DataFrame, dict]:
     """One row per (condition, top_rate); also the selections themselves, for the figure."""
     import lapelens
 
-    rows, selections = [], {}
-    for name, (_text, _tokens, used) in CONDITIONS.items():
-        if not all(part in parts for part in used):
+    rows, selections, merged = [], {}, {}
+    for name, (_text, _tokens, ways) in CONDITIONS.items():
+        used = next((way for way in ways if all(part in parts for part in way)), None)
+        if used is None:
             continue
+        merged[name] = used
         stats = parts[used[0]]
         for part in used[1:]:
             stats = stats.merge(parts[part])
@@ -91,19 +93,17 @@ def table(parts: dict, languages: list[str]) -> tuple[pd.DataFrame, dict]:
             selections[name, rate] = lapelens.identify(stats, "lape", top_rate=rate)
     if not selections:
         raise SystemExit(f"none of the parts {', '.join(PARTS)} was found")
-    reference_key = next(
-        (key for key in selections if key[0].strip() == REFERENCE[0] and key[1] == REFERENCE[1]), next(iter(selections))
-    )
-    reference = pairs(selections[reference_key])
+    reference = pairs(selections.get(REFERENCE, next(iter(selections.values()))))
     for (name, rate), sel in selections.items():
-        text, tokens, used = CONDITIONS[name]
+        text, tokens, _ = CONDITIONS[name]
+        used = merged[name]
         shares = sel.layer_shares(3)
         per_layer = sel.per_layer().sum(axis=1)
         chosen = pairs(sel)
         union = chosen | reference
         rows.append(
             {
-                "condition": name.strip(),
+                "condition": name,
                 "text": text,
                 "tokens_per_language": tokens,
                 "top_rate": rate,
@@ -162,7 +162,7 @@ def figure(frame: pd.DataFrame, selections: dict, model: str):
                 x=list(per_layer.index),
                 y=(per_layer / per_layer.sum()).tolist(),
                 mode="lines+markers",
-                name=name.strip(),
+                name=name,
                 legendgroup="conditions",
                 legendgrouptitle_text="text, tokens per language",
             ),
