@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import json
 import re
 import sys
@@ -105,6 +106,7 @@ def _deactivated_generation_table(dg: pd.DataFrame, langs: list[str]) -> str:
     return _table(["condition"] + langs, rows)
 
 
+@functools.cache
 def _partial(folder: Path) -> dict | None:
     """A model run stage by stage with the CLI (``lapelens collect`` / ``identify`` / ``perturb``, and
     ``scripts/ses_runs.py``) rather than by ``reproduce``: its LAPE neurons and the LAPE and random perturbation
