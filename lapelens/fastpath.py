@@ -21,10 +21,19 @@ numbers differ at float rounding.
 the normalised input for ``hook_scale`` and ``hook_normalized`` and then, when no hook changed
 them, returns the Hugging Face norm of its input. :func:`skip_unobserved_norm_hooks` makes it skip
 that work while neither hook point carries a hook: the same output, bit for bit.
+
+**Bookkeeping at every call.** A decoding step of a batch of a few sequences is a few milliseconds
+of arithmetic, and the bridge's Python around it is a tenth of that: every block asks
+``inspect.signature`` which keyword arguments its Hugging Face layer takes, and every component
+enters Accelerate's ``align_module_device`` to fetch offloaded weights that are not offloaded.
+:func:`cache_bridge_bookkeeping` makes a block remember the answer for the forward it asked about
+(asked again when that forward is replaced) and lets a component whose module carries no
+Accelerate hook call it directly: the same calls with the same arguments.
 """
 
 from __future__ import annotations
 
+import inspect
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -132,9 +141,76 @@ def skip_unobserved_norm_hooks(model: HookedModel) -> None:
 
 
 def _hooked(*hook_points: nn.Module) -> bool:
-    return any(
-        hp._forward_hooks or hp._forward_pre_hooks or hp._backward_hooks or hp._backward_pre_hooks for hp in hook_points
-    )
+    for hp in hook_points:
+        if hp._forward_hooks or hp._forward_pre_hooks or hp._backward_hooks or hp._backward_pre_hooks:
+            return True
+    return False
+
+
+#: original component -> (its forward function, that forward's parameter names, whether it takes **kwargs).
+_SIGNATURES: "weakref.WeakKeyDictionary[nn.Module, tuple[Any, tuple[str, ...], bool]]" = weakref.WeakKeyDictionary()
+
+
+def _accepted(component: nn.Module) -> tuple[tuple[str, ...], bool]:
+    """The parameter names of ``component.forward`` and whether it takes ``**kwargs``, found once per forward."""
+    forward = component.forward
+    key = getattr(forward, "__func__", forward)
+    known = _SIGNATURES.get(component)
+    if known is None or known[0] is not key:
+        sig = inspect.signature(forward)
+        var = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+        known = _SIGNATURES[component] = (key, tuple(sig.parameters), var)
+    return known[1], known[2]
+
+
+def _filter_kwargs_for_forward(self: Any, kwargs: dict[str, Any], num_positional_args: int = 0) -> dict[str, Any]:
+    """TransformerLens' filter (the keywords the Hugging Face layer's forward takes, less those given
+    by position), with that forward's signature looked up once instead of at every call."""
+    component = self.original_component
+    if component is None:
+        return kwargs
+    try:
+        params, var = _accepted(component)
+    except (ValueError, TypeError):
+        return kwargs
+    if var:
+        return kwargs
+    positional = set(params[:num_positional_args])
+    return {k: v for k, v in kwargs.items() if k in params and k not in positional}
+
+
+def _direct_call(call: Callable[..., Any]) -> Callable[..., Any]:
+    def fast_call(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        component = self._modules.get("_original_component")
+        if component is None or getattr(component, "_hf_hook", None) is None:  # nothing Accelerate would fetch
+            return nn.Module.__call__(self, *args, **kwargs)
+        return call(self, *args, **kwargs)
+
+    setattr(fast_call, _WRAPPED, True)
+    fast_call.__doc__ = call.__doc__
+    return fast_call
+
+
+def cache_bridge_bookkeeping() -> bool:
+    """Patch the bridge's blocks and components as the module docstring says (idempotent); False
+    when this TransformerLens has neither hook to patch."""
+    try:
+        from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
+        from transformer_lens.model_bridge.generalized_components.block import BlockBridge
+    except ImportError:
+        return False
+    patched = False
+    if hasattr(BlockBridge, "_filter_kwargs_for_forward"):
+        if not getattr(BlockBridge._filter_kwargs_for_forward, _WRAPPED, False):
+            setattr(_filter_kwargs_for_forward, _WRAPPED, True)
+            _filter_kwargs_for_forward.__wrapped_original__ = BlockBridge._filter_kwargs_for_forward
+            BlockBridge._filter_kwargs_for_forward = _filter_kwargs_for_forward
+        patched = True
+    if "__call__" in vars(GeneralizedComponent):
+        if not getattr(GeneralizedComponent.__call__, _WRAPPED, False):
+            GeneralizedComponent.__call__ = _direct_call(GeneralizedComponent.__call__)
+        patched = True
+    return patched
 
 
 def _wrap_norm(forward: Callable[..., Any]) -> Callable[..., Any]:

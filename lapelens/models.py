@@ -29,7 +29,7 @@ from torch import Tensor
 from lapelens._compat import fix_bridge_kv_cache
 from lapelens.constants import EMBEDDED
 from lapelens.errors import LapelensError
-from lapelens.fastpath import skip_unobserved_norm_hooks, use_sdpa
+from lapelens.fastpath import cache_bridge_bookkeeping, skip_unobserved_norm_hooks, use_sdpa
 from lapelens.pretrained import PRETRAINED, hf_folder
 from lapelens.types import HookedModel
 
@@ -287,5 +287,6 @@ def load_model(
     model.eval()
     use_sdpa(model, attention == "sdpa")
     skip_unobserved_norm_hooks(model)  # exact: the norm hooks nobody reads are not computed
+    cache_bridge_bookkeeping()  # exact: the same calls without the per-call signature and offload lookups
     neuron_spec(model)
     return model

@@ -100,3 +100,60 @@ def test_unobserved_norm_hooks_are_skipped_with_the_same_output(tiny_dirs, arch)
             assert (
                 len(cache.cache_dict) >= 2 * model.cfg.n_layers + 1
             )  # ln1, ln2 per block, ln_final (and BLOOM's embedding norm)
+
+
+def test_cached_kwargs_filter_equals_transformer_lens_and_follows_a_new_forward(tiny_dirs):
+    """The block's keyword filter with the signature cached gives TransformerLens' own answer,
+    for every argument set, and reads the signature again when the layer's forward is replaced."""
+    from transformer_lens.model_bridge.generalized_components.block import BlockBridge
+
+    from lapelens.fastpath import _filter_kwargs_for_forward
+
+    model = load_model(tiny_dirs["llama"])  # patches the bridge's classes
+    original = BlockBridge.__dict__["_filter_kwargs_for_forward"].__wrapped_original__
+    block = model.blocks[0]
+    cases = [
+        ({"attention_mask": 1, "position_ids": 2, "encoder_attention_mask": 3}, 0),
+        ({"hidden_states": 0, "attention_mask": 1}, 1),  # given by position: dropped
+        ({"not_a_parameter": 5}, 0),
+    ]
+    for kwargs, n in cases:
+        assert _filter_kwargs_for_forward(block, dict(kwargs), n) == original(block, dict(kwargs), n)
+    layer = block.original_component
+    saved = layer.forward
+    try:
+        layer.forward = lambda hidden_states, only_this=None: hidden_states  # a forward with other parameters
+        assert _filter_kwargs_for_forward(block, {"only_this": 1, "attention_mask": 2}, 1) == {"only_this": 1}
+        layer.forward = lambda hidden_states, **kw: hidden_states  # takes anything
+        assert _filter_kwargs_for_forward(block, {"x": 1, "attention_mask": 2}, 1) == {"x": 1, "attention_mask": 2}
+    finally:
+        layer.forward = saved
+    for kwargs, n in cases:  # the layer's own forward again (LLaMA's takes **kwargs: everything passes)
+        assert _filter_kwargs_for_forward(block, dict(kwargs), n) == original(block, dict(kwargs), n) == kwargs
+
+
+def test_a_component_with_an_accelerate_hook_still_aligns_its_device(tiny_dirs, monkeypatch):
+    """Only modules Accelerate hooked go through align_module_device; the others are called directly."""
+    import transformer_lens.model_bridge.generalized_components.base as base
+
+    calls = []
+    real = base.align_module_device
+
+    def spy(module, *a, **k):
+        calls.append(module)
+        return real(module, *a, **k)
+
+    monkeypatch.setattr(base, "align_module_device", spy)
+    model = load_model(tiny_dirs["llama"])
+    tokens, _ = _inputs()
+    with torch.inference_mode():
+        ref = model(tokens)
+        assert calls == []  # no module carries an Accelerate hook
+        q = model.blocks[0].attn.q.original_component
+        q._hf_hook = object()  # what accelerate.hooks.add_hook_to_module sets
+        try:
+            out = model(tokens)
+        finally:
+            del q._hf_hook
+    assert calls and all(m is q for m in calls)
+    assert torch.equal(out, ref)
