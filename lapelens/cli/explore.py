@@ -17,6 +17,7 @@ from lapelens.explorer.server import LiveExplorer, load_page, serve
 from lapelens.loader import load
 from lapelens.lock import OUTPUT_FILE
 from lapelens.models import load_model
+from lapelens.pretrained import default_cache_dir
 
 #: --loss-max-neurons when not given: a page to save gets this; --serve gets none (it starts at once).
 LOSS_MAX_NEURONS = 160
@@ -66,6 +67,10 @@ class ExploreConfig:
     """Chunk length of that held-out text (the bootstrap resamples chunks)."""
     n_boot: int = 1000
     """Bootstrap resamples for the loss change's 95% interval."""
+    loss_cache: Path | None = None
+    """Folder keeping each language's loss changes, read back when the weights, neurons and text are the same
+    (an interrupted build resumes; a page rebuilt with other settings reuses them); default: explore/ in the
+    lapelens cache."""
     search_top: int = 5
     """Neurons per token in the offline page's search index."""
     quiet: bool = False
@@ -142,6 +147,7 @@ def run(cfg: ExploreConfig) -> None:
         loss_tokens=cfg.loss_tokens,
         loss_seq_len=cfg.loss_seq_len,
         n_boot=cfg.n_boot,
+        loss_cache=cfg.loss_cache if cfg.loss_cache is not None else default_cache_dir() / "explore",
         search_top=cfg.search_top,
         progress=not cfg.quiet,
     )

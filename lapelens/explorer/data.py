@@ -268,6 +268,7 @@ def gather(
     loss_tokens: int = 2560,
     loss_seq_len: int = 128,
     n_boot: int = 1000,
+    loss_cache: str | Path | None = None,
     detail_methods: Sequence[str] | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -278,7 +279,8 @@ def gather(
     language for the contexts and histograms of the neurons ``detail_methods`` selected (default:
     the primary method's); every neuron of the primary set gets a loss change when there are at
     most ``loss_max_neurons``, else each language's ``loss_per_language`` best, on ``loss_tokens``
-    held-out tokens per language in chunks of ``loss_seq_len`` (``loss_max_neurons=0``: none).
+    held-out tokens per language in chunks of ``loss_seq_len`` (``loss_max_neurons=0``: none),
+    kept in and read back from ``loss_cache`` if given (:func:`lapelens.explorer.loss.loss_changes`).
     """
     start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -322,7 +324,7 @@ def gather(
         else torch.empty(0, 2, dtype=torch.long)
     )
     eval_chunks = evaluation_chunks(model, inputs.corpus, langs, max(loss_tokens, loss_seq_len), loss_seq_len)
-    loss = loss_changes(model, chosen, eval_chunks, n_boot=n_boot, seed=seed, progress=progress)
+    loss = loss_changes(model, chosen, eval_chunks, n_boot=n_boot, seed=seed, progress=progress, cache=loss_cache)
     lap("loss changes")
 
     settings = {

@@ -9,12 +9,19 @@ The cost is one forward per (neuron, chunk) from the neuron's layer up: the bloc
 unperturbed, so the residual stream entering that layer is computed once per batch of chunks
 (:func:`lapelens.resume.capture`) and every perturbed copy starts there
 (:func:`lapelens.resume.forward_from`), with the same losses as a full forward.
+
+A real model's changes take tens of minutes, so each language's per-chunk losses are kept in a
+cache folder (by default the user's lapelens cache, ``explore/``), named by a digest of the
+model's weights, the neurons and that language's tokens: an interrupted build resumes at the
+language it was on, and a page rebuilt with other settings (contexts, layout) reuses them.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,6 +30,7 @@ from jaxtyping import Float, Float64, Int64
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from lapelens._io import atomic_file
 from lapelens.errors import LapelensError
 from lapelens.models import neuron_spec
 from lapelens.neurons import LanguageNeurons
@@ -152,6 +160,32 @@ def bootstrap(
     return mean, q[0], q[1]
 
 
+#: Bumped when what a cached language holds changes.
+CACHE_FORMAT = 1
+
+
+def weights_digest(model: HookedModel) -> str:
+    """A digest of every parameter of ``model`` (names, shapes, dtypes and values), computed once per model object."""
+    known = getattr(model, "_lapelens_weights_digest", None)
+    if known is None:
+        h = hashlib.blake2b(digest_size=16)
+        for name, p in model.named_parameters():
+            t = p.detach().cpu().contiguous()
+            h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        known = h.hexdigest()
+        object.__setattr__(model, "_lapelens_weights_digest", known)
+    return known
+
+
+def _cache_file(cache: Path, model: HookedModel, neurons: Tensor, tokens: Tensor) -> Path:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{CACHE_FORMAT}:{weights_digest(model)}:{tuple(tokens.shape)}".encode())
+    h.update(neurons.contiguous().numpy().tobytes())
+    h.update(tokens.contiguous().numpy().tobytes())
+    return cache / f"loss-{h.hexdigest()}.pt"
+
+
 def loss_changes(
     model: HookedModel,
     neurons: Int64[Tensor, "m 2"],
@@ -159,12 +193,15 @@ def loss_changes(
     n_boot: int = 1000,
     seed: int = 0,
     progress: bool = True,
+    cache: str | Path | None = None,
 ) -> LossChanges:
     """Deactivate each of ``neurons`` alone on every language's ``chunks``; see :class:`LossChanges`.
 
     Neurons are grouped by layer; for each layer, each batch of chunks runs through
     :func:`deactivated_nll` once per group of that layer's neurons (:func:`rows_per_forward` rows
-    per forward in all).
+    per forward in all). With ``cache`` (a folder), each language's per-chunk losses are read
+    from it when they were computed before for the same weights, neurons and tokens, else
+    computed and saved there.
     """
     spec = neuron_spec(model)
     neurons = neurons.long().reshape(-1, 2)
@@ -192,29 +229,18 @@ def loss_changes(
         if not m:  # nothing to compare with: no forward at all
             base[k] = torch.nan
             continue
-        rows_max = rows_per_forward(model, c.shape[1])
-        ref = torch.cat([base_nll(model, c[b : b + rows_max]) for b in range(0, len(c), rows_max)])
+        saved = _cache_file(Path(cache), model, neurons, c) if cache is not None else None
+        if saved is not None and saved.is_file():
+            kept = torch.load(saved, weights_only=True)
+            ref, perturbed = kept["ref"], kept["perturbed"]
+            bar.update(m * c.numel())
+        else:
+            ref, perturbed = _language(model, neurons, c, bar)
+            if saved is not None:
+                saved.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_file(saved) as tmp:
+                    torch.save({"ref": ref, "perturbed": perturbed}, tmp)
         base[k] = ref.sum() / n_tokens[k]
-        perturbed = torch.zeros(m, len(c), dtype=torch.float64)
-        for layer in neurons[:, 0].unique().tolist():
-            rows = (neurons[:, 0] == layer).nonzero().flatten()
-            per = max(1, rows_max // min(len(rows), rows_max))  # chunks per batch; neurons per forward below
-            for b in range(0, len(c), per):
-                tokens = c[b : b + per]  # the same batch for every neuron group of this layer
-                residual = None
-                if layer > 0:
-                    with torch.inference_mode():
-                        _, kept = capture(
-                            model,
-                            tokens.to(next(model.parameters()).device),
-                            [layer],
-                            return_type=None,
-                            use_cache=False,
-                        )
-                    residual = kept[layer]
-                for group in rows.split(max(1, rows_max // len(tokens))):
-                    perturbed[group, b : b + per] = deactivated_nll(model, layer, neurons[group, 1], tokens, residual)
-                    bar.update(len(group) * tokens.numel())
         mean, low, high = bootstrap(perturbed - ref, torch.full((len(c),), c.shape[1] - 1), n_boot, seed)
         out["delta"][:, k], out["low"][:, k], out["high"][:, k] = mean, low, high
     bar.close()
@@ -228,3 +254,33 @@ def loss_changes(
         seed=seed,
         **out,
     )
+
+
+def _language(
+    model: HookedModel, neurons: Int64[Tensor, "m 2"], c: Int64[Tensor, "chunk pos"], bar: Any
+) -> tuple[Float64[Tensor, " chunk"], Float64[Tensor, "m chunk"]]:
+    """Summed NLL of each chunk of one language unperturbed, and with each neuron deactivated alone."""
+    m = len(neurons)
+    rows_max = rows_per_forward(model, c.shape[1])
+    ref = torch.cat([base_nll(model, c[b : b + rows_max]) for b in range(0, len(c), rows_max)])
+    perturbed = torch.zeros(m, len(c), dtype=torch.float64)
+    for layer in neurons[:, 0].unique().tolist():
+        rows = (neurons[:, 0] == layer).nonzero().flatten()
+        per = max(1, rows_max // min(len(rows), rows_max))  # chunks per batch; neurons per forward below
+        for b in range(0, len(c), per):
+            tokens = c[b : b + per]  # the same batch for every neuron group of this layer
+            residual = None
+            if layer > 0:
+                with torch.inference_mode():
+                    _, kept = capture(
+                        model,
+                        tokens.to(next(model.parameters()).device),
+                        [layer],
+                        return_type=None,
+                        use_cache=False,
+                    )
+                residual = kept[layer]
+            for group in rows.split(max(1, rows_max // len(tokens))):
+                perturbed[group, b : b + per] = deactivated_nll(model, layer, neurons[group, 1], tokens, residual)
+                bar.update(len(group) * tokens.numel())
+    return ref, perturbed

@@ -215,6 +215,32 @@ def test_loss_change_equals_a_hook_on_the_hf_model(built, hf, config):
             assert c.high[row, k].item() == pytest.approx(np.percentile(boot, 97.5), abs=1e-5)
 
 
+def test_loss_changes_are_kept_per_language_and_read_back(built, config, tmp_path, monkeypatch):
+    """With a cache folder: one file per language; the same call again reads them (no forward) and
+    gives the same numbers; other neurons are computed anew."""
+    from lapelens.explorer import loss as loss_module
+
+    model, data = built[0].model, built[0].data
+    neurons = data.loss.changes.neurons[:2]
+    chunks = {
+        l: pack_chunks(model.tokenizer, lapelens.load_corpus(config["corpus"], "valid")[l], 16, 48)
+        for l in data.languages[:2]
+    }
+    first = loss_module.loss_changes(model, neurons, chunks, n_boot=50, progress=False, cache=tmp_path)
+    assert len(list(tmp_path.glob("loss-*.pt"))) == 2
+    plain = loss_module.loss_changes(model, neurons, chunks, n_boot=50, progress=False)
+    forwards, real = [], loss_module._language
+    monkeypatch.setattr(loss_module, "_language", lambda *a: forwards.append(1) or real(*a))
+    again = loss_module.loss_changes(model, neurons, chunks, n_boot=50, progress=False, cache=tmp_path)
+    assert forwards == []
+    for name in ("base", "delta", "low", "high"):
+        assert torch.equal(getattr(again, name), getattr(first, name))
+        assert torch.equal(getattr(plain, name), getattr(first, name))
+    monkeypatch.undo()
+    loss_module.loss_changes(model, neurons[:1], chunks, n_boot=50, progress=False, cache=tmp_path)
+    assert len(list(tmp_path.glob("loss-*.pt"))) == 4
+
+
 def test_contexts_samples_and_histograms_equal_a_brute_force_pass(built, hf, config):
     data = built[0].data
     s, panel = data.contexts.samples, data.contexts
