@@ -16,7 +16,7 @@ from jaxtyping import Bool, Float, Float64, Int64
 from torch import Tensor
 
 from lapelens.explorer.contexts import NeuronSamples
-from lapelens.explorer.effects import LogitEffects
+from lapelens.explorer.effects import NeuronLogits
 from lapelens.explorer.loss import LossChanges
 from lapelens.explorer.text import encode_fixed, encode_ints, id_width
 
@@ -95,7 +95,13 @@ class SelectionPanel:
         }
 
     def layer_json(self, layer: int, vocab: Vocab) -> dict:
-        return {"entropy": encode_fixed(self.entropy[layer].tolist()), "rank": self.rank[layer].tolist()}
+        # rank + 1 so that "none" (-1) is 0
+        width = id_width(self.rank.numel() + 1)
+        return {
+            "entropy": encode_fixed(self.entropy[layer].tolist()),
+            "rank_width": width,
+            "rank": encode_ints((self.rank[layer] + 1).tolist(), width),
+        }
 
 
 @dataclass
@@ -202,24 +208,27 @@ class ContextPanel:
 
 @dataclass
 class LogitPanel:
-    """Direct logit effects: each neuron's promoted and suppressed tokens and its effect histogram."""
+    """Direct logit effects of the listed neurons: promoted and suppressed tokens, effect histogram."""
 
-    effects: LogitEffects
+    effects: NeuronLogits
     id_width: int
 
     def layer_json(self, layer: int, vocab: Vocab) -> dict:
+        """This layer's listed neurons (``neurons``) and their tables, row by row in that order."""
         e = self.effects
-        vocab.add(e.promoted[layer])
-        vocab.add(e.suppressed[layer])
-        counts = e.hist[layer]
-        width = id_width(int(counts.max()) + 1)
+        rows = (e.neurons[:, 0] == layer).nonzero().flatten()
+        vocab.add(e.promoted[rows])
+        vocab.add(e.suppressed[rows])
+        counts = e.hist[rows]
+        width = id_width(int(counts.max()) + 1 if counts.numel() else 1)
         return {
             "top": e.promoted.shape[-1],
-            "promoted": encode_ints(e.promoted[layer].flatten().tolist(), self.id_width),
-            "promoted_value": encode_fixed(e.promoted_value[layer].flatten().tolist()),
-            "suppressed": encode_ints(e.suppressed[layer].flatten().tolist(), self.id_width),
-            "suppressed_value": encode_fixed(e.suppressed_value[layer].flatten().tolist()),
-            "hist_range": encode_fixed(e.hist_range[layer].flatten().tolist()),
+            "neurons": e.neurons[rows, 1].tolist(),
+            "promoted": encode_ints(e.promoted[rows].flatten().tolist(), self.id_width),
+            "promoted_value": encode_fixed(e.promoted_value[rows].flatten().tolist()),
+            "suppressed": encode_ints(e.suppressed[rows].flatten().tolist(), self.id_width),
+            "suppressed_value": encode_fixed(e.suppressed_value[rows].flatten().tolist()),
+            "hist_range": encode_fixed(e.hist_range[rows].flatten().tolist()),
             "hist_width": width,
             "hist": encode_ints(counts.flatten().tolist(), width),
         }

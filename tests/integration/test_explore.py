@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM
 import lapelens
 from lapelens.cli import main
 from lapelens.explorer import explore, from_parts
-from lapelens.explorer.effects import logit_effects
+from lapelens.explorer.effects import neuron_logits, strongest_promoters, token_promoters
 from lapelens.explorer.loss import bootstrap, choose_neurons
 from lapelens.explorer.page import page_json
 from lapelens.explorer.text import (
@@ -166,28 +166,42 @@ def test_byte_pieces_merge_into_the_characters_they_make(tmp_path):
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_logit_effects_equal_hf_down_projection_times_unembedding(arch, tmp_path):
     folder = make_tiny_model(arch, tmp_path / arch)
-    e = logit_effects(lapelens.load_model(folder), top=5, bins=12, search_top=4)
+    model = lapelens.load_model(folder)
+    listed = torch.tensor([[1, 63], [0, 0], [1, 37]])  # any order: rows follow it
+    e = neuron_logits(model, listed, top=5, bins=12)
+    assert torch.equal(e.neurons, listed)
     hf = AutoModelForCausalLM.from_pretrained(folder)
-    for layer, neuron in [(0, 0), (1, 37), (1, 63)]:
+    for row, (layer, neuron) in enumerate(listed.tolist()):
         effect = hf_effect(folder, arch, layer, neuron)
-        assert e.promoted[layer, neuron].tolist() == effect.topk(5).indices.tolist()
-        assert e.suppressed[layer, neuron].tolist() == effect.topk(5, largest=False).indices.tolist()
-        torch.testing.assert_close(e.promoted_value[layer, neuron], effect.topk(5).values, rtol=1e-4, atol=1e-5)
-        lo, hi = e.hist_range[layer, neuron].tolist()
+        assert e.promoted[row].tolist() == effect.topk(5).indices.tolist()
+        assert e.suppressed[row].tolist() == effect.topk(5, largest=False).indices.tolist()
+        torch.testing.assert_close(e.promoted_value[row], effect.topk(5).values, rtol=1e-4, atol=1e-5)
+        lo, hi = e.hist_range[row].tolist()
         counts = np.bincount(
             np.clip(np.floor((effect.numpy() - lo) / ((hi - lo) / 12)), 0, 11).astype(int), minlength=12
         )
-        assert e.hist[layer, neuron].tolist() == counts.tolist()
-    # the search index: per token, the strongest promoters over all layers, from the HF weights
-    d_mlp = e.promoted.shape[1]
+        assert e.hist[row].tolist() == counts.tolist()
+        # the moments that set the range: mean +- 6 standard deviations of the effects (numpy, float64)
+        x = effect.double().numpy()
+        assert (lo, hi) == pytest.approx((x.mean() - 6 * x.std(), x.mean() + 6 * x.std()), rel=1e-3, abs=1e-5)
+    # per token, the strongest promoters over all layers and neurons, from the HF weights
+    d_mlp = 64
     if arch == "gpt2":
         w_out = torch.stack([hf.transformer.h[i].mlp.c_proj.weight for i in range(2)])  # layer neuron d_model
     else:
         w_out = torch.stack([hf.model.layers[i].mlp.down_proj.weight.T for i in range(2)])
+    assert w_out.shape[1] == d_mlp
     effects = (w_out.reshape(-1, w_out.shape[-1]) @ hf.lm_head.weight.T).detach()  # flat neuron x vocab
-    for token in [0, 17, 200, 319]:
-        assert e.token_neurons[token].tolist() == effects[:, token].topk(4).indices.tolist()
-    assert d_mlp == 64
+    tokens = torch.tensor([319, 0, 17, 200])
+    found = strongest_promoters(model, tokens, top=4)
+    assert torch.equal(found.tokens, tokens)
+    for row, token in enumerate(tokens.tolist()):
+        assert found.neurons[row].tolist() == effects[:, token].topk(4).indices.tolist()
+        torch.testing.assert_close(found.value[row], effects[:, token].topk(4).values, rtol=1e-4, atol=1e-5)
+    flat, values = token_promoters(model, 17, top=100)  # more than one layer's 64 neurons
+    assert flat.tolist() == effects[:, 17].topk(100).indices.tolist()
+    with pytest.raises(lapelens.LapelensError, match=r"No neuron \(2, 0\)"):
+        neuron_logits(model, torch.tensor([[2, 0]]))
 
 
 def test_loss_change_equals_a_hook_on_the_hf_model(built, hf, config):

@@ -47,6 +47,7 @@ window.lapelensVocab = (_, data) => { VOCAB = data; };
 function decodeLayer(x) {
   const lg = x.logits;
   x.selection.entropy = decodeFixed(x.selection.entropy);
+  x.selection.rank = decodeInts(x.selection.rank, x.selection.rank_width).map((r) => r - 1);  // -1: none
   x.firing.count = decodeInts(x.firing.count, x.firing.width);
   x.mean.mean = decodeFixed(x.mean.mean);
   lg.promotedIds = decodeInts(lg.promoted, D.id_width);
@@ -55,6 +56,7 @@ function decodeLayer(x) {
   lg.suppressed_value = decodeFixed(lg.suppressed_value);
   lg.hist_range = decodeFixed(lg.hist_range);
   lg.histCounts = decodeInts(lg.hist, lg.hist_width);
+  lg.row = new Map(lg.neurons.map((j, r) => [j, r]));  // only the listed neurons have logit tables
   return x;
 }
 
