@@ -292,6 +292,39 @@ def test_the_page_holds_lists_and_the_layer_files_the_rest(built, run_dir):
     assert d["rows"]["index"] == union.flatten().nonzero().flatten().tolist()
     for row, f in enumerate(d["rows"]["index"][:10]):
         assert d["rows"]["p"][row] == pytest.approx(p[:, f].tolist(), abs=6e-5)
+    # logit tables: exactly the listed neurons, in the layer files
+    logits = ex.data.logits.effects
+    assert sorted((logits.neurons[:, 0] * 64 + logits.neurons[:, 1]).tolist()) == d["rows"]["index"]
+    layer1 = json.loads((out.parent / "explorer_files" / "layer_001.js").read_text().split(",", 1)[1][:-3])
+    assert layer1["logits"]["neurons"] == union[1].nonzero().flatten().tolist()
+    assert (
+        decode_ints(layer1["selection"]["rank"], layer1["selection"]["rank_width"])
+        == (ex.data.selection.rank[1] + 1).tolist()
+    )
+
+
+def test_the_search_index_holds_the_tokens_of_the_pages_text(built, config, hf):
+    ex, out = built
+    tok, search = ex.model.tokenizer, ex.data.search
+    text = [pack_chunks(tok, lapelens.load_corpus(config["corpus"], "train")[l], 16, 64) for l in ex.data.languages]
+    text += [pack_chunks(tok, lapelens.load_corpus(config["corpus"], "valid")[l], 16, 64) for l in ex.data.languages]
+    ids = sorted(set(torch.cat([c.flatten() for c in text]).tolist()))
+    typeable = [i for i in ids if tok.decode([i]) and "\ufffd" not in tok.decode([i])]
+    assert search.promoters.tokens.tolist() == typeable and len(typeable) < len(search.texts)
+    w_out = torch.stack([hf.model.layers[i].mlp.down_proj.weight.T for i in range(2)]).reshape(-1, 32)
+    shards = {}
+    for s in range(search.n_shards):
+        script = (out.parent / "explorer_files" / f"search_{s:03d}.js").read_text()
+        shards.update(json.loads(script.split(",", 1)[1][:-3]))
+    step = page_json(ex.data, "explorer_files")["search"]["step"]
+    found = {i: (text, n, c) for text, entries in shards.items() for i, n, c in entries}
+    assert sorted(found) == typeable
+    for token in typeable[:: max(1, len(typeable) // 12)]:
+        text, neurons, codes = found[token]
+        want = (w_out @ hf.lm_head.weight[token]).detach().topk(5)
+        assert text == tok.decode([token]) and decode_ints(neurons, search.width) == want.indices.tolist()
+        effects = decode_fixed({"s": step, "d": codes})
+        assert effects == pytest.approx(want.values.tolist(), abs=step)
 
 
 def test_a_neuron_set_of_fewer_languages_is_shown_in_the_statistics_columns(run_dir):
@@ -516,9 +549,21 @@ def test_search_by_token_language_layer_and_neuron(page, built, hf):
     for table in page.locator("#search-results table.search-table").all():
         token = int(table.get_attribute("data-token-id"))
         assert data.search.texts[token] in ("the", " the")
-        want = (w_out @ hf.lm_head.weight[token]).detach().topk(data.search.neurons.shape[1]).indices.tolist()
+        want = (w_out @ hf.lm_head.weight[token]).detach().topk(data.search.promoters.neurons.shape[1]).indices.tolist()
         got = [int(r.get_attribute("data-flat")) for r in table.locator("tr.neuron-row").all()]
         assert got == want
+    # a token of the vocabulary that the page's text lacks: not indexed offline, and the page says so
+    indexed = {data.search.texts[i] for i in data.search.promoters.tokens.tolist()}
+    missing = next(
+        t
+        for t in data.search.texts
+        if t.strip() == t and t.isalpha() and t not in indexed and " " + t not in indexed and t not in ("zh", "en")
+    )
+    page.fill("#search-input", missing)
+    page.click("#search-button")
+    page.wait_for_function("document.getElementById('search-status').textContent.startsWith('No token')")
+    status = page.inner_text("#search-status")
+    assert f"among the {len(indexed):,} tokens of the page's text" in status and "--serve" in status
     page.select_option("#search-kind", "auto")
     page.fill("#search-input", "zh")
     page.click("#search-button")
@@ -550,11 +595,15 @@ def test_prev_and_next_follow_the_list(page):
 
 def test_an_untracked_neuron_says_what_is_missing(page, built):
     data = built[0].data
-    untracked = (~data.selection.selections["lape"].any(dim=0)).nonzero()[0].tolist()
-    open_neuron(page, *untracked)
+    lape, lap = data.selection.selections["lape"].any(dim=0), data.selection.selections["lap"].any(dim=0)
+    unlisted = (~lap & ~lape).nonzero()[0].tolist()  # no method selected it: no contexts, no logit tables offline
+    open_neuron(page, *unlisted)
     assert "is not one of them" in page.inner_text("#panel-contexts")
     assert page.locator("#loss-missing").count() == 1
-    assert page.locator("#panel-logits td.t").count() == 20
+    assert page.locator("#panel-logits td.t").count() == 0 and page.locator("#panel-logit-hist rect").count() == 0
+    note = page.inner_text("#panel-logits")
+    assert f"for the {data.settings['logit_neurons']} neurons some method selected" in note and "--serve" in note
+    assert "promotes" not in page.inner_text("#neuron-summary")
     assert page.errors == []
 
 
