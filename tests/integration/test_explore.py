@@ -537,6 +537,23 @@ def test_contexts_show_the_chunk_window_with_characters_whole(page, built):
         if "\ufffd" not in tok.decode(window) and "\u2039" not in text:
             assert text.replace("\u23ce", "\n") == tok.decode(window)  # byte pieces shown as whole characters
         assert row.locator("span.center").count() == 1
+        # every context's numbers as written in the compact records: group, chunk, position, value
+        rows = page.locator(f"#panel-contexts .ctx-lang[data-lang='{lang}'] .ctx").all()
+        kept = [c for c in range(s.value.shape[2]) if s.chunk[d, k, c] >= 0]
+        assert len(rows) == len(kept)
+        scale = float(panel.scale()[d])
+        for el, c in zip(rows, kept):
+            group = -1 if c < s.top else (c - s.top) // s.samples
+            assert int(el.get_attribute("data-group")) == group
+            assert (int(el.get_attribute("data-chunk")), int(el.get_attribute("data-pos"))) == (
+                s.chunk[d, k, c],
+                s.pos[d, k, c],
+            )
+            assert float(el.get_attribute("data-value")) == pytest.approx(s.value[d, k, c].item(), abs=scale * 1e-5)
+        for g in range(len(s.groups)):
+            head = page.inner_text(f"#panel-contexts .ctx-lang[data-lang='{lang}'] .group-head[data-group='{g}']")
+            lo, hi = s.bounds[d, k, g].tolist()
+            assert f"(activation {lo:.3f} to {hi:.3f}, {100 * s.share[d, k, g].item():.1f}% of them)" in head
     assert page.errors == []
 
 
