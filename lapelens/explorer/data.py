@@ -287,6 +287,9 @@ def gather(
     the primary method's); every neuron of the primary set gets a loss change when there are at
     most ``loss_max_neurons``, else each language's ``loss_per_language`` best, on ``loss_tokens``
     held-out tokens per language in chunks of ``loss_seq_len`` (``loss_max_neurons=0``: none).
+    The ``logit_top`` promoted and suppressed tokens and a ``bins``-bin effect histogram go to every
+    neuron some set selected; the search index to every token of that train and held-out text, with
+    its ``search_top`` strongest promoters among all neurons.
     """
     start = time.perf_counter()
     timings: dict[str, float] = {}
