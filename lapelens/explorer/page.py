@@ -58,7 +58,7 @@ def page_json(data: ExplorerData, folder: str, vocab: Vocab | None = None) -> di
     st["loss_tokens_label"] = _label(st["loss_tokens_per_language"], "predicted tokens")
     st["coverage"] = (
         f"Every neuron has its firing probabilities, mean activations, LAPE entropy and rank. Direct logit "
-        f"effects: the {st['logit_neurons']:,} neurons some method selected (`lapelens explore --serve` "
+        f"effects: the {st['logit_neurons']:,} neurons some method selected (lapelens explore --serve "
         f"computes any neuron's). Contexts and activation histograms: the {st['detail_neurons']:,} neurons "
         f"that {', '.join(st['detail_methods'])} selected. Loss change when deactivated: {st['loss_neurons']:,} "
         f"of the {st['primary_neurons']:,} {st['primary']} neurons. Search by token: the "

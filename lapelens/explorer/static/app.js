@@ -132,7 +132,7 @@ async function searchOffline(q) {
 function renderSearch(q, found) {
   if (!found.length) {
     $("search-status").textContent = `No token is exactly "${q}" or " ${q}"` + (LIVE ? "." :
-      ` among the ${D.search.tokens.toLocaleString("en")} tokens of the page's text that the page indexes (not byte pieces of a character); \`lapelens explore --serve\` searches every token.`);
+      ` among the ${D.search.tokens.toLocaleString("en")} tokens of the page's text that the page indexes (not byte pieces of a character); lapelens explore --serve searches every token.`);
     return;
   }
   $("search-status").textContent = `${found.length} token(s); neurons whose direct logit effect promotes them most, among all neurons of the model` +
