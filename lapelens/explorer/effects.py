@@ -40,21 +40,6 @@ class NeuronLogits:
     hist_range: Float[Tensor, "listed 2"]
     hist: Int64[Tensor, "listed bin"]
 
-    def json(self, row: int, texts: list[str] | None = None) -> dict:
-        """One neuron's effects as plain numbers (the live server's answer), token texts beside the ids."""
-        out = {
-            "promoted": self.promoted[row].tolist(),
-            "promoted_value": self.promoted_value[row].tolist(),
-            "suppressed": self.suppressed[row].tolist(),
-            "suppressed_value": self.suppressed_value[row].tolist(),
-            "hist_range": self.hist_range[row].tolist(),
-            "hist": self.hist[row].tolist(),
-        }
-        if texts is not None:
-            shown = lambda ids: [texts[i] if i < len(texts) else f"#{i}" for i in ids]  # noqa: E731
-            out["promoted_text"], out["suppressed_text"] = shown(out["promoted"]), shown(out["suppressed"])
-        return out
-
 
 @dataclass
 class TokenPromoters:
