@@ -300,7 +300,10 @@ def test_the_live_page_talks_only_to_its_server(browser, url, built, hf):
     page.select_option("#search-kind", "neuron")
     page.fill("#search-input", f"L{layer} N{neuron}")
     page.click("#search-button")
-    page.wait_for_selector("#panel-logits .promoted td.t")
+    page.wait_for_function(  # this neuron's panel, filled by the server's answer (not the neuron open before)
+        f"document.getElementById('panel-logits').dataset.neuron === '{layer}:{neuron}'"
+        " && document.querySelector('#panel-logits .promoted td.t') !== null"
+    )
     effect = (hf.model.layers[layer].mlp.down_proj.weight[:, neuron] @ hf.lm_head.weight.T).detach()
     ids = [int(t.get_attribute("data-token-id")) for t in page.locator("#panel-logits .promoted td.t").all()]
     assert ids == effect.topk(10).indices.tolist() and page.locator("#panel-logit-hist rect").count() == 24
