@@ -12,9 +12,9 @@ LAPE selection, compares
 - the 10 promoted and 10 suppressed tokens with ``W_out[neuron] @ W_U`` computed from the HF
   model's own modules (``down_proj.weight[:, neuron] @ lm_head.weight.T``), loaded with
   transformers, not through lapelens;
-- the page's token search (its offline index) for the most promoted token of each drawn neuron:
-  the neurons listed first equal the top of ``down_proj.weight.T @ lm_head.weight[token]`` over
-  every layer.
+- the page's token search (its offline index, which holds the tokens of the page's text) for the
+  token each drawn neuron promotes most among the indexed ones: the neurons listed first equal the
+  top of ``down_proj.weight.T @ lm_head.weight[token]`` over every layer.
 
 Prints one line per check; exit code 1 if any differs.
 """
@@ -67,6 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     w_u = hf.lm_head.weight.detach().float()  # the saved dtype may be bf16: rank in float32
     w_down = torch.stack([layer.mlp.down_proj.weight.detach().T for layer in hf.model.layers])  # layer neuron d_model
     failures = 0
+    folder = args.page.parent / (args.page.stem + "_files")
+    indexed = sorted(  # the token ids of the page's search shards, read as plain JSON
+        i
+        for shard in folder.glob("search_*.js")
+        for entries in json.loads(shard.read_text(encoding="utf-8").split(",", 1)[1].rstrip().rstrip(";")[:-1]).values()
+        for i, _, _ in entries
+    )
 
     def check(ok: bool, what: str) -> None:
         nonlocal failures
@@ -103,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             ):
                 ids = [int(t.get_attribute("data-token-id")) for t in page.locator(f"#panel-logits .{cls} td.t").all()]
                 check(ids == top.tolist(), f"L{layer} N{neuron} {cls} token ids {ids[:5]}... = W_out @ W_U's")
-            token = int(effect.argmax())
+            token = indexed[int(effect[indexed].argmax())]
             text = tokenizer.decode([token])
             if "\ufffd" in text or "\n" in text:  # a byte piece is not in the index; a text box holds no newline
                 continue

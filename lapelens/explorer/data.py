@@ -1,9 +1,11 @@
 """Everything the explorer page shows, gathered from statistics, neuron sets and the model.
 
 From the saved results (cheap, for every neuron): firing counts, mean activations, LAPE entropy and
-rank, which method selected which neuron for which language. From the model: every neuron's direct
-logit effects (matrix products), a pass over train text for the tracked neurons (contexts,
-histograms), and the loss change of single neurons on held-out text (the expensive part).
+rank, which method selected which neuron for which language. From the model: the direct logit
+effects of the selected neurons and, for each token of the page's text, the neurons of the whole
+model that promote it most (matrix products over the columns needed), a pass over train text for
+the tracked neurons (contexts, histograms), and the loss change of single neurons on held-out
+text (the expensive part).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from lapelens.defaults import SEQ_LEN, defaults_for
 from lapelens.errors import LapelensError
 from lapelens.evaluate.perplexity import evaluation_chunks
 from lapelens.explorer.contexts import NeuronSamples, histogram_edges, sample_neurons
-from lapelens.explorer.effects import logit_effects
+from lapelens.explorer.effects import neuron_logits, strongest_promoters, unembedding
 from lapelens.explorer.loss import choose_neurons, loss_changes
 from lapelens.explorer.panels import (
     ContextPanel,
@@ -35,7 +37,7 @@ from lapelens.explorer.panels import (
     MeanPanel,
     SelectionPanel,
 )
-from lapelens.explorer.search import SearchIndex
+from lapelens.explorer.search import SearchIndex, typeable_tokens
 from lapelens.explorer.text import REPLACEMENT, id_width, merged_runs, raw_token
 from lapelens.methods import identify
 from lapelens.methods._common import quantile_value
@@ -212,12 +214,20 @@ def _min_activation(model: HookedModel) -> float:
     return float(neuron_spec(model).act_fn()(torch.linspace(-20, 20, 4001)).min())
 
 
+def _train_chunks(model: HookedModel, inputs: ExplorerInputs, context_tokens: int) -> dict[str, Tensor]:
+    """Each language's train text packed as ``lapelens collect`` packs it, ``context_tokens`` tokens of it."""
+    langs = list(inputs.stats.languages)
+    train = load_corpus(inputs.corpus, split="train", languages=langs)
+    seq = inputs.seq_len
+    return {l: pack_chunks(model.tokenizer, train[l], seq, max(context_tokens, seq)) for l in langs}
+
+
 def _contexts(
     model: HookedModel,
     inputs: ExplorerInputs,
+    chunks: dict[str, Tensor],
     detail: Int64[Tensor, "detail 2"],
     texts: list[str],
-    context_tokens: int,
     top_k: int,
     samples: int,
     window: tuple[int, int],
@@ -225,12 +235,10 @@ def _contexts(
     seed: int,
     progress: bool,
 ) -> tuple[NeuronSamples, dict[str, Tensor], dict[str, dict[int, list]]]:
-    """The pass over train text for the ``detail`` neurons, the chunks its contexts show (renumbered),
-    and the byte pieces merged into characters in each of those chunks."""
+    """The pass over train ``chunks`` for the ``detail`` neurons, the chunks its contexts show
+    (renumbered), and the byte pieces merged into characters in each of those chunks."""
     stats, tok = inputs.stats, model.tokenizer
     langs = list(stats.languages)
-    train = load_corpus(inputs.corpus, split="train", languages=langs)
-    chunks = {l: pack_chunks(tok, train[l], inputs.seq_len, max(context_tokens, inputs.seq_len)) for l in langs}
     rows = slice(None), detail[:, 0], detail[:, 1]  # lang x detail; histogram_edges takes one row per neuron
     edges = histogram_edges(
         stats.mean_activation()[rows].T.float(),
@@ -281,12 +289,15 @@ def gather(
     most ``loss_max_neurons``, else each language's ``loss_per_language`` best, on ``loss_tokens``
     held-out tokens per language in chunks of ``loss_seq_len`` (``loss_max_neurons=0``: none),
     kept in and read back from ``loss_cache`` if given (:func:`lapelens.explorer.loss.loss_changes`).
+    The ``logit_top`` promoted and suppressed tokens and a ``bins``-bin effect histogram go to every
+    neuron some set selected; the search index to every token of that train and held-out text, with
+    its ``search_top`` strongest promoters among all neurons.
     """
     start = time.perf_counter()
     timings: dict[str, float] = {}
 
     def lap(name: str) -> None:
-        timings[name] = round(time.perf_counter() - start - sum(timings.values()), 1)
+        timings[name] = round(max(0.0, time.perf_counter() - start - sum(timings.values())), 1)
 
     inputs = source if isinstance(source, ExplorerInputs) else load_run(source)
     stats, sets = inputs.stats, inputs.sets
@@ -298,10 +309,19 @@ def gather(
     filter_rate = sets[primary].meta.get("settings", {}).get("filter_rate", 0.95)
     rank, thr = lape_ranking(stats, filter_rate)
     entropy = torch.tensor(stats.neuron_table()["entropy"].to_numpy()).view(stats.n_layers, stats.d_mlp).double()
-    effects = logit_effects(model, logit_top, bins, search_top)
     tok = model.tokenizer
-    texts, shown = _vocab(tok, effects.token_neurons.shape[0])
+    texts, shown = _vocab(tok, unembedding(model)[1].shape[1])
     width = id_width(len(texts))
+    train_chunks = _train_chunks(model, inputs, context_tokens)
+    eval_chunks = evaluation_chunks(model, inputs.corpus, langs, max(loss_tokens, loss_seq_len), loss_seq_len)
+    lap("text")
+
+    # Logit tables for the neurons some method selected; the search index for the tokens of the
+    # page's text, each with its strongest promoters among all neurons.
+    listed = torch.stack([s.mask.any(dim=0) for s in sets.values()]).any(dim=0).nonzero()
+    logits = neuron_logits(model, listed, logit_top, bins)
+    indexed = typeable_tokens(texts, [*train_chunks.values(), *eval_chunks.values()])
+    promoters = strongest_promoters(model, indexed, search_top)
     lap("logit effects")
 
     detail_methods = (primary,) if detail_methods is None else tuple(detail_methods)
@@ -313,7 +333,7 @@ def gather(
         if m in sets:
             detail_mask |= sets[m].mask.any(dim=0)
     s, used, runs = _contexts(
-        model, inputs, detail_mask.nonzero(), texts, context_tokens, top_k, samples, window, bins, seed, progress
+        model, inputs, train_chunks, detail_mask.nonzero(), texts, top_k, samples, window, bins, seed, progress
     )
     lap("contexts and histograms")
 
@@ -323,7 +343,6 @@ def gather(
         if loss_max_neurons > 0
         else torch.empty(0, 2, dtype=torch.long)
     )
-    eval_chunks = evaluation_chunks(model, inputs.corpus, langs, max(loss_tokens, loss_seq_len), loss_seq_len)
     loss = loss_changes(model, chosen, eval_chunks, n_boot=n_boot, seed=seed, progress=progress, cache=loss_cache)
     lap("loss changes")
 
@@ -342,6 +361,9 @@ def gather(
         "histogram_bins": bins,
         "logit_top": logit_top,
         "search_top": search_top,
+        "logit_neurons": len(listed),
+        "search_tokens": len(indexed),
+        "vocab_size": len(texts),
         "loss_neurons": len(chosen),
         "loss_max_neurons": loss_max_neurons,
         "loss_per_language": loss_per_language,
@@ -362,9 +384,9 @@ def gather(
         mean=MeanPanel(stats.mean_activation()),
         histogram=HistogramPanel(s.neurons, s.edges, s.hist),
         contexts=ContextPanel(s, used, runs, width, shown),
-        logits=LogitPanel(effects, width),
+        logits=LogitPanel(logits, width),
         loss=LossPanel(loss),
-        search=SearchIndex(texts, effects.token_neurons, effects.token_value),
+        search=SearchIndex(texts, promoters),
         vocab=shown,
         settings=settings,
     )

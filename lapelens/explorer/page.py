@@ -57,10 +57,14 @@ def page_json(data: ExplorerData, folder: str, vocab: Vocab | None = None) -> di
     st["context_tokens_label"] = _label(st["context_tokens_per_language"], "tokens") + " of train text"
     st["loss_tokens_label"] = _label(st["loss_tokens_per_language"], "predicted tokens")
     st["coverage"] = (
-        f"Every neuron has its firing probabilities, mean activations, LAPE entropy and rank, and logit "
-        f"effects. Contexts and activation histograms: the {st['detail_neurons']:,} neurons that "
-        f"{', '.join(st['detail_methods'])} selected. Loss change when deactivated: {st['loss_neurons']:,} "
-        f"of the {st['primary_neurons']:,} {st['primary']} neurons."
+        f"Every neuron has its firing probabilities, mean activations, LAPE entropy and rank. Direct logit "
+        f"effects: the {st['logit_neurons']:,} neurons some method selected (lapelens explore --serve "
+        f"computes any neuron's). Contexts and activation histograms: the {st['detail_neurons']:,} neurons "
+        f"that {', '.join(st['detail_methods'])} selected. Loss change when deactivated: {st['loss_neurons']:,} "
+        f"of the {st['primary_neurons']:,} {st['primary']} neurons. Search by token: the "
+        f"{st['search_tokens']:,} tokens of the page's text (train text of the contexts, held-out text of "
+        f"the loss change) of the {st['vocab_size']:,} in the vocabulary, each with its strongest promoters "
+        "among all neurons; the live server searches every token."
     )
     return {
         "lapelens_version": __version__,
@@ -83,8 +87,10 @@ def page_json(data: ExplorerData, folder: str, vocab: Vocab | None = None) -> di
         "contexts": data.contexts.page_json(vocab if vocab is not None else Vocab(data.vocab)),
         "search": {
             "shards": data.search.n_shards,
-            "top": int(data.search.neurons.shape[1]),
+            "top": int(data.search.promoters.neurons.shape[1]),
             "width": data.search.width,
+            "step": data.search.step(),
+            "tokens": len(data.search.promoters.tokens),
         },
         "live_limits": dict(LIMITS),
         "settings": st,

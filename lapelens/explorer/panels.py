@@ -16,9 +16,9 @@ from jaxtyping import Bool, Float, Float64, Int64
 from torch import Tensor
 
 from lapelens.explorer.contexts import NeuronSamples
-from lapelens.explorer.effects import LogitEffects
+from lapelens.explorer.effects import NeuronLogits
 from lapelens.explorer.loss import LossChanges
-from lapelens.explorer.text import encode_fixed, encode_ints, id_width
+from lapelens.explorer.text import FIXED_WIDTH, encode_fixed, encode_ints, id_width
 
 
 def rounded(t: Tensor, digits: int) -> Any:
@@ -38,6 +38,10 @@ def rounded(t: Tensor, digits: int) -> Any:
 LEVELS = 35
 _POSITIVE = "0123456789abcdefghijklmnopqrstuvwxyz"
 _NEGATIVE = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+#: A quantile group's share of tokens is written as round(share * SHARE_SCALE).
+SHARE_SCALE = 100_000
 
 
 def encode_levels(acts: Float[Tensor, " window"], scale: float) -> str:
@@ -95,7 +99,13 @@ class SelectionPanel:
         }
 
     def layer_json(self, layer: int, vocab: Vocab) -> dict:
-        return {"entropy": encode_fixed(self.entropy[layer].tolist()), "rank": self.rank[layer].tolist()}
+        # rank + 1 so that "none" (-1) is 0
+        width = id_width(self.rank.numel() + 1)
+        return {
+            "entropy": encode_fixed(self.entropy[layer].tolist()),
+            "rank_width": width,
+            "rank": encode_ints((self.rank[layer] + 1).tolist(), width),
+        }
 
 
 @dataclass
@@ -172,54 +182,78 @@ class ContextPanel:
             "before": s.before,
             "after": s.acts.shape[-1] - s.before - 1,
             "levels": LEVELS,
+            "window": s.acts.shape[-1],
+            "chunk_width": self.widths()[0],
+            "pos_width": self.widths()[1],
+            "share_scale": SHARE_SCALE,
             "chunks": {l: [encode_ints(row, self.id_width) for row in c.tolist()] for l, c in self.chunks.items()},
             "runs": {l: {str(c): [list(x) for x in r] for c, r in runs.items()} for l, runs in self.runs.items()},
         }
 
+    def widths(self) -> tuple[int, int]:
+        """Characters per chunk index and per position in a context record."""
+        n_chunks = max((len(c) for c in self.chunks.values()), default=1)
+        seq = max((c.shape[1] for c in self.chunks.values() if c.ndim == 2), default=1)
+        return id_width(n_chunks + 1), id_width(seq + 1)
+
     def layer_json(self, layer: int, vocab: Vocab) -> dict:
+        """Per neuron: ``scale``, the fixed-point ``step`` of its values, and per language ``c``, its
+        contexts as fixed-width records (group + 1, chunk, position, value code, one shading level
+        per window token), and ``g``, per quantile group its bounds' codes and its share (x 1e5)."""
         s, out, scales = self.samples, {}, self.scale()
+        cw, pw = self.widths()
         for r, j in _rows(s.neurons, layer):
-            langs = []
-            for k in range(s.value.shape[1]):
-                contexts = [
-                    [
-                        -1 if c < s.top else (c - s.top) // s.samples,
-                        round(float(s.value[r, k, c]), 4),
-                        int(s.chunk[r, k, c]),
-                        int(s.pos[r, k, c]),
-                        encode_levels(s.acts[r, k, c], float(scales[r])),
-                    ]
-                    for c in range(s.value.shape[2])
-                    if int(s.chunk[r, k, c]) >= 0
-                ]
-                groups = [
-                    [*rounded(s.bounds[r, k, g], 4), round(float(s.share[r, k, g]), 5)] for g in range(len(s.groups))
-                ]
-                langs.append({"contexts": contexts, "groups": groups})
-            out[str(j)] = {"scale": round(float(scales[r]), 5), "languages": langs}
+            kept = [[c for c in range(s.value.shape[2]) if int(s.chunk[r, k, c]) >= 0] for k in range(s.value.shape[1])]
+            numbers = [float(s.value[r, k, c]) for k, cs in enumerate(kept) for c in cs]
+            numbers += s.bounds[r].flatten().tolist()
+            codes = encode_fixed(numbers)
+            code = [codes["d"][i * FIXED_WIDTH : (i + 1) * FIXED_WIDTH] for i in range(len(numbers))]
+            at, bound_at, langs = 0, len(numbers) - s.bounds[r].numel(), []
+            for k, cs in enumerate(kept):
+                records = []
+                for c in cs:
+                    group = 0 if c < s.top else 1 + (c - s.top) // s.samples
+                    records.append(
+                        encode_ints([group], 1)
+                        + encode_ints([int(s.chunk[r, k, c])], cw)
+                        + encode_ints([int(s.pos[r, k, c])], pw)
+                        + code[at]
+                        + encode_levels(s.acts[r, k, c], float(scales[r]))
+                    )
+                    at += 1
+                groups = ""
+                for g in range(len(s.groups)):
+                    lo_hi = bound_at + (k * len(s.groups) + g) * 2
+                    share = encode_ints([round(float(s.share[r, k, g]) * SHARE_SCALE)], FIXED_WIDTH)
+                    groups += code[lo_hi] + code[lo_hi + 1] + share
+                langs.append({"c": "".join(records), "g": groups})
+            out[str(j)] = {"scale": round(float(scales[r]), 5), "step": codes["s"], "languages": langs}
         return out
 
 
 @dataclass
 class LogitPanel:
-    """Direct logit effects: each neuron's promoted and suppressed tokens and its effect histogram."""
+    """Direct logit effects of the listed neurons: promoted and suppressed tokens, effect histogram."""
 
-    effects: LogitEffects
+    effects: NeuronLogits
     id_width: int
 
     def layer_json(self, layer: int, vocab: Vocab) -> dict:
+        """This layer's listed neurons (``neurons``) and their tables, row by row in that order."""
         e = self.effects
-        vocab.add(e.promoted[layer])
-        vocab.add(e.suppressed[layer])
-        counts = e.hist[layer]
-        width = id_width(int(counts.max()) + 1)
+        rows = (e.neurons[:, 0] == layer).nonzero().flatten()
+        vocab.add(e.promoted[rows])
+        vocab.add(e.suppressed[rows])
+        counts = e.hist[rows]
+        width = id_width(int(counts.max()) + 1 if counts.numel() else 1)
         return {
             "top": e.promoted.shape[-1],
-            "promoted": encode_ints(e.promoted[layer].flatten().tolist(), self.id_width),
-            "promoted_value": encode_fixed(e.promoted_value[layer].flatten().tolist()),
-            "suppressed": encode_ints(e.suppressed[layer].flatten().tolist(), self.id_width),
-            "suppressed_value": encode_fixed(e.suppressed_value[layer].flatten().tolist()),
-            "hist_range": encode_fixed(e.hist_range[layer].flatten().tolist()),
+            "neurons": e.neurons[rows, 1].tolist(),
+            "promoted": encode_ints(e.promoted[rows].flatten().tolist(), self.id_width),
+            "promoted_value": encode_fixed(e.promoted_value[rows].flatten().tolist()),
+            "suppressed": encode_ints(e.suppressed[rows].flatten().tolist(), self.id_width),
+            "suppressed_value": encode_fixed(e.suppressed_value[rows].flatten().tolist()),
+            "hist_range": encode_fixed(e.hist_range[rows].flatten().tolist()),
             "hist_width": width,
             "hist": encode_ints(counts.flatten().tolist(), width),
         }

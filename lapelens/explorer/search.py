@@ -1,58 +1,77 @@
 """Search by token: which neurons' direct logit effect promotes a token most.
 
-The offline page cannot hold every token's list at once, so the index is cut into shards by a
-hash of the token's text; the page hashes what is typed (and the same with a leading space) and
-loads only that shard. The live server answers the same question for any token from the weights.
+The offline page indexes the tokens of its own text (every token of the train text its contexts
+come from and of the held-out text of its loss change), each with its strongest promoters among
+all neurons of the model. The index is cut into shards by a hash of the token's text; the page
+hashes what is typed (and the same with a leading space) and loads only that shard. The live
+server answers the same question for any token of the vocabulary from the weights.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from jaxtyping import Float, Int64
+import torch
+from jaxtyping import Int64
 from torch import Tensor
 
 from lapelens.errors import LapelensError
-from lapelens.explorer.text import REPLACEMENT, encode_ints, fnv1a, id_width
+from lapelens.explorer.effects import TokenPromoters
+from lapelens.explorer.text import FIXED_WIDTH, REPLACEMENT, encode_fixed, encode_ints, fnv1a, id_width
 
 #: Tokens per shard of the offline index (about; the hash spreads them).
 SHARD_TOKENS = 2048
 
 
+def typeable_tokens(texts: list[str], chunks: Iterable[Tensor]) -> Int64[Tensor, " indexed"]:
+    """The distinct ids in ``chunks`` that one can type: a non-empty text that is not part of a character."""
+    ids = torch.cat([c.flatten() for c in chunks] or [torch.empty(0, dtype=torch.long)]).unique()
+    keep = [i for i in ids.tolist() if 0 <= i < len(texts) and texts[i] and REPLACEMENT not in texts[i]]
+    return torch.tensor(keep, dtype=torch.long)
+
+
 @dataclass
 class SearchIndex:
-    """Per token id: its text and its strongest promoters (flat ``layer * d_mlp + neuron``)."""
+    """Every id's text, and the indexed tokens with their strongest promoters (flat ``layer * d_mlp + neuron``)."""
 
     texts: list[str]
-    neurons: Int64[Tensor, "vocab m"]
-    value: Float[Tensor, "vocab m"]
+    promoters: TokenPromoters
 
     @property
     def n_shards(self) -> int:
-        return max(1, math.ceil(len(self.texts) / SHARD_TOKENS))
+        return max(1, math.ceil(len(self.promoters.tokens) / SHARD_TOKENS))
 
     @property
     def width(self) -> int:
         """Characters per neuron index in a shard (``encode_ints``)."""
-        return id_width(int(self.neurons.max()) + 1 if self.neurons.numel() else 1)
+        n = self.promoters.neurons
+        return id_width(int(n.max()) + 1 if n.numel() else 1)
+
+    def step(self) -> float:
+        """The fixed-point step of every effect in the shards (``encode_fixed`` over all of them)."""
+        return encode_fixed([self._largest()])["s"]
+
+    def _largest(self) -> float:
+        v = self.promoters.value
+        finite = v[torch.isfinite(v)]
+        return float(finite.abs().max()) if finite.numel() else 0.0
 
     def shards(self) -> list[dict[str, list]]:
-        """Shard s: ``{text: [[token id, neurons, [effects...]], ...]}`` for the texts hashing to s,
-        ``neurons`` the flat indices as one ``encode_ints`` string, strongest first.
-
-        Texts that are only part of a character (U+FFFD) cannot be typed and are left out.
-        """
+        """Shard s: ``{text: [[token id, neurons, effects], ...]}`` for the indexed texts hashing to s:
+        ``neurons`` the flat indices as one ``encode_ints`` string, ``effects`` their values as
+        fixed-point codes (``FIXED_WIDTH`` characters each, see :meth:`step`), strongest first."""
         out: list[dict[str, list]] = [{} for _ in range(self.n_shards)]
-        neurons, values, width = self.neurons.tolist(), self.value.tolist(), self.width
-        for i, text in enumerate(self.texts):
-            if not text or REPLACEMENT in text:
-                continue
-            keep = [(n, round(v, 3)) for n, v in zip(neurons[i], values[i]) if n >= 0]
-            out[fnv1a(text) % self.n_shards].setdefault(text, []).append(
-                [i, encode_ints([n for n, _ in keep], width), [v for _, v in keep]]
-            )
+        p, width = self.promoters, self.width
+        m = p.neurons.shape[1]
+        codes = encode_fixed(p.value.flatten().tolist() + [self._largest()])["d"]  # the largest fixes the step
+        for row, (i, neurons) in enumerate(zip(p.tokens.tolist(), p.neurons.tolist())):
+            text = self.texts[i]
+            kept = [n for n in neurons if n >= 0]
+            effects = codes[row * m * FIXED_WIDTH : (row * m + len(kept)) * FIXED_WIDTH]
+            out[fnv1a(text) % self.n_shards].setdefault(text, []).append([i, encode_ints(kept, width), effects])
         return out
 
 

@@ -11,6 +11,7 @@ see another's forward. The API (documented in ``docs/explorer.md``):
 - ``GET /api/steer?prompt=T&max_new_tokens=K`` with ``layer=L&neuron=J&value=V``, or
   ``language=xx&scale=s``, or neither (the unsteered continuation)
 - ``GET /api/search?token=W[&top=N]``
+- ``GET /api/logits?layer=L&neuron=J[&top=N]``
 - ``GET /api/info``
 
 A bad request gets a 400 and ``{"error": "..."}``; the server keeps serving. Requests whose Host
@@ -29,11 +30,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
+import torch
+
 from lapelens.errors import LapelensError
-from lapelens.explorer.effects import token_promoters, unembedding
+from lapelens.explorer.effects import neuron_logits, token_promoters, unembedding
 from lapelens.explorer.live import LIMITS, check_neuron, continuation, neuron_setting, number, token_activations
 from lapelens.explorer.page import Page
 from lapelens.explorer.search import text_index, token_ids
+from lapelens.explorer.text import REPLACEMENT, raw_token
 from lapelens.models import neuron_spec
 from lapelens.neurons import LanguageNeurons
 from lapelens.stats import ActivationStats
@@ -54,7 +58,8 @@ class LiveExplorer:
         n_vocab = unembedding(model)[1].shape[1]
         tok = model.tokenizer
         n = min(n_vocab, len(tok))
-        self.texts = text_index(tok.batch_decode([[i] for i in range(n)]))
+        self.decoded = tok.batch_decode([[i] for i in range(n)])
+        self.texts = text_index(self.decoded)
         self.lock = threading.Lock()
 
     # ---- the API -------------------------------------------------------------------------------
@@ -115,6 +120,29 @@ class LiveExplorer:
             ],
         }
 
+    def logits(self, q: dict[str, str]) -> dict:
+        layer, neuron = check_neuron(self.model, need(q, "layer"), need(q, "neuron"))
+        top = q.get("top", "10")
+        if not top.isdigit() or not 1 <= int(top) <= 1000:
+            raise LapelensError(f"top must be a whole number 1-1000, got {top!r}.")
+        with self.lock:
+            e = neuron_logits(self.model, torch.tensor([[layer, neuron]]), int(top))
+        return {
+            "layer": layer,
+            "neuron": neuron,
+            "promoted": self._tokens(e.promoted[0], e.promoted_value[0]),
+            "suppressed": self._tokens(e.suppressed[0], e.suppressed_value[0]),
+            "histogram": {"range": e.hist_range[0].tolist(), "counts": e.hist[0].tolist()},
+        }
+
+    def _tokens(self, ids: torch.Tensor, values: torch.Tensor) -> list[dict]:
+        """Token ids with their effects and the text the page shows (a byte piece as its raw bytes)."""
+        tok, out = self.model.tokenizer, []
+        for i, v in zip(ids.tolist(), values.tolist()):
+            text = self.decoded[i] if i < len(self.decoded) else f"#{i}"
+            out.append({"id": i, "text": raw_token(tok, i) if REPLACEMENT in text else text, "effect": v})
+        return out
+
     def info(self, q: dict[str, str]) -> dict:
         spec = neuron_spec(self.model)
         return {
@@ -131,6 +159,7 @@ class LiveExplorer:
             "/api/activations": self.activations,
             "/api/steer": self.steer,
             "/api/search": self.search,
+            "/api/logits": self.logits,
             "/api/info": self.info,
         }
 
@@ -199,7 +228,7 @@ def _handler(explorer: LiveExplorer, log: Callable[[str], None] | None) -> type[
                     404,
                     {
                         "error": f"No such page or API: {path} (the API is /api/activations, /api/steer, "
-                        "/api/search, /api/info)."
+                        "/api/search, /api/logits, /api/info)."
                     },
                 )
                 return

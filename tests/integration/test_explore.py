@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM
 import lapelens
 from lapelens.cli import main
 from lapelens.explorer import explore, from_parts
-from lapelens.explorer.effects import logit_effects
+from lapelens.explorer.effects import neuron_logits, strongest_promoters, token_promoters
 from lapelens.explorer.loss import bootstrap, choose_neurons
 from lapelens.explorer.page import page_json
 from lapelens.explorer.text import (
@@ -166,28 +166,42 @@ def test_byte_pieces_merge_into_the_characters_they_make(tmp_path):
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_logit_effects_equal_hf_down_projection_times_unembedding(arch, tmp_path):
     folder = make_tiny_model(arch, tmp_path / arch)
-    e = logit_effects(lapelens.load_model(folder), top=5, bins=12, search_top=4)
+    model = lapelens.load_model(folder)
+    listed = torch.tensor([[1, 63], [0, 0], [1, 37]])  # any order: rows follow it
+    e = neuron_logits(model, listed, top=5, bins=12)
+    assert torch.equal(e.neurons, listed)
     hf = AutoModelForCausalLM.from_pretrained(folder)
-    for layer, neuron in [(0, 0), (1, 37), (1, 63)]:
+    for row, (layer, neuron) in enumerate(listed.tolist()):
         effect = hf_effect(folder, arch, layer, neuron)
-        assert e.promoted[layer, neuron].tolist() == effect.topk(5).indices.tolist()
-        assert e.suppressed[layer, neuron].tolist() == effect.topk(5, largest=False).indices.tolist()
-        torch.testing.assert_close(e.promoted_value[layer, neuron], effect.topk(5).values, rtol=1e-4, atol=1e-5)
-        lo, hi = e.hist_range[layer, neuron].tolist()
+        assert e.promoted[row].tolist() == effect.topk(5).indices.tolist()
+        assert e.suppressed[row].tolist() == effect.topk(5, largest=False).indices.tolist()
+        torch.testing.assert_close(e.promoted_value[row], effect.topk(5).values, rtol=1e-4, atol=1e-5)
+        lo, hi = e.hist_range[row].tolist()
         counts = np.bincount(
             np.clip(np.floor((effect.numpy() - lo) / ((hi - lo) / 12)), 0, 11).astype(int), minlength=12
         )
-        assert e.hist[layer, neuron].tolist() == counts.tolist()
-    # the search index: per token, the strongest promoters over all layers, from the HF weights
-    d_mlp = e.promoted.shape[1]
+        assert e.hist[row].tolist() == counts.tolist()
+        # the moments that set the range: mean +- 6 standard deviations of the effects (numpy, float64)
+        x = effect.double().numpy()
+        assert (lo, hi) == pytest.approx((x.mean() - 6 * x.std(), x.mean() + 6 * x.std()), rel=1e-3, abs=1e-5)
+    # per token, the strongest promoters over all layers and neurons, from the HF weights
+    d_mlp = 64
     if arch == "gpt2":
         w_out = torch.stack([hf.transformer.h[i].mlp.c_proj.weight for i in range(2)])  # layer neuron d_model
     else:
         w_out = torch.stack([hf.model.layers[i].mlp.down_proj.weight.T for i in range(2)])
+    assert w_out.shape[1] == d_mlp
     effects = (w_out.reshape(-1, w_out.shape[-1]) @ hf.lm_head.weight.T).detach()  # flat neuron x vocab
-    for token in [0, 17, 200, 319]:
-        assert e.token_neurons[token].tolist() == effects[:, token].topk(4).indices.tolist()
-    assert d_mlp == 64
+    tokens = torch.tensor([319, 0, 17, 200])
+    found = strongest_promoters(model, tokens, top=4)
+    assert torch.equal(found.tokens, tokens)
+    for row, token in enumerate(tokens.tolist()):
+        assert found.neurons[row].tolist() == effects[:, token].topk(4).indices.tolist()
+        torch.testing.assert_close(found.value[row], effects[:, token].topk(4).values, rtol=1e-4, atol=1e-5)
+    flat, values = token_promoters(model, 17, top=100)  # more than one layer's 64 neurons
+    assert flat.tolist() == effects[:, 17].topk(100).indices.tolist()
+    with pytest.raises(lapelens.LapelensError, match=r"No neuron \(2, 0\)"):
+        neuron_logits(model, torch.tensor([[2, 0]]))
 
 
 def test_loss_change_equals_a_hook_on_the_hf_model(built, hf, config):
@@ -304,6 +318,39 @@ def test_the_page_holds_lists_and_the_layer_files_the_rest(built, run_dir):
     assert d["rows"]["index"] == union.flatten().nonzero().flatten().tolist()
     for row, f in enumerate(d["rows"]["index"][:10]):
         assert d["rows"]["p"][row] == pytest.approx(p[:, f].tolist(), abs=6e-5)
+    # logit tables: exactly the listed neurons, in the layer files
+    logits = ex.data.logits.effects
+    assert sorted((logits.neurons[:, 0] * 64 + logits.neurons[:, 1]).tolist()) == d["rows"]["index"]
+    layer1 = json.loads((out.parent / "explorer_files" / "layer_001.js").read_text().split(",", 1)[1][:-3])
+    assert layer1["logits"]["neurons"] == union[1].nonzero().flatten().tolist()
+    assert (
+        decode_ints(layer1["selection"]["rank"], layer1["selection"]["rank_width"])
+        == (ex.data.selection.rank[1] + 1).tolist()
+    )
+
+
+def test_the_search_index_holds_the_tokens_of_the_pages_text(built, config, hf):
+    ex, out = built
+    tok, search = ex.model.tokenizer, ex.data.search
+    text = [pack_chunks(tok, lapelens.load_corpus(config["corpus"], "train")[l], 16, 64) for l in ex.data.languages]
+    text += [pack_chunks(tok, lapelens.load_corpus(config["corpus"], "valid")[l], 16, 64) for l in ex.data.languages]
+    ids = sorted(set(torch.cat([c.flatten() for c in text]).tolist()))
+    typeable = [i for i in ids if tok.decode([i]) and "\ufffd" not in tok.decode([i])]
+    assert search.promoters.tokens.tolist() == typeable and len(typeable) < len(search.texts)
+    w_out = torch.stack([hf.model.layers[i].mlp.down_proj.weight.T for i in range(2)]).reshape(-1, 32)
+    shards = {}
+    for s in range(search.n_shards):
+        script = (out.parent / "explorer_files" / f"search_{s:03d}.js").read_text()
+        shards.update(json.loads(script.split(",", 1)[1][:-3]))
+    step = page_json(ex.data, "explorer_files")["search"]["step"]
+    found = {i: (text, n, c) for text, entries in shards.items() for i, n, c in entries}
+    assert sorted(found) == typeable
+    for token in typeable[:: max(1, len(typeable) // 12)]:
+        text, neurons, codes = found[token]
+        want = (w_out @ hf.lm_head.weight[token]).detach().topk(5)
+        assert text == tok.decode([token]) and decode_ints(neurons, search.width) == want.indices.tolist()
+        effects = decode_fixed({"s": step, "d": codes})
+        assert effects == pytest.approx(want.values.tolist(), abs=step)
 
 
 def test_a_neuron_set_of_fewer_languages_is_shown_in_the_statistics_columns(run_dir):
@@ -516,6 +563,23 @@ def test_contexts_show_the_chunk_window_with_characters_whole(page, built):
         if "\ufffd" not in tok.decode(window) and "\u2039" not in text:
             assert text.replace("\u23ce", "\n") == tok.decode(window)  # byte pieces shown as whole characters
         assert row.locator("span.center").count() == 1
+        # every context's numbers as written in the compact records: group, chunk, position, value
+        rows = page.locator(f"#panel-contexts .ctx-lang[data-lang='{lang}'] .ctx").all()
+        kept = [c for c in range(s.value.shape[2]) if s.chunk[d, k, c] >= 0]
+        assert len(rows) == len(kept)
+        scale = float(panel.scale()[d])
+        for el, c in zip(rows, kept):
+            group = -1 if c < s.top else (c - s.top) // s.samples
+            assert int(el.get_attribute("data-group")) == group
+            assert (int(el.get_attribute("data-chunk")), int(el.get_attribute("data-pos"))) == (
+                s.chunk[d, k, c],
+                s.pos[d, k, c],
+            )
+            assert float(el.get_attribute("data-value")) == pytest.approx(s.value[d, k, c].item(), abs=scale * 1e-5)
+        for g in range(len(s.groups)):
+            head = page.inner_text(f"#panel-contexts .ctx-lang[data-lang='{lang}'] .group-head[data-group='{g}']")
+            lo, hi = s.bounds[d, k, g].tolist()
+            assert f"(activation {lo:.3f} to {hi:.3f}, {100 * s.share[d, k, g].item():.1f}% of them)" in head
     assert page.errors == []
 
 
@@ -528,9 +592,21 @@ def test_search_by_token_language_layer_and_neuron(page, built, hf):
     for table in page.locator("#search-results table.search-table").all():
         token = int(table.get_attribute("data-token-id"))
         assert data.search.texts[token] in ("the", " the")
-        want = (w_out @ hf.lm_head.weight[token]).detach().topk(data.search.neurons.shape[1]).indices.tolist()
+        want = (w_out @ hf.lm_head.weight[token]).detach().topk(data.search.promoters.neurons.shape[1]).indices.tolist()
         got = [int(r.get_attribute("data-flat")) for r in table.locator("tr.neuron-row").all()]
         assert got == want
+    # a token of the vocabulary that the page's text lacks: not indexed offline, and the page says so
+    indexed = {data.search.texts[i] for i in data.search.promoters.tokens.tolist()}
+    missing = next(
+        t
+        for t in data.search.texts
+        if t.strip() == t and t.isalpha() and t not in indexed and " " + t not in indexed and t not in ("zh", "en")
+    )
+    page.fill("#search-input", missing)
+    page.click("#search-button")
+    page.wait_for_function("document.getElementById('search-status').textContent.startsWith('No token')")
+    status = page.inner_text("#search-status")
+    assert f"among the {len(indexed):,} tokens of the page's text" in status and "--serve" in status
     page.select_option("#search-kind", "auto")
     page.fill("#search-input", "zh")
     page.click("#search-button")
@@ -562,11 +638,15 @@ def test_prev_and_next_follow_the_list(page):
 
 def test_an_untracked_neuron_says_what_is_missing(page, built):
     data = built[0].data
-    untracked = (~data.selection.selections["lape"].any(dim=0)).nonzero()[0].tolist()
-    open_neuron(page, *untracked)
+    lape, lap = data.selection.selections["lape"].any(dim=0), data.selection.selections["lap"].any(dim=0)
+    unlisted = (~lap & ~lape).nonzero()[0].tolist()  # no method selected it: no contexts, no logit tables offline
+    open_neuron(page, *unlisted)
     assert "is not one of them" in page.inner_text("#panel-contexts")
     assert page.locator("#loss-missing").count() == 1
-    assert page.locator("#panel-logits td.t").count() == 20
+    assert page.locator("#panel-logits td.t").count() == 0 and page.locator("#panel-logit-hist rect").count() == 0
+    note = page.inner_text("#panel-logits")
+    assert f"for the {data.settings['logit_neurons']} neurons some method selected" in note and "--serve" in note
+    assert "promotes" not in page.inner_text("#neuron-summary")
     assert page.errors == []
 
 

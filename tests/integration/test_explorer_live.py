@@ -159,6 +159,28 @@ def test_search_ranks_first_what_the_hf_weights_rank_first(url, hf, built):
         assert body["neurons"][0]["effect"] == pytest.approx(effect.max().item(), abs=1e-5)
 
 
+def test_logits_of_any_neuron_equal_the_hf_weights(url, hf, built):
+    tok = built.model.tokenizer
+    listed = built.data.logits.effects.neurons.tolist()
+    for layer, neuron in [(0, 0), (1, 63)]:
+        assert [layer, neuron] not in listed  # not on the page: computed by the server
+        status, body = get(url, "/api/logits", layer=layer, neuron=neuron, top=7)
+        assert status == 200 and (body["layer"], body["neuron"]) == (layer, neuron)
+        effect = (hf.model.layers[layer].mlp.down_proj.weight[:, neuron] @ hf.lm_head.weight.T).detach()
+        for key, largest in (("promoted", True), ("suppressed", False)):
+            want = effect.topk(7, largest=largest)
+            assert [t["id"] for t in body[key]] == want.indices.tolist()
+            assert [t["effect"] for t in body[key]] == pytest.approx(want.values.tolist(), abs=1e-5)
+            for i, t in zip(want.indices.tolist(), body[key]):  # a byte piece is shown as its raw bytes
+                decoded = tok.decode([i])
+                assert t["text"] == decoded if "\ufffd" not in decoded else t["text"].startswith("\u2039")
+        lo, hi = body["histogram"]["range"]
+        x = effect.double().numpy()
+        assert (lo, hi) == pytest.approx((x.mean() - 6 * x.std(), x.mean() + 6 * x.std()), rel=1e-3, abs=1e-5)
+        bins = ((effect - lo) / ((hi - lo) / 24)).floor().clamp(0, 23).long()
+        assert body["histogram"]["counts"] == torch.bincount(bins, minlength=24).tolist()
+
+
 @pytest.mark.parametrize(
     "path, params, says",
     [
@@ -178,6 +200,9 @@ def test_search_ranks_first_what_the_hf_weights_rank_first(url, hf, built):
         ("/api/steer", dict(prompt="word " * 120, max_new_tokens=20), "at most"),
         ("/api/search", dict(token=""), "empty"),
         ("/api/search", dict(token="the", top=0), "top"),
+        ("/api/logits", dict(layer=2, neuron=0), "No neuron (2, 0)"),
+        ("/api/logits", dict(layer=0), "Missing parameter 'neuron'"),
+        ("/api/logits", dict(layer=0, neuron=0, top="all"), "top"),
     ],
 )
 def test_bad_requests_get_a_400_and_the_server_keeps_serving(url, path, params, says):
@@ -234,7 +259,7 @@ def browser():
         b.close()
 
 
-def test_the_live_page_talks_only_to_its_server(browser, url, built):
+def test_the_live_page_talks_only_to_its_server(browser, url, built, hf):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors, outside, inside = [], [], []
     page.on("console", lambda m: m.type == "error" and errors.append(m.text))
@@ -269,6 +294,20 @@ def test_the_live_page_talks_only_to_its_server(browser, url, built):
     _, steered = get(url, "/api/steer", layer=layer, neuron=neuron, value=5, prompt="Le", max_new_tokens=6)
     _, plain = get(url, "/api/steer", prompt="Le", max_new_tokens=6)
     assert page.text_content("#steer-steered") == steered["text"] and page.text_content("#steer-plain") == plain["text"]
+    # a neuron no method selected: its logit effects come from the server
+    lape, lap = (built.data.selection.selections[m].any(dim=0) for m in ("lape", "lap"))
+    layer, neuron = (~lape & ~lap).nonzero()[-1].tolist()
+    page.select_option("#search-kind", "neuron")
+    page.fill("#search-input", f"L{layer} N{neuron}")
+    page.click("#search-button")
+    page.wait_for_function(  # this neuron's panel, filled by the server's answer (not the neuron open before)
+        f"document.getElementById('panel-logits').dataset.neuron === '{layer}:{neuron}'"
+        " && document.querySelector('#panel-logits .promoted td.t') !== null"
+    )
+    effect = (hf.model.layers[layer].mlp.down_proj.weight[:, neuron] @ hf.lm_head.weight.T).detach()
+    ids = [int(t.get_attribute("data-token-id")) for t in page.locator("#panel-logits .promoted td.t").all()]
+    assert ids == effect.topk(10).indices.tolist() and page.locator("#panel-logit-hist rect").count() == 24
+    assert "promotes" in page.inner_text("#neuron-summary")
     # search by token goes through the API
     page.select_option("#search-kind", "token")
     page.fill("#search-input", "the")
@@ -284,6 +323,7 @@ def test_the_live_page_talks_only_to_its_server(browser, url, built):
         "/api/activations",
         "/api/steer",
         "/api/search",
+        "/api/logits",
     }
     page.close()
 

@@ -121,7 +121,8 @@ async function searchOffline(q) {
   const variants = [...new Set([q, q.startsWith(" ") ? q : " " + q])], out = [];
   for (const v of variants) {
     const shard = await loadShard(fnv1a(v) % D.search.shards);
-    for (const [id, neurons, values] of shard[v] || []) {
+    for (const [id, neurons, codes] of shard[v] || []) {
+      const values = decodeFixed({ s: D.search.step, d: codes });
       out.push({ token: v, id, neurons: decodeInts(neurons, D.search.width).map((f, i) => ({ f, effect: values[i] })) });
     }
   }
@@ -130,10 +131,12 @@ async function searchOffline(q) {
 
 function renderSearch(q, found) {
   if (!found.length) {
-    $("search-status").textContent = `No token is exactly "${q}" or " ${q}"` + (LIVE ? "." : " (byte pieces of a character are not indexed).");
+    $("search-status").textContent = `No token is exactly "${q}" or " ${q}"` + (LIVE ? "." :
+      ` among the ${D.search.tokens.toLocaleString("en")} tokens of the page's text that the page indexes (not byte pieces of a character); lapelens explore --serve searches every token.`);
     return;
   }
-  $("search-status").textContent = `${found.length} token(s); neurons whose direct logit effect promotes them most` + (LIVE ? "" : ` (the top ${D.search.top} of every neuron, from the page's index)`);
+  $("search-status").textContent = `${found.length} token(s); neurons whose direct logit effect promotes them most, among all neurons of the model` +
+    (LIVE ? "" : ` (the top ${D.search.top}; the page indexes the ${D.search.tokens.toLocaleString("en")} tokens of its own text, the live server every token)`);
   let s = "";
   for (const t of found) {
     s += `<h3>token ${esc(JSON.stringify(t.token))} (id ${t.id})</h3><div class="list"><table class="search-table" data-token-id="${t.id}"><tr><th>neuron</th><th>effect</th><th>LAPE rank</th><th>languages (${esc(D.selection.primary)})</th></tr>`;
@@ -153,8 +156,8 @@ function summaryLine(f, X, F) {
   const best = D.languages.map((l, k) => [l, F.p[k]]).sort((a, b) => b[1] - a[1])[0];
   const firing = fires.length ? `fires on ${fires.map(([l, p]) => `${l} ${p.toFixed(2)}`).join(", ")}` : `fires most on ${best[0]} ${best[1].toFixed(2)} (no language above LAPE's threshold ${t.toFixed(2)})`;
   const rank = F.rank < 0 ? "no LAPE rank" : `LAPE rank ${F.rank}`;
-  const lg = X.logits, off = F.j * lg.top, promoted = lg.promotedIds.slice(off, off + 3).map((id) => `\u201c${shown(VOCAB[id] ?? `#${id}`)}\u201d`);
-  let s = `${name(f)}: ${firing}; ${rank}; promotes ${promoted.join(", ")}`;
+  let s = `${name(f)}: ${firing}; ${rank}`;
+  if (F.logits) s += `; promotes ${F.logits.promoted.slice(0, 3).map((id) => `\u201c${shown(VOCAB[id] ?? `#${id}`)}\u201d`).join(", ")}`;
   if (F.loss) {
     const hits = D.languages.map((l, k) => [l, F.loss.delta[k], F.loss.low[k], F.loss.high[k]]).filter(([, , lo, hi]) => lo > 0 || hi < 0);
     const sig = (x) => (x >= 0 ? "+" : "\u2212") + Number(Math.abs(x).toPrecision(2));
@@ -189,6 +192,7 @@ async function openNeuron(layer, neuron) {
     $(id).dataset.neuron = `${layer}:${neuron}`;
   }
   if (LIVE) livePanel(f, X, F);
+  if (LIVE && !F.logits) liveLogits(f, X, F);
   const at = state.list.indexOf(f);
   $("nav-position").textContent = at >= 0 ? `${at + 1} of ${state.list.length} in the list` : "not in the list: prev/next go by index";
   for (const tr of document.querySelectorAll("#neuron-list tr.neuron-row")) tr.classList.toggle("current", +tr.dataset.flat === f);

@@ -47,6 +47,7 @@ window.lapelensVocab = (_, data) => { VOCAB = data; };
 function decodeLayer(x) {
   const lg = x.logits;
   x.selection.entropy = decodeFixed(x.selection.entropy);
+  x.selection.rank = decodeInts(x.selection.rank, x.selection.rank_width).map((r) => r - 1);  // -1: none
   x.firing.count = decodeInts(x.firing.count, x.firing.width);
   x.mean.mean = decodeFixed(x.mean.mean);
   lg.promotedIds = decodeInts(lg.promoted, D.id_width);
@@ -55,7 +56,29 @@ function decodeLayer(x) {
   lg.suppressed_value = decodeFixed(lg.suppressed_value);
   lg.hist_range = decodeFixed(lg.hist_range);
   lg.histCounts = decodeInts(lg.hist, lg.hist_width);
+  lg.row = new Map(lg.neurons.map((j, r) => [j, r]));  // only the listed neurons have logit tables
+  for (const j of Object.keys(x.contexts)) x.contexts[j] = decodeContexts(x.contexts[j]);
   return x;
+}
+
+// One neuron's contexts (lapelens.explorer.panels.ContextPanel.layer_json): per language, records of
+// group + 1, chunk, position, value code, shading levels -> [group, value, chunk, pos, levels];
+// and per quantile group [low, high, share].
+function decodeContexts(n) {
+  const C = D.contexts, cw = C.chunk_width, pw = C.pos_width, R = 1 + cw + pw + 3 + C.window;
+  const fixed = (code) => decodeFixed({ s: n.step, d: code })[0];
+  return { scale: n.scale, languages: n.languages.map(({ c, g }) => {
+    const contexts = [], groups = [];
+    for (let i = 0; i < c.length; i += R) {
+      const at = [i, i + 1, i + 1 + cw, i + 1 + cw + pw, i + 4 + cw + pw, i + R];
+      contexts.push([DIGIT.get(c[at[0]]) - 1, fixed(c.slice(at[3], at[4])), decodeInts(c.slice(at[1], at[2]), cw)[0],
+                     decodeInts(c.slice(at[2], at[3]), pw)[0], c.slice(at[4], at[5])]);
+    }
+    for (let i = 0; i < g.length; i += 9) {
+      groups.push([fixed(g.slice(i, i + 3)), fixed(g.slice(i + 3, i + 6)), decodeInts(g.slice(i + 6, i + 9), 3)[0] / C.share_scale]);
+    }
+    return { contexts, groups };
+  }) };
 }
 
 function loadScript(key, file, have) {

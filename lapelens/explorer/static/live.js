@@ -19,6 +19,24 @@ async function searchLive(q) {
   return out;
 }
 
+// A neuron without logit tables on the page: the server computes them from the weights.
+async function liveLogits(f, X, F) {
+  try {
+    const r = await api("/api/logits", { layer: Math.floor(f / N), neuron: f % N, top: X.logits.top });
+    for (const t of [...r.promoted, ...r.suppressed]) VOCAB[t.id] ??= t.text;
+    F.logits = { promoted: r.promoted.map((t) => t.id), promotedValue: r.promoted.map((t) => t.effect),
+                 suppressed: r.suppressed.map((t) => t.id), suppressedValue: r.suppressed.map((t) => t.effect),
+                 range: r.histogram.range, hist: r.histogram.counts };
+  } catch (e) {
+    for (const id of ["panel-logits", "panel-logit-hist"]) $(id).querySelector(".logits-missing").innerHTML = `<span class="err">${esc(e.message)}</span>`;
+    return;
+  }
+  if (state.neuron !== f) return;  // another neuron was opened meanwhile
+  $("panel-logits").innerHTML = logitPanel(f, X, F);
+  $("panel-logit-hist").innerHTML = logitHistPanel(f, X, F);
+  $("neuron-summary").textContent = summaryLine(f, X, F);
+}
+
 function livePanel(f, X, F) {
   const layer = Math.floor(f / N), neuron = f % N, el = $("panel-live");
   const detail = F.detail, suggested = detail ? detail.scale : Math.max(1, ...F.mean.map(Math.abs)) * 4;

@@ -13,7 +13,24 @@ function neuronFacts(f, X) {
     loss: X.loss[j],
     detail: X.contexts[j],
     hist: X.histogram[j],
+    logits: logitsOf(X.logits, j),
   };
+}
+
+// One neuron's direct logit effects from its layer's tables (null if it is not listed).
+function logitsOf(lg, j) {
+  const r = lg.row.get(j), T = lg.top;
+  if (r === undefined) return null;
+  const nb = lg.histCounts.length / lg.neurons.length;
+  return { promoted: lg.promotedIds.slice(r * T, r * T + T), promotedValue: lg.promoted_value.slice(r * T, r * T + T),
+           suppressed: lg.suppressedIds.slice(r * T, r * T + T), suppressedValue: lg.suppressed_value.slice(r * T, r * T + T),
+           range: lg.hist_range.slice(2 * r, 2 * r + 2), hist: lg.histCounts.slice(r * nb, r * nb + nb) };
+}
+
+function notListed(f) {
+  const S = D.settings;
+  if (LIVE) return `<p class="note logits-missing">computing ${name(f)}'s direct logit effects\u2026</p>`;
+  return `<p class="note logits-missing">Direct logit effects are on this page for the ${S.logit_neurons.toLocaleString("en")} neurons some method selected; ${name(f)} is not one of them. <code>lapelens explore --serve</code> computes any neuron's.</p>`;
 }
 
 function selectionPanel(f, X, F) {
@@ -122,20 +139,22 @@ function contextPanel(f, X, F) {
 }
 
 function logitPanel(f, X, F) {
-  const lg = X.logits, T = lg.top, off = F.j * T;
-  const table = (ids, vals, cls) => `<table class="tokens ${cls}">` + ids.slice(off, off + T).map((id, i) =>
-    `<tr><td class="t" data-token-id="${id}">${esc(shown(VOCAB[id] ?? `#${id}`).replace(/ /g, "\u2423"))}</td><td>${vals[off + i].toFixed(3)}</td></tr>`).join("") + "</table>";
-  return `<h2>Direct effect on the logits \u2013 ${name(f)}</h2>` +
-    `<div class="langblock"><h3>promoted</h3>${table(lg.promotedIds, lg.promoted_value, "promoted")}</div>` +
-    `<div class="langblock"><h3>suppressed</h3>${table(lg.suppressedIds, lg.suppressed_value, "suppressed")}</div>` +
+  const G = F.logits, head = `<h2>Direct effect on the logits \u2013 ${name(f)}</h2>`;
+  if (!G) return head + notListed(f);
+  const table = (ids, vals, cls) => `<table class="tokens ${cls}">` + ids.map((id, i) =>
+    `<tr><td class="t" data-token-id="${id}">${esc(shown(VOCAB[id] ?? `#${id}`).replace(/ /g, "\u2423"))}</td><td>${vals[i].toFixed(3)}</td></tr>`).join("") + "</table>";
+  return head +
+    `<div class="langblock"><h3>promoted</h3>${table(G.promoted, G.promotedValue, "promoted")}</div>` +
+    `<div class="langblock"><h3>suppressed</h3>${table(G.suppressed, G.suppressedValue, "suppressed")}</div>` +
     `<p class="note">W_out[layer][neuron] \u00b7 W_U: the logit change per unit of the neuron's output (hook_post), through the residual stream only (no final norm scale, no later layers). \u2423 is a space.</p>`;
 }
 
 function logitHistPanel(f, X, F) {
-  const lg = X.logits, nb = lg.hist_width ? lg.histCounts.length / N : 0, counts = lg.histCounts.slice(F.j * nb, F.j * nb + nb);
-  const [lo, hi] = lg.hist_range.slice(2 * F.j, 2 * F.j + 2), w = 340, h = 90, total = counts.reduce((a, b) => a + b, 0);
+  const G = F.logits, head = `<h2>Logit effects over the vocabulary \u2013 ${name(f)}</h2>`;
+  if (!G) return head + notListed(f);
+  const counts = G.hist, nb = counts.length, [lo, hi] = G.range, w = 340, h = 90, total = counts.reduce((a, b) => a + b, 0);
   const top = Math.log10(1 + Math.max(...counts));
-  let s = `<h2>Logit effects over the vocabulary \u2013 ${name(f)}</h2><svg width="${w}" height="${h + 16}" class="logit-hist">`;
+  let s = head + `<svg width="${w}" height="${h + 16}" class="logit-hist">`;
   counts.forEach((c, b) => {
     const a = lo + (hi - lo) * b / nb, z = lo + (hi - lo) * (b + 1) / nb, bh = h * Math.log10(1 + c) / (top || 1);
     s += `<rect x="${b * w / nb}" y="${h - bh}" width="${w / nb - 0.5}" height="${bh}" fill="${(a + z) / 2 >= 0 ? "#43a047" : "#e53935"}" data-count="${c}"><title>${a.toFixed(3)} to ${z.toFixed(3)}: ${c} tokens</title></rect>`;
