@@ -7,8 +7,8 @@ cosine), centered, and standardized with the first content token left out of the
 saved in ``OUT/``, the others in ``OUT/<measure>_<vectors>[_first_token_out]/``; the default's figures (Fig. 6,
 Fig. 7) go to ``--figures`` (default ``OUT``); the condensed report is printed.
 
-    python scripts/ses_runs.py smollm2-135m --out figures/smollm2-135m/ses --figures figures/smollm2-135m
-    python scripts/ses_runs.py gemma-3-270m --out figures/gemma-3-270m/ses --figures figures/gemma-3-270m
+    python scripts/ses_runs.py smollm2-135m --out figures/smollm2-135m/similarity
+    python scripts/ses_runs.py gemma-3-270m --out figures/gemma-3-270m/similarity
     python scripts/ses_runs.py qwen2.5-coder-0.5b --out figures/qwen2.5-coder-0.5b/ses --figures figures/qwen2.5-coder-0.5b
 """
 
