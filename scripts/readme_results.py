@@ -92,6 +92,18 @@ def _csv(folder: Path, name: str, **kw) -> pd.DataFrame:
     return pd.read_csv(_path(folder, name), **kw)
 
 
+def _relative(folder: Path, method: str, column: str) -> pd.DataFrame:
+    """A perturbation matrix (row: language deactivated, column: evaluated) of ``column`` (``relative``,
+    ``relative_low``, ``relative_high``): from the result folder ``perturb_METHOD/table.csv`` a run
+    publishes, else the flat ``perturb_METHOD_relative[_low|_high].csv`` of older folders."""
+    table = folder / f"perturb_{method}" / "table.csv"
+    if table.is_file():
+        frame = pd.read_csv(table)
+        frame = frame[frame["perturbed"] != "none"]
+        return frame.pivot(index="perturbed", columns="evaluated", values=column)
+    return _csv(folder, f"perturb_{method}_{column}.csv", index_col=0)
+
+
 def _deactivated_generation(folder: Path) -> pd.DataFrame:
     return _csv(folder, "deactivated_generation.csv", header=[0, 1], index_col=0).dropna(how="all")
 
@@ -223,9 +235,7 @@ def render(name: str, folder: Path) -> str:
         )
     )
 
-    rel = _csv(folder, "perturb_lape_relative.csv", index_col=0)
-    lo = _csv(folder, "perturb_lape_relative_low.csv", index_col=0)
-    hi = _csv(folder, "perturb_lape_relative_high.csv", index_col=0)
+    rel, lo, hi = (_relative(folder, "lape", part) for part in ("relative", "relative_low", "relative_high"))
     rows = [
         [f"**{s}**"] + [(f"**{_pct(rel.loc[s, l])}**" if s == l else _pct(rel.loc[s, l])) for l in langs] for s in langs
     ]
