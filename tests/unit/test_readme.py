@@ -114,18 +114,20 @@ def test_robustness_block_by_hand(tmp_path):
     assert "| help 32k | 0.01 | 1,234 | 5% / 10% / 85% | 0.4% | 20.0% | 1.00 |" in block
 
 
-def test_tables_are_found_under_tables(tmp_path):
-    """A folder laid out as a run lays out its tables (``tables/*.csv``) renders the same block."""
+def test_a_flat_folder_renders_the_same_block(tmp_path):
+    """The layout of older published folders (every table at the top, the LAPE matrix as
+    ``perturb_lape_relative[_low|_high].csv``) renders the block a run's layout does."""
+    import pandas as pd
+
+    source = ROOT / "figures" / "smollm2-135m"
     folder = tmp_path / "smollm2-135m"
-    shutil.copytree(
-        ROOT / "figures" / "smollm2-135m",
-        folder,
-        ignore=shutil.ignore_patterns("*.png", "*.svg", "*.html", "*.js", "*.pth"),
-    )
-    (folder / "tables").mkdir()
-    for csv in folder.glob("*.csv"):
-        csv.rename(folder / "tables" / csv.name)
-    assert not list(folder.glob("*.csv"))
-    assert readme_results.render("smollm2-135m", folder) == readme_results.render(
-        "smollm2-135m", ROOT / "figures" / "smollm2-135m"
-    )
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns("*.png", "*.svg", "*.html", "*.js", "*.pth"))
+    for csv in (folder / "tables").glob("*.csv"):
+        csv.rename(folder / csv.name)
+    (folder / "tables").rmdir()
+    table = pd.read_csv(folder / "perturb_lape" / "table.csv")
+    table = table[table["perturbed"] != "none"]
+    for column in ("relative", "relative_low", "relative_high"):
+        table.pivot(index="perturbed", columns="evaluated", values=column).to_csv(folder / f"perturb_lape_{column}.csv")
+    (folder / "perturb_lape" / "table.csv").unlink()
+    assert readme_results.render("smollm2-135m", folder) == readme_results.render("smollm2-135m", source)
