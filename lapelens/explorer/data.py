@@ -38,7 +38,7 @@ from lapelens.explorer.panels import (
     SelectionPanel,
 )
 from lapelens.explorer.search import SearchIndex, typeable_tokens
-from lapelens.explorer.text import REPLACEMENT, id_width, merged_runs, raw_token
+from lapelens.explorer.text import REPLACEMENT, id_width, merged_runs, shown_token
 from lapelens.methods import identify
 from lapelens.methods._common import quantile_value
 from lapelens.methods._registry import METHODS, neuron_methods, with_role
@@ -205,8 +205,7 @@ def _vocab(tokenizer: Any, n_vocab: int) -> tuple[list[str], dict[int, str]]:
     """Every id's decoded text (for search) and the text the page shows for it."""
     n = min(n_vocab, len(tokenizer))
     texts = tokenizer.batch_decode([[i] for i in range(n)]) + [""] * (n_vocab - n)
-    shown = {i: (raw_token(tokenizer, i) if REPLACEMENT in t else t) for i, t in enumerate(texts[:n])}
-    shown.update({i: f"#{i}" for i in range(n, n_vocab)})
+    shown = {i: shown_token(tokenizer, i, t if i < n else None) for i, t in enumerate(texts)}
     return texts, shown
 
 

@@ -237,8 +237,7 @@ def loss_changes(
         else:
             ref, perturbed = _language(model, neurons, c, bar)
             if saved is not None:
-                saved.parent.mkdir(parents=True, exist_ok=True)
-                with atomic_file(saved) as tmp:
+                with atomic_file(saved) as tmp:  # makes the folder
                     torch.save({"ref": ref, "perturbed": perturbed}, tmp)
         base[k] = ref.sum() / n_tokens[k]
         mean, low, high = bootstrap(perturbed - ref, torch.full((len(c),), c.shape[1] - 1), n_boot, seed)

@@ -37,7 +37,7 @@ from lapelens.explorer.effects import neuron_logits, token_promoters, unembeddin
 from lapelens.explorer.live import LIMITS, check_neuron, continuation, neuron_setting, number, token_activations
 from lapelens.explorer.page import Page
 from lapelens.explorer.search import text_index, token_ids
-from lapelens.explorer.text import REPLACEMENT, raw_token
+from lapelens.explorer.text import shown_token
 from lapelens.models import neuron_spec
 from lapelens.neurons import LanguageNeurons
 from lapelens.stats import ActivationStats
@@ -101,15 +101,13 @@ class LiveExplorer:
 
     def search(self, q: dict[str, str]) -> dict:
         token = need(q, "token", allow_empty=False, strip=False)
-        top = q.get("top", "20")
-        if not top.isdigit() or not 1 <= int(top) <= 1000:
-            raise LapelensError(f"top must be a whole number 1-1000, got {top!r}.")
+        top = _top(q, "20")
         try:
             ids = token_ids(self.model.tokenizer, self.texts, token)
         except LapelensError as exc:  # nothing found is an answer, not a bad request
             return {"token": token, "token_id": None, "token_ids": [], "neurons": [], "note": str(exc)}
         with self.lock:
-            flat, values = token_promoters(self.model, ids[0], int(top))
+            flat, values = token_promoters(self.model, ids[0], top)
         d = neuron_spec(self.model).d_mlp
         return {
             "token": token,
@@ -122,11 +120,9 @@ class LiveExplorer:
 
     def logits(self, q: dict[str, str]) -> dict:
         layer, neuron = check_neuron(self.model, need(q, "layer"), need(q, "neuron"))
-        top = q.get("top", "10")
-        if not top.isdigit() or not 1 <= int(top) <= 1000:
-            raise LapelensError(f"top must be a whole number 1-1000, got {top!r}.")
+        top = _top(q, "10")
         with self.lock:
-            e = neuron_logits(self.model, torch.tensor([[layer, neuron]]), int(top))
+            e = neuron_logits(self.model, torch.tensor([[layer, neuron]]), top)
         return {
             "layer": layer,
             "neuron": neuron,
@@ -137,11 +133,11 @@ class LiveExplorer:
 
     def _tokens(self, ids: torch.Tensor, values: torch.Tensor) -> list[dict]:
         """Token ids with their effects and the text the page shows (a byte piece as its raw bytes)."""
-        tok, out = self.model.tokenizer, []
-        for i, v in zip(ids.tolist(), values.tolist()):
-            text = self.decoded[i] if i < len(self.decoded) else f"#{i}"
-            out.append({"id": i, "text": raw_token(tok, i) if REPLACEMENT in text else text, "effect": v})
-        return out
+        tok, n = self.model.tokenizer, len(self.decoded)
+        return [
+            {"id": i, "text": shown_token(tok, i, self.decoded[i] if i < n else None), "effect": v}
+            for i, v in zip(ids.tolist(), values.tolist())
+        ]
 
     def info(self, q: dict[str, str]) -> dict:
         spec = neuron_spec(self.model)
@@ -171,6 +167,14 @@ class LiveExplorer:
         if folder == self.page.folder and name in self.page.files:
             return self.page.files[name].encode(), "text/javascript; charset=utf-8"
         return None
+
+
+def _top(q: dict[str, str], default: str) -> int:
+    """The ``top`` parameter: a whole number 1-1000."""
+    top = q.get("top", default)
+    if not top.isdigit() or not 1 <= int(top) <= 1000:
+        raise LapelensError(f"top must be a whole number 1-1000, got {top!r}.")
+    return int(top)
 
 
 def need(q: dict[str, str], key: str, allow_empty: bool = False, strip: bool = True) -> str:

@@ -59,6 +59,14 @@ def raw_token(tokenizer: Any, token_id: int) -> str:
     return "\u2039" + raw + "\u203a"
 
 
+def shown_token(tokenizer: Any, token_id: int, decoded: str | None) -> str:
+    """The text the page shows for a token alone: ``decoded`` (its text decoded alone), a byte piece as
+    its raw bytes (:func:`raw_token`), ``#id`` for an id past the tokenizer's vocabulary (``decoded`` None)."""
+    if decoded is None:
+        return f"#{token_id}"
+    return raw_token(tokenizer, token_id) if REPLACEMENT in decoded else decoded
+
+
 def merged_runs(tokenizer: Any, ids: Sequence[int], partial: set[int] | None = None) -> list[tuple[int, int, str]]:
     """``(start, length, text)`` for each run of tokens that only together decode to whole characters.
 
