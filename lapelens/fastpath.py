@@ -29,10 +29,22 @@ enters Accelerate's ``align_module_device`` to fetch offloaded weights that are 
 :func:`cache_bridge_bookkeeping` makes a block remember the answer for the forward it asked about
 (asked again when that forward is replaced) and lets a component whose module carries no
 Accelerate hook call it directly: the same calls with the same arguments.
+
+**Whole layers.** Even so, a block of the bridge makes several times the Python calls of the
+Hugging Face layer it wraps (a component and two hook points around every projection and norm,
+the block's own checks), which at two threads cost a greedy decoding step of ten sequences on
+SmolLM2 about a seventh of its time. :func:`run_quiet_layers_plain` lets a block in which nothing
+is hooked -- no hook on any hook point or bridge inside it, no processed weights, no compatibility
+mode, no stop or start at that layer, fused attention -- run a copy of its Hugging Face layer whose
+children are the Hugging Face modules themselves (the same parameters, buffers and hooks): the plain
+Hugging Face computation, which is what the bridge computes there, bit for bit. A layer with a
+hook anywhere inside it, or a component that does more than pass its input through hooks, runs
+the bridge's way, every hook firing.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import weakref
 from collections.abc import Callable
@@ -238,3 +250,167 @@ def uses_sdpa(model: HookedModel) -> bool:
     """Whether ``model``'s unobserved attention layers run fused."""
     bridges = _attention_bridges(model)
     return bool(bridges) and all(_fused(b._modules.get("_original_component")) for b in bridges)
+
+
+# ---- whole layers ------------------------------------------------------------------------------
+class _PlainLayer:
+    """A block's Hugging Face layer with every bridge inside it replaced by the module it wraps,
+    and what must be quiet for it to stand in for the block."""
+
+    __slots__ = ("source", "layer", "modules", "components", "attentions", "copies", "wiring", "hf_modules")
+
+    def __init__(self, block: nn.Module, modules: list[nn.Module]) -> None:
+        from transformer_lens.hook_points import HookPoint
+        from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
+        from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
+
+        self.source = block._modules["_original_component"]
+        # What the plain layer does not call: the bridges and their hook points. (Hooks on the Hugging
+        # Face modules fire either way: a copy shares its original's hooks.)
+        self.modules = [m for m in modules if isinstance(m, (GeneralizedComponent, HookPoint))]
+        self.components = [m for m in self.modules if isinstance(m, GeneralizedComponent)]
+        self.hf_modules = [m for m in modules if not isinstance(m, (GeneralizedComponent, HookPoint))]
+        self.attentions = [c._modules["_original_component"] for c in self.components if isinstance(c, AttentionBridge)]
+        self.copies: list[tuple[nn.Module, nn.Module]] = []
+        self.layer = self._unbridged(self.source, {})
+        # What the copy was made from: every bridge's and every copied module's children.
+        wired = self.components + [module for _, module in self.copies]
+        self.wiring = [(m, list(m._modules.values())) for m in wired]
+
+    def current(self, block: nn.Module) -> bool:
+        """Whether ``block`` still wraps the modules this copy was made from, none of them placed by Accelerate."""
+        return (
+            block._modules.get("_original_component") is self.source
+            and all(list(m._modules.values()) == children for m, children in self.wiring)
+            and not any("_hf_hook" in m.__dict__ for m in self.hf_modules)
+        )
+
+    def _unbridged(self, module: nn.Module, seen: dict[int, nn.Module]) -> nn.Module:
+        """``module`` with its bridges replaced by what they wrap: itself if no bridge is below it,
+        else a shallow copy (the same parameters, buffers and hooks) with unbridged children."""
+        from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
+
+        if id(module) in seen:
+            return seen[id(module)]
+        if isinstance(module, GeneralizedComponent):
+            out = self._unbridged(module._modules["_original_component"], seen)
+        else:
+            children = {k: None if c is None else self._unbridged(c, seen) for k, c in module._modules.items()}
+            if all(children[k] is c for k, c in module._modules.items()):
+                out = module
+            else:
+                out = copy.copy(module)
+                out.__dict__["_modules"] = children
+                self.copies.append((out, module))
+        seen[id(module)] = out
+        return out
+
+    def stands_in_for(self, block: nn.Module) -> bool:
+        """Whether running :attr:`layer` computes what ``block`` would, every hook included (none fires)."""
+        if _global_hooks():
+            return False
+        state = block.__dict__
+        if state.get("_stop_at_layer_idx") is not None or state.get("_start_at_layer_idx") is not None:
+            return False
+        config = state.get("config")
+        if config is not None and any(
+            getattr(config, flag, False) for flag in ("use_split_qkv_input", "use_attn_in", "use_hook_mlp_in")
+        ):
+            return False
+        if state.get("_use_hook_mlp_in", False):
+            return False
+        # The block's own capture hooks are inert while those flags are off.
+        capture = {h.id for h in state.get("_capture_hook_handles", ())}
+        for m in self.modules:
+            if m._forward_hooks or m._backward_hooks or m._backward_pre_hooks:
+                return False
+            if m._forward_pre_hooks and not capture.issuperset(m._forward_pre_hooks):
+                return False
+        for c in self.components:
+            own = c.__dict__
+            if own.get("compatibility_mode") or own.get("_use_processed_weights") or own.get("_suppress_next_hook_in"):
+                return False
+        if not all(_fused(a) for a in self.attentions):
+            return False
+        for out, module in self.copies:
+            out.__dict__["training"] = module.training
+        return True
+
+
+def _global_hooks() -> bool:
+    from torch.nn.modules import module as m
+
+    return bool(
+        m._global_forward_hooks
+        or m._global_forward_pre_hooks
+        or m._global_backward_hooks
+        or m._global_backward_pre_hooks
+    )
+
+
+def _passes_through(component: nn.Module) -> bool:
+    """Whether a bridge component only wraps its Hugging Face module with hook points, when none is hooked."""
+    from transformer_lens.model_bridge.generalized_components.block import BlockBridge
+    from transformer_lens.model_bridge.generalized_components.gated_mlp import GatedMLPBridge
+    from transformer_lens.model_bridge.generalized_components.linear import LinearBridge
+    from transformer_lens.model_bridge.generalized_components.normalization import NormalizationBridge
+    from transformer_lens.model_bridge.generalized_components.position_embeddings_attention import (
+        PositionEmbeddingsAttentionBridge,
+    )
+
+    kind = type(component)
+    original = component._modules.get("_original_component")
+    if original is None:
+        return False
+    if kind in (BlockBridge, LinearBridge, GatedMLPBridge, PositionEmbeddingsAttentionBridge):
+        return True
+    if isinstance(component, NormalizationBridge) and kind.forward is NormalizationBridge.forward:
+        native = component.use_native_layernorm_autograd or getattr(component.config, "layer_norm_folding", False)
+        return bool(native) and not isinstance(original, nn.Identity)
+    return False
+
+
+#: block -> its plain layer (None: some component in it does more than hooks).
+_PLAIN: "weakref.WeakKeyDictionary[nn.Module, _PlainLayer | None]" = weakref.WeakKeyDictionary()
+
+
+def _plain_layer(block: nn.Module) -> _PlainLayer | None:
+    plain = _PLAIN.get(block, False)
+    if plain is False or (plain is not None and not plain.current(block)):
+        from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
+
+        modules = list(block.modules())
+        # Weights Accelerate places are left to the bridge.
+        passes = all(_passes_through(m) for m in modules if isinstance(m, GeneralizedComponent)) and not any(
+            "_hf_hook" in m.__dict__ for m in modules
+        )
+        plain = _PLAIN[block] = _PlainLayer(block, modules) if passes else None
+    return plain
+
+
+def _wrap_block(forward: Callable[..., Any]) -> Callable[..., Any]:
+    def fast_forward(self: Any, *args: Any, **kwargs: Any) -> Any:
+        plain = _plain_layer(self)
+        if plain is None or not plain.stands_in_for(self):
+            return forward(self, *args, **kwargs)
+        kwargs = self._filter_kwargs_for_forward(kwargs, len(args))
+        output = plain.layer(*args, **kwargs)
+        return self._apply_output_hook(
+            output, force_tuple_for_bare_tensor=self._is_standalone_hidden_state_call(args, kwargs)
+        )
+
+    setattr(fast_forward, _WRAPPED, True)
+    fast_forward.__doc__ = forward.__doc__
+    return fast_forward
+
+
+def run_quiet_layers_plain() -> bool:
+    """Let every block of the bridge in which nothing is hooked run as the plain Hugging Face layer
+    (the module docstring says when); idempotent. False when this TransformerLens has no block bridge."""
+    try:
+        from transformer_lens.model_bridge.generalized_components.block import BlockBridge
+    except ImportError:
+        return False
+    if not getattr(BlockBridge.forward, _WRAPPED, False):
+        BlockBridge.forward = _wrap_block(BlockBridge.forward)
+    return True

@@ -29,7 +29,7 @@ from torch import Tensor
 from lapelens._compat import fix_bridge_kv_cache
 from lapelens.constants import EMBEDDED
 from lapelens.errors import LapelensError
-from lapelens.fastpath import cache_bridge_bookkeeping, skip_unobserved_norm_hooks, use_sdpa
+from lapelens.fastpath import cache_bridge_bookkeeping, run_quiet_layers_plain, skip_unobserved_norm_hooks, use_sdpa
 from lapelens.pretrained import PRETRAINED, hf_folder
 from lapelens.types import HookedModel
 
@@ -224,8 +224,8 @@ def load_model(
     ``dtype``: one of :data:`DTYPES` (a name or a torch dtype). bfloat16 has float32's range at
     half the memory; float16 can overflow, which ``collect`` detects and refuses.
     ``attention="sdpa"`` (the default) lets attention layers that no hook looks into run fused,
-    as the plain Hugging Face model does (:mod:`lapelens.fastpath`); every hook still fires where one
-    is added. ``"eager"`` keeps TransformerLens' step-by-step attention in every layer (the two
+    as the plain Hugging Face model does, and a layer nothing is hooked in runs as the plain Hugging
+    Face layer (:mod:`lapelens.fastpath`); every hook still fires where one is added. ``"eager"`` keeps TransformerLens' step-by-step attention in every layer (the two
     differ at float rounding).
 
     ``hf_model``: a Hugging Face causal LM already in memory (built from a config and randomly
@@ -288,5 +288,6 @@ def load_model(
     use_sdpa(model, attention == "sdpa")
     skip_unobserved_norm_hooks(model)  # exact: the norm hooks nobody reads are not computed
     cache_bridge_bookkeeping()  # exact: the same calls without the per-call signature and offload lookups
+    run_quiet_layers_plain()  # exact: a layer nothing is hooked in runs as the Hugging Face layer
     neuron_spec(model)
     return model

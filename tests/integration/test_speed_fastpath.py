@@ -144,16 +144,144 @@ def test_a_component_with_an_accelerate_hook_still_aligns_its_device(tiny_dirs, 
         return real(module, *a, **k)
 
     monkeypatch.setattr(base, "align_module_device", spy)
+    tokens, _ = _inputs()
+    with torch.inference_mode():
+        ref = load_model(tiny_dirs["llama"])(tokens)
+        assert calls == []  # no module carries an Accelerate hook
+        model = load_model(tiny_dirs["llama"])
+        q = model.blocks[0].attn.q.original_component
+        q._hf_hook = object()  # what accelerate.hooks.add_hook_to_module sets, at loading
+        out = model(tokens)
+    assert calls and all(m is q for m in calls)  # that layer runs the bridge's way, q aligned
+    assert torch.equal(out, ref)
+
+
+#: Gated MLPs and rotary attention: layers that run as the plain Hugging Face layer while nothing is hooked in them.
+PLAIN = ("llama", "mistral", "qwen2")
+
+
+def _count_projections(monkeypatch) -> list:
+    """Every call of a bridge's projection (``LinearBridge.forward``); a plain layer makes none."""
+    from transformer_lens.model_bridge.generalized_components.linear import LinearBridge
+
+    calls, forward = [], LinearBridge.forward
+
+    def counting(self, *args, **kwargs):
+        calls.append(self)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(LinearBridge, "forward", counting)
+    return calls
+
+
+def _bridged(monkeypatch) -> None:
+    """Every layer the bridge's way from now on (the reference)."""
+    import lapelens.fastpath as fastpath
+
+    monkeypatch.setattr(fastpath, "_plain_layer", lambda block: None)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_quiet_layers_run_plain_with_the_same_logits_and_tokens(tiny_dirs, arch, monkeypatch):
+    from lapelens.evaluate import generation as gen
+
+    model = load_model(tiny_dirs[arch])
+    calls = _count_projections(monkeypatch)
+    tokens, mask = _inputs()
+    prompts = gen.encode_prompts(model, ["The quick brown fox", "Le renard", ""], 10)
+    sampling = gen.Sampling(max_new_tokens=6, seed=2)
+    with torch.inference_mode():
+        plain, plain_masked = model(tokens), model(tokens, attention_mask=mask)
+        plain_calls = len(calls)
+        plain_ids = gen.generate_ids(model, prompts, sampling)
+        _bridged(monkeypatch)
+        calls.clear()
+        bridged, bridged_masked = model(tokens), model(tokens, attention_mask=mask)
+        bridged_calls = len(calls)
+        bridged_ids = gen.generate_ids(model, prompts, sampling)
+    assert torch.equal(plain, bridged) and torch.equal(plain_masked, bridged_masked)
+    assert plain_ids == bridged_ids
+    if arch in PLAIN:  # q, k, v, o, gate, up, down in every layer, twice: all skipped
+        assert plain_calls == 0 and bridged_calls == 2 * 7 * model.cfg.n_layers
+    else:  # GPT-2's joint QKV, BLOOM's and OPT's attention: the bridge's way everywhere
+        assert plain_calls == bridged_calls > 0
+
+
+@pytest.mark.parametrize("arch", PLAIN)
+def test_a_hook_anywhere_in_a_layer_runs_that_layer_the_bridge_s_way(tiny_dirs, arch, monkeypatch):
+    """A hook on any hook point of block 1 runs block 1 the bridge's way (block 0 stays plain): the
+    same points fire with the same values, and the logits are the bridge's."""
+    model = load_model(tiny_dirs[arch])
+    calls = _count_projections(monkeypatch)
+    tokens, mask = _inputs()
+    names = sorted(n for n in model.hook_dict if n.startswith("blocks.1."))
+    with torch.inference_mode():
+        seen, outs = {}, {}
+        for name in names:
+            calls.clear()
+
+            def record(x, hook, into=seen):
+                into.setdefault(hook.name, x.clone())  # returns None: the value goes on unchanged
+
+            try:
+                with model.hooks(fwd_hooks=[(name, record)]):
+                    out = model(tokens, attention_mask=mask)
+            except ValueError as exc:  # a hook point TransformerLens gates behind a flag (hook_attn_in...)
+                assert "Call set_" in str(exc)
+                continue
+            outs[name] = out
+            assert {id(c) for c in calls} <= {id(m) for m in model.blocks[1].modules()}, name
+            assert len(calls) == 7, name
+        assert len(seen) >= 20  # the others are points TransformerLens does not fire on this architecture
+        _bridged(monkeypatch)
+        ref = {}
+        for name, out in outs.items():  # one at a time, as above (a hook can change how TransformerLens computes)
+            with model.hooks(fwd_hooks=[(name, lambda x, hook: record(x, hook, ref))]):
+                assert torch.equal(model(tokens, attention_mask=mask), out), name
+    assert ref.keys() == seen.keys()
+    for name, value in seen.items():
+        assert torch.equal(value, ref[name]), name
+
+
+def test_a_torch_hook_or_a_rewired_module_in_a_layer_is_seen(tiny_dirs, monkeypatch):
     model = load_model(tiny_dirs["llama"])
     tokens, _ = _inputs()
     with torch.inference_mode():
-        ref = model(tokens)
-        assert calls == []  # no module carries an Accelerate hook
-        q = model.blocks[0].attn.q.original_component
-        q._hf_hook = object()  # what accelerate.hooks.add_hook_to_module sets
+        plain = model(tokens)
+        fired = []
+        handle = model.blocks[1].mlp.register_forward_hook(lambda m, a, o: fired.append(o.shape))
         try:
-            out = model(tokens)
+            assert torch.equal(model(tokens), plain) and fired == [(2, 12, model.cfg.d_model)]
         finally:
-            del q._hf_hook
-    assert calls and all(m is q for m in calls)
-    assert torch.equal(out, ref)
+            handle.remove()
+        # A projection that wraps other weights: the layer is copied again and computes with them.
+        down = model.blocks[1].mlp.out
+        new = torch.nn.Linear(model.cfg.d_mlp, model.cfg.d_model, bias=False)
+        new.weight.copy_(down.original_component.weight * 2)
+        saved = down.original_component
+        down.set_original_component(new)
+        try:
+            doubled = model(tokens)
+            _bridged(monkeypatch)
+            assert torch.equal(doubled, model(tokens)) and not torch.equal(doubled, plain)
+        finally:
+            down.set_original_component(saved)
+
+
+def test_plain_layers_follow_train_and_eval(tiny_dirs):
+    import lapelens.fastpath as fastpath
+
+    model = load_model(tiny_dirs["qwen2"])
+    tokens, _ = _inputs()
+    copies = lambda: [out for out, _ in fastpath._PLAIN[model.blocks[0]].copies]  # noqa: E731
+    with torch.no_grad():
+        model(tokens)
+        assert copies() and not any(c.training for c in copies())
+        model.train()
+        try:
+            model(tokens)
+            assert all(c.training for c in copies())
+        finally:
+            model.eval()
+        model(tokens)
+    assert not any(c.training for c in copies())
