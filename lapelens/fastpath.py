@@ -278,11 +278,9 @@ class _PlainLayer:
         self.wiring = [(m, list(m._modules.values())) for m in wired]
 
     def current(self, block: nn.Module) -> bool:
-        """Whether ``block`` still wraps the modules this copy was made from, none of them placed by Accelerate."""
-        return (
-            block._modules.get("_original_component") is self.source
-            and all(list(m._modules.values()) == children for m, children in self.wiring)
-            and not any("_hf_hook" in m.__dict__ for m in self.hf_modules)
+        """Whether ``block`` still wraps the modules this copy was made from."""
+        return block._modules.get("_original_component") is self.source and all(
+            list(m._modules.values()) == children for m, children in self.wiring
         )
 
     def _unbridged(self, module: nn.Module, seen: dict[int, nn.Module]) -> nn.Module:
@@ -332,6 +330,8 @@ class _PlainLayer:
                 return False
         if not all(_fused(a) for a in self.attentions):
             return False
+        if any("_hf_hook" in m.__dict__ for m in self.hf_modules):  # weights Accelerate places: the bridge's way
+            return False
         for out, module in self.copies:
             out.__dict__["training"] = module.training
         return True
@@ -380,10 +380,7 @@ def _plain_layer(block: nn.Module) -> _PlainLayer | None:
         from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
 
         modules = list(block.modules())
-        # Weights Accelerate places are left to the bridge.
-        passes = all(_passes_through(m) for m in modules if isinstance(m, GeneralizedComponent)) and not any(
-            "_hf_hook" in m.__dict__ for m in modules
-        )
+        passes = all(_passes_through(m) for m in modules if isinstance(m, GeneralizedComponent))
         plain = _PLAIN[block] = _PlainLayer(block, modules) if passes else None
     return plain
 
